@@ -1,0 +1,545 @@
+//! Configuration: `config.toml` (embedded as the defaults) overlaid by the user's file.
+//!
+//! Every table is `deny_unknown_fields`, and every value is checked while parsing, so an error
+//! names the file, the line and the key. A user file may leave out any key: it then keeps the
+//! default. The defaults are written twice — in `config.toml` for people, and in the `Default`
+//! impls for serde to fill in missing keys (serde's container `default` cannot call back into a
+//! parse of the same type) — and a test holds the two equal.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The documented defaults, the same text users read.
+pub const DEFAULTS: &str = include_str!("../config.toml");
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub scan: ScanConfig,
+    pub protect: ProtectConfig,
+    pub commit: CommitConfig,
+    pub keys: Keys,
+    pub theme: Theme,
+}
+
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    pub max_depth: usize,
+    pub follow_symlinks: bool,
+    pub raw_extensions: Vec<String>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            max_depth: 16,
+            follow_symlinks: true,
+            raw_extensions: vec!["img".into(), "raw".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectConfig {
+    pub globs: Vec<String>,
+}
+
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitConfig {
+    pub chunk_size: ChunkSize,
+    pub keep_top: bool,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            chunk_size: ChunkSize(2 << 20),
+            keep_top: false,
+        }
+    }
+}
+
+/// Bytes per copy step of a commit, 64 KiB to 64 MiB, a multiple of 512.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "toml::Value")]
+pub struct ChunkSize(pub u64);
+
+impl TryFrom<toml::Value> for ChunkSize {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        let n = match &v {
+            toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "must not be negative")?,
+            toml::Value::String(s) => parse_size(s)?,
+            _ => return Err("expected a number of bytes or a string like \"2MiB\"".into()),
+        };
+        if !(64 << 10..=64 << 20).contains(&n) || n % 512 != 0 {
+            return Err(format!(
+                "chunk size {n} must be between 64KiB and 64MiB and a multiple of 512"
+            ));
+        }
+        Ok(ChunkSize(n))
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: u64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a size like \"2MiB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        u => return Err(format!("unknown unit \"{u}\" (use B, KiB, MiB or GiB)")),
+    };
+    num.checked_mul(mult)
+        .ok_or_else(|| format!("\"{s}\" is too large"))
+}
+
+/// Keys of every UI action. Each value keeps its position in the file for error messages.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    pub up: Spanned<Vec<KeySpec>>,
+    pub down: Spanned<Vec<KeySpec>>,
+    pub fold: Spanned<Vec<KeySpec>>,
+    pub unfold: Spanned<Vec<KeySpec>>,
+    pub first: Spanned<Vec<KeySpec>>,
+    pub last: Spanned<Vec<KeySpec>>,
+    pub page_up: Spanned<Vec<KeySpec>>,
+    pub page_down: Spanned<Vec<KeySpec>>,
+    pub backing: Spanned<Vec<KeySpec>>,
+    pub overlay: Spanned<Vec<KeySpec>>,
+    pub filter: Spanned<Vec<KeySpec>>,
+    pub commit: Spanned<Vec<KeySpec>>,
+    pub protect: Spanned<Vec<KeySpec>>,
+    pub cancel: Spanned<Vec<KeySpec>>,
+    pub rescan: Spanned<Vec<KeySpec>>,
+    pub help: Spanned<Vec<KeySpec>>,
+    pub quit: Spanned<Vec<KeySpec>>,
+    pub confirm: Spanned<Vec<KeySpec>>,
+    pub close: Spanned<Vec<KeySpec>>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        let k = |keys: &[&str]| {
+            let specs = keys
+                .iter()
+                .filter_map(|s| KeySpec::try_from((*s).to_string()).ok())
+                .collect();
+            Spanned::new(0..0, specs)
+        };
+        Keys {
+            up: k(&["k", "Up"]),
+            down: k(&["j", "Down"]),
+            fold: k(&["h", "Left"]),
+            unfold: k(&["l", "Right"]),
+            first: k(&["g", "Home"]),
+            last: k(&["G", "End"]),
+            page_up: k(&["PageUp", "Ctrl-b"]),
+            page_down: k(&["PageDown", "Ctrl-f"]),
+            backing: k(&["b"]),
+            overlay: k(&["o"]),
+            filter: k(&["/"]),
+            commit: k(&["c"]),
+            protect: k(&["p"]),
+            cancel: k(&["x"]),
+            rescan: k(&["r"]),
+            help: k(&["?", "F1"]),
+            quit: k(&["q", "Ctrl-c"]),
+            confirm: k(&["Enter", "y"]),
+            close: k(&["Esc", "n"]),
+        }
+    }
+}
+
+impl Keys {
+    /// The browsing actions by name, in help order (popup keys excluded).
+    pub fn browsing(&self) -> [(&'static str, &Spanned<Vec<KeySpec>>); 17] {
+        [
+            ("up", &self.up),
+            ("down", &self.down),
+            ("fold", &self.fold),
+            ("unfold", &self.unfold),
+            ("first", &self.first),
+            ("last", &self.last),
+            ("page_up", &self.page_up),
+            ("page_down", &self.page_down),
+            ("backing", &self.backing),
+            ("overlay", &self.overlay),
+            ("filter", &self.filter),
+            ("commit", &self.commit),
+            ("protect", &self.protect),
+            ("cancel", &self.cancel),
+            ("rescan", &self.rescan),
+            ("help", &self.help),
+            ("quit", &self.quit),
+        ]
+    }
+
+    /// A key bound to two browsing actions, or to both popup actions: (key, action, other
+    /// action, byte offset of the second binding).
+    fn conflict(&self) -> Option<(KeySpec, &'static str, &'static str, usize)> {
+        let popup = [("confirm", &self.confirm), ("close", &self.close)];
+        for group in [&self.browsing()[..], &popup[..]] {
+            let mut seen: Vec<(&KeySpec, &'static str)> = Vec::new();
+            for (name, keys) in group {
+                for k in keys.get_ref() {
+                    if let Some((_, other)) = seen.iter().find(|(s, _)| *s == k) {
+                        return Some((k.clone(), other, name, keys.span().start));
+                    }
+                    seen.push((k, name));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// One key: a code with modifiers. Parsed from strings like `"j"`, `"Down"`, `"Ctrl-c"`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(try_from = "String")]
+pub struct KeySpec {
+    pub ctrl: bool,
+    pub alt: bool,
+    pub shift: bool,
+    pub code: KeyCode,
+}
+
+/// The key itself, without modifiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyCode {
+    Char(char),
+    Named(NamedKey),
+    F(u8),
+}
+
+/// Keys with names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NamedKey {
+    Up,
+    Down,
+    Left,
+    Right,
+    Enter,
+    Esc,
+    Tab,
+    Backspace,
+    Delete,
+    Home,
+    End,
+    PageUp,
+    PageDown,
+}
+
+const NAMED: [(&str, NamedKey); 13] = [
+    ("Up", NamedKey::Up),
+    ("Down", NamedKey::Down),
+    ("Left", NamedKey::Left),
+    ("Right", NamedKey::Right),
+    ("Enter", NamedKey::Enter),
+    ("Esc", NamedKey::Esc),
+    ("Tab", NamedKey::Tab),
+    ("Backspace", NamedKey::Backspace),
+    ("Delete", NamedKey::Delete),
+    ("Home", NamedKey::Home),
+    ("End", NamedKey::End),
+    ("PageUp", NamedKey::PageUp),
+    ("PageDown", NamedKey::PageDown),
+];
+
+impl TryFrom<String> for KeySpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let mut spec = KeySpec {
+            ctrl: false,
+            alt: false,
+            shift: false,
+            code: KeyCode::Char(' '),
+        };
+        let mut rest = s.as_str();
+        loop {
+            if let Some(r) = rest.strip_prefix("Ctrl-").filter(|r| !r.is_empty()) {
+                spec.ctrl = true;
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("Alt-").filter(|r| !r.is_empty()) {
+                spec.alt = true;
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("Shift-").filter(|r| !r.is_empty()) {
+                spec.shift = true;
+                rest = r;
+            } else {
+                break;
+            }
+        }
+        let mut chars = rest.chars();
+        spec.code = match (chars.next(), chars.next()) {
+            (Some(c), None) => KeyCode::Char(c),
+            _ if rest == "Space" => KeyCode::Char(' '),
+            _ => {
+                if let Some((_, k)) = NAMED.iter().find(|(n, _)| *n == rest) {
+                    KeyCode::Named(*k)
+                } else if let Some(n) = rest
+                    .strip_prefix('F')
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .filter(|n| (1..=12).contains(n))
+                {
+                    KeyCode::F(n)
+                } else {
+                    return Err(format!(
+                        "unknown key \"{s}\": use a single character, a name such as Up, Enter, \
+                         PageDown, Space or F1, optionally after Ctrl-, Alt- or Shift-"
+                    ));
+                }
+            }
+        };
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ctrl {
+            f.write_str("Ctrl-")?;
+        }
+        if self.alt {
+            f.write_str("Alt-")?;
+        }
+        if self.shift {
+            f.write_str("Shift-")?;
+        }
+        match self.code {
+            KeyCode::Char(' ') => f.write_str("Space"),
+            KeyCode::Char(c) => write!(f, "{c}"),
+            KeyCode::F(n) => write!(f, "F{n}"),
+            KeyCode::Named(k) => {
+                let name = NAMED.iter().find(|(_, v)| *v == k).map_or("?", |(n, _)| n);
+                f.write_str(name)
+            }
+        }
+    }
+}
+
+/// Colours of the terminal UI.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Theme {
+    pub rw: Colour,
+    pub ro: Colour,
+    pub keep_ro: Colour,
+    pub in_use: Colour,
+    pub problem: Colour,
+    pub selection: Colour,
+    pub border: Colour,
+    pub gauge: Colour,
+}
+
+impl Default for Theme {
+    fn default() -> Self {
+        Theme {
+            rw: Colour::Named("green"),
+            ro: Colour::Named("blue"),
+            keep_ro: Colour::Named("magenta"),
+            in_use: Colour::Named("yellow"),
+            problem: Colour::Named("red"),
+            selection: Colour::Named("dark-gray"),
+            border: Colour::Named("gray"),
+            gauge: Colour::Named("cyan"),
+        }
+    }
+}
+
+/// A terminal colour: a named one, an RGB triple, or a 256-colour index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Colour {
+    Named(&'static str),
+    Rgb(u8, u8, u8),
+    Indexed(u8),
+}
+
+/// Colour names, as ratatui spells them in kebab case.
+pub const COLOUR_NAMES: [&str; 17] = [
+    "reset",
+    "black",
+    "red",
+    "green",
+    "yellow",
+    "blue",
+    "magenta",
+    "cyan",
+    "gray",
+    "dark-gray",
+    "light-red",
+    "light-green",
+    "light-yellow",
+    "light-blue",
+    "light-magenta",
+    "light-cyan",
+    "white",
+];
+
+impl<'de> Deserialize<'de> for Colour {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Colour::try_from(toml::Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<toml::Value> for Colour {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Integer(i) => u8::try_from(i)
+                .map(Colour::Indexed)
+                .map_err(|_| format!("colour index {i} is not in 0-255")),
+            toml::Value::String(s) => {
+                if let Some(hex) = s.strip_prefix('#') {
+                    let ok = hex.len() == 6 && hex.chars().all(|c| c.is_ascii_hexdigit());
+                    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0);
+                    return if ok {
+                        Ok(Colour::Rgb(byte(0), byte(2), byte(4)))
+                    } else {
+                        Err(format!("\"{s}\" is not a colour like \"#30a0ff\""))
+                    };
+                }
+                COLOUR_NAMES
+                    .iter()
+                    .find(|n| **n == s)
+                    .map(|n| Colour::Named(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown colour \"{s}\": use one of {}, \"#rrggbb\" or 0-255",
+                            COLOUR_NAMES.join(", ")
+                        )
+                    })
+            }
+            _ => Err("expected a colour name, \"#rrggbb\" or a number 0-255".into()),
+        }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {}: {message}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// Where the configuration comes from: `--config FILE`, else the XDG location if it exists.
+/// `None` means the embedded defaults.
+pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let p = base.join("imgchain").join("config.toml");
+    p.is_file().then_some(p)
+}
+
+/// Loads the configuration from `path`, or the embedded defaults for `None`.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let Some(path) = path else {
+        return parse(DEFAULTS).map_err(|message| ConfigError {
+            path: PathBuf::from("(built-in config.toml)"),
+            message,
+        });
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        message: format!("cannot read it: {e}"),
+    })?;
+    parse(&text).map_err(|message| ConfigError {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Parses configuration text; the error names the line and the key.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    if let Some((key, first, second, at)) = config.keys.conflict() {
+        let line = text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1;
+        return Err(format!(
+            "line {line}, [keys] {second}: key \"{key}\" is already bound to \"{first}\"; \
+             bind each key to one action"
+        ));
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_equal_the_code_defaults() {
+        let c = parse(DEFAULTS).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.commit.chunk_size, ChunkSize(2 << 20));
+        assert!(!c.commit.keep_top);
+        assert_eq!(c.scan.raw_extensions, vec!["img", "raw"]);
+        assert_eq!(c.keys.quit.get_ref()[1].to_string(), "Ctrl-c");
+        assert_eq!(c.theme.rw, Colour::Named("green"));
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let c = parse("[scan]\nmax_depth = 3\n[protect]\nglobs = [\"*.gold\"]\n").unwrap();
+        assert_eq!(c.scan.max_depth, 3);
+        assert!(c.scan.follow_symlinks);
+        assert_eq!(c.protect.globs, vec!["*.gold"]);
+        assert_eq!(c.keys, Keys::default());
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        for s in [
+            "j",
+            "G",
+            "?",
+            "Ctrl-c",
+            "Alt-Shift-x",
+            "PageDown",
+            "F12",
+            "Space",
+            "-",
+        ] {
+            let k = KeySpec::try_from(s.to_string()).unwrap();
+            assert_eq!(k.to_string(), s);
+        }
+        for bad in ["", "Foo", "F13", "Ctrl-", "jj"] {
+            assert!(KeySpec::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_colours() {
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1 M"), Ok(1 << 20));
+        assert!(parse_size("2 TB").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert_eq!(
+            Colour::try_from(toml::Value::String("#0a0B0c".into())),
+            Ok(Colour::Rgb(10, 11, 12))
+        );
+        assert_eq!(
+            Colour::try_from(toml::Value::Integer(200)),
+            Ok(Colour::Indexed(200))
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Process exit codes (design §5). Scripts rely on them; never renumber.
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any error without a code of its own.
+pub const FAILURE: u8 = 1;
+/// Bad command line or configuration.
+pub const USAGE: u8 = 2;
+/// `check` found warnings or errors.
+pub const PROBLEMS: u8 = 3;
+/// Commit refused: the image has no backing file.
+pub const NO_BACKING: u8 = 10;
+/// Commit refused: the base (or an image between) is keep-RO.
+pub const KEEP_READ_ONLY: u8 = 11;
+/// Commit refused: another process uses the top or the base.
+pub const IN_USE: u8 = 12;
+/// Commit refused: the base has other overlays (use --force).
+pub const SHARED_BASE: u8 = 13;
+/// I/O error during a commit; the base was left consistent.
+pub const IO_ERROR: u8 = 14;
+/// Data committed, but the base could not be returned to read-only.
+pub const REOPEN_FAILED: u8 = 15;
+/// The image uses a format or feature imgchain cannot write safely.
+pub const UNSUPPORTED: u8 = 16;
+/// Cancelled by the user.
+pub const CANCELLED: u8 = 130;

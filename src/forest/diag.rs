@@ -1,0 +1,252 @@
+//! Diagnostics: the problems a scan finds, each with a message that says what to do.
+//!
+//! Kinds are those of design §6 plus `bad-header` (a header QEMU would refuse) and
+//! `not-an-image` (a file named like an image format that has no such header).
+
+use std::fmt;
+use std::path::Path;
+
+/// What kind of problem a node has. The JSON spelling is [`ProblemKind::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    MissingBacking,
+    BackingLoop,
+    NoBackingFormat,
+    BackingFormatMismatch,
+    ProtocolBacking,
+    Dirty,
+    Corrupt,
+    UnsupportedFeature,
+    UnsafeBackingPath,
+    Unreadable,
+    SizeMismatch,
+    BadHeader,
+    NotAnImage,
+}
+
+impl ProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::MissingBacking => "missing-backing",
+            ProblemKind::BackingLoop => "backing-loop",
+            ProblemKind::NoBackingFormat => "no-backing-format",
+            ProblemKind::BackingFormatMismatch => "backing-format-mismatch",
+            ProblemKind::ProtocolBacking => "protocol-backing",
+            ProblemKind::Dirty => "dirty",
+            ProblemKind::Corrupt => "corrupt",
+            ProblemKind::UnsupportedFeature => "unsupported-feature",
+            ProblemKind::UnsafeBackingPath => "unsafe-backing-path",
+            ProblemKind::Unreadable => "unreadable",
+            ProblemKind::SizeMismatch => "size-mismatch",
+            ProblemKind::BadHeader => "bad-header",
+            ProblemKind::NotAnImage => "not-an-image",
+        }
+    }
+
+    /// How bad it is. `check` fails on warnings and errors, not on notes.
+    pub fn severity(self) -> Severity {
+        match self {
+            ProblemKind::MissingBacking
+            | ProblemKind::BackingLoop
+            | ProblemKind::BackingFormatMismatch
+            | ProblemKind::Corrupt
+            | ProblemKind::UnsafeBackingPath
+            | ProblemKind::Unreadable
+            | ProblemKind::BadHeader => Severity::Error,
+            ProblemKind::NoBackingFormat
+            | ProblemKind::Dirty
+            | ProblemKind::UnsupportedFeature
+            | ProblemKind::NotAnImage => Severity::Warning,
+            ProblemKind::ProtocolBacking | ProblemKind::SizeMismatch => Severity::Note,
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How serious a problem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Note,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Note => "note",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One problem of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(kind: ProblemKind, message: String) -> Problem {
+        Problem { kind, message }
+    }
+
+    pub fn severity(&self) -> Severity {
+        self.kind.severity()
+    }
+
+    pub fn missing_backing(overlay: &Path, raw: &str, resolved: &Path, fmt: &str) -> Problem {
+        Problem::new(
+            ProblemKind::MissingBacking,
+            format!(
+                "backing file {} (named \"{raw}\" in the header) does not exist; QEMU cannot open this image. \
+                 If the base moved, point the overlay at it: qemu-img rebase -u -F {fmt} -b NEWPATH {}",
+                resolved.display(),
+                overlay.display()
+            ),
+        )
+    }
+
+    pub fn backing_loop(overlay: &Path, cycle: &[&Path]) -> Problem {
+        let chain: Vec<String> = cycle.iter().map(|p| p.display().to_string()).collect();
+        Problem::new(
+            ProblemKind::BackingLoop,
+            format!(
+                "backing chain loops back on itself ({} -> {}); QEMU cannot open it. \
+                 Point this image at its real base: qemu-img rebase -u -F FORMAT -b REALBASE {}",
+                chain.join(" -> "),
+                chain.first().map(String::as_str).unwrap_or(""),
+                overlay.display()
+            ),
+        )
+    }
+
+    pub fn no_backing_format(overlay: &Path, raw: &str, probed: Option<&str>) -> Problem {
+        let fmt = probed.unwrap_or("FORMAT");
+        Problem::new(
+            ProblemKind::NoBackingFormat,
+            format!(
+                "the header names backing file \"{raw}\" but not its format; QEMU 6.1+ refuses to guess it \
+                 for new images, and guessing raw is unsafe. Record it: qemu-img rebase -u -F {fmt} -b \"{raw}\" {}",
+                overlay.display()
+            ),
+        )
+    }
+
+    pub fn backing_format_mismatch(
+        overlay: &Path,
+        raw: &str,
+        declared: &str,
+        actual: &str,
+    ) -> Problem {
+        Problem::new(
+            ProblemKind::BackingFormatMismatch,
+            format!(
+                "the header says backing file \"{raw}\" is {declared}, but it is {actual}; QEMU would read it as \
+                 {declared} and the guest would see the wrong disk. If the file is the right one: \
+                 qemu-img rebase -u -F {actual} -b \"{raw}\" {}",
+                overlay.display()
+            ),
+        )
+    }
+
+    pub fn protocol_backing(raw: &str) -> Problem {
+        Problem::new(
+            ProblemKind::ProtocolBacking,
+            format!(
+                "backing file \"{raw}\" is a protocol or json: name; imgchain shows it but does not follow it"
+            ),
+        )
+    }
+
+    pub fn dirty(path: &Path) -> Problem {
+        Problem::new(
+            ProblemKind::Dirty,
+            format!(
+                "the dirty bit is set: the image was not closed cleanly and its refcounts may be stale. \
+                 Repair it (with no VM using it): qemu-img check -r all {}",
+                path.display()
+            ),
+        )
+    }
+
+    pub fn corrupt(path: &Path) -> Problem {
+        Problem::new(
+            ProblemKind::Corrupt,
+            format!(
+                "QEMU marked this image corrupt; it must not be written. Inspect it with qemu-img check {}, \
+                 then repair with qemu-img check -r all or restore it from a backup",
+                path.display()
+            ),
+        )
+    }
+
+    pub fn unsupported_feature(feature: &str) -> Problem {
+        Problem::new(
+            ProblemKind::UnsupportedFeature,
+            format!(
+                "uses {feature}, which imgchain can show but not commit into or from; use qemu-img commit for this image"
+            ),
+        )
+    }
+
+    pub fn unsafe_backing_path(resolved: &Path, what: &str) -> Problem {
+        Problem::new(
+            ProblemKind::UnsafeBackingPath,
+            format!(
+                "backing file {} is {what}, not a regular file; imgchain never opens it. \
+                 Point the overlay at an image file with qemu-img rebase -u",
+                resolved.display()
+            ),
+        )
+    }
+
+    pub fn unreadable(path: &Path, err: &std::io::Error) -> Problem {
+        Problem::new(
+            ProblemKind::Unreadable,
+            format!(
+                "cannot read {}: {err}; check its permissions and the filesystem",
+                path.display()
+            ),
+        )
+    }
+
+    pub fn size_mismatch(overlay_size: u64, backing: &Path, backing_size: u64) -> Problem {
+        Problem::new(
+            ProblemKind::SizeMismatch,
+            format!(
+                "this overlay ({overlay_size} bytes) is larger than its backing file {} ({backing_size} bytes); \
+                 a commit will grow the backing file to {overlay_size} bytes",
+                backing.display()
+            ),
+        )
+    }
+
+    pub fn bad_header(path: &Path, format: &str, reason: &str) -> Problem {
+        Problem::new(
+            ProblemKind::BadHeader,
+            format!(
+                "damaged {format} header: {reason}. QEMU will refuse it too; inspect it with qemu-img check {} \
+                 and restore it from a backup if that fails",
+                path.display()
+            ),
+        )
+    }
+
+    pub fn not_an_image(ext: &str) -> Problem {
+        Problem::new(
+            ProblemKind::NotAnImage,
+            format!(
+                "named like a .{ext} image but has no {ext} header; QEMU would open it as a raw disk. \
+                 Rename it if it is not a disk image"
+            ),
+        )
+    }
+}

@@ -1,0 +1,12 @@
+//! The forest of backing chains: scanning, the node arena, the state model and diagnostics.
+
+pub mod diag;
+pub mod model;
+pub mod protect;
+pub mod scan;
+pub mod state;
+
+pub use model::{Backing, Forest, Node, NodeId, Row};
+pub use protect::Protect;
+pub use scan::{Scan, ScanError, ScanOptions, scan};
+pub use state::{KeepRoReason, Mode};

@@ -1,0 +1,210 @@
+//! The forest: an arena of image nodes linked by backing edges, and its flattened rows.
+//!
+//! Invariants: each image file appears once (by `(st_dev, st_ino)`); backing edges form no
+//! loop (a scan cuts the edge that closes one and reports it); `overlays` is the exact inverse
+//! of `Backing::node`, sorted by path; `roots` are the nodes without a backing node, sorted.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::diag::Problem;
+use super::state::{self, KeepRoReason, Mode, StateInput};
+use crate::image::probe::{Format, Qcow2Header};
+
+/// Index of a node in [`Forest::nodes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub usize);
+
+/// An image's backing file as its header names it and as it resolves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backing {
+    /// The name exactly as stored in the header.
+    pub raw: OsString,
+    /// The name resolved the way QEMU does (relative to the overlay's directory); protocol
+    /// and `json:` names are kept as they are.
+    pub resolved: PathBuf,
+    /// The backing format the header declares, if any.
+    pub format: Option<String>,
+    /// The resolved path names an existing file system object.
+    pub exists: bool,
+    /// The backing node, when it is an image in the forest.
+    pub node: Option<NodeId>,
+}
+
+/// One image file.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Absolute path, as found (not symlink-resolved: QEMU resolves relative backing names
+    /// against the name it was given).
+    pub path: PathBuf,
+    /// `(st_dev, st_ino)`, when the file could be opened.
+    pub ident: Option<(u64, u64)>,
+    pub file_size: Option<u64>,
+    /// Bytes allocated on disk (`st_blocks * 512`, qemu-img's `actual-size`).
+    pub allocated: Option<u64>,
+    pub format: Option<Format>,
+    pub virtual_size: Option<u64>,
+    pub cluster_size: Option<u64>,
+    pub qcow2: Option<Qcow2Header>,
+    pub backing: Option<Backing>,
+    pub overlays: Vec<NodeId>,
+    /// A read-write open of this file succeeded (and was closed at once).
+    pub writable: bool,
+    /// keep-RO asked for this node itself.
+    pub requested: bool,
+    pub mode: Mode,
+    pub keep_ro_reason: Option<KeepRoReason>,
+    pub problems: Vec<Problem>,
+}
+
+impl Node {
+    /// A node for `path` with nothing known yet.
+    pub fn new(path: PathBuf) -> Node {
+        Node {
+            path,
+            ident: None,
+            file_size: None,
+            allocated: None,
+            format: None,
+            virtual_size: None,
+            cluster_size: None,
+            qcow2: None,
+            backing: None,
+            overlays: Vec::new(),
+            writable: false,
+            requested: false,
+            mode: Mode::Ro,
+            keep_ro_reason: None,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The last path component, for display.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+
+    /// The backing node, when the backing file is an image in the forest.
+    pub fn backing_node(&self) -> Option<NodeId> {
+        self.backing.as_ref().and_then(|b| b.node)
+    }
+}
+
+/// Every image found, linked into backing chains.
+#[derive(Clone, Debug, Default)]
+pub struct Forest {
+    pub nodes: Vec<Node>,
+    pub roots: Vec<NodeId>,
+}
+
+/// One line of the flattened forest: a node at a depth, with the tree guides to draw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub id: NodeId,
+    pub depth: usize,
+    /// Box-drawing prefix for this row, e.g. `"│   └── "`; empty for roots.
+    pub guide: String,
+}
+
+impl Forest {
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// Looks a node up by path: the path it was found by, or any path to the same file.
+    pub fn find(&self, path: &Path) -> Option<NodeId> {
+        use std::os::unix::fs::MetadataExt;
+        let ident = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        self.nodes
+            .iter()
+            .position(|n| n.path == path || (ident.is_some() && n.ident == ident))
+            .map(NodeId)
+    }
+
+    /// Rebuilds `overlays` and `roots` from the backing edges, sorted by path.
+    pub fn relink(&mut self) {
+        for n in &mut self.nodes {
+            n.overlays.clear();
+        }
+        let mut roots = Vec::new();
+        for i in 0..self.nodes.len() {
+            match self.nodes[i].backing_node() {
+                Some(b) => self.nodes[b.0].overlays.push(NodeId(i)),
+                None => roots.push(NodeId(i)),
+            }
+        }
+        let nodes = &self.nodes;
+        roots.sort_by(|a, b| nodes[a.0].path.cmp(&nodes[b.0].path));
+        let order: Vec<Vec<NodeId>> = nodes
+            .iter()
+            .map(|n| {
+                let mut o = n.overlays.clone();
+                o.sort_by(|a, b| nodes[a.0].path.cmp(&nodes[b.0].path));
+                o
+            })
+            .collect();
+        for (n, o) in self.nodes.iter_mut().zip(order) {
+            n.overlays = o;
+        }
+        self.roots = roots;
+    }
+
+    /// Recomputes every node's mode and keep-RO reason from `requested`, `writable` and the
+    /// backing edges.
+    pub fn apply_state(&mut self) {
+        let inputs: Vec<StateInput> = self
+            .nodes
+            .iter()
+            .map(|n| StateInput {
+                backing: n.backing_node().map(|b| b.0),
+                requested: n.requested,
+                writable: n.writable,
+            })
+            .collect();
+        for (n, s) in self.nodes.iter_mut().zip(state::compute(&inputs)) {
+            n.mode = s.mode;
+            n.keep_ro_reason = s.reason;
+        }
+    }
+
+    /// The forest in display order: each root, then its overlays depth-first.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::with_capacity(self.nodes.len());
+        // (node, depth, guides of the ancestors' columns, is-last-sibling)
+        let mut stack: Vec<(NodeId, usize, String, bool)> = self
+            .roots
+            .iter()
+            .rev()
+            .map(|&r| (r, 0, String::new(), true))
+            .collect();
+        while let Some((id, depth, above, last)) = stack.pop() {
+            let guide = if depth == 0 {
+                String::new()
+            } else {
+                format!("{above}{}", if last { "└── " } else { "├── " })
+            };
+            let child_above = if depth == 0 {
+                String::new()
+            } else {
+                format!("{above}{}", if last { "    " } else { "│   " })
+            };
+            rows.push(Row { id, depth, guide });
+            let overlays = &self.nodes[id.0].overlays;
+            for (i, &c) in overlays.iter().enumerate().rev() {
+                stack.push((c, depth + 1, child_above.clone(), i + 1 == overlays.len()));
+            }
+        }
+        rows
+    }
+
+    /// The chain below `id`: its backing image, that one's backing, and so on.
+    pub fn chain(&self, id: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        std::iter::successors(self.node(id).backing_node(), |&b| {
+            self.node(b).backing_node()
+        })
+        .take(self.nodes.len())
+    }
+}

@@ -1,0 +1,618 @@
+//! Scan: walk the given paths, probe every candidate file, resolve backing names as QEMU does,
+//! and link the images into a [`Forest`].
+//!
+//! Invariants:
+//! - Nothing is written, and no lock is taken. Files are opened `O_RDONLY|O_NONBLOCK|O_NOCTTY`
+//!   and checked to be regular files with `fstat` before a byte is read; the writability test
+//!   opens `O_RDWR` and closes at once without reading or writing.
+//! - Devices, FIFOs, sockets and directories are never opened as images (a FIFO named as a
+//!   backing file is reported from `stat` alone).
+//! - Each file is one node, by `(st_dev, st_ino)`; the first path it is found by names it.
+//! - Relative backing names resolve against the overlay's directory (QEMU's `path_combine`);
+//!   protocol and `json:` names are recorded, never followed.
+//! - Symlinked directories are followed once: a directory already walked is not walked again.
+//! - Everything is iterative, so a chain of any depth cannot overflow the stack.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Access, Mode as FileMode, OFlags};
+
+use super::diag::Problem;
+use super::model::{Backing, Forest, Node, NodeId};
+use crate::image::probe::{self, Format, PROBE_FIRST, ProbeError, Probed};
+
+/// What to scan and how.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    /// How many directory levels below a given directory to descend.
+    pub max_depth: usize,
+    /// Follow symlinks to directories and files found while walking.
+    pub follow_symlinks: bool,
+    /// Extensions (without the dot) of raw files that count as images while walking.
+    pub raw_extensions: Vec<String>,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            max_depth: 16,
+            follow_symlinks: true,
+            raw_extensions: vec!["img".into(), "raw".into()],
+        }
+    }
+}
+
+/// A path given to the scan that cannot be scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("cannot scan {}: {source}; check the path and its permissions", path.display())]
+    Access { path: PathBuf, source: io::Error },
+    #[error("{} is {what}; imgchain only reads regular image files and directories, and never opens devices", path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+}
+
+/// A file or directory met while walking that was passed over, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The result of a scan: the forest and what was passed over.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    pub forest: Forest,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Extensions that name an image format; a file so named without the header is reported.
+const FORMAT_EXTENSIONS: &[&str] = &["qcow2", "qcow", "qed", "vmdk", "vdi", "vhdx", "vhd"];
+
+/// Scans `paths` (files or directories) into a forest. Modes are not yet computed: set
+/// `requested` on the nodes and call [`Forest::apply_state`].
+pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
+    let mut s = Scanner {
+        opts,
+        scan: Scan::default(),
+        by_ident: HashMap::new(),
+        walked: HashSet::new(),
+    };
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|source| ScanError::Access {
+            path: p.clone(),
+            source,
+        })?;
+        let md = std::fs::metadata(&abs).map_err(|source| ScanError::Access {
+            path: abs.clone(),
+            source,
+        })?;
+        if md.is_dir() {
+            s.walk(abs, &md);
+        } else if md.is_file() {
+            s.add_file(&abs, true)
+                .map_err(|what| ScanError::NotAFile { path: abs, what })?;
+        } else {
+            return Err(ScanError::NotAFile {
+                path: abs,
+                what: kind_of(&md),
+            });
+        }
+    }
+    s.resolve_backings();
+    let mut scan = s.scan;
+    cut_loops(&mut scan.forest);
+    scan.forest.relink();
+    scan.forest.apply_state();
+    Ok(scan)
+}
+
+struct Scanner<'a> {
+    opts: &'a ScanOptions,
+    scan: Scan,
+    by_ident: HashMap<(u64, u64), NodeId>,
+    walked: HashSet<(u64, u64)>,
+}
+
+fn ident(md: &Metadata) -> (u64, u64) {
+    (md.dev(), md.ino())
+}
+
+/// Describes a non-regular file for messages.
+fn kind_of(md: &Metadata) -> &'static str {
+    let ft = md.file_type();
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+}
+
+/// QEMU's `path_has_protocol`: a `:` before the first `/`.
+fn has_protocol(name: &[u8]) -> bool {
+    name.iter()
+        .find(|&&c| c == b':' || c == b'/')
+        .is_some_and(|&c| c == b':')
+}
+
+/// QEMU's `path_combine`: relative names resolve against the overlay's directory.
+fn resolve(overlay: &Path, raw: &OsStr) -> PathBuf {
+    let raw = Path::new(raw);
+    if raw.is_absolute() {
+        return raw.to_path_buf();
+    }
+    match overlay.parent() {
+        Some(dir) => dir.join(raw),
+        None => raw.to_path_buf(),
+    }
+}
+
+/// Opens a file for probing without blocking on FIFOs or taking a controlling terminal.
+fn open_ro(path: &Path) -> io::Result<File> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        FileMode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Reads up to `len` bytes from the start of `file`.
+fn read_prefix(file: &File, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Probes an open file, reading more of it as long as the header asks for more.
+fn probe_file(file: &File, len: u64) -> io::Result<Result<Probed, ProbeError>> {
+    let mut want = PROBE_FIRST;
+    loop {
+        let prefix = read_prefix(file, want)?;
+        match probe::probe(&prefix, len) {
+            Err(ProbeError::Short { need }) if need > prefix.len() && prefix.len() == want => {
+                want = need;
+            }
+            Err(ProbeError::Short { need }) => {
+                // The file ended before the header did (it shrank while we read it).
+                return Ok(Err(ProbeError::Invalid(format!(
+                    "truncated: the header needs {need} bytes but only {} could be read",
+                    prefix.len()
+                ))));
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+/// A read-write open succeeds on the same file. Opens and closes; never reads or writes.
+fn writable(path: &Path, expect: (u64, u64)) -> bool {
+    if rustix::fs::access(path, Access::WRITE_OK).is_err() {
+        return false;
+    }
+    let Ok(fd) = rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        FileMode::empty(),
+    ) else {
+        return false;
+    };
+    rustix::fs::fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == expect)
+}
+
+impl Scanner<'_> {
+    fn walk(&mut self, root: PathBuf, md: &Metadata) {
+        self.walked.insert(ident(md));
+        let mut stack = vec![(root, 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.skip(dir, format!("cannot list directory: {e}"));
+                    continue;
+                }
+            };
+            let mut files = Vec::new();
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.skip(dir.clone(), format!("cannot list directory: {e}"));
+                        break;
+                    }
+                };
+                let path = entry.path();
+                let Ok(ft) = entry.file_type() else { continue };
+                let md = if ft.is_symlink() {
+                    if !self.opts.follow_symlinks {
+                        continue;
+                    }
+                    match std::fs::metadata(&path) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.skip(path, format!("broken symlink: {e}"));
+                            continue;
+                        }
+                    }
+                } else if ft.is_dir() {
+                    match std::fs::symlink_metadata(&path) {
+                        Ok(m) => m,
+                        Err(_) => continue,
+                    }
+                } else {
+                    if ft.is_file() {
+                        files.push(path);
+                    }
+                    continue;
+                };
+                if md.is_dir() {
+                    if depth < self.opts.max_depth && self.walked.insert(ident(&md)) {
+                        stack.push((path, depth + 1));
+                    }
+                } else if md.is_file() {
+                    files.push(path);
+                }
+            }
+            files.sort();
+            for f in files {
+                // Walking never fails on a file: a file that turned into something else
+                // between listing and opening is passed over.
+                let _ = self.add_file(&f, false);
+            }
+        }
+    }
+
+    fn skip(&mut self, path: PathBuf, reason: String) {
+        self.scan.skipped.push(Skipped { path, reason });
+    }
+
+    fn push(&mut self, node: Node) -> NodeId {
+        let id = NodeId(self.scan.forest.nodes.len());
+        if let Some(i) = node.ident {
+            self.by_ident.insert(i, id);
+        }
+        self.scan.forest.nodes.push(node);
+        id
+    }
+
+    /// Probes `path` and adds it as a node. `explicit` files (named by the user or as a backing
+    /// file) always become nodes; others only when they look like images.
+    /// Returns `Ok(None)` for a walked file that is not an image.
+    fn add_file(&mut self, path: &Path, explicit: bool) -> Result<Option<NodeId>, &'static str> {
+        let ext = extension(path);
+        let image_named = ext.as_deref().is_some_and(|e| {
+            FORMAT_EXTENSIONS.contains(&e) || self.opts.raw_extensions.iter().any(|r| r == e)
+        });
+        let file = match open_ro(path) {
+            Ok(f) => f,
+            Err(e) => {
+                if !explicit && !image_named {
+                    return Ok(None);
+                }
+                let md = std::fs::metadata(path).ok();
+                if let Some(md) = &md {
+                    if !md.is_file() {
+                        return Err(kind_of(md));
+                    }
+                    if let Some(&id) = self.by_ident.get(&ident(md)) {
+                        return Ok(Some(id));
+                    }
+                }
+                let mut node = Node::new(path.to_path_buf());
+                node.ident = md.as_ref().map(ident);
+                node.file_size = md.as_ref().map(|m| m.len());
+                node.problems.push(Problem::unreadable(path, &e));
+                return Ok(Some(self.push(node)));
+            }
+        };
+        let md = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(path.to_path_buf(), format!("cannot stat: {e}"));
+                return Ok(None);
+            }
+        };
+        if !md.is_file() {
+            return Err(kind_of(&md));
+        }
+        if let Some(&id) = self.by_ident.get(&ident(&md)) {
+            return Ok(Some(id));
+        }
+        let probed = match probe_file(&file, md.len()) {
+            Ok(p) => p,
+            Err(e) => {
+                if !explicit && !image_named {
+                    return Ok(None);
+                }
+                Err(ProbeError::Invalid(format!("read failed: {e}")))
+            }
+        };
+        let mut node = Node::new(path.to_path_buf());
+        node.ident = Some(ident(&md));
+        node.file_size = Some(md.len());
+        node.allocated = Some(md.blocks() * 512);
+        match probed {
+            Ok(p) => {
+                if p.format == Format::Raw {
+                    let named_format = ext
+                        .as_deref()
+                        .filter(|e| FORMAT_EXTENSIONS.contains(e))
+                        .map(str::to_owned);
+                    let raw_named = ext
+                        .as_deref()
+                        .is_some_and(|e| self.opts.raw_extensions.iter().any(|r| r == e));
+                    if !explicit && !raw_named && named_format.is_none() {
+                        return Ok(None);
+                    }
+                    if let Some(e) = named_format {
+                        node.problems.push(Problem::not_an_image(&e));
+                    }
+                }
+                node.format = Some(p.format);
+                node.virtual_size = p.virtual_size;
+                node.cluster_size = p.cluster_size;
+                if let Some(h) = &p.qcow2 {
+                    header_problems(&mut node, h);
+                }
+                node.qcow2 = p.qcow2;
+            }
+            Err(e) => {
+                // Only the qcow/qcow2 parsers report damage; everything else probes as raw.
+                let fmt = if path_is_qcow1(&file) {
+                    Format::Qcow
+                } else {
+                    Format::Qcow2
+                };
+                node.format = Some(fmt);
+                node.problems
+                    .push(Problem::bad_header(path, fmt.as_str(), &e.to_string()));
+            }
+        }
+        drop(file);
+        node.writable = writable(path, ident(&md));
+        Ok(Some(self.push(node)))
+    }
+
+    /// Follows every backing name, adding backing files found outside the scanned paths.
+    fn resolve_backings(&mut self) {
+        let mut next = 0;
+        while next < self.scan.forest.nodes.len() {
+            let id = NodeId(next);
+            next += 1;
+            let node = &self.scan.forest.nodes[id.0];
+            let Some(h) = &node.qcow2 else { continue };
+            let Some(raw) = h.backing_file.clone().filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            let declared = h.backing_format.clone();
+            let overlay_path = node.path.clone();
+            let overlay_size = node.virtual_size;
+            let raw_os = OsStr::from_bytes(&raw).to_os_string();
+            let raw_str = raw_os.to_string_lossy().into_owned();
+            let mut problems = Vec::new();
+            let mut backing = Backing {
+                raw: raw_os.clone(),
+                resolved: PathBuf::from(&raw_os),
+                format: declared.clone(),
+                exists: false,
+                node: None,
+            };
+            if has_protocol(&raw) {
+                problems.push(Problem::protocol_backing(&raw_str));
+            } else {
+                backing.resolved = resolve(&overlay_path, &raw_os);
+                let fmt_hint = declared.as_deref().unwrap_or("qcow2");
+                match std::fs::metadata(&backing.resolved) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        problems.push(Problem::missing_backing(
+                            &overlay_path,
+                            &raw_str,
+                            &backing.resolved,
+                            fmt_hint,
+                        ))
+                    }
+                    Err(e) => problems.push(Problem::unreadable(&backing.resolved, &e)),
+                    Ok(md) if !md.is_file() => {
+                        backing.exists = true;
+                        problems.push(Problem::unsafe_backing_path(
+                            &backing.resolved,
+                            kind_of(&md),
+                        ));
+                    }
+                    Ok(md) => {
+                        backing.exists = true;
+                        let found = match self.by_ident.get(&ident(&md)) {
+                            Some(&b) => Ok(Some(b)),
+                            None => self.add_file(&backing.resolved, true),
+                        };
+                        match found {
+                            Ok(Some(b)) => backing.node = Some(b),
+                            Ok(None) => {}
+                            Err(what) => {
+                                problems.push(Problem::unsafe_backing_path(&backing.resolved, what))
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(b) = backing.node {
+                let bn = &self.scan.forest.nodes[b.0];
+                let actual = bn.format.map(Format::as_str);
+                match (&declared, actual) {
+                    (None, _) => {
+                        problems.push(Problem::no_backing_format(&overlay_path, &raw_str, actual))
+                    }
+                    (Some(d), Some(a)) if d != a => problems.push(
+                        Problem::backing_format_mismatch(&overlay_path, &raw_str, d, a),
+                    ),
+                    _ => {}
+                }
+                if let (Some(o), Some(bs)) = (overlay_size, bn.virtual_size)
+                    && o > bs
+                {
+                    problems.push(Problem::size_mismatch(o, &backing.resolved, bs));
+                }
+            } else if declared.is_none() && !has_protocol(&raw) {
+                problems.push(Problem::no_backing_format(&overlay_path, &raw_str, None));
+            }
+            let node = &mut self.scan.forest.nodes[id.0];
+            node.backing = Some(backing);
+            node.problems.extend(problems);
+        }
+    }
+}
+
+/// Whether a file whose header failed to parse is a qcow version 1 image.
+fn path_is_qcow1(file: &File) -> bool {
+    read_prefix(file, 8).is_ok_and(|b| b.get(4..8) == Some(&1u32.to_be_bytes()[..]))
+}
+
+/// Problems visible in a qcow2 header alone.
+fn header_problems(node: &mut Node, h: &probe::Qcow2Header) {
+    if h.dirty() {
+        node.problems.push(Problem::dirty(&node.path));
+    }
+    if h.corrupt() {
+        node.problems.push(Problem::corrupt(&node.path));
+    }
+    let mut features = Vec::new();
+    if h.extended_l2() {
+        features.push("extended L2 entries (extended_l2=on)".to_string());
+    }
+    if h.compression_type != 0 {
+        features.push(format!("{} compression", h.compression_name()));
+    }
+    if h.external_data_file() {
+        features.push("an external data file".to_string());
+    }
+    if h.encrypted() {
+        features.push(
+            match h.crypt_method {
+                1 => "AES encryption",
+                _ => "LUKS encryption",
+            }
+            .to_string(),
+        );
+    }
+    let unknown = h.unknown_incompatible();
+    for bit in (0..64u8).filter(|b| unknown & (1 << b) != 0) {
+        let name = h.feature_name(0, bit).unwrap_or("unnamed");
+        features.push(format!(
+            "unknown incompatible feature bit {bit} ({name}; QEMU 10 cannot open it either)"
+        ));
+    }
+    for f in features {
+        node.problems.push(Problem::unsupported_feature(&f));
+    }
+}
+
+/// Finds backing loops, reports them on every member, and cuts each loop at its member with
+/// the smallest path so that the forest stays a forest.
+fn cut_loops(forest: &mut Forest) {
+    let n = forest.nodes.len();
+    // 0 = unseen, 1 = on the current path, 2 = done
+    let mut color = vec![0u8; n];
+    let mut loops = Vec::new();
+    for start in 0..n {
+        let mut path = Vec::new();
+        let mut v = Some(start);
+        while let Some(i) = v {
+            match color[i] {
+                0 => {
+                    color[i] = 1;
+                    path.push(i);
+                    v = forest.nodes[i].backing_node().map(|b| b.0);
+                }
+                1 => {
+                    let at = path.iter().position(|&p| p == i).unwrap_or(0);
+                    loops.push(path[at..].to_vec());
+                    break;
+                }
+                _ => break,
+            }
+        }
+        for p in path {
+            color[p] = 2;
+        }
+    }
+    for cycle in loops {
+        let paths: Vec<PathBuf> = cycle
+            .iter()
+            .map(|&i| forest.nodes[i].path.clone())
+            .collect();
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        for (k, &i) in cycle.iter().enumerate() {
+            let mut rotated: Vec<&Path> = refs[k..].to_vec();
+            rotated.extend_from_slice(&refs[..k]);
+            let p = Problem::backing_loop(&paths[k], &rotated);
+            forest.nodes[i].problems.push(p);
+        }
+        if let Some(&cut) = cycle.iter().min_by(|&&a, &&b| paths_cmp(forest, a, b)) {
+            if let Some(b) = forest.nodes[cut].backing.as_mut() {
+                b.node = None;
+            }
+        }
+    }
+}
+
+fn paths_cmp(forest: &Forest, a: usize, b: usize) -> std::cmp::Ordering {
+    forest.nodes[a].path.cmp(&forest.nodes[b].path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names_like_qemu() {
+        assert!(has_protocol(b"json:{\"driver\":\"qcow2\"}"));
+        assert!(has_protocol(b"nbd://localhost/x"));
+        assert!(has_protocol(b"file:base.qcow2"));
+        assert!(!has_protocol(b"dir/a:b.qcow2"));
+        assert!(!has_protocol(b"/abs/a:b"));
+        assert!(!has_protocol(b"base.qcow2"));
+    }
+
+    #[test]
+    fn relative_names_resolve_against_the_overlay_directory() {
+        let o = Path::new("/vm/sub/top.qcow2");
+        assert_eq!(
+            resolve(o, OsStr::new("base.qcow2")),
+            Path::new("/vm/sub/base.qcow2")
+        );
+        assert_eq!(
+            resolve(o, OsStr::new("../b/base.qcow2")),
+            Path::new("/vm/sub/../b/base.qcow2")
+        );
+        assert_eq!(resolve(o, OsStr::new("/abs/b")), Path::new("/abs/b"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Image files: header probing.
+
+pub mod probe;

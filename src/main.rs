@@ -1,0 +1,241 @@
+//! The `imgchain` command: argument parsing and dispatch.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use imgchain::config::{self, Config};
+use imgchain::forest::diag::Severity;
+use imgchain::forest::{self, Protect, Scan, ScanOptions};
+use imgchain::{exit, output};
+
+/// Browse qcow2 backing chains as a forest, see each image's RW / RO / keep-RO state, and
+/// commit overlays into their backing files safely.
+#[derive(Parser)]
+#[command(
+    name = "imgchain",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Modes: RW = a top image, writable; RO = a backing image, read-only except \
+                  while a commit writes into it; KRO = keep-RO, must stay read-only (reason: \
+                  requested, inherited from a protected overlay, or not-writable).\n\
+                  Exit codes: 0 ok, 1 error, 2 usage or config error, 3 check found problems."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Directories or images to open in the interactive UI [default: .]
+    paths: Vec<PathBuf>,
+    /// Build a sample forest in a temporary directory and open the UI on it
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: build the sample forest here and keep it
+    #[arg(long, value_name = "DIR", requires = "demo")]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Treat every image as keep-RO (requested): nothing can be committed
+    #[arg(long, global = true)]
+    read_only: bool,
+    /// Keep images matching GLOB read-only, and their backing chains with them (repeatable;
+    /// a glob without "/" matches file names, with "/" absolute paths)
+    #[arg(long = "protect", value_name = "GLOB", global = true)]
+    protect: Vec<String>,
+    /// Read the configuration from FILE instead of ~/.config/imgchain/config.toml
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// No colours in output (NO_COLOR is honoured too)
+    #[arg(long, global = true)]
+    no_color: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the forest of backing chains under PATHs
+    Tree {
+        /// Print JSON: {"roots": [...], "nodes": [...]}
+        #[arg(long)]
+        json: bool,
+        /// Directories or images [default: .]
+        paths: Vec<PathBuf>,
+    },
+    /// Show one image in full: format facts, backing file, chain, overlays in its directory,
+    /// mode and problems
+    Info {
+        /// Print the node as JSON
+        #[arg(long)]
+        json: bool,
+        /// The image file
+        image: PathBuf,
+    },
+    /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
+    /// any warning or error is found
+    Check {
+        /// Print JSON: {"images": N, "problems": [...]}
+        #[arg(long)]
+        json: bool,
+        /// Directories or images [default: .]
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// An error with the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure {
+            code: exit::FAILURE,
+            error,
+        }
+    }
+}
+
+fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: exit::USAGE,
+        error: error.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("imgchain: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+struct Session {
+    config: Config,
+    protect: Protect,
+    paint: output::Paint,
+}
+
+impl Session {
+    fn new(g: &Global) -> Result<Session, Failure> {
+        let config = config::load(config::locate(g.config.as_deref()).as_deref()).map_err(usage)?;
+        let mut globs = config.protect.globs.clone();
+        globs.extend(g.protect.iter().cloned());
+        let protect = Protect::new(g.read_only, &globs).map_err(usage)?;
+        let no_color = g.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let paint = output::Paint {
+            colour: !no_color && std::io::stdout().is_terminal(),
+        };
+        Ok(Session {
+            config,
+            protect,
+            paint,
+        })
+    }
+
+    fn scan_options(&self) -> ScanOptions {
+        ScanOptions {
+            max_depth: self.config.scan.max_depth,
+            follow_symlinks: self.config.scan.follow_symlinks,
+            raw_extensions: self.config.scan.raw_extensions.clone(),
+        }
+    }
+
+    fn scan(&self, paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, Failure> {
+        let default = [PathBuf::from(".")];
+        let paths = if paths.is_empty() {
+            &default[..]
+        } else {
+            paths
+        };
+        let mut scan = forest::scan(paths, opts).map_err(anyhow::Error::from)?;
+        self.protect.apply(&mut scan.forest);
+        Ok(scan)
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
+    println!("{text}");
+    Ok(())
+}
+
+fn report_skipped(scan: &Scan) {
+    for s in &scan.skipped {
+        eprintln!("imgchain: skipped {}: {}", s.path.display(), s.reason);
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    let ctx = Session::new(&cli.global)?;
+    let code = match cli.command {
+        None => {
+            let what = if cli.demo {
+                "--demo"
+            } else {
+                "the interactive UI"
+            };
+            return Err(Failure {
+                code: exit::FAILURE,
+                error: anyhow::anyhow!(
+                    "{what} is not part of this build yet; use `imgchain tree`, `imgchain info` or `imgchain check`"
+                ),
+            });
+        }
+        Some(Command::Tree { json, paths }) => {
+            let scan = ctx.scan(&paths, &ctx.scan_options())?;
+            if json {
+                print_json(&output::json_tree(&scan.forest, &scan.skipped))?;
+            } else {
+                print!("{}", output::text_tree(&scan.forest, ctx.paint));
+                report_skipped(&scan);
+            }
+            exit::OK
+        }
+        Some(Command::Info { json, image }) => {
+            let mut opts = ctx.scan_options();
+            opts.max_depth = 0;
+            let abs = std::path::absolute(&image)
+                .with_context(|| format!("cannot resolve {}", image.display()))?;
+            let mut paths = vec![abs.clone()];
+            paths.extend(abs.parent().map(PathBuf::from));
+            let scan = ctx.scan(&paths, &opts)?;
+            let id = scan
+                .forest
+                .find(&abs)
+                .with_context(|| format!("{} was not found after scanning it", abs.display()))?;
+            if json {
+                print_json(&output::json_node(&scan.forest, id))?;
+            } else {
+                print!("{}", output::text_info(&scan.forest, id, ctx.paint));
+            }
+            exit::OK
+        }
+        Some(Command::Check { json, paths }) => {
+            let scan = ctx.scan(&paths, &ctx.scan_options())?;
+            if json {
+                print_json(&output::json_check(&scan.forest))?;
+            } else {
+                print!("{}", output::text_check(&scan.forest, ctx.paint));
+                report_skipped(&scan);
+            }
+            let bad = scan
+                .forest
+                .nodes
+                .iter()
+                .flat_map(|n| &n.problems)
+                .any(|p| p.severity() >= Severity::Warning);
+            if bad { exit::PROBLEMS } else { exit::OK }
+        }
+    };
+    Ok(code)
+}

@@ -1,0 +1,461 @@
+//! What the CLI prints: the JSON shapes of design §5 and the text tree, details and checks.
+//!
+//! The JSON field names are a stable contract; text output is for people and may change.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::forest::diag::Severity;
+use crate::forest::scan::Skipped;
+use crate::forest::{Forest, Mode, Node, NodeId};
+
+/// `info --json`, and each element of `tree --json`'s `nodes`.
+#[derive(Serialize)]
+pub struct JsonNode {
+    pub path: String,
+    pub format: Option<&'static str>,
+    pub virtual_size: Option<u64>,
+    pub file_size: Option<u64>,
+    /// Bytes allocated on disk (qemu-img's `actual-size`).
+    pub allocated: Option<u64>,
+    pub cluster_size: Option<u64>,
+    pub backing: Option<JsonBacking>,
+    pub overlays: Vec<String>,
+    pub mode: &'static str,
+    pub keep_ro_reason: Option<&'static str>,
+    pub in_use: Option<JsonInUse>,
+    pub problems: Vec<JsonProblem>,
+    pub qcow2: Option<JsonQcow2>,
+}
+
+#[derive(Serialize)]
+pub struct JsonBacking {
+    pub raw: String,
+    pub resolved: String,
+    pub format: Option<String>,
+    pub exists: bool,
+}
+
+/// Another process holding the image (filled by lock probing).
+#[derive(Serialize)]
+pub struct JsonInUse {
+    pub pid: Option<u32>,
+    pub command: Option<String>,
+    pub write: bool,
+}
+
+#[derive(Serialize)]
+pub struct JsonProblem {
+    pub kind: &'static str,
+    pub severity: &'static str,
+    pub message: String,
+}
+
+/// qcow2 header facts.
+#[derive(Serialize)]
+pub struct JsonQcow2 {
+    pub version: u32,
+    pub compat: &'static str,
+    pub refcount_bits: u32,
+    pub compression_type: &'static str,
+    pub lazy_refcounts: bool,
+    pub extended_l2: bool,
+    pub dirty: bool,
+    pub corrupt: bool,
+    pub external_data_file: bool,
+    pub encrypted: bool,
+    pub bitmaps: bool,
+    pub snapshots: u32,
+}
+
+/// `tree --json`.
+#[derive(Serialize)]
+pub struct JsonTree {
+    pub roots: Vec<String>,
+    pub nodes: Vec<JsonNode>,
+    pub skipped: Vec<JsonSkipped>,
+}
+
+#[derive(Serialize)]
+pub struct JsonSkipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// `check --json`.
+#[derive(Serialize)]
+pub struct JsonCheck {
+    pub images: usize,
+    pub problems: Vec<JsonFinding>,
+}
+
+#[derive(Serialize)]
+pub struct JsonFinding {
+    pub path: String,
+    pub kind: &'static str,
+    pub severity: &'static str,
+    pub message: String,
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// The JSON form of one node.
+pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
+    let n = forest.node(id);
+    JsonNode {
+        path: path_str(&n.path),
+        format: n.format.map(|f| f.as_str()),
+        virtual_size: n.virtual_size,
+        file_size: n.file_size,
+        allocated: n.allocated,
+        cluster_size: n.cluster_size,
+        backing: n.backing.as_ref().map(|b| JsonBacking {
+            raw: b.raw.to_string_lossy().into_owned(),
+            resolved: path_str(&b.resolved),
+            format: b.format.clone(),
+            exists: b.exists,
+        }),
+        overlays: n
+            .overlays
+            .iter()
+            .map(|&o| path_str(&forest.node(o).path))
+            .collect(),
+        mode: n.mode.as_str(),
+        keep_ro_reason: n.keep_ro_reason.map(|r| r.as_str()),
+        in_use: None,
+        problems: n
+            .problems
+            .iter()
+            .map(|p| JsonProblem {
+                kind: p.kind.as_str(),
+                severity: p.severity().as_str(),
+                message: p.message.clone(),
+            })
+            .collect(),
+        qcow2: n.qcow2.as_ref().map(|h| JsonQcow2 {
+            version: h.version,
+            compat: h.compat(),
+            refcount_bits: h.refcount_bits(),
+            compression_type: h.compression_name(),
+            lazy_refcounts: h.lazy_refcounts(),
+            extended_l2: h.extended_l2(),
+            dirty: h.dirty(),
+            corrupt: h.corrupt(),
+            external_data_file: h.external_data_file(),
+            encrypted: h.encrypted(),
+            bitmaps: h.bitmaps(),
+            snapshots: h.nb_snapshots,
+        }),
+    }
+}
+
+/// The JSON form of the whole forest, nodes in display order.
+pub fn json_tree(forest: &Forest, skipped: &[Skipped]) -> JsonTree {
+    JsonTree {
+        roots: forest
+            .roots
+            .iter()
+            .map(|&r| path_str(&forest.node(r).path))
+            .collect(),
+        nodes: forest
+            .rows()
+            .iter()
+            .map(|r| json_node(forest, r.id))
+            .collect(),
+        skipped: skipped
+            .iter()
+            .map(|s| JsonSkipped {
+                path: path_str(&s.path),
+                reason: s.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Every problem of every node, in display order.
+pub fn json_check(forest: &Forest) -> JsonCheck {
+    let mut problems = Vec::new();
+    for row in forest.rows() {
+        let n = forest.node(row.id);
+        for p in &n.problems {
+            problems.push(JsonFinding {
+                path: path_str(&n.path),
+                kind: p.kind.as_str(),
+                severity: p.severity().as_str(),
+                message: p.message.clone(),
+            });
+        }
+    }
+    JsonCheck {
+        images: forest.nodes.len(),
+        problems,
+    }
+}
+
+/// Sizes in binary units, as qemu-img prints them: `512 B`, `192 KiB`, `1.5 GiB`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut unit = 0;
+    let mut v = n as f64;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v.fract() == 0.0 || v >= 100.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// ANSI styling for text output; a no-op without colour.
+#[derive(Clone, Copy)]
+pub struct Paint {
+    pub colour: bool,
+}
+
+impl Paint {
+    fn wrap(self, code: &str, s: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn mode(self, n: &Node) -> String {
+        let badge = badge(n);
+        let code = match n.mode {
+            Mode::Rw => "32",
+            Mode::Ro => "34",
+            Mode::KeepRo => "35",
+        };
+        self.wrap(code, &badge)
+    }
+    fn severity(self, s: Severity, text: &str) -> String {
+        let code = match s {
+            Severity::Error => "31",
+            Severity::Warning => "33",
+            Severity::Note => "2",
+        };
+        self.wrap(code, text)
+    }
+}
+
+/// `RW`, `RO`, or `KRO·reason`.
+pub fn badge(n: &Node) -> String {
+    match (n.mode, n.keep_ro_reason) {
+        (Mode::Rw, _) => "RW".into(),
+        (Mode::Ro, _) => "RO".into(),
+        (Mode::KeepRo, Some(r)) => format!("KRO·{}", r.as_str()),
+        (Mode::KeepRo, None) => "KRO".into(),
+    }
+}
+
+/// The label of a node in the tree: the whole path for roots and for overlays that live in
+/// another directory than their backing file, the file name otherwise.
+fn label(forest: &Forest, id: NodeId) -> String {
+    let n = forest.node(id);
+    match n.backing_node() {
+        Some(b) if forest.node(b).path.parent() == n.path.parent() => n.name(),
+        _ => n.path.display().to_string(),
+    }
+}
+
+fn opt_size(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".into(), human_size)
+}
+
+/// The text tree: one line per node with format, virtual size, file size and mode badge, and
+/// an indented line per problem.
+pub fn text_tree(forest: &Forest, paint: Paint) -> String {
+    let rows = forest.rows();
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}{}", r.guide, label(forest, r.id)))
+        .collect();
+    let width = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(72);
+    let mut out = String::new();
+    for (row, lab) in rows.iter().zip(&labels) {
+        let n = forest.node(row.id);
+        let pad = width.saturating_sub(lab.chars().count());
+        let mark = if n.problems.iter().any(|p| p.severity() >= Severity::Warning) {
+            paint.severity(Severity::Error, " !")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{lab}{:pad$}  {:<6} {:>9} {:>9}  {}{mark}",
+            "",
+            n.format.map_or("?", |f| f.as_str()),
+            opt_size(n.virtual_size),
+            opt_size(n.file_size),
+            paint.mode(n),
+        );
+        let cont: String = row.guide.replace("├── ", "│   ").replace("└── ", "    ");
+        let child_cont = if n.overlays.is_empty() {
+            "    "
+        } else {
+            "│   "
+        };
+        for p in &n.problems {
+            let tag = format!("{}[{}]", p.severity().as_str(), p.kind.as_str());
+            let _ = writeln!(
+                out,
+                "{cont}{child_cont}  {}: {}",
+                paint.severity(p.severity(), &tag),
+                p.message
+            );
+        }
+    }
+    out
+}
+
+/// `info` in text: one fact per line.
+pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
+    let n = forest.node(id);
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(out, "{k:<16}{v}");
+    };
+    line("image:", n.path.display().to_string());
+    line(
+        "format:",
+        n.format.map_or("unknown".into(), |f| f.to_string()),
+    );
+    line(
+        "virtual size:",
+        n.virtual_size.map_or("unknown".into(), |v| {
+            format!("{} ({v} bytes)", human_size(v))
+        }),
+    );
+    line(
+        "file size:",
+        match (n.file_size, n.allocated) {
+            (Some(f), Some(a)) => {
+                format!("{} ({} allocated on disk)", human_size(f), human_size(a))
+            }
+            (Some(f), None) => human_size(f),
+            _ => "unknown".into(),
+        },
+    );
+    if let Some(c) = n.cluster_size {
+        line("cluster size:", c.to_string());
+    }
+    if let Some(h) = &n.qcow2 {
+        let mut flags = vec![format!("compat {}", h.compat())];
+        flags.push(format!("refcount bits {}", h.refcount_bits()));
+        flags.push(format!("compression {}", h.compression_name()));
+        for (on, name) in [
+            (h.lazy_refcounts(), "lazy refcounts"),
+            (h.extended_l2(), "extended L2"),
+            (h.dirty(), "DIRTY"),
+            (h.corrupt(), "CORRUPT"),
+            (h.external_data_file(), "external data file"),
+            (h.encrypted(), "encrypted"),
+            (h.bitmaps(), "persistent bitmaps"),
+        ] {
+            if on {
+                flags.push(name.to_string());
+            }
+        }
+        if h.nb_snapshots > 0 {
+            flags.push(format!("{} internal snapshots", h.nb_snapshots));
+        }
+        line("qcow2:", flags.join(", "));
+    }
+    match &n.backing {
+        None => line("backing file:", "none".into()),
+        Some(b) => {
+            line("backing file:", b.raw.to_string_lossy().into_owned());
+            line(
+                "  resolved:",
+                format!(
+                    "{}{}",
+                    b.resolved.display(),
+                    if b.exists { "" } else { " (missing)" }
+                ),
+            );
+            line(
+                "  format:",
+                b.format.clone().unwrap_or_else(|| "not recorded".into()),
+            );
+        }
+    }
+    let chain: Vec<String> = forest
+        .chain(id)
+        .map(|c| forest.node(c).path.display().to_string())
+        .collect();
+    if !chain.is_empty() {
+        line("chain:", chain.join(" -> "));
+    }
+    for o in &n.overlays {
+        line("overlay:", forest.node(*o).path.display().to_string());
+    }
+    let reason = n
+        .keep_ro_reason
+        .map(|r| format!(" — {}", r.describe()))
+        .unwrap_or_default();
+    line("mode:", format!("{}{reason}", paint.mode(n)));
+    for p in &n.problems {
+        line(
+            &format!("{}:", p.severity().as_str()),
+            format!("[{}] {}", p.kind.as_str(), p.message),
+        );
+    }
+    out
+}
+
+/// `check` in text: a line per problem and a summary.
+pub fn text_check(forest: &Forest, paint: Paint) -> String {
+    let mut out = String::new();
+    let (mut errors, mut warnings, mut notes) = (0, 0, 0);
+    for row in forest.rows() {
+        let n = forest.node(row.id);
+        for p in &n.problems {
+            match p.severity() {
+                Severity::Error => errors += 1,
+                Severity::Warning => warnings += 1,
+                Severity::Note => notes += 1,
+            }
+            let tag = format!("{}[{}]", p.severity().as_str(), p.kind.as_str());
+            let _ = writeln!(
+                out,
+                "{}: {}: {}",
+                n.path.display(),
+                paint.severity(p.severity(), &tag),
+                p.message
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} images checked: {errors} errors, {warnings} warnings, {notes} notes",
+        forest.nodes.len()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(196_608), "192 KiB");
+        assert_eq!(human_size(64 << 20), "64 MiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
+        assert_eq!(human_size(u64::MAX), "16 EiB");
+    }
+}
