@@ -25,7 +25,6 @@ pub struct Config {
     pub theme: Theme,
 }
 
-
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScanConfig {
@@ -47,9 +46,8 @@ impl Default for ScanConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectConfig {
-    pub globs: Vec<String>,
+    pub globs: Vec<Spanned<String>>,
 }
-
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -189,18 +187,23 @@ impl Keys {
         ]
     }
 
-    /// A key bound to two browsing actions, or to both popup actions: (key, action, other
-    /// action, byte offset of the second binding).
+    /// A key bound to two browsing actions, or to both popup actions: (key, the action whose
+    /// binding was written in the file, the other action, byte offset of that binding).
     fn conflict(&self) -> Option<(KeySpec, &'static str, &'static str, usize)> {
         let popup = [("confirm", &self.confirm), ("close", &self.close)];
         for group in [&self.browsing()[..], &popup[..]] {
-            let mut seen: Vec<(&KeySpec, &'static str)> = Vec::new();
+            let mut seen: Vec<(&KeySpec, &'static str, &Spanned<Vec<KeySpec>>)> = Vec::new();
             for (name, keys) in group {
                 for k in keys.get_ref() {
-                    if let Some((_, other)) = seen.iter().find(|(s, _)| *s == k) {
-                        return Some((k.clone(), other, name, keys.span().start));
+                    if let Some((_, other, other_keys)) = seen.iter().find(|(s, _, _)| *s == k) {
+                        // Name the binding the user wrote; defaults have an empty span.
+                        return Some(if keys.span().is_empty() {
+                            (k.clone(), other, name, other_keys.span().start)
+                        } else {
+                            (k.clone(), name, other, keys.span().start)
+                        });
                     }
-                    seen.push((k, name));
+                    seen.push((k, name, keys));
                 }
             }
         }
@@ -469,14 +472,25 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     })
 }
 
+/// The 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
 /// Parses configuration text; the error names the line and the key.
 pub fn parse(text: &str) -> Result<Config, String> {
     let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-    if let Some((key, first, second, at)) = config.keys.conflict() {
-        let line = text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1;
+    for glob in &config.protect.globs {
+        if let Err(e) = crate::forest::Protect::new(false, &[glob.get_ref()]) {
+            let line = line_of(text, glob.span().start);
+            return Err(format!("line {line}, [protect] globs: {e}: {}", e.source));
+        }
+    }
+    if let Some((key, action, other, at)) = config.keys.conflict() {
+        let line = line_of(text, at);
         return Err(format!(
-            "line {line}, [keys] {second}: key \"{key}\" is already bound to \"{first}\"; \
-             bind each key to one action"
+            "line {line}, [keys] {action}: key \"{key}\" is also bound to \"{other}\"; \
+             bind each key to one action (set [keys] {other} too)"
         ));
     }
     Ok(config)
@@ -502,7 +516,7 @@ mod tests {
         let c = parse("[scan]\nmax_depth = 3\n[protect]\nglobs = [\"*.gold\"]\n").unwrap();
         assert_eq!(c.scan.max_depth, 3);
         assert!(c.scan.follow_symlinks);
-        assert_eq!(c.protect.globs, vec!["*.gold"]);
+        assert_eq!(c.protect.globs[0].get_ref(), "*.gold");
         assert_eq!(c.keys, Keys::default());
     }
 

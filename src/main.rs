@@ -18,7 +18,6 @@ use imgchain::{exit, output};
 #[command(
     name = "imgchain",
     version,
-    args_conflicts_with_subcommands = true,
     after_help = "Modes: RW = a top image, writable; RO = a backing image, read-only except \
                   while a commit writes into it; KRO = keep-RO, must stay read-only (reason: \
                   requested, inherited from a protected overlay, or not-writable).\n\
@@ -128,7 +127,12 @@ struct Session {
 impl Session {
     fn new(g: &Global) -> Result<Session, Failure> {
         let config = config::load(config::locate(g.config.as_deref()).as_deref()).map_err(usage)?;
-        let mut globs = config.protect.globs.clone();
+        let mut globs: Vec<String> = config
+            .protect
+            .globs
+            .iter()
+            .map(|g| g.get_ref().clone())
+            .collect();
         globs.extend(g.protect.iter().cloned());
         let protect = Protect::new(g.read_only, &globs).map_err(usage)?;
         let no_color = g.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

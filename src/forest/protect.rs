@@ -20,7 +20,7 @@ pub struct Protect {
 
 /// A protect glob that does not compile.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid protect glob \"{glob}\": {source}")]
+#[error("invalid protect glob \"{glob}\"")]
 pub struct BadGlob {
     pub glob: String,
     #[source]

@@ -1,0 +1,242 @@
+//! Fixtures shared by the integration tests: real images built with qemu-img and qemu-io,
+//! the imgchain binary, and before/after snapshots of a directory.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Whether a qemu tool is present. When it is missing and CI asks for the real peers
+/// (`CI=true` or `IMGCHAIN_REQUIRE_QEMU=1`), this fails the test instead of skipping it.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let required = std::env::var("IMGCHAIN_REQUIRE_QEMU").is_ok_and(|v| v == "1")
+            || std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !required,
+            "{tool} is required (CI or IMGCHAIN_REQUIRE_QEMU=1) but not installed"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+/// Runs a command and fails the test with its output if it does not succeed.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `qemu-img create -f FMT [-b BACKING -F BFMT] [OPTS] PATH SIZE` in `dir`.
+pub fn create(
+    dir: &Path,
+    name: &str,
+    fmt: &str,
+    size: &str,
+    backing: Option<(&str, &str)>,
+    opts: &[&str],
+) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    let mut cmd = Command::new("qemu-img");
+    cmd.current_dir(dir).args(["create", "-q", "-f", fmt]);
+    if let Some((b, bf)) = backing {
+        cmd.args(["-b", b, "-F", bf]);
+    }
+    cmd.args(opts).arg(name).arg(size);
+    run(&mut cmd);
+    path
+}
+
+/// `qemu-io -c "write -P PATTERN OFF LEN"` (or any other qemu-io command) on an image.
+pub fn qemu_io(path: &Path, command: &str) {
+    run(Command::new("qemu-io").args(["-c", command]).arg(path));
+}
+
+/// `qemu-img info --output=json -U` of one image.
+pub fn qemu_info(path: &Path) -> Value {
+    let out = run(Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(path));
+    serde_json::from_slice(&out.stdout).expect("qemu-img info prints JSON")
+}
+
+/// `qemu-img rebase -u -b BACKING [-F FMT] IMAGE`: rewrites only the header.
+pub fn rebase_unsafe(image: &Path, backing: &str, fmt: &str) {
+    run(Command::new("qemu-img")
+        .args(["rebase", "-u", "-b", backing, "-F", fmt])
+        .arg(image));
+}
+
+/// Runs the imgchain binary with no user config, killing it after a minute.
+pub fn imgchain(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgchain"));
+    cmd.args(args);
+    finish(cmd)
+}
+
+/// Runs imgchain without the power to bypass file permissions, even as root (setpriv drops
+/// CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH), so mode bits mean what they say.
+pub fn imgchain_unprivileged(args: &[&str]) -> Output {
+    if rustix::process::geteuid().is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg("--bounding-set=-dac_override,-dac_read_search")
+            .arg(env!("CARGO_BIN_EXE_imgchain"))
+            .args(args);
+        finish(cmd)
+    } else {
+        imgchain(args)
+    }
+}
+
+fn finish(mut cmd: Command) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("NO_COLOR")
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imgchain");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Drain pipes on threads so a large output cannot block the child.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).ok();
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut v).ok();
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("{cmd:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t_out.join().expect("stdout thread"),
+        stderr: t_err.join().expect("stderr thread"),
+    }
+}
+
+/// Runs imgchain with `args` and parses its JSON output; the exit code must be `code`.
+pub fn imgchain_json(args: &[&str], code: i32) -> Value {
+    let out = imgchain(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "imgchain {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "imgchain {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// `tree --json` of a directory, as a map from path to node.
+pub fn tree(dir: &Path, extra: &[&str]) -> BTreeMap<String, Value> {
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["tree", "--json"]);
+    let d = dir.to_str().expect("utf-8 temp path");
+    args.push(d);
+    let v = imgchain_json(&args, 0);
+    v["nodes"]
+        .as_array()
+        .expect("nodes array")
+        .iter()
+        .map(|n| (n["path"].as_str().expect("path").to_string(), n.clone()))
+        .collect()
+}
+
+/// The node of `tree` at `dir/name`.
+pub fn node<'a>(tree: &'a BTreeMap<String, Value>, dir: &Path, name: &str) -> &'a Value {
+    let p = dir.join(name);
+    tree.get(p.to_str().expect("utf-8"))
+        .unwrap_or_else(|| panic!("{} not in the forest: {:?}", p.display(), tree.keys()))
+}
+
+/// Every file under `dir` with its size, mtime (ns) and contents, to prove nothing changed.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let md = std::fs::symlink_metadata(&p).expect("stat");
+            if md.is_dir() {
+                stack.push(p);
+            } else if md.is_file() {
+                let data = std::fs::read(&p).unwrap_or_default();
+                out.insert(p, (md.len(), md.mtime(), md.mtime_nsec(), data));
+            } else {
+                out.insert(p, (0, md.mtime(), md.mtime_nsec(), Vec::new()));
+            }
+        }
+    }
+    out
+}
+
+/// Overwrites bytes of a file at `off` (test fixtures only: damage or tweak a header).
+pub fn patch(path: &Path, off: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open for patch");
+    f.write_all_at(bytes, off).expect("patch");
+}
+
+/// Removes the backing-format header extension of a qcow2 image by turning its type into an
+/// unknown one, which QEMU and imgchain ignore: the image then names its backing file without
+/// a format, as images made by old QEMU versions do.
+pub fn drop_backing_format(path: &Path) {
+    let data = std::fs::read(path).expect("read");
+    let hl = u32::from_be_bytes(data[100..104].try_into().expect("4 bytes")) as usize;
+    assert_eq!(
+        &data[hl..hl + 4],
+        &[0xe2, 0x79, 0x2a, 0xca],
+        "first extension is the backing format"
+    );
+    patch(path, hl as u64, &[0x12, 0x34, 0x56, 0x78]);
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("imgchain-test-")
+        .tempdir()
+        .expect("tempdir")
+}

@@ -1,0 +1,435 @@
+//! The forest against qemu-img: every node's facts, the edges, the modes and their reasons.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// A forest with most shapes users meet. Returns (scanned dir, an outside dir).
+fn build(dir: &Path, outside: &Path) {
+    create(dir, "base.qcow2", "qcow2", "64M", None, &[]);
+    qemu_io(&dir.join("base.qcow2"), "write -P 0xaa 0 1M");
+    for vm in ["vm1.qcow2", "vm2.qcow2", "vm3.qcow2"] {
+        create(dir, vm, "qcow2", "64M", Some(("base.qcow2", "qcow2")), &[]);
+    }
+    // A 4-deep chain with an absolute and relative names mixed.
+    create(
+        dir,
+        "chain/c0.qcow2",
+        "qcow2",
+        "32M",
+        None,
+        &["-o", "cluster_size=4096"],
+    );
+    let c0 = dir.join("chain/c0.qcow2");
+    create(
+        dir,
+        "chain/c1.qcow2",
+        "qcow2",
+        "32M",
+        Some((c0.to_str().unwrap(), "qcow2")),
+        &[],
+    );
+    create(
+        dir,
+        "chain/c2.qcow2",
+        "qcow2",
+        "32M",
+        Some(("c1.qcow2", "qcow2")),
+        &["-o", "cluster_size=2M"],
+    );
+    create(
+        dir,
+        "chain/c3.qcow2",
+        "qcow2",
+        "48M",
+        Some(("c2.qcow2", "qcow2")),
+        &[],
+    );
+    // A raw base.
+    create(dir, "raw/base.img", "raw", "16M", None, &[]);
+    create(
+        dir,
+        "raw/over.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.img", "raw")),
+        &[],
+    );
+    // qcow2 v2 (the backing format is in a header extension even in v2).
+    create(
+        dir,
+        "v2.qcow2",
+        "qcow2",
+        "64M",
+        Some(("base.qcow2", "qcow2")),
+        &["-o", "compat=0.10"],
+    );
+    // Extended L2, standalone.
+    create(
+        dir,
+        "el2.qcow2",
+        "qcow2",
+        "8M",
+        None,
+        &["-o", "extended_l2=on,cluster_size=128k"],
+    );
+    // A relative name that climbs out of its directory.
+    create(
+        dir,
+        "sub/deep.qcow2",
+        "qcow2",
+        "64M",
+        Some(("../base.qcow2", "qcow2")),
+        &[],
+    );
+    // A missing backing file.
+    create(
+        dir,
+        "missing.qcow2",
+        "qcow2",
+        "64M",
+        Some(("gone.qcow2", "qcow2")),
+        &["-u"],
+    );
+    // A backing file named without a format.
+    create(
+        dir,
+        "nofmt.qcow2",
+        "qcow2",
+        "64M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    drop_backing_format(&dir.join("nofmt.qcow2"));
+    // A loop made by an unsafe rebase.
+    create(dir, "la.qcow2", "qcow2", "1M", None, &[]);
+    create(
+        dir,
+        "lb.qcow2",
+        "qcow2",
+        "1M",
+        Some(("la.qcow2", "qcow2")),
+        &[],
+    );
+    rebase_unsafe(&dir.join("la.qcow2"), "lb.qcow2", "qcow2");
+    // A base outside the scanned directory, pulled in through its overlay.
+    create(outside, "ext-base.qcow2", "qcow2", "8M", None, &[]);
+    let ext = outside.join("ext-base.qcow2");
+    create(
+        dir,
+        "uses-ext.qcow2",
+        "qcow2",
+        "8M",
+        Some((ext.to_str().unwrap(), "qcow2")),
+        &[],
+    );
+    // Something that is not an image at all, and is not named like one.
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+}
+
+fn problems(n: &Value) -> Vec<String> {
+    n["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn overlays(n: &Value) -> Vec<String> {
+    n["overlays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn mode(n: &Value) -> (String, Option<String>) {
+    (
+        n["mode"].as_str().unwrap().to_string(),
+        n["keep_ro_reason"].as_str().map(String::from),
+    )
+}
+
+/// Every field design §5 says must equal qemu-img's, for one node.
+fn assert_agrees_with_qemu(n: &Value) {
+    let path = Path::new(n["path"].as_str().unwrap());
+    let q = qemu_info(path);
+    let p = path.display();
+    assert_eq!(n["virtual_size"], q["virtual-size"], "{p}: virtual size");
+    assert_eq!(n["format"], q["format"], "{p}: format");
+    assert_eq!(
+        n["cluster_size"],
+        q.get("cluster-size").cloned().unwrap_or(Value::Null),
+        "{p}: cluster size"
+    );
+    match q.get("backing-filename") {
+        None => assert!(n["backing"].is_null(), "{p}: qemu-img sees no backing file"),
+        Some(raw) => {
+            assert_eq!(&n["backing"]["raw"], raw, "{p}: backing-filename");
+            assert_eq!(
+                n["backing"]["resolved"], q["full-backing-filename"],
+                "{p}: full-backing-filename"
+            );
+        }
+    }
+    assert_eq!(n["allocated"], q["actual-size"], "{p}: actual size");
+}
+
+#[test]
+fn forest_agrees_with_qemu_img() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let outside = tempdir();
+    let dir = tmp.path();
+    build(dir, outside.path());
+    let t = tree(dir, &[]);
+
+    // Every image once, the text file not at all, the outside base pulled in.
+    let ext = outside.path().join("ext-base.qcow2");
+    assert!(
+        t.contains_key(ext.to_str().unwrap()),
+        "outside base pulled in"
+    );
+    assert!(!t.keys().any(|k| k.ends_with("notes.txt")));
+    assert_eq!(t.len(), 19, "{:?}", t.keys());
+    for n in t.values() {
+        assert_agrees_with_qemu(n);
+    }
+
+    // Edges.
+    let d = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let mut base_overlays: Vec<String> = [
+        "nofmt.qcow2",
+        "sub/deep.qcow2",
+        "v2.qcow2",
+        "vm1.qcow2",
+        "vm2.qcow2",
+        "vm3.qcow2",
+    ]
+    .into_iter()
+    .map(d)
+    .collect();
+    base_overlays.sort();
+    assert_eq!(overlays(node(&t, dir, "base.qcow2")), base_overlays);
+    assert_eq!(
+        overlays(node(&t, dir, "chain/c0.qcow2")),
+        vec![d("chain/c1.qcow2")]
+    );
+    assert_eq!(
+        overlays(node(&t, dir, "chain/c2.qcow2")),
+        vec![d("chain/c3.qcow2")]
+    );
+    assert_eq!(
+        overlays(node(&t, dir, "raw/base.img")),
+        vec![d("raw/over.qcow2")]
+    );
+    assert_eq!(t[ext.to_str().unwrap()]["overlays"][0], d("uses-ext.qcow2"));
+    assert_eq!(node(&t, dir, "raw/base.img")["format"], "raw");
+
+    // Modes.
+    let ro = ("ro".to_string(), None);
+    let rw = ("rw".to_string(), None);
+    for name in [
+        "base.qcow2",
+        "chain/c0.qcow2",
+        "chain/c1.qcow2",
+        "chain/c2.qcow2",
+        "raw/base.img",
+    ] {
+        assert_eq!(mode(node(&t, dir, name)), ro, "{name}");
+    }
+    for name in [
+        "vm1.qcow2",
+        "chain/c3.qcow2",
+        "raw/over.qcow2",
+        "el2.qcow2",
+        "v2.qcow2",
+    ] {
+        assert_eq!(mode(node(&t, dir, name)), rw, "{name}");
+    }
+
+    // Problems.
+    assert_eq!(
+        problems(node(&t, dir, "missing.qcow2")),
+        vec!["missing-backing"]
+    );
+    assert_eq!(node(&t, dir, "missing.qcow2")["backing"]["exists"], false);
+    assert_eq!(
+        problems(node(&t, dir, "nofmt.qcow2")),
+        vec!["no-backing-format"]
+    );
+    assert_eq!(problems(node(&t, dir, "la.qcow2")), vec!["backing-loop"]);
+    assert_eq!(problems(node(&t, dir, "lb.qcow2")), vec!["backing-loop"]);
+    assert_eq!(
+        problems(node(&t, dir, "el2.qcow2")),
+        vec!["unsupported-feature"]
+    );
+    assert_eq!(
+        problems(node(&t, dir, "chain/c3.qcow2")),
+        vec!["size-mismatch"]
+    );
+    for name in [
+        "base.qcow2",
+        "vm1.qcow2",
+        "v2.qcow2",
+        "raw/over.qcow2",
+        "sub/deep.qcow2",
+    ] {
+        assert!(problems(node(&t, dir, name)).is_empty(), "{name}");
+    }
+    let msg = node(&t, dir, "missing.qcow2")["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("qemu-img rebase -u -F qcow2 -b NEWPATH"),
+        "{msg}"
+    );
+
+    // info --json gives the same node as tree --json.
+    for name in ["base.qcow2", "chain/c3.qcow2", "raw/base.img", "v2.qcow2"] {
+        let p = dir.join(name);
+        let info = imgchain_json(&["info", "--json", p.to_str().unwrap()], 0);
+        let n = node(&t, dir, name);
+        for key in [
+            "format",
+            "virtual_size",
+            "cluster_size",
+            "backing",
+            "mode",
+            "keep_ro_reason",
+        ] {
+            assert_eq!(info[key], n[key], "{name}: {key}");
+        }
+        assert_agrees_with_qemu(&info);
+    }
+}
+
+#[test]
+fn protect_globs_and_read_only() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let outside = tempdir();
+    let dir = tmp.path();
+    build(dir, outside.path());
+    let req = ("keep-ro".to_string(), Some("requested".to_string()));
+    let inh = ("keep-ro".to_string(), Some("inherited".to_string()));
+    let rw = ("rw".to_string(), None);
+    let ro = ("ro".to_string(), None);
+
+    // One protected VM makes the shared base keep-RO; its sibling stays RW.
+    let t = tree(dir, &["--protect", "vm2.qcow2"]);
+    assert_eq!(mode(node(&t, dir, "vm2.qcow2")), req);
+    assert_eq!(mode(node(&t, dir, "base.qcow2")), inh);
+    assert_eq!(mode(node(&t, dir, "vm1.qcow2")), rw);
+    assert_eq!(mode(node(&t, dir, "chain/c0.qcow2")), ro);
+
+    // A protected leaf makes its whole chain keep-RO; a path glob.
+    let t = tree(dir, &["--protect", "**/chain/c3.qcow2"]);
+    assert_eq!(mode(node(&t, dir, "chain/c3.qcow2")), req);
+    for c in ["chain/c0.qcow2", "chain/c1.qcow2", "chain/c2.qcow2"] {
+        assert_eq!(mode(node(&t, dir, c)), inh, "{c}");
+    }
+    // Protecting the middle leaves the overlay above it RW.
+    let t = tree(dir, &["--protect", "c1.qcow2"]);
+    assert_eq!(mode(node(&t, dir, "chain/c2.qcow2")), ro);
+    assert_eq!(mode(node(&t, dir, "chain/c3.qcow2")), rw);
+    assert_eq!(mode(node(&t, dir, "chain/c0.qcow2")), inh);
+
+    // --read-only: everything requested.
+    let t = tree(dir, &["--read-only"]);
+    assert!(t.values().all(|n| mode(n) == req));
+
+    // Config globs, combined with --protect.
+    let cfg = dir.join("imgchain.toml");
+    std::fs::write(&cfg, "[protect]\nglobs = [\"vm3.qcow2\"]\n").unwrap();
+    let t = tree(
+        dir,
+        &["--config", cfg.to_str().unwrap(), "--protect", "over.qcow2"],
+    );
+    assert_eq!(mode(node(&t, dir, "vm3.qcow2")), req);
+    assert_eq!(mode(node(&t, dir, "base.qcow2")), inh);
+    assert_eq!(mode(node(&t, dir, "raw/over.qcow2")), req);
+    assert_eq!(mode(node(&t, dir, "raw/base.img")), inh);
+}
+
+#[test]
+fn text_tree_draws_the_forest() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    create(dir, "base.qcow2", "qcow2", "1G", None, &[]);
+    create(
+        dir,
+        "a.qcow2",
+        "qcow2",
+        "1G",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    create(
+        dir,
+        "b.qcow2",
+        "qcow2",
+        "1G",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    create(
+        dir,
+        "b2.qcow2",
+        "qcow2",
+        "1G",
+        Some(("b.qcow2", "qcow2")),
+        &[],
+    );
+    create(
+        dir,
+        "lost.qcow2",
+        "qcow2",
+        "1G",
+        Some(("nowhere.qcow2", "qcow2")),
+        &["-u"],
+    );
+    let out = imgchain(&["--protect", "a.qcow2", "tree", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("{}/base.qcow2", dir.display())),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("1 GiB") && lines[0].ends_with("KRO·inherited"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("├── a.qcow2") && lines[1].ends_with("KRO·requested"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("└── b.qcow2") && lines[2].ends_with("RO"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("    └── b2.qcow2") && lines[3].ends_with("RW"),
+        "{text}"
+    );
+    assert!(
+        lines[4].contains("lost.qcow2") && lines[4].ends_with("RW !"),
+        "{text}"
+    );
+    assert!(lines[5].contains("error[missing-backing]"), "{text}");
+    assert!(!text.contains('\x1b'), "no colour when not a terminal");
+}
