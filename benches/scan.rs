@@ -1,1 +1,142 @@
-fn main() {}
+//! Scan benchmark: `imgchain tree --json` over 10,000 qcow2 images in chains of depth 1 to 8,
+//! against `qemu-img info --backing-chain --output=json -U` over a sample of 200 tops, measured
+//! in the same run. Prints both and the per-image ratio.
+//!
+//! `cargo bench --bench scan` (IMGCHAIN_BENCH_IMAGES changes the count; IMGCHAIN_BENCH_DIR
+//! keeps the images in that directory).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imgchain::image::create::{NewImage, create};
+use imgchain::image::probe::Format;
+
+fn main() {
+    let total: usize = std::env::var("IMGCHAIN_BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    // IMGCHAIN_BENCH_DIR keeps the generated images there for profiling; default: a temp dir.
+    let tmp = tempfile::Builder::new()
+        .prefix("imgchain-bench-")
+        .tempdir()
+        .expect("tempdir");
+    let kept = std::env::var_os("IMGCHAIN_BENCH_DIR").map(PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(tmp.path());
+
+    let t = Instant::now();
+    let tops = generate(dir, total);
+    println!(
+        "generated {total} images in {} chains with imago in {:.2} s",
+        tops.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let bin = env!("CARGO_BIN_EXE_imgchain");
+    let run_tree = || {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .args(["tree", "--json"])
+            .arg(dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run imgchain");
+        let el = t.elapsed();
+        assert!(out.status.success(), "imgchain tree failed");
+        (el, out.stdout)
+    };
+    // Warm the page cache and dentries, then take the median of five runs.
+    let (_, json) = run_tree();
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+    let found = v["nodes"].as_array().map_or(0, Vec::len);
+    assert_eq!(found, total, "imgchain found every image");
+    let mut runs: Vec<Duration> = (0..5).map(|_| run_tree().0).collect();
+    runs.sort();
+    let ours = runs[2];
+    let ours_per = ours.as_secs_f64() / total as f64;
+
+    let sample: Vec<&PathBuf> = tops
+        .iter()
+        .step_by((tops.len() / 200).max(1))
+        .take(200)
+        .collect();
+    let t = Instant::now();
+    let mut qemu_images = 0usize;
+    for top in &sample {
+        let out = Command::new("qemu-img")
+            .args(["info", "--backing-chain", "--output=json", "-U"])
+            .arg(top)
+            .output()
+            .expect("run qemu-img (install qemu-utils)");
+        assert!(
+            out.status.success(),
+            "qemu-img info failed on {}",
+            top.display()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("qemu JSON");
+        qemu_images += v.as_array().map_or(0, Vec::len);
+    }
+    let qemu = t.elapsed();
+    let qemu_per = qemu.as_secs_f64() / qemu_images as f64;
+
+    println!(
+        "imgchain tree --json: {total} images in {:.3} s (median of 5, warm; min {:.3} s, max {:.3} s) = {:.1} us/image",
+        ours.as_secs_f64(),
+        runs[0].as_secs_f64(),
+        runs[4].as_secs_f64(),
+        ours_per * 1e6
+    );
+    println!(
+        "qemu-img info --backing-chain: {} tops, {qemu_images} images in {:.3} s = {:.1} us/image",
+        sample.len(),
+        qemu.as_secs_f64(),
+        qemu_per * 1e6
+    );
+    println!(
+        "per-image ratio (qemu-img / imgchain): {:.0}x",
+        qemu_per / ours_per
+    );
+}
+
+/// Chains of depth 1..=8 (cycling), 500 images per directory; every seventh base is shared by
+/// two more overlays. Returns the top of each chain.
+fn generate(dir: &Path, total: usize) -> Vec<PathBuf> {
+    let mut made = 0;
+    let mut tops = Vec::new();
+    let mut chain = 0;
+    while made < total {
+        let sub = dir.join(format!("g{:03}", made / 500));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        let depth = (1 + chain % 8).min(total - made);
+        let mut below: Option<String> = None;
+        for level in 0..depth {
+            let name = format!("c{chain:05}-{level}.qcow2");
+            let new = NewImage {
+                backing: below.as_deref().map(|b| (b, Format::Qcow2)),
+                ..NewImage::qcow2(1 << 30)
+            };
+            create(&sub.join(&name), &new).expect("create image");
+            below = Some(name);
+            made += 1;
+        }
+        let base = format!("c{chain:05}-0.qcow2");
+        for extra in 0..2 {
+            if chain % 7 == 0 && made < total {
+                let name = format!("c{chain:05}-x{extra}.qcow2");
+                let new = NewImage {
+                    backing: Some((&base, Format::Qcow2)),
+                    ..NewImage::qcow2(1 << 30)
+                };
+                create(&sub.join(&name), &new).expect("create image");
+                made += 1;
+                tops.push(sub.join(name));
+            }
+        }
+        if let Some(top) = below {
+            tops.push(sub.join(top));
+        }
+        chain += 1;
+    }
+    tops
+}

@@ -229,10 +229,103 @@ fn writable(path: &Path, expect: (u64, u64)) -> bool {
     rustix::fs::fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == expect)
 }
 
+/// What probing one file found.
+enum Inspected {
+    /// A walked file that is not an image.
+    NotImage,
+    /// Not a regular file (what it is instead).
+    Special(&'static str),
+    /// Could not be looked at, and is not worth a node.
+    Skip(String),
+    Image(Box<Node>),
+}
+
+/// Opens, checks and probes one file. Touches no shared state, so walked files are inspected
+/// in parallel. `explicit` files become nodes whatever they hold; walked ones only when they
+/// have an image header or an image extension.
+fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
+    let ext = extension(path);
+    let format_named = ext
+        .as_deref()
+        .filter(|e| FORMAT_EXTENSIONS.contains(e))
+        .map(str::to_owned);
+    let raw_named = ext
+        .as_deref()
+        .is_some_and(|e| opts.raw_extensions.iter().any(|r| r == e));
+    let counts = explicit || raw_named || format_named.is_some();
+    let file = match open_ro(path) {
+        Ok(f) => f,
+        Err(e) => {
+            if !counts {
+                return Inspected::NotImage;
+            }
+            let md = std::fs::metadata(path).ok();
+            if let Some(md) = md.as_ref().filter(|m| !m.is_file()) {
+                return Inspected::Special(kind_of(md));
+            }
+            let mut node = Node::new(path.to_path_buf());
+            node.ident = md.as_ref().map(ident);
+            node.file_size = md.as_ref().map(|m| m.len());
+            node.problems.push(Problem::unreadable(path, &e));
+            return Inspected::Image(Box::new(node));
+        }
+    };
+    let md = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Inspected::Skip(format!("cannot stat: {e}")),
+    };
+    if !md.is_file() {
+        return Inspected::Special(kind_of(&md));
+    }
+    let probed = match probe_file(&file, md.len()) {
+        Ok(p) => p,
+        Err(_) if !counts => return Inspected::NotImage,
+        Err(e) => Err(ProbeError::Invalid(format!("read failed: {e}"))),
+    };
+    let mut node = Node::new(path.to_path_buf());
+    node.ident = Some(ident(&md));
+    node.file_size = Some(md.len());
+    node.allocated = Some(md.blocks() * 512);
+    match probed {
+        Ok(p) => {
+            if p.format == Format::Raw {
+                if !counts {
+                    return Inspected::NotImage;
+                }
+                if let Some(e) = &format_named {
+                    node.problems.push(Problem::not_an_image(e));
+                }
+            }
+            node.format = Some(p.format);
+            node.virtual_size = p.virtual_size;
+            node.cluster_size = p.cluster_size;
+            if let Some(h) = &p.qcow2 {
+                header_problems(&mut node, h);
+            }
+            node.qcow2 = p.qcow2;
+        }
+        Err(e) => {
+            // Only the qcow/qcow2 parsers report damage; everything else probes as raw.
+            let fmt = if path_is_qcow1(&file) {
+                Format::Qcow
+            } else {
+                Format::Qcow2
+            };
+            node.format = Some(fmt);
+            node.problems
+                .push(Problem::bad_header(path, fmt.as_str(), &e.to_string()));
+        }
+    }
+    drop(file);
+    node.writable = writable(path, ident(&md));
+    Inspected::Image(Box::new(node))
+}
+
 impl Scanner<'_> {
     fn walk(&mut self, root: PathBuf, md: &Metadata) {
         self.walked.insert(ident(md));
         let mut stack = vec![(root, 0usize)];
+        let mut all = Vec::new();
         while let Some((dir, depth)) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -283,12 +376,9 @@ impl Scanner<'_> {
                 }
             }
             files.sort();
-            for f in files {
-                // Walking never fails on a file: a file that turned into something else
-                // between listing and opening is passed over.
-                let _ = self.add_file(&f, false);
-            }
+            all.extend(files);
         }
+        self.add_walked(&all);
     }
 
     fn skip(&mut self, path: PathBuf, reason: String) {
@@ -304,102 +394,62 @@ impl Scanner<'_> {
         id
     }
 
-    /// Probes `path` and adds it as a node. `explicit` files (named by the user or as a backing
-    /// file) always become nodes; others only when they look like images.
-    /// Returns `Ok(None)` for a walked file that is not an image.
+    /// Probes `path` and adds it as a node (or finds the node it already is). Explicit files
+    /// (named by the user or as a backing file) always become nodes.
     fn add_file(&mut self, path: &Path, explicit: bool) -> Result<Option<NodeId>, &'static str> {
-        let ext = extension(path);
-        let image_named = ext.as_deref().is_some_and(|e| {
-            FORMAT_EXTENSIONS.contains(&e) || self.opts.raw_extensions.iter().any(|r| r == e)
-        });
-        let file = match open_ro(path) {
-            Ok(f) => f,
-            Err(e) => {
-                if !explicit && !image_named {
-                    return Ok(None);
-                }
-                let md = std::fs::metadata(path).ok();
-                if let Some(md) = &md {
-                    if !md.is_file() {
-                        return Err(kind_of(md));
-                    }
-                    if let Some(&id) = self.by_ident.get(&ident(md)) {
-                        return Ok(Some(id));
-                    }
-                }
-                let mut node = Node::new(path.to_path_buf());
-                node.ident = md.as_ref().map(ident);
-                node.file_size = md.as_ref().map(|m| m.len());
-                node.problems.push(Problem::unreadable(path, &e));
-                return Ok(Some(self.push(node)));
+        let inspected = inspect(path, explicit, self.opts);
+        self.insert(path, inspected)
+    }
+
+    /// Adds what [`inspect`] found, unless the same file is a node already.
+    fn insert(
+        &mut self,
+        path: &Path,
+        inspected: Inspected,
+    ) -> Result<Option<NodeId>, &'static str> {
+        match inspected {
+            Inspected::NotImage => Ok(None),
+            Inspected::Special(what) => Err(what),
+            Inspected::Skip(reason) => {
+                self.skip(path.to_path_buf(), reason);
+                Ok(None)
             }
-        };
-        let md = match file.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                self.skip(path.to_path_buf(), format!("cannot stat: {e}"));
-                return Ok(None);
-            }
-        };
-        if !md.is_file() {
-            return Err(kind_of(&md));
+            Inspected::Image(node) => match node.ident.and_then(|i| self.by_ident.get(&i)) {
+                Some(&id) => Ok(Some(id)),
+                None => Ok(Some(self.push(*node))),
+            },
         }
-        if let Some(&id) = self.by_ident.get(&ident(&md)) {
-            return Ok(Some(id));
-        }
-        let probed = match probe_file(&file, md.len()) {
-            Ok(p) => p,
-            Err(e) => {
-                if !explicit && !image_named {
-                    return Ok(None);
-                }
-                Err(ProbeError::Invalid(format!("read failed: {e}")))
-            }
+    }
+
+    /// Inspects files met while walking (in parallel) and adds the images among them, in order.
+    fn add_walked(&mut self, files: &[PathBuf]) {
+        let opts = self.opts;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let found: Vec<Inspected> = if threads < 2 || files.len() < 64 {
+            files.iter().map(|f| inspect(f, false, opts)).collect()
+        } else {
+            std::thread::scope(|s| {
+                let workers: Vec<_> = files
+                    .chunks(files.len().div_ceil(threads))
+                    .map(|chunk| {
+                        s.spawn(move || {
+                            chunk
+                                .iter()
+                                .map(|f| inspect(f, false, opts))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
         };
-        let mut node = Node::new(path.to_path_buf());
-        node.ident = Some(ident(&md));
-        node.file_size = Some(md.len());
-        node.allocated = Some(md.blocks() * 512);
-        match probed {
-            Ok(p) => {
-                if p.format == Format::Raw {
-                    let named_format = ext
-                        .as_deref()
-                        .filter(|e| FORMAT_EXTENSIONS.contains(e))
-                        .map(str::to_owned);
-                    let raw_named = ext
-                        .as_deref()
-                        .is_some_and(|e| self.opts.raw_extensions.iter().any(|r| r == e));
-                    if !explicit && !raw_named && named_format.is_none() {
-                        return Ok(None);
-                    }
-                    if let Some(e) = named_format {
-                        node.problems.push(Problem::not_an_image(&e));
-                    }
-                }
-                node.format = Some(p.format);
-                node.virtual_size = p.virtual_size;
-                node.cluster_size = p.cluster_size;
-                if let Some(h) = &p.qcow2 {
-                    header_problems(&mut node, h);
-                }
-                node.qcow2 = p.qcow2;
-            }
-            Err(e) => {
-                // Only the qcow/qcow2 parsers report damage; everything else probes as raw.
-                let fmt = if path_is_qcow1(&file) {
-                    Format::Qcow
-                } else {
-                    Format::Qcow2
-                };
-                node.format = Some(fmt);
-                node.problems
-                    .push(Problem::bad_header(path, fmt.as_str(), &e.to_string()));
-            }
+        for (f, inspected) in files.iter().zip(found) {
+            // A walked file that turned into something else since it was listed is passed over.
+            let _ = self.insert(f, inspected);
         }
-        drop(file);
-        node.writable = writable(path, ident(&md));
-        Ok(Some(self.push(node)))
     }
 
     /// Follows every backing name, adding backing files found outside the scanned paths.

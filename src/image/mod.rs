@@ -1,3 +1,4 @@
-//! Image files: header probing.
+//! Image files: header probing and creation.
 
+pub mod create;
 pub mod probe;

@@ -14,9 +14,10 @@ use std::fmt;
 /// The largest prefix the probe ever asks for.
 pub const PROBE_MAX: usize = 1 << 20;
 
-/// Bytes worth reading first: enough for the header, extensions and backing name of every
-/// image qemu-img creates.
-pub const PROBE_FIRST: usize = 64 << 10;
+/// Bytes worth reading first: the header, extensions and backing name of images qemu-img
+/// creates fit unless the backing name is longer than about 490 bytes; then the probe asks
+/// for more and the caller reads again.
+pub const PROBE_FIRST: usize = 1024;
 
 const QCOW_MAGIC: &[u8; 4] = b"QFI\xfb";
 const QED_MAGIC: &[u8; 4] = b"QED\0";
