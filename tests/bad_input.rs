@@ -291,3 +291,41 @@ fn a_clean_forest_checks_clean() {
     assert_eq!(v["images"], 2);
     assert_eq!(v["problems"], Value::Array(vec![]));
 }
+
+#[test]
+fn symlinks_are_followed_once_and_depth_is_bounded() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    create(dir, "a/b/c/deep.qcow2", "qcow2", "1M", None, &[]);
+    create(dir, "a/top.qcow2", "qcow2", "1M", None, &[]);
+    // A loop of directory symlinks, a second name for a directory and for an image, and a
+    // dangling link.
+    std::os::unix::fs::symlink("..", dir.join("a/b/up")).unwrap();
+    std::os::unix::fs::symlink("a/b", dir.join("alias")).unwrap();
+    std::os::unix::fs::symlink("a/top.qcow2", dir.join("top-link.qcow2")).unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.join("dangling.qcow2")).unwrap();
+
+    let t = tree(dir, &[]);
+    assert_eq!(t.len(), 2, "each image once: {:?}", t.keys());
+    let v = imgchain_json(&["tree", "--json", dir.to_str().unwrap()], 0);
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        skipped.iter().any(|p| p.ends_with("dangling.qcow2")),
+        "{skipped:?}"
+    );
+
+    // max_depth = 1 sees a/top.qcow2 but not a/b/c/deep.qcow2.
+    let cfg = dir.join("shallow.toml");
+    std::fs::write(&cfg, "[scan]\nmax_depth = 1\nfollow_symlinks = false\n").unwrap();
+    let t = tree(dir, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(t.len(), 1, "{:?}", t.keys());
+    assert!(t.keys().next().unwrap().ends_with("a/top.qcow2"));
+}
