@@ -38,11 +38,25 @@ pub struct JsonBacking {
     pub exists: bool,
 }
 
-/// Another process holding the image (filled by lock probing).
+/// Another process holding QEMU lock bytes on the image. `pid` and `command` name the first
+/// holder found (writers first); both are null when /proc does not tell.
 #[derive(Serialize)]
 pub struct JsonInUse {
     pub pid: Option<u32>,
     pub command: Option<String>,
+    /// Someone holds the write permission.
+    pub write: bool,
+    /// Permissions held by others, in QEMU's words.
+    pub held: Vec<&'static str>,
+    /// Permissions others refuse to share.
+    pub unshared: Vec<&'static str>,
+    pub holders: Vec<JsonHolder>,
+}
+
+#[derive(Serialize)]
+pub struct JsonHolder {
+    pub pid: u32,
+    pub command: String,
     pub write: bool,
 }
 
@@ -126,7 +140,22 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
             .collect(),
         mode: n.mode.as_str(),
         keep_ro_reason: n.keep_ro_reason.map(|r| r.as_str()),
-        in_use: None,
+        in_use: n.in_use().then(|| JsonInUse {
+            pid: n.holders.first().map(|h| h.pid),
+            command: n.holders.first().map(|h| h.command.clone()),
+            write: n.foreign.writer(),
+            held: n.foreign.held.names(),
+            unshared: n.foreign.unshared.names(),
+            holders: n
+                .holders
+                .iter()
+                .map(|h| JsonHolder {
+                    pid: h.pid,
+                    command: h.command.clone(),
+                    write: h.foreign.writer(),
+                })
+                .collect(),
+        }),
         problems: n
             .problems
             .iter()
@@ -255,6 +284,32 @@ pub fn badge(n: &Node) -> String {
     }
 }
 
+/// A short note on who uses an image, e.g. `in use by qemu-io[4242], writing`.
+pub fn in_use_text(n: &Node) -> Option<String> {
+    if !n.in_use() {
+        return None;
+    }
+    let how = if n.foreign.writer() {
+        "writing"
+    } else {
+        "reading"
+    };
+    let who: Vec<String> = n
+        .holders
+        .iter()
+        .map(|h| {
+            let prog = h.command.split(' ').next().unwrap_or("");
+            let prog = prog.rsplit('/').next().unwrap_or(prog);
+            format!("{prog}[{}]", h.pid)
+        })
+        .collect();
+    Some(if who.is_empty() {
+        format!("in use (holder unknown), {how}")
+    } else {
+        format!("in use by {}, {how}", who.join(", "))
+    })
+}
+
 /// The label of a node in the tree: the whole path for roots and for overlays that live in
 /// another directory than their backing file, the file name otherwise.
 fn label(forest: &Forest, id: NodeId) -> String {
@@ -292,9 +347,12 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
         } else {
             String::new()
         };
+        let busy = in_use_text(n)
+            .map(|t| format!("  {}", paint.wrap("33", &t)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{lab}{:pad$}  {:<6} {:>9} {:>9}  {}{mark}",
+            "{lab}{:pad$}  {:<6} {:>9} {:>9}  {}{mark}{busy}",
             "",
             n.format.map_or("?", |f| f.as_str()),
             opt_size(n.virtual_size),
@@ -406,6 +464,20 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
         .map(|r| format!(" — {}", r.describe()))
         .unwrap_or_default();
     line("mode:", format!("{}{reason}", paint.mode(n)));
+    if let Some(t) = in_use_text(n) {
+        line("in use:", t);
+        line(
+            "  locks:",
+            format!(
+                "others hold [{}], refuse to share [{}]",
+                n.foreign.held.names().join(", "),
+                n.foreign.unshared.names().join(", ")
+            ),
+        );
+        for h in &n.holders {
+            line("  holder:", h.to_string());
+        }
+    }
     for p in &n.problems {
         line(
             &format!("{}:", p.severity().as_str()),

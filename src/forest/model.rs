@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::diag::Problem;
 use super::state::{self, KeepRoReason, Mode, StateInput};
 use crate::image::probe::{Format, Qcow2Header};
+use crate::lock::{Foreign, Holder};
 
 /// Index of a node in [`Forest::nodes`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,6 +56,10 @@ pub struct Node {
     pub mode: Mode,
     pub keep_ro_reason: Option<KeepRoReason>,
     pub problems: Vec<Problem>,
+    /// QEMU lock bytes other processes hold on this file (probed without locking).
+    pub foreign: Foreign,
+    /// The processes holding them, writers first, when /proc tells.
+    pub holders: Vec<Holder>,
 }
 
 impl Node {
@@ -76,7 +81,14 @@ impl Node {
             mode: Mode::Ro,
             keep_ro_reason: None,
             problems: Vec::new(),
+            foreign: Foreign::default(),
+            holders: Vec::new(),
         }
+    }
+
+    /// Another process holds QEMU lock bytes on this image.
+    pub fn in_use(&self) -> bool {
+        self.foreign.in_use()
     }
 
     /// The last path component, for display.

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,7 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
     }
     s.resolve_backings();
     let mut scan = s.scan;
+    find_holders(&mut scan.forest);
     cut_loops(&mut scan.forest);
     scan.forest.relink();
     scan.forest.apply_state();
@@ -316,6 +318,9 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
                 .push(Problem::bad_header(path, fmt.as_str(), &e.to_string()));
         }
     }
+    // An image whose lock bytes cannot be probed (a file system without OFD locks) is
+    // shown as not in use: nothing else would be able to lock it either.
+    node.foreign = crate::lock::probe(file.as_fd()).unwrap_or_default();
     drop(file);
     node.writable = writable(path, ident(&md));
     Inspected::Image(Box::new(node))
@@ -582,6 +587,22 @@ fn header_problems(node: &mut Node, h: &probe::Qcow2Header) {
     }
     for f in features {
         node.problems.push(Problem::unsupported_feature(&f));
+    }
+}
+
+/// Names the processes behind the lock bytes found on in-use images (one pass over /proc).
+fn find_holders(forest: &mut Forest) {
+    let idents: HashSet<(u64, u64)> = forest
+        .nodes
+        .iter()
+        .filter(|n| n.in_use())
+        .filter_map(|n| n.ident)
+        .collect();
+    let mut found = crate::lock::holders(&idents);
+    for n in &mut forest.nodes {
+        if let Some(h) = n.ident.and_then(|i| found.remove(&i)) {
+            n.holders = h;
+        }
     }
 }
 

@@ -240,3 +240,64 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+
+/// A helper process (qemu-io, qemu-storage-daemon) that is killed by pid however the test ends.
+pub struct Held {
+    pub child: std::process::Child,
+}
+
+impl Held {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` and waits (up to 20 s) until it holds QEMU lock bytes on `image`.
+pub fn hold(mut cmd: Command, image: &Path) -> Held {
+    use std::os::fd::AsFd;
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let held = Held { child };
+    let f = std::fs::File::open(image).expect("open image");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !imgchain::lock::probe(f.as_fd()).expect("probe").in_use() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{cmd:?} never locked {}",
+            image.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    held
+}
+
+/// `qemu-io` holding `image` (and its backing chain) open read-write for a minute.
+pub fn hold_with_qemu_io(image: &Path) -> Held {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-c", "sleep 60000"]).arg(image);
+    hold(cmd, image)
+}
+
+/// `qemu-storage-daemon` with `image` as a qcow2 block node (read-write, backing chain opened).
+pub fn hold_with_storage_daemon(image: &Path) -> Held {
+    let mut cmd = Command::new("qemu-storage-daemon");
+    cmd.arg("--blockdev")
+        .arg(format!(
+            "driver=file,node-name=file0,filename={}",
+            image.display()
+        ))
+        .args(["--blockdev", "driver=qcow2,node-name=fmt0,file=file0"]);
+    hold(cmd, image)
+}

@@ -1,0 +1,174 @@
+//! QEMU-compatible locking against the real QEMU tools, in both directions.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use imgchain::lock::{Access, ImageLock, LockError};
+use serde_json::Value;
+
+fn chain(dir: &Path) {
+    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
+    create(
+        dir,
+        "top.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+}
+
+fn acquire(path: &Path, access: Access) -> Result<ImageLock, LockError> {
+    let f = std::fs::File::open(path).unwrap();
+    ImageLock::acquire(f.as_fd(), path, access)
+}
+
+/// What imgchain reports while `held` keeps top.qcow2 open read-write.
+fn assert_reports_holder(dir: &Path, pid: u32) {
+    let t = tree(dir, &[]);
+    let top = &node(&t, dir, "top.qcow2")["in_use"];
+    let base = &node(&t, dir, "base.qcow2")["in_use"];
+    assert_eq!(top["pid"], Value::from(pid), "{top}");
+    assert_eq!(top["write"], true);
+    assert_eq!(base["pid"], Value::from(pid), "{base}");
+    assert_eq!(base["write"], false);
+    assert_eq!(base["unshared"], serde_json::json!(["write", "resize"]));
+
+    let text = String::from_utf8(imgchain(&["tree", dir.to_str().unwrap()]).stdout).unwrap();
+    assert!(text.contains(&format!("[{pid}], writing")), "{text}");
+    assert!(text.contains(&format!("[{pid}], reading")), "{text}");
+
+    // Our writer is refused on both, with QEMU's words and the holder named.
+    for name in ["top.qcow2", "base.qcow2"] {
+        let p = dir.join(name);
+        match acquire(&p, Access::READ_WRITE) {
+            Err(e @ LockError::InUse { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.starts_with("Failed to get \"write\" lock"), "{msg}");
+                assert!(
+                    msg.contains(&format!(
+                        "Is another process using the image [{}]?",
+                        p.display()
+                    )),
+                    "{msg}"
+                );
+                assert!(msg.contains(&format!("pid {pid}")), "{msg}");
+                assert!(msg.contains("Shut the VM"), "{msg}");
+            }
+            other => panic!("{name}: expected InUse, got {other:?}"),
+        }
+    }
+    // A reader like QEMU's backing open: fine on the base, refused on the written top.
+    acquire(&dir.join("base.qcow2"), Access::READ_ONLY)
+        .expect("read-only base is shareable")
+        .release();
+    let e = acquire(&dir.join("top.qcow2"), Access::READ_ONLY).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("Failed to get shared \"write\" lock"),
+        "{e}"
+    );
+}
+
+#[test]
+fn qemu_io_holding_a_chain_is_seen_and_respected() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    chain(tmp.path());
+    let held = hold_with_qemu_io(&tmp.path().join("top.qcow2"));
+    assert_reports_holder(tmp.path(), held.pid());
+}
+
+#[test]
+fn storage_daemon_holding_a_chain_is_seen_and_respected() {
+    if !have("qemu-img") || !have("qemu-storage-daemon") {
+        return;
+    }
+    let tmp = tempdir();
+    chain(tmp.path());
+    let held = hold_with_storage_daemon(&tmp.path().join("top.qcow2"));
+    assert_reports_holder(tmp.path(), held.pid());
+}
+
+#[test]
+fn qemu_respects_our_commit_target_locks() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    chain(dir);
+    let base = dir.join("base.qcow2");
+    let top = dir.join("top.qcow2");
+    let base_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&base)
+        .unwrap();
+    let lock = ImageLock::acquire(base_file.as_fd(), &base, Access::READ_WRITE).unwrap();
+
+    let out = Command::new("qemu-io")
+        .args(["-c", "read 0 512"])
+        .arg(&top)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "qemu-io opened the chain while we hold the base"
+    );
+    assert!(err.contains("Failed to get shared \"write\" lock"), "{err}");
+    assert!(err.contains("Is another process using the image"), "{err}");
+    // -U (force share) still reads.
+    run(Command::new("qemu-img").args(["info", "-U"]).arg(&base));
+    // imgchain itself sees its own lock from another process.
+    let t = tree(dir, &[]);
+    assert_eq!(node(&t, dir, "base.qcow2")["in_use"]["write"], true);
+    assert_eq!(
+        node(&t, dir, "base.qcow2")["in_use"]["pid"],
+        Value::from(std::process::id())
+    );
+
+    lock.release();
+    run(Command::new("qemu-io").args(["-c", "read 0 512"]).arg(&top));
+    run(Command::new("qemu-img").arg("info").arg(&base));
+}
+
+#[test]
+fn browsing_holds_no_locks() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    chain(dir);
+    let scan = imgchain::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
+    assert_eq!(scan.forest.nodes.len(), 2);
+    // While the forest is in memory: QEMU can open everything read-write.
+    run(Command::new("qemu-io")
+        .args(["-c", "write 0 512"])
+        .arg(dir.join("top.qcow2")));
+    run(Command::new("qemu-io")
+        .args(["-c", "write 0 512"])
+        .arg(dir.join("base.qcow2")));
+    run(Command::new("qemu-img")
+        .arg("info")
+        .arg(dir.join("base.qcow2")));
+    // And no fd of ours carries a lock.
+    for fd in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        assert!(
+            !text.contains("OFDLCK"),
+            "fd {:?} holds a lock: {text}",
+            fd.file_name()
+        );
+    }
+    drop(scan);
+}
