@@ -1,9 +1,10 @@
 //! imgchain: see every image under some paths as a forest of qcow2 backing chains, with each
 //! node's RW / RO / keep-RO state, and commit overlays into their backing files safely.
 //!
-//! Engine modules (`image`, `forest`, `lock`, and later `commit`) never touch the terminal;
+//! Engine modules (`image`, `forest`, `lock`, `commit`) never touch the terminal;
 //! `output` renders what the CLI prints.
 
+pub mod commit;
 pub mod config;
 pub mod exit;
 pub mod forest;

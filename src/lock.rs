@@ -11,8 +11,9 @@
 //!   exactly like `raw_handle_perm_lock`, so two racing openers can both fail but never both
 //!   succeed, and a QEMU that loses the race gets QEMU's own error.
 //! - Locks belong to an open file description. [`ImageLock`] keeps its own `dup` of the fd, so
-//!   the locks live as long as it does, whoever else closes their copy; [`ImageLock::move_to`]
-//!   puts the same bytes on a new description before it lets go of the old one.
+//!   the locks live as long as it does, whoever else closes their copy;
+//!   [`ImageLock::duplicate_onto`] puts the same bytes on a reopened description while the old
+//!   one still holds them, so a reopen never has a moment without locks.
 //! - Only bytes 100-103 and 200-203 are touched (byte 0 is libvirt's; 104/204 are legacy).
 
 use std::collections::{HashMap, HashSet};
@@ -117,6 +118,21 @@ impl Access {
                     .map(|i| SHARED_BASE + u64::from(i)),
             )
             .collect()
+    }
+
+    /// The first permission that `foreign` locks forbid this access, as `(name, shared)`:
+    /// `shared == false` when someone refuses to share a permission we hold, `true` when
+    /// someone holds a permission we refuse to share. Same rules as [`ImageLock`]'s check.
+    pub fn conflict(self, foreign: Foreign) -> Option<(&'static str, bool)> {
+        (0..PERM_BITS).find_map(|i| {
+            if self.perm.has_bit(i) && foreign.unshared.has_bit(i) {
+                Some((perm_name(i), false))
+            } else if !self.shared.has_bit(i) && foreign.held.has_bit(i) {
+                Some((perm_name(i), true))
+            } else {
+                None
+            }
+        })
     }
 
     /// The union QEMU locks while changing from `self` to `new`.
@@ -409,10 +425,12 @@ impl ImageLock {
         Ok(())
     }
 
-    /// Puts the held bytes on the open file description of `new_fd` (a reopened handle of the
-    /// same file), then lets go of the old description. Fails without changing anything if
-    /// `new_fd` is another file.
-    pub fn move_to(&mut self, new_fd: BorrowedFd<'_>) -> Result<(), LockError> {
+    /// Puts the same bytes on the open file description of `new_fd` (a reopened handle of the
+    /// same file) without checking: this lock already checked them, and our own two
+    /// descriptions must not refuse each other (QEMU's `raw_apply_lock_bytes(NULL, new_fd)`).
+    /// This lock keeps its bytes until it is dropped or released, so a reopen that is aborted
+    /// loses nothing. Fails, leaving nothing on `new_fd`, if `new_fd` is another file.
+    pub fn duplicate_onto(&self, new_fd: BorrowedFd<'_>) -> Result<ImageLock, LockError> {
         let io = |source| LockError::Io {
             path: self.path.clone(),
             source,
@@ -423,17 +441,16 @@ impl ImageLock {
                 "the new handle is another file; locks stay where they are",
             )));
         }
-        let new = new_fd.try_clone_to_owned().map_err(io)?;
-        for b in self.access.bytes() {
-            if let Err(e) = set_byte(new.as_fd(), b, true) {
-                // Dropping `new` closes it, and with it any byte already set on it.
-                return Err(io(e));
-            }
-        }
-        // Our own locks are all shared read locks: the two descriptions never conflict.
-        let old = std::mem::replace(&mut self.fd, new);
-        drop(old);
-        Ok(())
+        let mut new = ImageLock {
+            fd: new_fd.try_clone_to_owned().map_err(io)?,
+            path: self.path.clone(),
+            access: Access::NONE,
+            ident: self.ident,
+        };
+        // On failure, dropping `new` unlocks whatever was set.
+        new.apply(self.access).map_err(io)?;
+        new.access = self.access;
+        Ok(new)
     }
 
     /// Locks exactly the bytes of `access` on our description, unlocking the others.
@@ -482,8 +499,14 @@ impl ImageLock {
         Ok(())
     }
 
-    /// Releases every byte (closing our duplicate would too).
-    pub fn release(self) {
+    /// Releases every byte (dropping the lock does the same).
+    pub fn release(self) {}
+}
+
+impl Drop for ImageLock {
+    /// Unlocks explicitly: other fds may share our open file description (imago's copy, the
+    /// caller's), and closing our duplicate alone would leave the bytes locked.
+    fn drop(&mut self) {
         let _ = self.apply(Access::NONE);
     }
 }
@@ -498,6 +521,24 @@ mod tests {
         assert_eq!(Access::READ_WRITE.bytes(), vec![100, 101, 103, 201, 203]);
         assert_eq!(Access::READ_ONLY.bytes(), vec![100, 201, 203]);
         assert!(Access::NONE.bytes().is_empty());
+        // What a running VM's locks forbid: its top (held RW) and its backing (held RO).
+        let vm_top = Foreign {
+            held: Access::READ_WRITE.perm,
+            unshared: Access::READ_WRITE.shared.complement(),
+        };
+        let vm_base = Foreign {
+            held: Access::READ_ONLY.perm,
+            unshared: Access::READ_ONLY.shared.complement(),
+        };
+        assert_eq!(Access::READ_WRITE.conflict(vm_top), Some(("write", false)));
+        assert_eq!(Access::READ_WRITE.conflict(vm_base), Some(("write", false)));
+        assert_eq!(Access::READ_ONLY.conflict(vm_top), Some(("write", true)));
+        assert_eq!(Access::READ_ONLY.conflict(vm_base), None);
+        let force_share_reader = Foreign {
+            held: Perms::CONSISTENT_READ,
+            unshared: Perms::NONE,
+        };
+        assert_eq!(Access::READ_WRITE.conflict(force_share_reader), None);
         assert_eq!(
             Access::READ_ONLY.union(Access::READ_WRITE),
             Access::READ_WRITE
@@ -552,7 +593,7 @@ mod tests {
         // ...and its refused attempt left nothing behind.
         assert_eq!(probe(a.as_fd()).unwrap(), Foreign::default());
 
-        // Upgrade in place, then move to a new description.
+        // Upgrade in place, then hand over to a new description.
         ro.change(Access::READ_WRITE).unwrap();
         assert!(probe(b.as_fd()).unwrap().writer());
         let c = std::fs::OpenOptions::new()
@@ -560,25 +601,31 @@ mod tests {
             .write(true)
             .open(&p)
             .unwrap();
-        ro.move_to(c.as_fd()).unwrap();
-        drop(a);
-        assert!(probe(b.as_fd()).unwrap().writer());
-        ro.change(Access::READ_ONLY).unwrap();
+        let mut moved = ro.duplicate_onto(c.as_fd()).unwrap();
+        drop(ro);
+        assert!(
+            probe(b.as_fd()).unwrap().writer(),
+            "held through the new description"
+        );
+        // The old description is still open (through `a`) but holds nothing now.
+        assert_eq!(probe(c.as_fd()).unwrap(), Foreign::default());
+        moved.change(Access::READ_ONLY).unwrap();
         assert!(!probe(b.as_fd()).unwrap().writer());
-        ro.release();
+        moved.release();
         assert!(!probe(b.as_fd()).unwrap().in_use());
+        drop(a);
     }
 
     #[test]
-    fn move_to_another_file_is_refused() {
+    fn duplicate_onto_another_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (p, q) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&p, b"a").unwrap();
         std::fs::write(&q, b"b").unwrap();
         let a = std::fs::File::open(&p).unwrap();
         let other = std::fs::File::open(&q).unwrap();
-        let mut l = ImageLock::acquire(a.as_fd(), &p, Access::READ_ONLY).unwrap();
-        assert!(l.move_to(other.as_fd()).is_err());
+        let l = ImageLock::acquire(a.as_fd(), &p, Access::READ_ONLY).unwrap();
+        assert!(l.duplicate_onto(other.as_fd()).is_err());
         let witness = std::fs::File::open(&p).unwrap();
         assert!(
             probe(witness.as_fd()).unwrap().in_use(),

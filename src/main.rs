@@ -21,7 +21,10 @@ use imgchain::{exit, output};
     after_help = "Modes: RW = a top image, writable; RO = a backing image, read-only except \
                   while a commit writes into it; KRO = keep-RO, must stay read-only (reason: \
                   requested, inherited from a protected overlay, or not-writable).\n\
-                  Exit codes: 0 ok, 1 error, 2 usage or config error, 3 check found problems."
+                  Exit codes: 0 ok, 1 error, 2 usage or config error, 3 check found problems; \
+                  commit: 10 no backing file, 11 keep-RO, 12 in use, 13 shared base, 14 I/O \
+                  error (base consistent), 15 base could not be reopened read-only, 16 \
+                  unsupported, 130 cancelled."
 )]
 struct Cli {
     #[command(flatten)]
@@ -72,6 +75,33 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// The image file
+        image: PathBuf,
+    },
+    /// Commit IMAGE's data into its backing file (or into BASE further down its chain),
+    /// reopening the base read-write only for the copy
+    Commit {
+        /// Commit into BASE, an image further down IMAGE's backing chain; the images in
+        /// between keep their data (implies -d, as in qemu-img)
+        #[arg(short = 'b', value_name = "BASE")]
+        base: Option<PathBuf>,
+        /// Keep IMAGE's data after committing it (default: empty IMAGE, as qemu-img does)
+        #[arg(short = 'd')]
+        keep: bool,
+        /// Commit even if the base has other overlays (their disks change) or persistent
+        /// bitmaps (they become invalid)
+        #[arg(long)]
+        force: bool,
+        /// Show progress
+        #[arg(short = 'p')]
+        progress: bool,
+        /// Print the outcome as JSON
+        #[arg(long)]
+        json: bool,
+        /// Also look for other overlays of the base under PATH (repeatable; the directories
+        /// of IMAGE and of its backing chain are always looked at)
+        #[arg(long = "scan", value_name = "PATH")]
+        scan: Vec<PathBuf>,
+        /// The overlay to commit
         image: PathBuf,
     },
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
@@ -224,6 +254,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             exit::OK
         }
+        Some(Command::Commit {
+            base,
+            keep,
+            force,
+            progress,
+            json,
+            scan,
+            image,
+        }) => commit(
+            &ctx,
+            CommitArgs {
+                base,
+                keep,
+                force,
+                progress,
+                json,
+                scan,
+                image,
+            },
+        )?,
         Some(Command::Check { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
             if json {
@@ -242,4 +292,92 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
     };
     Ok(code)
+}
+
+struct CommitArgs {
+    base: Option<PathBuf>,
+    keep: bool,
+    force: bool,
+    progress: bool,
+    json: bool,
+    scan: Vec<PathBuf>,
+    image: PathBuf,
+}
+
+/// Scans what a commit needs to see (the image, its directory, the directories of its chain
+/// and any --scan paths), plans, and runs it with Ctrl-C as cancel.
+fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
+    use imgchain::commit::{self, Request};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let image = std::path::absolute(&a.image)
+        .with_context(|| format!("cannot resolve {}", a.image.display()))?;
+    let mut opts = ctx.scan_options();
+    opts.max_depth = 0;
+    let mut paths = vec![image.clone()];
+    paths.extend(image.parent().map(PathBuf::from));
+    paths.extend(a.scan.iter().cloned());
+    let mut scan = ctx.scan(&paths, &opts)?;
+    let top = scan
+        .forest
+        .find(&image)
+        .with_context(|| format!("{} was not found after scanning it", image.display()))?;
+    let chain_dirs: Vec<PathBuf> = scan
+        .forest
+        .chain(top)
+        .filter_map(|id| scan.forest.node(id).path.parent().map(PathBuf::from))
+        .filter(|d| !paths.contains(d))
+        .collect();
+    if !chain_dirs.is_empty() {
+        paths.extend(chain_dirs);
+        scan = ctx.scan(&paths, &opts)?;
+    }
+    let top = scan
+        .forest
+        .find(&image)
+        .with_context(|| format!("{} was not found after scanning it", image.display()))?;
+    let req = Request {
+        top,
+        base: a.base.map(|b| std::path::absolute(&b).unwrap_or(b)),
+        keep_top: a.keep || ctx.config.commit.keep_top,
+        force: a.force,
+    };
+    let plan = match commit::plan(&scan.forest, &req) {
+        Ok(p) => p,
+        Err(e) => return Ok(commit_refused(&e, a.json)),
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    let mut bar = output::ProgressLine::new(a.progress);
+    let result = commit::run(&plan, ctx.config.commit.chunk_size.0, &cancel, &mut |p| {
+        bar.update(&p)
+    });
+    bar.finish();
+    match result {
+        Err(e) => Ok(commit_refused(&e, a.json)),
+        Ok(outcome) => {
+            if a.json {
+                print_json(&output::json_outcome(&outcome))?;
+            } else {
+                println!("{}", outcome.summary());
+            }
+            Ok(outcome.exit_code())
+        }
+    }
+}
+
+fn commit_refused(e: &imgchain::commit::CommitError, json: bool) -> u8 {
+    if json {
+        let v = output::json_commit_error(e);
+        match serde_json::to_string_pretty(&v) {
+            Ok(t) => println!("{t}"),
+            Err(err) => eprintln!("imgchain: cannot encode JSON: {err}"),
+        }
+    }
+    eprintln!("imgchain: {e}");
+    e.exit_code()
 }

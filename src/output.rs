@@ -225,6 +225,114 @@ pub fn json_check(forest: &Forest) -> JsonCheck {
     }
 }
 
+/// The commit progress line on stderr: redrawn in place on a terminal, one line per phase
+/// (and every few seconds) otherwise, like qemu-img's `(NN.NN/100%)`.
+pub struct ProgressLine {
+    enabled: bool,
+    tty: bool,
+    last_phase: Option<crate::commit::Phase>,
+    last_print: Option<std::time::Instant>,
+}
+
+impl ProgressLine {
+    pub fn new(enabled: bool) -> ProgressLine {
+        use std::io::IsTerminal;
+        ProgressLine {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            last_phase: None,
+            last_print: None,
+        }
+    }
+
+    pub fn update(&mut self, p: &crate::commit::Progress) {
+        if !self.enabled {
+            return;
+        }
+        let phase_changed = self.last_phase != Some(p.phase);
+        let due = self
+            .last_print
+            .is_none_or(|t| t.elapsed().as_millis() >= if self.tty { 100 } else { 2000 });
+        if !phase_changed && !due {
+            return;
+        }
+        self.last_phase = Some(p.phase);
+        self.last_print = Some(std::time::Instant::now());
+        let eta = p
+            .eta()
+            .filter(|_| p.phase == crate::commit::Phase::Copy)
+            .map(|d| format!(", ETA {}s", d.as_secs()))
+            .unwrap_or_default();
+        let line = format!(
+            "    ({:.2}/100%) {} of {}, {}/s{eta} [{}{}]",
+            p.percent(),
+            human_size(p.done),
+            human_size(p.total),
+            human_size(p.rate() as u64),
+            p.phase,
+            if p.base_rw { ", base RW" } else { "" }
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn finish(&self) {
+        if self.enabled && self.tty && self.last_phase.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+/// `commit --json` when the commit ran.
+pub fn json_outcome(o: &crate::commit::Outcome) -> serde_json::Value {
+    use crate::commit::run::CopyError;
+    use crate::image::handle::OpenMode;
+    let p = |x: &Path| path_str(x);
+    let top = match &o.top_emptied {
+        Some(Ok(())) => "emptied",
+        Some(Err(_)) => "empty-failed",
+        None if o.copy.is_ok() => "kept",
+        None => "unchanged",
+    };
+    serde_json::json!({
+        "top": p(&o.plan.top.path),
+        "base": p(&o.plan.base.path),
+        "intermediates": o.plan.intermediates.iter().map(|i| p(&i.path)).collect::<Vec<_>>(),
+        "total_bytes": o.total,
+        "copied_bytes": o.copied,
+        "grew": o.grew.map(|(from, to)| serde_json::json!({"from": from, "to": to})),
+        "copy": {
+            "ok": o.copy.is_ok(),
+            "cancelled": matches!(o.copy, Err(CopyError::Cancelled)),
+            "error": o.copy.as_ref().err().map(|e| e.to_string()),
+        },
+        "reopen": {
+            "ok": o.reopen_ro.is_ok(),
+            "error": o.reopen_ro.as_ref().err().map(|e| e.to_string()),
+            "base_mode": if o.base_mode() == OpenMode::ReadOnly { "ro" } else { "rw" },
+        },
+        "top_state": top,
+        "top_error": o.top_emptied.as_ref().and_then(|r| r.as_ref().err().cloned()),
+        "elapsed_s": o.elapsed.as_secs_f64(),
+        "exit_code": o.exit_code(),
+        "summary": o.summary(),
+    })
+}
+
+/// `commit --json` when the commit was refused or could not start.
+pub fn json_commit_error(e: &crate::commit::CommitError) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "kind": e.kind(),
+            "message": e.to_string(),
+            "exit_code": e.exit_code(),
+        }
+    })
+}
+
 /// Sizes in binary units, as qemu-img prints them: `512 B`, `192 KiB`, `1.5 GiB`.
 pub fn human_size(n: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

@@ -1,4 +1,5 @@
-//! Image files: header probing and creation.
+//! Image files: header probing, creation, and open handles.
 
 pub mod create;
+pub mod handle;
 pub mod probe;

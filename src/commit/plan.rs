@@ -1,0 +1,328 @@
+//! Commit plan: the guards of design §4 in order, and what the commit will do.
+//!
+//! Guards, first failure wins: no backing file (10) → keep-RO base or intermediate (11) →
+//! in use by another process (12) → base shared with other overlays (13, unless `force`) →
+//! format or feature we cannot write safely (16). The plan works from a scanned forest; the
+//! run checks identities, locks and headers again when it opens the files.
+
+use std::collections::{HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use super::CommitError;
+use crate::forest::diag::ProblemKind;
+use crate::forest::{Forest, KeepRoReason, Mode, Node, NodeId};
+use crate::image::probe::Format;
+use crate::lock::Access;
+
+/// What to commit.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The overlay whose data is committed.
+    pub top: NodeId,
+    /// Commit into this image of the top's backing chain instead of its immediate backing
+    /// file (`-b`); the images in between keep their data.
+    pub base: Option<PathBuf>,
+    /// Keep the top's data after the commit (`-d`; implied by `base`, as in qemu-img).
+    pub keep_top: bool,
+    /// Commit even though the base has other overlays.
+    pub force: bool,
+}
+
+/// One image taking part in a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanImage {
+    pub path: PathBuf,
+    pub format: Format,
+    pub virtual_size: u64,
+    pub ident: (u64, u64),
+    /// qcow2 version, for re-checking the header at open time.
+    pub version: Option<u32>,
+}
+
+/// A commit that passed every guard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub top: PlanImage,
+    /// Images between the top and the base, top-down (only with `-b`).
+    pub intermediates: Vec<PlanImage>,
+    pub base: PlanImage,
+    pub keep_top: bool,
+    /// The base grows to this size first (the top is larger).
+    pub grow_to: Option<u64>,
+    /// Other overlays of the base that `force` let through.
+    pub forced_over: Vec<PathBuf>,
+    /// The base carries persistent bitmaps that `force` lets the commit invalidate.
+    pub forced_bitmaps: bool,
+}
+
+fn plan_image(forest: &Forest, id: NodeId) -> Result<PlanImage, CommitError> {
+    let n = forest.node(id);
+    let unsupported = |what: &str| CommitError::Unsupported {
+        path: n.path.clone(),
+        what: what.to_string(),
+    };
+    Ok(PlanImage {
+        path: n.path.clone(),
+        format: n.format.ok_or_else(|| unsupported("could not be read"))?,
+        virtual_size: n
+            .virtual_size
+            .ok_or_else(|| unsupported("has no known virtual size"))?,
+        ident: n.ident.ok_or_else(|| unsupported("could not be opened"))?,
+        version: n.qcow2.as_ref().map(|h| h.version),
+    })
+}
+
+/// Every node built on `id`, at any distance.
+fn descendants(forest: &Forest, id: NodeId) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    let mut queue: VecDeque<NodeId> = forest.node(id).overlays.iter().copied().collect();
+    while let Some(n) = queue.pop_front() {
+        out.push(n);
+        queue.extend(forest.node(n).overlays.iter().copied());
+    }
+    out
+}
+
+/// A node above `id` that is keep-RO on request: the one an inherited keep-RO comes from.
+fn protected_above(forest: &Forest, id: NodeId) -> Option<PathBuf> {
+    descendants(forest, id)
+        .into_iter()
+        .map(|d| forest.node(d))
+        .find(|n| n.keep_ro_reason == Some(KeepRoReason::Requested))
+        .map(|n| n.path.clone())
+}
+
+/// Checks the guards and works out the commit of `req.top`.
+pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
+    let top = forest.node(req.top);
+    let keep_top = req.keep_top || req.base.is_some();
+
+    // 1. A backing file to commit into.
+    let Some(backing) = &top.backing else {
+        return Err(CommitError::NoBacking {
+            top: top.path.clone(),
+        });
+    };
+    if backing.node.is_none() {
+        let message = top
+            .problems
+            .iter()
+            .find(|p| {
+                matches!(
+                    p.kind,
+                    ProblemKind::MissingBacking
+                        | ProblemKind::BackingLoop
+                        | ProblemKind::ProtocolBacking
+                        | ProblemKind::UnsafeBackingPath
+                        | ProblemKind::Unreadable
+                )
+            })
+            .map(|p| p.message.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "its backing file {} is not an image imgchain can open",
+                    backing.resolved.display()
+                )
+            });
+        return Err(CommitError::BrokenChain {
+            top: top.path.clone(),
+            message,
+        });
+    }
+    let chain: Vec<NodeId> = forest.chain(req.top).collect();
+    let base_at = match &req.base {
+        None => 0,
+        Some(b) => {
+            let ident = std::fs::metadata(b).ok().map(|m| (m.dev(), m.ino()));
+            chain
+                .iter()
+                .position(|&c| {
+                    let n = forest.node(c);
+                    n.path == *b || (ident.is_some() && n.ident == ident)
+                })
+                .ok_or_else(|| CommitError::BaseNotInChain {
+                    top: top.path.clone(),
+                    base: b.clone(),
+                })?
+        }
+    };
+    let base_id = chain[base_at];
+    let between = &chain[..base_at];
+    let base = forest.node(base_id);
+
+    // 2. Nothing written may be keep-RO.
+    for &id in between.iter().chain(std::iter::once(&base_id)) {
+        let n = forest.node(id);
+        if n.mode == Mode::KeepRo {
+            let reason = n.keep_ro_reason.unwrap_or(KeepRoReason::Requested);
+            return Err(CommitError::KeepReadOnly {
+                path: n.path.clone(),
+                reason,
+                protected_by: (reason == KeepRoReason::Inherited)
+                    .then(|| protected_above(forest, id))
+                    .flatten(),
+            });
+        }
+    }
+    if !keep_top && top.keep_ro_reason == Some(KeepRoReason::NotWritable) {
+        return Err(CommitError::KeepReadOnly {
+            path: top.path.clone(),
+            reason: KeepRoReason::NotWritable,
+            protected_by: None,
+        });
+    }
+
+    // 3. Nobody else may hold what we need.
+    let top_access = if keep_top {
+        Access::READ_ONLY
+    } else {
+        Access::READ_WRITE
+    };
+    let needs = std::iter::once((req.top, top_access))
+        .chain(between.iter().map(|&m| (m, Access::READ_ONLY)))
+        .chain(std::iter::once((base_id, Access::READ_WRITE)));
+    for (id, access) in needs {
+        let n = forest.node(id);
+        if let Some((permission, shared)) = access.conflict(n.foreign) {
+            return Err(CommitError::InUse {
+                path: n.path.clone(),
+                holder: n.holders.first().cloned(),
+                permission,
+                shared,
+            });
+        }
+    }
+
+    // 4. Writing the base must not change other overlays' disks.
+    let mut spared: HashSet<NodeId> = between.iter().copied().collect();
+    spared.insert(req.top);
+    spared.extend(descendants(forest, req.top));
+    let mut others: Vec<PathBuf> = descendants(forest, base_id)
+        .into_iter()
+        .filter(|d| !spared.contains(d))
+        .map(|d| forest.node(d).path.clone())
+        .collect();
+    others.sort();
+    if !others.is_empty() && !req.force {
+        return Err(CommitError::SharedBase {
+            base: base.path.clone(),
+            others,
+        });
+    }
+
+    // 5. Formats and features we can read and write safely.
+    supported(top, Role::Top { empty: !keep_top })?;
+    for &m in between {
+        supported(forest.node(m), Role::Intermediate)?;
+    }
+    supported(base, Role::Base { force: req.force })?;
+
+    let top_img = plan_image(forest, req.top)?;
+    let base_img = plan_image(forest, base_id)?;
+    let intermediates = between
+        .iter()
+        .map(|&m| plan_image(forest, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Plan {
+        grow_to: (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size),
+        forced_bitmaps: base.qcow2.as_ref().is_some_and(|h| h.bitmaps()),
+        top: top_img,
+        intermediates,
+        base: base_img,
+        keep_top,
+        forced_over: others,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Top { empty: bool },
+    Intermediate,
+    Base { force: bool },
+}
+
+/// Guard 5 for one image.
+fn supported(n: &Node, role: Role) -> Result<(), CommitError> {
+    let refuse = |what: String| {
+        Err(CommitError::Unsupported {
+            path: n.path.clone(),
+            what,
+        })
+    };
+    if let Some(p) = n
+        .problems
+        .iter()
+        .find(|p| matches!(p.kind, ProblemKind::BadHeader | ProblemKind::Unreadable))
+    {
+        return refuse(format!("looks damaged ({})", p.message));
+    }
+    match (n.format, role) {
+        (Some(Format::Qcow2), _) | (Some(Format::Raw), Role::Base { .. }) => {}
+        (Some(f), _) => {
+            return refuse(format!(
+                "is a {f} image; imgchain commits qcow2 overlays into qcow2 or raw bases"
+            ));
+        }
+        (None, _) => return refuse("could not be read".into()),
+    }
+    let Some(h) = &n.qcow2 else { return Ok(()) };
+    if h.corrupt() {
+        return refuse(
+            "is marked corrupt by QEMU and must not be used; inspect it with qemu-img check".into(),
+        );
+    }
+    if h.dirty() {
+        return Err(CommitError::Unsupported {
+            path: n.path.clone(),
+            what: format!(
+                "has the dirty bit set (not closed cleanly); repair it first with qemu-img check -r all {}",
+                n.path.display()
+            ),
+        });
+    }
+    let mut features = Vec::new();
+    if h.extended_l2() {
+        features.push("extended L2 entries (extended_l2=on)".to_string());
+    }
+    if h.compression_type != 0 {
+        features.push(format!("{} compression", h.compression_name()));
+    }
+    if h.external_data_file() || h.data_file.is_some() {
+        features.push("an external data file".into());
+    }
+    if h.encrypted() {
+        features.push("encryption".into());
+    }
+    if h.unknown_incompatible() != 0 {
+        features.push(format!(
+            "unknown incompatible features ({:#x})",
+            h.unknown_incompatible()
+        ));
+    }
+    if let Some(f) = features.first() {
+        return refuse(format!("uses {f}, which imgchain cannot commit"));
+    }
+    match role {
+        Role::Base { force } => {
+            if h.bitmaps() && !force {
+                return refuse(
+                    "has persistent dirty bitmaps, which writing it through imgchain would invalidate \
+                     (incremental backups would have to start over); commit with --force to accept that"
+                        .into(),
+                );
+            }
+            if h.nb_snapshots > 0 {
+                return refuse(format!("has {} internal snapshots", h.nb_snapshots));
+            }
+        }
+        Role::Top { empty: true } if h.nb_snapshots > 0 => {
+            return refuse(format!(
+                "has {} internal snapshots, which emptying it would affect; use -d to keep its data",
+                h.nb_snapshots
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! Running a commit (design §4, steps 1-8).
+//!
+//! 1. open the top, the images in between and the base, with QEMU's locks (top read-write
+//!    unless it is kept; the rest read-only), and check each is the file the plan saw;
+//! 2. reopen the base read-write (a transaction: on failure nothing was written);
+//! 3. grow the base to the top's size if it is smaller;
+//! 4. copy every range allocated above the base — data, and zero ranges as zeroes — in
+//!    chunks, reporting progress and checking the cancel flag between chunks;
+//! 5. flush and fsync the base;
+//! 6. reopen the base read-only — always, also after an error or a cancel;
+//! 7. empty the top (unless kept), only after the base is on disk;
+//! 8. release the locks (dropping the handles).
+//!
+//! The [`Outcome`] keeps the copy's result and the reopen's result apart: a successful
+//! reopen never hides a failed copy, and a failed reopen never hides a successful one.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use imago::ShallowMapping;
+
+use super::{CommitError, Phase, Plan, Progress};
+use crate::exit;
+use crate::image::handle::{Handle, OpenMode, ReopenError};
+use crate::image::probe::Format;
+
+/// How often progress is reported during the copy (at least 5 Hz).
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the copy stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{op} {} at offset {offset}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a commit that started did. Built only once the base was reopened read-write.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Bytes of allocated data and zero ranges to commit.
+    pub total: u64,
+    /// Bytes committed before the copy finished or stopped.
+    pub copied: u64,
+    /// `(old, new)` virtual size of the base, when it grew.
+    pub grew: Option<(u64, u64)>,
+    /// The copy, growth and flush.
+    pub copy: Result<(), CopyError>,
+    /// Returning the base to read-only.
+    pub reopen_ro: Result<(), ReopenError>,
+    /// Emptying the top: `None` when it is kept (or the copy did not finish).
+    pub top_emptied: Option<Result<(), String>>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The process exit code (design §5).
+    pub fn exit_code(&self) -> u8 {
+        match (&self.copy, &self.reopen_ro, &self.top_emptied) {
+            (Err(CopyError::Cancelled), Ok(()), _) => exit::CANCELLED,
+            (Err(_), _, _) => exit::IO_ERROR,
+            (Ok(()), Err(_), _) => exit::REOPEN_FAILED,
+            (Ok(()), Ok(()), Some(Err(_))) => exit::IO_ERROR,
+            (Ok(()), Ok(()), _) => exit::OK,
+        }
+    }
+
+    /// The base's mode now: read-only unless the reopen failed.
+    pub fn base_mode(&self) -> OpenMode {
+        if self.reopen_ro.is_ok() {
+            OpenMode::ReadOnly
+        } else {
+            OpenMode::ReadWrite
+        }
+    }
+
+    /// One paragraph for people: what happened to the data, the base and the top.
+    pub fn summary(&self) -> String {
+        let base = self.plan.base.path.display();
+        let top = self.plan.top.path.display();
+        let mut s = match &self.copy {
+            Ok(()) => format!("Committed {} bytes of {top} into {base}.", self.total),
+            Err(CopyError::Cancelled) => format!(
+                "Cancelled after {} of {} bytes: {base} holds part of {top}'s data and is consistent; \
+                 {top} is unchanged, so its disk reads as before. Run the commit again to finish it.",
+                self.copied, self.total
+            ),
+            Err(e) => format!(
+                "The commit failed after {} of {} bytes: {e}. {base} was flushed and is consistent but \
+                 holds only part of {top}'s data; {top} is unchanged. Fix the cause (free space, \
+                 file size limit, disk errors) and commit again.",
+                self.copied, self.total
+            ),
+        };
+        if let Some((old, new)) = self.grew {
+            s.push_str(&format!(" {base} grew from {old} to {new} bytes."));
+        }
+        match &self.reopen_ro {
+            Ok(()) => s.push_str(&format!(" {base} is read-only again.")),
+            Err(e) => s.push_str(&format!(
+                " {e}. The data is on disk; imgchain holds {base} read-write until it exits."
+            )),
+        }
+        match &self.top_emptied {
+            Some(Ok(())) => s.push_str(&format!(" {top} was emptied.")),
+            Some(Err(e)) => s.push_str(&format!(
+                " Emptying {top} failed ({e}); it still holds its data, which now equals the base's, \
+                 so its disk reads the same. Empty it with qemu-img commit or keep it."
+            )),
+            None if self.copy.is_ok() => s.push_str(&format!(" {top} keeps its data.")),
+            None => {}
+        }
+        s
+    }
+}
+
+/// What the worker sends.
+#[derive(Debug)]
+pub enum Event {
+    Progress(Progress),
+    Done(Box<Result<Outcome, CommitError>>),
+}
+
+/// Runs `plan` on a new thread; `on_event` receives progress and, last, the result.
+pub fn spawn(
+    plan: Plan,
+    chunk: u64,
+    cancel: Arc<AtomicBool>,
+    mut on_event: impl FnMut(Event) + Send + 'static,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let result = run(&plan, chunk, &cancel, &mut |p| on_event(Event::Progress(p)));
+        on_event(Event::Done(Box::new(result)));
+    })
+}
+
+/// What one stretch of the guest disk is, seen from the top down to (not including) the base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Extent {
+    /// Data allocated in layer `i` (0 is the top).
+    Data(usize),
+    /// Reads as zeroes because a layer above the base says so.
+    Zero,
+    /// Not allocated above the base: the base shows through.
+    Below,
+    Eof,
+}
+
+/// The extent at `offset`, at most `max` bytes long.
+fn next_extent(layers: &[Handle], offset: u64, max: u64) -> io::Result<(Extent, u64)> {
+    let mut len = max;
+    for (i, layer) in layers.iter().enumerate() {
+        let (mapping, l) = layer.access().get_shallow_mapping(offset, len)?;
+        if l == 0 && !matches!(mapping, ShallowMapping::Eof { .. }) {
+            return Err(io::Error::other(format!(
+                "empty mapping at offset {offset} of {}",
+                layer.path().display()
+            )));
+        }
+        match mapping {
+            ShallowMapping::Raw { .. } | ShallowMapping::Special { .. } => {
+                return Ok((Extent::Data(i), l));
+            }
+            ShallowMapping::Zero { explicit: true, .. } => return Ok((Extent::Zero, l)),
+            ShallowMapping::Zero { .. } | ShallowMapping::Indirect { .. } => len = l,
+            ShallowMapping::Eof { .. } if i == 0 => return Ok((Extent::Eof, 0)),
+            // A shorter image in between reads as zeroes past its end, from the top's view.
+            ShallowMapping::Eof { .. } => return Ok((Extent::Zero, len)),
+            _ => {
+                return Err(io::Error::other(format!(
+                    "unknown kind of mapping at offset {offset} of {}",
+                    layer.path().display()
+                )));
+            }
+        }
+    }
+    Ok((Extent::Below, len))
+}
+
+/// Bytes of data and zero ranges allocated above the base, from the top's metadata alone.
+fn measure(layers: &[Handle], end: u64) -> io::Result<u64> {
+    let mut offset = 0;
+    let mut total = 0;
+    while offset < end {
+        let (ext, len) = next_extent(layers, offset, end - offset)?;
+        match ext {
+            Extent::Eof => break,
+            Extent::Data(_) | Extent::Zero => total += len,
+            Extent::Below => {}
+        }
+        offset += len;
+    }
+    Ok(total)
+}
+
+/// Opens one image of the plan and checks it is the file, and the header, the plan saw.
+fn open_checked(img: &super::plan::PlanImage, mode: OpenMode) -> Result<Handle, CommitError> {
+    let h = Handle::open(&img.path, img.format, mode, true)?;
+    let changed = |what: String| CommitError::Changed {
+        path: img.path.clone(),
+        what,
+    };
+    if h.ident() != img.ident {
+        return Err(changed("the path now names another file".into()));
+    }
+    if h.access().size() != img.virtual_size {
+        return Err(changed(format!(
+            "its virtual size is now {} bytes, not {}",
+            h.access().size(),
+            img.virtual_size
+        )));
+    }
+    Ok(h)
+}
+
+/// The layers above the base, top first, as the copy reads them.
+struct Layers {
+    handles: Vec<Handle>,
+}
+
+/// Runs `plan` in this thread. `chunk` is the copy step in bytes; `cancel` is checked between
+/// chunks; `progress` is called at phase changes and at least every 100 ms while copying.
+///
+/// Returns an error only for a commit that wrote nothing (guards at open time, a refused
+/// read-write reopen); everything after the base became writable is in the [`Outcome`].
+pub fn run(
+    plan: &Plan,
+    chunk: u64,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, CommitError> {
+    let start = Instant::now();
+    let chunk = chunk.clamp(64 << 10, 64 << 20);
+    // Rates are measured from the start of the copy, not of the whole run.
+    let since = std::cell::Cell::new(start);
+    let mut report = |phase, done, total, base_rw| {
+        progress(Progress {
+            phase,
+            done,
+            total,
+            elapsed: since.get().elapsed(),
+            base_rw,
+        })
+    };
+    report(Phase::Open, 0, 0, false);
+
+    // 1. Open everything, locked as QEMU would lock it.
+    let top_mode = if plan.keep_top {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::ReadWrite
+    };
+    let mut layers = Layers {
+        handles: vec![open_checked(&plan.top, top_mode)?],
+    };
+    for m in &plan.intermediates {
+        layers.handles.push(open_checked(m, OpenMode::ReadOnly)?);
+    }
+    let mut base = open_checked(&plan.base, OpenMode::ReadOnly)?;
+    let end = plan.top.virtual_size;
+    let total = measure(&layers.handles, end).map_err(|source| CommitError::Map {
+        path: plan.top.path.clone(),
+        source,
+    })?;
+
+    // 2. Base read-write, as a transaction: a failure here has written nothing.
+    report(Phase::ReopenRw, 0, total, false);
+    base.reopen(OpenMode::ReadWrite)
+        .map_err(|e| CommitError::ReopenRw(Box::new(e)))?;
+    report(Phase::ReopenRw, 0, total, true);
+
+    // 3.-5. Grow, copy, flush: any failure stops here but still reopens read-only.
+    let mut copied = 0;
+    let mut grew = None;
+    let copy = (|| -> Result<(), CopyError> {
+        let io = |op, path: &std::path::Path, offset, source| CopyError::Io {
+            op,
+            path: path.to_path_buf(),
+            offset,
+            source,
+        };
+        if let Some(new) = plan.grow_to {
+            report(Phase::Grow, 0, total, true);
+            let old = base.access().size();
+            base.access_mut()
+                .resize(new, imago::format::PreallocateMode::None)
+                .map_err(|e| io("cannot grow", &plan.base.path, old, e))?;
+            grew = Some((old, new));
+        }
+        since.set(Instant::now());
+        report(Phase::Copy, 0, total, true);
+        let mut last = Instant::now();
+        let mut buf = vec![0u8; chunk as usize];
+        let mut offset = 0;
+        while offset < end {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CopyError::Cancelled);
+            }
+            let (ext, len) = next_extent(&layers.handles, offset, chunk.min(end - offset))
+                .map_err(|e| io("cannot map", &plan.top.path, offset, e))?;
+            match ext {
+                Extent::Eof => break,
+                Extent::Below => {}
+                Extent::Data(i) => {
+                    let layer = &layers.handles[i];
+                    let b = &mut buf[..len as usize];
+                    layer
+                        .access()
+                        .read(&mut *b, offset)
+                        .map_err(|e| io("cannot read", layer.path(), offset, e))?;
+                    base.access()
+                        .write(&*b, offset)
+                        .map_err(|e| io("cannot write", &plan.base.path, offset, e))?;
+                    copied += len;
+                }
+                Extent::Zero => {
+                    base.access_mut()
+                        .discard_to_zero(offset, len)
+                        .map_err(|e| io("cannot zero", &plan.base.path, offset, e))?;
+                    copied += len;
+                }
+            }
+            offset += len;
+            if last.elapsed() >= REPORT_EVERY {
+                last = Instant::now();
+                report(Phase::Copy, copied, total, true);
+            }
+        }
+        Ok(())
+    })();
+    // 5. Flush whatever was written, whether the copy finished or not.
+    report(Phase::Flush, copied, total, true);
+    let flushed = base.flush().map_err(|e| CopyError::Io {
+        op: "cannot flush",
+        path: plan.base.path.clone(),
+        offset: 0,
+        source: e,
+    });
+    let copy = copy.and(flushed);
+
+    // 6. Back to read-only, on every path.
+    report(Phase::ReopenRo, copied, total, true);
+    let reopen_ro = base.reopen(OpenMode::ReadOnly);
+    let base_rw = reopen_ro.is_err();
+    report(Phase::ReopenRo, copied, total, base_rw);
+
+    // 7. Empty the top only once the base holds its data on disk.
+    let top_emptied = if copy.is_ok() && !plan.keep_top {
+        report(Phase::EmptyTop, copied, total, base_rw);
+        Some(empty(&mut layers.handles[0]))
+    } else {
+        None
+    };
+    report(Phase::Done, copied, total, base_rw);
+
+    // 8. Dropping the handles releases the locks.
+    drop(layers);
+    drop(base);
+    Ok(Outcome {
+        plan: plan.clone(),
+        total,
+        copied,
+        grew,
+        copy,
+        reopen_ro,
+        top_emptied,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Makes every cluster of the top unallocated, so that reads fall through to the base
+/// (qemu-img's `blk_make_empty`), and puts that on disk.
+fn empty(top: &mut Handle) -> Result<(), String> {
+    if top.format() != Format::Qcow2 {
+        return Err("only qcow2 overlays can be emptied".into());
+    }
+    let size = top.access().size();
+    top.access_mut()
+        .discard_to_backing(0, size)
+        .map_err(|e| e.to_string())?;
+    top.flush().map_err(|e| e.to_string())
+}

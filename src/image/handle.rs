@@ -1,0 +1,445 @@
+//! An open image: our own fd, its identity, its mode, its QEMU locks and imago's access.
+//!
+//! A handle changes mode (RO ↔ RW) only through a reopen transaction, which fixes what the
+//! 2010 review of QEMU's "readonly changes" found:
+//! - the new fd is opened through `/proc/self/fd/N` of the held one, never by name, and its
+//!   `(st_dev, st_ino)` must equal the handle's: a renamed or replaced file is never touched;
+//! - the old fd stays open and locked until the new one is ready, so a failed reopen leaves
+//!   the handle exactly as it was ([`Handle::abort_reopen`]);
+//! - before a RW → RO reopen the old access is flushed and fsynced, and the header is re-read
+//!   through the new fd and checked, so the new handle never sees stale metadata;
+//! - lock bytes are copied onto the new description before the old one lets go.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use imago::file::File as ImagoFile;
+use imago::qcow2::Qcow2;
+use imago::raw::Raw;
+use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, StorageOpenOptions};
+use rustix::fs::{Mode as FileMode, OFlags};
+
+use super::probe::{self, Format, PROBE_MAX, ProbeError};
+use crate::lock::{Access, ImageLock, LockError};
+
+/// How a handle has its file open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl OpenMode {
+    fn flags(self) -> OFlags {
+        let acc = match self {
+            OpenMode::ReadOnly => OFlags::RDONLY,
+            OpenMode::ReadWrite => OFlags::RDWR,
+        };
+        acc | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK
+    }
+    fn lock(self) -> Access {
+        match self {
+            OpenMode::ReadOnly => Access::READ_ONLY,
+            OpenMode::ReadWrite => Access::READ_WRITE,
+        }
+    }
+}
+
+impl fmt::Display for OpenMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OpenMode::ReadOnly => "read-only",
+            OpenMode::ReadWrite => "read-write",
+        })
+    }
+}
+
+/// The step of a reopen that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReopenStep {
+    /// Flushing and fsyncing the old access (RW → RO only).
+    Flush,
+    /// Opening the new fd through /proc/self/fd.
+    Open,
+    /// The new fd is not the same file.
+    Identity,
+    /// Taking or copying QEMU lock bytes.
+    Locks,
+    /// Re-reading and checking the header through the new fd.
+    Header,
+}
+
+impl fmt::Display for ReopenStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReopenStep::Flush => "flushing the image",
+            ReopenStep::Open => "opening the new handle",
+            ReopenStep::Identity => "checking the new handle is the same file",
+            ReopenStep::Locks => "moving the QEMU locks",
+            ReopenStep::Header => "re-reading the header",
+        })
+    }
+}
+
+/// Opening an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open {} {mode}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        mode: OpenMode,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+/// A reopen failed; the handle is exactly as it was before.
+#[derive(Debug, thiserror::Error)]
+#[error("could not reopen {} {to}: {step} failed: {detail}; it stays {from}", path.display())]
+pub struct ReopenError {
+    pub path: PathBuf,
+    pub from: OpenMode,
+    pub to: OpenMode,
+    pub step: ReopenStep,
+    pub detail: String,
+    /// The conflicting holder, when the locks step failed because another process holds them.
+    #[source]
+    pub lock: Option<Box<LockError>>,
+}
+
+/// imago's access to an image through one of our fds.
+pub type ImageAccess = FormatAccess<ImagoFile>;
+
+/// An open image.
+pub struct Handle {
+    path: PathBuf,
+    format: Format,
+    ident: (u64, u64),
+    mode: OpenMode,
+    /// Our own duplicate of the fd imago uses: the source of `/proc/self/fd/N` for reopens.
+    fd: OwnedFd,
+    access: ImageAccess,
+    lock: Option<ImageLock>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("ident", &self.ident)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new fd and access, ready to replace a handle's ([`Handle::commit_reopen`]) or to be
+/// dropped ([`Handle::abort_reopen`]).
+pub struct Prepared {
+    mode: OpenMode,
+    fd: OwnedFd,
+    access: ImageAccess,
+    lock: Option<ImageLock>,
+}
+
+fn open_fd(path: &Path, mode: OpenMode) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(path, mode.flags(), FileMode::empty())?)
+}
+
+fn ident_of(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Builds imago's access over a duplicate of `fd`. The image is opened alone: no backing
+/// file and no external data file are followed.
+fn imago_access(
+    fd: &OwnedFd,
+    path: &Path,
+    format: Format,
+    mode: OpenMode,
+) -> io::Result<ImageAccess> {
+    let file = std::fs::File::from(fd.try_clone()?);
+    let writable = mode == OpenMode::ReadWrite;
+    let opts = StorageOpenOptions::new().filename(path).write(writable);
+    let storage = ImagoFile::from_open_file(file, opts)?;
+    let gate = DenyImplicitOpenGate::default();
+    match format {
+        Format::Qcow2 => {
+            let q = Qcow2::<ImagoFile>::builder(storage)
+                .write(writable)
+                .backing(None)
+                .data_file(None)
+                .open(gate)?;
+            Ok(FormatAccess::new(q))
+        }
+        Format::Raw => {
+            let r = Raw::<ImagoFile>::builder(storage)
+                .write(writable)
+                .open(gate)?;
+            Ok(FormatAccess::new(r))
+        }
+        other => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{other} images cannot be opened for commit"),
+        )),
+    }
+}
+
+/// Re-reads the first bytes of the file behind `fd` and probes them.
+fn reread_header(fd: &OwnedFd, format: Format) -> Result<probe::Probed, String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?);
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut want = probe::PROBE_FIRST;
+    loop {
+        let mut buf = vec![0u8; want.min(PROBE_MAX)];
+        let n = file.read_at(&mut buf, 0).map_err(|e| e.to_string())?;
+        buf.truncate(n);
+        match probe::probe(&buf, len) {
+            Ok(p) if p.format == format => return Ok(p),
+            Ok(p) => return Err(format!("the file now reads as {}, not {format}", p.format)),
+            Err(ProbeError::Short { need }) if need > buf.len() && buf.len() == want => want = need,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+impl Handle {
+    /// Opens `path` as a `format` image in `mode`, taking QEMU's locks for that mode when
+    /// `lock` is set.
+    pub fn open(
+        path: &Path,
+        format: Format,
+        mode: OpenMode,
+        lock: bool,
+    ) -> Result<Handle, OpenError> {
+        let io = |source| OpenError::Io {
+            path: path.to_path_buf(),
+            mode,
+            source,
+        };
+        let fd = open_fd(path, mode).map_err(io)?;
+        let ident = ident_of(&fd).map_err(io)?;
+        let lock = if lock {
+            Some(ImageLock::acquire(fd.as_fd(), path, mode.lock())?)
+        } else {
+            None
+        };
+        let access = imago_access(&fd, path, format, mode).map_err(io)?;
+        Ok(Handle {
+            path: path.to_path_buf(),
+            format,
+            ident,
+            mode,
+            fd,
+            access,
+            lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    pub fn mode(&self) -> OpenMode {
+        self.mode
+    }
+    pub fn ident(&self) -> (u64, u64) {
+        self.ident
+    }
+    /// imago's access for reading and writing guest data.
+    pub fn access(&self) -> &ImageAccess {
+        &self.access
+    }
+    /// Mutable access (discards and resizes need it).
+    pub fn access_mut(&mut self) -> &mut ImageAccess {
+        &mut self.access
+    }
+
+    /// Flushes imago's caches and fsyncs the file.
+    pub fn flush(&self) -> io::Result<()> {
+        self.access.flush()?;
+        self.access.sync()
+    }
+
+    /// Prepares a reopen in `to` mode. On error the handle is unchanged (its locks included).
+    pub fn prepare_reopen(&mut self, to: OpenMode) -> Result<Prepared, ReopenError> {
+        let from = self.mode;
+        let path = self.path.clone();
+        let fail = |step, detail: String, lock: Option<LockError>| ReopenError {
+            path: path.clone(),
+            from,
+            to,
+            step,
+            detail,
+            lock: lock.map(Box::new),
+        };
+        if to == OpenMode::ReadOnly && from == OpenMode::ReadWrite {
+            if fault::hit(ReopenStep::Flush, to) {
+                return Err(fail(ReopenStep::Flush, "injected fault".into(), None));
+            }
+            self.flush()
+                .map_err(|e| fail(ReopenStep::Flush, e.to_string(), None))?;
+        }
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+        if fault::hit(ReopenStep::Open, to) {
+            return Err(fail(ReopenStep::Open, "injected fault".into(), None));
+        }
+        let fd =
+            open_fd(&proc_path, to).map_err(|e| fail(ReopenStep::Open, e.to_string(), None))?;
+        let ident = ident_of(&fd).map_err(|e| fail(ReopenStep::Identity, e.to_string(), None))?;
+        if ident != self.ident || fault::hit(ReopenStep::Identity, to) {
+            return Err(fail(
+                ReopenStep::Identity,
+                format!(
+                    "the reopened file is device {:#x} inode {}, not device {:#x} inode {}",
+                    ident.0, ident.1, self.ident.0, self.ident.1
+                ),
+                None,
+            ));
+        }
+        // RO → RW: upgrade our lock in place first (this is where another process's lock
+        // refuses us), then copy it onto the new description. RW → RO: copy the RW bytes;
+        // they are narrowed once the old description is gone (commit_reopen).
+        let mut upgraded = false;
+        let lock = match &mut self.lock {
+            None => None,
+            Some(l) => {
+                if fault::hit(ReopenStep::Locks, to) {
+                    return Err(fail(ReopenStep::Locks, "injected fault".into(), None));
+                }
+                if to == OpenMode::ReadWrite && l.access() != Access::READ_WRITE {
+                    l.change(Access::READ_WRITE).map_err(|e| {
+                        fail(
+                            ReopenStep::Locks,
+                            e.to_string().lines().next().unwrap_or("").into(),
+                            Some(e),
+                        )
+                    })?;
+                    upgraded = true;
+                }
+                match l.duplicate_onto(fd.as_fd()) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        if upgraded {
+                            let _ = l.change(Access::READ_ONLY);
+                        }
+                        return Err(fail(ReopenStep::Locks, e.to_string(), Some(e)));
+                    }
+                }
+            }
+        };
+        let undo_lock = |h: &mut Handle| {
+            if upgraded && let Some(l) = &mut h.lock {
+                let _ = l.change(Access::READ_ONLY);
+            }
+        };
+        if to == OpenMode::ReadOnly {
+            let header = if fault::hit(ReopenStep::Header, to) {
+                Err("injected fault".to_string())
+            } else {
+                reread_header(&fd, self.format)
+            };
+            if let Err(detail) = header {
+                drop(lock);
+                undo_lock(self);
+                return Err(fail(ReopenStep::Header, detail, None));
+            }
+        }
+        match imago_access(&fd, &self.path, self.format, to) {
+            Ok(access) => Ok(Prepared {
+                mode: to,
+                fd,
+                access,
+                lock,
+            }),
+            Err(e) => {
+                drop(lock);
+                undo_lock(self);
+                Err(fail(ReopenStep::Header, e.to_string(), None))
+            }
+        }
+    }
+
+    /// Swaps in the prepared fd and access and drops the old ones.
+    pub fn commit_reopen(&mut self, p: Prepared) {
+        self.mode = p.mode;
+        self.fd = p.fd;
+        self.access = p.access;
+        let old_lock = std::mem::replace(&mut self.lock, p.lock);
+        drop(old_lock);
+        if let Some(l) = &mut self.lock {
+            // Only our new description holds bytes now; narrowing cannot conflict with us.
+            let _ = l.change(p.mode.lock());
+        }
+    }
+
+    /// Drops a prepared reopen and keeps the handle as it was, restoring a lock upgrade.
+    pub fn abort_reopen(&mut self, p: Prepared) {
+        let to = p.mode;
+        drop(p);
+        if to == OpenMode::ReadWrite
+            && self.mode == OpenMode::ReadOnly
+            && let Some(l) = &mut self.lock
+        {
+            let _ = l.change(Access::READ_ONLY);
+        }
+    }
+
+    /// Prepares and commits a reopen in one step.
+    pub fn reopen(&mut self, to: OpenMode) -> Result<(), ReopenError> {
+        let p = self.prepare_reopen(to)?;
+        self.commit_reopen(p);
+        Ok(())
+    }
+}
+
+/// Makes reopen steps fail on demand, for tests of every failure path.
+#[cfg(test)]
+pub mod fault {
+    use std::cell::Cell;
+
+    use super::ReopenStep;
+
+    thread_local! {
+        static FAIL: Cell<Option<(ReopenStep, super::OpenMode)>> = const { Cell::new(None) };
+    }
+
+    /// The next reopen to `mode` on this thread fails at `step`.
+    pub fn inject(step: ReopenStep, mode: super::OpenMode) {
+        FAIL.with(|f| f.set(Some((step, mode))));
+    }
+
+    pub fn clear() {
+        FAIL.with(|f| f.set(None));
+    }
+
+    pub(super) fn hit(step: ReopenStep, mode: super::OpenMode) -> bool {
+        FAIL.with(|f| {
+            if f.get() == Some((step, mode)) {
+                f.set(None);
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+#[cfg(not(test))]
+mod fault {
+    #[inline(always)]
+    pub(super) fn hit(_: super::ReopenStep, _: super::OpenMode) -> bool {
+        false
+    }
+}
