@@ -339,7 +339,7 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         .with_context(|| format!("{} was not found after scanning it", image.display()))?;
     let req = Request {
         top,
-        base: a.base.map(|b| std::path::absolute(&b).unwrap_or(b)),
+        base: a.base,
         keep_top: a.keep || ctx.config.commit.keep_top,
         force: a.force,
     };

@@ -134,17 +134,10 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
     let base_at = match &req.base {
         None => 0,
         Some(b) => {
-            let ident = std::fs::metadata(b).ok().map(|m| (m.dev(), m.ino()));
-            chain
-                .iter()
-                .position(|&c| {
-                    let n = forest.node(c);
-                    n.path == *b || (ident.is_some() && n.ident == ident)
-                })
-                .ok_or_else(|| CommitError::BaseNotInChain {
-                    top: top.path.clone(),
-                    base: b.clone(),
-                })?
+            find_base(forest, req.top, &chain, b).ok_or_else(|| CommitError::BaseNotInChain {
+                top: top.path.clone(),
+                base: b.clone(),
+            })?
         }
     };
     let base_id = chain[base_at];
@@ -233,6 +226,38 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
         keep_top,
         forced_over: others,
     })
+}
+
+/// Where `-b BASE` is in the chain, matched as qemu-img does (`bdrv_find_backing_image`):
+/// by the backing name as written in an overlay's header, or as a path — relative to the top's
+/// directory or to the working directory — naming the same file.
+fn find_base(
+    forest: &Forest,
+    top: NodeId,
+    chain: &[NodeId],
+    base: &std::path::Path,
+) -> Option<usize> {
+    let ident = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut idents = vec![ident(base)];
+    if base.is_relative()
+        && let Some(dir) = forest.node(top).path.parent()
+    {
+        idents.push(ident(&dir.join(base)));
+    }
+    let mut overlay = top;
+    for (i, &c) in chain.iter().enumerate() {
+        let named = forest
+            .node(overlay)
+            .backing
+            .as_ref()
+            .is_some_and(|b| b.raw == base.as_os_str());
+        let n = forest.node(c);
+        if named || n.path == base || idents.iter().any(|i| i.is_some() && *i == n.ident) {
+            return Some(i);
+        }
+        overlay = c;
+    }
+    None
 }
 
 #[derive(Clone, Copy)]

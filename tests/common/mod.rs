@@ -70,6 +70,13 @@ pub fn qemu_io(path: &Path, command: &str) {
     run(Command::new("qemu-io").args(["-c", command]).arg(path));
 }
 
+/// `qemu-io -f FMT -c COMMAND` on an image of a known format (raw needs it).
+pub fn qemu_io_fmt(path: &Path, fmt: &str, command: &str) {
+    run(Command::new("qemu-io")
+        .args(["-f", fmt, "-c", command])
+        .arg(path));
+}
+
 /// `qemu-img info --output=json -U` of one image.
 pub fn qemu_info(path: &Path) -> Value {
     let out = run(Command::new("qemu-img")

@@ -1,0 +1,431 @@
+//! `imgchain commit` against `qemu-img commit` on identical copies of the same chain.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// `qemu-img map --output=json` of one image (its own layer and the chain below).
+fn map(path: &Path) -> Value {
+    let out = run(Command::new("qemu-img")
+        .args(["map", "--output=json", "-U"])
+        .arg(path));
+    serde_json::from_slice(&out.stdout).expect("map JSON")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to));
+}
+
+fn qemu_check(path: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img check {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn is_qcow2(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|d| d.starts_with(b"QFI\xfb"))
+}
+
+/// Builds the chain with `setup` in one directory, copies it, commits `top` with imgchain in
+/// one copy and with qemu-img in the other (same `-d`/`-b`), and compares.
+fn against_qemu(setup: impl Fn(&Path), top: &str, base: &str, args: &[&str]) {
+    let ours = tempdir();
+    let theirs = tempdir();
+    setup(ours.path());
+    copy_dir(ours.path(), theirs.path());
+    let top_map_before = map(&ours.path().join(top));
+
+    let t = ours.path().join(top);
+    let mut a: Vec<&str> = vec!["commit", "--json"];
+    a.extend_from_slice(args);
+    a.push(t.to_str().unwrap());
+    let out = imgchain(&a);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "imgchain {a:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["copy"]["ok"], true);
+    assert_eq!(outcome["reopen"]["base_mode"], "ro");
+
+    let mut q = Command::new("qemu-img");
+    q.current_dir(theirs.path())
+        .args(["commit", "-q"])
+        .args(args)
+        .arg(top);
+    run(&mut q);
+
+    let (b_ours, b_theirs) = (ours.path().join(base), theirs.path().join(base));
+    run(Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(&b_ours)
+        .arg(&b_theirs));
+    assert_eq!(
+        qemu_info(&b_ours)["virtual-size"],
+        qemu_info(&b_theirs)["virtual-size"]
+    );
+    if is_qcow2(&b_ours) {
+        qemu_check(&b_ours);
+    }
+    qemu_check(&t);
+    // The top reads the same as qemu-img's.
+    run(Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(&t)
+        .arg(theirs.path().join(top)));
+    let keep = args.contains(&"-d") || args.contains(&"-b");
+    let top_map = map(&t);
+    if keep {
+        assert_eq!(top_map, top_map_before, "the top keeps its data");
+        assert_eq!(outcome["top_state"], "kept");
+    } else {
+        assert_eq!(outcome["top_state"], "emptied");
+        for e in top_map.as_array().unwrap() {
+            assert_ne!(e["depth"], 0, "the top still allocates {e}");
+        }
+    }
+}
+
+fn base_with_data(dir: &Path, fmt: &str, size: &str, opts: &[&str]) {
+    let name = if fmt == "raw" {
+        "base.img"
+    } else {
+        "base.qcow2"
+    };
+    create(dir, name, fmt, size, None, opts);
+    qemu_io_fmt(&dir.join(name), fmt, "write -P 0x11 0 4M");
+    qemu_io_fmt(&dir.join(name), fmt, "write -P 0x12 8M 1M");
+}
+
+#[test]
+fn qcow2_base_default_and_keep() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let setup = |d: &Path| {
+        base_with_data(d, "qcow2", "64M", &[]);
+        create(
+            d,
+            "top.qcow2",
+            "qcow2",
+            "64M",
+            Some(("base.qcow2", "qcow2")),
+            &[],
+        );
+        let t = d.join("top.qcow2");
+        qemu_io(&t, "write -P 0x21 1M 2M");
+        qemu_io(&t, "write -P 0x22 7M 3M");
+        qemu_io(&t, "write -z 8M 64k");
+        qemu_io(&t, "write -P 0x23 40M 1M");
+    };
+    against_qemu(setup, "top.qcow2", "base.qcow2", &[]);
+    against_qemu(setup, "top.qcow2", "base.qcow2", &["-d"]);
+}
+
+#[test]
+fn raw_base() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    against_qemu(
+        |d| {
+            base_with_data(d, "raw", "32M", &[]);
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "32M",
+                Some(("base.img", "raw")),
+                &[],
+            );
+            let t = d.join("top.qcow2");
+            qemu_io(&t, "write -P 0x31 512 3k");
+            qemu_io(&t, "write -z 2M 2M");
+            qemu_io(&t, "write -P 0x32 30M 2M");
+        },
+        "top.qcow2",
+        "base.img",
+        &[],
+    );
+}
+
+#[test]
+fn cluster_sizes_and_unaligned_writes() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    for (top_cs, base_cs) in [("4k", "64k"), ("64k", "4k"), ("2M", "64k"), ("64k", "2M")] {
+        against_qemu(
+            |d| {
+                base_with_data(
+                    d,
+                    "qcow2",
+                    "48M",
+                    &["-o", &format!("cluster_size={base_cs}")],
+                );
+                create(
+                    d,
+                    "top.qcow2",
+                    "qcow2",
+                    "48M",
+                    Some(("base.qcow2", "qcow2")),
+                    &["-o", &format!("cluster_size={top_cs}")],
+                );
+                let t = d.join("top.qcow2");
+                qemu_io(&t, "write -P 0x41 1000 5000");
+                qemu_io(&t, "write -P 0x42 3M 100k");
+                qemu_io(&t, "write -z 3500k 17k");
+                qemu_io(&t, "write -P 0x43 47M 513");
+            },
+            "top.qcow2",
+            "base.qcow2",
+            &[],
+        );
+    }
+}
+
+#[test]
+fn zero_writes_and_discards_over_base_data() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    against_qemu(
+        |d| {
+            base_with_data(d, "qcow2", "32M", &[]);
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "32M",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+            let t = d.join("top.qcow2");
+            qemu_io(&t, "write -z 0 1M");
+            qemu_io(&t, "write -z -u 2M 1M");
+            qemu_io(&t, "write -P 0x51 8M 1M");
+            qemu_io(&t, "discard 8M 512k");
+            qemu_io(&t, "discard 3M 1M");
+        },
+        "top.qcow2",
+        "base.qcow2",
+        &[],
+    );
+}
+
+#[test]
+fn compressed_clusters_in_the_top() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    against_qemu(
+        |d| {
+            base_with_data(d, "qcow2", "16M", &[]);
+            // A full image that differs from the base, converted to a compressed overlay.
+            create(d, "full.qcow2", "qcow2", "16M", None, &[]);
+            let f = d.join("full.qcow2");
+            qemu_io(&f, "write -P 0x11 0 4M");
+            qemu_io(&f, "write -P 0x61 1M 2M");
+            qemu_io(&f, "write -P 0x62 12M 1M");
+            run(Command::new("qemu-img")
+                .current_dir(d)
+                .args([
+                    "convert",
+                    "-c",
+                    "-O",
+                    "qcow2",
+                    "-B",
+                    "base.qcow2",
+                    "-F",
+                    "qcow2",
+                ])
+                .args(["full.qcow2", "top.qcow2"]));
+            std::fs::remove_file(f).unwrap();
+            let m = map(&d.join("top.qcow2"));
+            assert!(
+                m.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["compressed"] == true),
+                "the fixture has compressed clusters: {m}"
+            );
+        },
+        "top.qcow2",
+        "base.qcow2",
+        &[],
+    );
+}
+
+#[test]
+fn qcow2_v2_top_and_base() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    against_qemu(
+        |d| {
+            base_with_data(d, "qcow2", "16M", &["-o", "compat=0.10"]);
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "16M",
+                Some(("base.qcow2", "qcow2")),
+                &["-o", "compat=0.10"],
+            );
+            let t = d.join("top.qcow2");
+            qemu_io(&t, "write -P 0x71 0 1M");
+            qemu_io(&t, "write -z 9M 1M");
+        },
+        "top.qcow2",
+        "base.qcow2",
+        &[],
+    );
+}
+
+#[test]
+fn a_smaller_base_grows() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    for fmt in ["qcow2", "raw"] {
+        let base = if fmt == "raw" {
+            "base.img"
+        } else {
+            "base.qcow2"
+        };
+        against_qemu(
+            |d| {
+                base_with_data(d, fmt, "16M", &[]);
+                create(d, "top.qcow2", "qcow2", "64M", Some((base, fmt)), &[]);
+                let t = d.join("top.qcow2");
+                qemu_io(&t, "write -P 0x81 1M 1M");
+                qemu_io(&t, "write -P 0x82 40M 1M");
+            },
+            "top.qcow2",
+            base,
+            &[],
+        );
+    }
+}
+
+#[test]
+fn commit_with_b_across_a_four_deep_chain() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let setup = |d: &Path| {
+        base_with_data(d, "qcow2", "32M", &[]);
+        create(
+            d,
+            "m1.qcow2",
+            "qcow2",
+            "32M",
+            Some(("base.qcow2", "qcow2")),
+            &[],
+        );
+        create(
+            d,
+            "m2.qcow2",
+            "qcow2",
+            "32M",
+            Some(("m1.qcow2", "qcow2")),
+            &[],
+        );
+        create(
+            d,
+            "top.qcow2",
+            "qcow2",
+            "32M",
+            Some(("m2.qcow2", "qcow2")),
+            &[],
+        );
+        qemu_io(&d.join("m1.qcow2"), "write -P 0x91 0 2M");
+        qemu_io(&d.join("m1.qcow2"), "write -z 8M 512k");
+        qemu_io(&d.join("m2.qcow2"), "write -P 0x92 1M 2M");
+        qemu_io(&d.join("top.qcow2"), "write -P 0x93 1536k 1M");
+        qemu_io(&d.join("top.qcow2"), "write -P 0x94 20M 1M");
+    };
+    against_qemu(setup, "top.qcow2", "base.qcow2", &["-b", "base.qcow2"]);
+    against_qemu(setup, "top.qcow2", "m1.qcow2", &["-b", "m1.qcow2"]);
+}
+
+#[test]
+fn an_empty_top() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    against_qemu(
+        |d| {
+            base_with_data(d, "qcow2", "16M", &[]);
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "16M",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+        },
+        "top.qcow2",
+        "base.qcow2",
+        &[],
+    );
+}
+
+#[test]
+fn a_one_gib_top_with_scattered_data() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    against_qemu(
+        |d| {
+            base_with_data(d, "qcow2", "1G", &[]);
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "1G",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+            let cmds: Vec<String> = (0..40u64)
+                .map(|i| {
+                    let off = (i * 25_165_829) % (1000 << 20);
+                    let len = 4096 + (i * 77_777) % (900 << 10);
+                    if i % 7 == 3 {
+                        format!("write -z {off} {len}")
+                    } else {
+                        format!("write -P {} {off} {len}", 0x20 + i)
+                    }
+                })
+                .collect();
+            let mut q = Command::new("qemu-io");
+            for c in &cmds {
+                q.args(["-c", c]);
+            }
+            run(q.arg(d.join("top.qcow2")));
+        },
+        "top.qcow2",
+        "base.qcow2",
+        &[],
+    );
+}
