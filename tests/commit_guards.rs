@@ -1,0 +1,289 @@
+//! Commit guards and refusals: each has its exit code and message, and changes nothing on disk.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn chain(dir: &Path) {
+    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
+    qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 1M");
+    create(
+        dir,
+        "top.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    qemu_io(&dir.join("top.qcow2"), "write -P 0x22 0 512k");
+}
+
+/// Runs `args` (with the top path appended) through `runner`; asserts the exit code, that
+/// stderr contains every needle, and that nothing under `dir` changed.
+fn refused(dir: &Path, runner: fn(&[&str]) -> Output, args: &[&str], code: i32, needles: &[&str]) {
+    let before = snapshot(dir);
+    let out = runner(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: wanted {n:?} in: {err}");
+    }
+    assert!(
+        before == snapshot(dir),
+        "{args:?} changed something on disk"
+    );
+}
+
+fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().unwrap().to_string()
+}
+
+#[test]
+fn guards_in_order() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    chain(d);
+    let (top, base) = (p(d, "top.qcow2"), p(d, "base.qcow2"));
+
+    // 10: nothing to commit into.
+    refused(
+        d,
+        imgchain,
+        &["commit", &base],
+        10,
+        &["has no backing file"],
+    );
+    // 11: keep-RO, requested on the base, inherited from the top, everything read-only.
+    refused(
+        d,
+        imgchain,
+        &["--protect", "base.qcow2", "commit", &top],
+        11,
+        &["keep-RO, requested"],
+    );
+    refused(
+        d,
+        imgchain,
+        &["--protect", "top.qcow2", "commit", &top],
+        11,
+        &[
+            "keep-RO, inherited",
+            "its overlay",
+            "top.qcow2 is protected",
+        ],
+    );
+    refused(
+        d,
+        imgchain,
+        &["--read-only", "commit", &top],
+        11,
+        &["keep-RO"],
+    );
+    // 2: -b names something outside the chain.
+    refused(
+        d,
+        imgchain,
+        &["commit", "-b", &top, &top],
+        2,
+        &["is not in the backing chain"],
+    );
+
+    // 13: a shared base, unless --force.
+    create(
+        d,
+        "other.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    refused(
+        d,
+        imgchain,
+        &["commit", &top],
+        13,
+        &["other overlays", "other.qcow2", "--force"],
+    );
+    let out = imgchain(&["commit", "--force", &top]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn in_use_by_qemu() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    chain(d);
+    let top = p(d, "top.qcow2");
+    {
+        let held = hold_with_qemu_io(&d.join("top.qcow2"));
+        let pid = format!("pid {}", held.pid());
+        refused(
+            d,
+            imgchain,
+            &["commit", &top],
+            12,
+            &["Failed to get", &pid, "Shut the VM"],
+        );
+        refused(
+            d,
+            imgchain,
+            &["commit", "-d", &top],
+            12,
+            &["Failed to get shared \"write\" lock", &pid],
+        );
+    }
+    {
+        // A reader of the base alone (qemu-io -r) still refuses writers.
+        let mut cmd = Command::new("qemu-io");
+        cmd.args(["-r", "-c", "sleep 60000"])
+            .arg(d.join("base.qcow2"));
+        let held = hold(cmd, &d.join("base.qcow2"));
+        let pid = format!("pid {}", held.pid());
+        refused(
+            d,
+            imgchain,
+            &["commit", &top],
+            12,
+            &["Failed to get \"write\" lock", &pid],
+        );
+    }
+    // Once they are gone the commit goes through.
+    let out = imgchain(&["commit", &top]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_backing_file_is_a_clear_error() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(
+        d,
+        "top.qcow2",
+        "qcow2",
+        "16M",
+        Some(("gone.qcow2", "qcow2")),
+        &["-u"],
+    );
+    refused(
+        d,
+        imgchain,
+        &["commit", &p(d, "top.qcow2")],
+        1,
+        &["does not exist", "qemu-img rebase"],
+    );
+}
+
+#[test]
+fn a_base_that_is_not_writable_is_keep_ro() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    chain(d);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("base.qcow2"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    refused(
+        d,
+        imgchain_unprivileged,
+        &["commit", &p(d, "top.qcow2")],
+        11,
+        &["keep-RO, not-writable"],
+    );
+}
+
+#[test]
+fn features_imago_cannot_write_are_refused() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    type Setup = fn(&Path);
+    let cases: [(&str, Setup, &[&str]); 5] = [
+        (
+            "extended L2",
+            |d| {
+                create(d, "base.qcow2", "qcow2", "16M", None, &[]);
+                create(
+                    d,
+                    "top.qcow2",
+                    "qcow2",
+                    "16M",
+                    Some(("base.qcow2", "qcow2")),
+                    &["-o", "extended_l2=on"],
+                );
+            },
+            &["extended L2", "qemu-img commit"],
+        ),
+        (
+            "zstd",
+            |d| {
+                create(d, "base.qcow2", "qcow2", "16M", None, &[]);
+                create(
+                    d,
+                    "top.qcow2",
+                    "qcow2",
+                    "16M",
+                    Some(("base.qcow2", "qcow2")),
+                    &["-o", "compression_type=zstd"],
+                );
+            },
+            &["zstd compression", "qemu-img commit"],
+        ),
+        (
+            "dirty",
+            |d| {
+                chain(d);
+                patch(&d.join("top.qcow2"), 79, &[1]);
+            },
+            &["dirty bit", "qemu-img check -r all"],
+        ),
+        (
+            "corrupt",
+            |d| {
+                chain(d);
+                patch(&d.join("base.qcow2"), 79, &[2]);
+            },
+            &["corrupt"],
+        ),
+        (
+            "bitmap",
+            |d| {
+                chain(d);
+                run(Command::new("qemu-img")
+                    .args(["bitmap", "--add"])
+                    .arg(d.join("base.qcow2"))
+                    .arg("b0"));
+            },
+            &["persistent dirty bitmaps", "--force"],
+        ),
+    ];
+    for (name, setup, needles) in cases {
+        let tmp = tempdir();
+        let d = tmp.path();
+        setup(d);
+        eprintln!("case {name}");
+        refused(d, imgchain, &["commit", &p(d, "top.qcow2")], 16, needles);
+    }
+}
