@@ -392,3 +392,242 @@ fn empty(top: &mut Handle) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     top.flush().map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The failure paths of a running commit, in-process, with reopen faults injected.
+
+    use std::os::fd::AsFd;
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::*;
+    use crate::commit::{Request, plan};
+    use crate::image::handle::{ReopenStep, fault};
+
+    fn qemu() -> bool {
+        let found = Command::new("qemu-img").arg("--version").output().is_ok();
+        assert!(
+            found || std::env::var("IMGCHAIN_REQUIRE_QEMU").as_deref() != Ok("1"),
+            "qemu-img is required"
+        );
+        found
+    }
+
+    fn sh(cmd: &mut Command) {
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// base (1 MiB of 0x11) <- top (512 KiB of 0x22 at 0, zeroes at 2M).
+    fn chain(dir: &Path) -> Plan {
+        sh(Command::new("qemu-img").current_dir(dir).args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "base.qcow2",
+            "16M",
+        ]));
+        sh(Command::new("qemu-io").current_dir(dir).args([
+            "-c",
+            "write -P 0x11 0 4M",
+            "base.qcow2",
+        ]));
+        sh(Command::new("qemu-img").current_dir(dir).args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ]));
+        sh(Command::new("qemu-io").current_dir(dir).args([
+            "-c",
+            "write -P 0x22 0 512k",
+            "-c",
+            "write -z 2M 1M",
+            "top.qcow2",
+        ]));
+        let scan = crate::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
+        let top = scan.forest.find(&dir.join("top.qcow2")).unwrap();
+        let req = Request {
+            top,
+            base: None,
+            keep_top: true,
+            force: false,
+        };
+        plan(&scan.forest, &req).unwrap()
+    }
+
+    fn sum(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap()
+    }
+
+    fn reads(path: &Path, cmd: &str) -> bool {
+        Command::new("qemu-io")
+            .args(["-r", "-U", "-c", cmd])
+            .arg(path)
+            .output()
+            .is_ok_and(|o| {
+                o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("fail")
+            })
+    }
+
+    fn base_locks(dir: &Path) -> crate::lock::Foreign {
+        let f = std::fs::File::open(dir.join("base.qcow2")).unwrap();
+        crate::lock::probe(f.as_fd()).unwrap()
+    }
+
+    #[test]
+    fn ro_to_rw_failures_write_nothing_and_leave_the_base_ro() {
+        if !qemu() {
+            return;
+        }
+        for step in [ReopenStep::Open, ReopenStep::Identity, ReopenStep::Locks] {
+            let tmp = tempfile::tempdir().unwrap();
+            let plan = chain(tmp.path());
+            let before = sum(&tmp.path().join("base.qcow2"));
+            let mut saw_rw = false;
+            fault::inject(step, OpenMode::ReadWrite);
+            let r = run(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
+                saw_rw |= p.base_rw
+            });
+            fault::clear();
+            match r {
+                Err(CommitError::ReopenRw(e)) => {
+                    assert_eq!(e.step, step);
+                    let msg = CommitError::ReopenRw(e).to_string();
+                    assert!(msg.starts_with("nothing was written"), "{msg}");
+                    assert!(msg.contains("it stays read-only"), "{msg}");
+                }
+                other => panic!("{step:?}: expected ReopenRw, got {other:?}"),
+            }
+            assert!(!saw_rw, "{step:?}: the base was never shown RW");
+            assert_eq!(
+                before,
+                sum(&tmp.path().join("base.qcow2")),
+                "{step:?}: base untouched"
+            );
+            assert!(!base_locks(tmp.path()).in_use(), "{step:?}: locks released");
+        }
+    }
+
+    #[test]
+    fn rw_to_ro_failures_keep_the_data_and_report_the_base_rw() {
+        if !qemu() {
+            return;
+        }
+        for step in [
+            ReopenStep::Flush,
+            ReopenStep::Open,
+            ReopenStep::Identity,
+            ReopenStep::Locks,
+            ReopenStep::Header,
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let plan = chain(tmp.path());
+            let mut last = None;
+            fault::inject(step, OpenMode::ReadOnly);
+            let o = run(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
+                last = Some(p)
+            })
+            .unwrap();
+            fault::clear();
+            assert!(o.copy.is_ok(), "{step:?}: {:?}", o.copy);
+            let e = o.reopen_ro.as_ref().unwrap_err();
+            assert_eq!(e.step, step);
+            assert_eq!(o.exit_code(), exit::REOPEN_FAILED);
+            assert_eq!(o.base_mode(), OpenMode::ReadWrite);
+            assert!(
+                last.is_some_and(|p| p.base_rw),
+                "{step:?}: the last report shows RW"
+            );
+            let s = o.summary();
+            assert!(
+                s.contains("Committed") && s.contains("read-write until it exits"),
+                "{s}"
+            );
+            let base = tmp.path().join("base.qcow2");
+            assert!(
+                reads(&base, "read -P 0x22 0 512k"),
+                "{step:?}: data committed"
+            );
+            assert!(
+                reads(&base, "read -P 0 2M 1M"),
+                "{step:?}: zeroes committed"
+            );
+            assert!(
+                reads(&base, "read -P 0x11 1M 1M"),
+                "{step:?}: the rest kept"
+            );
+            sh(Command::new("qemu-img").args(["check", "-q"]).arg(&base));
+        }
+    }
+
+    #[test]
+    fn a_base_replaced_by_rename_is_never_written() {
+        if !qemu() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let plan = chain(d);
+        let (base, orig) = (d.join("base.qcow2"), d.join("base.orig"));
+        let mut impostor = None;
+        let o = run(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
+            if p.phase == Phase::ReopenRw && impostor.is_none() {
+                std::fs::rename(&base, &orig).unwrap();
+                sh(Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2"])
+                    .arg(&base)
+                    .arg("16M"));
+                impostor = Some(sum(&base));
+            }
+        })
+        .unwrap();
+        assert!(o.copy.is_ok() && o.reopen_ro.is_ok());
+        assert_eq!(impostor, Some(sum(&base)), "the impostor is untouched");
+        assert!(
+            reads(&orig, "read -P 0x22 0 512k"),
+            "the real base got the data"
+        );
+    }
+
+    #[test]
+    fn cancel_stops_between_chunks_and_still_reopens_ro() {
+        if !qemu() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = chain(tmp.path());
+        let before_top = sum(&tmp.path().join("top.qcow2"));
+        let cancel = AtomicBool::new(false);
+        let o = run(&plan, 64 << 10, &cancel, &mut |p| {
+            if p.phase == Phase::Copy {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+        assert!(matches!(o.copy, Err(CopyError::Cancelled)));
+        assert!(o.reopen_ro.is_ok());
+        assert_eq!(o.exit_code(), exit::CANCELLED);
+        assert!(o.top_emptied.is_none());
+        assert_eq!(
+            before_top,
+            sum(&tmp.path().join("top.qcow2")),
+            "top unchanged"
+        );
+        sh(Command::new("qemu-img")
+            .args(["check", "-q"])
+            .arg(tmp.path().join("base.qcow2")));
+        assert!(!base_locks(tmp.path()).in_use());
+    }
+}
