@@ -138,6 +138,15 @@ fn usage(error: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // A file size limit (RLIMIT_FSIZE) must surface as an EFBIG error that a commit reports
+    // and recovers from, not as SIGXFSZ killing the process halfway through a write.
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

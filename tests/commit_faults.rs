@@ -1,0 +1,235 @@
+//! A commit that hits a full disk, is cancelled with Ctrl-C, or is killed outright leaves a
+//! consistent base, and running it again gives what qemu-img commit gives.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// base.qcow2 (8 MiB of data) <- top.qcow2 with `mib` MiB of data in 1 MiB stripes.
+fn chain(dir: &Path, mib: u64) {
+    create(dir, "base.qcow2", "qcow2", "1G", None, &[]);
+    qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 8M");
+    create(
+        dir,
+        "top.qcow2",
+        "qcow2",
+        "1G",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    let mut q = Command::new("qemu-io");
+    for i in 0..mib {
+        q.args(["-c", &format!("write -P {} {}M 1M", 0x40 + i % 64, i * 3)]);
+    }
+    q.args(["-c", "write -z 1M 2M"]);
+    run(q.arg(dir.join("top.qcow2")));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to));
+}
+
+/// `qemu-img check`: 0 clean, 3 leaked clusters only (acceptable after a crash or a full
+/// disk: space, not data), anything else is corruption.
+fn check_consistent(path: &Path) {
+    let out = Command::new("qemu-img")
+        .arg("check")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "qemu-img check {} says corrupt: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn config_with_chunk(dir: &Path, chunk: &str) -> String {
+    let p = dir.join("imgchain.toml");
+    std::fs::write(&p, format!("[commit]\nchunk_size = \"{chunk}\"\n")).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_full_disk_is_reported_and_the_base_stays_consistent() {
+    if !have("qemu-img") || !have("qemu-io") || !have("prlimit") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    chain(d, 16);
+    let top_before = std::fs::read(d.join("top.qcow2")).unwrap();
+    let base_len = std::fs::metadata(d.join("base.qcow2")).unwrap().len();
+    // Room for 4 MiB more: the 16 MiB of data cannot fit.
+    let limit = format!("--fsize={}", base_len + (4 << 20));
+    let out = Command::new("prlimit")
+        .arg(limit)
+        .arg(env!("CARGO_BIN_EXE_imgchain"))
+        .args(["commit", "--json"])
+        .arg(d.join("top.qcow2"))
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["copy"]["ok"], false);
+    let e = v["copy"]["error"].as_str().unwrap();
+    assert!(
+        e.contains("cannot write") && e.contains("base.qcow2"),
+        "{e}"
+    );
+    assert_eq!(v["reopen"]["ok"], true);
+    assert_eq!(v["reopen"]["base_mode"], "ro");
+    assert_eq!(v["top_state"], "unchanged");
+    let summary = v["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("free space") && summary.contains("consistent"),
+        "{summary}"
+    );
+    check_consistent(&d.join("base.qcow2"));
+    assert_eq!(
+        top_before,
+        std::fs::read(d.join("top.qcow2")).unwrap(),
+        "top unchanged"
+    );
+    // With room again, the commit completes.
+    let out = imgchain(&["commit", d.join("top.qcow2").to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    qemu_io(&d.join("base.qcow2"), "read -P 0x4f 45M 1M");
+}
+
+/// Starts `imgchain commit -p` and returns it with a receiver of its stderr lines.
+fn start_commit(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no {needle:?} on stderr: {e}"),
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_cleanly() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    chain(d, 64);
+    let cfg = config_with_chunk(d, "64KiB");
+    let top_before = std::fs::read(d.join("top.qcow2")).unwrap();
+    let top = d.join("top.qcow2");
+    let (child, rx) = start_commit(&[
+        "--config",
+        &cfg,
+        "commit",
+        "-p",
+        "--json",
+        top.to_str().unwrap(),
+    ]);
+    wait_for(&rx, "[copy");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["copy"]["cancelled"], true, "{v}");
+    assert_eq!(v["reopen"]["base_mode"], "ro");
+    assert!(v["copied_bytes"].as_u64().unwrap() < v["total_bytes"].as_u64().unwrap());
+    check_consistent(&d.join("base.qcow2"));
+    run(Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(d.join("base.qcow2")));
+    assert_eq!(top_before, std::fs::read(&top).unwrap(), "top unchanged");
+}
+
+#[test]
+fn killed_at_random_points_then_rerun_equals_qemu_img() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let orig = tempdir();
+    chain(orig.path(), 48);
+    let reference = tempdir();
+    copy_dir(orig.path(), reference.path());
+    run(Command::new("qemu-img")
+        .current_dir(reference.path())
+        .args(["commit", "-q", "top.qcow2"]));
+    let cfg = config_with_chunk(orig.path(), "256KiB");
+    // Deterministic "random" kill points across the phases.
+    for (run_no, delay_ms) in [5u64, 20, 40, 60, 90, 160, 260].into_iter().enumerate() {
+        let tmp = tempdir();
+        let d = tmp.path();
+        copy_dir(orig.path(), d);
+        let top = d.join("top.qcow2");
+        let (mut child, rx) =
+            start_commit(&["--config", &cfg, "commit", "-p", top.to_str().unwrap()]);
+        wait_for(&rx, "[open");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let last = rx.try_iter().last().unwrap_or_default();
+        eprintln!("run {run_no}: killed after {delay_ms} ms ({status}); last seen: {last}");
+        check_consistent(&d.join("base.qcow2"));
+        // Run it again to completion: same result as qemu-img's.
+        let out = imgchain(&["commit", top.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "rerun {run_no}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run(Command::new("qemu-img")
+            .args(["compare", "-U"])
+            .arg(d.join("base.qcow2"))
+            .arg(reference.path().join("base.qcow2")));
+        check_consistent(&d.join("base.qcow2"));
+        run(Command::new("qemu-img").args(["check", "-q"]).arg(&top));
+    }
+}
