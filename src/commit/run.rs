@@ -225,6 +225,13 @@ fn open_checked(img: &super::plan::PlanImage, mode: OpenMode) -> Result<Handle, 
     Ok(h)
 }
 
+/// A stretch the reader hands to the writer: data to write, or (`None`) zeroes.
+struct Piece {
+    offset: u64,
+    len: u64,
+    data: Option<Vec<u8>>,
+}
+
 /// The layers above the base, top first, as the copy reads them.
 struct Layers {
     handles: Vec<Handle>,
@@ -302,43 +309,74 @@ pub fn run(
         since.set(Instant::now());
         report(Phase::Copy, 0, total, true);
         let mut last = Instant::now();
-        let mut buf = vec![0u8; chunk as usize];
-        let mut offset = 0;
-        while offset < end {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(CopyError::Cancelled);
-            }
-            let (ext, len) = next_extent(&layers.handles, offset, chunk.min(end - offset))
-                .map_err(|e| io("cannot map", &plan.top.path, offset, e))?;
-            match ext {
-                Extent::Eof => break,
-                Extent::Below => {}
-                Extent::Data(i) => {
-                    let layer = &layers.handles[i];
-                    let b = &mut buf[..len as usize];
-                    layer
-                        .access()
-                        .read(&mut *b, offset)
-                        .map_err(|e| io("cannot read", layer.path(), offset, e))?;
-                    base.access()
-                        .write(&*b, offset)
-                        .map_err(|e| io("cannot write", &plan.base.path, offset, e))?;
-                    copied += len;
+        // A reader thread maps and reads the layers above the base up to two chunks ahead
+        // of the writer, so reading and writing overlap; buffers go back to the reader.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Piece, CopyError>>(2);
+        let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let handles = &layers.handles;
+        let top_path = &plan.top.path;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut offset = 0;
+                while offset < end {
+                    if cancel.load(Ordering::Relaxed) {
+                        let _ = tx.send(Err(CopyError::Cancelled));
+                        return;
+                    }
+                    let (ext, len) = match next_extent(handles, offset, chunk.min(end - offset)) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = tx.send(Err(io("cannot map", top_path, offset, e)));
+                            return;
+                        }
+                    };
+                    let data = match ext {
+                        Extent::Eof => return,
+                        Extent::Below => {
+                            offset += len;
+                            continue;
+                        }
+                        Extent::Zero => None,
+                        Extent::Data(i) => {
+                            let mut buf = spare
+                                .try_recv()
+                                .unwrap_or_else(|_| vec![0u8; chunk as usize]);
+                            let layer = &handles[i];
+                            if let Err(e) = layer.access().read(&mut buf[..len as usize], offset) {
+                                let _ = tx.send(Err(io("cannot read", layer.path(), offset, e)));
+                                return;
+                            }
+                            Some(buf)
+                        }
+                    };
+                    if tx.send(Ok(Piece { offset, len, data })).is_err() {
+                        return;
+                    }
+                    offset += len;
                 }
-                Extent::Zero => {
-                    base.access_mut()
-                        .discard_to_zero(offset, len)
-                        .map_err(|e| io("cannot zero", &plan.base.path, offset, e))?;
-                    copied += len;
+            });
+            for piece in rx {
+                let p = piece?;
+                match p.data {
+                    Some(buf) => {
+                        base.access()
+                            .write(&buf[..p.len as usize], p.offset)
+                            .map_err(|e| io("cannot write", &plan.base.path, p.offset, e))?;
+                        let _ = give_back.send(buf);
+                    }
+                    None => base
+                        .access_mut()
+                        .discard_to_zero(p.offset, p.len)
+                        .map_err(|e| io("cannot zero", &plan.base.path, p.offset, e))?,
+                }
+                copied += p.len;
+                if last.elapsed() >= REPORT_EVERY {
+                    last = Instant::now();
+                    report(Phase::Copy, copied, total, true);
                 }
             }
-            offset += len;
-            if last.elapsed() >= REPORT_EVERY {
-                last = Instant::now();
-                report(Phase::Copy, copied, total, true);
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     })();
     // 5. Flush whatever was written, whether the copy finished or not.
     report(Phase::Flush, copied, total, true);
