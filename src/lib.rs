@@ -2,12 +2,14 @@
 //! node's RW / RO / keep-RO state, and commit overlays into their backing files safely.
 //!
 //! Engine modules (`image`, `forest`, `lock`, `commit`) never touch the terminal;
-//! `output` renders what the CLI prints.
+//! `output` renders what the CLI prints, `tui` is the interactive UI.
 
 pub mod commit;
 pub mod config;
+pub mod demo;
 pub mod exit;
 pub mod forest;
 pub mod image;
 pub mod lock;
 pub mod output;
+pub mod tui;

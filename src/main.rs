@@ -161,6 +161,11 @@ struct Session {
     config: Config,
     protect: Protect,
     paint: output::Paint,
+    /// --read-only and --protect as given (the UI adds its own globs to them).
+    read_only: bool,
+    protect_cli: Vec<String>,
+    /// Colours in the UI: off with --no-color or NO_COLOR.
+    colour_ui: bool,
 }
 
 impl Session {
@@ -182,6 +187,9 @@ impl Session {
             config,
             protect,
             paint,
+            read_only: g.read_only,
+            protect_cli: g.protect.clone(),
+            colour_ui: !no_color,
         })
     }
 
@@ -222,17 +230,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let ctx = Session::new(&cli.global)?;
     let code = match cli.command {
         None => {
-            let what = if cli.demo {
-                "--demo"
-            } else {
-                "the interactive UI"
-            };
-            return Err(Failure {
-                code: exit::FAILURE,
-                error: anyhow::anyhow!(
-                    "{what} is not part of this build yet; use `imgchain tree`, `imgchain info` or `imgchain check`"
-                ),
-            });
+            ui(&ctx, cli.paths, cli.demo, cli.dir)?;
+            exit::OK
         }
         Some(Command::Tree { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
@@ -389,4 +388,65 @@ fn commit_refused(e: &imgchain::commit::CommitError, json: bool) -> u8 {
     }
     eprintln!("imgchain: {e}");
     e.exit_code()
+}
+
+/// Opens the interactive UI on `paths`, or on the demo forest.
+fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> Result<(), Failure> {
+    use imgchain::tui;
+    let mut protect_globs: Vec<String> = ctx
+        .config
+        .protect
+        .globs
+        .iter()
+        .map(|g| g.get_ref().clone())
+        .collect();
+    protect_globs.extend(ctx.protect_cli.iter().cloned());
+    // Kept alive until the UI exits: a temporary demo directory is removed then.
+    let mut _temp = None;
+    let roots = if demo {
+        let spec = imgchain::demo::spec().context("the built-in demo description is broken")?;
+        let dir = match dir {
+            Some(d) => std::path::absolute(&d)
+                .with_context(|| format!("cannot resolve {}", d.display()))?,
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("imgchain-demo-")
+                    .tempdir()
+                    .context("cannot create a temporary directory for the demo")?;
+                let p = t.path().to_path_buf();
+                _temp = Some(t);
+                p
+            }
+        };
+        imgchain::demo::build(&dir, &spec)
+            .with_context(|| format!("cannot build the demo in {}", dir.display()))?;
+        protect_globs.extend(spec.protect);
+        vec![dir]
+    } else if paths.is_empty() {
+        vec![std::env::current_dir().context("cannot read the current directory")?]
+    } else {
+        paths
+            .iter()
+            .map(|p| {
+                std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    for r in &roots {
+        std::fs::metadata(r).with_context(|| format!("cannot scan {}", r.display()))?;
+    }
+    let protect = Protect::new(ctx.read_only, &protect_globs).map_err(usage)?;
+    let settings = tui::app::Settings {
+        roots,
+        keymap: tui::keymap::Keymap::new(&ctx.config.keys),
+        theme: tui::theme::Theme::new(&ctx.config.theme, ctx.colour_ui),
+        protect,
+        keep_top: ctx.config.commit.keep_top,
+    };
+    tui::run(tui::Options {
+        settings,
+        scan: ctx.scan_options(),
+        chunk_size: ctx.config.commit.chunk_size.0,
+    })?;
+    Ok(())
 }

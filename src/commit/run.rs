@@ -205,6 +205,22 @@ fn measure(layers: &[Handle], end: u64) -> io::Result<u64> {
     Ok(total)
 }
 
+/// Bytes a commit of `plan` would copy, from the metadata of the top (and the images in
+/// between), opened read-only without locks.
+pub fn measure_plan(plan: &Plan) -> Result<u64, CommitError> {
+    let open = |img: &super::plan::PlanImage| {
+        Handle::open(&img.path, img.format, OpenMode::ReadOnly, false)
+    };
+    let mut layers = vec![open(&plan.top)?];
+    for m in &plan.intermediates {
+        layers.push(open(m)?);
+    }
+    measure(&layers, plan.top.virtual_size).map_err(|source| CommitError::Map {
+        path: plan.top.path.clone(),
+        source,
+    })
+}
+
 /// Opens one image of the plan and checks it is the file, and the header, the plan saw.
 fn open_checked(img: &super::plan::PlanImage, mode: OpenMode) -> Result<Handle, CommitError> {
     let h = Handle::open(&img.path, img.format, mode, true)?;

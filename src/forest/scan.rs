@@ -647,10 +647,10 @@ fn cut_loops(forest: &mut Forest) {
             let p = Problem::backing_loop(&paths[k], &rotated);
             forest.nodes[i].problems.push(p);
         }
-        if let Some(&cut) = cycle.iter().min_by(|&&a, &&b| paths_cmp(forest, a, b)) {
-            if let Some(b) = forest.nodes[cut].backing.as_mut() {
-                b.node = None;
-            }
+        if let Some(&cut) = cycle.iter().min_by(|&&a, &&b| paths_cmp(forest, a, b))
+            && let Some(b) = forest.nodes[cut].backing.as_mut()
+        {
+            b.node = None;
         }
     }
 }

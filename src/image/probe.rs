@@ -524,7 +524,7 @@ fn check_table(
     if len == 0 {
         return Ok(());
     }
-    if offset % cluster_size != 0 {
+    if !offset.is_multiple_of(cluster_size) {
         return invalid(format!("{what} offset {offset:#x} is not cluster aligned"));
     }
     match offset.checked_add(len) {

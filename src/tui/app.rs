@@ -1,0 +1,672 @@
+//! The UI model and its one place of change: [`App::update`] takes a message and returns the
+//! effects to carry out (scans, measurements, commits). No I/O happens here.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
+
+use super::keymap::{Action, Keymap};
+use super::theme::Theme;
+use crate::commit::run::Event as CommitEvent;
+use crate::commit::{self, CommitError, Plan, Progress, Request};
+use crate::forest::scan::Scan;
+use crate::forest::{Forest, Mode, NodeId, Protect, Row};
+
+/// Everything that reaches the app loop, through one channel.
+#[derive(Debug)]
+pub enum Msg {
+    Key(KeyEvent),
+    Resize(u16, u16),
+    /// A scan finished (or failed: the message says why).
+    Scanned(Box<Result<Scan, String>>),
+    /// The bytes a planned commit would copy.
+    Measured {
+        job: u64,
+        result: Result<u64, String>,
+    },
+    /// Progress or the end of a running commit.
+    Commit {
+        job: u64,
+        event: CommitEvent,
+    },
+}
+
+/// Work the loop must start for the app.
+#[derive(Debug)]
+pub enum Effect {
+    Scan(Vec<PathBuf>),
+    Measure {
+        job: u64,
+        plan: Box<Plan>,
+    },
+    Commit {
+        job: u64,
+        plan: Box<Plan>,
+        cancel: Arc<AtomicBool>,
+    },
+}
+
+/// A dialog over the forest.
+#[derive(Debug)]
+pub enum Popup {
+    Help,
+    Plan(Box<PlanPopup>),
+    /// A result or an error; `error` picks the colour.
+    Message {
+        title: String,
+        body: String,
+        error: bool,
+    },
+}
+
+/// The commit dialog: what would happen, and every guard that fires.
+#[derive(Debug)]
+pub struct PlanPopup {
+    pub job: u64,
+    pub top: PathBuf,
+    pub base: Option<PathBuf>,
+    /// The plan, when every guard passes (with `forced` for a shared base).
+    pub plan: Option<Plan>,
+    /// Bytes to copy: `None` while measuring.
+    pub bytes: Option<Result<u64, String>>,
+    pub keep_top: bool,
+    /// A guard that refuses the commit, with its exit code.
+    pub refusal: Option<(String, u8)>,
+    /// Other overlays of the base that a second confirmation overrides.
+    pub shared_with: Vec<PathBuf>,
+    /// The user confirmed once with `shared_with` shown: the next confirm starts.
+    pub forced: bool,
+}
+
+/// A running commit.
+#[derive(Debug)]
+pub struct Job {
+    pub id: u64,
+    pub top: PathBuf,
+    pub base: PathBuf,
+    pub progress: Option<Progress>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// The model.
+pub struct App {
+    pub forest: Forest,
+    /// Paths scanned (for rescans and labels).
+    pub roots: Vec<PathBuf>,
+    /// All rows in display order, flattened once per scan.
+    pub rows: Vec<Row>,
+    /// Indices into `rows` that are shown (folds and filter applied).
+    pub visible: Vec<usize>,
+    /// Index into `visible`.
+    pub selected: usize,
+    /// First index of `visible` on screen.
+    pub offset: usize,
+    /// Rows the forest pane shows (from the terminal size).
+    pub page: usize,
+    pub folded: HashSet<PathBuf>,
+    pub filter: String,
+    pub filtering: bool,
+    pub popup: Option<Popup>,
+    pub job: Option<Job>,
+    pub status: String,
+    pub scanning: bool,
+    pub skipped: usize,
+    pub keymap: Keymap,
+    pub theme: Theme,
+    pub size: (u16, u16),
+    /// Bases whose reopen to read-only failed in this session.
+    pub reopen_failed: HashSet<PathBuf>,
+    pub quit: bool,
+    protect: Protect,
+    protected: HashSet<PathBuf>,
+    unprotected: HashSet<PathBuf>,
+    keep_top_default: bool,
+    /// Quit once the running commit has finished cleaning up.
+    quit_pending: bool,
+    /// The next scan result replaces the status line.
+    announce_scan: bool,
+    next_job: u64,
+}
+
+/// Settings the app starts with.
+pub struct Settings {
+    pub roots: Vec<PathBuf>,
+    pub keymap: Keymap,
+    pub theme: Theme,
+    pub protect: Protect,
+    pub keep_top: bool,
+}
+
+impl App {
+    /// An app with an empty forest; the caller starts the first scan.
+    pub fn new(s: Settings) -> App {
+        App {
+            forest: Forest::default(),
+            roots: s.roots,
+            rows: Vec::new(),
+            visible: Vec::new(),
+            selected: 0,
+            offset: 0,
+            page: 20,
+            folded: HashSet::new(),
+            filter: String::new(),
+            filtering: false,
+            popup: None,
+            job: None,
+            status: "scanning…".into(),
+            scanning: true,
+            skipped: 0,
+            keymap: s.keymap,
+            theme: s.theme,
+            size: (80, 24),
+            reopen_failed: HashSet::new(),
+            quit: false,
+            protect: s.protect,
+            protected: HashSet::new(),
+            unprotected: HashSet::new(),
+            keep_top_default: s.keep_top,
+            quit_pending: false,
+            announce_scan: true,
+            next_job: 1,
+        }
+    }
+
+    /// The node under the cursor.
+    pub fn selected_node(&self) -> Option<NodeId> {
+        self.visible.get(self.selected).map(|&i| self.rows[i].id)
+    }
+
+    fn selected_path(&self) -> Option<PathBuf> {
+        self.selected_node()
+            .map(|id| self.forest.node(id).path.clone())
+    }
+
+    /// Whether the base of the running commit is open read-write right now.
+    pub fn live_rw(&self, path: &Path) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|j| j.base == path && j.progress.as_ref().is_some_and(|p| p.base_rw))
+    }
+
+    /// Replaces the forest with a new scan, keeping the selection, folds and protections.
+    pub fn set_forest(&mut self, scan: Scan) {
+        let keep = self.selected_path();
+        self.forest = scan.forest;
+        self.skipped = scan.skipped.len();
+        self.apply_protection();
+        self.rows = self.forest.rows();
+        self.recompute(keep);
+    }
+
+    fn apply_protection(&mut self) {
+        for n in &mut self.forest.nodes {
+            let by_rule = self.protect.matches(&n.path);
+            n.requested = (by_rule || self.protected.contains(&n.path))
+                && !self.unprotected.contains(&n.path);
+        }
+        self.forest.apply_state();
+    }
+
+    /// Rebuilds `visible` from folds and filter, then puts the cursor on `keep` if shown.
+    fn recompute(&mut self, keep: Option<PathBuf>) {
+        self.visible.clear();
+        if self.filter.is_empty() {
+            let mut hide_below: Option<usize> = None;
+            for (i, row) in self.rows.iter().enumerate() {
+                if let Some(d) = hide_below {
+                    if row.depth > d {
+                        continue;
+                    }
+                    hide_below = None;
+                }
+                self.visible.push(i);
+                if self.folded.contains(&self.forest.node(row.id).path) {
+                    hide_below = Some(row.depth);
+                }
+            }
+        } else {
+            let needle = self.filter.to_lowercase();
+            let mut shown = vec![false; self.rows.len()];
+            let mut ancestors: Vec<usize> = Vec::new();
+            for (i, row) in self.rows.iter().enumerate() {
+                ancestors.truncate(row.depth);
+                let path = self
+                    .forest
+                    .node(row.id)
+                    .path
+                    .to_string_lossy()
+                    .to_lowercase();
+                if path.contains(&needle) {
+                    shown[i] = true;
+                    for &a in &ancestors {
+                        shown[a] = true;
+                    }
+                }
+                ancestors.push(i);
+            }
+            self.visible = (0..self.rows.len()).filter(|&i| shown[i]).collect();
+        }
+        let found = keep.and_then(|p| {
+            self.visible
+                .iter()
+                .position(|&i| self.forest.node(self.rows[i].id).path == p)
+        });
+        self.selected = found.unwrap_or(self.selected);
+        self.clamp();
+    }
+
+    /// Keeps the cursor on a shown row and the page around the cursor.
+    fn clamp(&mut self) {
+        if self.visible.is_empty() {
+            self.selected = 0;
+            self.offset = 0;
+            return;
+        }
+        self.selected = self.selected.min(self.visible.len() - 1);
+        let page = self.page.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+        self.offset = self.offset.min(self.visible.len().saturating_sub(page));
+    }
+
+    /// Moves the cursor to a node, unfolding its ancestors and clearing a filter that hides it.
+    fn select_node(&mut self, id: NodeId) {
+        let path = self.forest.node(id).path.clone();
+        let mut ancestor = self.forest.node(id).backing_node();
+        while let Some(a) = ancestor {
+            self.folded.remove(&self.forest.node(a).path);
+            ancestor = self.forest.node(a).backing_node();
+        }
+        self.recompute(Some(path.clone()));
+        if self.selected_path().as_deref() != Some(path.as_path()) {
+            self.filter.clear();
+            self.recompute(Some(path));
+        }
+    }
+
+    /// The one place the model changes.
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Resize(w, h) => {
+                self.size = (w, h);
+                self.page = super::view::forest_rows(w, h);
+                self.clamp();
+                Vec::new()
+            }
+            Msg::Scanned(result) => {
+                self.scanning = false;
+                match *result {
+                    Ok(scan) => {
+                        self.set_forest(scan);
+                        // A rescan after a commit keeps the commit's result on the status line.
+                        if std::mem::take(&mut self.announce_scan) {
+                            self.status = format!(
+                                "{} images{}",
+                                self.forest.nodes.len(),
+                                if self.skipped > 0 {
+                                    format!(", {} paths passed over", self.skipped)
+                                } else {
+                                    String::new()
+                                }
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        self.popup = Some(Popup::Message {
+                            title: "Scan failed".into(),
+                            body: e,
+                            error: true,
+                        });
+                    }
+                }
+                Vec::new()
+            }
+            Msg::Measured { job, result } => {
+                if let Some(Popup::Plan(p)) = &mut self.popup
+                    && p.job == job
+                {
+                    p.bytes = Some(result);
+                }
+                Vec::new()
+            }
+            Msg::Commit { job, event } => self.on_commit(job, event),
+            Msg::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
+            Msg::Key(_) => Vec::new(),
+        }
+    }
+
+    fn on_commit(&mut self, id: u64, event: CommitEvent) -> Vec<Effect> {
+        let Some(job) = self.job.as_mut().filter(|j| j.id == id) else {
+            return Vec::new();
+        };
+        match event {
+            CommitEvent::Progress(p) => {
+                job.progress = Some(p);
+                Vec::new()
+            }
+            CommitEvent::Done(result) => {
+                let job = self.job.take();
+                match *result {
+                    Ok(outcome) => {
+                        let summary = outcome.summary();
+                        if outcome.reopen_ro.is_err() {
+                            self.reopen_failed.insert(outcome.plan.base.path.clone());
+                        }
+                        if outcome.exit_code() == crate::exit::OK {
+                            self.status = summary;
+                        } else {
+                            let cancelled = outcome.exit_code() == crate::exit::CANCELLED;
+                            self.status = if cancelled {
+                                "commit cancelled".into()
+                            } else {
+                                "commit failed".into()
+                            };
+                            self.popup = Some(Popup::Message {
+                                title: if cancelled {
+                                    "Commit cancelled".into()
+                                } else if outcome.copy.is_ok() {
+                                    "Committed, but the base could not be reopened read-only".into()
+                                } else {
+                                    "Commit failed".into()
+                                },
+                                body: summary,
+                                error: !cancelled,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        self.status = "commit refused".into();
+                        self.popup = Some(Popup::Message {
+                            title: format!("Commit refused (exit {})", e.exit_code()),
+                            body: e.to_string(),
+                            error: true,
+                        });
+                    }
+                }
+                if self.quit_pending {
+                    self.quit = true;
+                    return Vec::new();
+                }
+                drop(job);
+                self.scanning = true;
+                vec![Effect::Scan(self.roots.clone())]
+            }
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if self.filtering {
+            match key.code {
+                KeyCode::Enter => self.filtering = false,
+                KeyCode::Esc => {
+                    self.filtering = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) => self.filter.push(c),
+                _ => {}
+            }
+            let keep = self.selected_path();
+            self.recompute(keep);
+            return Vec::new();
+        }
+        if let Some(popup) = self.popup.take() {
+            return self.on_popup_key(popup, key);
+        }
+        let Some(action) = self.keymap.browse(&key) else {
+            self.status = format!(
+                "no action on that key; {} shows the keys",
+                self.keymap.keys_of(Action::Help)
+            );
+            return Vec::new();
+        };
+        self.on_action(action)
+    }
+
+    fn on_popup_key(&mut self, popup: Popup, key: KeyEvent) -> Vec<Effect> {
+        let dialog = self.keymap.dialog(&key);
+        let browse = self.keymap.browse(&key);
+        match popup {
+            Popup::Help => {
+                if dialog.is_none() && browse != Some(Action::Help) && browse != Some(Action::Quit)
+                {
+                    self.popup = Some(Popup::Help);
+                }
+                Vec::new()
+            }
+            Popup::Message { .. } if dialog.is_some() || browse == Some(Action::Quit) => Vec::new(),
+            p @ Popup::Message { .. } => {
+                self.popup = Some(p);
+                Vec::new()
+            }
+            Popup::Plan(mut p) => match dialog {
+                Some(Action::Close) => {
+                    self.status = "commit not started".into();
+                    Vec::new()
+                }
+                Some(Action::Confirm) => self.confirm_plan(*p),
+                _ => {
+                    if key.code == KeyCode::Char('d') && p.refusal.is_none() {
+                        p.keep_top = !p.keep_top;
+                        if let Some(plan) = &mut p.plan {
+                            plan.keep_top = p.keep_top;
+                        }
+                    }
+                    self.popup = Some(Popup::Plan(p));
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    fn confirm_plan(&mut self, mut p: PlanPopup) -> Vec<Effect> {
+        if p.refusal.is_some() {
+            self.status = "commit refused".into();
+            return Vec::new();
+        }
+        if !p.shared_with.is_empty() && !p.forced {
+            p.forced = true;
+            self.popup = Some(Popup::Plan(Box::new(p)));
+            return Vec::new();
+        }
+        let Some(mut plan) = p.plan else {
+            return Vec::new();
+        };
+        plan.keep_top = p.keep_top;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.job = Some(Job {
+            id: p.job,
+            top: plan.top.path.clone(),
+            base: plan.base.path.clone(),
+            progress: None,
+            cancel: Arc::clone(&cancel),
+        });
+        self.status = format!("committing {}…", plan.top.path.display());
+        vec![Effect::Commit {
+            job: p.job,
+            plan: Box::new(plan),
+            cancel,
+        }]
+    }
+
+    fn on_action(&mut self, action: Action) -> Vec<Effect> {
+        let page = self.page.max(1);
+        match action {
+            Action::Up => self.selected = self.selected.saturating_sub(1),
+            Action::Down => self.selected += 1,
+            Action::First => self.selected = 0,
+            Action::Last => self.selected = self.visible.len().saturating_sub(1),
+            Action::PageUp => self.selected = self.selected.saturating_sub(page),
+            Action::PageDown => self.selected += page,
+            Action::Fold => {
+                if let Some(id) = self.selected_node() {
+                    let n = self.forest.node(id);
+                    if !n.overlays.is_empty() && !self.folded.contains(&n.path) {
+                        self.folded.insert(n.path.clone());
+                        let keep = Some(n.path.clone());
+                        self.recompute(keep);
+                    } else if let Some(b) = n.backing_node() {
+                        self.select_node(b);
+                    }
+                }
+            }
+            Action::Unfold => {
+                if let Some(id) = self.selected_node() {
+                    let path = self.forest.node(id).path.clone();
+                    if self.folded.remove(&path) {
+                        self.recompute(Some(path));
+                    }
+                }
+            }
+            Action::Backing => {
+                if let Some(id) = self.selected_node() {
+                    let n = self.forest.node(id);
+                    match n.backing_node() {
+                        Some(b) => self.select_node(b),
+                        None => {
+                            self.status = format!("{} has no backing image in the forest", n.name())
+                        }
+                    }
+                }
+            }
+            Action::Overlay => {
+                if let Some(id) = self.selected_node() {
+                    let n = self.forest.node(id);
+                    match n.overlays.first() {
+                        Some(&o) => self.select_node(o),
+                        None => self.status = format!("{} has no overlays", n.name()),
+                    }
+                }
+            }
+            Action::Filter => {
+                self.filtering = true;
+            }
+            Action::Protect => {
+                if let Some(id) = self.selected_node() {
+                    let n = self.forest.node(id);
+                    let path = n.path.clone();
+                    let now_requested = n.requested;
+                    if now_requested {
+                        self.protected.remove(&path);
+                        self.unprotected.insert(path.clone());
+                    } else {
+                        self.unprotected.remove(&path);
+                        self.protected.insert(path.clone());
+                    }
+                    self.apply_protection();
+                    self.status = format!(
+                        "{} {} until quit",
+                        path.display(),
+                        if now_requested {
+                            "unprotected"
+                        } else {
+                            "protected (keep-RO)"
+                        }
+                    );
+                }
+            }
+            Action::Cancel => match &self.job {
+                Some(j) => {
+                    j.cancel.store(true, Ordering::Relaxed);
+                    self.status = "cancelling: the base is flushed and reopened read-only…".into();
+                }
+                None => self.status = "no commit is running".into(),
+            },
+            Action::Rescan => {
+                if !self.scanning {
+                    self.scanning = true;
+                    self.announce_scan = true;
+                    self.status = "scanning…".into();
+                    return vec![Effect::Scan(self.roots.clone())];
+                }
+            }
+            Action::Help => self.popup = Some(Popup::Help),
+            Action::Quit => match &self.job {
+                Some(j) => {
+                    j.cancel.store(true, Ordering::Relaxed);
+                    self.quit_pending = true;
+                    self.status =
+                        "cancelling the commit and reopening the base read-only before quitting…"
+                            .into();
+                }
+                None => self.quit = true,
+            },
+            Action::Commit => return self.plan_commit(),
+            Action::Confirm | Action::Close => {}
+        }
+        self.clamp();
+        Vec::new()
+    }
+
+    /// Opens the commit dialog for the selected node, with every guard that fires.
+    fn plan_commit(&mut self) -> Vec<Effect> {
+        if self.job.is_some() {
+            self.status = "a commit is running; wait for it or cancel it first".into();
+            return Vec::new();
+        }
+        let Some(top) = self.selected_node() else {
+            return Vec::new();
+        };
+        let job = self.next_job;
+        self.next_job += 1;
+        let req = Request {
+            top,
+            base: None,
+            keep_top: self.keep_top_default,
+            force: false,
+        };
+        let node = self.forest.node(top);
+        let mut popup = PlanPopup {
+            job,
+            top: node.path.clone(),
+            base: node.backing.as_ref().map(|b| b.resolved.clone()),
+            plan: None,
+            bytes: None,
+            keep_top: self.keep_top_default,
+            refusal: None,
+            shared_with: Vec::new(),
+            forced: false,
+        };
+        let result = match commit::plan(&self.forest, &req) {
+            Err(CommitError::SharedBase { others, .. }) => {
+                popup.shared_with = others;
+                commit::plan(&self.forest, &Request { force: true, ..req })
+            }
+            other => other,
+        };
+        let effects = match result {
+            Ok(plan) => {
+                let effects = vec![Effect::Measure {
+                    job,
+                    plan: Box::new(plan.clone()),
+                }];
+                popup.plan = Some(plan);
+                effects
+            }
+            Err(e) => {
+                popup.refusal = Some((e.to_string(), e.exit_code()));
+                Vec::new()
+            }
+        };
+        self.popup = Some(Popup::Plan(Box::new(popup)));
+        effects
+    }
+
+    /// The mode to show for a node: the live mode of a commit's base, or its model mode.
+    pub fn shown_mode(&self, id: NodeId) -> Mode {
+        let n = self.forest.node(id);
+        if self.live_rw(&n.path) {
+            Mode::Rw
+        } else {
+            n.mode
+        }
+    }
+}

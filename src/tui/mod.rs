@@ -1,0 +1,84 @@
+//! The interactive UI: one channel of messages into the app loop, effects carried out on
+//! worker threads, views drawn from the model. The UI thread never touches the disk.
+
+pub mod app;
+pub mod event;
+pub mod keymap;
+pub mod theme;
+pub mod view;
+
+use std::sync::mpsc::{self, Sender};
+
+use app::{App, Effect, Msg, Settings};
+
+use crate::commit;
+use crate::forest::{self, ScanOptions};
+
+/// How the UI starts.
+pub struct Options {
+    pub settings: Settings,
+    pub scan: ScanOptions,
+    pub chunk_size: u64,
+}
+
+/// Carries out one effect on a worker thread; results come back as messages.
+pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64) {
+    let tx = tx.clone();
+    match effect {
+        Effect::Scan(paths) => {
+            let opts = scan.clone();
+            std::thread::spawn(move || {
+                let result = forest::scan(&paths, &opts).map_err(|e| e.to_string());
+                let _ = tx.send(Msg::Scanned(Box::new(result)));
+            });
+        }
+        Effect::Measure { job, plan } => {
+            std::thread::spawn(move || {
+                let result = commit::run::measure_plan(&plan).map_err(|e| e.to_string());
+                let _ = tx.send(Msg::Measured { job, result });
+            });
+        }
+        Effect::Commit { job, plan, cancel } => {
+            commit::spawn(*plan, chunk, cancel, move |event| {
+                let _ = tx.send(Msg::Commit { job, event });
+            });
+        }
+    }
+}
+
+/// Runs the UI until the user quits. The terminal is restored on every exit path, panics
+/// included (ratatui's hook).
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let mut terminal = ratatui::init();
+    let result = (|| -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let mut app = App::new(opts.settings);
+        let size = terminal.size()?;
+        app.update(Msg::Resize(size.width, size.height));
+        event::spawn_input(tx.clone());
+        execute(
+            Effect::Scan(app.roots.clone()),
+            &tx,
+            &opts.scan,
+            opts.chunk_size,
+        );
+        terminal.draw(|f| view::draw(&app, f))?;
+        while !app.quit {
+            let mut msg = rx.recv()?;
+            loop {
+                for e in app.update(msg) {
+                    execute(e, &tx, &opts.scan, opts.chunk_size);
+                }
+                // Coalesce what is already waiting into one frame.
+                match rx.try_recv() {
+                    Ok(m) if !app.quit => msg = m,
+                    _ => break,
+                }
+            }
+            terminal.draw(|f| view::draw(&app, f))?;
+        }
+        Ok(())
+    })();
+    ratatui::restore();
+    result
+}

@@ -1,0 +1,156 @@
+//! The details pane: everything known about the selected image, in words.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+
+use crate::forest::Mode;
+use crate::forest::diag::Severity;
+use crate::output::{human_size, in_use_text};
+use crate::tui::app::App;
+
+use super::forest::badge;
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let t = &app.theme;
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border)
+        .title(" Details ");
+    let Some(id) = app.selected_node() else {
+        let text = if app.scanning {
+            "Scanning…"
+        } else {
+            "No images here. Run imgchain on a directory that holds disk images, or try --demo."
+        };
+        frame.render_widget(
+            Paragraph::new(text).wrap(Wrap { trim: true }).block(block),
+            area,
+        );
+        return;
+    };
+    let n = app.forest.node(id);
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let kv =
+        |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<10}"), bold), Span::raw(v)]);
+    let mut lines = vec![kv("path", n.path.display().to_string())];
+    let mut fmt = n.format.map_or("unknown".to_string(), |f| f.to_string());
+    if let Some(h) = &n.qcow2 {
+        fmt.push_str(&format!(
+            " v{} (compat {}), {} clusters, {}-bit refcounts, {}",
+            h.version,
+            h.compat(),
+            human_size(h.cluster_size()),
+            h.refcount_bits(),
+            h.compression_name()
+        ));
+        for (on, what) in [
+            (h.lazy_refcounts(), "lazy refcounts"),
+            (h.extended_l2(), "extended L2"),
+            (h.bitmaps(), "persistent bitmaps"),
+            (h.encrypted(), "encrypted"),
+            (h.external_data_file(), "external data file"),
+        ] {
+            if on {
+                fmt.push_str(", ");
+                fmt.push_str(what);
+            }
+        }
+        if h.nb_snapshots > 0 {
+            fmt.push_str(&format!(", {} internal snapshots", h.nb_snapshots));
+        }
+    }
+    lines.push(kv("format", fmt));
+    lines.push(kv(
+        "size",
+        format!(
+            "{} virtual, file {} ({} allocated)",
+            n.virtual_size.map_or("?".into(), human_size),
+            n.file_size.map_or("?".into(), human_size),
+            n.allocated.map_or("?".into(), human_size)
+        ),
+    ));
+    match &n.backing {
+        None => lines.push(kv("backing", "none (a base image)".into())),
+        Some(b) => {
+            lines.push(kv("backing", format!("\"{}\"", b.raw.to_string_lossy())));
+            lines.push(kv(
+                "  →",
+                format!(
+                    "{}{}",
+                    b.resolved.display(),
+                    if b.exists { "" } else { "  (missing)" }
+                ),
+            ));
+            lines.push(kv(
+                "  format",
+                b.format.clone().unwrap_or_else(|| "not recorded".into()),
+            ));
+        }
+    }
+    let (badge, style) = badge(app, id);
+    let words = if app.reopen_failed.contains(&n.path) {
+        "a commit wrote into it, but reopening it read-only failed; the data is on disk and the \
+         read-write handle was closed when the commit ended — check it with qemu-img check"
+            .to_string()
+    } else if app.live_rw(&n.path) {
+        "open read-write for the running commit; it is reopened read-only when the copy ends"
+            .to_string()
+    } else {
+        match (app.shown_mode(id), n.keep_ro_reason) {
+            (Mode::Rw, _) => "a top image: writable, nothing in the forest is built on it".into(),
+            (Mode::Ro, _) => format!(
+                "a backing image: read-only, upgraded to read-write only while a commit writes into it ({} overlays)",
+                n.overlays.len()
+            ),
+            (Mode::KeepRo, Some(r)) => format!("keep-RO: {}", r.describe()),
+            (Mode::KeepRo, None) => "keep-RO".into(),
+        }
+    };
+    lines.push(Line::from(vec![
+        Span::styled(format!("{:<10}", "mode"), bold),
+        Span::styled(badge, style),
+        Span::raw(format!(" — {words}")),
+    ]));
+    lines.push(match in_use_text(n) {
+        Some(u) => Line::from(vec![
+            Span::styled(format!("{:<10}", "in use"), bold),
+            Span::styled(u, t.in_use),
+        ]),
+        None => kv("in use", "no (no QEMU lock held by another process)".into()),
+    });
+    for h in &n.holders {
+        lines.push(kv("  holder", h.to_string()));
+    }
+    if !n.overlays.is_empty() {
+        lines.push(kv("overlays", String::new()));
+        for &o in &n.overlays {
+            lines.push(Line::from(format!(
+                "  {}",
+                app.forest.node(o).path.display()
+            )));
+        }
+    }
+    for p in &n.problems {
+        let style = if p.severity() >= Severity::Warning {
+            t.problem
+        } else {
+            t.dim
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{}[{}] ", p.severity().as_str(), p.kind.as_str()),
+                style,
+            ),
+            Span::raw(p.message.clone()),
+        ]));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        area,
+    );
+}

@@ -1,0 +1,87 @@
+//! The job pane (the running commit's gauge) and the status line with key hints.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Gauge, Paragraph};
+
+use crate::output::human_size;
+use crate::tui::app::App;
+use crate::tui::keymap::Action;
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let t = &app.theme;
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border)
+        .title(" Commit ");
+    let Some(job) = &app.job else {
+        let hint = format!(
+            "No commit running. Select an overlay and press {} to commit it into its backing image.",
+            app.keymap.keys_of(Action::Commit)
+        );
+        frame.render_widget(Paragraph::new(hint).style(t.dim).block(block), area);
+        return;
+    };
+    let name = |p: &std::path::Path| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let label = match &job.progress {
+        None => format!("{} → {}: starting", name(&job.top), name(&job.base)),
+        Some(p) => {
+            let eta = p
+                .eta()
+                .map(|d| format!(", ETA {}s", d.as_secs()))
+                .unwrap_or_default();
+            format!(
+                "{} → {}: {:.1}%  {} of {}, {}/s{eta}  [{}]{}",
+                name(&job.top),
+                name(&job.base),
+                p.percent(),
+                human_size(p.done),
+                human_size(p.total),
+                human_size(p.rate() as u64),
+                p.phase,
+                if job.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    " cancelling…"
+                } else {
+                    ""
+                }
+            )
+        }
+    };
+    let ratio = job
+        .progress
+        .as_ref()
+        .map_or(0.0, |p| (p.percent() / 100.0).clamp(0.0, 1.0));
+    let gauge = Gauge::default()
+        .block(block)
+        .gauge_style(t.gauge)
+        .ratio(ratio)
+        .label(label);
+    frame.render_widget(gauge, area);
+}
+
+pub fn status(app: &App, frame: &mut Frame, area: Rect) {
+    let t = &app.theme;
+    let k = |a| app.keymap.keys_of(a);
+    let hints = format!(
+        "{} help  {} commit  {} protect  {} filter  {} quit",
+        k(Action::Help),
+        k(Action::Commit),
+        k(Action::Protect),
+        k(Action::Filter),
+        k(Action::Quit)
+    );
+    let hint_w = (hints.chars().count() as u16 + 1).min(area.width / 2);
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(hint_w)]).areas(area);
+    frame.render_widget(Paragraph::new(Line::from(app.status.clone())), left);
+    frame.render_widget(
+        Paragraph::new(Line::from(Span::styled(hints, t.dim))).right_aligned(),
+        right,
+    );
+}

@@ -1,0 +1,172 @@
+//! Dialogs: the commit plan with its guards, and result or error messages.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+
+use super::centered;
+use crate::output::human_size;
+use crate::tui::app::{App, PlanPopup};
+use crate::tui::keymap::Action;
+
+fn dialog(
+    app: &App,
+    title: String,
+    lines: Vec<Line<'static>>,
+    error: bool,
+    frame: &mut Frame,
+    area: Rect,
+) {
+    let w = area.width.saturating_sub(4).min(96);
+    // Height: the wrapped text, roughly, plus borders.
+    let inner = usize::from(w.saturating_sub(2)).max(1);
+    let text_h: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let rect = centered(area, w, (text_h as u16).saturating_add(2));
+    frame.render_widget(Clear, rect);
+    let style = if error {
+        app.theme.problem
+    } else {
+        app.theme.border
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(style)
+        .title(title);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        rect,
+    );
+}
+
+pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
+    let t = &app.theme;
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let kv =
+        |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), bold), Span::raw(v)]);
+    let mut lines = vec![kv("top", p.top.display().to_string())];
+    lines.push(kv(
+        "into",
+        p.base
+            .as_ref()
+            .map_or("(no backing file)".into(), |b| b.display().to_string()),
+    ));
+    let k = |a| app.keymap.keys_of(a);
+    if let Some((msg, code)) = &p.refusal {
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled(
+            format!("Refused (exit {code}):"),
+            t.problem,
+        )));
+        lines.push(Line::from(msg.clone()));
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled(
+            format!("{} closes", k(Action::Close)),
+            t.dim,
+        )));
+        dialog(app, " Commit refused ".into(), lines, true, frame, area);
+        return;
+    }
+    if let Some(plan) = &p.plan {
+        for m in &plan.intermediates {
+            lines.push(kv(
+                "through",
+                format!("{} (keeps its data)", m.path.display()),
+            ));
+        }
+        lines.push(kv(
+            "base mode",
+            "RO → RW for the copy → RO again (reopened through its open handle)".into(),
+        ));
+        lines.push(kv(
+            "to copy",
+            match &p.bytes {
+                None => "measuring…".into(),
+                Some(Ok(b)) => format!("{} ({b} bytes of data and zeroes)", human_size(*b)),
+                Some(Err(e)) => format!("unknown: {e}"),
+            },
+        ));
+        if let Some(g) = plan.grow_to {
+            lines.push(kv(
+                "grow base",
+                format!(
+                    "from {} to {}",
+                    human_size(plan.base.virtual_size),
+                    human_size(g)
+                ),
+            ));
+        }
+        lines.push(kv(
+            "top after",
+            if p.keep_top {
+                "keeps its data (d: empty it, as qemu-img commit does)".into()
+            } else {
+                "emptied, its data now in the base (d: keep it)".into()
+            },
+        ));
+        if plan.forced_bitmaps {
+            lines.push(Line::from(Span::styled(
+                "The base's persistent bitmaps will be invalidated.",
+                t.problem,
+            )));
+        }
+    }
+    if !p.shared_with.is_empty() {
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled(
+            "Other overlays use this base; their disks change if you commit:",
+            t.problem,
+        )));
+        for o in &p.shared_with {
+            lines.push(Line::from(format!("  {}", o.display())));
+        }
+        if p.forced {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "Confirmed once. {} again commits anyway.",
+                    k(Action::Confirm)
+                ),
+                t.problem,
+            )));
+        }
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        format!(
+            "{} {}   d keep/empty top   {} cancel",
+            k(Action::Confirm),
+            if !p.shared_with.is_empty() && !p.forced {
+                "confirm (asks again)"
+            } else {
+                "commit"
+            },
+            k(Action::Close)
+        ),
+        bold,
+    )));
+    dialog(
+        app,
+        " Commit ".into(),
+        lines,
+        !p.shared_with.is_empty(),
+        frame,
+        area,
+    );
+}
+
+pub fn message(app: &App, title: &str, body: &str, error: bool, frame: &mut Frame, area: Rect) {
+    let mut lines: Vec<Line<'static>> = body.lines().map(|l| Line::from(l.to_string())).collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        format!(
+            "{} or {} closes",
+            app.keymap.keys_of(Action::Confirm),
+            app.keymap.keys_of(Action::Close)
+        ),
+        app.theme.dim,
+    )));
+    dialog(app, format!(" {title} "), lines, error, frame, area);
+}
