@@ -110,7 +110,8 @@ impl Outcome {
         match &self.reopen_ro {
             Ok(()) => s.push_str(&format!(" {base} is read-only again.")),
             Err(e) => s.push_str(&format!(
-                " {e}. The data is on disk; imgchain holds {base} read-write until it exits."
+                " But returning the base to read-only failed: {e}. The data is on disk; the read-write handle was closed when the commit \
+                 ended. Check {base} with qemu-img check before using it."
             )),
         }
         match &self.top_emptied {

@@ -359,7 +359,23 @@ impl App {
                             self.reopen_failed.insert(outcome.plan.base.path.clone());
                         }
                         if outcome.exit_code() == crate::exit::OK {
-                            self.status = summary;
+                            let name = |p: &Path| {
+                                p.file_name().map_or_else(
+                                    || p.display().to_string(),
+                                    |n| n.to_string_lossy().into_owned(),
+                                )
+                            };
+                            self.status = format!(
+                                "Committed {} of {} into {}; base read-only again; top {}",
+                                crate::output::human_size(outcome.total),
+                                name(&outcome.plan.top.path),
+                                name(&outcome.plan.base.path),
+                                if outcome.top_emptied.is_some() {
+                                    "emptied"
+                                } else {
+                                    "kept"
+                                }
+                            );
                         } else {
                             let cancelled = outcome.exit_code() == crate::exit::CANCELLED;
                             self.status = if cancelled {
@@ -489,7 +505,14 @@ impl App {
             progress: None,
             cancel: Arc::clone(&cancel),
         });
-        self.status = format!("committing {}…", plan.top.path.display());
+        self.status = format!(
+            "committing {}… ({} cancels)",
+            plan.top.path.file_name().map_or_else(
+                || plan.top.path.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            self.keymap.keys_of(Action::Cancel)
+        );
         vec![Effect::Commit {
             job: p.job,
             plan: Box::new(plan),

@@ -9,13 +9,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// Whether a qemu tool is present. When it is missing and CI asks for the real peers
+/// Whether a tool (a qemu tool, tmux, prlimit) is present. When it is missing and CI asks for the real peers
 /// (`CI=true` or `IMGCHAIN_REQUIRE_QEMU=1`), this fails the test instead of skipping it.
 pub fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let found = ["--version", "-V"].iter().any(|flag| {
+        Command::new(tool)
+            .arg(flag)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     if !found {
         let required = std::env::var("IMGCHAIN_REQUIRE_QEMU").is_ok_and(|v| v == "1")
             || std::env::var("CI").is_ok_and(|v| v == "true");

@@ -11,7 +11,7 @@ use crate::forest::diag::Severity;
 use crate::output::{human_size, in_use_text};
 use crate::tui::app::App;
 
-use super::forest::badge;
+use super::forest::{badge, relative};
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
@@ -35,7 +35,11 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<10}"), bold), Span::raw(v)]);
-    let mut lines = vec![kv("path", n.path.display().to_string())];
+    let dir = n
+        .path
+        .parent()
+        .map_or_else(String::new, |d| d.display().to_string());
+    let mut lines = vec![kv("image", n.name()), kv("in", dir)];
     let mut fmt = n.format.map_or("unknown".to_string(), |f| f.to_string());
     if let Some(h) = &n.qcow2 {
         fmt.push_str(&format!(
@@ -66,10 +70,12 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     lines.push(kv(
         "size",
         format!(
-            "{} virtual, file {} ({} allocated)",
+            "{} virtual, file {}{}",
             n.virtual_size.map_or("?".into(), human_size),
             n.file_size.map_or("?".into(), human_size),
-            n.allocated.map_or("?".into(), human_size)
+            n.allocated
+                .map(|a| format!(" ({} on disk)", human_size(a)))
+                .unwrap_or_default()
         ),
     ));
     match &n.backing {
@@ -80,7 +86,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 "  →",
                 format!(
                     "{}{}",
-                    b.resolved.display(),
+                    relative(app, &b.resolved),
                     if b.exists { "" } else { "  (missing)" }
                 ),
             ));

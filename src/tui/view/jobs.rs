@@ -65,18 +65,42 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(gauge, area);
 }
 
+fn hint_word(a: Action) -> &'static str {
+    match a {
+        Action::Help => "help",
+        Action::Commit => "commit",
+        Action::Quit => "quit",
+        Action::Protect => "protect",
+        Action::Filter => "filter",
+        Action::Cancel => "cancel",
+        _ => "",
+    }
+}
+
 pub fn status(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
-    let k = |a| app.keymap.keys_of(a);
-    let hints = format!(
-        "{} help  {} commit  {} protect  {} filter  {} quit",
-        k(Action::Help),
-        k(Action::Commit),
-        k(Action::Protect),
-        k(Action::Filter),
-        k(Action::Quit)
-    );
-    let hint_w = (hints.chars().count() as u16 + 1).min(area.width / 2);
+    // As many hints as fit beside the status (and in half the line), most useful first.
+    let room = usize::from(area.width / 2)
+        .min(usize::from(area.width).saturating_sub(app.status.chars().count() + 2));
+    let mut hints = String::new();
+    for a in [
+        Action::Help,
+        Action::Commit,
+        Action::Quit,
+        Action::Protect,
+        Action::Filter,
+        Action::Cancel,
+    ] {
+        let hint = format!("{} {}", app.keymap.keys_of(a), hint_word(a));
+        if hints.chars().count() + hint.chars().count() + 2 > room {
+            break;
+        }
+        if !hints.is_empty() {
+            hints.push_str("  ");
+        }
+        hints.push_str(&hint);
+    }
+    let hint_w = hints.chars().count() as u16 + 1;
     let [left, right] =
         Layout::horizontal([Constraint::Min(10), Constraint::Length(hint_w)]).areas(area);
     frame.render_widget(Paragraph::new(Line::from(app.status.clone())), left);

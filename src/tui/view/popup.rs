@@ -61,7 +61,7 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
             format!("Refused (exit {code}):"),
             t.problem,
         )));
-        lines.push(Line::from(msg.clone()));
+        lines.extend(msg.lines().map(|l| Line::from(l.to_string())));
         lines.push(Line::from(""));
         lines.push(Line::from(Span::styled(
             format!("{} closes", k(Action::Close)),

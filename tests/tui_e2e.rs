@@ -1,0 +1,160 @@
+//! The real binary in tmux: keypresses in, screen text out.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A tmux server of our own, killed when the test ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `imgchain ARGS` in a detached 120×40 session; the shell line after it reports
+    /// the exit code and keeps the pane open.
+    fn start(name: &str, args: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("imgchain-test-{}-{name}", std::process::id()),
+        };
+        let cmd = format!(
+            "HOME=/nonexistent {} {args}; echo EXITED $?; sleep 600",
+            env!("CARGO_BIN_EXE_imgchain")
+        );
+        run(Command::new("tmux")
+            .args([
+                "-L",
+                &t.socket,
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "120",
+                "-y",
+                "40",
+            ])
+            .arg(cmd));
+        t
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            run(Command::new("tmux").args(["-L", &self.socket, "send-keys", "-t", "t", k]));
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+
+    fn literal(&self, text: &str) {
+        run(Command::new("tmux").args(["-L", &self.socket, "send-keys", "-t", "t", "-l", text]));
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    fn screen(&self) -> String {
+        let out =
+            run(Command::new("tmux").args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until it contains `text` (30 s at most).
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if s.contains(text) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} never appeared; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to));
+}
+
+#[test]
+fn commit_by_keypress_equals_qemu_img_commit() {
+    if !have("tmux") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let demo = tmp.path().join("demo");
+    let t = Tmux::start("commit", &format!("--demo --dir {}", demo.display()));
+    t.wait_for("14 images");
+    // The same chain, committed by qemu-img, for reference (the UI holds no lock while browsing).
+    let reference = tempdir();
+    copy_dir(&demo.join("snapshots"), reference.path());
+
+    t.keys(&["/"]);
+    t.literal("snap3");
+    t.keys(&["Enter", "G", "c"]);
+    let plan = t.wait_for("to copy");
+    assert!(
+        plan.contains("app-snap3.qcow2") && plan.contains("app-snap2.qcow2"),
+        "{plan}"
+    );
+    t.wait_for("bytes of data and zeroes");
+    t.keys(&["Enter"]);
+    let done = t.wait_for("Committed");
+    assert!(done.contains("base read-only again; top emptied"), "{done}");
+    t.keys(&["q"]);
+    let end = t.wait_for("EXITED 0");
+    assert!(!end.contains("Forest"), "the terminal was restored:\n{end}");
+
+    run(Command::new("qemu-img")
+        .current_dir(reference.path())
+        .args(["commit", "-q", "app-snap3.qcow2"]));
+    run(Command::new("qemu-img")
+        .args(["compare"])
+        .arg(demo.join("snapshots/app-snap2.qcow2"))
+        .arg(reference.path().join("app-snap2.qcow2")));
+    run(Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(demo.join("snapshots/app-snap2.qcow2")));
+}
+
+#[test]
+fn committing_into_a_protected_template_is_refused() {
+    if !have("tmux") {
+        return;
+    }
+    let tmp = tempdir();
+    let demo = tmp.path().join("demo");
+    let t = Tmux::start("protected", &format!("--demo --dir {}", demo.display()));
+    t.wait_for("14 images");
+    let before = snapshot(&demo);
+    t.keys(&["/"]);
+    t.literal("win-dev");
+    t.keys(&["Enter", "G", "c"]);
+    let s = t.wait_for("Commit refused");
+    assert!(
+        s.contains("keep-RO") && s.contains("template-win11.qcow2"),
+        "{s}"
+    );
+    t.keys(&["Enter"]);
+    // Wrong keys are harmless.
+    t.keys(&["z", "Z", "F12"]);
+    t.wait_for("no action on that key");
+    t.keys(&["q"]);
+    t.wait_for("EXITED 0");
+    assert!(before == snapshot(&demo), "nothing changed on disk");
+}

@@ -1,0 +1,281 @@
+//! Snapshots of every screen, rendered from real models: the demo forest built with imago and
+//! scanned, driven by the same messages the app loop feeds it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use imgchain::commit::run::{Event, Outcome};
+use imgchain::commit::{Phase, Progress};
+use imgchain::config::Config;
+use imgchain::forest::{Protect, scan};
+use imgchain::image::handle::{OpenMode, ReopenError, ReopenStep};
+use imgchain::lock::{Foreign, Holder, Perms};
+use imgchain::tui::app::{App, Effect, Msg, Popup, Settings};
+use imgchain::tui::keymap::Keymap;
+use imgchain::tui::theme::Theme;
+use imgchain::tui::view;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// Builds the demo in a fixed directory (paths show in the snapshots) and opens an app on it.
+fn app(name: &str, w: u16, h: u16) -> App {
+    let dir = PathBuf::from("/tmp/imgchain-snapshots").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let spec = imgchain::demo::spec().unwrap();
+    imgchain::demo::build(&dir, &spec).unwrap();
+    let config = Config::default();
+    let mut app = App::new(Settings {
+        roots: vec![dir.clone()],
+        keymap: Keymap::new(&config.keys),
+        theme: Theme::new(&config.theme, false),
+        protect: Protect::new(false, &spec.protect).unwrap(),
+        keep_top: false,
+    });
+    app.update(Msg::Resize(w, h));
+    let mut s = scan(&[dir], &Default::default()).unwrap();
+    // Bytes on disk depend on the file system; the snapshots should not.
+    for n in &mut s.forest.nodes {
+        n.allocated = None;
+        n.writable = true;
+    }
+    app.update(Msg::Scanned(Box::new(Ok(s))));
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
+    app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn keys(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+/// Selects the image whose path ends with `suffix` through the filter, then clears it.
+fn select(app: &mut App, suffix: &str) {
+    keys(app, "/");
+    keys(app, suffix);
+    key(app, KeyCode::Enter);
+    let pos = app
+        .visible
+        .iter()
+        .position(|&i| app.forest.node(app.rows[i].id).path.ends_with(suffix))
+        .unwrap_or_else(|| panic!("{suffix} not shown"));
+    app.selected = pos;
+    keys(app, "/");
+    key(app, KeyCode::Esc);
+    let id = app.selected_node().unwrap();
+    assert!(app.forest.node(id).path.ends_with(suffix), "selection kept");
+}
+
+fn render(app: &App) -> String {
+    let (w, h) = app.size;
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| view::draw(app, f)).unwrap();
+    t.backend().to_string()
+}
+
+#[test]
+fn forest_and_details() {
+    let mut a = app("forest", 120, 36);
+    insta::assert_snapshot!("forest", render(&a));
+    select(&mut a, "vms/orphan.qcow2");
+    insta::assert_snapshot!("details_missing_backing", render(&a));
+    // Folding the golden image hides its three VMs.
+    select(&mut a, "golden/debian-12.qcow2");
+    keys(&mut a, "h");
+    insta::assert_snapshot!("folded", render(&a));
+}
+
+#[test]
+fn small_and_large_terminals() {
+    let a = app("sizes80", 80, 24);
+    insta::assert_snapshot!("forest_80x24", render(&a));
+    let a = app("sizes-tiny", 50, 12);
+    insta::assert_snapshot!("too_small", render(&a));
+    let a = app("sizes250", 250, 70);
+    let screen = render(&a);
+    assert!(screen.contains("Details") && screen.contains("golden/debian-12.qcow2"));
+}
+
+#[test]
+fn filter_and_help() {
+    let mut a = app("filter", 120, 30);
+    keys(&mut a, "/snap");
+    insta::assert_snapshot!("filter", render(&a));
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "?");
+    insta::assert_snapshot!("help", render(&a));
+    keys(&mut a, "?");
+    assert!(a.popup.is_none());
+}
+
+#[test]
+fn commit_plans_with_each_guard() {
+    let mut a = app("plans", 120, 30);
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    let fx = key(&mut a, KeyCode::Char('c'));
+    assert!(
+        matches!(fx[..], [Effect::Measure { .. }]),
+        "the bytes are measured off-thread"
+    );
+    if let Some(Popup::Plan(p)) = &a.popup {
+        let job = p.job;
+        a.update(Msg::Measured {
+            job,
+            result: Ok(25_165_824),
+        });
+    }
+    insta::assert_snapshot!("plan", render(&a));
+    key(&mut a, KeyCode::Esc);
+
+    select(&mut a, "golden/debian-12.qcow2");
+    keys(&mut a, "c");
+    insta::assert_snapshot!("plan_no_backing", render(&a));
+    key(&mut a, KeyCode::Esc);
+
+    select(&mut a, "vms/win-dev.qcow2");
+    keys(&mut a, "c");
+    insta::assert_snapshot!("plan_keep_ro", render(&a));
+    key(&mut a, KeyCode::Esc);
+
+    select(&mut a, "vms/web.qcow2");
+    keys(&mut a, "c");
+    insta::assert_snapshot!("plan_shared_base", render(&a));
+    key(&mut a, KeyCode::Enter);
+    insta::assert_snapshot!("plan_shared_base_confirmed_once", render(&a));
+    key(&mut a, KeyCode::Esc);
+
+    select(&mut a, "vms/orphan.qcow2");
+    keys(&mut a, "c");
+    insta::assert_snapshot!("plan_missing_backing", render(&a));
+    key(&mut a, KeyCode::Esc);
+
+    // A VM running on fedora-test: its QEMU holds the overlay read-write.
+    let id = a
+        .forest
+        .find(Path::new(&a.roots[0].join("vms/fedora-test.qcow2")))
+        .unwrap();
+    let n = &mut a.forest.nodes[id.0];
+    n.foreign = Foreign {
+        held: Perms(0b1011),
+        unshared: Perms(0b1010),
+    };
+    n.holders = vec![Holder {
+        pid: 4242,
+        command: "qemu-system-x86_64 -name fedora-test".into(),
+        foreign: n.foreign,
+    }];
+    select(&mut a, "vms/fedora-test.qcow2");
+    keys(&mut a, "c");
+    insta::assert_snapshot!("plan_in_use", render(&a));
+}
+
+/// Starts a commit of app-snap3 into app-snap2 and returns the job id.
+fn start(a: &mut App) -> u64 {
+    select(a, "snapshots/app-snap3.qcow2");
+    keys(a, "c");
+    let fx = key(a, KeyCode::Enter);
+    match &fx[..] {
+        [Effect::Commit { job, .. }] => *job,
+        other => panic!("expected a commit effect, got {other:?}"),
+    }
+}
+
+#[test]
+fn progress_mid_commit_and_the_live_badge() {
+    let mut a = app("progress", 120, 30);
+    let job = start(&mut a);
+    let base = a.roots[0].join("snapshots/app-snap2.qcow2");
+    a.update(Msg::Commit {
+        job,
+        event: Event::Progress(Progress {
+            phase: Phase::Copy,
+            done: 10 << 20,
+            total: 24 << 20,
+            elapsed: Duration::from_millis(500),
+            base_rw: true,
+        }),
+    });
+    assert!(a.live_rw(&base));
+    insta::assert_snapshot!("progress", render(&a));
+    // Browsing and help still work while it runs; x asks to cancel.
+    keys(&mut a, "k");
+    keys(&mut a, "x");
+    assert!(
+        a.job
+            .as_ref()
+            .unwrap()
+            .cancel
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    // Back to RO once the engine reports it.
+    a.update(Msg::Commit {
+        job,
+        event: Event::Progress(Progress {
+            phase: Phase::ReopenRo,
+            done: 24 << 20,
+            total: 24 << 20,
+            elapsed: Duration::from_millis(900),
+            base_rw: false,
+        }),
+    });
+    assert!(!a.live_rw(&base));
+}
+
+#[test]
+fn reopen_failure_popup() {
+    let mut a = app("reopen", 120, 30);
+    let job = start(&mut a);
+    let plan = {
+        // The plan the dialog made, as the engine would return it in its outcome.
+        let scan = scan(&[a.roots[0].clone()], &Default::default()).unwrap();
+        let top = scan
+            .forest
+            .find(&a.roots[0].join("snapshots/app-snap3.qcow2"))
+            .unwrap();
+        imgchain::commit::plan(
+            &scan.forest,
+            &imgchain::commit::Request {
+                top,
+                base: None,
+                keep_top: false,
+                force: false,
+            },
+        )
+        .unwrap()
+    };
+    let base = plan.base.path.clone();
+    let outcome = Outcome {
+        total: 24 << 20,
+        copied: 24 << 20,
+        grew: None,
+        copy: Ok(()),
+        reopen_ro: Err(ReopenError {
+            path: base.clone(),
+            from: OpenMode::ReadWrite,
+            to: OpenMode::ReadOnly,
+            step: ReopenStep::Header,
+            detail: "truncated: the L1 table ends at byte 4325376 but the file has 327680".into(),
+            lock: None,
+        }),
+        top_emptied: Some(Ok(())),
+        elapsed: Duration::from_secs(1),
+        plan,
+    };
+    let fx = a.update(Msg::Commit {
+        job,
+        event: Event::Done(Box::new(Ok(outcome))),
+    });
+    assert!(
+        matches!(fx[..], [Effect::Scan(_)]),
+        "rescans after a commit"
+    );
+    assert!(a.reopen_failed.contains(&base));
+    insta::assert_snapshot!("reopen_failed", render(&a));
+    let _ = Arc::new(AtomicBool::new(false));
+}
