@@ -93,8 +93,10 @@ fn forest_and_details() {
 
 #[test]
 fn small_and_large_terminals() {
-    let a = app("sizes80", 80, 24);
+    let mut a = app("sizes80", 80, 24);
     insta::assert_snapshot!("forest_80x24", render(&a));
+    keys(&mut a, "?jjjj");
+    insta::assert_snapshot!("help_80x24_scrolled", render(&a));
     let a = app("sizes-tiny", 50, 12);
     insta::assert_snapshot!("too_small", render(&a));
     let a = app("sizes250", 250, 70);

@@ -52,7 +52,8 @@ pub enum Effect {
 /// A dialog over the forest.
 #[derive(Debug)]
 pub enum Popup {
-    Help,
+    /// The help screen, scrolled down by this many lines.
+    Help(u16),
     Plan(Box<PlanPopup>),
     /// A result or an error; `error` picks the colour.
     Message {
@@ -451,11 +452,15 @@ impl App {
         let dialog = self.keymap.dialog(&key);
         let browse = self.keymap.browse(&key);
         match popup {
-            Popup::Help => {
-                if dialog.is_none() && browse != Some(Action::Help) && browse != Some(Action::Quit)
-                {
-                    self.popup = Some(Popup::Help);
-                }
+            Popup::Help(scroll) => {
+                self.popup = match (dialog, browse) {
+                    (Some(_), _) | (_, Some(Action::Help | Action::Quit)) => None,
+                    (_, Some(Action::Down | Action::PageDown)) => Some(Popup::Help(scroll + 1)),
+                    (_, Some(Action::Up | Action::PageUp)) => {
+                        Some(Popup::Help(scroll.saturating_sub(1)))
+                    }
+                    _ => Some(Popup::Help(scroll)),
+                };
                 Vec::new()
             }
             Popup::Message { .. } if dialog.is_some() || browse == Some(Action::Quit) => Vec::new(),
@@ -611,7 +616,7 @@ impl App {
                     return vec![Effect::Scan(self.roots.clone())];
                 }
             }
-            Action::Help => self.popup = Some(Popup::Help),
+            Action::Help => self.popup = Some(Popup::Help(0)),
             Action::Quit => match &self.job {
                 Some(j) => {
                     j.cancel.store(true, Ordering::Relaxed);
@@ -647,10 +652,14 @@ impl App {
             force: false,
         };
         let node = self.forest.node(top);
+        let base = match node.backing_node() {
+            Some(b) => Some(self.forest.node(b).path.clone()),
+            None => node.backing.as_ref().map(|b| b.resolved.clone()),
+        };
         let mut popup = PlanPopup {
             job,
             top: node.path.clone(),
-            base: node.backing.as_ref().map(|b| b.resolved.clone()),
+            base,
             plan: None,
             bytes: None,
             keep_top: self.keep_top_default,

@@ -35,8 +35,8 @@ impl Action {
         match self {
             Action::Up => "move up",
             Action::Down => "move down",
-            Action::Fold => "fold the selected image's overlays (or go to its backing image)",
-            Action::Unfold => "unfold the selected image's overlays",
+            Action::Fold => "fold the overlays (on a leaf: go to its backing image)",
+            Action::Unfold => "unfold the overlays",
             Action::First => "go to the first image",
             Action::Last => "go to the last image",
             Action::PageUp => "one page up",

@@ -10,7 +10,7 @@ use super::centered;
 use crate::tui::app::App;
 use crate::tui::keymap::Action;
 
-pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let mut lines = Vec::new();
@@ -23,53 +23,36 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         ]));
     }
     lines.push(Line::from(""));
+    let mut legend = Vec::new();
     for (badge, style, text) in [
-        ("RW", t.rw, "top image, writable"),
-        (
-            "RO",
-            t.ro,
-            "backing image, read-only except during a commit into it",
-        ),
-        (
-            "KRO·req",
-            t.keep_ro,
-            "keep-RO, protected on request (--protect, config, p)",
-        ),
-        (
-            "KRO·inh",
-            t.keep_ro,
-            "keep-RO, inherited from a protected overlay",
-        ),
-        (
-            "KRO·nw",
-            t.keep_ro,
-            "keep-RO, not writable (permissions, read-only filesystem)",
-        ),
-        (
-            "⚑w / ⚑r",
-            t.in_use,
-            "in use by another process, writing / reading",
-        ),
-        ("!", t.problem, "has a problem: see the details pane"),
+        ("RW", t.rw, "top, writable"),
+        ("RO", t.ro, "backing, read-only but for a commit into it"),
+        ("KRO·req", t.keep_ro, "keep-RO, protected"),
+        ("KRO·inh", t.keep_ro, "keep-RO, inherited from a protected overlay"),
+        ("KRO·nw", t.keep_ro, "keep-RO, not writable"),
+        ("⚑w/⚑r", t.in_use, "in use by another process, writing/reading"),
+        ("!", t.problem, "a problem, see details"),
     ] {
-        lines.push(Line::from(vec![
-            Span::styled(format!("{badge:>16}  "), style),
-            Span::raw(text),
-        ]));
+        legend.push(Span::styled(badge, style));
+        legend.push(Span::raw(format!(" {text}   ")));
     }
-    let h = (lines.len() as u16 + 2).min(area.height);
+    lines.push(Line::from(legend));
+    // The legend wraps to about three lines.
+    let h = (lines.len() as u16 + 4).min(area.height);
     let rect = centered(area, 90, h);
     frame.render_widget(Clear, rect);
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(t.border)
         .title(format!(
-            " Help — {} closes ",
+            " Help — {} scroll, {} closes ",
+            app.keymap.keys_of(Action::Down),
             app.keymap.keys_of(Action::Close)
         ));
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
+            .scroll((scroll, 0))
             .block(block),
         rect,
     );

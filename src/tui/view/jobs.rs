@@ -17,7 +17,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .title(" Commit ");
     let Some(job) = &app.job else {
         let hint = format!(
-            "No commit running. Select an overlay and press {} to commit it into its backing image.",
+            "Idle. Select an overlay and press {} to commit it into its backing image.",
             app.keymap.keys_of(Action::Commit)
         );
         frame.render_widget(Paragraph::new(hint).style(t.dim).block(block), area);

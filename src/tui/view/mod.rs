@@ -74,7 +74,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
     jobs::status(app, frame, a.status);
     match &app.popup {
         None => {}
-        Some(Popup::Help) => help::draw(app, frame, area),
+        Some(Popup::Help(scroll)) => help::draw(app, *scroll, frame, area),
         Some(Popup::Plan(p)) => popup::plan(app, p, frame, area),
         Some(Popup::Message { title, body, error }) => {
             popup::message(app, title, body, *error, frame, area)
