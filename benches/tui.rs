@@ -38,7 +38,10 @@ fn big_forest() -> Forest {
     let mut f = Forest::default();
     for b in 0..1250 {
         for d in 0..8 {
-            let mut n = Node::new(PathBuf::from(format!("/vm/g{:03}/c{b:04}-{d}.qcow2", b / 100)));
+            let mut n = Node::new(PathBuf::from(format!(
+                "/vm/g{:03}/c{b:04}-{d}.qcow2",
+                b / 100
+            )));
             n.format = Some(Format::Qcow2);
             n.virtual_size = Some(20 << 30);
             n.file_size = Some(200 << 20);
@@ -112,7 +115,10 @@ fn main() {
         execute(e, &tx, &opts, 1 << 20);
     }
     let mut effects = a.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
-    assert!(matches!(effects[..], [Effect::Commit { .. }]), "the commit starts");
+    assert!(
+        matches!(effects[..], [Effect::Commit { .. }]),
+        "the commit starts"
+    );
     for e in effects.drain(..) {
         execute(e, &tx, &opts, 1 << 20);
     }
@@ -123,7 +129,8 @@ fn main() {
     while a.job.is_some() && Instant::now() < deadline {
         // A key arrives; the loop handles whatever is queued before it, then the key, then draws.
         let sent = Instant::now();
-        tx.send(key(if latencies.len() % 2 == 0 { 'k' } else { 'j' })).unwrap();
+        tx.send(key(if latencies.len() % 2 == 0 { 'k' } else { 'j' }))
+            .unwrap();
         loop {
             let msg = rx.recv().unwrap();
             let is_key = matches!(msg, Msg::Key(_));

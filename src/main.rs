@@ -79,31 +79,7 @@ enum Command {
     },
     /// Commit IMAGE's data into its backing file (or into BASE further down its chain),
     /// reopening the base read-write only for the copy
-    Commit {
-        /// Commit into BASE, an image further down IMAGE's backing chain; the images in
-        /// between keep their data (implies -d, as in qemu-img)
-        #[arg(short = 'b', value_name = "BASE")]
-        base: Option<PathBuf>,
-        /// Keep IMAGE's data after committing it (default: empty IMAGE, as qemu-img does)
-        #[arg(short = 'd')]
-        keep: bool,
-        /// Commit even if the base has other overlays (their disks change) or persistent
-        /// bitmaps (they become invalid)
-        #[arg(long)]
-        force: bool,
-        /// Show progress
-        #[arg(short = 'p')]
-        progress: bool,
-        /// Print the outcome as JSON
-        #[arg(long)]
-        json: bool,
-        /// Also look for other overlays of the base under PATH (repeatable; the directories
-        /// of IMAGE and of its backing chain are always looked at)
-        #[arg(long = "scan", value_name = "PATH")]
-        scan: Vec<PathBuf>,
-        /// The overlay to commit
-        image: PathBuf,
-    },
+    Commit(CommitArgs),
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check {
@@ -262,26 +238,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             exit::OK
         }
-        Some(Command::Commit {
-            base,
-            keep,
-            force,
-            progress,
-            json,
-            scan,
-            image,
-        }) => commit(
-            &ctx,
-            CommitArgs {
-                base,
-                keep,
-                force,
-                progress,
-                json,
-                scan,
-                image,
-            },
-        )?,
+        Some(Command::Commit(args)) => commit(&ctx, args)?,
         Some(Command::Check { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
             if json {
@@ -302,13 +259,30 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     Ok(code)
 }
 
+#[derive(Args)]
 struct CommitArgs {
+    /// Commit into BASE, an image further down IMAGE's backing chain; the images in
+    /// between keep their data (implies -d, as in qemu-img)
+    #[arg(short = 'b', value_name = "BASE")]
     base: Option<PathBuf>,
+    /// Keep IMAGE's data after committing it (default: empty IMAGE, as qemu-img does)
+    #[arg(short = 'd')]
     keep: bool,
+    /// Commit even if the base has other overlays (their disks change) or persistent
+    /// bitmaps (they become invalid)
+    #[arg(long)]
     force: bool,
+    /// Show progress
+    #[arg(short = 'p')]
     progress: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
     json: bool,
+    /// Also look for other overlays of the base under PATH (repeatable; the directories
+    /// of IMAGE and of its backing chain are always looked at)
+    #[arg(long = "scan", value_name = "PATH")]
     scan: Vec<PathBuf>,
+    /// The overlay to commit
     image: PathBuf,
 }
 

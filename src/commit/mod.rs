@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::exit;
 use crate::forest::KeepRoReason;
 use crate::image::handle::{OpenError, ReopenError};
-use crate::lock::{Holder, LockError};
+use crate::lock::LockError;
 
 pub use plan::{Plan, Request, plan};
 pub use run::{Outcome, run, spawn};
@@ -117,13 +117,9 @@ pub enum CommitError {
         /// For `inherited`: a protected overlay that passes it down.
         protected_by: Option<PathBuf>,
     },
-    #[error("{}", in_use_message(path, holder.as_ref(), permission, *shared))]
-    InUse {
-        path: PathBuf,
-        holder: Option<Holder>,
-        permission: &'static str,
-        shared: bool,
-    },
+    /// Another process holds what the commit needs (QEMU's lock message and the holder).
+    #[error(transparent)]
+    InUse(LockError),
     #[error("{} has other overlays that would see their disk change: {}; commit with --force only if they are disposable", base.display(), list(others))]
     SharedBase { base: PathBuf, others: Vec<PathBuf> },
     #[error("{} {what}; use qemu-img commit for it", path.display())]
@@ -171,35 +167,10 @@ fn keep_ro_message(path: &std::path::Path, reason: KeepRoReason, by: Option<&Pat
     )
 }
 
-fn in_use_message(
-    path: &std::path::Path,
-    holder: Option<&Holder>,
-    permission: &'static str,
-    shared: bool,
-) -> String {
-    LockError::InUse {
-        path: path.to_path_buf(),
-        holder: holder.cloned(),
-        permission,
-        shared,
-    }
-    .to_string()
-}
-
 impl From<LockError> for CommitError {
     fn from(e: LockError) -> Self {
         match e {
-            LockError::InUse {
-                path,
-                holder,
-                permission,
-                shared,
-            } => CommitError::InUse {
-                path,
-                holder,
-                permission,
-                shared,
-            },
+            e @ LockError::InUse { .. } => CommitError::InUse(e),
             other => CommitError::Open(OpenError::Lock(other)),
         }
     }
@@ -220,7 +191,7 @@ impl CommitError {
         match self {
             CommitError::NoBacking { .. } => exit::NO_BACKING,
             CommitError::KeepReadOnly { .. } => exit::KEEP_READ_ONLY,
-            CommitError::InUse { .. } => exit::IN_USE,
+            CommitError::InUse(_) => exit::IN_USE,
             CommitError::SharedBase { .. } => exit::SHARED_BASE,
             CommitError::Unsupported { .. } => exit::UNSUPPORTED,
             CommitError::BaseNotInChain { .. } => exit::USAGE,
@@ -240,7 +211,7 @@ impl CommitError {
             CommitError::BrokenChain { .. } => "broken-chain",
             CommitError::BaseNotInChain { .. } => "base-not-in-chain",
             CommitError::KeepReadOnly { .. } => "keep-read-only",
-            CommitError::InUse { .. } => "in-use",
+            CommitError::InUse(_) => "in-use",
             CommitError::SharedBase { .. } => "shared-base",
             CommitError::Unsupported { .. } => "unsupported",
             CommitError::Changed { .. } => "changed",

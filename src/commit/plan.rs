@@ -13,7 +13,7 @@ use super::CommitError;
 use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, KeepRoReason, Mode, Node, NodeId};
 use crate::image::probe::Format;
-use crate::lock::Access;
+use crate::lock::{Access, LockError};
 
 /// What to commit.
 #[derive(Clone, Debug)]
@@ -178,12 +178,12 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
     for (id, access) in needs {
         let n = forest.node(id);
         if let Some((permission, shared)) = access.conflict(n.foreign) {
-            return Err(CommitError::InUse {
+            return Err(CommitError::InUse(LockError::InUse {
                 path: n.path.clone(),
                 holder: n.holders.first().cloned(),
                 permission,
                 shared,
-            });
+            }));
         }
     }
 

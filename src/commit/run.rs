@@ -77,7 +77,8 @@ impl Outcome {
         }
     }
 
-    /// The base's mode now: read-only unless the reopen failed.
+    /// The mode imgchain's handle on the base had when the commit ended: read-only unless
+    /// the reopen failed.
     pub fn base_mode(&self) -> OpenMode {
         if self.reopen_ro.is_ok() {
             OpenMode::ReadOnly
@@ -607,7 +608,9 @@ mod tests {
             );
             let s = o.summary();
             assert!(
-                s.contains("Committed") && s.contains("read-write until it exits"),
+                s.contains("Committed")
+                    && s.contains("returning the base to read-only failed")
+                    && s.contains("qemu-img check"),
                 "{s}"
             );
             let base = tmp.path().join("base.qcow2");

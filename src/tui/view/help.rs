@@ -28,9 +28,17 @@ pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
         ("RW", t.rw, "top, writable"),
         ("RO", t.ro, "backing, read-only but for a commit into it"),
         ("KRO·req", t.keep_ro, "keep-RO, protected"),
-        ("KRO·inh", t.keep_ro, "keep-RO, inherited from a protected overlay"),
+        (
+            "KRO·inh",
+            t.keep_ro,
+            "keep-RO, inherited from a protected overlay",
+        ),
         ("KRO·nw", t.keep_ro, "keep-RO, not writable"),
-        ("⚑w/⚑r", t.in_use, "in use by another process, writing/reading"),
+        (
+            "⚑w/⚑r",
+            t.in_use,
+            "in use by another process, writing/reading",
+        ),
         ("!", t.problem, "a problem, see details"),
     ] {
         legend.push(Span::styled(badge, style));
