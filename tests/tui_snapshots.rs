@@ -85,6 +85,18 @@ fn forest_and_details() {
     insta::assert_snapshot!("forest", render(&a));
     select(&mut a, "vms/orphan.qcow2");
     insta::assert_snapshot!("details_missing_backing", render(&a));
+    // The allocation strip, computed by the engine as the worker would.
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    let path = a.forest.node(a.selected_node().unwrap()).path.clone();
+    let map =
+        imgchain::image::map::allocation(&path, imgchain::image::probe::Format::Qcow2, 64).unwrap();
+    assert!(
+        map.as_ref()
+            .is_some_and(|m| m[0] > 0 && m[10] == 0 && m[32] > 0),
+        "{map:?}"
+    );
+    a.update(Msg::Allocation { path, map });
+    insta::assert_snapshot!("details_allocation", render(&a));
     // Folding the golden image hides its three VMs.
     select(&mut a, "golden/debian-12.qcow2");
     keys(&mut a, "h");

@@ -2,4 +2,5 @@
 
 pub mod create;
 pub mod handle;
+pub mod map;
 pub mod probe;

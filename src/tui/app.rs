@@ -32,12 +32,22 @@ pub enum Msg {
         job: u64,
         event: CommitEvent,
     },
+    /// The allocation map of an image (`None`: too costly or unreadable).
+    Allocation {
+        path: PathBuf,
+        map: Option<Vec<u8>>,
+    },
 }
 
 /// Work the loop must start for the app.
 #[derive(Debug)]
 pub enum Effect {
     Scan(Vec<PathBuf>),
+    /// Compute the allocation map of the image at `path`.
+    Allocation {
+        path: PathBuf,
+        format: crate::image::probe::Format,
+    },
     Measure {
         job: u64,
         plan: Box<Plan>,
@@ -118,6 +128,9 @@ pub struct App {
     pub keymap: Keymap,
     pub theme: Theme,
     pub size: (u16, u16),
+    /// Allocation maps by path (`None` inside: could not be computed), and those under way.
+    pub allocation: std::collections::HashMap<PathBuf, Option<Vec<u8>>>,
+    allocating: HashSet<PathBuf>,
     /// Bases whose reopen to read-only failed in this session.
     pub reopen_failed: HashSet<PathBuf>,
     pub quit: bool,
@@ -164,6 +177,8 @@ impl App {
             theme: s.theme,
             size: (80, 24),
             reopen_failed: HashSet::new(),
+            allocation: std::collections::HashMap::new(),
+            allocating: HashSet::new(),
             quit: false,
             protect: s.protect,
             protected: HashSet::new(),
@@ -197,6 +212,8 @@ impl App {
         let keep = self.selected_path();
         self.forest = scan.forest;
         self.skipped = scan.skipped.len();
+        // Sizes and allocations may have changed (a commit, or anything else on disk).
+        self.allocation.clear();
         self.apply_protection();
         self.rows = self.forest.rows();
         self.recompute(keep);
@@ -293,6 +310,29 @@ impl App {
 
     /// The one place the model changes.
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        let mut effects = self.handle(msg);
+        effects.extend(self.want_allocation());
+        effects
+    }
+
+    /// Asks for the selected image's allocation map once, if it is cheap and not known yet.
+    fn want_allocation(&mut self) -> Option<Effect> {
+        let n = self.forest.node(self.selected_node()?);
+        let format = n.format.filter(|f| {
+            matches!(
+                f,
+                crate::image::probe::Format::Qcow2 | crate::image::probe::Format::Raw
+            )
+        })?;
+        if self.allocation.contains_key(&n.path) || self.allocating.contains(&n.path) {
+            return None;
+        }
+        let path = n.path.clone();
+        self.allocating.insert(path.clone());
+        Some(Effect::Allocation { path, format })
+    }
+
+    fn handle(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Resize(w, h) => {
                 self.size = (w, h);
@@ -337,6 +377,11 @@ impl App {
                 Vec::new()
             }
             Msg::Commit { job, event } => self.on_commit(job, event),
+            Msg::Allocation { path, map } => {
+                self.allocating.remove(&path);
+                self.allocation.insert(path, map);
+                Vec::new()
+            }
             Msg::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
             Msg::Key(_) => Vec::new(),
         }

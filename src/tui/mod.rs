@@ -32,6 +32,14 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 let _ = tx.send(Msg::Scanned(Box::new(result)));
             });
         }
+        Effect::Allocation { path, format } => {
+            std::thread::spawn(move || {
+                let map = crate::image::map::allocation(&path, format, 64)
+                    .ok()
+                    .flatten();
+                let _ = tx.send(Msg::Allocation { path, map });
+            });
+        }
         Effect::Measure { job, plan } => {
             std::thread::spawn(move || {
                 let result = commit::run::measure_plan(&plan).map_err(|e| e.to_string());

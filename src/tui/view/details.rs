@@ -78,6 +78,42 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 .unwrap_or_default()
         ),
     ));
+    match app.allocation.get(&n.path) {
+        Some(Some(map)) if !map.is_empty() => {
+            // Resample to the pane's width; the fullest bucket of each cell wins, so small
+            // allocations stay visible.
+            let cells = usize::from(area.width.saturating_sub(12)).clamp(1, map.len());
+            let strip: String = (0..cells)
+                .map(|c| {
+                    let (from, to) = (
+                        c * map.len() / cells,
+                        ((c + 1) * map.len() / cells).max(c * map.len() / cells + 1),
+                    );
+                    map[from..to.min(map.len())]
+                        .iter()
+                        .copied()
+                        .max()
+                        .unwrap_or(0)
+                })
+                .map(|p| match p {
+                    0 => '·',
+                    1..=33 => '░',
+                    34..=66 => '▒',
+                    67..=99 => '▓',
+                    _ => '█',
+                })
+                .collect();
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:<10}", "allocated"), bold),
+                Span::styled(strip, t.gauge),
+            ]));
+        }
+        Some(_) => lines.push(kv(
+            "allocated",
+            "(not mapped: too fragmented or unreadable)".into(),
+        )),
+        None => {}
+    }
     match &n.backing {
         None => lines.push(kv("backing", "none (a base image)".into())),
         Some(b) => {
