@@ -298,6 +298,84 @@ pub fn holders(idents: &HashSet<(u64, u64)>) -> HashMap<(u64, u64), Vec<Holder>>
     out
 }
 
+/// The files that carry lock bytes in QEMU's range (100 to 203), from `/proc/locks`, as
+/// `(st_dev, st_ino)`. One read of one file: cheap enough to poll.
+pub fn locked_files() -> io::Result<HashSet<(u64, u64)>> {
+    Ok(parse_proc_locks(&std::fs::read_to_string("/proc/locks")?))
+}
+
+/// Re-probes, without taking locks, those of `images` (path and identity) that `/proc/locks`
+/// says carry QEMU lock bytes, and names their holders. Returns only images in use.
+pub fn sweep(images: &[(PathBuf, (u64, u64))]) -> Vec<(PathBuf, Foreign, Vec<Holder>)> {
+    let Ok(locked) = locked_files() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (path, ident) in images.iter().filter(|(_, i)| locked.contains(i)) {
+        let Ok(fd) = rustix::fs::open(
+            path,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NOCTTY
+                | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::Mode::empty(),
+        ) else {
+            continue;
+        };
+        let same = rustix::fs::fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == *ident);
+        if let Some(f) = same
+            .then(|| probe(fd.as_fd()).ok())
+            .flatten()
+            .filter(|f| f.in_use())
+        {
+            found.push((path.clone(), *ident, f));
+        }
+    }
+    let mut names = holders(&found.iter().map(|(_, i, _)| *i).collect());
+    found
+        .into_iter()
+        .map(|(p, i, f)| (p, f, names.remove(&i).unwrap_or_default()))
+        .collect()
+}
+
+/// Parses `/proc/locks` lines such as `1: OFDLCK ADVISORY  READ -1 fe:00:10027013 100 101`
+/// (device major:minor in hex, inode in decimal, an inclusive range whose end may be `EOF`).
+pub fn parse_proc_locks(text: &str) -> HashSet<(u64, u64)> {
+    let mut out = HashSet::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = fields.iter().position(|f| f.matches(':').count() == 2) else {
+            continue;
+        };
+        let mut id = fields[at].split(':');
+        let (Some(maj), Some(min), Some(ino)) = (id.next(), id.next(), id.next()) else {
+            continue;
+        };
+        let (Ok(maj), Ok(min), Ok(ino)) = (
+            u32::from_str_radix(maj, 16),
+            u32::from_str_radix(min, 16),
+            ino.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        let start = fields.get(at + 1).and_then(|s| s.parse::<u64>().ok());
+        let end = fields.get(at + 2).and_then(|s| {
+            if *s == "EOF" {
+                Some(u64::MAX)
+            } else {
+                s.parse().ok()
+            }
+        });
+        if let (Some(start), Some(end)) = (start, end)
+            && start < SHARED_BASE + u64::from(PERM_BITS)
+            && end >= PERM_BASE
+        {
+            out.insert((rustix::fs::makedev(maj, min), ino));
+        }
+    }
+    out
+}
+
 /// Reads the OFD lock bytes of one fd from its fdinfo text, e.g.
 /// `lock:\t1: OFDLCK ADVISORY  READ -1 fe:00:10027013 100 101`.
 pub fn parse_fdinfo_locks(text: &str) -> Foreign {
@@ -549,6 +627,30 @@ mod tests {
             Perms::ALL.names(),
             ["consistent read", "write", "write unchanged", "resize"]
         );
+    }
+
+    #[test]
+    fn proc_locks_lines() {
+        let text = "1: OFDLCK ADVISORY  READ -1 fe:00:10027012 203 203\n\
+                    2: POSIX  ADVISORY  WRITE 77 08:01:42 0 0\n\
+                    3: FLOCK  ADVISORY  WRITE 78 08:01:43 0 EOF\n\
+                    4: OFDLCK ADVISORY  READ -1 103:02:99 100 101\n";
+        let set = parse_proc_locks(text);
+        assert_eq!(set.len(), 3, "{set:?}");
+        assert!(set.contains(&(rustix::fs::makedev(0xfe, 0), 10_027_012)));
+        assert!(set.contains(&(rustix::fs::makedev(0x103, 2), 99)));
+        assert!(
+            !set.contains(&(rustix::fs::makedev(8, 1), 42)),
+            "byte 0 only"
+        );
+        // A real file we lock shows up under its stat identity.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let _l = ImageLock::acquire(f.as_fd(), &p, Access::READ_ONLY).unwrap();
+        let md = std::fs::metadata(&p).unwrap();
+        assert!(locked_files().unwrap().contains(&(md.dev(), md.ino())));
     }
 
     #[test]

@@ -172,3 +172,45 @@ fn browsing_holds_no_locks() {
     }
     drop(scan);
 }
+
+#[test]
+fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
+    use imgchain::tui::app::{App, Effect, Msg, Settings};
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    chain(dir);
+    let c = imgchain::config::Config::default();
+    let mut app = App::new(Settings {
+        roots: vec![dir.to_path_buf()],
+        keymap: imgchain::tui::keymap::Keymap::new(&c.keys),
+        theme: imgchain::tui::theme::Theme::new(&c.theme, false),
+        protect: imgchain::forest::Protect::new(false, &[] as &[&str]).unwrap(),
+        keep_top: false,
+    });
+    let scan = imgchain::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
+    app.update(Msg::Scanned(Box::new(Ok(scan))));
+    let sweep = |app: &mut App| {
+        let fx = app.update(Msg::Tick);
+        let Some(Effect::SweepLocks(images)) = fx.into_iter().next() else {
+            panic!("a tick asks for a sweep");
+        };
+        app.update(Msg::Locks(imgchain::lock::sweep(&images)));
+    };
+    let top = app.forest.find(&dir.join("top.qcow2")).unwrap();
+    let base = app.forest.find(&dir.join("base.qcow2")).unwrap();
+    assert!(!app.forest.node(top).in_use());
+    {
+        let held = hold_with_qemu_io(&dir.join("top.qcow2"));
+        sweep(&mut app);
+        let n = app.forest.node(top);
+        assert!(n.in_use() && n.foreign.writer());
+        assert_eq!(n.holders.first().map(|h| h.pid), Some(held.pid()));
+        assert!(app.forest.node(base).in_use() && !app.forest.node(base).foreign.writer());
+    }
+    sweep(&mut app);
+    assert!(!app.forest.node(top).in_use(), "the VM stopped");
+    assert!(!app.forest.node(base).in_use());
+}

@@ -14,6 +14,7 @@ use crate::commit::run::Event as CommitEvent;
 use crate::commit::{self, CommitError, Plan, Progress, Request};
 use crate::forest::scan::Scan;
 use crate::forest::{Forest, Mode, NodeId, Protect, Row};
+use crate::lock::{Foreign, Holder};
 
 /// Everything that reaches the app loop, through one channel.
 #[derive(Debug)]
@@ -37,12 +38,18 @@ pub enum Msg {
         path: PathBuf,
         map: Option<Vec<u8>>,
     },
+    /// Time for a lock sweep (every few seconds).
+    Tick,
+    /// The images other processes hold now, with their lock bytes and holders.
+    Locks(Vec<(PathBuf, Foreign, Vec<Holder>)>),
 }
 
 /// Work the loop must start for the app.
 #[derive(Debug)]
 pub enum Effect {
     Scan(Vec<PathBuf>),
+    /// Re-probe QEMU locks on these images (path, identity) without taking any.
+    SweepLocks(Arc<Vec<(PathBuf, (u64, u64))>>),
     /// Compute the allocation map of the image at `path`.
     Allocation {
         path: PathBuf,
@@ -131,6 +138,9 @@ pub struct App {
     /// Allocation maps by path (`None` inside: could not be computed), and those under way.
     pub allocation: std::collections::HashMap<PathBuf, Option<Vec<u8>>>,
     allocating: HashSet<PathBuf>,
+    /// Every image's path and identity, for lock sweeps; rebuilt with each scan.
+    lock_targets: Arc<Vec<(PathBuf, (u64, u64))>>,
+    sweeping: bool,
     /// Bases whose reopen to read-only failed in this session.
     pub reopen_failed: HashSet<PathBuf>,
     pub quit: bool,
@@ -179,6 +189,8 @@ impl App {
             reopen_failed: HashSet::new(),
             allocation: std::collections::HashMap::new(),
             allocating: HashSet::new(),
+            lock_targets: Arc::new(Vec::new()),
+            sweeping: false,
             quit: false,
             protect: s.protect,
             protected: HashSet::new(),
@@ -214,6 +226,13 @@ impl App {
         self.skipped = scan.skipped.len();
         // Sizes and allocations may have changed (a commit, or anything else on disk).
         self.allocation.clear();
+        self.lock_targets = Arc::new(
+            self.forest
+                .nodes
+                .iter()
+                .filter_map(|n| n.ident.map(|i| (n.path.clone(), i)))
+                .collect(),
+        );
         self.apply_protection();
         self.rows = self.forest.rows();
         self.recompute(keep);
@@ -377,6 +396,31 @@ impl App {
                 Vec::new()
             }
             Msg::Commit { job, event } => self.on_commit(job, event),
+            Msg::Tick => {
+                // Our own commit's locks would show as foreign: no sweep while one runs.
+                if self.scanning || self.sweeping || self.job.is_some() {
+                    return Vec::new();
+                }
+                self.sweeping = true;
+                vec![Effect::SweepLocks(Arc::clone(&self.lock_targets))]
+            }
+            Msg::Locks(found) => {
+                self.sweeping = false;
+                if self.job.is_some() {
+                    return Vec::new();
+                }
+                for n in &mut self.forest.nodes {
+                    n.foreign = Foreign::default();
+                    n.holders.clear();
+                }
+                for (path, foreign, holders) in found {
+                    if let Some(n) = self.forest.nodes.iter_mut().find(|n| n.path == path) {
+                        n.foreign = foreign;
+                        n.holders = holders;
+                    }
+                }
+                Vec::new()
+            }
             Msg::Allocation { path, map } => {
                 self.allocating.remove(&path);
                 self.allocation.insert(path, map);

@@ -1,4 +1,4 @@
-//! The input thread: terminal events into the app's one channel.
+//! Threads that feed the app's one channel: terminal input, and a ticker.
 
 use std::sync::mpsc::Sender;
 
@@ -17,6 +17,18 @@ pub fn spawn_input(tx: Sender<Msg>) {
                 Err(_) => return,
             };
             if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Sends [`Msg::Tick`] every `every` until the channel goes away (drives lock sweeps).
+pub fn spawn_ticker(tx: Sender<Msg>, every: std::time::Duration) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            if tx.send(Msg::Tick).is_err() {
                 return;
             }
         }

@@ -32,6 +32,11 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 let _ = tx.send(Msg::Scanned(Box::new(result)));
             });
         }
+        Effect::SweepLocks(images) => {
+            std::thread::spawn(move || {
+                let _ = tx.send(Msg::Locks(crate::lock::sweep(&images)));
+            });
+        }
         Effect::Allocation { path, format } => {
             std::thread::spawn(move || {
                 let map = crate::image::map::allocation(&path, format, 64)
@@ -64,6 +69,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let size = terminal.size()?;
         app.update(Msg::Resize(size.width, size.height));
         event::spawn_input(tx.clone());
+        event::spawn_ticker(tx.clone(), std::time::Duration::from_secs(2));
         execute(
             Effect::Scan(app.roots.clone()),
             &tx,
