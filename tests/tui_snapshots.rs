@@ -117,6 +117,41 @@ fn small_and_large_terminals() {
 }
 
 #[test]
+fn protect_toggle_updates_the_whole_chain() {
+    use imgchain::forest::{KeepRoReason, Mode};
+    let mut a = app("protect", 120, 30);
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    keys(&mut a, "p");
+    let reason = |a: &App, suffix: &str| {
+        let n = a
+            .forest
+            .nodes
+            .iter()
+            .find(|n| n.path.ends_with(suffix))
+            .unwrap();
+        (n.mode, n.keep_ro_reason)
+    };
+    assert_eq!(
+        reason(&a, "app-snap3.qcow2"),
+        (Mode::KeepRo, Some(KeepRoReason::Requested))
+    );
+    for s in ["app-snap2.qcow2", "app-snap1.qcow2", "app-base.qcow2"] {
+        assert_eq!(
+            reason(&a, s),
+            (Mode::KeepRo, Some(KeepRoReason::Inherited)),
+            "{s}"
+        );
+    }
+    insta::assert_snapshot!("protected_chain", render(&a));
+    // Toggling back, and unprotecting a template protected by a glob.
+    keys(&mut a, "p");
+    assert_eq!(reason(&a, "app-base.qcow2"), (Mode::Ro, None));
+    select(&mut a, "templates/template-win11.qcow2");
+    keys(&mut a, "p");
+    assert_eq!(reason(&a, "template-win11.qcow2"), (Mode::Ro, None));
+}
+
+#[test]
 fn filter_and_help() {
     let mut a = app("filter", 120, 30);
     keys(&mut a, "/snap");
