@@ -429,3 +429,43 @@ fn a_one_gib_top_with_scattered_data() {
         &[],
     );
 }
+
+#[test]
+fn a_base_with_its_own_backing_file_and_smaller_top_clusters() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    // root (data everywhere) <- base (64 KiB clusters, a little data) <- top (4 KiB clusters):
+    // a 4 KiB write committed into an unallocated 64 KiB base cluster must keep the other
+    // 60 KiB reading from root, not zeroes.
+    for (top_cs, root_fmt) in [("4k", "qcow2"), ("512", "raw"), ("64k", "qcow2")] {
+        against_qemu(
+            |d| {
+                let root = if root_fmt == "raw" {
+                    "root.img"
+                } else {
+                    "root.qcow2"
+                };
+                create(d, root, root_fmt, "16M", None, &[]);
+                qemu_io_fmt(&d.join(root), root_fmt, "write -P 0xaa 0 16M");
+                create(d, "base.qcow2", "qcow2", "16M", Some((root, root_fmt)), &[]);
+                qemu_io(&d.join("base.qcow2"), "write -P 0xbb 1M 64k");
+                create(
+                    d,
+                    "top.qcow2",
+                    "qcow2",
+                    "16M",
+                    Some(("base.qcow2", "qcow2")),
+                    &["-o", &format!("cluster_size={top_cs}")],
+                );
+                let t = d.join("top.qcow2");
+                qemu_io(&t, "write -P 0xcc 8k 4k");
+                qemu_io(&t, "write -z 2M 4k");
+                qemu_io(&t, "write -P 0xdd 1028k 4k");
+            },
+            "top.qcow2",
+            "base.qcow2",
+            &[],
+        );
+    }
+}

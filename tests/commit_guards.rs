@@ -220,7 +220,23 @@ fn features_imago_cannot_write_are_refused() {
         return;
     }
     type Setup = fn(&Path);
-    let cases: [(&str, Setup, &[&str]); 5] = [
+    let cases: [(&str, Setup, &[&str]); 7] = [
+        (
+            "backing format mismatch",
+            |d| {
+                chain(d);
+                rebase_unsafe(&d.join("top.qcow2"), "base.qcow2", "raw");
+            },
+            &["says backing file", "is raw, but it is qcow2"],
+        ),
+        (
+            "no backing format",
+            |d| {
+                chain(d);
+                drop_backing_format(&d.join("top.qcow2"));
+            },
+            &["not its format", "qemu-img rebase -u -F qcow2"],
+        ),
         (
             "extended L2",
             |d| {

@@ -47,6 +47,8 @@ pub struct Plan {
     /// Images between the top and the base, top-down (only with `-b`).
     pub intermediates: Vec<PlanImage>,
     pub base: PlanImage,
+    /// The base's own backing chain, top-down: read for copy-on-write, never written.
+    pub below: Vec<PlanImage>,
     pub keep_top: bool,
     /// The base grows to this size first (the top is larger).
     pub grow_to: Option<u64>,
@@ -143,6 +145,25 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
     let base_id = chain[base_at];
     let between = &chain[..base_at];
     let base = forest.node(base_id);
+    let below: Vec<NodeId> = chain[base_at + 1..].to_vec();
+    if let Some(broken) = std::iter::once(base_id)
+        .chain(below.iter().copied())
+        .map(|id| forest.node(id))
+        .find(|n| n.backing.as_ref().is_some_and(|b| b.node.is_none()))
+    {
+        return Err(CommitError::BrokenChain {
+            top: top.path.clone(),
+            message: format!(
+                "the backing file of {} cannot be opened ({}), and a commit needs it to keep \
+                 what the base's guests see",
+                broken.path.display(),
+                broken
+                    .backing
+                    .as_ref()
+                    .map_or(String::new(), |b| b.resolved.display().to_string())
+            ),
+        });
+    }
 
     // 2. Nothing written may be keep-RO.
     for &id in between.iter().chain(std::iter::once(&base_id)) {
@@ -174,7 +195,8 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
     };
     let needs = std::iter::once((req.top, top_access))
         .chain(between.iter().map(|&m| (m, Access::READ_ONLY)))
-        .chain(std::iter::once((base_id, Access::READ_WRITE)));
+        .chain(std::iter::once((base_id, Access::READ_WRITE)))
+        .chain(below.iter().map(|&b| (b, Access::READ_ONLY)));
     for (id, access) in needs {
         let n = forest.node(id);
         if let Some((permission, shared)) = access.conflict(n.foreign) {
@@ -210,6 +232,29 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
         supported(forest.node(m), Role::Intermediate)?;
     }
     supported(base, Role::Base { force: req.force })?;
+    for &b in &below {
+        supported(forest.node(b), Role::Below)?;
+    }
+    // Every link of the chain must say what format its backing file is, and say it right:
+    // committing through a link QEMU reads differently would corrupt the guest's disk.
+    for &id in std::iter::once(&req.top)
+        .chain(between)
+        .chain(std::iter::once(&base_id))
+        .chain(&below)
+    {
+        let n = forest.node(id);
+        if let Some(p) = n.problems.iter().find(|p| {
+            matches!(
+                p.kind,
+                ProblemKind::BackingFormatMismatch | ProblemKind::NoBackingFormat
+            )
+        }) {
+            return Err(CommitError::Unsupported {
+                path: n.path.clone(),
+                what: format!("cannot be committed through safely: {}", p.message),
+            });
+        }
+    }
 
     let top_img = plan_image(forest, req.top)?;
     let base_img = plan_image(forest, base_id)?;
@@ -217,12 +262,17 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
         .iter()
         .map(|&m| plan_image(forest, m))
         .collect::<Result<Vec<_>, _>>()?;
+    let below = below
+        .iter()
+        .map(|&b| plan_image(forest, b))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Plan {
         grow_to: (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size),
         forced_bitmaps: base.qcow2.as_ref().is_some_and(|h| h.bitmaps()),
         top: top_img,
         intermediates,
         base: base_img,
+        below,
         keep_top,
         forced_over: others,
     })
@@ -262,9 +312,15 @@ fn find_base(
 
 #[derive(Clone, Copy)]
 enum Role {
-    Top { empty: bool },
+    Top {
+        empty: bool,
+    },
     Intermediate,
-    Base { force: bool },
+    Base {
+        force: bool,
+    },
+    /// In the base's own backing chain: only read.
+    Below,
 }
 
 /// Guard 5 for one image.
@@ -283,7 +339,7 @@ fn supported(n: &Node, role: Role) -> Result<(), CommitError> {
         return refuse(format!("looks damaged ({})", p.message));
     }
     match (n.format, role) {
-        (Some(Format::Qcow2), _) | (Some(Format::Raw), Role::Base { .. }) => {}
+        (Some(Format::Qcow2), _) | (Some(Format::Raw), Role::Base { .. } | Role::Below) => {}
         (Some(f), _) => {
             return refuse(format!(
                 "is a {f} image; imgchain commits qcow2 overlays into qcow2 or raw bases"

@@ -25,7 +25,7 @@ use imago::ShallowMapping;
 
 use super::{CommitError, Phase, Plan, Progress};
 use crate::exit;
-use crate::image::handle::{Handle, OpenMode, ReopenError};
+use crate::image::handle::{Handle, ImageAccess, OpenMode, ReopenError};
 use crate::image::probe::Format;
 
 /// How often progress is reported during the copy (at least 5 Hz).
@@ -211,7 +211,7 @@ fn measure(layers: &[Handle], end: u64) -> io::Result<u64> {
 /// between), opened read-only without locks.
 pub fn measure_plan(plan: &Plan) -> Result<u64, CommitError> {
     let open = |img: &super::plan::PlanImage| {
-        Handle::open(&img.path, img.format, OpenMode::ReadOnly, false)
+        Handle::open(&img.path, img.format, OpenMode::ReadOnly, false, None)
     };
     let mut layers = vec![open(&plan.top)?];
     for m in &plan.intermediates {
@@ -224,8 +224,12 @@ pub fn measure_plan(plan: &Plan) -> Result<u64, CommitError> {
 }
 
 /// Opens one image of the plan and checks it is the file, and the header, the plan saw.
-fn open_checked(img: &super::plan::PlanImage, mode: OpenMode) -> Result<Handle, CommitError> {
-    let h = Handle::open(&img.path, img.format, mode, true)?;
+fn open_checked(
+    img: &super::plan::PlanImage,
+    mode: OpenMode,
+    backing: Option<Arc<ImageAccess>>,
+) -> Result<Handle, CommitError> {
+    let h = Handle::open(&img.path, img.format, mode, true, backing)?;
     let changed = |what: String| CommitError::Changed {
         path: img.path.clone(),
         what,
@@ -288,12 +292,23 @@ pub fn run(
         OpenMode::ReadWrite
     };
     let mut layers = Layers {
-        handles: vec![open_checked(&plan.top, top_mode)?],
+        handles: vec![open_checked(&plan.top, top_mode, None)?],
     };
     for m in &plan.intermediates {
-        layers.handles.push(open_checked(m, OpenMode::ReadOnly)?);
+        layers
+            .handles
+            .push(open_checked(m, OpenMode::ReadOnly, None)?);
     }
-    let mut base = open_checked(&plan.base, OpenMode::ReadOnly)?;
+    // The base's own backing chain, read-only and locked as QEMU locks backing files, from the
+    // bottom up: writing part of a cluster the base does not allocate copies the rest from it.
+    let mut below = Vec::new();
+    let mut backing = None;
+    for img in plan.below.iter().rev() {
+        let h = open_checked(img, OpenMode::ReadOnly, backing.take())?;
+        backing = Some(h.shared_access());
+        below.push(h);
+    }
+    let mut base = open_checked(&plan.base, OpenMode::ReadOnly, backing)?;
     let end = plan.top.virtual_size;
     let total = measure(&layers.handles, end).map_err(|source| CommitError::Map {
         path: plan.top.path.clone(),
@@ -320,7 +335,7 @@ pub fn run(
             report(Phase::Grow, 0, total, true);
             let old = base.access().size();
             base.access_mut()
-                .resize(new, imago::format::PreallocateMode::None)
+                .and_then(|a| a.resize(new, imago::format::PreallocateMode::None))
                 .map_err(|e| io("cannot grow", &plan.base.path, old, e))?;
             grew = Some((old, new));
         }
@@ -384,7 +399,7 @@ pub fn run(
                     }
                     None => base
                         .access_mut()
-                        .discard_to_zero(p.offset, p.len)
+                        .and_then(|a| a.discard_to_zero(p.offset, p.len))
                         .map_err(|e| io("cannot zero", &plan.base.path, p.offset, e))?,
                 }
                 copied += p.len;
@@ -424,6 +439,7 @@ pub fn run(
     // 8. Dropping the handles releases the locks.
     drop(layers);
     drop(base);
+    drop(below);
     Ok(Outcome {
         plan: plan.clone(),
         total,
@@ -444,7 +460,7 @@ fn empty(top: &mut Handle) -> Result<(), String> {
     }
     let size = top.access().size();
     top.access_mut()
-        .discard_to_backing(0, size)
+        .and_then(|a| a.discard_to_backing(0, size))
         .map_err(|e| e.to_string())?;
     top.flush().map_err(|e| e.to_string())
 }

@@ -14,6 +14,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
@@ -122,7 +123,11 @@ pub struct Handle {
     mode: OpenMode,
     /// Our own duplicate of the fd imago uses: the source of `/proc/self/fd/N` for reopens.
     fd: OwnedFd,
-    access: ImageAccess,
+    /// Shared only when this image serves as another handle's backing (then never written).
+    access: Arc<ImageAccess>,
+    /// The backing image's access, for copy-on-write of partial clusters; kept to rebuild
+    /// the access on reopen.
+    backing: Option<Arc<ImageAccess>>,
     lock: Option<ImageLock>,
 }
 
@@ -142,7 +147,7 @@ impl fmt::Debug for Handle {
 pub struct Prepared {
     mode: OpenMode,
     fd: OwnedFd,
-    access: ImageAccess,
+    access: Arc<ImageAccess>,
     lock: Option<ImageLock>,
 }
 
@@ -158,13 +163,14 @@ fn ident_of(fd: &OwnedFd) -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
-/// Builds imago's access over a duplicate of `fd`. The image is opened alone: no backing
-/// file and no external data file are followed.
+/// Builds imago's access over a duplicate of `fd`. Nothing is opened by name: the backing
+/// image is the given access (or none), and external data files are never followed.
 fn imago_access(
     fd: &OwnedFd,
     path: &Path,
     format: Format,
     mode: OpenMode,
+    backing: Option<Arc<ImageAccess>>,
 ) -> io::Result<ImageAccess> {
     let file = std::fs::File::from(fd.try_clone()?);
     let writable = mode == OpenMode::ReadWrite;
@@ -173,9 +179,9 @@ fn imago_access(
     let gate = DenyImplicitOpenGate::default();
     match format {
         Format::Qcow2 => {
-            let q = Qcow2::<ImagoFile>::builder(storage)
+            let q = Qcow2::<ImagoFile, Arc<ImageAccess>>::builder(storage)
                 .write(writable)
-                .backing(None)
+                .backing(backing)
                 .data_file(None)
                 .open(gate)?;
             Ok(FormatAccess::new(q))
@@ -214,12 +220,14 @@ fn reread_header(fd: &OwnedFd, format: Format) -> Result<probe::Probed, String> 
 
 impl Handle {
     /// Opens `path` as a `format` image in `mode`, taking QEMU's locks for that mode when
-    /// `lock` is set.
+    /// `lock` is set. `backing` is the image's backing file, already open (qcow2 only); without
+    /// it, partial-cluster writes would fill the rest of the cluster with zeroes.
     pub fn open(
         path: &Path,
         format: Format,
         mode: OpenMode,
         lock: bool,
+        backing: Option<Arc<ImageAccess>>,
     ) -> Result<Handle, OpenError> {
         let io = |source| OpenError::Io {
             path: path.to_path_buf(),
@@ -233,14 +241,15 @@ impl Handle {
         } else {
             None
         };
-        let access = imago_access(&fd, path, format, mode).map_err(io)?;
+        let access = imago_access(&fd, path, format, mode, backing.clone()).map_err(io)?;
         Ok(Handle {
             path: path.to_path_buf(),
             format,
             ident,
             mode,
             fd,
-            access,
+            access: Arc::new(access),
+            backing,
             lock,
         })
     }
@@ -261,9 +270,17 @@ impl Handle {
     pub fn access(&self) -> &ImageAccess {
         &self.access
     }
-    /// Mutable access (discards and resizes need it).
-    pub fn access_mut(&mut self) -> &mut ImageAccess {
-        &mut self.access
+    /// Mutable access (discards and resizes need it); fails while the access is shared as
+    /// another image's backing.
+    pub fn access_mut(&mut self) -> io::Result<&mut ImageAccess> {
+        Arc::get_mut(&mut self.access).ok_or_else(|| {
+            io::Error::other("the image is open as another image's backing and cannot be changed")
+        })
+    }
+
+    /// The access, shared, to serve as another image's backing.
+    pub fn shared_access(&self) -> Arc<ImageAccess> {
+        Arc::clone(&self.access)
     }
 
     /// Flushes imago's caches and fsyncs the file.
@@ -356,11 +373,11 @@ impl Handle {
                 return Err(fail(ReopenStep::Header, detail, None));
             }
         }
-        match imago_access(&fd, &self.path, self.format, to) {
+        match imago_access(&fd, &self.path, self.format, to, self.backing.clone()) {
             Ok(access) => Ok(Prepared {
                 mode: to,
                 fd,
-                access,
+                access: Arc::new(access),
                 lock,
             }),
             Err(e) => {
