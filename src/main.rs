@@ -191,8 +191,12 @@ impl Session {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
-    println!("{text}");
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, value).context("cannot write JSON")?;
+    writeln!(out)
+        .and_then(|()| out.flush())
+        .context("cannot write JSON")?;
     Ok(())
 }
 

@@ -82,6 +82,7 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
         opts,
         scan: Scan::default(),
         by_ident: HashMap::new(),
+        by_path: HashMap::new(),
         walked: HashSet::new(),
     };
     for p in paths {
@@ -118,6 +119,8 @@ struct Scanner<'a> {
     opts: &'a ScanOptions,
     scan: Scan,
     by_ident: HashMap<(u64, u64), NodeId>,
+    /// Nodes by the path they were found by.
+    by_path: HashMap<PathBuf, NodeId>,
     walked: HashSet<(u64, u64)>,
 }
 
@@ -395,6 +398,7 @@ impl Scanner<'_> {
         if let Some(i) = node.ident {
             self.by_ident.insert(i, id);
         }
+        self.by_path.insert(node.path.clone(), id);
         self.scan.forest.nodes.push(node);
         id
     }
@@ -486,34 +490,39 @@ impl Scanner<'_> {
             } else {
                 backing.resolved = resolve(&overlay_path, &raw_os);
                 let fmt_hint = declared.as_deref().unwrap_or("qcow2");
-                match std::fs::metadata(&backing.resolved) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        problems.push(Problem::missing_backing(
-                            &overlay_path,
-                            &raw_str,
-                            &backing.resolved,
-                            fmt_hint,
-                        ))
-                    }
-                    Err(e) => problems.push(Problem::unreadable(&backing.resolved, &e)),
-                    Ok(md) if !md.is_file() => {
-                        backing.exists = true;
-                        problems.push(Problem::unsafe_backing_path(
-                            &backing.resolved,
-                            kind_of(&md),
-                        ));
-                    }
-                    Ok(md) => {
-                        backing.exists = true;
-                        let found = match self.by_ident.get(&ident(&md)) {
-                            Some(&b) => Ok(Some(b)),
-                            None => self.add_file(&backing.resolved, true),
-                        };
-                        match found {
-                            Ok(Some(b)) => backing.node = Some(b),
-                            Ok(None) => {}
-                            Err(what) => {
-                                problems.push(Problem::unsafe_backing_path(&backing.resolved, what))
+                // Most backing names resolve to the very path a node was found by: no stat.
+                if let Some(&b) = self.by_path.get(&backing.resolved) {
+                    backing.exists = true;
+                    backing.node = Some(b);
+                } else {
+                    match std::fs::metadata(&backing.resolved) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            problems.push(Problem::missing_backing(
+                                &overlay_path,
+                                &raw_str,
+                                &backing.resolved,
+                                fmt_hint,
+                            ))
+                        }
+                        Err(e) => problems.push(Problem::unreadable(&backing.resolved, &e)),
+                        Ok(md) if !md.is_file() => {
+                            backing.exists = true;
+                            problems.push(Problem::unsafe_backing_path(
+                                &backing.resolved,
+                                kind_of(&md),
+                            ));
+                        }
+                        Ok(md) => {
+                            backing.exists = true;
+                            let found = match self.by_ident.get(&ident(&md)) {
+                                Some(&b) => Ok(Some(b)),
+                                None => self.add_file(&backing.resolved, true),
+                            };
+                            match found {
+                                Ok(Some(b)) => backing.node = Some(b),
+                                Ok(None) => {}
+                                Err(what) => problems
+                                    .push(Problem::unsafe_backing_path(&backing.resolved, what)),
                             }
                         }
                     }
