@@ -331,12 +331,21 @@ pub fn run(
             offset,
             source,
         };
+        let v2_base = plan.base.version == Some(2);
         if let Some(new) = plan.grow_to {
             report(Phase::Grow, 0, total, true);
             let old = base.access().size();
             base.access_mut()
                 .and_then(|a| a.resize(new, imago::format::PreallocateMode::None))
                 .map_err(|e| io("cannot grow", &plan.base.path, old, e))?;
+            // The grown area must read as zeroes, not as whatever the base's own backing file
+            // has there (QEMU's bdrv_co_truncate does the same with BDRV_REQ_ZERO_WRITE).
+            let backing_len = plan.below.first().map_or(0, |b| b.virtual_size);
+            let visible_end = backing_len.min(new);
+            if visible_end > old {
+                zero(&mut base, v2_base, old, visible_end - old)
+                    .map_err(|e| io("cannot zero the grown area of", &plan.base.path, old, e))?;
+            }
             grew = Some((old, new));
         }
         since.set(Instant::now());
@@ -397,9 +406,7 @@ pub fn run(
                             .map_err(|e| io("cannot write", &plan.base.path, p.offset, e))?;
                         let _ = give_back.send(buf);
                     }
-                    None => base
-                        .access_mut()
-                        .and_then(|a| a.discard_to_zero(p.offset, p.len))
+                    None => zero(&mut base, v2_base, p.offset, p.len)
                         .map_err(|e| io("cannot zero", &plan.base.path, p.offset, e))?,
                 }
                 copied += p.len;
@@ -450,6 +457,24 @@ pub fn run(
         top_emptied,
         elapsed: start.elapsed(),
     })
+}
+
+/// Makes `len` bytes at `offset` of the base read as zeroes. qcow2 v2 has no zero clusters,
+/// so there the zeroes are written (QEMU falls back the same way); elsewhere the range is
+/// discarded to zero, which frees what it can.
+fn zero(base: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result<()> {
+    if !v2 {
+        return base.access_mut()?.discard_to_zero(offset, len);
+    }
+    const STEP: u64 = 1 << 20;
+    let zeroes = vec![0u8; STEP.min(len) as usize];
+    let mut at = offset;
+    while at < offset + len {
+        let n = STEP.min(offset + len - at);
+        base.access().write(&zeroes[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Makes every cluster of the top unallocated, so that reads fall through to the base
