@@ -277,6 +277,25 @@ fn progress_mid_commit_and_the_live_badge() {
 }
 
 #[test]
+fn quitting_during_a_commit_waits_for_its_cleanup() {
+    let mut a = app("quit", 100, 30);
+    let job = start(&mut a);
+    keys(&mut a, "q");
+    assert!(!a.quit, "not while the base may be read-write");
+    assert!(a.job.as_ref().unwrap().cancel.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(a.status.contains("before quitting"), "{}", a.status);
+    let err = imgchain::commit::CommitError::NoBacking {
+        top: PathBuf::from("/x"),
+    };
+    let fx = a.update(Msg::Commit {
+        job,
+        event: Event::Done(Box::new(Err(err))),
+    });
+    assert!(a.quit, "quits once the commit reports it is done");
+    assert!(fx.is_empty(), "no rescan on the way out");
+}
+
+#[test]
 fn reopen_failure_popup() {
     let mut a = app("reopen", 120, 30);
     let job = start(&mut a);
