@@ -282,7 +282,13 @@ fn quitting_during_a_commit_waits_for_its_cleanup() {
     let job = start(&mut a);
     keys(&mut a, "q");
     assert!(!a.quit, "not while the base may be read-write");
-    assert!(a.job.as_ref().unwrap().cancel.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(
+        a.job
+            .as_ref()
+            .unwrap()
+            .cancel
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     assert!(a.status.contains("before quitting"), "{}", a.status);
     let err = imgchain::commit::CommitError::NoBacking {
         top: PathBuf::from("/x"),
