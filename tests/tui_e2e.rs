@@ -100,6 +100,13 @@ fn commit_by_keypress_equals_qemu_img_commit() {
     let demo = tmp.path().join("demo");
     let t = Tmux::start("commit", &format!("--demo --dir {}", demo.display()));
     t.wait_for("14 images");
+    // While the UI is open, QEMU can open everything, even for writing: it holds no lock.
+    run(Command::new("qemu-img")
+        .arg("info")
+        .arg(demo.join("golden/debian-12.qcow2")));
+    run(Command::new("qemu-io")
+        .args(["-c", "write -P 0x99 7M 64k"])
+        .arg(demo.join("vms/ci.qcow2")));
     // The same chain, committed by qemu-img, for reference (the UI holds no lock while browsing).
     let reference = tempdir();
     copy_dir(&demo.join("snapshots"), reference.path());
