@@ -16,28 +16,6 @@ fn map(path: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("map JSON")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to));
-}
-
-fn qemu_check(path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["check", "-q"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "qemu-img check {}: {}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn is_qcow2(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|d| d.starts_with(b"QFI\xfb"))
 }

@@ -31,13 +31,6 @@ fn chain(dir: &Path, mib: u64) {
     run(q.arg(dir.join("top.qcow2")));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to));
-}
-
 /// `qemu-img check`: 0 clean, 3 leaked clusters only (acceptable after a crash or a full
 /// disk: space, not data), anything else is corruption.
 fn check_consistent(path: &Path) {
@@ -230,6 +223,6 @@ fn killed_at_random_points_then_rerun_equals_qemu_img() {
             .arg(d.join("base.qcow2"))
             .arg(reference.path().join("base.qcow2")));
         check_consistent(&d.join("base.qcow2"));
-        run(Command::new("qemu-img").args(["check", "-q"]).arg(&top));
+        qemu_check(&top);
     }
 }

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use imgchain::image::create::{NewImage, create, write};
 use imgchain::image::probe::Format;
@@ -34,7 +32,7 @@ fn imago_images_pass_qemu_img_check_and_read_back() {
     create(&top, &new).unwrap();
     write(&top, Format::Qcow2, 1 << 20, &[0x22; 8192]).unwrap();
 
-    run(Command::new("qemu-img").args(["check", "-q"]).arg(&top));
+    qemu_check(&top);
     let info = qemu_info(&top);
     assert_eq!(info["virtual-size"], 16 << 20);
     assert_eq!(info["cluster-size"], 4096);

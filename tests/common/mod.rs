@@ -72,6 +72,30 @@ pub fn qemu_io(path: &Path, command: &str) {
     run(Command::new("qemu-io").args(["-c", command]).arg(path));
 }
 
+/// Copies a directory's contents, preserving sparseness and relative backing names.
+pub fn copy_dir(from: &Path, to: &Path) {
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to));
+}
+
+/// `qemu-img check -q` must find nothing at all (no leak, no corruption).
+pub fn qemu_check(path: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(path)
+        .output()
+        .expect("run qemu-img check");
+    assert!(
+        out.status.success(),
+        "qemu-img check {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `qemu-io -f FMT -c COMMAND` on an image of a known format (raw needs it).
 pub fn qemu_io_fmt(path: &Path, fmt: &str, command: &str) {
     run(Command::new("qemu-io")
