@@ -343,7 +343,9 @@ impl App {
                 crate::image::probe::Format::Qcow2 | crate::image::probe::Format::Raw
             )
         })?;
-        if self.allocation.contains_key(&n.path) || self.allocating.contains(&n.path) {
+        // One map at a time: holding j through ten thousand images must not start ten
+        // thousand workers. The current selection is asked for when the running one returns.
+        if self.allocation.contains_key(&n.path) || !self.allocating.is_empty() {
             return None;
         }
         let path = n.path.clone();
