@@ -15,6 +15,7 @@ use toml::Spanned;
 /// The documented defaults, the same text users read.
 pub const DEFAULTS: &str = include_str!("../config.toml");
 
+/// The whole configuration; every table may be left out.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -25,6 +26,7 @@ pub struct Config {
     pub theme: Theme,
 }
 
+/// `[scan]`: how paths are walked.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScanConfig {
@@ -43,12 +45,14 @@ impl Default for ScanConfig {
     }
 }
 
+/// `[protect]`: images kept read-only on request.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectConfig {
     pub globs: Vec<Spanned<String>>,
 }
 
+/// `[commit]`: how commits copy and what they leave behind.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommitConfig {

@@ -15,6 +15,7 @@ pub const SPEC: &str = include_str!("../assets/demo.toml");
 /// A file that marks a directory as a demo imgchain built (and may build again).
 const MARKER: &str = ".imgchain-demo";
 
+/// The demo description: protect globs and the images to build.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
@@ -23,6 +24,7 @@ pub struct Spec {
     pub image: Vec<ImageSpec>,
 }
 
+/// One image of the demo.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {

@@ -38,22 +38,32 @@ const PERM_BITS: u32 = 4;
 pub struct Perms(pub u8);
 
 impl Perms {
+    /// No permission.
     pub const NONE: Perms = Perms(0);
+    /// `BLK_PERM_CONSISTENT_READ`.
     pub const CONSISTENT_READ: Perms = Perms(0x01);
+    /// `BLK_PERM_WRITE`.
     pub const WRITE: Perms = Perms(0x02);
+    /// `BLK_PERM_WRITE_UNCHANGED`.
     pub const WRITE_UNCHANGED: Perms = Perms(0x04);
+    /// `BLK_PERM_RESIZE`.
     pub const RESIZE: Perms = Perms(0x08);
+    /// `BLK_PERM_ALL`.
     pub const ALL: Perms = Perms(0x0f);
 
+    /// Every permission of `other` is in `self`.
     pub fn contains(self, other: Perms) -> bool {
         self.0 & other.0 == other.0
     }
+    /// Permission bit `i` is in the set.
     pub fn has_bit(self, i: u32) -> bool {
         self.0 & (1 << i) != 0
     }
+    /// Both sets together.
     pub fn union(self, other: Perms) -> Perms {
         Perms(self.0 | other.0)
     }
+    /// No permission at all.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -30,6 +30,7 @@ pub struct JsonNode {
     pub qcow2: Option<JsonQcow2>,
 }
 
+/// The `backing` object of a JSON node.
 #[derive(Serialize)]
 pub struct JsonBacking {
     pub raw: String,
@@ -53,6 +54,7 @@ pub struct JsonInUse {
     pub holders: Vec<JsonHolder>,
 }
 
+/// One process holding the image.
 #[derive(Serialize)]
 pub struct JsonHolder {
     pub pid: u32,
@@ -60,6 +62,7 @@ pub struct JsonHolder {
     pub write: bool,
 }
 
+/// One problem of a JSON node.
 #[derive(Serialize)]
 pub struct JsonProblem {
     pub kind: &'static str,
@@ -92,6 +95,7 @@ pub struct JsonTree {
     pub skipped: Vec<JsonSkipped>,
 }
 
+/// A path the scan passed over, and why.
 #[derive(Serialize)]
 pub struct JsonSkipped {
     pub path: String,
@@ -105,6 +109,7 @@ pub struct JsonCheck {
     pub problems: Vec<JsonFinding>,
 }
 
+/// One problem in `check --json`, with its image.
 #[derive(Serialize)]
 pub struct JsonFinding {
     pub path: String,
@@ -235,6 +240,7 @@ pub struct ProgressLine {
 }
 
 impl ProgressLine {
+    /// A progress line, drawn only when `enabled` (`-p`).
     pub fn new(enabled: bool) -> ProgressLine {
         use std::io::IsTerminal;
         ProgressLine {
@@ -245,6 +251,7 @@ impl ProgressLine {
         }
     }
 
+    /// Shows a progress report (rate-limited).
     pub fn update(&mut self, p: &crate::commit::Progress) {
         if !self.enabled {
             return;
@@ -279,6 +286,7 @@ impl ProgressLine {
         }
     }
 
+    /// Ends the line on a terminal.
     pub fn finish(&self) {
         if self.enabled && self.tty && self.last_phase.is_some() {
             eprintln!();

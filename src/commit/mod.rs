@@ -43,6 +43,7 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The name used in progress output and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Open => "open",

@@ -25,6 +25,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::MissingBacking => "missing-backing",
@@ -77,6 +78,7 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Note => "note",
@@ -98,10 +100,12 @@ impl Problem {
         Problem { kind, message }
     }
 
+    /// How bad this problem is.
     pub fn severity(&self) -> Severity {
         self.kind.severity()
     }
 
+    /// The backing file does not exist.
     pub fn missing_backing(overlay: &Path, raw: &str, resolved: &Path, fmt: &str) -> Problem {
         Problem::new(
             ProblemKind::MissingBacking,
@@ -114,6 +118,7 @@ impl Problem {
         )
     }
 
+    /// The backing chain comes back to this image; `cycle` lists its members from here.
     pub fn backing_loop(overlay: &Path, cycle: &[&Path]) -> Problem {
         let chain: Vec<String> = cycle.iter().map(|p| p.display().to_string()).collect();
         Problem::new(
@@ -128,6 +133,7 @@ impl Problem {
         )
     }
 
+    /// The header names a backing file but not its format.
     pub fn no_backing_format(overlay: &Path, raw: &str, probed: Option<&str>) -> Problem {
         let fmt = probed.unwrap_or("FORMAT");
         Problem::new(
@@ -140,6 +146,7 @@ impl Problem {
         )
     }
 
+    /// The declared backing format is not the backing file's format.
     pub fn backing_format_mismatch(
         overlay: &Path,
         raw: &str,
@@ -157,6 +164,7 @@ impl Problem {
         )
     }
 
+    /// The backing name is a protocol or `json:` name, shown but not followed.
     pub fn protocol_backing(raw: &str) -> Problem {
         Problem::new(
             ProblemKind::ProtocolBacking,
@@ -166,6 +174,7 @@ impl Problem {
         )
     }
 
+    /// The qcow2 dirty bit is set.
     pub fn dirty(path: &Path) -> Problem {
         Problem::new(
             ProblemKind::Dirty,
@@ -177,6 +186,7 @@ impl Problem {
         )
     }
 
+    /// The qcow2 corrupt bit is set.
     pub fn corrupt(path: &Path) -> Problem {
         Problem::new(
             ProblemKind::Corrupt,
@@ -188,6 +198,7 @@ impl Problem {
         )
     }
 
+    /// A feature imgchain can show but not commit.
     pub fn unsupported_feature(feature: &str) -> Problem {
         Problem::new(
             ProblemKind::UnsupportedFeature,
@@ -197,6 +208,7 @@ impl Problem {
         )
     }
 
+    /// The backing file is a device, FIFO, socket or directory.
     pub fn unsafe_backing_path(resolved: &Path, what: &str) -> Problem {
         Problem::new(
             ProblemKind::UnsafeBackingPath,
@@ -208,6 +220,7 @@ impl Problem {
         )
     }
 
+    /// The file could not be read.
     pub fn unreadable(path: &Path, err: &std::io::Error) -> Problem {
         Problem::new(
             ProblemKind::Unreadable,
@@ -218,6 +231,7 @@ impl Problem {
         )
     }
 
+    /// The overlay is larger than its backing file (a commit grows the backing file).
     pub fn size_mismatch(overlay_size: u64, backing: &Path, backing_size: u64) -> Problem {
         Problem::new(
             ProblemKind::SizeMismatch,
@@ -229,6 +243,7 @@ impl Problem {
         )
     }
 
+    /// The header is one QEMU would refuse.
     pub fn bad_header(path: &Path, format: &str, reason: &str) -> Problem {
         Problem::new(
             ProblemKind::BadHeader,
@@ -240,6 +255,7 @@ impl Problem {
         )
     }
 
+    /// The file is named like an image format but has no such header.
     pub fn not_an_image(ext: &str) -> Problem {
         Problem::new(
             ProblemKind::NotAnImage,

@@ -122,6 +122,7 @@ pub struct Row {
 }
 
 impl Forest {
+    /// The node with this id.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id.0]
     }

@@ -254,15 +254,19 @@ impl Handle {
         })
     }
 
+    /// The path the image was opened by.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The image format.
     pub fn format(&self) -> Format {
         self.format
     }
+    /// How the file is open now.
     pub fn mode(&self) -> OpenMode {
         self.mode
     }
+    /// `(st_dev, st_ino)` of the open file.
     pub fn ident(&self) -> (u64, u64) {
         self.ident
     }

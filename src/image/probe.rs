@@ -164,21 +164,27 @@ pub struct Qcow2Header {
 }
 
 impl Qcow2Header {
+    /// Cluster size in bytes.
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
+    /// Incompatible bit 0: not closed cleanly (lazy refcounts).
     pub fn dirty(&self) -> bool {
         self.incompatible & INCOMPAT_DIRTY != 0
     }
+    /// Incompatible bit 1: QEMU found corruption; must not be written.
     pub fn corrupt(&self) -> bool {
         self.incompatible & INCOMPAT_CORRUPT != 0
     }
+    /// Incompatible bit 2: guest data lives in an external data file.
     pub fn external_data_file(&self) -> bool {
         self.incompatible & INCOMPAT_DATA_FILE != 0
     }
+    /// Incompatible bit 4: extended L2 entries (subclusters).
     pub fn extended_l2(&self) -> bool {
         self.incompatible & INCOMPAT_EXTL2 != 0
     }
+    /// Compatible bit 0: lazy refcounts.
     pub fn lazy_refcounts(&self) -> bool {
         self.compatible & COMPAT_LAZY_REFCOUNTS != 0
     }
@@ -186,6 +192,7 @@ impl Qcow2Header {
     pub fn bitmaps(&self) -> bool {
         self.autoclear & AUTOCLEAR_BITMAPS != 0
     }
+    /// The image is encrypted (AES or LUKS).
     pub fn encrypted(&self) -> bool {
         self.crypt_method != 0
     }
@@ -197,6 +204,7 @@ impl Qcow2Header {
     pub fn compat(&self) -> &'static str {
         if self.version == 2 { "0.10" } else { "1.1" }
     }
+    /// `zlib` or `zstd`, as qemu-img prints it.
     pub fn compression_name(&self) -> &'static str {
         if self.compression_type == 1 {
             "zstd"
@@ -204,6 +212,7 @@ impl Qcow2Header {
             "zlib"
         }
     }
+    /// Refcount width in bits.
     pub fn refcount_bits(&self) -> u32 {
         1 << self.refcount_order
     }

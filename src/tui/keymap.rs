@@ -66,6 +66,7 @@ pub struct Keymap {
 }
 
 impl Keymap {
+    /// The keymap of the `[keys]` table.
     pub fn new(keys: &Keys) -> Keymap {
         let actions = [
             Action::Up,

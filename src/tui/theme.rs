@@ -47,6 +47,7 @@ fn color(c: Colour) -> Color {
 }
 
 impl Theme {
+    /// The styles of the `[theme]` table, or plain ones without colour.
     pub fn new(t: &config::Theme, colour: bool) -> Theme {
         if !colour {
             let plain = Style::default();
