@@ -151,7 +151,7 @@ fn ctrl_c_cancels_cleanly() {
     }
     let tmp = tempdir();
     let d = tmp.path();
-    chain(d, 64);
+    chain(d, 160);
     let cfg = config_with_chunk(d, "64KiB");
     let top_before = std::fs::read(d.join("top.qcow2")).unwrap();
     let top = d.join("top.qcow2");
