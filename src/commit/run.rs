@@ -1,9 +1,10 @@
 //! Running a commit (design §4, steps 1-8).
 //!
-//! 1. open the top, the images in between and the base, with QEMU's locks (top read-write
-//!    unless it is kept; the rest read-only), and check each is the file the plan saw;
+//! 1. open the top, the images in between, the base and the base's own backing chain, with
+//!    QEMU's locks (top read-write unless it is kept; the rest read-only), and check each is
+//!    the file the plan saw; the base gets its backing chain for copy-on-write;
 //! 2. reopen the base read-write (a transaction: on failure nothing was written);
-//! 3. grow the base to the top's size if it is smaller;
+//! 3. grow the base to the top's size if it is smaller (the grown part reads as zeroes);
 //! 4. copy every range allocated above the base — data, and zero ranges as zeroes — in
 //!    chunks, reporting progress and checking the cancel flag between chunks;
 //! 5. flush and fsync the base;
