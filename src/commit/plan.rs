@@ -1,9 +1,11 @@
 //! Commit plan: the guards of design §4 in order, and what the commit will do.
 //!
-//! Guards, first failure wins: no backing file (10) → keep-RO base or intermediate (11) →
-//! in use by another process (12) → base shared with other overlays (13, unless `force`) →
-//! format or feature we cannot write safely (16). The plan works from a scanned forest; the
-//! run checks identities, locks and headers again when it opens the files.
+//! Guards, first failure wins: no backing file, or a chain that does not resolve down to the
+//! base's own bottom (10, or 1 for a broken link) → keep-RO base or intermediate (11) → in use
+//! by another process (12) → base shared with other overlays (13, unless `force`) → format or
+//! feature we cannot write safely, including a link without its backing format or with the
+//! wrong one (16). The plan works from a scanned forest; the run checks identities, locks and
+//! sizes again when it opens the files.
 
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
