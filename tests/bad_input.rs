@@ -198,15 +198,7 @@ fn permissions_are_reported_not_bypassed() {
     }
     let tmp = tempdir();
     let dir = tmp.path();
-    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
-    create(
-        dir,
-        "top.qcow2",
-        "qcow2",
-        "16M",
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    );
+    base_and_top(dir);
     create(dir, "secret.qcow2", "qcow2", "16M", None, &[]);
     let chmod = |name: &str, mode: u32| {
         use std::os::unix::fs::PermissionsExt;
@@ -278,15 +270,7 @@ fn a_clean_forest_checks_clean() {
     }
     let tmp = tempdir();
     let dir = tmp.path();
-    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
-    create(
-        dir,
-        "top.qcow2",
-        "qcow2",
-        "16M",
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    );
+    base_and_top(dir);
     let v = imgchain_json(&["check", "--json", dir.to_str().unwrap()], 0);
     assert_eq!(v["images"], 2);
     assert_eq!(v["problems"], Value::Array(vec![]));

@@ -10,18 +10,6 @@ use common::*;
 use imgchain::lock::{Access, ImageLock, LockError};
 use serde_json::Value;
 
-fn chain(dir: &Path) {
-    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
-    create(
-        dir,
-        "top.qcow2",
-        "qcow2",
-        "16M",
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    );
-}
-
 fn acquire(path: &Path, access: Access) -> Result<ImageLock, LockError> {
     let f = std::fs::File::open(path).unwrap();
     ImageLock::acquire(f.as_fd(), path, access)
@@ -80,7 +68,7 @@ fn qemu_io_holding_a_chain_is_seen_and_respected() {
         return;
     }
     let tmp = tempdir();
-    chain(tmp.path());
+    base_and_top(tmp.path());
     let held = hold_with_qemu_io(&tmp.path().join("top.qcow2"));
     assert_reports_holder(tmp.path(), held.pid());
 }
@@ -91,7 +79,7 @@ fn storage_daemon_holding_a_chain_is_seen_and_respected() {
         return;
     }
     let tmp = tempdir();
-    chain(tmp.path());
+    base_and_top(tmp.path());
     let held = hold_with_storage_daemon(&tmp.path().join("top.qcow2"));
     assert_reports_holder(tmp.path(), held.pid());
 }
@@ -103,7 +91,7 @@ fn qemu_respects_our_commit_target_locks() {
     }
     let tmp = tempdir();
     let dir = tmp.path();
-    chain(dir);
+    base_and_top(dir);
     let base = dir.join("base.qcow2");
     let top = dir.join("top.qcow2");
     let base_file = std::fs::OpenOptions::new()
@@ -148,7 +136,7 @@ fn browsing_holds_no_locks() {
     }
     let tmp = tempdir();
     let dir = tmp.path();
-    chain(dir);
+    base_and_top(dir);
     let scan = imgchain::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
     assert_eq!(scan.forest.nodes.len(), 2);
     // While the forest is in memory: QEMU can open everything read-write.
@@ -181,7 +169,7 @@ fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
     }
     let tmp = tempdir();
     let dir = tmp.path();
-    chain(dir);
+    base_and_top(dir);
     let c = imgchain::config::Config::default();
     let mut app = App::new(Settings {
         roots: vec![dir.to_path_buf()],

@@ -96,6 +96,19 @@ pub fn qemu_check(path: &Path) {
     );
 }
 
+/// The smallest chain: `base.qcow2` (16 MiB) <- `top.qcow2`, with relative names.
+pub fn base_and_top(dir: &Path) {
+    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
+    create(
+        dir,
+        "top.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+}
+
 /// `qemu-io -f FMT -c COMMAND` on an image of a known format (raw needs it).
 pub fn qemu_io_fmt(path: &Path, fmt: &str, command: &str) {
     run(Command::new("qemu-io")
