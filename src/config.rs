@@ -91,7 +91,8 @@ impl TryFrom<toml::Value> for ChunkSize {
     }
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+/// Parses a size such as `512`, `64KiB` or `2 MiB` (B, KiB, MiB, GiB; K, M, G alike).
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

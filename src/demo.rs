@@ -44,20 +44,7 @@ fn qcow2() -> String {
 }
 
 fn bytes(s: &str) -> io::Result<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| io::Error::other(format!("bad size {s}")))?;
-    let mult = match unit {
-        "" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(io::Error::other(format!("bad unit in {s}"))),
-    };
-    Ok(n * mult)
+    crate::config::parse_size(s).map_err(io::Error::other)
 }
 
 fn format(name: &str) -> io::Result<Format> {

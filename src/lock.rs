@@ -322,17 +322,11 @@ pub fn sweep(images: &[(PathBuf, (u64, u64))]) -> Vec<(PathBuf, Foreign, Vec<Hol
     };
     let mut found = Vec::new();
     for (path, ident) in images.iter().filter(|(_, i)| locked.contains(i)) {
-        let Ok(fd) = rustix::fs::open(
-            path,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::CLOEXEC
-                | rustix::fs::OFlags::NOCTTY
-                | rustix::fs::OFlags::NONBLOCK,
-            rustix::fs::Mode::empty(),
-        ) else {
+        let Ok(fd) = crate::image::file::open(path, crate::image::handle::OpenMode::ReadOnly)
+        else {
             continue;
         };
-        let same = rustix::fs::fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == *ident);
+        let same = crate::image::file::identity(&fd).is_ok_and(|i| i == *ident);
         if let Some(f) = same
             .then(|| probe(fd.as_fd()).ok())
             .flatten()

@@ -137,9 +137,9 @@ struct Session {
     config: Config,
     protect: Protect,
     paint: output::Paint,
-    /// --read-only and --protect as given (the UI adds its own globs to them).
+    /// --read-only, and the protect globs of the config and --protect (the demo adds its own).
     read_only: bool,
-    protect_cli: Vec<String>,
+    protect_globs: Vec<String>,
     /// Colours in the UI: off with --no-color or NO_COLOR.
     colour_ui: bool,
 }
@@ -164,7 +164,7 @@ impl Session {
             protect,
             paint,
             read_only: g.read_only,
-            protect_cli: g.protect.clone(),
+            protect_globs: globs,
             colour_ui: !no_color,
         })
     }
@@ -371,14 +371,7 @@ fn commit_refused(e: &imgchain::commit::CommitError, json: bool) -> u8 {
 /// Opens the interactive UI on `paths`, or on the demo forest.
 fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> Result<(), Failure> {
     use imgchain::tui;
-    let mut protect_globs: Vec<String> = ctx
-        .config
-        .protect
-        .globs
-        .iter()
-        .map(|g| g.get_ref().clone())
-        .collect();
-    protect_globs.extend(ctx.protect_cli.iter().cloned());
+    let mut protect_globs = ctx.protect_globs.clone();
     // Kept alive until the UI exits: a temporary demo directory is removed then.
     let mut _temp = None;
     let roots = if demo {

@@ -12,6 +12,14 @@ use super::state::{self, KeepRoReason, Mode, StateInput};
 use crate::image::probe::{Format, Qcow2Header};
 use crate::lock::{Foreign, Holder};
 
+/// The last component of `path` for display, or the whole path if it has none.
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// Index of a node in [`Forest::nodes`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub usize);
@@ -93,10 +101,7 @@ impl Node {
 
     /// The last path component, for display.
     pub fn name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.path.display().to_string())
+        file_name(&self.path)
     }
 
     /// The backing node, when the backing file is an image in the forest.

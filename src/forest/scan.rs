@@ -19,14 +19,16 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Access, Mode as FileMode, OFlags};
+use rustix::fs::Access;
 
 use super::diag::Problem;
 use super::model::{Backing, Forest, Node, NodeId};
-use crate::image::probe::{self, Format, PROBE_FIRST, ProbeError, Probed};
+use crate::image::file;
+use crate::image::handle::OpenMode;
+use crate::image::probe::{self, Format, ProbeError};
 
 /// What to scan and how.
 #[derive(Clone, Debug)]
@@ -172,66 +174,12 @@ fn resolve(overlay: &Path, raw: &OsStr) -> PathBuf {
     }
 }
 
-/// Opens a file for probing without blocking on FIFOs or taking a controlling terminal.
-fn open_ro(path: &Path) -> io::Result<File> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
-        FileMode::empty(),
-    )?;
-    Ok(File::from(fd))
-}
-
-/// Reads up to `len` bytes from the start of `file`.
-fn read_prefix(file: &File, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match file.read_at(&mut buf[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(got);
-    Ok(buf)
-}
-
-/// Probes an open file, reading more of it as long as the header asks for more.
-fn probe_file(file: &File, len: u64) -> io::Result<Result<Probed, ProbeError>> {
-    let mut want = PROBE_FIRST;
-    loop {
-        let prefix = read_prefix(file, want)?;
-        match probe::probe(&prefix, len) {
-            Err(ProbeError::Short { need }) if need > prefix.len() && prefix.len() == want => {
-                want = need;
-            }
-            Err(ProbeError::Short { need }) => {
-                // The file ended before the header did (it shrank while we read it).
-                return Ok(Err(ProbeError::Invalid(format!(
-                    "truncated: the header needs {need} bytes but only {} could be read",
-                    prefix.len()
-                ))));
-            }
-            other => return Ok(other),
-        }
-    }
-}
-
 /// A read-write open succeeds on the same file. Opens and closes; never reads or writes.
 fn writable(path: &Path, expect: (u64, u64)) -> bool {
-    if rustix::fs::access(path, Access::WRITE_OK).is_err() {
-        return false;
-    }
-    let Ok(fd) = rustix::fs::open(
-        path,
-        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
-        FileMode::empty(),
-    ) else {
-        return false;
-    };
-    rustix::fs::fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == expect)
+    rustix::fs::access(path, Access::WRITE_OK).is_ok()
+        && file::open(path, OpenMode::ReadWrite)
+            .and_then(file::identity)
+            .is_ok_and(|i| i == expect)
 }
 
 /// What probing one file found.
@@ -258,7 +206,7 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
         .as_deref()
         .is_some_and(|e| opts.raw_extensions.iter().any(|r| r == e));
     let counts = explicit || raw_named || format_named.is_some();
-    let file = match open_ro(path) {
+    let file = match file::open(path, OpenMode::ReadOnly).map(File::from) {
         Ok(f) => f,
         Err(e) => {
             if !counts {
@@ -282,7 +230,7 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
     if !md.is_file() {
         return Inspected::Special(kind_of(&md));
     }
-    let probed = match probe_file(&file, md.len()) {
+    let probed = match file::read_header(&file, md.len()) {
         Ok(p) => p,
         Err(_) if !counts => return Inspected::NotImage,
         Err(e) => Err(ProbeError::Invalid(format!("read failed: {e}"))),
@@ -557,7 +505,7 @@ impl Scanner<'_> {
 
 /// Whether a file whose header failed to parse is a qcow version 1 image.
 fn path_is_qcow1(file: &File) -> bool {
-    read_prefix(file, 8).is_ok_and(|b| b.get(4..8) == Some(&1u32.to_be_bytes()[..]))
+    file::read_prefix(file, 8).is_ok_and(|b| b.get(4..8) == Some(&1u32.to_be_bytes()[..]))
 }
 
 /// Problems visible in a qcow2 header alone.

@@ -20,9 +20,9 @@ use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, StorageOpenOptions};
-use rustix::fs::{Mode as FileMode, OFlags};
 
-use super::probe::{self, Format, PROBE_MAX, ProbeError};
+use super::file;
+use super::probe::{self, Format};
 use crate::lock::{Access, ImageLock, LockError};
 
 /// How a handle has its file open.
@@ -33,13 +33,6 @@ pub enum OpenMode {
 }
 
 impl OpenMode {
-    fn flags(self) -> OFlags {
-        let acc = match self {
-            OpenMode::ReadOnly => OFlags::RDONLY,
-            OpenMode::ReadWrite => OFlags::RDWR,
-        };
-        acc | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK
-    }
     fn lock(self) -> Access {
         match self {
             OpenMode::ReadOnly => Access::READ_ONLY,
@@ -151,18 +144,6 @@ pub struct Prepared {
     lock: Option<ImageLock>,
 }
 
-fn open_fd(path: &Path, mode: OpenMode) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(path, mode.flags(), FileMode::empty())?)
-}
-
-fn ident_of(fd: &OwnedFd) -> io::Result<(u64, u64)> {
-    let st = rustix::fs::fstat(fd)?;
-    if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    Ok((st.st_dev, st.st_ino))
-}
-
 /// Builds imago's access over a duplicate of `fd`. Nothing is opened by name: the backing
 /// image is the given access (or none), and external data files are never followed.
 fn imago_access(
@@ -199,22 +180,14 @@ fn imago_access(
     }
 }
 
-/// Re-reads the first bytes of the file behind `fd` and probes them.
+/// Re-reads and probes the header of the file behind `fd`; it must still be `format`.
 fn reread_header(fd: &OwnedFd, format: Format) -> Result<probe::Probed, String> {
-    use std::os::unix::fs::FileExt;
     let file = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?);
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut want = probe::PROBE_FIRST;
-    loop {
-        let mut buf = vec![0u8; want.min(PROBE_MAX)];
-        let n = file.read_at(&mut buf, 0).map_err(|e| e.to_string())?;
-        buf.truncate(n);
-        match probe::probe(&buf, len) {
-            Ok(p) if p.format == format => return Ok(p),
-            Ok(p) => return Err(format!("the file now reads as {}, not {format}", p.format)),
-            Err(ProbeError::Short { need }) if need > buf.len() && buf.len() == want => want = need,
-            Err(e) => return Err(e.to_string()),
-        }
+    match file::read_header(&file, len).map_err(|e| e.to_string())? {
+        Ok(p) if p.format == format => Ok(p),
+        Ok(p) => Err(format!("the file now reads as {}, not {format}", p.format)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -234,8 +207,8 @@ impl Handle {
             mode,
             source,
         };
-        let fd = open_fd(path, mode).map_err(io)?;
-        let ident = ident_of(&fd).map_err(io)?;
+        let fd = file::open(path, mode).map_err(io)?;
+        let ident = file::identity(&fd).map_err(io)?;
         let lock = if lock {
             Some(ImageLock::acquire(fd.as_fd(), path, mode.lock())?)
         } else {
@@ -317,8 +290,9 @@ impl Handle {
             return Err(fail(ReopenStep::Open, "injected fault".into(), None));
         }
         let fd =
-            open_fd(&proc_path, to).map_err(|e| fail(ReopenStep::Open, e.to_string(), None))?;
-        let ident = ident_of(&fd).map_err(|e| fail(ReopenStep::Identity, e.to_string(), None))?;
+            file::open(&proc_path, to).map_err(|e| fail(ReopenStep::Open, e.to_string(), None))?;
+        let ident =
+            file::identity(&fd).map_err(|e| fail(ReopenStep::Identity, e.to_string(), None))?;
         if ident != self.ident || fault::hit(ReopenStep::Identity, to) {
             return Err(fail(
                 ReopenStep::Identity,

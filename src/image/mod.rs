@@ -1,6 +1,7 @@
 //! Image files: header probing, creation, and open handles.
 
 pub mod create;
+pub mod file;
 pub mod handle;
 pub mod map;
 pub mod probe;

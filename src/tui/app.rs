@@ -451,12 +451,7 @@ impl App {
                             self.reopen_failed.insert(outcome.plan.base.path.clone());
                         }
                         if outcome.exit_code() == crate::exit::OK {
-                            let name = |p: &Path| {
-                                p.file_name().map_or_else(
-                                    || p.display().to_string(),
-                                    |n| n.to_string_lossy().into_owned(),
-                                )
-                            };
+                            let name = crate::forest::model::file_name;
                             self.status = format!(
                                 "Committed {} of {} into {}; base read-only again; top {}",
                                 crate::output::human_size(outcome.total),
@@ -603,10 +598,7 @@ impl App {
         });
         self.status = format!(
             "committing {}… ({} cancels)",
-            plan.top.path.file_name().map_or_else(
-                || plan.top.path.display().to_string(),
-                |n| n.to_string_lossy().into_owned()
-            ),
+            crate::forest::model::file_name(&plan.top.path),
             self.keymap.keys_of(Action::Cancel)
         );
         vec![Effect::Commit {

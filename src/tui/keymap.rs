@@ -30,6 +30,32 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action a `[keys]` entry of this name binds.
+    pub fn named(name: &str) -> Option<Action> {
+        Some(match name {
+            "up" => Action::Up,
+            "down" => Action::Down,
+            "fold" => Action::Fold,
+            "unfold" => Action::Unfold,
+            "first" => Action::First,
+            "last" => Action::Last,
+            "page_up" => Action::PageUp,
+            "page_down" => Action::PageDown,
+            "backing" => Action::Backing,
+            "overlay" => Action::Overlay,
+            "filter" => Action::Filter,
+            "commit" => Action::Commit,
+            "protect" => Action::Protect,
+            "cancel" => Action::Cancel,
+            "rescan" => Action::Rescan,
+            "help" => Action::Help,
+            "quit" => Action::Quit,
+            "confirm" => Action::Confirm,
+            "close" => Action::Close,
+            _ => return None,
+        })
+    }
+
     /// What the help screen says.
     pub fn description(self) -> &'static str {
         match self {
@@ -68,30 +94,11 @@ pub struct Keymap {
 impl Keymap {
     /// The keymap of the `[keys]` table.
     pub fn new(keys: &Keys) -> Keymap {
-        let actions = [
-            Action::Up,
-            Action::Down,
-            Action::Fold,
-            Action::Unfold,
-            Action::First,
-            Action::Last,
-            Action::PageUp,
-            Action::PageDown,
-            Action::Backing,
-            Action::Overlay,
-            Action::Filter,
-            Action::Commit,
-            Action::Protect,
-            Action::Cancel,
-            Action::Rescan,
-            Action::Help,
-            Action::Quit,
-        ];
         Keymap {
-            browsing: actions
+            browsing: keys
+                .browsing()
                 .into_iter()
-                .zip(keys.browsing())
-                .map(|(a, (_, k))| (a, k.get_ref().clone()))
+                .filter_map(|(name, k)| Some((Action::named(name)?, k.get_ref().clone())))
                 .collect(),
             confirm: keys.confirm.get_ref().clone(),
             close: keys.close.get_ref().clone(),
@@ -209,6 +216,12 @@ mod tests {
             Some(Action::Close)
         );
         assert_eq!(km.keys_of(Action::Down), "j/Down");
+    }
+
+    #[test]
+    fn every_browsing_entry_names_an_action() {
+        let keys = Keys::default();
+        assert_eq!(Keymap::new(&keys).browsing.len(), keys.browsing().len());
     }
 
     #[test]

@@ -23,12 +23,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new(hint).style(t.dim).block(block), area);
         return;
     };
-    let name = |p: &std::path::Path| {
-        p.file_name().map_or_else(
-            || p.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        )
-    };
+    let name = crate::forest::model::file_name;
     let label = match &job.progress {
         None => format!("{} → {}: starting", name(&job.top), name(&job.base)),
         Some(p) => {
