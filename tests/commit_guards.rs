@@ -7,17 +7,10 @@ use std::process::{Command, Output};
 
 use common::*;
 
+/// `base_and_top` with data in both.
 fn chain(dir: &Path) {
-    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
+    base_and_top(dir);
     qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 1M");
-    create(
-        dir,
-        "top.qcow2",
-        "qcow2",
-        "16M",
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    );
     qemu_io(&dir.join("top.qcow2"), "write -P 0x22 0 512k");
 }
 
@@ -110,13 +103,7 @@ fn guards_in_order() {
         13,
         &["other overlays", "other.qcow2", "--force"],
     );
-    let out = imgchain(&["commit", "--force", &top]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    imgchain_ok(&["commit", "--force", &top]);
 }
 
 #[test]
@@ -162,13 +149,7 @@ fn in_use_by_qemu() {
         );
     }
     // Once they are gone the commit goes through.
-    let out = imgchain(&["commit", &top]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    imgchain_ok(&["commit", &top]);
 }
 
 #[test]

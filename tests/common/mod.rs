@@ -195,6 +195,18 @@ fn finish(mut cmd: Command) -> Output {
     }
 }
 
+/// Runs imgchain with `args`; it must succeed (the failure shows its stderr).
+pub fn imgchain_ok(args: &[&str]) -> Output {
+    let out = imgchain(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "imgchain {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs imgchain with `args` and parses its JSON output; the exit code must be `code`.
 pub fn imgchain_json(args: &[&str], code: i32) -> Value {
     let out = imgchain(args);
