@@ -329,14 +329,16 @@ fn reopen_failure_popup() {
         copied: 24 << 20,
         grew: None,
         copy: Ok(()),
-        reopen_ro: Err(ReopenError {
+        left_dirty: false,
+        cancel_too_late: false,
+        reopen_ro: Some(Err(ReopenError {
             path: base.clone(),
             from: OpenMode::ReadWrite,
             to: OpenMode::ReadOnly,
             step: ReopenStep::Header,
             detail: "truncated: the L1 table ends at byte 4325376 but the file has 327680".into(),
             lock: None,
-        }),
+        })),
         top_emptied: Some(Ok(())),
         elapsed: Duration::from_secs(1),
         plan,

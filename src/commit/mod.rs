@@ -123,7 +123,8 @@ pub enum CommitError {
     InUse(LockError),
     #[error("{} has other overlays that would see their disk change: {}; commit with --force only if they are disposable", base.display(), list(others))]
     SharedBase { base: PathBuf, others: Vec<PathBuf> },
-    #[error("{} {what}; use qemu-img commit for it", path.display())]
+    /// `what` ends with what to do about it.
+    #[error("{} {what}", path.display())]
     Unsupported { path: PathBuf, what: String },
     #[error("{} changed since it was scanned ({what}); scan again and retry", path.display())]
     Changed { path: PathBuf, what: String },

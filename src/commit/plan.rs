@@ -64,7 +64,7 @@ fn plan_image(forest: &Forest, id: NodeId) -> Result<PlanImage, CommitError> {
     let n = forest.node(id);
     let unsupported = |what: &str| CommitError::Unsupported {
         path: n.path.clone(),
-        what: what.to_string(),
+        what: format!("{what}; {QEMU_IMG}"),
     };
     Ok(PlanImage {
         path: n.path.clone(),
@@ -253,7 +253,10 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
         }) {
             return Err(CommitError::Unsupported {
                 path: n.path.clone(),
-                what: format!("cannot be committed through safely: {}", p.message),
+                what: format!(
+                    "cannot be committed through safely: {}; {QEMU_IMG}",
+                    p.message
+                ),
             });
         }
     }
@@ -268,8 +271,21 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
         .iter()
         .map(|&b| plan_image(forest, b))
         .collect::<Result<Vec<_>, _>>()?;
+    let grow_to = (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size);
+    if grow_to.is_some() && base_img.version == Some(2) {
+        return Err(CommitError::Unsupported {
+            path: base_img.path.clone(),
+            what: format!(
+                "is a qcow2 v2 (compat=0.10) image that would have to grow to {} bytes: growing \
+                 rewrites its header and L1 table, and v2 has no dirty bit to keep that safe \
+                 from a crash; convert it first with qemu-img amend -f qcow2 -o compat=1.1 {}",
+                top_img.virtual_size,
+                base_img.path.display()
+            ),
+        });
+    }
     Ok(Plan {
-        grow_to: (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size),
+        grow_to,
         forced_bitmaps: base.qcow2.as_ref().is_some_and(|h| h.bitmaps()),
         top: top_img,
         intermediates,
@@ -325,12 +341,15 @@ enum Role {
     Below,
 }
 
+/// The advice for what imgchain refuses to write but QEMU can.
+const QEMU_IMG: &str = "use qemu-img commit for it";
+
 /// Guard 5 for one image.
 fn supported(n: &Node, role: Role) -> Result<(), CommitError> {
     let refuse = |what: String| {
         Err(CommitError::Unsupported {
             path: n.path.clone(),
-            what,
+            what: format!("{what}; {QEMU_IMG}"),
         })
     };
     if let Some(p) = n
@@ -398,6 +417,14 @@ fn supported(n: &Node, role: Role) -> Result<(), CommitError> {
             if h.nb_snapshots > 0 {
                 return refuse(format!("has {} internal snapshots", h.nb_snapshots));
             }
+        }
+        Role::Top { empty: true } if h.bitmaps() => {
+            return Err(CommitError::Unsupported {
+                path: n.path.clone(),
+                what: "has persistent dirty bitmaps, which emptying it would invalidate; commit \
+                       with -d to keep it as it is, or drop them first (qemu-img bitmap --remove)"
+                    .into(),
+            });
         }
         Role::Top { empty: true } if h.nb_snapshots > 0 => {
             return refuse(format!(

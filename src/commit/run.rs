@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use imago::ShallowMapping;
+use imago::{ShallowMapping, Storage};
 
 use super::{CommitError, Phase, Plan, Progress};
 use crate::exit;
@@ -59,8 +59,14 @@ pub struct Outcome {
     pub grew: Option<(u64, u64)>,
     /// The copy, growth and flush.
     pub copy: Result<(), CopyError>,
-    /// Returning the base to read-only.
-    pub reopen_ro: Result<(), ReopenError>,
+    /// The base's qcow2 dirty bit stayed set because its metadata could not be put on disk:
+    /// its refcounts may be inconsistent until `qemu-img check -r all` repairs them.
+    pub left_dirty: bool,
+    /// Returning the base to read-only; `None` when the base was left dirty, which no tool
+    /// opens read-only before a repair: then the read-write handle was closed instead.
+    pub reopen_ro: Option<Result<(), ReopenError>>,
+    /// A cancel arrived after the copy had finished, too late to stop the commit.
+    pub cancel_too_late: bool,
     /// Emptying the top: `None` when it is kept (or the copy did not finish).
     pub top_emptied: Option<Result<(), String>>,
     pub elapsed: Duration,
@@ -70,18 +76,19 @@ impl Outcome {
     /// The process exit code (design §5).
     pub fn exit_code(&self) -> u8 {
         match (&self.copy, &self.reopen_ro, &self.top_emptied) {
-            (Err(CopyError::Cancelled), Ok(()), _) => exit::CANCELLED,
+            (Err(CopyError::Cancelled), Some(Ok(())), _) => exit::CANCELLED,
             (Err(_), _, _) => exit::IO_ERROR,
-            (Ok(()), Err(_), _) => exit::REOPEN_FAILED,
-            (Ok(()), Ok(()), Some(Err(_))) => exit::IO_ERROR,
-            (Ok(()), Ok(()), _) => exit::OK,
+            (Ok(()), Some(Err(_)), _) => exit::REOPEN_FAILED,
+            (Ok(()), None, _) => exit::IO_ERROR,
+            (Ok(()), Some(Ok(())), Some(Err(_))) => exit::IO_ERROR,
+            (Ok(()), Some(Ok(())), _) => exit::OK,
         }
     }
 
     /// The mode imgchain's handle on the base had when the commit ended: read-only unless
     /// the reopen failed.
     pub fn base_mode(&self) -> OpenMode {
-        if self.reopen_ro.is_ok() {
+        if !matches!(self.reopen_ro, Some(Err(_))) {
             OpenMode::ReadOnly
         } else {
             OpenMode::ReadWrite
@@ -92,35 +99,51 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let base = self.plan.base.path.display();
         let top = self.plan.top.path.display();
-        let mut s = match &self.copy {
-            Ok(()) => format!("Committed {} bytes of {top} into {base}.", self.total),
-            Err(CopyError::Cancelled) => format!(
-                "Cancelled after {} of {} bytes: {base} holds part of {top}'s data and is consistent; \
-                 {top} is unchanged, so its disk reads as before. Run the commit again to finish it.",
-                self.copied, self.total
-            ),
-            Err(e) => format!(
-                "The commit failed after {} of {} bytes: {e}. {base} was flushed and is consistent but \
-                 holds only part of {top}'s data; {top} is unchanged. Fix the cause (free space, \
-                 file size limit, disk errors) and commit again.",
-                self.copied, self.total
-            ),
+        let mut s = String::new();
+        if self.cancel_too_late {
+            s.push_str("Too late to cancel: the copy had finished, so the commit was completed. ");
+        }
+        let state = if self.left_dirty {
+            format!(
+                "{base} holds part of {top}'s data and is marked dirty: its refcounts may be \
+                 inconsistent. Repair it with qemu-img check -r all {base} before anything uses it"
+            )
+        } else {
+            format!("{base} holds part of {top}'s data and is consistent on disk")
         };
+        match &self.copy {
+            Ok(()) => s.push_str(&format!(
+                "Committed {} bytes of {top} into {base}.",
+                self.total
+            )),
+            Err(CopyError::Cancelled) => s.push_str(&format!(
+                "Cancelled after {} of {} bytes: {state}; {top} is unchanged, so its disk reads \
+                 as before. Run the commit again to finish it.",
+                self.copied, self.total
+            )),
+            Err(e) => s.push_str(&format!(
+                "The commit failed after {} of {} bytes: {e}. {state}; {top} is unchanged, so its \
+                 disk reads as before. Fix the cause (free space, file size limit, disk errors) \
+                 and commit again.",
+                self.copied, self.total
+            )),
+        }
         if let Some((old, new)) = self.grew {
             s.push_str(&format!(" {base} grew from {old} to {new} bytes."));
         }
         match &self.reopen_ro {
-            Ok(()) => s.push_str(&format!(" {base} is read-only again.")),
-            Err(e) => s.push_str(&format!(
+            Some(Ok(())) => s.push_str(&format!(" {base} is read-only again.")),
+            Some(Err(e)) => s.push_str(&format!(
                 " But returning the base to read-only failed: {e}. The data is on disk; the read-write handle was closed when the commit \
                  ended. Check {base} with qemu-img check before using it."
             )),
+            None => s.push_str(" The read-write handle on the base was closed."),
         }
         match &self.top_emptied {
             Some(Ok(())) => s.push_str(&format!(" {top} was emptied.")),
             Some(Err(e)) => s.push_str(&format!(
-                " Emptying {top} failed ({e}); it still holds its data, which now equals the base's, \
-                 so its disk reads the same. Empty it with qemu-img commit or keep it."
+                " Emptying {top} failed ({e}); its disk still reads as before (what it no longer \
+                 holds is in the base). Run the commit again to finish emptying it, or keep it."
             )),
             None if self.copy.is_ok() => s.push_str(&format!(" {top} keeps its data.")),
             None => {}
@@ -322,9 +345,12 @@ pub fn run(
         .map_err(|e| CommitError::ReopenRw(Box::new(e)))?;
     report(Phase::ReopenRw, 0, total, true);
 
-    // 3.-5. Grow, copy, flush: any failure stops here but still reopens read-only.
+    // 3.-5. Mark dirty, grow, copy, flush: any failure stops here but still reopens read-only.
     let mut copied = 0;
     let mut grew = None;
+    // qcow2 v3 bases carry the dirty bit while they are written (see image::ordered).
+    let marks_dirty = base.storage().has_dirty_bit();
+    let mut marked = false;
     let copy = (|| -> Result<(), CopyError> {
         let io = |op, path: &std::path::Path, offset, source| CopyError::Io {
             op,
@@ -332,6 +358,12 @@ pub fn run(
             offset,
             source,
         };
+        if marks_dirty {
+            base.storage()
+                .set_dirty(true)
+                .map_err(|e| io("cannot mark dirty", &plan.base.path, 0, e))?;
+            marked = true;
+        }
         let v2_base = plan.base.version == Some(2);
         if let Some(new) = plan.grow_to {
             report(Phase::Grow, 0, total, true);
@@ -419,20 +451,32 @@ pub fn run(
             Ok(())
         })
     })();
-    // 5. Flush whatever was written, whether the copy finished or not.
+    // 5. Flush whatever was written, whether the copy finished or not, then clear the dirty
+    // bit: only once every table is on disk.
     report(Phase::Flush, copied, total, true);
-    let flushed = base.flush().map_err(|e| CopyError::Io {
-        op: "cannot flush",
-        path: plan.base.path.clone(),
-        offset: 0,
-        source: e,
-    });
+    let flushed = base
+        .flush()
+        .and_then(|()| {
+            if marked {
+                base.storage().set_dirty(false)?;
+            }
+            marked = false;
+            Ok(())
+        })
+        .map_err(|e| CopyError::Io {
+            op: "cannot flush",
+            path: plan.base.path.clone(),
+            offset: 0,
+            source: e,
+        });
     let copy = copy.and(flushed);
+    let cancel_too_late = copy.is_ok() && cancel.load(Ordering::Relaxed);
 
-    // 6. Back to read-only, on every path.
+    // 6. Back to read-only, on every path — unless the base stays dirty: then no tool may
+    // open it before a repair, and the read-write handle is closed instead.
     report(Phase::ReopenRo, copied, total, true);
-    let reopen_ro = base.reopen(OpenMode::ReadOnly);
-    let base_rw = reopen_ro.is_err();
+    let reopen_ro = (!marked).then(|| base.reopen(OpenMode::ReadOnly));
+    let base_rw = matches!(reopen_ro, Some(Err(_)));
     report(Phase::ReopenRo, copied, total, base_rw);
 
     // 7. Empty the top only once the base holds its data on disk.
@@ -454,7 +498,9 @@ pub fn run(
         copied,
         grew,
         copy,
+        left_dirty: marked,
         reopen_ro,
+        cancel_too_late,
         top_emptied,
         elapsed: start.elapsed(),
     })
@@ -479,16 +525,88 @@ fn zero(base: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result<()> {
 }
 
 /// Makes every cluster of the top unallocated, so that reads fall through to the base
-/// (qemu-img's `blk_make_empty`), and puts that on disk.
+/// (qemu-img's `blk_make_empty`), puts that on disk, and gives the freed clusters' disk space
+/// back. A qcow2 v3 top carries the dirty bit meanwhile, as QEMU's make-empty does. Only the
+/// ranges the top maps are discarded, so no table is allocated and no freed cluster reused.
 fn empty(top: &mut Handle) -> Result<(), String> {
     if top.format() != Format::Qcow2 {
         return Err("only qcow2 overlays can be emptied".into());
     }
-    let size = top.access().size();
-    top.access_mut()
-        .and_then(|a| a.discard_to_backing(0, size))
-        .map_err(|e| e.to_string())?;
-    top.flush().map_err(|e| e.to_string())
+    let own = own_ranges(top).map_err(|e| format!("cannot map it: {e}"))?;
+    let dirty = top.storage().has_dirty_bit();
+    if dirty {
+        top.storage()
+            .set_dirty(true)
+            .map_err(|e| format!("cannot mark it dirty: {e}"))?;
+    }
+    let path = top.path().to_path_buf();
+    let dirty_hint = |e: io::Error| {
+        if dirty {
+            format!(
+                "{e}; it is marked dirty: repair it with qemu-img check -r all {}",
+                path.display()
+            )
+        } else {
+            e.to_string()
+        }
+    };
+    let access = top.access_mut().map_err(&dirty_hint)?;
+    for r in &own.guest {
+        access.discard_to_backing(r.0, r.1).map_err(&dirty_hint)?;
+    }
+    top.flush().map_err(&dirty_hint)?;
+    if dirty {
+        top.storage().set_dirty(false).map_err(&dirty_hint)?;
+    }
+    // The tables that mapped these clusters are on disk without them: nothing refers to them.
+    let freed = |e: io::Error| format!("emptied, but freeing its disk space failed: {e}");
+    for &(offset, len) in &own.host {
+        top.storage().punch_hole(offset, len).map_err(freed)?;
+    }
+    top.storage().sync().map_err(freed)
+}
+
+/// What an image maps in its own layer: guest ranges, and the host ranges of its data.
+struct OwnRanges {
+    guest: Vec<(u64, u64)>,
+    host: Vec<(u64, u64)>,
+}
+
+/// Appends `(offset, len)` to `v`, merged with the last range when adjacent.
+fn push_merged(v: &mut Vec<(u64, u64)>, offset: u64, len: u64) {
+    match v.last_mut() {
+        Some((o, l)) if *o + *l == offset => *l += len,
+        _ => v.push((offset, len)),
+    }
+}
+
+fn own_ranges(h: &Handle) -> io::Result<OwnRanges> {
+    let end = h.access().size();
+    let mut own = OwnRanges {
+        guest: Vec::new(),
+        host: Vec::new(),
+    };
+    let mut offset = 0;
+    while offset < end {
+        let (mapping, len) = h.access().get_shallow_mapping(offset, end - offset)?;
+        if len == 0 {
+            break;
+        }
+        match mapping {
+            ShallowMapping::Raw { offset: host, .. } => {
+                push_merged(&mut own.guest, offset, len);
+                push_merged(&mut own.host, host, len);
+            }
+            ShallowMapping::Indirect { .. }
+            | ShallowMapping::Zero {
+                explicit: false, ..
+            } => {}
+            ShallowMapping::Eof { .. } => break,
+            _ => push_merged(&mut own.guest, offset, len),
+        }
+        offset += len;
+    }
+    Ok(own)
 }
 
 #[cfg(test)]
@@ -640,7 +758,7 @@ mod tests {
             .unwrap();
             fault::clear();
             assert!(o.copy.is_ok(), "{step:?}: {:?}", o.copy);
-            let e = o.reopen_ro.as_ref().unwrap_err();
+            let e = o.reopen_ro.as_ref().unwrap().as_ref().unwrap_err();
             assert_eq!(e.step, step);
             assert_eq!(o.exit_code(), exit::REOPEN_FAILED);
             assert_eq!(o.base_mode(), OpenMode::ReadWrite);
@@ -693,7 +811,7 @@ mod tests {
             }
         })
         .unwrap();
-        assert!(o.copy.is_ok() && o.reopen_ro.is_ok());
+        assert!(o.copy.is_ok() && matches!(o.reopen_ro, Some(Ok(()))));
         assert_eq!(impostor, Some(sum(&base)), "the impostor is untouched");
         assert!(
             reads(&orig, "read -P 0x22 0 512k"),
@@ -717,7 +835,7 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(o.copy, Err(CopyError::Cancelled)));
-        assert!(o.reopen_ro.is_ok());
+        assert!(matches!(o.reopen_ro, Some(Ok(()))));
         assert_eq!(o.exit_code(), exit::CANCELLED);
         assert!(o.top_emptied.is_none());
         assert_eq!(

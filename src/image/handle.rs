@@ -22,6 +22,7 @@ use imago::raw::Raw;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, StorageOpenOptions};
 
 use super::file;
+use super::ordered::Ordered;
 use super::probe::{self, Format};
 use crate::lock::{Access, ImageLock, LockError};
 
@@ -105,8 +106,8 @@ pub struct ReopenError {
     pub lock: Option<Box<LockError>>,
 }
 
-/// imago's access to an image through one of our fds.
-pub type ImageAccess = FormatAccess<ImagoFile>;
+/// imago's access to an image through one of our fds, with writes ordered for crash safety.
+pub type ImageAccess = FormatAccess<Ordered>;
 
 /// An open image.
 pub struct Handle {
@@ -118,6 +119,8 @@ pub struct Handle {
     fd: OwnedFd,
     /// Shared only when this image serves as another handle's backing (then never written).
     access: Arc<ImageAccess>,
+    /// The storage layer under `access`.
+    storage: Ordered,
     /// The backing image's access, for copy-on-write of partial clusters; kept to rebuild
     /// the access on reopen.
     backing: Option<Arc<ImageAccess>>,
@@ -141,6 +144,7 @@ pub struct Prepared {
     mode: OpenMode,
     fd: OwnedFd,
     access: Arc<ImageAccess>,
+    storage: Ordered,
     lock: Option<ImageLock>,
 }
 
@@ -152,26 +156,29 @@ fn imago_access(
     format: Format,
     mode: OpenMode,
     backing: Option<Arc<ImageAccess>>,
-) -> io::Result<ImageAccess> {
+) -> io::Result<(ImageAccess, Ordered)> {
     let file = std::fs::File::from(fd.try_clone()?);
     let writable = mode == OpenMode::ReadWrite;
     let opts = StorageOpenOptions::new().filename(path).write(writable);
-    let storage = ImagoFile::from_open_file(file, opts)?;
+    let storage = Ordered::new(
+        ImagoFile::from_open_file(file, opts)?,
+        format == Format::Qcow2,
+    )?;
     let gate = DenyImplicitOpenGate::default();
     match format {
         Format::Qcow2 => {
-            let q = Qcow2::<ImagoFile, Arc<ImageAccess>>::builder(storage)
+            let q = Qcow2::<Ordered, Arc<ImageAccess>>::builder(storage.clone())
                 .write(writable)
                 .backing(backing)
                 .data_file(None)
                 .open(gate)?;
-            Ok(FormatAccess::new(q))
+            Ok((FormatAccess::new(q), storage))
         }
         Format::Raw => {
-            let r = Raw::<ImagoFile>::builder(storage)
+            let r = Raw::<Ordered>::builder(storage.clone())
                 .write(writable)
                 .open(gate)?;
-            Ok(FormatAccess::new(r))
+            Ok((FormatAccess::new(r), storage))
         }
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -214,7 +221,8 @@ impl Handle {
         } else {
             None
         };
-        let access = imago_access(&fd, path, format, mode, backing.clone()).map_err(io)?;
+        let (access, storage) =
+            imago_access(&fd, path, format, mode, backing.clone()).map_err(io)?;
         Ok(Handle {
             path: path.to_path_buf(),
             format,
@@ -222,6 +230,7 @@ impl Handle {
             mode,
             fd,
             access: Arc::new(access),
+            storage,
             backing,
             lock,
         })
@@ -258,6 +267,11 @@ impl Handle {
     /// The access, shared, to serve as another image's backing.
     pub fn shared_access(&self) -> Arc<ImageAccess> {
         Arc::clone(&self.access)
+    }
+
+    /// The ordered storage layer under the access: the dirty bit, hole punching, sync counts.
+    pub fn storage(&self) -> &Ordered {
+        &self.storage
     }
 
     /// Flushes imago's caches and fsyncs the file.
@@ -352,10 +366,11 @@ impl Handle {
             }
         }
         match imago_access(&fd, &self.path, self.format, to, self.backing.clone()) {
-            Ok(access) => Ok(Prepared {
+            Ok((access, storage)) => Ok(Prepared {
                 mode: to,
                 fd,
                 access: Arc::new(access),
+                storage,
                 lock,
             }),
             Err(e) => {
@@ -371,6 +386,7 @@ impl Handle {
         self.mode = p.mode;
         self.fd = p.fd;
         self.access = p.access;
+        self.storage = p.storage;
         let old_lock = std::mem::replace(&mut self.lock, p.lock);
         drop(old_lock);
         if let Some(l) = &mut self.lock {

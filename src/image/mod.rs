@@ -4,4 +4,5 @@ pub mod create;
 pub mod file;
 pub mod handle;
 pub mod map;
+pub mod ordered;
 pub mod probe;

@@ -447,13 +447,18 @@ impl App {
                 match *result {
                     Ok(outcome) => {
                         let summary = outcome.summary();
-                        if outcome.reopen_ro.is_err() {
+                        if matches!(outcome.reopen_ro, Some(Err(_))) {
                             self.reopen_failed.insert(outcome.plan.base.path.clone());
                         }
                         if outcome.exit_code() == crate::exit::OK {
                             let name = crate::forest::model::file_name;
                             self.status = format!(
-                                "Committed {} of {} into {}; base read-only again; top {}",
+                                "{}Committed {} of {} into {}; base read-only again; top {}",
+                                if outcome.cancel_too_late {
+                                    "Too late to cancel: "
+                                } else {
+                                    ""
+                                },
                                 crate::output::human_size(outcome.total),
                                 name(&outcome.plan.top.path),
                                 name(&outcome.plan.base.path),

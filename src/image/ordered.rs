@@ -1,0 +1,565 @@
+//! The storage layer under every image imgchain writes: it puts imago's writes on disk in an
+//! order that a power loss cannot turn into a corrupt image (ARCHITECTURE.md, "Crash safety").
+//!
+//! A power loss keeps every write that was synced and any subset of those that were not. So
+//! a write that must reach the disk after another needs a sync between the two. QEMU's qcow2
+//! driver syncs refcount blocks before the L2 tables that use their clusters, L2 tables before
+//! the L1 entries that point at them, and data before the L2 entries that map it. imago orders
+//! these writes in its program order but issues them with no sync in between, so this layer
+//! sorts every write into a class — data, refcount block, L2 table, or pointer (header, L1
+//! table, refcount table) — by the image's current layout, and syncs whenever the class
+//! changes. Writes of one class never depend on each other, and those of different classes
+//! reach the disk in the order imago issued them.
+//!
+//! imago still issues one dependency out of order: it writes the L1 (or refcount table) entry
+//! for a new table before the refcount block that counts the table's cluster. On qcow2 v3 the
+//! image's dirty bit covers that ([`Ordered::set_dirty`]): it says "refcounts may be
+//! inconsistent", QEMU repairs them on its next read-write open, and imgchain refuses to write
+//! a dirty image until it is repaired. qcow2 v2 has no dirty bit, so a v2 image must not need
+//! new tables ([`crate::commit::plan`] refuses those commits).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use imago::Storage;
+use imago::StorageExt;
+use imago::file::File as ImagoFile;
+use imago::io_buffers::{IoVector, IoVectorMut};
+use imago::storage::PreallocateMode;
+use imago::storage::drivers::CommonStorageHelper;
+
+/// Byte offset of the qcow2 v3 incompatible-features field; bit 0 is the dirty bit.
+const INCOMPATIBLE_FEATURES: u64 = 72;
+const DIRTY: u64 = 1;
+
+/// What a write changes, for ordering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Data,
+    Refcount,
+    L2,
+    /// The header, the L1 table and the refcount table.
+    Pointer,
+}
+
+/// Where a qcow2 image keeps its metadata, as far as ordering needs to know.
+#[derive(Debug, Default)]
+struct Layout {
+    cluster_bits: u32,
+    version: u32,
+    l1_offset: u64,
+    l1_entries: u64,
+    rt_offset: u64,
+    rt_bytes: u64,
+    /// Host cluster indices of L2 tables and refcount blocks.
+    l2: HashSet<u64>,
+    rb: HashSet<u64>,
+}
+
+/// Host offset bits of L1 and refcount table entries.
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(x)
+}
+
+impl Layout {
+    /// Reads the layout of the qcow2 image in `file`.
+    fn load(file: &ImagoFile) -> io::Result<Layout> {
+        let mut h = vec![0u8; 72];
+        file.read(&mut h[..], 0)?;
+        let mut l = Layout {
+            version: be32(&h, 4),
+            cluster_bits: be32(&h, 20),
+            ..Layout::default()
+        };
+        if !(9..=21).contains(&l.cluster_bits) {
+            return Err(io::Error::other(
+                "the qcow2 header names no valid cluster size",
+            ));
+        }
+        l.set_tables(&h);
+        l.reload_l1(file)?;
+        l.reload_rt(file)?;
+        Ok(l)
+    }
+
+    fn set_tables(&mut self, h: &[u8]) {
+        self.l1_entries = u64::from(be32(h, 36));
+        self.l1_offset = be64(h, 40);
+        self.rt_offset = be64(h, 48);
+        self.rt_bytes = u64::from(be32(h, 56)) << self.cluster_bits;
+    }
+
+    /// Reads a table of big-endian entries and returns the clusters they point at.
+    fn clusters_of(&self, file: &ImagoFile, offset: u64, bytes: u64) -> io::Result<HashSet<u64>> {
+        if bytes > 256 << 20 {
+            return Err(io::Error::other(
+                "a qcow2 metadata table is implausibly large",
+            ));
+        }
+        let mut buf = vec![0u8; bytes as usize];
+        file.read(&mut buf[..], offset)?;
+        Ok(buf
+            .chunks_exact(8)
+            .map(|e| be64(e, 0) & OFFSET_MASK)
+            .filter(|&o| o != 0)
+            .map(|o| o >> self.cluster_bits)
+            .collect())
+    }
+
+    fn reload_l1(&mut self, file: &ImagoFile) -> io::Result<()> {
+        self.l2 = self.clusters_of(file, self.l1_offset, self.l1_entries * 8)?;
+        Ok(())
+    }
+
+    fn reload_rt(&mut self, file: &ImagoFile) -> io::Result<()> {
+        self.rb = self.clusters_of(file, self.rt_offset, self.rt_bytes)?;
+        Ok(())
+    }
+
+    fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+        a < b.saturating_add(blen) && b < a.saturating_add(alen)
+    }
+
+    /// The class of a write of `len` bytes at `offset`: the most significant class it touches.
+    fn classify(&self, offset: u64, len: u64) -> Class {
+        let cluster = 1u64 << self.cluster_bits;
+        if offset < cluster
+            || Layout::overlaps(offset, len, self.l1_offset, self.l1_entries * 8)
+            || Layout::overlaps(offset, len, self.rt_offset, self.rt_bytes)
+        {
+            return Class::Pointer;
+        }
+        let first = offset >> self.cluster_bits;
+        let last = (offset + len.max(1) - 1) >> self.cluster_bits;
+        let mut class = Class::Data;
+        for c in first..=last {
+            if self.l2.contains(&c) {
+                class = Class::L2;
+            } else if self.rb.contains(&c) && class == Class::Data {
+                class = Class::Refcount;
+            }
+        }
+        class
+    }
+
+    /// Updates the layout after a pointer write at `offset`.
+    fn update(&mut self, file: &ImagoFile, offset: u64, len: u64) -> io::Result<()> {
+        if offset < 72 {
+            let mut h = vec![0u8; 72];
+            file.read(&mut h[..], 0)?;
+            let (l1, rt) = (
+                (self.l1_offset, self.l1_entries),
+                (self.rt_offset, self.rt_bytes),
+            );
+            self.set_tables(&h);
+            if (self.l1_offset, self.l1_entries) != l1 {
+                self.reload_l1(file)?;
+            }
+            if (self.rt_offset, self.rt_bytes) != rt {
+                self.reload_rt(file)?;
+            }
+        }
+        if Layout::overlaps(offset, len, self.l1_offset, self.l1_entries * 8) {
+            self.reload_l1(file)?;
+        }
+        if Layout::overlaps(offset, len, self.rt_offset, self.rt_bytes) {
+            self.reload_rt(file)?;
+        }
+        Ok(())
+    }
+}
+
+/// Ordering state, behind one lock: writes are issued one at a time.
+#[derive(Debug)]
+struct State {
+    /// `None` for raw images: every write is data.
+    layout: Option<Layout>,
+    /// The class of the writes issued since the last sync.
+    unsynced: Option<Class>,
+    /// While set, every header write keeps the dirty bit set.
+    dirty: bool,
+    /// A qcow2 image without a dirty bit (v2): L1 entries wait in `deferred` until the next
+    /// flush, when every table and refcount they depend on is on disk; the header and the
+    /// refcount table are never written.
+    strict: bool,
+    deferred: Vec<(u64, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: ImagoFile,
+    state: Mutex<State>,
+    syncs: AtomicU64,
+}
+
+/// An imago storage object that orders writes by their metadata class (see the module docs).
+/// Clones share one file and one ordering state.
+#[derive(Clone, Debug)]
+pub struct Ordered(Arc<Inner>);
+
+impl fmt::Display for Ordered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.file, f)
+    }
+}
+
+impl Ordered {
+    /// Wraps `file`; `qcow2` says whether it holds a qcow2 image (whose layout is read now).
+    pub fn new(file: ImagoFile, qcow2: bool) -> io::Result<Ordered> {
+        let layout = if qcow2 {
+            Some(Layout::load(&file)?)
+        } else {
+            None
+        };
+        let strict = layout.as_ref().is_some_and(|l| l.version < 3);
+        Ok(Ordered(Arc::new(Inner {
+            file,
+            state: Mutex::new(State {
+                layout,
+                unsynced: None,
+                dirty: false,
+                strict,
+                deferred: Vec::new(),
+            }),
+            syncs: AtomicU64::new(0),
+        })))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sync_locked(&self, st: &mut State) -> io::Result<()> {
+        self.0.file.sync()?;
+        self.0.syncs.fetch_add(1, Ordering::Relaxed);
+        st.unsynced = None;
+        Ok(())
+    }
+
+    /// Syncs first when the write about to be issued is of another class than the unsynced ones.
+    fn barrier(&self, st: &mut State, offset: u64, len: u64) -> io::Result<Class> {
+        let class = st
+            .layout
+            .as_ref()
+            .map_or(Class::Data, |l| l.classify(offset, len));
+        if st.unsynced.is_some_and(|c| c != class) {
+            self.sync_locked(st)?;
+        }
+        Ok(class)
+    }
+
+    fn after(&self, st: &mut State, class: Class, offset: u64, len: u64) -> io::Result<()> {
+        st.unsynced = Some(class);
+        if class == Class::Pointer
+            && let Some(l) = &mut st.layout
+        {
+            l.update(&self.0.file, offset, len)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the deferred L1 entries, after a sync that puts everything they point at on disk.
+    fn release(&self, st: &mut State) -> io::Result<()> {
+        if st.deferred.is_empty() {
+            return Ok(());
+        }
+        if st.unsynced.is_some() {
+            self.sync_locked(st)?;
+        }
+        for (offset, bytes) in std::mem::take(&mut st.deferred) {
+            self.0.file.write(&bytes[..], offset)?;
+        }
+        st.unsynced = Some(Class::Pointer);
+        Ok(())
+    }
+
+    /// A pointer write to an image without a dirty bit: L1 entries are deferred (and the
+    /// layout learns their L2 tables now); anything else is refused.
+    fn defer(st: &mut State, bufv: &IoVector<'_>, offset: u64) -> io::Result<()> {
+        let len = bufv.len();
+        let Some(l) = st.layout.as_mut() else {
+            return Err(io::Error::other("no layout"));
+        };
+        let in_l1 = offset >= l.l1_offset && offset + len <= l.l1_offset + l.l1_entries * 8;
+        if !in_l1 || !(offset - l.l1_offset).is_multiple_of(8) || !len.is_multiple_of(8) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the image would need its header or refcount table rewritten, which a qcow2 v2 \
+                 (compat=0.10) image cannot survive a crash in: it has no dirty bit; convert it \
+                 with qemu-img amend -f qcow2 -o compat=1.1 first",
+            ));
+        }
+        let mut bytes = vec![0u8; len as usize];
+        bufv.copy_into_slice(&mut bytes);
+        let bits = l.cluster_bits;
+        l.l2.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|e| be64(e, 0) & OFFSET_MASK)
+                .filter(|&o| o != 0)
+                .map(|o| o >> bits),
+        );
+        st.deferred.push((offset, bytes));
+        Ok(())
+    }
+
+    /// How many syncs this layer has issued.
+    pub fn syncs(&self) -> u64 {
+        self.0.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Whether the image is qcow2 v3 or later, so that it has a dirty bit.
+    pub fn has_dirty_bit(&self) -> bool {
+        self.state().layout.as_ref().is_some_and(|l| l.version >= 3)
+    }
+
+    /// Sets or clears the qcow2 dirty bit, each time with everything written before it on disk
+    /// first and the bit itself on disk when this returns. While it is set, refcounts on disk
+    /// may lag behind the tables that use them; QEMU repairs them when it next opens the image
+    /// read-write. Only for qcow2 v3 images.
+    pub fn set_dirty(&self, on: bool) -> io::Result<()> {
+        let mut st = self.state();
+        if st.layout.as_ref().is_none_or(|l| l.version < 3) {
+            return Err(io::Error::other("only qcow2 v3 images have a dirty bit"));
+        }
+        self.sync_locked(&mut st)?;
+        let mut field = [0u8; 8];
+        self.0.file.read(&mut field[..], INCOMPATIBLE_FEATURES)?;
+        let flags = u64::from_be_bytes(field);
+        let flags = if on { flags | DIRTY } else { flags & !DIRTY };
+        st.dirty = on;
+        self.0
+            .file
+            .write(&flags.to_be_bytes()[..], INCOMPATIBLE_FEATURES)?;
+        self.sync_locked(&mut st)
+    }
+
+    /// Frees the disk space of the clusters in `len` bytes at `offset` that no metadata refers
+    /// to any more (on disk, not only in a cache): they then read as zeroes. Clusters that have
+    /// become metadata tables since are left alone.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut st = self.state();
+        let bits = st.layout.as_ref().map_or(16, |l| l.cluster_bits);
+        let cluster = 1u64 << bits;
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let step = (cluster - at % cluster).min(end - at);
+            let mut run = step;
+            let class = self.barrier(&mut st, at, step)?;
+            if class == Class::Data {
+                while at + run < end {
+                    let next = cluster.min(end - at - run);
+                    let data = st
+                        .layout
+                        .as_ref()
+                        .is_none_or(|l| l.classify(at + run, next) == Class::Data);
+                    if !data {
+                        break;
+                    }
+                    run += next;
+                }
+                // SAFETY: a discard of free clusters, issued with the ordering lock held.
+                unsafe { self.0.file.pure_discard(at, run) }?;
+                self.after(&mut st, class, at, run)?;
+            }
+            at += run;
+        }
+        Ok(())
+    }
+
+    /// Runs one write-like request in order.
+    fn ordered<T>(
+        &self,
+        offset: u64,
+        len: u64,
+        f: impl FnOnce(&ImagoFile) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut st = self.state();
+        let class = self.barrier(&mut st, offset, len)?;
+        let r = f(&self.0.file)?;
+        self.after(&mut st, class, offset, len)?;
+        Ok(r)
+    }
+}
+
+/// Whether a write of `len` bytes at `offset` covers the dirty bit's byte.
+fn covers_dirty_bit(offset: u64, len: u64) -> bool {
+    Layout::overlaps(offset, len, INCOMPATIBLE_FEATURES + 7, 1)
+}
+
+impl Storage for Ordered {
+    fn mem_align(&self) -> usize {
+        self.0.file.mem_align()
+    }
+    fn req_align(&self) -> usize {
+        self.0.file.req_align()
+    }
+    fn zero_align(&self) -> usize {
+        self.0.file.zero_align()
+    }
+    fn discard_align(&self) -> usize {
+        self.0.file.discard_align()
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.0.file.size()
+    }
+    fn resolve_relative_path<P: AsRef<Path>>(&self, relative: P) -> io::Result<PathBuf> {
+        self.0.file.resolve_relative_path(relative)
+    }
+    fn get_filename(&self) -> Option<PathBuf> {
+        self.0.file.get_filename()
+    }
+
+    unsafe fn pure_readv(&self, bufv: IoVectorMut<'_>, offset: u64) -> io::Result<()> {
+        {
+            let mut st = self.state();
+            let len = bufv.len();
+            if st
+                .deferred
+                .iter()
+                .any(|(o, b)| Layout::overlaps(offset, len, *o, b.len() as u64))
+            {
+                self.release(&mut st)?;
+            }
+        }
+        // SAFETY: forwarded as received.
+        unsafe { self.0.file.pure_readv(bufv, offset) }
+    }
+
+    unsafe fn pure_writev(&self, bufv: IoVector<'_>, offset: u64) -> io::Result<()> {
+        let len = bufv.len();
+        let mut st = self.state();
+        if st.strict
+            && st
+                .layout
+                .as_ref()
+                .is_some_and(|l| l.classify(offset, len) == Class::Pointer)
+        {
+            return Ordered::defer(&mut st, &bufv, offset);
+        }
+        let class = self.barrier(&mut st, offset, len)?;
+        if st.dirty && covers_dirty_bit(offset, len) {
+            // A header write while the dirty bit must stay set: write it with the bit set.
+            let mut buf = vec![0u8; len as usize];
+            bufv.copy_into_slice(&mut buf);
+            let at = (INCOMPATIBLE_FEATURES + 7 - offset) as usize;
+            buf[at] |= DIRTY as u8;
+            self.0.file.write(&buf[..], offset)?;
+        } else {
+            // SAFETY: forwarded as received.
+            unsafe { self.0.file.pure_writev(bufv, offset) }?;
+        }
+        self.after(&mut st, class, offset, len)
+    }
+
+    unsafe fn pure_write_zeroes(&self, offset: u64, length: u64) -> io::Result<()> {
+        // SAFETY: forwarded as received.
+        self.ordered(offset, length, |f| unsafe {
+            f.pure_write_zeroes(offset, length)
+        })
+    }
+
+    unsafe fn pure_write_allocated_zeroes(&self, offset: u64, length: u64) -> io::Result<()> {
+        // SAFETY: forwarded as received.
+        self.ordered(offset, length, |f| unsafe {
+            f.pure_write_allocated_zeroes(offset, length)
+        })
+    }
+
+    unsafe fn pure_discard(&self, offset: u64, length: u64) -> io::Result<()> {
+        // SAFETY: forwarded as received.
+        self.ordered(offset, length, |f| unsafe {
+            f.pure_discard(offset, length)
+        })
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let mut st = self.state();
+        self.release(&mut st)?;
+        self.0.file.flush()
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut st = self.state();
+        self.sync_locked(&mut st)
+    }
+
+    fn settle_writes(&self) -> io::Result<()> {
+        self.0.file.settle_writes()
+    }
+
+    unsafe fn invalidate_cache(&self) -> io::Result<()> {
+        // SAFETY: forwarded as received.
+        unsafe { self.0.file.invalidate_cache() }
+    }
+
+    fn get_storage_helper(&self) -> &CommonStorageHelper {
+        self.0.file.get_storage_helper()
+    }
+
+    fn resize(&self, new_size: u64, prealloc_mode: PreallocateMode) -> io::Result<()> {
+        let old = self.0.file.size()?;
+        let (at, len) = (old.min(new_size), old.abs_diff(new_size));
+        self.ordered(at, len, |f| f.resize(new_size, prealloc_mode))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout {
+            cluster_bits: 16,
+            version: 3,
+            l1_offset: 3 << 16,
+            l1_entries: 16,
+            rt_offset: 1 << 16,
+            rt_bytes: 1 << 16,
+            l2: [5u64].into_iter().collect(),
+            rb: [2u64].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn writes_are_classed_by_the_structure_they_touch() {
+        let l = layout();
+        assert_eq!(l.classify(0, 8), Class::Pointer, "header");
+        assert_eq!(l.classify(72, 8), Class::Pointer, "dirty bit");
+        assert_eq!(l.classify(1 << 16, 8), Class::Pointer, "refcount table");
+        assert_eq!(l.classify((3 << 16) + 8, 8), Class::Pointer, "L1 entry");
+        assert_eq!(l.classify(2 << 16, 1 << 16), Class::Refcount);
+        assert_eq!(l.classify(5 << 16, 512), Class::L2);
+        assert_eq!(l.classify(6 << 16, 2 << 20), Class::Data);
+        assert_eq!(
+            l.classify(4 << 16, 2 << 16),
+            Class::L2,
+            "data run over an L2 table"
+        );
+        assert_eq!(
+            l.classify((3 << 16) + 128, 8),
+            Class::Data,
+            "past the L1 table"
+        );
+    }
+
+    #[test]
+    fn only_writes_over_byte_79_touch_the_dirty_bit() {
+        assert!(covers_dirty_bit(0, 104));
+        assert!(covers_dirty_bit(72, 8));
+        assert!(!covers_dirty_bit(0, 72));
+        assert!(!covers_dirty_bit(80, 8));
+    }
+}

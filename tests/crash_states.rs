@@ -1,0 +1,264 @@
+//! Power-loss states of a commit, ours beside `qemu-img commit`'s on identical chains: every
+//! file a power loss could leave must pass `qemu-img check` (or carry the dirty bit and be
+//! repaired by `-r all`), and the top's disk must read as before the commit.
+
+mod common;
+#[path = "crash/harness.rs"]
+mod harness;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{copy_dir, create, have, qemu_io};
+use harness::{Tally, Trace, judge_qcow2, tally_qcow2, traced};
+
+/// Random subsets tried in each window between two syncs, besides its prefixes.
+const SUBSETS: usize = 20;
+
+fn tools() -> bool {
+    have("qemu-img") && have("qemu-io") && have("cc")
+}
+
+/// The guest view of the top in `dir` equals that of `orig_dir`'s top.
+fn same_guest_view(orig_dir: &Path, dir: &Path) -> Result<(), String> {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
+        .arg(orig_dir.join("top.qcow2"))
+        .arg(dir.join("top.qcow2"))
+        .output()
+        .expect("run qemu-img compare");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Every crash state of the top, judged alone and, over the final base, for its guest view.
+fn tally_top(trace: &Trace, orig_dir: &Path, final_base: &Path) -> Tally {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let view = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(final_base, view.path().join("base.qcow2")).expect("copy base");
+    let mut t = Tally::default();
+    trace.for_each_crash_state(SUBSETS, 0xfeed, |label, bytes| {
+        let mut v = judge_qcow2(scratch.path(), bytes);
+        if !matches!(v, harness::Verdict::Corrupt(_)) {
+            std::fs::write(view.path().join("top.qcow2"), bytes).expect("write top");
+            if let Err(why) = same_guest_view(orig_dir, view.path()) {
+                v = harness::Verdict::Corrupt(format!("the top's disk changed: {why}"));
+            }
+        }
+        t.add(label, v);
+    });
+    t
+}
+
+struct Run {
+    base: Tally,
+    top: Option<Tally>,
+    syncs: usize,
+    writes: usize,
+}
+
+/// Commits `top.qcow2` in `dir` with `cmd`, recording base and top, and judges every state.
+fn crash_states(dir: &Path, orig: &Path, mut cmd: Command, empties_top: bool) -> Run {
+    let (base, top) = (dir.join("base.qcow2"), dir.join("top.qcow2"));
+    cmd.current_dir(dir);
+    let (out, traces) = traced(cmd, &[&base, &top]);
+    assert!(
+        out.status.success(),
+        "the commit failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for t in &traces {
+        t.assert_replay_is_complete();
+    }
+    Run {
+        base: tally_qcow2(&traces[0], SUBSETS),
+        top: empties_top.then(|| tally_top(&traces[1], orig, &base)),
+        syncs: traces.iter().map(Trace::syncs).sum(),
+        writes: traces.iter().map(Trace::writes).sum(),
+    }
+}
+
+fn imgchain(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imgchain"));
+    c.arg("commit").args(args).arg("top.qcow2");
+    c
+}
+
+fn qemu_img(args: &[&str]) -> Command {
+    let mut c = Command::new("qemu-img");
+    c.arg("commit").args(args).arg("top.qcow2");
+    c
+}
+
+/// Runs both tools on identical copies of the chain `build` makes, prints both tallies and
+/// asserts that ours has no corrupt state.
+fn compare(name: &str, build: impl Fn(&Path), args: &[&str]) {
+    if !tools() {
+        return;
+    }
+    let root = common::tempdir();
+    let orig = root.path().join("orig");
+    std::fs::create_dir(&orig).expect("mkdir");
+    build(&orig);
+    let (ours, theirs) = (root.path().join("ours"), root.path().join("theirs"));
+    copy_dir(&orig, &ours);
+    copy_dir(&orig, &theirs);
+    let empties = !args.contains(&"-d");
+    let us = crash_states(&ours, &orig, imgchain(args), empties);
+    let them = crash_states(&theirs, &orig, qemu_img(args), empties);
+    println!(
+        "{name}: imgchain base {} | qemu-img base {}",
+        us.base, them.base
+    );
+    if let (Some(a), Some(b)) = (&us.top, &them.top) {
+        println!("{name}: imgchain top {a} | qemu-img top {b}");
+    }
+    println!(
+        "{name}: syncs imgchain {} qemu-img {}; records imgchain {} qemu-img {}",
+        us.syncs, them.syncs, us.writes, them.writes
+    );
+    let mut bad = us.base.corrupt.clone();
+    bad.extend(us.top.iter().flat_map(|t| t.corrupt.clone()));
+    assert!(
+        bad.is_empty(),
+        "{name}: corrupt crash states:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Scattered 64 KiB pieces over a 4 GiB disk: every piece needs a new L2 table in the base.
+fn scattered(dir: &Path, cluster: &str, base_opts: &[&str]) {
+    let mut opts = vec!["-o"];
+    let o = format!("cluster_size={cluster}");
+    opts.push(&o);
+    opts.extend_from_slice(base_opts);
+    create(dir, "base.qcow2", "qcow2", "4G", None, &opts);
+    qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 1M");
+    create(
+        dir,
+        "top.qcow2",
+        "qcow2",
+        "4G",
+        Some(("base.qcow2", "qcow2")),
+        &["-o", &format!("cluster_size={cluster}")],
+    );
+    let cmds: Vec<String> = (0..24u64)
+        .map(|i| format!("write -P {} {} 64k", 0x40 + i, i * (170 << 20) + (i << 16)))
+        .collect();
+    let mut c = Command::new("qemu-io");
+    for cmd in &cmds {
+        c.args(["-c", cmd]);
+    }
+    c.arg(dir.join("top.qcow2"));
+    common::run(&mut c);
+}
+
+#[test]
+fn scattered_writes_that_need_new_l2_tables() {
+    compare("scattered", |d| scattered(d, "64k", &[]), &[]);
+}
+
+#[test]
+fn scattered_writes_with_4k_and_2m_clusters() {
+    compare("4k clusters", |d| scattered(d, "4k", &[]), &[]);
+    compare("2m clusters", |d| scattered(d, "2M", &[]), &[]);
+}
+
+#[test]
+fn a_v2_base() {
+    compare(
+        "v2 base",
+        |d| scattered(d, "64k", &["-o", "compat=0.10"]),
+        &[],
+    );
+}
+
+#[test]
+fn a_base_with_freed_clusters_that_get_reused() {
+    compare(
+        "reused clusters",
+        |d| {
+            create(d, "base.qcow2", "qcow2", "1G", None, &[]);
+            let base = d.join("base.qcow2");
+            qemu_io(&base, "write -P 0x11 0 8M");
+            qemu_io(&base, "discard 2M 4M");
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "1G",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+            let top = d.join("top.qcow2");
+            qemu_io(&top, "write -z 0 1M");
+            qemu_io(&top, "write -P 0x22 300M 3M");
+            qemu_io(&top, "write -P 0x33 700M 2M");
+        },
+        &[],
+    );
+}
+
+#[test]
+fn a_base_that_grows() {
+    compare(
+        "growing base",
+        |d| {
+            create(d, "base.qcow2", "qcow2", "1G", None, &[]);
+            qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 1M");
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "3G",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+            let top = d.join("top.qcow2");
+            qemu_io(&top, "write -P 0x22 512k 1M");
+            qemu_io(&top, "write -P 0x33 2100M 1M");
+            qemu_io(&top, "write -P 0x44 2900M 64k");
+        },
+        &[],
+    );
+}
+
+#[test]
+fn keeping_the_top_and_committing_across_three_layers() {
+    compare(
+        "-b across 3 layers",
+        |d| {
+            create(d, "base.qcow2", "qcow2", "2G", None, &[]);
+            qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 2M");
+            create(
+                d,
+                "mid.qcow2",
+                "qcow2",
+                "2G",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+            qemu_io(&d.join("mid.qcow2"), "write -P 0x22 1M 2M");
+            qemu_io(&d.join("mid.qcow2"), "write -P 0x23 1000M 1M");
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "2G",
+                Some(("mid.qcow2", "qcow2")),
+                &[],
+            );
+            qemu_io(&d.join("top.qcow2"), "write -P 0x33 1500k 1M");
+            qemu_io(&d.join("top.qcow2"), "write -P 0x34 1900M 1M");
+        },
+        &["-b", "base.qcow2"],
+    );
+}
