@@ -60,6 +60,22 @@ for r in $(seq 1 "$RUNS"); do
     echo "run $r: imgchain ${ours[-1]} s, qemu-img ${theirs[-1]} s"
 done
 
+# Syncs each tool issues for this commit (one untimed run each, under strace).
+syncs_per_gib() {
+    local dir=$1; shift
+    rm -rf "$dir"; mkdir -p "$dir"
+    cp --sparse=always "$src/base.qcow2" "$src/top.qcow2" "$dir/"
+    (cd "$dir" && strace -f -qq -e trace=fsync,fdatasync,syncfs,sync -o "$dir/strace.log" "$@" >/dev/null)
+    python3 -c "import sys; n=sum(1 for l in open(sys.argv[1]) if '= 0' in l); print(n, f'{n / (int(sys.argv[2]) / 2**30):.1f}')" "$dir/strace.log" "$alloc"
+}
+if command -v strace >/dev/null; then
+    read -r so sog < <(syncs_per_gib "$work/a" "$bin" commit -d top.qcow2)
+    read -r st stg < <(syncs_per_gib "$work/b" qemu-img commit -q -d top.qcow2)
+    echo "syncs: imgchain $so ($sog per GiB committed), qemu-img $st ($stg per GiB)"
+else
+    echo "syncs: not counted (install strace)"
+fi
+
 t0=$(now)
 dd if=/dev/zero of="$work/dd.out" bs=2M count=$((alloc / 2097152)) conv=fsync status=none
 dd_s=$(python3 -c "print($(now) - $t0)")

@@ -1,4 +1,4 @@
-//! Process exit codes (design §5). Scripts rely on them; never renumber.
+//! Process exit codes (ARCHITECTURE.md §5). Scripts rely on them; never renumber.
 
 /// Success.
 pub const OK: u8 = 0;

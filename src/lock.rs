@@ -599,7 +599,7 @@ mod tests {
 
     #[test]
     fn bytes_match_qemu() {
-        // qemu-notes.md: an RW open locks 100, 101, 103, 201, 203; a backing 100, 201, 203.
+        // ARCHITECTURE.md §7: an RW open locks 100, 101, 103, 201, 203; a backing 100, 201, 203.
         assert_eq!(Access::READ_WRITE.bytes(), vec![100, 101, 103, 201, 203]);
         assert_eq!(Access::READ_ONLY.bytes(), vec![100, 201, 203]);
         assert!(Access::NONE.bytes().is_empty());

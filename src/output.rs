@@ -1,4 +1,4 @@
-//! What the CLI prints: the JSON shapes of design §5 and the text tree, details and checks.
+//! What the CLI prints: the JSON shapes of ARCHITECTURE.md §5 and the text tree, details and checks.
 //!
 //! The JSON field names are a stable contract; text output is for people and may change.
 

@@ -538,3 +538,120 @@ fn a_base_smaller_than_its_own_backing_grows_with_zeroes() {
     );
     assert_eq!(before, common::snapshot(d), "nothing changed");
 }
+
+/// The `bitmaps` list of an image, as qemu-img info reports it.
+fn bitmaps(path: &Path) -> Value {
+    qemu_info(path)["format-specific"]["data"]["bitmaps"].clone()
+}
+
+#[test]
+fn persistent_bitmaps_are_never_silently_dropped() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let chain = |d: &Path, on: &str| {
+        create(d, "base.qcow2", "qcow2", "64M", None, &[]);
+        qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 4M");
+        create(
+            d,
+            "top.qcow2",
+            "qcow2",
+            "64M",
+            Some(("base.qcow2", "qcow2")),
+            &[],
+        );
+        qemu_io(&d.join("top.qcow2"), "write -P 0x22 1M 2M");
+        run(Command::new("qemu-img")
+            .args(["bitmap", "--add"])
+            .arg(d.join(on))
+            .arg("b0"));
+    };
+    // A bitmap in the top: a default commit (which empties the top) is refused before
+    // anything is written; -d keeps it, as qemu-img does.
+    let tmp = tempdir();
+    let d = tmp.path();
+    chain(d, "top.qcow2");
+    let top = d.join("top.qcow2");
+    let before = snapshot(d);
+    let out = imgchain(&["commit", top.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{err}");
+    assert!(err.contains("bitmaps") && err.contains("-d"), "{err}");
+    assert_eq!(before, snapshot(d), "a refusal changes nothing");
+    against_qemu(
+        |d| chain(d, "top.qcow2"),
+        "top.qcow2",
+        "base.qcow2",
+        &["-d"],
+    );
+    imgchain_ok(&["commit", "-d", top.to_str().unwrap()]);
+    assert_eq!(bitmaps(&top)[0]["name"], "b0", "{}", bitmaps(&top));
+    qemu_check(&top);
+    qemu_check(&d.join("base.qcow2"));
+
+    // A bitmap in the base: refused with or without -d (qemu-img would update it; imgchain
+    // cannot), and nothing changes.
+    for extra in [&[][..], &["-d"][..]] {
+        let tmp = tempdir();
+        let d = tmp.path();
+        chain(d, "base.qcow2");
+        let before = snapshot(d);
+        let top = d.join("top.qcow2");
+        let mut args = vec!["commit"];
+        args.extend_from_slice(extra);
+        args.push(top.to_str().unwrap());
+        let out = imgchain(&args);
+        assert_eq!(out.status.code(), Some(16), "{args:?}");
+        assert_eq!(before, snapshot(d), "{args:?}: a refusal changes nothing");
+        assert_eq!(bitmaps(&d.join("base.qcow2"))[0]["name"], "b0");
+    }
+}
+
+/// Bytes a file takes on disk.
+fn on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn an_emptied_top_gives_its_space_back_like_qemu_img() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let setup = |d: &Path| {
+        create(d, "base.qcow2", "qcow2", "2G", None, &[]);
+        create(
+            d,
+            "top.qcow2",
+            "qcow2",
+            "2G",
+            Some(("base.qcow2", "qcow2")),
+            &[],
+        );
+        let mut q = Command::new("qemu-io");
+        for i in 0..32u64 {
+            q.args(["-c", &format!("write -P {} {}M 4M", 0x30 + i, i * 60)]);
+        }
+        run(q.arg(d.join("top.qcow2")));
+    };
+    let (ours, theirs) = (tempdir(), tempdir());
+    setup(ours.path());
+    copy_dir(ours.path(), theirs.path());
+    let before = on_disk(&ours.path().join("top.qcow2"));
+    imgchain_ok(&["commit", ours.path().join("top.qcow2").to_str().unwrap()]);
+    run(Command::new("qemu-img")
+        .current_dir(theirs.path())
+        .args(["commit", "-q", "top.qcow2"]));
+    let (a, b) = (
+        on_disk(&ours.path().join("top.qcow2")),
+        on_disk(&theirs.path().join("top.qcow2")),
+    );
+    eprintln!("emptied top on disk: imgchain {a} bytes, qemu-img {b} bytes (before: {before})");
+    assert!(before > 100 << 20);
+    assert!(a.abs_diff(b) <= 1 << 20, "imgchain {a} vs qemu-img {b}");
+    qemu_check(&ours.path().join("top.qcow2"));
+    run(Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(ours.path().join("top.qcow2"))
+        .arg(theirs.path().join("top.qcow2")));
+}

@@ -176,6 +176,13 @@ fn ctrl_c_cancels_cleanly() {
     assert_eq!(top_before, std::fs::read(&top).unwrap(), "top unchanged");
 }
 
+/// The phase a `-p` progress line names: `... [copy, base RW]` → `copy`.
+fn phase_of(line: &str) -> &str {
+    line.rsplit_once('[')
+        .and_then(|(_, r)| r.split([',', ']']).next())
+        .unwrap_or("")
+}
+
 /// Whether the qcow2 dirty bit is set in the file at `path`.
 fn dirty(path: &Path) -> bool {
     let h = std::fs::read(path).unwrap();
@@ -190,9 +197,17 @@ fn after_kill(d: &Path, name: &str, args: &[&str]) {
         check_consistent(&path);
         return;
     }
+    let repair = format!("qemu-img check -r all {}", path.display());
+    let check = imgchain(&["check", path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        check.status.code(),
+        Some(3),
+        "check flags a dirty {name}: {said}"
+    );
+    assert!(said.contains("dirty") && said.contains(&repair), "{said}");
     let out = imgchain(args);
     let err = String::from_utf8_lossy(&out.stderr);
-    let repair = format!("qemu-img check -r all {}", path.display());
     assert_eq!(
         out.status.code(),
         Some(16),
@@ -221,15 +236,48 @@ fn killed_then_rerun(mib: u64, piece_kib: u64, points: u32) {
         .current_dir(reference.path())
         .args(["commit", "-q", "top.qcow2"]));
     let cfg = config_with_chunk(orig.path(), "256KiB");
-    // One uninterrupted run tells how long a commit takes here.
+    // One uninterrupted run tells when each phase starts, counted from the "[open" line.
     let timed = tempdir();
     copy_dir(orig.path(), timed.path());
     let top = timed.path().join("top.qcow2");
-    let start = Instant::now();
-    imgchain_ok(&["--config", &cfg, "commit", top.to_str().unwrap()]);
-    let full = start.elapsed();
+    let (child, rx) = start_commit(&["--config", &cfg, "commit", "-p", top.to_str().unwrap()]);
+    wait_for(&rx, "[open");
+    let t0 = Instant::now();
+    let mut starts: Vec<(String, Duration)> = Vec::new();
+    for line in rx.iter() {
+        let phase = phase_of(&line).to_string();
+        if starts.last().is_none_or(|(p, _)| *p != phase) {
+            starts.push((phase, t0.elapsed()));
+        }
+    }
+    assert!(child.wait_with_output().unwrap().status.success());
+    let at = |name: &str| {
+        starts
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("no {name} phase in {starts:?}"))
+    };
+    let (copy, flush, empty) = (at("copy"), at("flush"), at("empty-top"));
+    let end = starts.last().map(|(_, t)| *t).unwrap_or(empty) + Duration::from_millis(20);
+    // Kill points: 60% spread over the copy, 20% over the flush and the reopen, 20% over
+    // the emptying of the top.
+    let windows = [(copy, flush), (flush, empty), (empty, end)];
+    let share = [
+        points * 3 / 5,
+        points / 5,
+        points - points * 3 / 5 - points / 5,
+    ];
+    let kill_at: Vec<Duration> = windows
+        .iter()
+        .zip(share)
+        .flat_map(|(&(from, to), n)| {
+            (0..n).map(move |k| from + (to - from).mul_f64((f64::from(k) + 0.5) / f64::from(n)))
+        })
+        .collect();
+    let full = end;
     let mut phases = std::collections::BTreeMap::<String, u32>::new();
-    for i in 0..points {
+    for (i, delay) in kill_at.into_iter().enumerate() {
         let tmp = tempdir();
         let d = tmp.path();
         copy_dir(orig.path(), d);
@@ -238,15 +286,14 @@ fn killed_then_rerun(mib: u64, piece_kib: u64, points: u32) {
         let (mut child, rx) =
             start_commit(&["--config", &cfg, "commit", "-p", top.to_str().unwrap()]);
         wait_for(&rx, "[open");
-        std::thread::sleep(full.mul_f64(f64::from(i) / f64::from(points)));
+        std::thread::sleep(delay);
         let _ = child.kill();
         let status = child.wait().unwrap();
         let last = rx.try_iter().last().unwrap_or_default();
-        let phase = last
-            .split(['[', ']'])
-            .nth(1)
-            .unwrap_or("before the first report")
-            .to_string();
+        let phase = match phase_of(&last) {
+            "" => "before the first report".to_string(),
+            p => p.to_string(),
+        };
         *phases
             .entry(if status.success() {
                 "finished".into()
@@ -276,7 +323,10 @@ fn killed_then_rerun(mib: u64, piece_kib: u64, points: u32) {
                 .arg(reference.path().join(name)));
         }
     }
-    eprintln!("{points} kills over a {full:?} commit of {mib} MiB, by phase: {phases:?}");
+    eprintln!(
+        "{points} kills over a {full:?} commit of {mib} MiB (phases start at {starts:?}); \
+         where they landed: {phases:?}"
+    );
 }
 
 /// base.qcow2 (8 MiB of data) <- top.qcow2 with `mib` MiB in `piece_kib` KiB extents, one
@@ -318,4 +368,88 @@ fn killed_at_many_points_then_rerun_equals_qemu_img() {
 #[ignore = "soak: a few minutes; run by .ci/run"]
 fn soak_killed_at_50_points_of_a_512_mib_commit() {
     killed_then_rerun(512, 64, 50);
+}
+
+/// A small XFS filesystem on a loop device, unmounted on drop.
+struct SmallFs {
+    _img: tempfile::TempDir,
+    mnt: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn new(mib: u64) -> Option<SmallFs> {
+        if !have("mkfs.xfs") {
+            return None;
+        }
+        let img = tempdir();
+        let file = img.path().join("fs.img");
+        run(Command::new("truncate").arg(format!("-s{mib}M")).arg(&file));
+        run(Command::new("mkfs.xfs").arg("-q").arg(&file));
+        let mnt = tempdir();
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&file)
+            .arg(mnt.path())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let required = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(
+                !required,
+                "mount -o loop failed (CI runs as root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!("skipping: cannot loop-mount (not root?)");
+            return None;
+        }
+        Some(SmallFs { _img: img, mnt })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mnt.path()).status();
+    }
+}
+
+#[test]
+fn a_full_filesystem_is_reported_honestly_and_the_rerun_finishes() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let Some(fs) = SmallFs::new(300) else { return };
+    let d = fs.mnt.path();
+    chain(d, 96);
+    // Leave about 40 MiB free: the 96 MiB of data cannot fit.
+    let free = nix::sys::statvfs::statvfs(d).unwrap();
+    let avail = free.blocks_available() * free.fragment_size();
+    let filler = d.join("filler");
+    run(Command::new("fallocate")
+        .arg(format!("-l{}", avail - (40 << 20)))
+        .arg(&filler));
+    let top = d.join("top.qcow2");
+    let top_before = std::fs::read(&top).unwrap();
+    let out = imgchain(&["commit", "--json", top.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(14));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = v["summary"].as_str().unwrap();
+    let error = v["copy"]["error"].as_str().unwrap();
+    assert!(error.contains("No space left"), "{error}");
+    assert!(!summary.contains("was flushed"), "{summary}");
+    if v["left_dirty"] == true {
+        assert!(summary.contains("qemu-img check -r all"), "{summary}");
+        run(Command::new("qemu-img")
+            .args(["check", "-q", "-r", "all"])
+            .arg(d.join("base.qcow2")));
+    } else {
+        assert!(summary.contains("consistent on disk"), "{summary}");
+        assert_eq!(v["reopen"]["base_mode"], "ro");
+    }
+    check_consistent(&d.join("base.qcow2"));
+    assert_eq!(top_before, std::fs::read(&top).unwrap(), "top unchanged");
+    // With room again, the same command finishes the commit.
+    std::fs::remove_file(&filler).unwrap();
+    imgchain_ok(&["commit", top.to_str().unwrap()]);
+    qemu_io(&d.join("base.qcow2"), "read -P 0x4f 45M 1M");
+    check_consistent(&d.join("base.qcow2"));
 }

@@ -277,6 +277,31 @@ fn progress_mid_commit_and_the_live_badge() {
 }
 
 #[test]
+fn cancel_during_the_flush_is_too_late_and_says_so() {
+    let mut a = app("flush-cancel", 120, 30);
+    let job = start(&mut a);
+    let flush = |done| Progress {
+        phase: Phase::Flush,
+        done,
+        total: 24 << 20,
+        elapsed: Duration::from_millis(700),
+        base_rw: true,
+    };
+    a.update(Msg::Commit {
+        job,
+        event: Event::Progress(flush(24 << 20)),
+    });
+    keys(&mut a, "x");
+    let cancel = &a.job.as_ref().unwrap().cancel;
+    assert!(
+        !cancel.load(std::sync::atomic::Ordering::Relaxed),
+        "nothing left to cancel"
+    );
+    assert!(a.status.contains("too late to cancel"), "{}", a.status);
+    insta::assert_snapshot!("cancel_during_flush", render(&a));
+}
+
+#[test]
 fn quitting_during_a_commit_waits_for_its_cleanup() {
     let mut a = app("quit", 100, 30);
     let job = start(&mut a);

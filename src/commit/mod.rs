@@ -1,6 +1,6 @@
 //! Commit: copy an overlay's data into its backing file (or a deeper base), upgrading the base
 //! from read-only to read-write for the copy and back again — on every path, with the copy's
-//! result and the reopen's result reported separately (design §4).
+//! result and the reopen's result reported separately (ARCHITECTURE.md §3).
 //!
 //! [`plan`] checks the guards in order and says what will be copied; [`run`] performs it in
 //! the calling thread (or a worker, [`run::spawn`]), reporting [`Progress`] and honouring a
@@ -55,6 +55,17 @@ impl Phase {
             Phase::EmptyTop => "empty-top",
             Phase::Done => "done",
         }
+    }
+}
+
+impl Phase {
+    /// Whether a cancel can still stop the commit: only until the copy is done. After that
+    /// the commit finishes (flush, reopen, emptying the top) whatever happens.
+    pub fn cancellable(self) -> bool {
+        matches!(
+            self,
+            Phase::Open | Phase::ReopenRw | Phase::Grow | Phase::Copy
+        )
     }
 }
 
@@ -188,7 +199,7 @@ impl From<OpenError> for CommitError {
 }
 
 impl CommitError {
-    /// The process exit code (design §5).
+    /// The process exit code (ARCHITECTURE.md §5).
     pub fn exit_code(&self) -> u8 {
         match self {
             CommitError::NoBacking { .. } => exit::NO_BACKING,

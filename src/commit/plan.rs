@@ -1,4 +1,4 @@
-//! Commit plan: the guards of design §4 in order, and what the commit will do.
+//! Commit plan: the guards of ARCHITECTURE.md §3 in order, and what the commit will do.
 //!
 //! Guards, first failure wins: no backing file, or a chain that does not resolve down to the
 //! base's own bottom (10, or 1 for a broken link) → keep-RO base or intermediate (11) → in use

@@ -1,16 +1,19 @@
-//! Running a commit (design §4, steps 1-8).
+//! Running a commit (ARCHITECTURE.md §3).
 //!
 //! 1. open the top, the images in between, the base and the base's own backing chain, with
 //!    QEMU's locks (top read-write unless it is kept; the rest read-only), and check each is
 //!    the file the plan saw; the base gets its backing chain for copy-on-write;
 //! 2. reopen the base read-write (a transaction: on failure nothing was written);
-//! 3. grow the base to the top's size if it is smaller (the grown part reads as zeroes);
-//! 4. copy every range allocated above the base — data, and zero ranges as zeroes — in
+//! 3. set the base's dirty bit (qcow2 v3), so a crash leaves it marked for repair
+//!    (ARCHITECTURE.md §4);
+//! 4. grow the base to the top's size if it is smaller (the grown part reads as zeroes);
+//! 5. copy every range allocated above the base — data, and zero ranges as zeroes — in
 //!    chunks, reporting progress and checking the cancel flag between chunks;
-//! 5. flush and fsync the base;
-//! 6. reopen the base read-only — always, also after an error or a cancel;
-//! 7. empty the top (unless kept), only after the base is on disk;
-//! 8. release the locks (dropping the handles).
+//! 6. flush and fsync the base, then clear its dirty bit;
+//! 7. reopen the base read-only — always, also after an error or a cancel — unless its dirty
+//!    bit had to stay set: then the read-write handle is closed instead;
+//! 8. empty the top (unless kept), only after the base is on disk, and free its space;
+//! 9. release the locks (dropping the handles).
 //!
 //! The [`Outcome`] keeps the copy's result and the reopen's result apart: a successful
 //! reopen never hides a failed copy, and a failed reopen never hides a successful one.
@@ -73,7 +76,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The process exit code (design §5).
+    /// The process exit code (ARCHITECTURE.md §5).
     pub fn exit_code(&self) -> u8 {
         match (&self.copy, &self.reopen_ro, &self.top_emptied) {
             (Err(CopyError::Cancelled), Some(Ok(())), _) => exit::CANCELLED,
@@ -103,10 +106,22 @@ impl Outcome {
         if self.cancel_too_late {
             s.push_str("Too late to cancel: the copy had finished, so the commit was completed. ");
         }
+        let flush_failed = matches!(
+            &self.copy,
+            Err(CopyError::Io {
+                op: "cannot flush",
+                ..
+            })
+        );
         let state = if self.left_dirty {
             format!(
                 "{base} holds part of {top}'s data and is marked dirty: its refcounts may be \
                  inconsistent. Repair it with qemu-img check -r all {base} before anything uses it"
+            )
+        } else if flush_failed {
+            format!(
+                "{base} holds part of {top}'s data, but putting it on disk failed, so what \
+                 the disk holds is uncertain: check it with qemu-img check {base}"
             )
         } else {
             format!("{base} holds part of {top}'s data and is consistent on disk")
@@ -345,7 +360,7 @@ pub fn run(
         .map_err(|e| CommitError::ReopenRw(Box::new(e)))?;
     report(Phase::ReopenRw, 0, total, true);
 
-    // 3.-5. Mark dirty, grow, copy, flush: any failure stops here but still reopens read-only.
+    // 3.-5. Mark dirty, grow, copy: any failure stops here but still reopens read-only.
     let mut copied = 0;
     let mut grew = None;
     // qcow2 v3 bases carry the dirty bit while they are written (see image::ordered).
@@ -451,7 +466,7 @@ pub fn run(
             Ok(())
         })
     })();
-    // 5. Flush whatever was written, whether the copy finished or not, then clear the dirty
+    // 6. Flush whatever was written, whether the copy finished or not, then clear the dirty
     // bit: only once every table is on disk.
     report(Phase::Flush, copied, total, true);
     let flushed = base
@@ -472,14 +487,14 @@ pub fn run(
     let copy = copy.and(flushed);
     let cancel_too_late = copy.is_ok() && cancel.load(Ordering::Relaxed);
 
-    // 6. Back to read-only, on every path — unless the base stays dirty: then no tool may
+    // 7. Back to read-only, on every path — unless the base stays dirty: then no tool may
     // open it before a repair, and the read-write handle is closed instead.
     report(Phase::ReopenRo, copied, total, true);
     let reopen_ro = (!marked).then(|| base.reopen(OpenMode::ReadOnly));
     let base_rw = matches!(reopen_ro, Some(Err(_)));
     report(Phase::ReopenRo, copied, total, base_rw);
 
-    // 7. Empty the top only once the base holds its data on disk.
+    // 8. Empty the top only once the base holds its data on disk.
     let top_emptied = if copy.is_ok() && !plan.keep_top {
         report(Phase::EmptyTop, copied, total, base_rw);
         Some(empty(&mut layers.handles[0]))
@@ -488,7 +503,7 @@ pub fn run(
     };
     report(Phase::Done, copied, total, base_rw);
 
-    // 8. Dropping the handles releases the locks.
+    // 9. Dropping the handles releases the locks.
     drop(layers);
     drop(base);
     drop(below);
@@ -817,6 +832,31 @@ mod tests {
             reads(&orig, "read -P 0x22 0 512k"),
             "the real base got the data"
         );
+    }
+
+    #[test]
+    fn a_cancel_after_the_copy_is_too_late_and_the_result_says_so() {
+        if !qemu() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = chain(tmp.path());
+        let cancel = AtomicBool::new(false);
+        let o = run(&plan, 64 << 10, &cancel, &mut |p| {
+            if p.phase == Phase::Flush {
+                assert!(!p.phase.cancellable());
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+        assert!(o.copy.is_ok() && o.cancel_too_late && !o.left_dirty);
+        assert_eq!(o.exit_code(), exit::OK);
+        let s = o.summary();
+        assert!(
+            s.starts_with("Too late to cancel: the copy had finished") && s.contains("Committed"),
+            "{s}"
+        );
+        assert!(reads(&tmp.path().join("base.qcow2"), "read -P 0x22 0 512k"));
     }
 
     #[test]

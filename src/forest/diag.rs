@@ -1,6 +1,6 @@
 //! Diagnostics: the problems a scan finds, each with a message that says what to do.
 //!
-//! Kinds are those of design §6 plus `bad-header` (a header QEMU would refuse) and
+//! Kinds are those of ARCHITECTURE.md §6 plus `bad-header` (a header QEMU would refuse) and
 //! `not-an-image` (a file named like an image format that has no such header).
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The RW / RO / keep-RO state model (design §3), as pure functions over the forest's shape.
+//! The RW / RO / keep-RO state model (ARCHITECTURE.md §2), as pure functions over the forest's shape.
 //!
 //! Rules, in order of precedence for a node's keep-RO reason:
 //! 1. `requested`: `--read-only`, a protect glob, or a toggle in the UI.

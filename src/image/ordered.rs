@@ -1,5 +1,5 @@
 //! The storage layer under every image imgchain writes: it puts imago's writes on disk in an
-//! order that a power loss cannot turn into a corrupt image (ARCHITECTURE.md, "Crash safety").
+//! order that a power loss cannot turn into a corrupt image (ARCHITECTURE.md §4).
 //!
 //! A power loss keeps every write that was synced and any subset of those that were not. So
 //! a write that must reach the disk after another needs a sync between the two. QEMU's qcow2
@@ -15,8 +15,9 @@
 //! for a new table before the refcount block that counts the table's cluster. On qcow2 v3 the
 //! image's dirty bit covers that ([`Ordered::set_dirty`]): it says "refcounts may be
 //! inconsistent", QEMU repairs them on its next read-write open, and imgchain refuses to write
-//! a dirty image until it is repaired. qcow2 v2 has no dirty bit, so a v2 image must not need
-//! new tables ([`crate::commit::plan`] refuses those commits).
+//! a dirty image until it is repaired. qcow2 v2 has no dirty bit: there L1 entries wait in
+//! memory until the next flush, after the tables and refcounts they point at are synced, and a
+//! write to the header or the refcount table is refused.
 
 use std::collections::HashSet;
 use std::fmt;

@@ -690,6 +690,9 @@ impl App {
                 }
             }
             Action::Cancel => match &self.job {
+                Some(j) if j.progress.is_some_and(|p| !p.phase.cancellable()) => {
+                    self.status = "too late to cancel: the copy is done; finishing".into();
+                }
                 Some(j) => {
                     j.cancel.store(true, Ordering::Relaxed);
                     self.status = "cancelling: the base is flushed and reopened read-only…".into();

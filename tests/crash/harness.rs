@@ -208,7 +208,8 @@ impl Trace {
     }
 
     /// Calls `judge` on every distinct file a power loss could leave, with a label saying
-    /// which; `subsets` random subsets are tried in each window besides its prefixes.
+    /// which: in each window, every prefix, and every subset of a window of up to 5 records
+    /// or `subsets` random subsets of a larger one.
     pub fn for_each_crash_state(
         &self,
         subsets: usize,
@@ -262,12 +263,20 @@ impl Trace {
                     &mut judge,
                 );
             }
-            if window.len() > 2 {
-                for k in 0..subsets {
+            // Small windows: every subset; larger ones: `subsets` random ones.
+            let all = window.len() <= 5;
+            let tries = if all { 1usize << window.len() } else { subsets };
+            if window.len() > 1 {
+                for k in 0..tries {
                     let mut sub = durable.clone();
                     let mut picked = Vec::new();
-                    for (i, op) in &window {
-                        if next() % 2 == 0 {
+                    for (bit, (i, op)) in window.iter().enumerate() {
+                        let take = if all {
+                            k >> bit & 1 == 1
+                        } else {
+                            next() % 2 == 0
+                        };
+                        if take {
                             apply(&mut sub, op);
                             picked.push(*i);
                         }

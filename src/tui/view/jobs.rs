@@ -40,10 +40,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 human_size(p.total),
                 human_size(p.rate() as u64),
                 p.phase,
-                if job.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                    " cancelling…"
-                } else {
-                    ""
+                match (
+                    job.cancel.load(std::sync::atomic::Ordering::Relaxed),
+                    p.phase.cancellable(),
+                ) {
+                    (true, true) => " cancelling…",
+                    (true, false) => " too late to cancel: finishing",
+                    (false, _) => "",
                 }
             )
         }
