@@ -54,8 +54,10 @@ for r in $(seq 1 "$RUNS"); do
     sync
     run_ours() { local t0; t0=$(now); "$bin" commit -d "$work/a/top.qcow2" >/dev/null; ours+=("$(python3 -c "print($(now) - $t0)")"); }
     run_theirs() { local t0; t0=$(now); (cd "$work/b" && qemu-img commit -q -d top.qcow2); theirs+=("$(python3 -c "print($(now) - $t0)")"); }
-    # Each timed run starts with no dirty pages left by the copies or the other tool.
-    if [ $((r % 2)) -eq 1 ]; then sync; run_ours; sync; run_theirs; else sync; run_theirs; sync; run_ours; fi
+    # Each timed run starts with no dirty pages left by the copies or the other tool, and
+    # (as root) with a cold page cache.
+    settle() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_caches; sleep 1; }
+    if [ $((r % 2)) -eq 1 ]; then settle; run_ours; settle; run_theirs; else settle; run_theirs; settle; run_ours; fi
     qemu-img compare -q "$work/a/base.qcow2" "$work/b/base.qcow2" || { echo "bases differ!"; exit 1; }
     echo "run $r: imgchain ${ours[-1]} s, qemu-img ${theirs[-1]} s"
 done

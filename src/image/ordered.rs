@@ -12,12 +12,15 @@
 //! reach the disk in the order imago issued them.
 //!
 //! imago still issues one dependency out of order: it writes the L1 (or refcount table) entry
-//! for a new table before the refcount block that counts the table's cluster. On qcow2 v3 the
-//! image's dirty bit covers that ([`Ordered::set_dirty`]): it says "refcounts may be
-//! inconsistent", QEMU repairs them on its next read-write open, and imgchain refuses to write
-//! a dirty image until it is repaired. qcow2 v2 has no dirty bit: there L1 entries wait in
-//! memory until the next flush, after the tables and refcounts they point at are synced, and a
-//! write to the header or the refcount table is refused.
+//! for a new table before the refcount block that counts the table's cluster. So L1 entry
+//! writes are held in memory until the next flush, when the tables and refcounts they point
+//! at are synced first (or until the header or the refcount table is written, before which
+//! they go out in order). That also spares a sync per new L2 table during a copy. Refcount
+//! table entries for new refcount blocks, and a growing L1 table, still go out early: on qcow2
+//! v3 the image's dirty bit covers that ([`Ordered::set_dirty`]): it says "refcounts may be
+//! inconsistent", QEMU repairs them on its next read-write open, and imgchain refuses to
+//! write a dirty image until it is repaired. qcow2 v2 has no dirty bit, so there a write to
+//! the header or the refcount table is refused.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -155,6 +158,14 @@ impl Layout {
         class
     }
 
+    /// Whether a write is whole entries of the L1 table and nothing else.
+    fn l1_entries_only(&self, offset: u64, len: u64) -> bool {
+        offset >= self.l1_offset
+            && offset + len <= self.l1_offset + self.l1_entries * 8
+            && (offset - self.l1_offset).is_multiple_of(8)
+            && len.is_multiple_of(8)
+    }
+
     /// Updates the layout after a pointer write at `offset`.
     fn update(&mut self, file: &ImagoFile, offset: u64, len: u64) -> io::Result<()> {
         if offset < 72 {
@@ -191,11 +202,12 @@ struct State {
     unsynced: Option<Class>,
     /// While set, every header write keeps the dirty bit set.
     dirty: bool,
-    /// A qcow2 image without a dirty bit (v2): L1 entries wait in `deferred` until the next
-    /// flush, when every table and refcount they depend on is on disk; the header and the
-    /// refcount table are never written.
-    strict: bool,
+    /// L1 entry writes, held until the next flush (or a write to the header or the refcount
+    /// table), when every table and refcount they point at is on disk first.
     deferred: Vec<(u64, Vec<u8>)>,
+    /// A qcow2 image without a dirty bit (v2): the header and the refcount table are never
+    /// written.
+    strict: bool,
 }
 
 #[derive(Debug)]
@@ -249,8 +261,16 @@ impl Ordered {
         Ok(())
     }
 
-    /// Syncs first when the write about to be issued is of another class than the unsynced ones.
+    /// Syncs first when the write about to be issued is of another class than the unsynced ones
+    /// (and writes deferred L1 entries first if it overlaps them).
     fn barrier(&self, st: &mut State, offset: u64, len: u64) -> io::Result<Class> {
+        if st
+            .deferred
+            .iter()
+            .any(|(o, b)| Layout::overlaps(offset, len, *o, b.len() as u64))
+        {
+            self.release(st)?;
+        }
         let class = st
             .layout
             .as_ref()
@@ -286,34 +306,21 @@ impl Ordered {
         Ok(())
     }
 
-    /// A pointer write to an image without a dirty bit: L1 entries are deferred (and the
-    /// layout learns their L2 tables now); anything else is refused.
-    fn defer(st: &mut State, bufv: &IoVector<'_>, offset: u64) -> io::Result<()> {
-        let len = bufv.len();
-        let Some(l) = st.layout.as_mut() else {
-            return Err(io::Error::other("no layout"));
-        };
-        let in_l1 = offset >= l.l1_offset && offset + len <= l.l1_offset + l.l1_entries * 8;
-        if !in_l1 || !(offset - l.l1_offset).is_multiple_of(8) || !len.is_multiple_of(8) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the image would need its header or refcount table rewritten, which a qcow2 v2 \
-                 (compat=0.10) image cannot survive a crash in: it has no dirty bit; convert it \
-                 with qemu-img amend -f qcow2 -o compat=1.1 first",
-            ));
-        }
-        let mut bytes = vec![0u8; len as usize];
+    /// An L1 entry write, deferred until the next flush; the layout learns its L2 tables now.
+    fn defer(st: &mut State, bufv: &IoVector<'_>, offset: u64) {
+        let mut bytes = vec![0u8; bufv.len() as usize];
         bufv.copy_into_slice(&mut bytes);
-        let bits = l.cluster_bits;
-        l.l2.extend(
-            bytes
-                .chunks_exact(8)
-                .map(|e| be64(e, 0) & OFFSET_MASK)
-                .filter(|&o| o != 0)
-                .map(|o| o >> bits),
-        );
+        if let Some(l) = st.layout.as_mut() {
+            let bits = l.cluster_bits;
+            l.l2.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|e| be64(e, 0) & OFFSET_MASK)
+                    .filter(|&o| o != 0)
+                    .map(|o| o >> bits),
+            );
+        }
         st.deferred.push((offset, bytes));
-        Ok(())
     }
 
     /// How many syncs this layer has issued.
@@ -442,13 +449,24 @@ impl Storage for Ordered {
     unsafe fn pure_writev(&self, bufv: IoVector<'_>, offset: u64) -> io::Result<()> {
         let len = bufv.len();
         let mut st = self.state();
-        if st.strict
-            && st
-                .layout
-                .as_ref()
-                .is_some_and(|l| l.classify(offset, len) == Class::Pointer)
+        if let Some(l) = &st.layout
+            && l.classify(offset, len) == Class::Pointer
         {
-            return Ordered::defer(&mut st, &bufv, offset);
+            if l.l1_entries_only(offset, len) {
+                Ordered::defer(&mut st, &bufv, offset);
+                return Ok(());
+            }
+            if st.strict {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the image would need its header or refcount table rewritten, which a \
+                     qcow2 v2 (compat=0.10) image cannot survive a crash in: it has no dirty \
+                     bit; convert it with qemu-img amend -f qcow2 -o compat=1.1 first",
+                ));
+            }
+            // The header or the refcount table: deferred L1 entries go first, while the L1
+            // table they belong to is still the one on disk.
+            self.release(&mut st)?;
         }
         let class = self.barrier(&mut st, offset, len)?;
         if st.dirty && covers_dirty_bit(offset, len) {
