@@ -655,3 +655,54 @@ fn an_emptied_top_gives_its_space_back_like_qemu_img() {
         .arg(ours.path().join("top.qcow2"))
         .arg(theirs.path().join("top.qcow2")));
 }
+
+#[test]
+fn a_v2_base_that_would_need_a_new_refcount_block_is_refused_before_writing() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    // 4 KiB clusters: one refcount block counts 8 MiB of file; 32 MiB of data needs more.
+    let setup = |d: &Path| {
+        create(
+            d,
+            "base.qcow2",
+            "qcow2",
+            "64M",
+            None,
+            &["-o", "compat=0.10,cluster_size=4k"],
+        );
+        create(
+            d,
+            "top.qcow2",
+            "qcow2",
+            "64M",
+            Some(("base.qcow2", "qcow2")),
+            &[],
+        );
+        qemu_io(&d.join("top.qcow2"), "write -P 0x22 0 32M");
+    };
+    let tmp = tempdir();
+    let d = tmp.path();
+    setup(d);
+    let before = snapshot(d);
+    let out = imgchain(&["commit", d.join("top.qcow2").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{err}");
+    assert!(
+        err.contains("qemu-img amend -f qcow2 -o compat=1.1"),
+        "{err}"
+    );
+    assert_eq!(before, snapshot(d), "nothing changed");
+    // Converted as the message says, it commits like qemu-img.
+    against_qemu(
+        |d| {
+            setup(d);
+            run(Command::new("qemu-img")
+                .args(["amend", "-f", "qcow2", "-o", "compat=1.1"])
+                .arg(d.join("base.qcow2")));
+        },
+        "top.qcow2",
+        "base.qcow2",
+        &[],
+    );
+}

@@ -62,6 +62,8 @@ struct Layout {
     /// Host cluster indices of L2 tables and refcount blocks.
     l2: HashSet<u64>,
     rb: HashSet<u64>,
+    /// Refcount table entries in use before the first empty one.
+    rt_used: u64,
 }
 
 /// Host offset bits of L1 and refcount table entries.
@@ -129,6 +131,16 @@ impl Layout {
 
     fn reload_rt(&mut self, file: &ImagoFile) -> io::Result<()> {
         self.rb = self.clusters_of(file, self.rt_offset, self.rt_bytes)?;
+        let mut first = [0u8; 8];
+        let mut used = 0;
+        while used * 8 < self.rt_bytes {
+            file.read(&mut first[..], self.rt_offset + used * 8)?;
+            if be64(&first, 0) & OFFSET_MASK == 0 {
+                break;
+            }
+            used += 1;
+        }
+        self.rt_used = used;
         Ok(())
     }
 
@@ -321,6 +333,16 @@ impl Ordered {
             );
         }
         st.deferred.push((offset, bytes));
+    }
+
+    /// For a v2 image (16-bit refcounts): the bytes of file that existing refcount blocks can
+    /// count — a write past them needs a new refcount block, which v2 cannot take safely — and
+    /// the cluster size.
+    pub fn v2_refcount_room(&self) -> Option<(u64, u64)> {
+        let st = self.state();
+        let l = st.layout.as_ref().filter(|l| l.version < 3)?;
+        let cluster = 1u64 << l.cluster_bits;
+        Some((l.rt_used * (cluster / 2) * cluster, cluster))
     }
 
     /// How many syncs this layer has issued.
@@ -549,6 +571,7 @@ mod tests {
             rt_bytes: 1 << 16,
             l2: [5u64].into_iter().collect(),
             rb: [2u64].into_iter().collect(),
+            rt_used: 1,
         }
     }
 
