@@ -299,6 +299,9 @@ fn cancel_during_the_flush_is_too_late_and_says_so() {
     );
     assert!(a.status.contains("too late to cancel"), "{}", a.status);
     insta::assert_snapshot!("cancel_during_flush", render(&a));
+    keys(&mut a, "q");
+    assert!(!a.quit, "waits for the commit");
+    assert!(a.status.contains("finishing the commit"), "{}", a.status);
 }
 
 #[test]

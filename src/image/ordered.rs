@@ -215,7 +215,9 @@ struct State {
     /// While set, every header write keeps the dirty bit set.
     dirty: bool,
     /// L1 entry writes, held until the next flush (or a write to the header or the refcount
-    /// table), when every table and refcount they point at is on disk first.
+    /// table), when every table and refcount they point at is on disk first. imago flushes
+    /// when its access is dropped; if that flush fails before reaching this layer, they are
+    /// never written: the tables they point at are leaked, not exposed half-counted.
     deferred: Vec<(u64, Vec<u8>)>,
     /// A qcow2 image without a dirty bit (v2): the header and the refcount table are never
     /// written.

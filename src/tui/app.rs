@@ -710,11 +710,14 @@ impl App {
             Action::Help => self.popup = Some(Popup::Help(0)),
             Action::Quit => match &self.job {
                 Some(j) => {
-                    j.cancel.store(true, Ordering::Relaxed);
                     self.quit_pending = true;
-                    self.status =
+                    self.status = if j.progress.is_some_and(|p| !p.phase.cancellable()) {
+                        "the copy is done: finishing the commit before quitting…".into()
+                    } else {
+                        j.cancel.store(true, Ordering::Relaxed);
                         "cancelling the commit and reopening the base read-only before quitting…"
-                            .into();
+                            .into()
+                    };
                 }
                 None => self.quit = true,
             },
