@@ -236,21 +236,29 @@ fn killed_then_rerun(mib: u64, piece_kib: u64, points: u32) {
         .current_dir(reference.path())
         .args(["commit", "-q", "top.qcow2"]));
     let cfg = config_with_chunk(orig.path(), "256KiB");
-    // One uninterrupted run tells when each phase starts, counted from the "[open" line.
-    let timed = tempdir();
-    copy_dir(orig.path(), timed.path());
-    let top = timed.path().join("top.qcow2");
-    let (child, rx) = start_commit(&["--config", &cfg, "commit", "-p", top.to_str().unwrap()]);
-    wait_for(&rx, "[open");
-    let t0 = Instant::now();
-    let mut starts: Vec<(String, Duration)> = Vec::new();
-    for line in rx.iter() {
-        let phase = phase_of(&line).to_string();
-        if starts.last().is_none_or(|(p, _)| *p != phase) {
-            starts.push((phase, t0.elapsed()));
+    // Uninterrupted runs, set up like the killed ones, tell when each phase starts (counted
+    // from the "[open" line); the fastest of three is used, so that kills land inside it.
+    let timeline = || {
+        let timed = tempdir();
+        copy_dir(orig.path(), timed.path());
+        let top = timed.path().join("top.qcow2");
+        let (child, rx) = start_commit(&["--config", &cfg, "commit", "-p", top.to_str().unwrap()]);
+        wait_for(&rx, "[open");
+        let t0 = Instant::now();
+        let mut starts: Vec<(String, Duration)> = Vec::new();
+        for line in rx.iter() {
+            let phase = phase_of(&line).to_string();
+            if starts.last().is_none_or(|(p, _)| *p != phase) {
+                starts.push((phase, t0.elapsed()));
+            }
         }
-    }
-    assert!(child.wait_with_output().unwrap().status.success());
+        assert!(child.wait_with_output().unwrap().status.success());
+        starts
+    };
+    let starts = (0..3)
+        .map(|_| timeline())
+        .min_by_key(|s| s.last().map(|(_, t)| *t))
+        .unwrap_or_default();
     let at = |name: &str| {
         starts
             .iter()
