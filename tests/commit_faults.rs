@@ -176,6 +176,42 @@ fn ctrl_c_cancels_cleanly() {
     assert_eq!(top_before, std::fs::read(&top).unwrap(), "top unchanged");
 }
 
+#[test]
+fn ctrl_c_after_the_copy_is_too_late_and_says_so() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    // The signal must land during the flush; on a very fast disk it may land after the end,
+    // so a few attempts are allowed. Every attempt must finish the commit.
+    let mut landed = false;
+    for _ in 0..5 {
+        let tmp = tempdir();
+        let d = tmp.path();
+        chain(d, 160);
+        let top = d.join("top.qcow2");
+        let (child, rx) = start_commit(&["commit", "-p", "--json", top.to_str().unwrap()]);
+        wait_for(&rx, "[flush");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "the commit finishes");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["copy"]["ok"], true);
+        assert_eq!(v["top_state"], "emptied");
+        check_consistent(&d.join("base.qcow2"));
+        qemu_io(&d.join("base.qcow2"), "read -P 0x4f 45M 1M");
+        if v["cancel_too_late"] == true {
+            let summary = v["summary"].as_str().unwrap();
+            assert!(summary.starts_with("Too late to cancel"), "{summary}");
+            landed = true;
+            break;
+        }
+    }
+    assert!(landed, "Ctrl-C never landed during the flush");
+}
+
 /// The phase a `-p` progress line names: `... [copy, base RW]` → `copy`.
 fn phase_of(line: &str) -> &str {
     line.rsplit_once('[')
