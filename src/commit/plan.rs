@@ -296,6 +296,62 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
     })
 }
 
+/// Guard 4 again, right before the first write, on a fresh scan of the directories of every
+/// image in the plan: an overlay of the base that the plan did not name — created since, or
+/// outside what the plan's scan saw — refuses the commit, even with `--force`.
+pub fn recheck_overlays(plan: &Plan) -> Result<(), CommitError> {
+    let mut dirs: Vec<PathBuf> = std::iter::once(&plan.top)
+        .chain(&plan.intermediates)
+        .chain(std::iter::once(&plan.base))
+        .chain(&plan.below)
+        .filter_map(|i| i.path.parent().map(PathBuf::from))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let opts = crate::forest::ScanOptions {
+        max_depth: 0,
+        ..Default::default()
+    };
+    let changed = |what: String| CommitError::Changed {
+        path: plan.base.path.clone(),
+        what,
+    };
+    let scan = crate::forest::scan(&dirs, &opts)
+        .map_err(|e| changed(format!("it could not be scanned again: {e}")))?;
+    let forest = &scan.forest;
+    let Some(base) = forest.find(&plan.base.path) else {
+        return Err(changed("it is gone".into()));
+    };
+    let ident = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut known: HashSet<(u64, u64)> = std::iter::once(&plan.top)
+        .chain(&plan.intermediates)
+        .map(|i| i.ident)
+        .collect();
+    known.extend(plan.forced_over.iter().filter_map(|p| ident(p)));
+    if let Some(top) = forest.find(&plan.top.path) {
+        known.extend(
+            descendants(forest, top)
+                .into_iter()
+                .filter_map(|d| forest.node(d).ident),
+        );
+    }
+    let mut others: Vec<PathBuf> = descendants(forest, base)
+        .into_iter()
+        .map(|d| forest.node(d))
+        .filter(|n| n.ident.is_none_or(|i| !known.contains(&i)))
+        .map(|n| n.path.clone())
+        .collect();
+    others.sort();
+    if others.is_empty() {
+        Ok(())
+    } else {
+        Err(CommitError::SharedBase {
+            base: plan.base.path.clone(),
+            others,
+        })
+    }
+}
+
 /// Where `-b BASE` is in the chain, matched as qemu-img does (`bdrv_find_backing_image`):
 /// by the backing name as written in an overlay's header, or as a path — relative to the top's
 /// directory or to the working directory — naming the same file.

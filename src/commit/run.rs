@@ -323,6 +323,7 @@ pub fn run(
         })
     };
     report(Phase::Open, 0, 0, false);
+    super::plan::recheck_overlays(plan)?;
 
     // 1. Open everything, locked as QEMU would lock it.
     let top_mode = if plan.keep_top {
@@ -855,6 +856,62 @@ mod tests {
             reads(&orig, "read -P 0x22 0 512k"),
             "the real base got the data"
         );
+    }
+
+    #[test]
+    fn overlays_the_plan_did_not_see_refuse_the_run_before_any_write() {
+        if !qemu() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        // A plan made when the base had one overlay (a stale forest), and one made from a scan
+        // of the top alone (the UI opened on one file): another VM's overlay exists by the run.
+        let stale = chain(d);
+        let scan = crate::forest::scan(&[d.join("top.qcow2")], &Default::default()).unwrap();
+        let top = scan.forest.find(&d.join("top.qcow2")).unwrap();
+        let req = Request {
+            top,
+            base: None,
+            keep_top: true,
+            force: false,
+        };
+        let narrow = plan(&scan.forest, &req).unwrap();
+        sh(Command::new("qemu-img").current_dir(d).args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "other-vm.qcow2",
+        ]));
+        let before = sum(&d.join("base.qcow2"));
+        for (name, p) in [("stale", &stale), ("narrow", &narrow)] {
+            match run(p, 1 << 20, &AtomicBool::new(false), &mut |_| {}) {
+                Err(CommitError::SharedBase { others, .. }) => {
+                    assert_eq!(others, vec![d.join("other-vm.qcow2")], "{name}")
+                }
+                other => panic!("{name}: expected SharedBase, got {other:?}"),
+            }
+            assert_eq!(before, sum(&d.join("base.qcow2")), "{name}: base untouched");
+        }
+        // Forced over it knowingly, the plan names it, and the run goes ahead.
+        let scan = crate::forest::scan(&[d.to_path_buf()], &Default::default()).unwrap();
+        let top = scan.forest.find(&d.join("top.qcow2")).unwrap();
+        let forced = plan(
+            &scan.forest,
+            &Request {
+                top,
+                base: None,
+                keep_top: true,
+                force: true,
+            },
+        )
+        .unwrap();
+        assert!(run(&forced, 1 << 20, &AtomicBool::new(false), &mut |_| {}).is_ok());
     }
 
     #[test]
