@@ -113,7 +113,7 @@ impl Progress {
 }
 
 /// Why a commit was refused or could not start. Nothing has been written when one of these
-/// is returned.
+/// is returned, except [`CommitError::Internal`].
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error("{} has no backing file, so there is nothing to commit it into", top.display())]
@@ -143,6 +143,9 @@ pub enum CommitError {
     Open(OpenError),
     #[error("nothing was written: {0}")]
     ReopenRw(Box<ReopenError>),
+    /// A bug stopped the commit: it may have written part of the data.
+    #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", base.display(), base.display())]
+    Internal { base: PathBuf, what: String },
     #[error("cannot read the allocation map of {}: {source}", path.display())]
     Map {
         path: PathBuf,
@@ -213,6 +216,7 @@ impl CommitError {
             | CommitError::Changed { .. }
             | CommitError::Open(_)
             | CommitError::ReopenRw(_)
+            | CommitError::Internal { .. }
             | CommitError::Map { .. } => exit::FAILURE,
         }
     }
@@ -230,6 +234,7 @@ impl CommitError {
             CommitError::Changed { .. } => "changed",
             CommitError::Open(_) => "open",
             CommitError::ReopenRw(_) => "reopen-rw",
+            CommitError::Internal { .. } => "internal",
             CommitError::Map { .. } => "map",
         }
     }

@@ -182,7 +182,21 @@ pub fn spawn(
     mut on_event: impl FnMut(Event) + Send + 'static,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let result = run(&plan, chunk, &cancel, &mut |p| on_event(Event::Progress(p)));
+        // A panic still ends in a report: whoever waits for Done is never left waiting.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(&plan, chunk, &cancel, &mut |p| on_event(Event::Progress(p)))
+        }))
+        .unwrap_or_else(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(CommitError::Internal {
+                base: plan.base.path.clone(),
+                what,
+            })
+        });
         on_event(Event::Done(Box::new(result)));
     })
 }
@@ -856,6 +870,42 @@ mod tests {
             reads(&orig, "read -P 0x22 0 512k"),
             "the real base got the data"
         );
+    }
+
+    #[test]
+    fn a_panicking_worker_still_reports_done() {
+        if !qemu() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = chain(tmp.path());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut first = true;
+        let worker = spawn(plan, 1 << 20, Arc::new(AtomicBool::new(false)), move |e| {
+            if std::mem::take(&mut first) {
+                panic!("injected");
+            }
+            let _ = tx.send(e);
+        });
+        let done = rx
+            .iter()
+            .find_map(|e| match e {
+                Event::Done(r) => Some(r),
+                Event::Progress(_) => None,
+            })
+            .expect("a Done report");
+        match *done {
+            Err(e @ CommitError::Internal { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("injected") && msg.contains("qemu-img check"),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected Internal, got {other:?}"),
+        }
+        worker.join().unwrap();
+        assert!(!base_locks(tmp.path()).in_use(), "locks released");
     }
 
     #[test]

@@ -491,7 +491,11 @@ impl App {
                     Err(e) => {
                         self.status = "commit refused".into();
                         self.popup = Some(Popup::Message {
-                            title: format!("Commit refused (exit {})", e.exit_code()),
+                            title: if matches!(e, crate::commit::CommitError::Internal { .. }) {
+                                "Commit stopped by an internal error".into()
+                            } else {
+                                format!("Commit refused (exit {})", e.exit_code())
+                            },
                             body: e.to_string(),
                             error: true,
                         });
