@@ -209,10 +209,7 @@ fn report_skipped(scan: &Scan) {
 fn run(cli: Cli) -> Result<u8, Failure> {
     let ctx = Session::new(&cli.global)?;
     let code = match cli.command {
-        None => {
-            ui(&ctx, cli.paths, cli.demo, cli.dir)?;
-            exit::OK
-        }
+        None => ui(&ctx, cli.paths, cli.demo, cli.dir)?,
         Some(Command::Tree { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
             if json {
@@ -369,7 +366,8 @@ fn commit_refused(e: &imgchain::commit::CommitError, json: bool) -> u8 {
 }
 
 /// Opens the interactive UI on `paths`, or on the demo forest.
-fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> Result<(), Failure> {
+/// Runs the UI; the exit code is that of a commit the user quit during, else 0.
+fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> Result<u8, Failure> {
     use imgchain::tui;
     let mut protect_globs = ctx.protect_globs.clone();
     // Kept alive until the UI exits: a temporary demo directory is removed then.
@@ -414,10 +412,16 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
         protect,
         keep_top: ctx.config.commit.keep_top,
     };
-    tui::run(tui::Options {
+    let report = tui::run(tui::Options {
         settings,
         scan: ctx.scan_options(),
         chunk_size: ctx.config.commit.chunk_size.0,
     })?;
-    Ok(())
+    Ok(match report {
+        Some((summary, code)) => {
+            println!("{summary}");
+            code
+        }
+        None => exit::OK,
+    })
 }

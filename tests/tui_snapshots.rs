@@ -305,10 +305,21 @@ fn cancel_during_the_flush_is_too_late_and_says_so() {
 }
 
 #[test]
-fn quitting_during_a_commit_waits_for_its_cleanup() {
+fn quitting_during_a_commit_asks_then_waits_for_its_cleanup() {
     let mut a = app("quit", 100, 30);
     let job = start(&mut a);
     keys(&mut a, "q");
+    assert!(matches!(a.popup, Some(Popup::ConfirmQuit)), "asks first");
+    insta::assert_snapshot!("confirm_quit", render(&a));
+    key(&mut a, KeyCode::Esc);
+    assert!(
+        a.popup.is_none() && a.job.is_some() && !a.quit,
+        "n keeps committing"
+    );
+    let cancel = &a.job.as_ref().unwrap().cancel;
+    assert!(!cancel.load(std::sync::atomic::Ordering::Relaxed));
+    keys(&mut a, "q");
+    keys(&mut a, "y");
     assert!(!a.quit, "not while the base may be read-write");
     assert!(
         a.job
@@ -327,6 +338,11 @@ fn quitting_during_a_commit_waits_for_its_cleanup() {
     });
     assert!(a.quit, "quits once the commit reports it is done");
     assert!(fx.is_empty(), "no rescan on the way out");
+    let (report, code) = a.exit_report.clone().expect("a report to print");
+    assert!(
+        report.contains("no backing file") && code == 10,
+        "{report} {code}"
+    );
 }
 
 #[test]

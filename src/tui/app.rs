@@ -78,6 +78,8 @@ pub enum Popup {
         body: String,
         error: bool,
     },
+    /// Quit asked while a commit can still be cancelled: cancel it and quit?
+    ConfirmQuit,
 }
 
 /// The commit dialog: what would happen, and every guard that fires.
@@ -150,6 +152,9 @@ pub struct App {
     keep_top_default: bool,
     /// Quit once the running commit has finished cleaning up.
     quit_pending: bool,
+    /// What to print after the terminal is restored, and the exit code, when the UI quit
+    /// during a commit: the commit's own report, as the CLI gives it.
+    pub exit_report: Option<(String, u8)>,
     /// The next scan result replaces the status line.
     announce_scan: bool,
     next_job: u64,
@@ -197,6 +202,7 @@ impl App {
             unprotected: HashSet::new(),
             keep_top_default: s.keep_top,
             quit_pending: false,
+            exit_report: None,
             announce_scan: true,
             next_job: 1,
         }
@@ -444,6 +450,12 @@ impl App {
             }
             CommitEvent::Done(result) => {
                 let job = self.job.take();
+                if self.quit_pending {
+                    self.exit_report = Some(match &*result {
+                        Ok(o) => (o.summary(), o.exit_code()),
+                        Err(e) => (e.to_string(), e.exit_code()),
+                    });
+                }
                 match *result {
                     Ok(outcome) => {
                         let summary = outcome.summary();
@@ -556,6 +568,21 @@ impl App {
                     }
                     _ => Some(Popup::Help(scroll)),
                 };
+                Vec::new()
+            }
+            Popup::ConfirmQuit => {
+                match (dialog, &self.job) {
+                    (Some(Action::Confirm), Some(j)) => {
+                        j.cancel.store(true, Ordering::Relaxed);
+                        self.quit_pending = true;
+                        self.status =
+                            "cancelling the commit and reopening the base read-only before quitting…"
+                                .into();
+                    }
+                    (Some(Action::Confirm), None) => self.quit = true,
+                    (Some(_), _) => self.status = "the commit goes on".into(),
+                    (None, _) => self.popup = Some(Popup::ConfirmQuit),
+                }
                 Vec::new()
             }
             Popup::Message { .. } if dialog.is_some() || browse == Some(Action::Quit) => Vec::new(),
@@ -713,16 +740,11 @@ impl App {
             }
             Action::Help => self.popup = Some(Popup::Help(0)),
             Action::Quit => match &self.job {
-                Some(j) => {
+                Some(j) if j.progress.is_some_and(|p| !p.phase.cancellable()) => {
                     self.quit_pending = true;
-                    self.status = if j.progress.is_some_and(|p| !p.phase.cancellable()) {
-                        "the copy is done: finishing the commit before quitting…".into()
-                    } else {
-                        j.cancel.store(true, Ordering::Relaxed);
-                        "cancelling the commit and reopening the base read-only before quitting…"
-                            .into()
-                    };
+                    self.status = "the copy is done: finishing the commit before quitting…".into();
                 }
+                Some(_) => self.popup = Some(Popup::ConfirmQuit),
                 None => self.quit = true,
             },
             Action::Commit => return self.plan_commit(),

@@ -60,10 +60,11 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
 }
 
 /// Runs the UI until the user quits. The terminal is restored on every exit path, panics
-/// included (ratatui's hook).
-pub fn run(opts: Options) -> anyhow::Result<()> {
+/// included (ratatui's hook). Returns the report and exit code of a commit the user quit
+/// during, to print once the terminal is back.
+pub fn run(opts: Options) -> anyhow::Result<Option<(String, u8)>> {
     let mut terminal = ratatui::init();
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<Option<(String, u8)>> {
         let (tx, rx) = mpsc::channel();
         let mut app = App::new(opts.settings);
         let size = terminal.size()?;
@@ -91,7 +92,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             }
             terminal.draw(|f| view::draw(&app, f))?;
         }
-        Ok(())
+        Ok(app.exit_report.take())
     })();
     ratatui::restore();
     result

@@ -79,6 +79,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Some(Popup::Message { title, body, error }) => {
             popup::message(app, title, body, *error, frame, area)
         }
+        Some(Popup::ConfirmQuit) => popup::confirm_quit(app, frame, area),
     }
 }
 

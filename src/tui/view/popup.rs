@@ -158,15 +158,58 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
 }
 
 pub fn message(app: &App, title: &str, body: &str, error: bool, frame: &mut Frame, area: Rect) {
+    let hint = format!(
+        "{} or {} closes",
+        app.keymap.keys_of(Action::Confirm),
+        app.keymap.keys_of(Action::Close)
+    );
+    text(app, title, body, hint, error, frame, area);
+}
+
+/// The question asked when quitting while a commit can still be cancelled.
+pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect) {
+    let what = app
+        .job
+        .as_ref()
+        .map(|j| {
+            format!(
+                "{} is being committed into {}.",
+                crate::forest::model::file_name(&j.top),
+                crate::forest::model::file_name(&j.base)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "{what}\nCancel the commit and quit? The base is flushed and made read-only again \
+         first; the top keeps its data."
+    );
+    let hint = format!(
+        "{} cancel and quit   {} keep committing",
+        app.keymap.keys_of(Action::Confirm),
+        app.keymap.keys_of(Action::Close)
+    );
+    text(
+        app,
+        "Quit during a commit?",
+        &body,
+        hint,
+        false,
+        frame,
+        area,
+    );
+}
+
+fn text(
+    app: &App,
+    title: &str,
+    body: &str,
+    hint: String,
+    error: bool,
+    frame: &mut Frame,
+    area: Rect,
+) {
     let mut lines: Vec<Line<'static>> = body.lines().map(|l| Line::from(l.to_string())).collect();
     lines.push(Line::from(""));
-    lines.push(Line::from(Span::styled(
-        format!(
-            "{} or {} closes",
-            app.keymap.keys_of(Action::Confirm),
-            app.keymap.keys_of(Action::Close)
-        ),
-        app.theme.dim,
-    )));
+    lines.push(Line::from(Span::styled(hint, app.theme.dim)));
     dialog(app, format!(" {title} "), lines, error, frame, area);
 }
