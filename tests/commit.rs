@@ -32,6 +32,10 @@ fn against_qemu(setup: impl Fn(&Path), top: &str, base: &str, args: &[&str]) {
     let t = ours.path().join(top);
     let mut a: Vec<&str> = vec!["commit", "--json"];
     a.extend_from_slice(args);
+    // qemu-img changes the images in between silently; imgchain wants --force for that.
+    if args.contains(&"-b") {
+        a.push("--force");
+    }
     a.push(t.to_str().unwrap());
     let out = imgchain(&a);
     assert_eq!(
@@ -387,6 +391,24 @@ fn commit_with_b_across_a_four_deep_chain() {
         qemu_io(&d.join("top.qcow2"), "write -P 0x93 1536k 1M");
         qemu_io(&d.join("top.qcow2"), "write -P 0x94 20M 1M");
     };
+    // Without --force, -b refuses: the images in between would read differently.
+    let tmp = tempdir();
+    setup(tmp.path());
+    let before = snapshot(tmp.path());
+    let top = tmp.path().join("top.qcow2");
+    let v = imgchain_json(
+        &[
+            "commit",
+            "--json",
+            "-b",
+            "base.qcow2",
+            top.to_str().unwrap(),
+        ],
+        13,
+    );
+    let msg = v["message"].as_str().unwrap_or_default().to_string() + &v.to_string();
+    assert!(msg.contains("m1.qcow2") && msg.contains("m2.qcow2"), "{v}");
+    assert_eq!(before, snapshot(tmp.path()), "a refusal changes nothing");
     against_qemu(setup, "top.qcow2", "base.qcow2", &["-b", "base.qcow2"]);
     against_qemu(setup, "top.qcow2", "m1.qcow2", &["-b", "m1.qcow2"]);
 }

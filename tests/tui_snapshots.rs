@@ -277,6 +277,36 @@ fn progress_mid_commit_and_the_live_badge() {
 }
 
 #[test]
+fn the_plan_cycles_down_the_chain_to_a_deeper_base() {
+    let mut a = app("deeper", 120, 34);
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    keys(&mut a, "c");
+    keys(&mut a, "b");
+    let Some(Popup::Plan(p)) = &a.popup else {
+        panic!("the plan stays open")
+    };
+    assert!(p.base.as_ref().unwrap().ends_with("app-snap1.qcow2"));
+    assert!(
+        p.keep_top,
+        "a deeper base keeps the top, as qemu-img -b does"
+    );
+    assert!(
+        p.shared_with.iter().any(|o| o.ends_with("app-snap2.qcow2")),
+        "the image in between reads differently: {:?}",
+        p.shared_with
+    );
+    insta::assert_snapshot!("plan_deeper_base", render(&a));
+    keys(&mut a, "bb");
+    let Some(Popup::Plan(p)) = &a.popup else {
+        panic!("the plan stays open")
+    };
+    assert!(
+        p.base.as_ref().unwrap().ends_with("app-snap2.qcow2"),
+        "past the root it starts again at the backing file"
+    );
+}
+
+#[test]
 fn cancel_during_the_flush_is_too_late_and_says_so() {
     let mut a = app("flush-cancel", 120, 30);
     let job = start(&mut a);

@@ -211,8 +211,9 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, CommitError> {
         }
     }
 
-    // 4. Writing the base must not change other overlays' disks.
-    let mut spared: HashSet<NodeId> = between.iter().copied().collect();
+    // 4. Writing the base must not change other images' disks: other overlays, and (with -b)
+    // the images in between, which keep their data but read the base where they have none.
+    let mut spared: HashSet<NodeId> = HashSet::new();
     spared.insert(req.top);
     spared.extend(descendants(forest, req.top));
     let mut others: Vec<PathBuf> = descendants(forest, base_id)

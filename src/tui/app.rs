@@ -596,8 +596,11 @@ impl App {
                     Vec::new()
                 }
                 Some(Action::Confirm) => self.confirm_plan(*p),
+                _ if key.code == KeyCode::Char('b') => self.deeper_base(*p),
                 _ => {
-                    if key.code == KeyCode::Char('d') && p.refusal.is_none() {
+                    // With a deeper base the top keeps its data, as qemu-img's -b does.
+                    let deeper = p.plan.as_ref().is_some_and(|x| !x.intermediates.is_empty());
+                    if key.code == KeyCode::Char('d') && p.refusal.is_none() && !deeper {
                         p.keep_top = !p.keep_top;
                         if let Some(plan) = &mut p.plan {
                             plan.keep_top = p.keep_top;
@@ -608,6 +611,24 @@ impl App {
                 }
             },
         }
+    }
+
+    /// The plan popup again, into the next image down the top's chain (after the last one,
+    /// back to its backing file).
+    fn deeper_base(&mut self, p: PlanPopup) -> Vec<Effect> {
+        let Some(top) = self.forest.find(&p.top) else {
+            self.popup = Some(Popup::Plan(Box::new(p)));
+            return Vec::new();
+        };
+        let chain: Vec<PathBuf> = self
+            .forest
+            .chain(top)
+            .map(|id| self.forest.node(id).path.clone())
+            .collect();
+        let at = chain.iter().position(|c| Some(c) == p.base.as_ref());
+        let next = at.map_or(0, |i| (i + 1) % chain.len().max(1));
+        let deeper = (next > 0).then(|| chain[next].clone());
+        self.plan_popup(top, deeper, p.keep_top)
     }
 
     fn confirm_plan(&mut self, mut p: PlanPopup) -> Vec<Effect> {
@@ -763,18 +784,25 @@ impl App {
         let Some(top) = self.selected_node() else {
             return Vec::new();
         };
+        self.plan_popup(top, None, self.keep_top_default)
+    }
+
+    /// The commit dialog for `top` into `deeper` (a base further down its chain; `None`: its
+    /// backing file).
+    fn plan_popup(&mut self, top: NodeId, deeper: Option<PathBuf>, keep_top: bool) -> Vec<Effect> {
         let job = self.next_job;
         self.next_job += 1;
         let req = Request {
             top,
-            base: None,
-            keep_top: self.keep_top_default,
+            base: deeper.clone(),
+            keep_top,
             force: false,
         };
         let node = self.forest.node(top);
-        let base = match node.backing_node() {
-            Some(b) => Some(self.forest.node(b).path.clone()),
-            None => node.backing.as_ref().map(|b| b.resolved.clone()),
+        let base = match (&deeper, node.backing_node()) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(b)) => Some(self.forest.node(b).path.clone()),
+            (None, None) => node.backing.as_ref().map(|b| b.resolved.clone()),
         };
         let mut popup = PlanPopup {
             job,
@@ -782,7 +810,7 @@ impl App {
             base,
             plan: None,
             bytes: None,
-            keep_top: self.keep_top_default,
+            keep_top: keep_top || deeper.is_some(),
             refusal: None,
             shared_with: Vec::new(),
             forced: false,

@@ -74,7 +74,7 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         for m in &plan.intermediates {
             lines.push(kv(
                 "through",
-                format!("{} (keeps its data)", m.path.display()),
+                format!("{} (keeps its data; reads differently)", m.path.display()),
             ));
         }
         lines.push(kv(
@@ -101,7 +101,9 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         }
         lines.push(kv(
             "top after",
-            if p.keep_top {
+            if !plan.intermediates.is_empty() {
+                "keeps its data (always, with a deeper base)".into()
+            } else if p.keep_top {
                 "keeps its data (d: empty it, as qemu-img commit does)".into()
             } else {
                 "emptied, its data now in the base (d: keep it)".into()
@@ -117,7 +119,7 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
     if !p.shared_with.is_empty() {
         lines.push(Line::from(""));
         lines.push(Line::from(Span::styled(
-            "Other overlays use this base; their disks change if you commit:",
+            "Other images are built on this base; their disks change if you commit:",
             t.problem,
         )));
         for o in &p.shared_with {
@@ -136,7 +138,7 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
         format!(
-            "{} {}   d keep/empty top   {} cancel",
+            "{} {}   d keep/empty top   b deeper base   {} cancel",
             k(Action::Confirm),
             if !p.shared_with.is_empty() && !p.forced {
                 "confirm (asks again)"
