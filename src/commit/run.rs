@@ -725,15 +725,20 @@ mod tests {
             "write -z 2M 1M",
             "top.qcow2",
         ]));
-        let scan = crate::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
-        let top = scan.forest.find(&dir.join("top.qcow2")).unwrap();
+        plan_of(dir, &dir.join("top.qcow2"), false).unwrap()
+    }
+
+    /// The plan to commit `top` (keeping it), from a scan of `scanned`.
+    fn plan_of(scanned: &Path, top: &Path, force: bool) -> Result<Plan, CommitError> {
+        let scan = crate::forest::scan(&[scanned.to_path_buf()], &Default::default()).unwrap();
+        let top = scan.forest.find(top).unwrap();
         let req = Request {
             top,
             base: None,
             keep_top: true,
-            force: false,
+            force,
         };
-        plan(&scan.forest, &req).unwrap()
+        plan(&scan.forest, &req)
     }
 
     fn sum(path: &Path) -> Vec<u8> {
@@ -918,15 +923,7 @@ mod tests {
         // A plan made when the base had one overlay (a stale forest), and one made from a scan
         // of the top alone (the UI opened on one file): another VM's overlay exists by the run.
         let stale = chain(d);
-        let scan = crate::forest::scan(&[d.join("top.qcow2")], &Default::default()).unwrap();
-        let top = scan.forest.find(&d.join("top.qcow2")).unwrap();
-        let req = Request {
-            top,
-            base: None,
-            keep_top: true,
-            force: false,
-        };
-        let narrow = plan(&scan.forest, &req).unwrap();
+        let narrow = plan_of(&d.join("top.qcow2"), &d.join("top.qcow2"), false).unwrap();
         sh(Command::new("qemu-img").current_dir(d).args([
             "create",
             "-q",
@@ -949,18 +946,7 @@ mod tests {
             assert_eq!(before, sum(&d.join("base.qcow2")), "{name}: base untouched");
         }
         // Forced over it knowingly, the plan names it, and the run goes ahead.
-        let scan = crate::forest::scan(&[d.to_path_buf()], &Default::default()).unwrap();
-        let top = scan.forest.find(&d.join("top.qcow2")).unwrap();
-        let forced = plan(
-            &scan.forest,
-            &Request {
-                top,
-                base: None,
-                keep_top: true,
-                force: true,
-            },
-        )
-        .unwrap();
+        let forced = plan_of(d, &d.join("top.qcow2"), true).unwrap();
         assert!(run(&forced, 1 << 20, &AtomicBool::new(false), &mut |_| {}).is_ok());
     }
 
