@@ -157,3 +157,114 @@ fn committing_into_a_protected_template_is_refused() {
     t.wait_for("EXITED 0");
     assert!(before == snapshot(&demo), "nothing changed on disk");
 }
+
+#[test]
+fn a_ui_opened_on_one_image_never_commits_over_its_siblings() {
+    if !have("tmux") || !have("qemu-img") {
+        return;
+    }
+    // The UI sees only db.qcow2's chain; ci and web share its golden base from the same
+    // directory. One Enter must not change their disks.
+    let tmp = tempdir();
+    let demo = tmp.path().join("demo");
+    imgchain::demo::build(&demo, &imgchain::demo::spec().unwrap()).unwrap();
+    let golden = demo.join("golden/debian-12.qcow2");
+    let before = std::fs::read(&golden).unwrap();
+    let t = Tmux::start("narrow", &demo.join("vms/db.qcow2").display().to_string());
+    t.wait_for("2 images");
+    t.keys(&["G", "c"]);
+    t.wait_for("bytes of data and zeroes");
+    t.keys(&["Enter"]);
+    let s = t.wait_for("exit 13");
+    assert!(s.contains("ci.qcow2") && s.contains("web.qcow2"), "{s}");
+    assert_eq!(
+        before,
+        std::fs::read(&golden).unwrap(),
+        "the base is unchanged"
+    );
+    t.keys(&["Enter", "q"]);
+    t.wait_for("EXITED 0");
+}
+
+#[test]
+fn a_ui_plan_made_before_another_vm_appeared_is_refused() {
+    if !have("tmux") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    let t = Tmux::start("stale", &d.display().to_string());
+    t.wait_for("2 images");
+    t.keys(&["G", "c"]);
+    t.wait_for("bytes of data and zeroes");
+    // Another VM's overlay appears while the plan is on screen.
+    create(
+        d,
+        "other-vm.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    let before = std::fs::read(d.join("base.qcow2")).unwrap();
+    t.keys(&["Enter"]);
+    let s = t.wait_for("exit 13");
+    assert!(s.contains("other-vm.qcow2"), "{s}");
+    assert_eq!(before, std::fs::read(d.join("base.qcow2")).unwrap());
+    // After a rescan the plan shows it and asks twice.
+    t.keys(&["Enter", "r"]);
+    t.wait_for("3 images");
+    t.keys(&["/"]);
+    t.literal("top");
+    t.keys(&["Enter", "G", "c"]);
+    let plan = t.wait_for("to copy");
+    assert!(plan.contains("other-vm.qcow2"), "{plan}");
+    t.keys(&["Escape", "q"]);
+    t.wait_for("EXITED 0");
+}
+
+#[test]
+fn quitting_during_a_commit_asks_and_prints_the_report() {
+    if !have("tmux") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    run(Command::new("qemu-img")
+        .arg("resize")
+        .arg(d.join("base.qcow2"))
+        .arg("1G"));
+    run(Command::new("qemu-img")
+        .arg("resize")
+        .arg(d.join("top.qcow2"))
+        .arg("1G"));
+    qemu_io(&d.join("top.qcow2"), "write -P 0x5a 0 768M");
+    let cfg = d.join("slow.toml");
+    std::fs::write(&cfg, "[commit]\nchunk_size = \"64KiB\"\n").unwrap();
+    let t = Tmux::start(
+        "quit",
+        &format!("--config {} {}", cfg.display(), d.display()),
+    );
+    t.wait_for("2 images");
+    t.keys(&["G", "c"]);
+    t.wait_for("bytes of data and zeroes");
+    t.keys(&["Enter", "q"]);
+    let s = t.screen();
+    // Either still copying (then it asks), or already past the copy (then it finishes).
+    let asked = s.contains("Quit during a commit?");
+    if asked {
+        t.keys(&["y"]);
+    }
+    eprintln!("asked before quitting: {asked}");
+    let end = t.wait_for("EXITED");
+    assert!(
+        end.contains("Cancelled after") && end.contains("EXITED 130")
+            || end.contains("Committed") && end.contains("EXITED 0"),
+        "the commit's report and exit code:\n{end}"
+    );
+    run(Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(d.join("base.qcow2")));
+}
