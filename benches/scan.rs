@@ -5,6 +5,8 @@
 //! `cargo bench --bench scan` (IMGCHAIN_BENCH_IMAGES changes the count; IMGCHAIN_BENCH_DIR
 //! keeps the images in that directory).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

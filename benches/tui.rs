@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench tui`
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

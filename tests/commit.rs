@@ -1,5 +1,7 @@
 //! `imgchain commit` against `qemu-img commit` on identical copies of the same chain.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

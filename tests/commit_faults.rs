@@ -1,6 +1,8 @@
 //! A commit that hits a full disk, is cancelled with Ctrl-C, or is killed outright leaves a
 //! consistent base, and running it again gives what qemu-img commit gives.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::BufRead;

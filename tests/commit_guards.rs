@@ -1,5 +1,7 @@
 //! Commit guards and refusals: each has its exit code and message, and changes nothing on disk.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

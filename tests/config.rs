@@ -1,6 +1,8 @@
 //! Configuration files: every bad file in tests/invalid_configs/ gives exit 2 with the file,
 //! the line and its own message; a good partial file is accepted.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! file a power loss could leave must pass `qemu-img check` (or carry the dirty bit and be
 //! repaired by `-r all`), and the top's disk must read as before the commit.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 #[path = "crash/harness.rs"]
 mod harness;

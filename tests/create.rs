@@ -1,5 +1,7 @@
 //! Images made through imago (demo, benchmarks) are images QEMU accepts.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

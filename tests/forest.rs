@@ -1,5 +1,7 @@
 //! The forest against qemu-img: every node's facts, the edges, the modes and their reasons.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

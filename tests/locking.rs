@@ -1,5 +1,7 @@
 //! QEMU-compatible locking against the real QEMU tools, in both directions.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::fd::AsFd;

@@ -1,6 +1,8 @@
 //! Property tests of the header probe: random and mutated headers never panic, never make it
 //! allocate more than 1 MiB, and never ask for more than PROBE_MAX bytes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};

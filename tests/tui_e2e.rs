@@ -1,5 +1,7 @@
 //! The real binary in tmux: keypresses in, screen text out.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! Snapshots of every screen, rendered from real models: the demo forest built with imago and
 //! scanned, driven by the same messages the app loop feeds it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
