@@ -157,7 +157,7 @@ fn mode(n: &Value) -> (String, Option<String>) {
     )
 }
 
-/// Every field design §5 says must equal qemu-img's, for one node.
+/// Every field ARCHITECTURE.md §5 says must equal qemu-img's, for one node.
 fn assert_agrees_with_qemu(n: &Value) {
     let path = Path::new(n["path"].as_str().unwrap());
     let q = qemu_info(path);
