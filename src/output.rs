@@ -15,6 +15,8 @@ use crate::forest::{Forest, Mode, Node, NodeId};
 #[derive(Serialize)]
 pub struct JsonNode {
     pub path: String,
+    /// Other names of the same file (symlinks, hard links) met by the scan.
+    pub aliases: Vec<String>,
     pub format: Option<&'static str>,
     pub virtual_size: Option<u64>,
     pub file_size: Option<u64>,
@@ -127,6 +129,7 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
     let n = forest.node(id);
     JsonNode {
         path: path_str(&n.path),
+        aliases: n.aliases.iter().map(|a| path_str(a)).collect(),
         format: n.format.map(|f| f.as_str()),
         virtual_size: n.virtual_size,
         file_size: n.file_size,

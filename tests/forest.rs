@@ -435,3 +435,53 @@ fn text_tree_draws_the_forest() {
     assert!(lines[5].contains("error[missing-backing]"), "{text}");
     assert!(!text.contains('\x1b'), "no colour when not a terminal");
 }
+
+#[test]
+fn a_symlink_never_takes_over_the_identity_of_the_file_it_names() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    let golden = create(
+        d,
+        "templates/debian12-golden.qcow2",
+        "qcow2",
+        "8M",
+        None,
+        &[],
+    );
+    // The symlink sorts (and is walked) before the real file.
+    std::os::unix::fs::symlink(
+        "templates/debian12-golden.qcow2",
+        d.join("debian-current.qcow2"),
+    )
+    .unwrap();
+    for vm in ["vm1", "vm2"] {
+        create(
+            d,
+            &format!("vms/{vm}.qcow2"),
+            "qcow2",
+            "8M",
+            Some((golden.to_str().unwrap(), "qcow2")),
+            &[],
+        );
+    }
+    let v = imgchain_json(&["tree", "--json", d.to_str().unwrap()], 0);
+    let nodes = v["nodes"].as_array().unwrap();
+    let paths: Vec<&str> = nodes.iter().map(|n| n["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&golden.to_str().unwrap()), "{paths:?}");
+    let link = d.join("debian-current.qcow2");
+    assert!(!paths.contains(&link.to_str().unwrap()), "{paths:?}");
+    let g = nodes
+        .iter()
+        .find(|n| n["path"] == golden.to_str().unwrap())
+        .unwrap();
+    assert_eq!(g["aliases"][0], link.to_str().unwrap());
+    assert_eq!(g["overlays"].as_array().unwrap().len(), 2);
+    for n in nodes {
+        if let Some(r) = n["backing"]["resolved"].as_str() {
+            assert!(paths.contains(&r), "{r} is a node's path");
+        }
+    }
+}

@@ -44,8 +44,11 @@ pub struct Backing {
 #[derive(Clone, Debug)]
 pub struct Node {
     /// Absolute path, as found (not symlink-resolved: QEMU resolves relative backing names
-    /// against the name it was given).
+    /// against the name it was given). When the scan meets the file under several names, a
+    /// name that is not a symlink wins.
     pub path: PathBuf,
+    /// The other names the scan met this file under (symlinks, hard links).
+    pub aliases: Vec<PathBuf>,
     /// `(st_dev, st_ino)`, when the file could be opened.
     pub ident: Option<(u64, u64)>,
     pub file_size: Option<u64>,
@@ -75,6 +78,7 @@ impl Node {
     pub fn new(path: PathBuf) -> Node {
         Node {
             path,
+            aliases: Vec::new(),
             ident: None,
             file_size: None,
             allocated: None,

@@ -372,10 +372,31 @@ impl Scanner<'_> {
                 Ok(None)
             }
             Inspected::Image(node) => match node.ident.and_then(|i| self.by_ident.get(&i)) {
-                Some(&id) => Ok(Some(id)),
+                Some(&id) => {
+                    self.alias(id, path);
+                    Ok(Some(id))
+                }
                 None => Ok(Some(self.push(*node))),
             },
         }
+    }
+
+    /// Records `path` as another name of node `id`. A name that is not a symlink becomes the
+    /// node's path, so a symlink never takes over the identity of the file it points at.
+    fn alias(&mut self, id: NodeId, path: &Path) {
+        let node = &mut self.scan.forest.nodes[id.0];
+        if node.path == path || node.aliases.iter().any(|a| a == path) {
+            return;
+        }
+        let is_link =
+            |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        let alias = if is_link(&node.path) && !is_link(path) {
+            std::mem::replace(&mut node.path, path.to_path_buf())
+        } else {
+            path.to_path_buf()
+        };
+        node.aliases.push(alias);
+        self.by_path.insert(path.to_path_buf(), id);
     }
 
     /// Inspects files met while walking (in parallel) and adds the images among them, in order.

@@ -40,6 +40,9 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .parent()
         .map_or_else(String::new, |d| d.display().to_string());
     let mut lines = vec![kv("image", n.name()), kv("in", dir)];
+    for a in &n.aliases {
+        lines.push(kv("also", a.display().to_string()));
+    }
     let mut fmt = n.format.map_or("unknown".to_string(), |f| f.to_string());
     if let Some(h) = &n.qcow2 {
         fmt.push_str(&format!(
