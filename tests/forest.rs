@@ -485,3 +485,37 @@ fn a_symlink_never_takes_over_the_identity_of_the_file_it_names() {
         }
     }
 }
+
+#[test]
+fn paths_shown_have_no_dot_dot() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(d, "golden/base.qcow2", "qcow2", "8M", None, &[]);
+    create(
+        d,
+        "vms/vm.qcow2",
+        "qcow2",
+        "8M",
+        Some(("../golden/base.qcow2", "qcow2")),
+        &[],
+    );
+    // Scanned through the overlay alone, and through a path with `..` in it.
+    let odd = d.join("vms/../vms/vm.qcow2");
+    for arg in [d.join("vms/vm.qcow2"), odd] {
+        let v = imgchain_json(&["tree", "--json", arg.to_str().unwrap()], 0);
+        let paths: Vec<String> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["path"].as_str().unwrap().to_string())
+            .collect();
+        assert!(paths.iter().all(|p| !p.contains("..")), "{paths:?}");
+        assert!(
+            paths.contains(&d.join("golden/base.qcow2").display().to_string()),
+            "{paths:?}"
+        );
+    }
+}

@@ -74,6 +74,23 @@ pub struct Scan {
     pub skipped: Vec<Skipped>,
 }
 
+/// `path` without `.` and `..` components, as the kernel resolves them: its directory made
+/// canonical (a `..` after a symlinked directory leads where the kernel goes), its file name
+/// kept as it is. Paths without such components are returned unchanged, without a syscall.
+fn normalised(path: &Path) -> PathBuf {
+    use std::path::Component;
+    if !path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return path.to_path_buf();
+    }
+    match (path.parent().map(std::fs::canonicalize), path.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Extensions that name an image format; a file so named without the header is reported.
 const FORMAT_EXTENSIONS: &[&str] = &["qcow2", "qcow", "qed", "vmdk", "vdi", "vhdx", "vhd"];
 
@@ -376,7 +393,13 @@ impl Scanner<'_> {
                     self.alias(id, path);
                     Ok(Some(id))
                 }
-                None => Ok(Some(self.push(*node))),
+                None => {
+                    let mut node = *node;
+                    node.path = normalised(path);
+                    let id = self.push(node);
+                    self.by_path.insert(path.to_path_buf(), id);
+                    Ok(Some(id))
+                }
             },
         }
     }
