@@ -574,16 +574,8 @@ fn persistent_bitmaps_are_never_silently_dropped() {
         return;
     }
     let chain = |d: &Path, on: &str| {
-        create(d, "base.qcow2", "qcow2", "64M", None, &[]);
+        sized_base_and_top(d, "64M");
         qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 4M");
-        create(
-            d,
-            "top.qcow2",
-            "qcow2",
-            "64M",
-            Some(("base.qcow2", "qcow2")),
-            &[],
-        );
         qemu_io(&d.join("top.qcow2"), "write -P 0x22 1M 2M");
         run(Command::new("qemu-img")
             .args(["bitmap", "--add"])
@@ -643,15 +635,7 @@ fn an_emptied_top_gives_its_space_back_like_qemu_img() {
         return;
     }
     let setup = |d: &Path| {
-        create(d, "base.qcow2", "qcow2", "2G", None, &[]);
-        create(
-            d,
-            "top.qcow2",
-            "qcow2",
-            "2G",
-            Some(("base.qcow2", "qcow2")),
-            &[],
-        );
+        sized_base_and_top(d, "2G");
         let mut q = Command::new("qemu-io");
         for i in 0..32u64 {
             q.args(["-c", &format!("write -P {} {}M 4M", 0x30 + i, i * 60)]);

@@ -15,16 +15,8 @@ use serde_json::Value;
 
 /// base.qcow2 (8 MiB of data) <- top.qcow2 with `mib` MiB of data in 1 MiB stripes.
 fn chain(dir: &Path, mib: u64) {
-    create(dir, "base.qcow2", "qcow2", "1G", None, &[]);
+    sized_base_and_top(dir, "1G");
     qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 8M");
-    create(
-        dir,
-        "top.qcow2",
-        "qcow2",
-        "1G",
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    );
     let mut q = Command::new("qemu-io");
     for i in 0..mib {
         q.args(["-c", &format!("write -P {} {}M 1M", 0x40 + i % 64, i * 3)]);
@@ -378,16 +370,8 @@ fn killed_then_rerun(mib: u64, piece_kib: u64, points: u32) {
 /// base.qcow2 (8 MiB of data) <- top.qcow2 with `mib` MiB in `piece_kib` KiB extents, one
 /// every two pieces, and a zeroed range over the base's data.
 fn pieces(dir: &Path, mib: u64, piece_kib: u64) {
-    create(dir, "base.qcow2", "qcow2", "4G", None, &[]);
+    sized_base_and_top(dir, "4G");
     qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 8M");
-    create(
-        dir,
-        "top.qcow2",
-        "qcow2",
-        "4G",
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    );
     let mut q = Command::new("qemu-io");
     let n = (mib << 10) / piece_kib;
     for i in 0..n {

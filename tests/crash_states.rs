@@ -198,19 +198,10 @@ fn a_base_with_freed_clusters_that_get_reused() {
     compare(
         "reused clusters",
         |d| {
-            create(d, "base.qcow2", "qcow2", "1G", None, &[]);
+            let top = common::sized_base_and_top(d, "1G");
             let base = d.join("base.qcow2");
             qemu_io(&base, "write -P 0x11 0 8M");
             qemu_io(&base, "discard 2M 4M");
-            create(
-                d,
-                "top.qcow2",
-                "qcow2",
-                "1G",
-                Some(("base.qcow2", "qcow2")),
-                &[],
-            );
-            let top = d.join("top.qcow2");
             qemu_io(&top, "write -z 0 1M");
             qemu_io(&top, "write -P 0x22 300M 3M");
             qemu_io(&top, "write -P 0x33 700M 2M");

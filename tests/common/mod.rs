@@ -98,15 +98,20 @@ pub fn qemu_check(path: &Path) {
 
 /// The smallest chain: `base.qcow2` (16 MiB) <- `top.qcow2`, with relative names.
 pub fn base_and_top(dir: &Path) {
-    create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
+    sized_base_and_top(dir, "16M");
+}
+
+/// `base.qcow2` <- `top.qcow2`, both of `size`, with relative names; returns the top's path.
+pub fn sized_base_and_top(dir: &Path, size: &str) -> PathBuf {
+    create(dir, "base.qcow2", "qcow2", size, None, &[]);
     create(
         dir,
         "top.qcow2",
         "qcow2",
-        "16M",
+        size,
         Some(("base.qcow2", "qcow2")),
         &[],
-    );
+    )
 }
 
 /// `qemu-io -f FMT -c COMMAND` on an image of a known format (raw needs it).
