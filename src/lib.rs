@@ -10,6 +10,5 @@ pub mod demo;
 pub mod exit;
 pub mod forest;
 pub mod image;
-pub mod lock;
 pub mod output;
 pub mod tui;

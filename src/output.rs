@@ -300,7 +300,7 @@ impl ProgressLine {
 /// `commit --json` when the commit ran.
 pub fn json_outcome(o: &crate::commit::Outcome) -> serde_json::Value {
     use crate::commit::run::CopyError;
-    use crate::image::handle::OpenMode;
+    use crate::image::file::OpenMode;
     let p = |x: &Path| path_str(x);
     let top = match &o.top_emptied {
         Some(Ok(())) => "emptied",

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use imgchain::lock::{Access, ImageLock, LockError};
+use imgchain::image::lock::{Access, ImageLock, LockError};
 use serde_json::Value;
 
 fn acquire(path: &Path, access: Access) -> Result<ImageLock, LockError> {
@@ -187,7 +187,7 @@ fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
         let Some(Effect::SweepLocks(images)) = fx.into_iter().next() else {
             panic!("a tick asks for a sweep");
         };
-        app.update(Msg::Locks(imgchain::lock::sweep(&images)));
+        app.update(Msg::Locks(imgchain::image::lock::sweep(&images)));
     };
     let top = app.forest.find(&dir.join("top.qcow2")).unwrap();
     let base = app.forest.find(&dir.join("base.qcow2")).unwrap();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::exit;
 use crate::forest::KeepRoReason;
 use crate::image::handle::{OpenError, ReopenError};
-use crate::lock::LockError;
+use crate::image::lock::LockError;
 
 pub use plan::{Plan, Request, plan};
 pub use run::{Outcome, run, spawn};

@@ -8,14 +8,14 @@
 //! sizes again when it opens the files.
 
 use std::collections::{HashSet, VecDeque};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use super::CommitError;
 use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, KeepRoReason, Mode, Node, NodeId};
+use crate::image::file::FileId;
+use crate::image::lock::{Access, LockError};
 use crate::image::probe::Format;
-use crate::lock::{Access, LockError};
 
 /// What to commit.
 #[derive(Clone, Debug)]
@@ -37,7 +37,7 @@ pub struct PlanImage {
     pub path: PathBuf,
     pub format: Format,
     pub virtual_size: u64,
-    pub ident: (u64, u64),
+    pub ident: FileId,
     /// qcow2 version, for re-checking the header at open time.
     pub version: Option<u32>,
 }
@@ -323,12 +323,11 @@ pub fn recheck_overlays(plan: &Plan) -> Result<(), CommitError> {
     let Some(base) = forest.find(&plan.base.path) else {
         return Err(changed("it is gone".into()));
     };
-    let ident = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let mut known: HashSet<(u64, u64)> = std::iter::once(&plan.top)
+    let mut known: HashSet<FileId> = std::iter::once(&plan.top)
         .chain(&plan.intermediates)
         .map(|i| i.ident)
         .collect();
-    known.extend(plan.forced_over.iter().filter_map(|p| ident(p)));
+    known.extend(plan.forced_over.iter().filter_map(|p| FileId::of_path(p)));
     if let Some(top) = forest.find(&plan.top.path) {
         known.extend(
             descendants(forest, top)
@@ -362,12 +361,11 @@ fn find_base(
     chain: &[NodeId],
     base: &std::path::Path,
 ) -> Option<usize> {
-    let ident = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let mut idents = vec![ident(base)];
+    let mut idents = vec![FileId::of_path(base)];
     if base.is_relative()
         && let Some(dir) = forest.node(top).path.parent()
     {
-        idents.push(ident(&dir.join(base)));
+        idents.push(FileId::of_path(&dir.join(base)));
     }
     let mut overlay = top;
     for (i, &c) in chain.iter().enumerate() {

@@ -29,7 +29,8 @@ use imago::{ShallowMapping, Storage};
 
 use super::{CommitError, Phase, Plan, Progress};
 use crate::exit;
-use crate::image::handle::{Handle, ImageAccess, OpenMode, ReopenError};
+use crate::image::file::OpenMode;
+use crate::image::handle::{Handle, ImageAccess, ReopenError};
 use crate::image::probe::Format;
 
 /// How often progress is reported during the copy (at least 5 Hz).
@@ -755,9 +756,9 @@ mod tests {
             })
     }
 
-    fn base_locks(dir: &Path) -> crate::lock::Foreign {
+    fn base_locks(dir: &Path) -> crate::image::lock::Foreign {
         let f = std::fs::File::open(dir.join("base.qcow2")).unwrap();
-        crate::lock::probe(f.as_fd()).unwrap()
+        crate::image::lock::probe(f.as_fd()).unwrap()
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use super::diag::Problem;
 use super::state::{self, KeepRoReason, Mode, StateInput};
+use crate::image::file::FileId;
+use crate::image::lock::{Foreign, Holder};
 use crate::image::probe::{Format, Qcow2Header};
-use crate::lock::{Foreign, Holder};
 
 /// The last component of `path` for display, or the whole path if it has none.
 pub fn file_name(path: &Path) -> String {
@@ -50,7 +51,7 @@ pub struct Node {
     /// The other names the scan met this file under (symlinks, hard links).
     pub aliases: Vec<PathBuf>,
     /// `(st_dev, st_ino)`, when the file could be opened.
-    pub ident: Option<(u64, u64)>,
+    pub ident: Option<FileId>,
     pub file_size: Option<u64>,
     /// Bytes allocated on disk (`st_blocks * 512`, qemu-img's `actual-size`).
     pub allocated: Option<u64>,
@@ -138,8 +139,7 @@ impl Forest {
 
     /// Looks a node up by path: the path it was found by, or any path to the same file.
     pub fn find(&self, path: &Path) -> Option<NodeId> {
-        use std::os::unix::fs::MetadataExt;
-        let ident = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let ident = FileId::of_path(path);
         self.nodes
             .iter()
             .position(|n| n.path == path || (ident.is_some() && n.ident == ident))

@@ -26,8 +26,8 @@ use rustix::fs::Access;
 
 use super::diag::Problem;
 use super::model::{Backing, Forest, Node, NodeId};
-use crate::image::file;
-use crate::image::handle::OpenMode;
+use crate::image::file::OpenMode;
+use crate::image::file::{self, FileId};
 use crate::image::probe::{self, Format, ProbeError};
 
 /// What to scan and how.
@@ -137,14 +137,10 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
 struct Scanner<'a> {
     opts: &'a ScanOptions,
     scan: Scan,
-    by_ident: HashMap<(u64, u64), NodeId>,
+    by_ident: HashMap<FileId, NodeId>,
     /// Nodes by the path they were found by.
     by_path: HashMap<PathBuf, NodeId>,
-    walked: HashSet<(u64, u64)>,
-}
-
-fn ident(md: &Metadata) -> (u64, u64) {
-    (md.dev(), md.ino())
+    walked: HashSet<FileId>,
 }
 
 /// Describes a non-regular file for messages.
@@ -192,7 +188,7 @@ fn resolve(overlay: &Path, raw: &OsStr) -> PathBuf {
 }
 
 /// A read-write open succeeds on the same file. Opens and closes; never reads or writes.
-fn writable(path: &Path, expect: (u64, u64)) -> bool {
+fn writable(path: &Path, expect: FileId) -> bool {
     rustix::fs::access(path, Access::WRITE_OK).is_ok()
         && file::open(path, OpenMode::ReadWrite)
             .and_then(file::identity)
@@ -234,7 +230,7 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
                 return Inspected::Special(kind_of(md));
             }
             let mut node = Node::new(path.to_path_buf());
-            node.ident = md.as_ref().map(ident);
+            node.ident = md.as_ref().map(FileId::of);
             node.file_size = md.as_ref().map(|m| m.len());
             node.problems.push(Problem::unreadable(path, &e));
             return Inspected::Image(Box::new(node));
@@ -253,7 +249,7 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
         Err(e) => Err(ProbeError::Invalid(format!("read failed: {e}"))),
     };
     let mut node = Node::new(path.to_path_buf());
-    node.ident = Some(ident(&md));
+    node.ident = Some(FileId::of(&md));
     node.file_size = Some(md.len());
     node.allocated = Some(md.blocks() * 512);
     match probed {
@@ -288,15 +284,15 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
     }
     // An image whose lock bytes cannot be probed (a file system without OFD locks) is
     // shown as not in use: nothing else would be able to lock it either.
-    node.foreign = crate::lock::probe(file.as_fd()).unwrap_or_default();
+    node.foreign = crate::image::lock::probe(file.as_fd()).unwrap_or_default();
     drop(file);
-    node.writable = writable(path, ident(&md));
+    node.writable = writable(path, FileId::of(&md));
     Inspected::Image(Box::new(node))
 }
 
 impl Scanner<'_> {
     fn walk(&mut self, root: PathBuf, md: &Metadata) {
-        self.walked.insert(ident(md));
+        self.walked.insert(FileId::of(md));
         let mut stack = vec![(root, 0usize)];
         let mut all = Vec::new();
         while let Some((dir, depth)) = stack.pop() {
@@ -341,7 +337,7 @@ impl Scanner<'_> {
                     continue;
                 };
                 if md.is_dir() {
-                    if depth < self.opts.max_depth && self.walked.insert(ident(&md)) {
+                    if depth < self.opts.max_depth && self.walked.insert(FileId::of(&md)) {
                         stack.push((path, depth + 1));
                     }
                 } else if md.is_file() {
@@ -506,7 +502,7 @@ impl Scanner<'_> {
                         }
                         Ok(md) => {
                             backing.exists = true;
-                            let found = match self.by_ident.get(&ident(&md)) {
+                            let found = match self.by_ident.get(&FileId::of(&md)) {
                                 Some(&b) => Ok(Some(b)),
                                 None => self.add_file(&backing.resolved, true),
                             };
@@ -593,13 +589,13 @@ fn header_problems(node: &mut Node, h: &probe::Qcow2Header) {
 
 /// Names the processes behind the lock bytes found on in-use images (one pass over /proc).
 fn find_holders(forest: &mut Forest) {
-    let idents: HashSet<(u64, u64)> = forest
+    let idents: HashSet<FileId> = forest
         .nodes
         .iter()
         .filter(|n| n.in_use())
         .filter_map(|n| n.ident)
         .collect();
-    let mut found = crate::lock::holders(&idents);
+    let mut found = crate::image::lock::holders(&idents);
     for n in &mut forest.nodes {
         if let Some(h) = n.ident.and_then(|i| found.remove(&i)) {
             n.holders = h;

@@ -21,33 +21,16 @@ use imago::qcow2::Qcow2;
 use imago::raw::Raw;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, StorageOpenOptions};
 
-use super::file;
+use super::file::{self, FileId, OpenMode};
 use super::ordered::Ordered;
 use super::probe::{self, Format};
-use crate::lock::{Access, ImageLock, LockError};
+use crate::image::lock::{Access, ImageLock, LockError};
 
-/// How a handle has its file open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpenMode {
-    ReadOnly,
-    ReadWrite,
-}
-
-impl OpenMode {
-    fn lock(self) -> Access {
-        match self {
-            OpenMode::ReadOnly => Access::READ_ONLY,
-            OpenMode::ReadWrite => Access::READ_WRITE,
-        }
-    }
-}
-
-impl fmt::Display for OpenMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OpenMode::ReadOnly => "read-only",
-            OpenMode::ReadWrite => "read-write",
-        })
+/// The lock bytes an open in `mode` holds.
+fn access(mode: OpenMode) -> Access {
+    match mode {
+        OpenMode::ReadOnly => Access::READ_ONLY,
+        OpenMode::ReadWrite => Access::READ_WRITE,
     }
 }
 
@@ -113,7 +96,7 @@ pub type ImageAccess = FormatAccess<Ordered>;
 pub struct Handle {
     path: PathBuf,
     format: Format,
-    ident: (u64, u64),
+    ident: FileId,
     mode: OpenMode,
     /// Our own duplicate of the fd imago uses: the source of `/proc/self/fd/N` for reopens.
     fd: OwnedFd,
@@ -217,7 +200,7 @@ impl Handle {
         let fd = file::open(path, mode).map_err(io)?;
         let ident = file::identity(&fd).map_err(io)?;
         let lock = if lock {
-            Some(ImageLock::acquire(fd.as_fd(), path, mode.lock())?)
+            Some(ImageLock::acquire(fd.as_fd(), path, access(mode))?)
         } else {
             None
         };
@@ -249,7 +232,7 @@ impl Handle {
         self.mode
     }
     /// `(st_dev, st_ino)` of the open file.
-    pub fn ident(&self) -> (u64, u64) {
+    pub fn ident(&self) -> FileId {
         self.ident
     }
     /// imago's access for reading and writing guest data.
@@ -310,10 +293,7 @@ impl Handle {
         if ident != self.ident || fault::hit(ReopenStep::Identity, to) {
             return Err(fail(
                 ReopenStep::Identity,
-                format!(
-                    "the reopened file is device {:#x} inode {}, not device {:#x} inode {}",
-                    ident.0, ident.1, self.ident.0, self.ident.1
-                ),
+                format!("the reopened file is {ident}, not {}", self.ident),
                 None,
             ));
         }
@@ -391,7 +371,7 @@ impl Handle {
         drop(old_lock);
         if let Some(l) = &mut self.lock {
             // Only our new description holds bytes now; narrowing cannot conflict with us.
-            let _ = l.change(p.mode.lock());
+            let _ = l.change(access(p.mode));
         }
     }
 

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use imago::ShallowMapping;
 
-use super::handle::{Handle, OpenMode};
+use super::file::OpenMode;
+use super::handle::Handle;
 use super::probe::Format;
 
 /// Mapping lookups after which a map is not worth computing (a very fragmented image).

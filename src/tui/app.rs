@@ -14,7 +14,8 @@ use crate::commit::run::Event as CommitEvent;
 use crate::commit::{self, CommitError, Plan, Progress, Request};
 use crate::forest::scan::Scan;
 use crate::forest::{Forest, Mode, NodeId, Protect, Row};
-use crate::lock::{Foreign, Holder};
+use crate::image::file::FileId;
+use crate::image::lock::{Foreign, Holder};
 
 /// Everything that reaches the app loop, through one channel.
 #[derive(Debug)]
@@ -49,7 +50,7 @@ pub enum Msg {
 pub enum Effect {
     Scan(Vec<PathBuf>),
     /// Re-probe QEMU locks on these images (path, identity) without taking any.
-    SweepLocks(Arc<Vec<(PathBuf, (u64, u64))>>),
+    SweepLocks(Arc<Vec<(PathBuf, FileId)>>),
     /// Compute the allocation map of the image at `path`.
     Allocation {
         path: PathBuf,
@@ -141,7 +142,7 @@ pub struct App {
     pub allocation: std::collections::HashMap<PathBuf, Option<Vec<u8>>>,
     allocating: HashSet<PathBuf>,
     /// Every image's path and identity, for lock sweeps; rebuilt with each scan.
-    lock_targets: Arc<Vec<(PathBuf, (u64, u64))>>,
+    lock_targets: Arc<Vec<(PathBuf, FileId)>>,
     sweeping: bool,
     /// Bases whose reopen to read-only failed in this session.
     pub reopen_failed: HashSet<PathBuf>,
@@ -363,7 +364,7 @@ impl App {
         match msg {
             Msg::Resize(w, h) => {
                 self.size = (w, h);
-                self.page = super::view::forest_rows(w, h);
+                self.page = super::layout::forest_rows(w, h);
                 self.clamp();
                 Vec::new()
             }

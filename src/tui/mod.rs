@@ -4,6 +4,7 @@
 pub mod app;
 pub mod event;
 pub mod keymap;
+pub mod layout;
 pub mod theme;
 pub mod view;
 
@@ -34,7 +35,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
         }
         Effect::SweepLocks(images) => {
             std::thread::spawn(move || {
-                let _ = tx.send(Msg::Locks(crate::lock::sweep(&images)));
+                let _ = tx.send(Msg::Locks(crate::image::lock::sweep(&images)));
             });
         }
         Effect::Allocation { path, format } => {

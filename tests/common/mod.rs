@@ -335,7 +335,10 @@ pub fn hold(mut cmd: Command, image: &Path) -> Held {
     let held = Held { child };
     let f = std::fs::File::open(image).expect("open image");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !imgchain::lock::probe(f.as_fd()).expect("probe").in_use() {
+    while !imgchain::image::lock::probe(f.as_fd())
+        .expect("probe")
+        .in_use()
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "{cmd:?} never locked {}",

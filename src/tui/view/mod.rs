@@ -7,51 +7,11 @@ mod jobs;
 mod popup;
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Popup};
-
-/// The smallest terminal the UI draws into.
-pub const MIN_SIZE: (u16, u16) = (60, 16);
-
-/// Where each pane goes.
-struct Areas {
-    forest: Rect,
-    details: Rect,
-    job: Rect,
-    status: Rect,
-}
-
-fn areas(area: Rect) -> Areas {
-    let [main, job, status] = Layout::vertical([
-        Constraint::Min(6),
-        Constraint::Length(3),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    let direction = if area.width >= 110 {
-        Direction::Horizontal
-    } else {
-        Direction::Vertical
-    };
-    let split = Layout::default()
-        .direction(direction)
-        .constraints([Constraint::Percentage(60), Constraint::Percentage(40)])
-        .split(main);
-    Areas {
-        forest: split[0],
-        details: split[1],
-        job,
-        status,
-    }
-}
-
-/// Rows of the forest table for a terminal of `w` × `h` (borders and header taken off).
-pub fn forest_rows(w: u16, h: u16) -> usize {
-    let a = areas(Rect::new(0, 0, w, h));
-    usize::from(a.forest.height.saturating_sub(3))
-}
+use super::layout::{MIN_SIZE, areas};
 
 /// Draws the whole screen.
 pub fn draw(app: &App, frame: &mut Frame) {
