@@ -52,6 +52,7 @@ fn big_forest() -> Forest {
                 n.backing = Some(Backing {
                     raw: format!("c{b:04}-{}.qcow2", d - 1).into(),
                     resolved: PathBuf::from(format!("/vm/g{:03}/c{b:04}-{}.qcow2", b / 100, d - 1)),
+                    path: PathBuf::from(format!("/vm/g{:03}/c{b:04}-{}.qcow2", b / 100, d - 1)),
                     format: Some("qcow2".into()),
                     exists: true,
                     node: Some(imgchain::forest::NodeId(f.nodes.len() - 1)),

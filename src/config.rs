@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::actions::{ACTIONS, Action, Place};
+
 /// The documented defaults, the same text users read.
 pub const DEFAULTS: &str = include_str!("../config.toml");
 
@@ -110,95 +112,72 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("\"{s}\" is too large"))
 }
 
-/// Keys of every UI action. Each value keeps its position in the file for error messages.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// Keys of every UI action of [`ACTIONS`], in its order. Each binding keeps its position in
+/// the file for error messages; one the file leaves out has the table's default keys.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Keys {
-    pub up: Spanned<Vec<KeySpec>>,
-    pub down: Spanned<Vec<KeySpec>>,
-    pub fold: Spanned<Vec<KeySpec>>,
-    pub unfold: Spanned<Vec<KeySpec>>,
-    pub first: Spanned<Vec<KeySpec>>,
-    pub last: Spanned<Vec<KeySpec>>,
-    pub page_up: Spanned<Vec<KeySpec>>,
-    pub page_down: Spanned<Vec<KeySpec>>,
-    pub backing: Spanned<Vec<KeySpec>>,
-    pub overlay: Spanned<Vec<KeySpec>>,
-    pub filter: Spanned<Vec<KeySpec>>,
-    pub commit: Spanned<Vec<KeySpec>>,
-    pub protect: Spanned<Vec<KeySpec>>,
-    pub cancel: Spanned<Vec<KeySpec>>,
-    pub rescan: Spanned<Vec<KeySpec>>,
-    pub help: Spanned<Vec<KeySpec>>,
-    pub quit: Spanned<Vec<KeySpec>>,
-    pub confirm: Spanned<Vec<KeySpec>>,
-    pub close: Spanned<Vec<KeySpec>>,
+    bound: Vec<(Action, Spanned<Vec<KeySpec>>)>,
 }
 
 impl Default for Keys {
     fn default() -> Self {
-        let k = |keys: &[&str]| {
-            let specs = keys
-                .iter()
-                .filter_map(|s| KeySpec::try_from((*s).to_string()).ok())
-                .collect();
-            Spanned::new(0..0, specs)
-        };
         Keys {
-            up: k(&["k", "Up"]),
-            down: k(&["j", "Down"]),
-            fold: k(&["h", "Left"]),
-            unfold: k(&["l", "Right"]),
-            first: k(&["g", "Home"]),
-            last: k(&["G", "End"]),
-            page_up: k(&["PageUp", "Ctrl-b"]),
-            page_down: k(&["PageDown", "Ctrl-f"]),
-            backing: k(&["b"]),
-            overlay: k(&["o"]),
-            filter: k(&["/"]),
-            commit: k(&["c"]),
-            protect: k(&["p"]),
-            cancel: k(&["x"]),
-            rescan: k(&["r"]),
-            help: k(&["?", "F1"]),
-            quit: k(&["q", "Ctrl-c"]),
-            confirm: k(&["Enter", "y"]),
-            close: k(&["Esc", "n"]),
+            bound: ACTIONS
+                .iter()
+                .map(|d| {
+                    let specs = d
+                        .keys
+                        .iter()
+                        .filter_map(|s| KeySpec::try_from((*s).to_string()).ok())
+                        .collect();
+                    (d.action, Spanned::new(0..0, specs))
+                })
+                .collect(),
         }
     }
 }
 
+impl<'de> Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let table = std::collections::BTreeMap::<String, Spanned<Vec<KeySpec>>>::deserialize(d)?;
+        let mut keys = Keys::default();
+        for (name, specs) in table {
+            let Some(action) = Action::named(&name) else {
+                let names: Vec<String> = ACTIONS.iter().map(|d| format!("`{}`", d.name)).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "unknown field `{name}`, expected one of {}",
+                    names.join(", ")
+                )));
+            };
+            if let Some(slot) = keys.bound.iter_mut().find(|(a, _)| *a == action) {
+                slot.1 = specs;
+            }
+        }
+        Ok(keys)
+    }
+}
+
 impl Keys {
-    /// The browsing actions by name, in help order (popup keys excluded).
-    pub fn browsing(&self) -> [(&'static str, &Spanned<Vec<KeySpec>>); 17] {
-        [
-            ("up", &self.up),
-            ("down", &self.down),
-            ("fold", &self.fold),
-            ("unfold", &self.unfold),
-            ("first", &self.first),
-            ("last", &self.last),
-            ("page_up", &self.page_up),
-            ("page_down", &self.page_down),
-            ("backing", &self.backing),
-            ("overlay", &self.overlay),
-            ("filter", &self.filter),
-            ("commit", &self.commit),
-            ("protect", &self.protect),
-            ("cancel", &self.cancel),
-            ("rescan", &self.rescan),
-            ("help", &self.help),
-            ("quit", &self.quit),
-        ]
+    /// The keys bound to `action`.
+    pub fn of(&self, action: Action) -> &[KeySpec] {
+        self.bound
+            .iter()
+            .find(|(a, _)| *a == action)
+            .map_or(&[], |(_, k)| k.get_ref().as_slice())
     }
 
-    /// A key bound to two browsing actions, or to both popup actions: (key, the action whose
-    /// binding was written in the file, the other action, byte offset of that binding).
+    /// Every action with its keys, in table order.
+    pub fn all(&self) -> impl Iterator<Item = (Action, &[KeySpec])> {
+        self.bound.iter().map(|(a, k)| (*a, k.get_ref().as_slice()))
+    }
+
+    /// A key bound to two actions of one place: (key, the action whose binding was written in
+    /// the file, the other action, byte offset of that binding).
     fn conflict(&self) -> Option<(KeySpec, &'static str, &'static str, usize)> {
-        let popup = [("confirm", &self.confirm), ("close", &self.close)];
-        for group in [&self.browsing()[..], &popup[..]] {
+        for place in [Place::Browse, Place::Dialog] {
             let mut seen: Vec<(&KeySpec, &'static str, &Spanned<Vec<KeySpec>>)> = Vec::new();
-            for (name, keys) in group {
+            for (action, keys) in self.bound.iter().filter(|(a, _)| a.def().place == place) {
+                let name = action.def().name;
                 for k in keys.get_ref() {
                     if let Some((_, other, other_keys)) = seen.iter().find(|(s, _, _)| *s == k) {
                         // Name the binding the user wrote; defaults have an empty span.
@@ -512,7 +491,7 @@ mod tests {
         assert_eq!(c.commit.chunk_size, ChunkSize(2 << 20));
         assert!(!c.commit.keep_top);
         assert_eq!(c.scan.raw_extensions, vec!["img", "raw"]);
-        assert_eq!(c.keys.quit.get_ref()[1].to_string(), "Ctrl-c");
+        assert_eq!(c.keys.of(Action::Quit)[1].to_string(), "Ctrl-c");
         assert_eq!(c.theme.rw, Colour::Named("green"));
     }
 

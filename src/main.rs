@@ -290,7 +290,8 @@ struct CommitArgs {
 /// Scans what a commit needs to see (the image, its directory, the directories of its chain
 /// and any --scan paths), plans, and runs it with Ctrl-C as cancel.
 fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
-    use imgchain::commit::{self, Request};
+    use imgchain::ops::commit::{self, Request};
+    use imgchain::ops::scope::{self, Scope};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
@@ -298,37 +299,24 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         .with_context(|| format!("cannot resolve {}", a.image.display()))?;
     let mut opts = ctx.scan_options();
     opts.max_depth = 0;
-    let mut paths = vec![image.clone()];
-    paths.extend(image.parent().map(PathBuf::from));
-    paths.extend(a.scan.iter().cloned());
-    let mut scan = ctx.scan(&paths, &opts)?;
-    let top = scan
-        .forest
-        .find(&image)
-        .with_context(|| format!("{} was not found after scanning it", image.display()))?;
-    let chain_dirs: Vec<PathBuf> = scan
-        .forest
-        .chain(top)
-        .filter_map(|id| scan.forest.node(id).path.parent().map(PathBuf::from))
-        .filter(|d| !paths.contains(d))
-        .collect();
-    if !chain_dirs.is_empty() {
-        paths.extend(chain_dirs);
-        scan = ctx.scan(&paths, &opts)?;
-    }
-    let top = scan
-        .forest
-        .find(&image)
-        .with_context(|| format!("{} was not found after scanning it", image.display()))?;
+    let scope = Scope {
+        dirs: a.scan.clone(),
+        scan: opts,
+        protect: ctx.protect.clone(),
+    };
+    let found = match scope::discover(&image, &scope) {
+        Ok(f) => f,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
     let req = Request {
-        top,
+        top: found.image,
         base: a.base,
         keep_top: a.keep || ctx.config.commit.keep_top,
         force: a.force,
     };
-    let plan = match commit::plan(&scan.forest, &req) {
+    let plan = match commit::plan(&found.scan.forest, &req) {
         Ok(p) => p,
-        Err(e) => return Ok(commit_refused(&e, a.json)),
+        Err(e) => return Ok(refused(&e, a.json)),
     };
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -341,7 +329,7 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     });
     bar.finish();
     match result {
-        Err(e) => Ok(commit_refused(&e, a.json)),
+        Err(e) => Ok(refused(&e, a.json)),
         Ok(outcome) => {
             if a.json {
                 print_json(&output::json_outcome(&outcome))?;
@@ -353,9 +341,9 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     }
 }
 
-fn commit_refused(e: &imgchain::commit::CommitError, json: bool) -> u8 {
+fn refused(e: &imgchain::ops::Refusal, json: bool) -> u8 {
     if json {
-        let v = output::json_commit_error(e);
+        let v = output::json_refusal(e);
         match serde_json::to_string_pretty(&v) {
             Ok(t) => println!("{t}"),
             Err(err) => eprintln!("imgchain: cannot encode JSON: {err}"),

@@ -36,7 +36,10 @@ pub struct JsonNode {
 #[derive(Serialize)]
 pub struct JsonBacking {
     pub raw: String,
+    /// The file it names: a node's `path` when that file is in the forest.
     pub resolved: String,
+    /// The name resolved as qemu-img's `full-backing-filename` (`..` kept).
+    pub full_backing_filename: String,
     pub format: Option<String>,
     pub exists: bool,
 }
@@ -137,7 +140,8 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
         cluster_size: n.cluster_size,
         backing: n.backing.as_ref().map(|b| JsonBacking {
             raw: b.raw.to_string_lossy().into_owned(),
-            resolved: path_str(&b.resolved),
+            resolved: path_str(&b.path),
+            full_backing_filename: path_str(&b.resolved),
             format: b.format.clone(),
             exists: b.exists,
         }),
@@ -238,7 +242,7 @@ pub fn json_check(forest: &Forest) -> JsonCheck {
 pub struct ProgressLine {
     enabled: bool,
     tty: bool,
-    last_phase: Option<crate::commit::Phase>,
+    last_phase: Option<crate::ops::Phase>,
     last_print: Option<std::time::Instant>,
 }
 
@@ -255,7 +259,7 @@ impl ProgressLine {
     }
 
     /// Shows a progress report (rate-limited).
-    pub fn update(&mut self, p: &crate::commit::Progress) {
+    pub fn update(&mut self, p: &crate::ops::Progress) {
         if !self.enabled {
             return;
         }
@@ -270,7 +274,7 @@ impl ProgressLine {
         self.last_print = Some(std::time::Instant::now());
         let eta = p
             .eta()
-            .filter(|_| p.phase == crate::commit::Phase::Copy)
+            .filter(|_| p.phase == crate::ops::Phase::Copy)
             .map(|d| format!(", ETA {}s", d.as_secs()))
             .unwrap_or_default();
         let line = format!(
@@ -280,7 +284,7 @@ impl ProgressLine {
             human_size(p.total),
             human_size(p.rate() as u64),
             p.phase,
-            if p.base_rw { ", base RW" } else { "" }
+            if p.writing { ", base RW" } else { "" }
         );
         if self.tty {
             eprint!("\r\x1b[2K{line}");
@@ -298,9 +302,9 @@ impl ProgressLine {
 }
 
 /// `commit --json` when the commit ran.
-pub fn json_outcome(o: &crate::commit::Outcome) -> serde_json::Value {
-    use crate::commit::run::CopyError;
+pub fn json_outcome(o: &crate::ops::commit::Outcome) -> serde_json::Value {
     use crate::image::file::OpenMode;
+    use crate::ops::commit::CopyError;
     let p = |x: &Path| path_str(x);
     let top = match &o.top_emptied {
         Some(Ok(())) => "emptied",
@@ -336,8 +340,8 @@ pub fn json_outcome(o: &crate::commit::Outcome) -> serde_json::Value {
     })
 }
 
-/// `commit --json` when the commit was refused or could not start.
-pub fn json_commit_error(e: &crate::commit::CommitError) -> serde_json::Value {
+/// An operation's `--json` when it was refused or could not start.
+pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
     serde_json::json!({
         "error": {
             "kind": e.kind(),
@@ -561,7 +565,7 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
                 "  resolved:",
                 format!(
                     "{}{}",
-                    b.resolved.display(),
+                    b.path.display(),
                     if b.exists { "" } else { " (missing)" }
                 ),
             );

@@ -174,7 +174,7 @@ fn assert_agrees_with_qemu(n: &Value) {
         Some(raw) => {
             assert_eq!(&n["backing"]["raw"], raw, "{p}: backing-filename");
             assert_eq!(
-                n["backing"]["resolved"], q["full-backing-filename"],
+                n["backing"]["full_backing_filename"], q["full-backing-filename"],
                 "{p}: full-backing-filename"
             );
         }
@@ -513,6 +513,21 @@ fn paths_shown_have_no_dot_dot() {
             .map(|n| n["path"].as_str().unwrap().to_string())
             .collect();
         assert!(paths.iter().all(|p| !p.contains("..")), "{paths:?}");
+        // The backing names the node by its path; qemu-img's spelling is kept beside it.
+        let vm = &v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["path"].as_str().unwrap().ends_with("vm.qcow2"))
+            .unwrap()["backing"];
+        assert_eq!(
+            vm["resolved"],
+            d.join("golden/base.qcow2").to_str().unwrap()
+        );
+        assert_eq!(
+            vm["full_backing_filename"],
+            d.join("vms/../golden/base.qcow2").to_str().unwrap()
+        );
         assert!(
             paths.contains(&d.join("golden/base.qcow2").display().to_string()),
             "{paths:?}"

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use imgchain::commit::run::{Event, Outcome};
-use imgchain::commit::{Phase, Progress};
 use imgchain::config::Config;
 use imgchain::forest::{Protect, scan};
 use imgchain::image::file::OpenMode;
 use imgchain::image::handle::{ReopenError, ReopenStep};
 use imgchain::image::lock::{Foreign, Holder, Perms};
+use imgchain::ops::commit::{self, Outcome};
+use imgchain::ops::{Event, OpKind, Phase, Progress, Refusal};
 use imgchain::tui::app::{App, Effect, Msg, Popup, Settings};
 use imgchain::tui::keymap::Keymap;
 use imgchain::tui::theme::Theme;
@@ -48,8 +48,23 @@ fn app(name: &str, w: u16, h: u16) -> App {
     app
 }
 
+/// A key, with any planning it starts carried out as the app loop does (a worker planning on
+/// a fresh scan) and its answer fed back.
 fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
-    app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+    let fx = app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut rest = Vec::new();
+    for e in fx {
+        if matches!(e, Effect::Plan { .. }) {
+            imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
+            let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert!(matches!(msg, Msg::Planned { .. }), "{msg:?}");
+            rest.extend(app.update(msg));
+        } else {
+            rest.push(e);
+        }
+    }
+    rest
 }
 
 fn keys(app: &mut App, s: &str) {
@@ -170,18 +185,17 @@ fn filter_and_help() {
 fn commit_plans_with_each_guard() {
     let mut a = app("plans", 120, 30);
     select(&mut a, "snapshots/app-snap3.qcow2");
-    let fx = key(&mut a, KeyCode::Char('c'));
+    let fx = a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::NONE,
+    )));
     assert!(
-        matches!(fx[..], [Effect::Measure { .. }]),
-        "the bytes are measured off-thread"
+        matches!(fx[..], [Effect::Plan { .. }]),
+        "planned off-thread, on a fresh scan"
     );
-    if let Some(Popup::Plan(p)) = &a.popup {
-        let job = p.job;
-        a.update(Msg::Measured {
-            job,
-            result: Ok(25_165_824),
-        });
-    }
+    insta::assert_snapshot!("plan_pending", render(&a));
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "c");
     insta::assert_snapshot!("plan", render(&a));
     key(&mut a, KeyCode::Esc);
 
@@ -207,7 +221,9 @@ fn commit_plans_with_each_guard() {
     insta::assert_snapshot!("plan_missing_backing", render(&a));
     key(&mut a, KeyCode::Esc);
 
-    // A VM running on fedora-test: its QEMU holds the overlay read-write.
+    // A VM running on fedora-test: its QEMU holds the overlay read-write. The locks are put
+    // in the model (a real holder's pid would change the snapshot), and the proposal made on
+    // it with the planning function the worker uses.
     let id = a
         .forest
         .find(Path::new(&a.roots[0].join("vms/fedora-test.qcow2")))
@@ -223,7 +239,18 @@ fn commit_plans_with_each_guard() {
         foreign: n.foreign,
     }];
     select(&mut a, "vms/fedora-test.qcow2");
-    keys(&mut a, "c");
+    let fx = a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::NONE,
+    )));
+    let [Effect::Plan { job, .. }] = fx[..] else {
+        panic!("expected a plan effect, got {fx:?}")
+    };
+    let proposal = commit::propose_in(&a.forest, id, None, false);
+    a.update(Msg::Planned {
+        job,
+        proposal: Box::new(Ok(proposal)),
+    });
     insta::assert_snapshot!("plan_in_use", render(&a));
 }
 
@@ -233,7 +260,7 @@ fn start(a: &mut App) -> u64 {
     keys(a, "c");
     let fx = key(a, KeyCode::Enter);
     match &fx[..] {
-        [Effect::Commit { job, .. }] => *job,
+        [Effect::Commit { job, .. }] => job.id,
         other => panic!("expected a commit effect, got {other:?}"),
     }
 }
@@ -246,11 +273,12 @@ fn progress_mid_commit_and_the_live_badge() {
     a.update(Msg::Commit {
         job,
         event: Event::Progress(Progress {
+            op: OpKind::Commit,
             phase: Phase::Copy,
             done: 10 << 20,
             total: 24 << 20,
             elapsed: Duration::from_millis(500),
-            base_rw: true,
+            writing: true,
         }),
     });
     assert!(a.live_rw(&base));
@@ -269,11 +297,12 @@ fn progress_mid_commit_and_the_live_badge() {
     a.update(Msg::Commit {
         job,
         event: Event::Progress(Progress {
+            op: OpKind::Commit,
             phase: Phase::ReopenRo,
             done: 24 << 20,
             total: 24 << 20,
             elapsed: Duration::from_millis(900),
-            base_rw: false,
+            writing: false,
         }),
     });
     assert!(!a.live_rw(&base));
@@ -314,11 +343,12 @@ fn cancel_during_the_flush_is_too_late_and_says_so() {
     let mut a = app("flush-cancel", 120, 30);
     let job = start(&mut a);
     let flush = |done| Progress {
+        op: OpKind::Commit,
         phase: Phase::Flush,
         done,
         total: 24 << 20,
         elapsed: Duration::from_millis(700),
-        base_rw: true,
+        writing: true,
     };
     a.update(Msg::Commit {
         job,
@@ -362,7 +392,7 @@ fn quitting_during_a_commit_asks_then_waits_for_its_cleanup() {
             .load(std::sync::atomic::Ordering::Relaxed)
     );
     assert!(a.status.contains("before quitting"), "{}", a.status);
-    let err = imgchain::commit::CommitError::NoBacking {
+    let err = Refusal::NoBacking {
         top: PathBuf::from("/x"),
     };
     let fx = a.update(Msg::Commit {
@@ -389,9 +419,9 @@ fn reopen_failure_popup() {
             .forest
             .find(&a.roots[0].join("snapshots/app-snap3.qcow2"))
             .unwrap();
-        imgchain::commit::plan(
+        commit::plan(
             &scan.forest,
-            &imgchain::commit::Request {
+            &commit::Request {
                 top,
                 base: None,
                 keep_top: false,

@@ -30,9 +30,12 @@ pub struct NodeId(pub usize);
 pub struct Backing {
     /// The name exactly as stored in the header.
     pub raw: OsString,
-    /// The name resolved the way QEMU does (relative to the overlay's directory); protocol
-    /// and `json:` names are kept as they are.
+    /// The name resolved the way QEMU does (relative to the overlay's directory, `..` kept:
+    /// qemu-img's `full-backing-filename`); protocol and `json:` names are kept as they are.
     pub resolved: PathBuf,
+    /// The file it names as imgchain shows it: the backing node's path when it is in the
+    /// forest, else `resolved` without `.` and `..`.
+    pub path: PathBuf,
     /// The backing format the header declares, if any.
     pub format: Option<String>,
     /// The resolved path names an existing file system object.

@@ -4,7 +4,8 @@
 //! A glob without a `/` matches the file name (`*.golden.qcow2`); a glob with a `/` matches the
 //! whole absolute path as the node was found (`/srv/images/templates/**`).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
@@ -16,6 +17,8 @@ pub struct Protect {
     all: bool,
     names: GlobSet,
     paths: GlobSet,
+    /// Paths protected (`true`) or unprotected (`false`) one by one, over the rules.
+    toggled: BTreeMap<PathBuf, bool>,
 }
 
 /// A protect glob that does not compile.
@@ -58,11 +61,20 @@ impl Protect {
             all,
             names: build(names)?,
             paths: build(paths)?,
+            toggled: BTreeMap::new(),
         })
+    }
+
+    /// Protects (or unprotects) the image at `path`, whatever the rules say.
+    pub fn set(&mut self, path: &Path, protected: bool) {
+        self.toggled.insert(path.to_path_buf(), protected);
     }
 
     /// Whether a node at `path` is protected.
     pub fn matches(&self, path: &Path) -> bool {
+        if let Some(&on) = self.toggled.get(path) {
+            return on;
+        }
         self.all
             || path.file_name().is_some_and(|n| self.names.is_match(n))
             || self.paths.is_match(path)

@@ -130,8 +130,23 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
     find_holders(&mut scan.forest);
     cut_loops(&mut scan.forest);
     scan.forest.relink();
+    name_backings(&mut scan.forest);
     scan.forest.apply_state();
     Ok(scan)
+}
+
+/// Sets each backing's shown path: its node's path (the node is the file, whatever name the
+/// header uses), else the resolved name normalised.
+fn name_backings(forest: &mut Forest) {
+    let paths: Vec<PathBuf> = forest.nodes.iter().map(|n| n.path.clone()).collect();
+    for n in &mut forest.nodes {
+        if let Some(b) = &mut n.backing {
+            b.path = match b.node {
+                Some(id) => paths[id.0].clone(),
+                None => normalised(&b.resolved),
+            };
+        }
+    }
 }
 
 struct Scanner<'a> {
@@ -469,6 +484,7 @@ impl Scanner<'_> {
             let mut backing = Backing {
                 raw: raw_os.clone(),
                 resolved: PathBuf::from(&raw_os),
+                path: PathBuf::from(&raw_os),
                 format: declared.clone(),
                 exists: false,
                 node: None,
@@ -556,33 +572,7 @@ fn header_problems(node: &mut Node, h: &probe::Qcow2Header) {
     if h.corrupt() {
         node.problems.push(Problem::corrupt(&node.path));
     }
-    let mut features = Vec::new();
-    if h.extended_l2() {
-        features.push("extended L2 entries (extended_l2=on)".to_string());
-    }
-    if h.compression_type != 0 {
-        features.push(format!("{} compression", h.compression_name()));
-    }
-    if h.external_data_file() {
-        features.push("an external data file".to_string());
-    }
-    if h.encrypted() {
-        features.push(
-            match h.crypt_method {
-                1 => "AES encryption",
-                _ => "LUKS encryption",
-            }
-            .to_string(),
-        );
-    }
-    let unknown = h.unknown_incompatible();
-    for bit in (0..64u8).filter(|b| unknown & (1 << b) != 0) {
-        let name = h.feature_name(0, bit).unwrap_or("unnamed");
-        features.push(format!(
-            "unknown incompatible feature bit {bit} ({name}; QEMU 10 cannot open it either)"
-        ));
-    }
-    for f in features {
+    for f in h.unwritable_features() {
         node.problems.push(Problem::unsupported_feature(&f));
     }
 }

@@ -200,6 +200,38 @@ impl Qcow2Header {
     pub fn unknown_incompatible(&self) -> u64 {
         self.incompatible & !INCOMPAT_KNOWN
     }
+    /// The features imgchain can show but not write safely, each named for people: extended L2
+    /// entries, non-zlib compression, an external data file, encryption, and incompatible bits
+    /// nobody knows. The one list both the scan's problems and the write guards use.
+    pub fn unwritable_features(&self) -> Vec<String> {
+        let mut features = Vec::new();
+        if self.extended_l2() {
+            features.push("extended L2 entries (extended_l2=on)".to_string());
+        }
+        if self.compression_type != 0 {
+            features.push(format!("{} compression", self.compression_name()));
+        }
+        if self.external_data_file() || self.data_file.is_some() {
+            features.push("an external data file".to_string());
+        }
+        if self.encrypted() {
+            features.push(
+                match self.crypt_method {
+                    1 => "AES encryption",
+                    _ => "LUKS encryption",
+                }
+                .to_string(),
+            );
+        }
+        let unknown = self.unknown_incompatible();
+        for bit in (0..64u8).filter(|b| unknown & (1 << b) != 0) {
+            let name = self.feature_name(0, bit).unwrap_or("unnamed");
+            features.push(format!(
+                "unknown incompatible feature bit {bit} ({name}; QEMU 10 cannot open it either)"
+            ));
+        }
+        features
+    }
     /// `qemu-img info`'s `compat` string.
     pub fn compat(&self) -> &'static str {
         if self.version == 2 { "0.10" } else { "1.1" }

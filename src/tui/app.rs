@@ -10,12 +10,12 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 
 use super::keymap::{Action, Keymap};
 use super::theme::Theme;
-use crate::commit::run::Event as CommitEvent;
-use crate::commit::{self, CommitError, Plan, Progress, Request};
 use crate::forest::scan::Scan;
 use crate::forest::{Forest, Mode, NodeId, Protect, Row};
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
+use crate::ops::commit::{Commit, Plan, Proposal};
+use crate::ops::{self, Event, Progress, Refusal};
 
 /// Everything that reaches the app loop, through one channel.
 #[derive(Debug)]
@@ -24,15 +24,15 @@ pub enum Msg {
     Resize(u16, u16),
     /// A scan finished (or failed: the message says why).
     Scanned(Box<Result<Scan, String>>),
-    /// The bytes a planned commit would copy.
-    Measured {
+    /// A commit planned on a fresh scan around its top (or why it could not be).
+    Planned {
         job: u64,
-        result: Result<u64, String>,
+        proposal: Box<Result<Proposal, Refusal>>,
     },
     /// Progress or the end of a running commit.
     Commit {
         job: u64,
-        event: CommitEvent,
+        event: Event<Commit>,
     },
     /// The allocation map of an image (`None`: too costly or unreadable).
     Allocation {
@@ -56,14 +56,19 @@ pub enum Effect {
         path: PathBuf,
         format: crate::image::probe::Format,
     },
-    Measure {
+    /// Plan the commit of `top` (into `base`, or its backing file) on a fresh scan around
+    /// it and the UI's paths, with the UI's protections: the CLI's planning path.
+    Plan {
         job: u64,
-        plan: Box<Plan>,
+        top: PathBuf,
+        base: Option<PathBuf>,
+        keep_top: bool,
+        dirs: Vec<PathBuf>,
+        protect: Protect,
     },
     Commit {
-        job: u64,
+        job: ops::Job,
         plan: Box<Plan>,
-        cancel: Arc<AtomicBool>,
     },
 }
 
@@ -89,6 +94,10 @@ pub struct PlanPopup {
     pub job: u64,
     pub top: PathBuf,
     pub base: Option<PathBuf>,
+    /// Still planning on a fresh scan: nothing below is known yet.
+    pub pending: bool,
+    /// The top's backing chain below it, top-down: the bases `b` cycles through.
+    pub chain: Vec<PathBuf>,
     /// The plan, when every guard passes (with `forced` for a shared base).
     pub plan: Option<Plan>,
     /// Bytes to copy: `None` while measuring.
@@ -100,6 +109,27 @@ pub struct PlanPopup {
     pub shared_with: Vec<PathBuf>,
     /// The user confirmed once with `shared_with` shown: the next confirm starts.
     pub forced: bool,
+}
+
+impl PlanPopup {
+    /// Takes in what the planning worker found.
+    pub fn fill(&mut self, proposal: Result<Proposal, Refusal>) {
+        self.pending = false;
+        match proposal {
+            Ok(p) => {
+                self.top = p.top;
+                self.base = p.base;
+                self.chain = p.chain;
+                self.shared_with = p.shared_with;
+                self.bytes = p.bytes;
+                match p.plan {
+                    Ok(plan) => self.plan = Some(plan),
+                    Err(e) => self.refusal = Some((e.to_string(), e.exit_code())),
+                }
+            }
+            Err(e) => self.refusal = Some((e.to_string(), e.exit_code())),
+        }
+    }
 }
 
 /// A running commit.
@@ -147,9 +177,8 @@ pub struct App {
     /// Bases whose reopen to read-only failed in this session.
     pub reopen_failed: HashSet<PathBuf>,
     pub quit: bool,
+    /// Protect rules, with the `p` toggles of this session.
     protect: Protect,
-    protected: HashSet<PathBuf>,
-    unprotected: HashSet<PathBuf>,
     keep_top_default: bool,
     /// Quit once the running commit has finished cleaning up.
     quit_pending: bool,
@@ -199,8 +228,6 @@ impl App {
             sweeping: false,
             quit: false,
             protect: s.protect,
-            protected: HashSet::new(),
-            unprotected: HashSet::new(),
             keep_top_default: s.keep_top,
             quit_pending: false,
             exit_report: None,
@@ -223,7 +250,7 @@ impl App {
     pub fn live_rw(&self, path: &Path) -> bool {
         self.job
             .as_ref()
-            .is_some_and(|j| j.base == path && j.progress.as_ref().is_some_and(|p| p.base_rw))
+            .is_some_and(|j| j.base == path && j.progress.as_ref().is_some_and(|p| p.writing))
     }
 
     /// Replaces the forest with a new scan, keeping the selection, folds and protections.
@@ -246,12 +273,7 @@ impl App {
     }
 
     fn apply_protection(&mut self) {
-        for n in &mut self.forest.nodes {
-            let by_rule = self.protect.matches(&n.path);
-            n.requested = (by_rule || self.protected.contains(&n.path))
-                && !self.unprotected.contains(&n.path);
-        }
-        self.forest.apply_state();
+        self.protect.apply(&mut self.forest);
     }
 
     /// Rebuilds `visible` from folds and filter, then puts the cursor on `keep` if shown.
@@ -396,11 +418,11 @@ impl App {
                 }
                 Vec::new()
             }
-            Msg::Measured { job, result } => {
+            Msg::Planned { job, proposal } => {
                 if let Some(Popup::Plan(p)) = &mut self.popup
                     && p.job == job
                 {
-                    p.bytes = Some(result);
+                    p.fill(*proposal);
                 }
                 Vec::new()
             }
@@ -440,16 +462,16 @@ impl App {
         }
     }
 
-    fn on_commit(&mut self, id: u64, event: CommitEvent) -> Vec<Effect> {
+    fn on_commit(&mut self, id: u64, event: Event<Commit>) -> Vec<Effect> {
         let Some(job) = self.job.as_mut().filter(|j| j.id == id) else {
             return Vec::new();
         };
         match event {
-            CommitEvent::Progress(p) => {
+            Event::Progress(p) => {
                 job.progress = Some(p);
                 Vec::new()
             }
-            CommitEvent::Done(result) => {
+            Event::Done(result) => {
                 let job = self.job.take();
                 if self.quit_pending {
                     self.exit_report = Some(match &*result {
@@ -504,7 +526,7 @@ impl App {
                     Err(e) => {
                         self.status = "commit refused".into();
                         self.popup = Some(Popup::Message {
-                            title: if matches!(e, crate::commit::CommitError::Internal { .. }) {
+                            title: if matches!(e, Refusal::Internal { .. }) {
                                 "Commit stopped by an internal error".into()
                             } else {
                                 format!("Commit refused (exit {})", e.exit_code())
@@ -617,22 +639,22 @@ impl App {
     /// The plan popup again, into the next image down the top's chain (after the last one,
     /// back to its backing file).
     fn deeper_base(&mut self, p: PlanPopup) -> Vec<Effect> {
-        let Some(top) = self.forest.find(&p.top) else {
+        if p.pending || p.chain.is_empty() {
             self.popup = Some(Popup::Plan(Box::new(p)));
             return Vec::new();
-        };
-        let chain: Vec<PathBuf> = self
-            .forest
-            .chain(top)
-            .map(|id| self.forest.node(id).path.clone())
-            .collect();
-        let at = chain.iter().position(|c| Some(c) == p.base.as_ref());
-        let next = at.map_or(0, |i| (i + 1) % chain.len().max(1));
-        let deeper = (next > 0).then(|| chain[next].clone());
-        self.plan_popup(top, deeper, p.keep_top)
+        }
+        let at = p.chain.iter().position(|c| Some(c) == p.base.as_ref());
+        let next = at.map_or(0, |i| (i + 1) % p.chain.len());
+        let deeper = (next > 0).then(|| p.chain[next].clone());
+        self.plan_popup(p.top, deeper, p.keep_top)
     }
 
     fn confirm_plan(&mut self, mut p: PlanPopup) -> Vec<Effect> {
+        if p.pending {
+            self.status = "still checking the chain and its overlays".into();
+            self.popup = Some(Popup::Plan(Box::new(p)));
+            return Vec::new();
+        }
         if p.refusal.is_some() {
             self.status = "commit refused".into();
             return Vec::new();
@@ -646,13 +668,13 @@ impl App {
             return Vec::new();
         };
         plan.keep_top = p.keep_top;
-        let cancel = Arc::new(AtomicBool::new(false));
+        let job = ops::Job::new::<Commit>(p.job, &plan);
         self.job = Some(Job {
             id: p.job,
             top: plan.top.path.clone(),
             base: plan.base.path.clone(),
             progress: None,
-            cancel: Arc::clone(&cancel),
+            cancel: Arc::clone(&job.cancel),
         });
         self.status = format!(
             "committing {}… ({} cancels)",
@@ -660,9 +682,8 @@ impl App {
             self.keymap.keys_of(Action::Cancel)
         );
         vec![Effect::Commit {
-            job: p.job,
+            job,
             plan: Box::new(plan),
-            cancel,
         }]
     }
 
@@ -723,13 +744,7 @@ impl App {
                     let n = self.forest.node(id);
                     let path = n.path.clone();
                     let now_requested = n.requested;
-                    if now_requested {
-                        self.protected.remove(&path);
-                        self.unprotected.insert(path.clone());
-                    } else {
-                        self.unprotected.remove(&path);
-                        self.protected.insert(path.clone());
-                    }
+                    self.protect.set(&path, !now_requested);
                     self.apply_protection();
                     self.status = format!(
                         "{} {} until quit",
@@ -782,63 +797,46 @@ impl App {
             self.status = "a commit is running; wait for it or cancel it first".into();
             return Vec::new();
         }
-        let Some(top) = self.selected_node() else {
+        let Some(top) = self.selected_path() else {
             return Vec::new();
         };
         self.plan_popup(top, None, self.keep_top_default)
     }
 
     /// The commit dialog for `top` into `deeper` (a base further down its chain; `None`: its
-    /// backing file).
-    fn plan_popup(&mut self, top: NodeId, deeper: Option<PathBuf>, keep_top: bool) -> Vec<Effect> {
+    /// backing file), planned by a worker on a fresh scan.
+    fn plan_popup(&mut self, top: PathBuf, deeper: Option<PathBuf>, keep_top: bool) -> Vec<Effect> {
         let job = self.next_job;
         self.next_job += 1;
-        let req = Request {
-            top,
-            base: deeper.clone(),
-            keep_top,
-            force: false,
-        };
-        let node = self.forest.node(top);
-        let base = match (&deeper, node.backing_node()) {
-            (Some(d), _) => Some(d.clone()),
-            (None, Some(b)) => Some(self.forest.node(b).path.clone()),
-            (None, None) => node.backing.as_ref().map(|b| b.resolved.clone()),
-        };
-        let mut popup = PlanPopup {
+        // Shown until the worker answers: the backing file as the forest on screen knows it.
+        let shown_base = deeper.clone().or_else(|| {
+            let n = self.forest.node(self.forest.find(&top)?);
+            Some(match n.backing_node() {
+                Some(b) => self.forest.node(b).path.clone(),
+                None => n.backing.as_ref()?.path.clone(),
+            })
+        });
+        self.popup = Some(Popup::Plan(Box::new(PlanPopup {
             job,
-            top: node.path.clone(),
-            base,
+            top: top.clone(),
+            base: shown_base,
+            pending: true,
+            chain: Vec::new(),
             plan: None,
             bytes: None,
             keep_top: keep_top || deeper.is_some(),
             refusal: None,
             shared_with: Vec::new(),
             forced: false,
-        };
-        let result = match commit::plan(&self.forest, &req) {
-            Err(CommitError::SharedBase { others, .. }) => {
-                popup.shared_with = others;
-                commit::plan(&self.forest, &Request { force: true, ..req })
-            }
-            other => other,
-        };
-        let effects = match result {
-            Ok(plan) => {
-                let effects = vec![Effect::Measure {
-                    job,
-                    plan: Box::new(plan.clone()),
-                }];
-                popup.plan = Some(plan);
-                effects
-            }
-            Err(e) => {
-                popup.refusal = Some((e.to_string(), e.exit_code()));
-                Vec::new()
-            }
-        };
-        self.popup = Some(Popup::Plan(Box::new(popup)));
-        effects
+        })));
+        vec![Effect::Plan {
+            job,
+            top,
+            base: deeper,
+            keep_top,
+            dirs: self.roots.clone(),
+            protect: self.protect.clone(),
+        }]
     }
 
     /// The mode to show for a node: the live mode of a commit's base, or its model mode.

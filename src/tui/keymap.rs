@@ -1,86 +1,11 @@
-//! Actions, their descriptions, and the keys bound to them (from `[keys]` in the config).
-//! The help screen is generated from the same table, so it cannot drift.
+//! The keys bound to each action (from `[keys]` in the config, defaults from the action
+//! table of [`crate::actions`]), and the key events they match.
 
 use ratatui::crossterm::event::{KeyCode as CtKey, KeyEvent, KeyModifiers};
 
+pub use crate::actions::Action;
+use crate::actions::Place;
 use crate::config::{KeyCode, KeySpec, Keys, NamedKey};
-
-/// Everything a key can do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    Up,
-    Down,
-    Fold,
-    Unfold,
-    First,
-    Last,
-    PageUp,
-    PageDown,
-    Backing,
-    Overlay,
-    Filter,
-    Commit,
-    Protect,
-    Cancel,
-    Rescan,
-    Help,
-    Quit,
-    Confirm,
-    Close,
-}
-
-impl Action {
-    /// The action a `[keys]` entry of this name binds.
-    pub fn named(name: &str) -> Option<Action> {
-        Some(match name {
-            "up" => Action::Up,
-            "down" => Action::Down,
-            "fold" => Action::Fold,
-            "unfold" => Action::Unfold,
-            "first" => Action::First,
-            "last" => Action::Last,
-            "page_up" => Action::PageUp,
-            "page_down" => Action::PageDown,
-            "backing" => Action::Backing,
-            "overlay" => Action::Overlay,
-            "filter" => Action::Filter,
-            "commit" => Action::Commit,
-            "protect" => Action::Protect,
-            "cancel" => Action::Cancel,
-            "rescan" => Action::Rescan,
-            "help" => Action::Help,
-            "quit" => Action::Quit,
-            "confirm" => Action::Confirm,
-            "close" => Action::Close,
-            _ => return None,
-        })
-    }
-
-    /// What the help screen says.
-    pub fn description(self) -> &'static str {
-        match self {
-            Action::Up => "move up",
-            Action::Down => "move down",
-            Action::Fold => "fold the overlays (on a leaf: go to its backing image)",
-            Action::Unfold => "unfold the overlays",
-            Action::First => "go to the first image",
-            Action::Last => "go to the last image",
-            Action::PageUp => "one page up",
-            Action::PageDown => "one page down",
-            Action::Backing => "jump to the backing image",
-            Action::Overlay => "jump to the first overlay",
-            Action::Filter => "filter by name (Enter keeps it, Esc clears it)",
-            Action::Commit => "commit the selected overlay into its backing image",
-            Action::Protect => "toggle keep-RO (protect) on the selected image until quit",
-            Action::Cancel => "cancel the running commit",
-            Action::Rescan => "scan the paths again",
-            Action::Help => "show or hide this help",
-            Action::Quit => "quit (a running commit is cancelled and cleaned up first)",
-            Action::Confirm => "in a dialog: confirm",
-            Action::Close => "in a dialog: close",
-        }
-    }
-}
 
 /// Keys to actions.
 #[derive(Clone, Debug)]
@@ -96,12 +21,12 @@ impl Keymap {
     pub fn new(keys: &Keys) -> Keymap {
         Keymap {
             browsing: keys
-                .browsing()
-                .into_iter()
-                .filter_map(|(name, k)| Some((Action::named(name)?, k.get_ref().clone())))
+                .all()
+                .filter(|(a, _)| a.def().place == Place::Browse)
+                .map(|(a, k)| (a, k.to_vec()))
                 .collect(),
-            confirm: keys.confirm.get_ref().clone(),
-            close: keys.close.get_ref().clone(),
+            confirm: keys.of(Action::Confirm).to_vec(),
+            close: keys.of(Action::Close).to_vec(),
         }
     }
 
@@ -219,9 +144,16 @@ mod tests {
     }
 
     #[test]
-    fn every_browsing_entry_names_an_action() {
-        let keys = Keys::default();
-        assert_eq!(Keymap::new(&keys).browsing.len(), keys.browsing().len());
+    fn every_browsing_action_of_the_table_is_bound() {
+        let km = Keymap::new(&Keys::default());
+        let table: Vec<Action> = crate::actions::ACTIONS
+            .iter()
+            .filter(|d| d.place == Place::Browse)
+            .map(|d| d.action)
+            .collect();
+        let bound: Vec<Action> = km.browsing.iter().map(|(a, _)| *a).collect();
+        assert_eq!(bound, table);
+        assert!(km.browsing.iter().all(|(_, k)| !k.is_empty()));
     }
 
     #[test]

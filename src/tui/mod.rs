@@ -12,8 +12,9 @@ use std::sync::mpsc::{self, Sender};
 
 use app::{App, Effect, Msg, Settings};
 
-use crate::commit;
 use crate::forest::{self, ScanOptions};
+use crate::ops::commit::{self, Commit};
+use crate::ops::scope::Scope;
 
 /// How the UI starts.
 pub struct Options {
@@ -46,15 +47,31 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 let _ = tx.send(Msg::Allocation { path, map });
             });
         }
-        Effect::Measure { job, plan } => {
+        Effect::Plan {
+            job,
+            top,
+            base,
+            keep_top,
+            dirs,
+            protect,
+        } => {
+            let scope = Scope {
+                dirs,
+                scan: scan.clone(),
+                protect,
+            };
             std::thread::spawn(move || {
-                let result = commit::run::measure_plan(&plan).map_err(|e| e.to_string());
-                let _ = tx.send(Msg::Measured { job, result });
+                let proposal = commit::propose(&top, base, keep_top, &scope);
+                let _ = tx.send(Msg::Planned {
+                    job,
+                    proposal: Box::new(proposal),
+                });
             });
         }
-        Effect::Commit { job, plan, cancel } => {
-            commit::spawn(*plan, chunk, cancel, move |event| {
-                let _ = tx.send(Msg::Commit { job, event });
+        Effect::Commit { job, plan } => {
+            let id = job.id;
+            crate::ops::spawn::<Commit>(&job, *plan, chunk, move |event| {
+                let _ = tx.send(Msg::Commit { job: id, event });
             });
         }
     }

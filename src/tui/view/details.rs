@@ -125,7 +125,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 "  →",
                 format!(
                     "{}{}",
-                    relative(app, &b.resolved),
+                    relative(app, &b.path),
                     if b.exists { "" } else { "  (missing)" }
                 ),
             ));

@@ -1,4 +1,4 @@
-//! The help screen, generated from the keymap.
+//! The help screen, generated from the action table and the keymap.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -7,19 +7,17 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::centered;
+use crate::actions::{ACTIONS, Action};
 use crate::tui::app::App;
-use crate::tui::keymap::Action;
 
 pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let mut lines = Vec::new();
-    let mut actions: Vec<Action> = app.keymap.browsing.iter().map(|(a, _)| *a).collect();
-    actions.extend([Action::Confirm, Action::Close]);
-    for a in actions {
+    for d in &ACTIONS {
         lines.push(Line::from(vec![
-            Span::styled(format!("{:>16}  ", app.keymap.keys_of(a)), bold),
-            Span::raw(a.description()),
+            Span::styled(format!("{:>16}  ", app.keymap.keys_of(d.action)), bold),
+            Span::raw(d.description),
         ]));
     }
     lines.push(Line::from(""));

@@ -5,9 +5,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph};
 
+use crate::actions::{ACTIONS, Action};
 use crate::output::human_size;
 use crate::tui::app::App;
-use crate::tui::keymap::Action;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
@@ -63,33 +63,19 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(gauge, area);
 }
 
-fn hint_word(a: Action) -> &'static str {
-    match a {
-        Action::Help => "help",
-        Action::Commit => "commit",
-        Action::Quit => "quit",
-        Action::Protect => "protect",
-        Action::Filter => "filter",
-        Action::Cancel => "cancel",
-        _ => "",
-    }
-}
-
 pub fn status(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
     // As many hints as fit beside the status (and in half the line), most useful first.
     let room = usize::from(area.width / 2)
         .min(usize::from(area.width).saturating_sub(app.status.chars().count() + 2));
     let mut hints = String::new();
-    for a in [
-        Action::Help,
-        Action::Commit,
-        Action::Quit,
-        Action::Protect,
-        Action::Filter,
-        Action::Cancel,
-    ] {
-        let hint = format!("{} {}", app.keymap.keys_of(a), hint_word(a));
+    let mut hinted: Vec<(u8, &str, Action)> = ACTIONS
+        .iter()
+        .filter_map(|d| d.hint.map(|(rank, word)| (rank, word, d.action)))
+        .collect();
+    hinted.sort();
+    for (_, word, a) in hinted {
+        let hint = format!("{} {word}", app.keymap.keys_of(a));
         if hints.chars().count() + hint.chars().count() + 2 > room {
             break;
         }

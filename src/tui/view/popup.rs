@@ -7,9 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::centered;
+use crate::actions::Action;
 use crate::output::human_size;
 use crate::tui::app::{App, PlanPopup};
-use crate::tui::keymap::Action;
 
 fn dialog(
     app: &App,
@@ -55,19 +55,45 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
             .map_or("(no backing file)".into(), |b| b.display().to_string()),
     ));
     let k = |a| app.keymap.keys_of(a);
-    if let Some((msg, code)) = &p.refusal {
+    // A dialog with nothing to confirm: its text, then how to close it.
+    let closing = |mut lines: Vec<Line<'static>>, body: Vec<Line<'static>>| {
         lines.push(Line::from(""));
-        lines.push(Line::from(Span::styled(
-            format!("Refused (exit {code}):"),
-            t.problem,
-        )));
-        lines.extend(msg.lines().map(|l| Line::from(l.to_string())));
+        lines.extend(body);
         lines.push(Line::from(""));
         lines.push(Line::from(Span::styled(
             format!("{} closes", k(Action::Close)),
             t.dim,
         )));
-        dialog(app, " Commit refused ".into(), lines, true, frame, area);
+        lines
+    };
+    if p.pending {
+        let body = vec![Line::from(
+            "Checking the chain, its locks and every overlay of the base on a fresh scan…",
+        )];
+        dialog(
+            app,
+            " Commit ".into(),
+            closing(lines, body),
+            false,
+            frame,
+            area,
+        );
+        return;
+    }
+    if let Some((msg, code)) = &p.refusal {
+        let mut body = vec![Line::from(Span::styled(
+            format!("Refused (exit {code}):"),
+            t.problem,
+        ))];
+        body.extend(msg.lines().map(|l| Line::from(l.to_string())));
+        dialog(
+            app,
+            " Commit refused ".into(),
+            closing(lines, body),
+            true,
+            frame,
+            area,
+        );
         return;
     }
     if let Some(plan) = &p.plan {

@@ -20,18 +20,19 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use imago::{ShallowMapping, Storage};
+use imago::Storage;
 
-use super::{CommitError, Phase, Plan, Progress};
+use super::Plan;
 use crate::exit;
 use crate::image::file::OpenMode;
-use crate::image::handle::{Handle, ImageAccess, ReopenError};
+use crate::image::handle::{Handle, ReopenError};
 use crate::image::probe::Format;
+use crate::ops::extents::{Extent, measure, next_extent, own_ranges};
+use crate::ops::window::RwWindow;
+use crate::ops::{OpKind, Phase, Progress, Refusal};
 
 /// How often progress is reported during the copy (at least 5 Hz).
 const REPORT_EVERY: Duration = Duration::from_millis(100);
@@ -168,139 +169,6 @@ impl Outcome {
     }
 }
 
-/// What the worker sends.
-#[derive(Debug)]
-pub enum Event {
-    Progress(Progress),
-    Done(Box<Result<Outcome, CommitError>>),
-}
-
-/// Runs `plan` on a new thread; `on_event` receives progress and, last, the result.
-pub fn spawn(
-    plan: Plan,
-    chunk: u64,
-    cancel: Arc<AtomicBool>,
-    mut on_event: impl FnMut(Event) + Send + 'static,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        // A panic still ends in a report: whoever waits for Done is never left waiting.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(&plan, chunk, &cancel, &mut |p| on_event(Event::Progress(p)))
-        }))
-        .unwrap_or_else(|payload| {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            Err(CommitError::Internal {
-                base: plan.base.path.clone(),
-                what,
-            })
-        });
-        on_event(Event::Done(Box::new(result)));
-    })
-}
-
-/// What one stretch of the guest disk is, seen from the top down to (not including) the base.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Extent {
-    /// Data allocated in layer `i` (0 is the top).
-    Data(usize),
-    /// Reads as zeroes because a layer above the base says so.
-    Zero,
-    /// Not allocated above the base: the base shows through.
-    Below,
-    Eof,
-}
-
-/// The extent at `offset`, at most `max` bytes long.
-fn next_extent(layers: &[Handle], offset: u64, max: u64) -> io::Result<(Extent, u64)> {
-    let mut len = max;
-    for (i, layer) in layers.iter().enumerate() {
-        let (mapping, l) = layer.access().get_shallow_mapping(offset, len)?;
-        if l == 0 && !matches!(mapping, ShallowMapping::Eof { .. }) {
-            return Err(io::Error::other(format!(
-                "empty mapping at offset {offset} of {}",
-                layer.path().display()
-            )));
-        }
-        match mapping {
-            ShallowMapping::Raw { .. } | ShallowMapping::Special { .. } => {
-                return Ok((Extent::Data(i), l));
-            }
-            ShallowMapping::Zero { explicit: true, .. } => return Ok((Extent::Zero, l)),
-            ShallowMapping::Zero { .. } | ShallowMapping::Indirect { .. } => len = l,
-            ShallowMapping::Eof { .. } if i == 0 => return Ok((Extent::Eof, 0)),
-            // A shorter image in between reads as zeroes past its end, from the top's view.
-            ShallowMapping::Eof { .. } => return Ok((Extent::Zero, len)),
-            _ => {
-                return Err(io::Error::other(format!(
-                    "unknown kind of mapping at offset {offset} of {}",
-                    layer.path().display()
-                )));
-            }
-        }
-    }
-    Ok((Extent::Below, len))
-}
-
-/// Bytes of data and zero ranges allocated above the base, from the top's metadata alone.
-fn measure(layers: &[Handle], end: u64) -> io::Result<u64> {
-    let mut offset = 0;
-    let mut total = 0;
-    while offset < end {
-        let (ext, len) = next_extent(layers, offset, end - offset)?;
-        match ext {
-            Extent::Eof => break,
-            Extent::Data(_) | Extent::Zero => total += len,
-            Extent::Below => {}
-        }
-        offset += len;
-    }
-    Ok(total)
-}
-
-/// Bytes a commit of `plan` would copy, from the metadata of the top (and the images in
-/// between), opened read-only without locks.
-pub fn measure_plan(plan: &Plan) -> Result<u64, CommitError> {
-    let open = |img: &super::plan::PlanImage| {
-        Handle::open(&img.path, img.format, OpenMode::ReadOnly, false, None)
-    };
-    let mut layers = vec![open(&plan.top)?];
-    for m in &plan.intermediates {
-        layers.push(open(m)?);
-    }
-    measure(&layers, plan.top.virtual_size).map_err(|source| CommitError::Map {
-        path: plan.top.path.clone(),
-        source,
-    })
-}
-
-/// Opens one image of the plan and checks it is the file, and the header, the plan saw.
-fn open_checked(
-    img: &super::plan::PlanImage,
-    mode: OpenMode,
-    backing: Option<Arc<ImageAccess>>,
-) -> Result<Handle, CommitError> {
-    let h = Handle::open(&img.path, img.format, mode, true, backing)?;
-    let changed = |what: String| CommitError::Changed {
-        path: img.path.clone(),
-        what,
-    };
-    if h.ident() != img.ident {
-        return Err(changed("the path now names another file".into()));
-    }
-    if h.access().size() != img.virtual_size {
-        return Err(changed(format!(
-            "its virtual size is now {} bytes, not {}",
-            h.access().size(),
-            img.virtual_size
-        )));
-    }
-    Ok(h)
-}
-
 /// A stretch the reader hands to the writer: data to write, or (`None`) zeroes.
 struct Piece {
     offset: u64,
@@ -323,18 +191,19 @@ pub fn run(
     chunk: u64,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
-) -> Result<Outcome, CommitError> {
+) -> Result<Outcome, Refusal> {
     let start = Instant::now();
     let chunk = chunk.clamp(64 << 10, 64 << 20);
     // Rates are measured from the start of the copy, not of the whole run.
     let since = std::cell::Cell::new(start);
-    let mut report = |phase, done, total, base_rw| {
+    let mut report = |phase, done, total, writing| {
         progress(Progress {
+            op: OpKind::Commit,
             phase,
             done,
             total,
             elapsed: since.get().elapsed(),
-            base_rw,
+            writing,
         })
     };
     report(Phase::Open, 0, 0, false);
@@ -347,25 +216,23 @@ pub fn run(
         OpenMode::ReadWrite
     };
     let mut layers = Layers {
-        handles: vec![open_checked(&plan.top, top_mode, None)?],
+        handles: vec![plan.top.open(top_mode, None)?],
     };
     for m in &plan.intermediates {
-        layers
-            .handles
-            .push(open_checked(m, OpenMode::ReadOnly, None)?);
+        layers.handles.push(m.open(OpenMode::ReadOnly, None)?);
     }
     // The base's own backing chain, read-only and locked as QEMU locks backing files, from the
     // bottom up: writing part of a cluster the base does not allocate copies the rest from it.
     let mut below = Vec::new();
     let mut backing = None;
     for img in plan.below.iter().rev() {
-        let h = open_checked(img, OpenMode::ReadOnly, backing.take())?;
+        let h = img.open(OpenMode::ReadOnly, backing.take())?;
         backing = Some(h.shared_access());
         below.push(h);
     }
-    let mut base = open_checked(&plan.base, OpenMode::ReadOnly, backing)?;
+    let mut base = plan.base.open(OpenMode::ReadOnly, backing)?;
     let end = plan.top.virtual_size;
-    let total = measure(&layers.handles, end).map_err(|source| CommitError::Map {
+    let total = measure(&layers.handles, end).map_err(|source| Refusal::Map {
         path: plan.top.path.clone(),
         source,
     })?;
@@ -380,7 +247,7 @@ pub fn run(
             .saturating_add(total)
             .saturating_add((tables + 2) * cluster);
         if need > room {
-            return Err(CommitError::Unsupported {
+            return Err(Refusal::Unsupported {
                 path: plan.base.path.clone(),
                 what: format!(
                     "is a qcow2 v2 (compat=0.10) image whose refcount blocks cover {room} bytes \
@@ -395,16 +262,12 @@ pub fn run(
 
     // 2. Base read-write, as a transaction: a failure here has written nothing.
     report(Phase::ReopenRw, 0, total, false);
-    base.reopen(OpenMode::ReadWrite)
-        .map_err(|e| CommitError::ReopenRw(Box::new(e)))?;
+    let mut window = RwWindow::open(&mut base).map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
     report(Phase::ReopenRw, 0, total, true);
 
     // 3.-5. Mark dirty, grow, copy: any failure stops here but still reopens read-only.
     let mut copied = 0;
     let mut grew = None;
-    // qcow2 v3 bases carry the dirty bit while they are written (see image::ordered).
-    let marks_dirty = base.storage().has_dirty_bit();
-    let mut marked = false;
     let copy = (|| -> Result<(), CopyError> {
         let io = |op, path: &std::path::Path, offset, source| CopyError::Io {
             op,
@@ -412,12 +275,10 @@ pub fn run(
             offset,
             source,
         };
-        if marks_dirty {
-            base.storage()
-                .set_dirty(true)
-                .map_err(|e| io("cannot mark dirty", &plan.base.path, 0, e))?;
-            marked = true;
-        }
+        window
+            .mark_dirty()
+            .map_err(|e| io("cannot mark dirty", &plan.base.path, 0, e))?;
+        let base = window.handle();
         let v2_base = plan.base.version == Some(2);
         if let Some(new) = plan.grow_to {
             report(Phase::Grow, 0, total, true);
@@ -430,7 +291,7 @@ pub fn run(
             let backing_len = plan.below.first().map_or(0, |b| b.virtual_size);
             let visible_end = backing_len.min(new);
             if visible_end > old {
-                zero(&mut base, v2_base, old, visible_end - old)
+                zero(base, v2_base, old, visible_end - old)
                     .map_err(|e| io("cannot zero the grown area of", &plan.base.path, old, e))?;
             }
             grew = Some((old, new));
@@ -493,7 +354,7 @@ pub fn run(
                             .map_err(|e| io("cannot write", &plan.base.path, p.offset, e))?;
                         let _ = give_back.send(buf);
                     }
-                    None => zero(&mut base, v2_base, p.offset, p.len)
+                    None => zero(base, v2_base, p.offset, p.len)
                         .map_err(|e| io("cannot zero", &plan.base.path, p.offset, e))?,
                 }
                 copied += p.len;
@@ -508,29 +369,20 @@ pub fn run(
     // 6. Flush whatever was written, whether the copy finished or not, then clear the dirty
     // bit: only once every table is on disk.
     report(Phase::Flush, copied, total, true);
-    let flushed = base
-        .flush()
-        .and_then(|()| {
-            if marked {
-                base.storage().set_dirty(false)?;
-            }
-            marked = false;
-            Ok(())
-        })
-        .map_err(|e| CopyError::Io {
-            op: "cannot flush",
-            path: plan.base.path.clone(),
-            offset: 0,
-            source: e,
-        });
+    let flushed = window.flush().map_err(|e| CopyError::Io {
+        op: "cannot flush",
+        path: plan.base.path.clone(),
+        offset: 0,
+        source: e,
+    });
     let copy = copy.and(flushed);
     let cancel_too_late = copy.is_ok() && cancel.load(Ordering::Relaxed);
 
     // 7. Back to read-only, on every path — unless the base stays dirty: then no tool may
     // open it before a repair, and the read-write handle is closed instead.
     report(Phase::ReopenRo, copied, total, true);
-    let reopen_ro = (!marked).then(|| base.reopen(OpenMode::ReadOnly));
-    let base_rw = matches!(reopen_ro, Some(Err(_)));
+    let closed = window.close();
+    let base_rw = matches!(closed.reopen_ro, Some(Err(_)));
     report(Phase::ReopenRo, copied, total, base_rw);
 
     // 8. Empty the top only once the base holds its data on disk.
@@ -552,8 +404,8 @@ pub fn run(
         copied,
         grew,
         copy,
-        left_dirty: marked,
-        reopen_ro,
+        left_dirty: closed.left_dirty,
+        reopen_ro: closed.reopen_ro,
         cancel_too_late,
         top_emptied,
         elapsed: start.elapsed(),
@@ -620,49 +472,6 @@ fn empty(top: &mut Handle) -> Result<(), String> {
     top.storage().sync().map_err(freed)
 }
 
-/// What an image maps in its own layer: guest ranges, and the host ranges of its data.
-struct OwnRanges {
-    guest: Vec<(u64, u64)>,
-    host: Vec<(u64, u64)>,
-}
-
-/// Appends `(offset, len)` to `v`, merged with the last range when adjacent.
-fn push_merged(v: &mut Vec<(u64, u64)>, offset: u64, len: u64) {
-    match v.last_mut() {
-        Some((o, l)) if *o + *l == offset => *l += len,
-        _ => v.push((offset, len)),
-    }
-}
-
-fn own_ranges(h: &Handle) -> io::Result<OwnRanges> {
-    let end = h.access().size();
-    let mut own = OwnRanges {
-        guest: Vec::new(),
-        host: Vec::new(),
-    };
-    let mut offset = 0;
-    while offset < end {
-        let (mapping, len) = h.access().get_shallow_mapping(offset, end - offset)?;
-        if len == 0 {
-            break;
-        }
-        match mapping {
-            ShallowMapping::Raw { offset: host, .. } => {
-                push_merged(&mut own.guest, offset, len);
-                push_merged(&mut own.host, host, len);
-            }
-            ShallowMapping::Indirect { .. }
-            | ShallowMapping::Zero {
-                explicit: false, ..
-            } => {}
-            ShallowMapping::Eof { .. } => break,
-            _ => push_merged(&mut own.guest, offset, len),
-        }
-        offset += len;
-    }
-    Ok(own)
-}
-
 #[cfg(test)]
 mod tests {
     //! The failure paths of a running commit, in-process, with reopen faults injected.
@@ -672,8 +481,10 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-    use crate::commit::{Request, plan};
+
     use crate::image::handle::{ReopenStep, fault};
+    use crate::ops::commit::{Commit, Request, plan};
+    use crate::ops::{Event, Job, spawn};
 
     fn qemu() -> bool {
         let found = Command::new("qemu-img").arg("--version").output().is_ok();
@@ -693,6 +504,21 @@ mod tests {
         );
     }
 
+    /// A qcow2 overlay `name` on `base.qcow2` in `dir`.
+    fn overlay_of_base(dir: &Path, name: &str) {
+        sh(Command::new("qemu-img").current_dir(dir).args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            name,
+        ]));
+    }
+
     /// base (1 MiB of 0x11) <- top (512 KiB of 0x22 at 0, zeroes at 2M).
     fn chain(dir: &Path) -> Plan {
         sh(Command::new("qemu-img").current_dir(dir).args([
@@ -708,17 +534,7 @@ mod tests {
             "write -P 0x11 0 4M",
             "base.qcow2",
         ]));
-        sh(Command::new("qemu-img").current_dir(dir).args([
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2",
-        ]));
+        overlay_of_base(dir, "top.qcow2");
         sh(Command::new("qemu-io").current_dir(dir).args([
             "-c",
             "write -P 0x22 0 512k",
@@ -730,7 +546,7 @@ mod tests {
     }
 
     /// The plan to commit `top` (keeping it), from a scan of `scanned`.
-    fn plan_of(scanned: &Path, top: &Path, force: bool) -> Result<Plan, CommitError> {
+    fn plan_of(scanned: &Path, top: &Path, force: bool) -> Result<Plan, Refusal> {
         let scan = crate::forest::scan(&[scanned.to_path_buf()], &Default::default()).unwrap();
         let top = scan.forest.find(top).unwrap();
         let req = Request {
@@ -773,13 +589,13 @@ mod tests {
             let mut saw_rw = false;
             fault::inject(step, OpenMode::ReadWrite);
             let r = run(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
-                saw_rw |= p.base_rw
+                saw_rw |= p.writing
             });
             fault::clear();
             match r {
-                Err(CommitError::ReopenRw(e)) => {
+                Err(Refusal::ReopenRw(e)) => {
                     assert_eq!(e.step, step);
-                    let msg = CommitError::ReopenRw(e).to_string();
+                    let msg = Refusal::ReopenRw(e).to_string();
                     assert!(msg.starts_with("nothing was written"), "{msg}");
                     assert!(msg.contains("it stays read-only"), "{msg}");
                 }
@@ -822,7 +638,7 @@ mod tests {
             assert_eq!(o.exit_code(), exit::REOPEN_FAILED);
             assert_eq!(o.base_mode(), OpenMode::ReadWrite);
             assert!(
-                last.is_some_and(|p| p.base_rw),
+                last.is_some_and(|p| p.writing),
                 "{step:?}: the last report shows RW"
             );
             let s = o.summary();
@@ -887,7 +703,8 @@ mod tests {
         let plan = chain(tmp.path());
         let (tx, rx) = std::sync::mpsc::channel();
         let mut first = true;
-        let worker = spawn(plan, 1 << 20, Arc::new(AtomicBool::new(false)), move |e| {
+        let job = Job::new::<Commit>(1, &plan);
+        let worker = spawn::<Commit>(&job, plan, 1 << 20, move |e| {
             if std::mem::take(&mut first) {
                 panic!("injected");
             }
@@ -901,7 +718,7 @@ mod tests {
             })
             .expect("a Done report");
         match *done {
-            Err(e @ CommitError::Internal { .. }) => {
+            Err(e @ Refusal::Internal { .. }) => {
                 let msg = e.to_string();
                 assert!(
                     msg.contains("injected") && msg.contains("qemu-img check"),
@@ -925,21 +742,11 @@ mod tests {
         // of the top alone (the UI opened on one file): another VM's overlay exists by the run.
         let stale = chain(d);
         let narrow = plan_of(&d.join("top.qcow2"), &d.join("top.qcow2"), false).unwrap();
-        sh(Command::new("qemu-img").current_dir(d).args([
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            "other-vm.qcow2",
-        ]));
+        overlay_of_base(d, "other-vm.qcow2");
         let before = sum(&d.join("base.qcow2"));
         for (name, p) in [("stale", &stale), ("narrow", &narrow)] {
             match run(p, 1 << 20, &AtomicBool::new(false), &mut |_| {}) {
-                Err(CommitError::SharedBase { others, .. }) => {
+                Err(Refusal::SharedBase { others, .. }) => {
                     assert_eq!(others, vec![d.join("other-vm.qcow2")], "{name}")
                 }
                 other => panic!("{name}: expected SharedBase, got {other:?}"),

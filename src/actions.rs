@@ -1,0 +1,250 @@
+//! The one table of UI actions: each action's `[keys]` name, default keys, help text and
+//! status-line hint. The config's defaults and validation, the keymap, the help screen and the
+//! hints all derive from [`ACTIONS`], so adding an action is one entry here (and its handler).
+
+/// Everything a key can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    Up,
+    Down,
+    Fold,
+    Unfold,
+    First,
+    Last,
+    PageUp,
+    PageDown,
+    Backing,
+    Overlay,
+    Filter,
+    Commit,
+    Protect,
+    Cancel,
+    Rescan,
+    Help,
+    Quit,
+    Confirm,
+    Close,
+}
+
+/// Where an action's keys work: keys of one place may not repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The forest, with no dialog open.
+    Browse,
+    /// A dialog (confirm or close it).
+    Dialog,
+}
+
+/// One row of the table.
+#[derive(Debug)]
+pub struct ActionDef {
+    pub action: Action,
+    /// Its entry in the config's `[keys]` table.
+    pub name: &'static str,
+    /// Keys bound when the config says nothing.
+    pub keys: &'static [&'static str],
+    /// What the help screen says.
+    pub description: &'static str,
+    /// Its place and word among the status line's key hints (lowest first); `None`: not
+    /// hinted.
+    pub hint: Option<(u8, &'static str)>,
+    pub place: Place,
+}
+
+const fn def(
+    action: Action,
+    name: &'static str,
+    keys: &'static [&'static str],
+    description: &'static str,
+    hint: Option<(u8, &'static str)>,
+    place: Place,
+) -> ActionDef {
+    ActionDef {
+        action,
+        name,
+        keys,
+        description,
+        hint,
+        place,
+    }
+}
+
+use Place::{Browse, Dialog};
+
+/// Every action, in help order.
+pub const ACTIONS: [ActionDef; 19] = [
+    def(Action::Up, "up", &["k", "Up"], "move up", None, Browse),
+    def(
+        Action::Down,
+        "down",
+        &["j", "Down"],
+        "move down",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Fold,
+        "fold",
+        &["h", "Left"],
+        "fold the overlays (on a leaf: go to its backing image)",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Unfold,
+        "unfold",
+        &["l", "Right"],
+        "unfold the overlays",
+        None,
+        Browse,
+    ),
+    def(
+        Action::First,
+        "first",
+        &["g", "Home"],
+        "go to the first image",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Last,
+        "last",
+        &["G", "End"],
+        "go to the last image",
+        None,
+        Browse,
+    ),
+    def(
+        Action::PageUp,
+        "page_up",
+        &["PageUp", "Ctrl-b"],
+        "one page up",
+        None,
+        Browse,
+    ),
+    def(
+        Action::PageDown,
+        "page_down",
+        &["PageDown", "Ctrl-f"],
+        "one page down",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Backing,
+        "backing",
+        &["b"],
+        "jump to the backing image",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Overlay,
+        "overlay",
+        &["o"],
+        "jump to the first overlay",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Filter,
+        "filter",
+        &["/"],
+        "filter by name (Enter keeps it, Esc clears it)",
+        Some((4, "filter")),
+        Browse,
+    ),
+    def(
+        Action::Commit,
+        "commit",
+        &["c"],
+        "commit the selected overlay into its backing image",
+        Some((1, "commit")),
+        Browse,
+    ),
+    def(
+        Action::Protect,
+        "protect",
+        &["p"],
+        "toggle keep-RO (protect) on the selected image until quit",
+        Some((3, "protect")),
+        Browse,
+    ),
+    def(
+        Action::Cancel,
+        "cancel",
+        &["x"],
+        "cancel the running commit",
+        Some((5, "cancel")),
+        Browse,
+    ),
+    def(
+        Action::Rescan,
+        "rescan",
+        &["r"],
+        "scan the paths again",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Help,
+        "help",
+        &["?", "F1"],
+        "show or hide this help",
+        Some((0, "help")),
+        Browse,
+    ),
+    def(
+        Action::Quit,
+        "quit",
+        &["q", "Ctrl-c"],
+        "quit (a running commit is cancelled and cleaned up first)",
+        Some((2, "quit")),
+        Browse,
+    ),
+    def(
+        Action::Confirm,
+        "confirm",
+        &["Enter", "y"],
+        "in a dialog: confirm",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Close,
+        "close",
+        &["Esc", "n"],
+        "in a dialog: close",
+        None,
+        Dialog,
+    ),
+];
+
+impl Action {
+    /// This action's row.
+    pub fn def(self) -> &'static ActionDef {
+        ACTIONS
+            .iter()
+            .find(|d| d.action == self)
+            .unwrap_or(&ACTIONS[0])
+    }
+
+    /// The action a `[keys]` entry of this name binds.
+    pub fn named(name: &str) -> Option<Action> {
+        ACTIONS.iter().find(|d| d.name == name).map(|d| d.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_has_one_row_and_a_unique_name() {
+        for d in &ACTIONS {
+            assert_eq!(d.action.def().name, d.name);
+            assert_eq!(Action::named(d.name), Some(d.action));
+            assert_eq!(ACTIONS.iter().filter(|o| o.name == d.name).count(), 1);
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Commit plan: the guards of ARCHITECTURE.md §3 in order, and what the commit will do.
+//!
+//! Guards, first failure wins: no backing file, or a chain that does not resolve down to the
+//! base's own bottom (10, or 1 for a broken link) → keep-RO base or intermediate (11) → in use
+//! by another process (12) → base shared with other overlays (13, unless `force`) → format or
+//! feature we cannot write safely, including a link without its backing format or with the
+//! wrong one (16). The plan works from a scanned forest; the run checks identities, locks and
+//! sizes again when it opens the files.
+
+use std::path::{Path, PathBuf};
+
+use crate::forest::diag::ProblemKind;
+use crate::forest::{Forest, NodeId};
+use crate::image::file::FileId;
+use crate::image::lock::Access;
+use crate::ops::extents::measure;
+use crate::ops::guards::{self, Role};
+use crate::ops::scope::{self, Scope};
+use crate::ops::{PlanImage, Refusal};
+
+/// What to commit.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The overlay whose data is committed.
+    pub top: NodeId,
+    /// Commit into this image of the top's backing chain instead of its immediate backing
+    /// file (`-b`); the images in between keep their data.
+    pub base: Option<PathBuf>,
+    /// Keep the top's data after the commit (`-d`; implied by `base`, as in qemu-img).
+    pub keep_top: bool,
+    /// Commit even though the base has other overlays.
+    pub force: bool,
+}
+
+/// A commit that passed every guard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub top: PlanImage,
+    /// Images between the top and the base, top-down (only with `-b`).
+    pub intermediates: Vec<PlanImage>,
+    pub base: PlanImage,
+    /// The base's own backing chain, top-down: read for copy-on-write, never written.
+    pub below: Vec<PlanImage>,
+    pub keep_top: bool,
+    /// The base grows to this size first (the top is larger).
+    pub grow_to: Option<u64>,
+    /// Other overlays of the base that `force` let through.
+    pub forced_over: Vec<PathBuf>,
+    /// The base carries persistent bitmaps that `force` lets the commit invalidate.
+    pub forced_bitmaps: bool,
+}
+
+/// Checks the guards and works out the commit of `req.top`.
+pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+    let top = forest.node(req.top);
+    let keep_top = req.keep_top || req.base.is_some();
+
+    // 1. A backing file to commit into.
+    let Some(backing) = &top.backing else {
+        return Err(Refusal::NoBacking {
+            top: top.path.clone(),
+        });
+    };
+    if backing.node.is_none() {
+        let message = top
+            .problems
+            .iter()
+            .find(|p| {
+                matches!(
+                    p.kind,
+                    ProblemKind::MissingBacking
+                        | ProblemKind::BackingLoop
+                        | ProblemKind::ProtocolBacking
+                        | ProblemKind::UnsafeBackingPath
+                        | ProblemKind::Unreadable
+                )
+            })
+            .map(|p| p.message.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "its backing file {} is not an image imgchain can open",
+                    backing.path.display()
+                )
+            });
+        return Err(Refusal::BrokenChain {
+            top: top.path.clone(),
+            message,
+        });
+    }
+    let chain: Vec<NodeId> = forest.chain(req.top).collect();
+    let base_at = match &req.base {
+        None => 0,
+        Some(b) => {
+            find_base(forest, req.top, &chain, b).ok_or_else(|| Refusal::BaseNotInChain {
+                top: top.path.clone(),
+                base: b.clone(),
+            })?
+        }
+    };
+    let base_id = chain[base_at];
+    let between = &chain[..base_at];
+    let base = forest.node(base_id);
+    let below: Vec<NodeId> = chain[base_at + 1..].to_vec();
+    if let Some(broken) = std::iter::once(base_id)
+        .chain(below.iter().copied())
+        .map(|id| forest.node(id))
+        .find(|n| n.backing.as_ref().is_some_and(|b| b.node.is_none()))
+    {
+        return Err(Refusal::BrokenChain {
+            top: top.path.clone(),
+            message: format!(
+                "the backing file of {} cannot be opened ({}), and a commit needs it to keep \
+                 what the base's guests see",
+                broken.path.display(),
+                broken
+                    .backing
+                    .as_ref()
+                    .map_or(String::new(), |b| b.path.display().to_string())
+            ),
+        });
+    }
+
+    // 2. Nothing written may be keep-RO.
+    let mut written: Vec<NodeId> = between.to_vec();
+    written.push(base_id);
+    guards::writable(forest, &written)?;
+    if !keep_top {
+        guards::openable_rw(forest, req.top)?;
+    }
+
+    // 3. Nobody else may hold what we need.
+    let top_access = if keep_top {
+        Access::READ_ONLY
+    } else {
+        Access::READ_WRITE
+    };
+    guards::not_in_use(
+        forest,
+        std::iter::once((req.top, top_access))
+            .chain(between.iter().map(|&m| (m, Access::READ_ONLY)))
+            .chain(std::iter::once((base_id, Access::READ_WRITE)))
+            .chain(below.iter().map(|&b| (b, Access::READ_ONLY))),
+    )?;
+
+    // 4. Writing the base must not change other images' disks: other overlays, and (with -b)
+    // the images in between, which keep their data but read the base where they have none.
+    let others = guards::other_overlays(forest, base_id, &[req.top], req.force)?;
+
+    // 5. Formats and features we can read and write safely, and links that name their format.
+    guards::supported(top, Role::Overlay { emptied: !keep_top })?;
+    for &m in between {
+        guards::supported(forest.node(m), Role::Overlay { emptied: false })?;
+    }
+    guards::supported(base, Role::Written { force: req.force })?;
+    for &b in &below {
+        guards::supported(forest.node(b), Role::Backing)?;
+    }
+    let mut whole: Vec<NodeId> = vec![req.top];
+    whole.extend_from_slice(between);
+    whole.push(base_id);
+    whole.extend_from_slice(&below);
+    guards::links_name_their_format(forest, &whole)?;
+
+    let top_img = PlanImage::of(forest, req.top)?;
+    let base_img = PlanImage::of(forest, base_id)?;
+    let intermediates = between
+        .iter()
+        .map(|&m| PlanImage::of(forest, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let below = below
+        .iter()
+        .map(|&b| PlanImage::of(forest, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let grow_to = (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size);
+    if grow_to.is_some() && base_img.version == Some(2) {
+        return Err(Refusal::Unsupported {
+            path: base_img.path.clone(),
+            what: format!(
+                "is a qcow2 v2 (compat=0.10) image that would have to grow to {} bytes: growing \
+                 rewrites its header and L1 table, and v2 has no dirty bit to keep that safe \
+                 from a crash; convert it first with qemu-img amend -f qcow2 -o compat=1.1 {}",
+                top_img.virtual_size,
+                base_img.path.display()
+            ),
+        });
+    }
+    Ok(Plan {
+        grow_to,
+        forced_bitmaps: base.qcow2.as_ref().is_some_and(|h| h.bitmaps()),
+        top: top_img,
+        intermediates,
+        base: base_img,
+        below,
+        keep_top,
+        forced_over: others,
+    })
+}
+
+/// Guard 4 again, right before the first write, on a fresh scan of the directories of every
+/// image in the plan ([`scope::recheck_overlays`]): the top and the images in between are
+/// involved, the top's own overlays spared, the overlays `force` let through accepted.
+pub fn recheck_overlays(plan: &Plan) -> Result<(), Refusal> {
+    let involved: Vec<&PlanImage> = std::iter::once(&plan.top)
+        .chain(&plan.intermediates)
+        .chain(std::iter::once(&plan.base))
+        .chain(&plan.below)
+        .collect();
+    scope::recheck_overlays(&plan.base, &involved, &[&plan.top], &plan.forced_over)
+}
+
+/// Where `-b BASE` is in the chain, matched as qemu-img does (`bdrv_find_backing_image`):
+/// by the backing name as written in an overlay's header, or as a path — relative to the top's
+/// directory or to the working directory — naming the same file.
+fn find_base(forest: &Forest, top: NodeId, chain: &[NodeId], base: &Path) -> Option<usize> {
+    let mut idents = vec![FileId::of_path(base)];
+    if base.is_relative()
+        && let Some(dir) = forest.node(top).path.parent()
+    {
+        idents.push(FileId::of_path(&dir.join(base)));
+    }
+    let mut overlay = top;
+    for (i, &c) in chain.iter().enumerate() {
+        let named = forest
+            .node(overlay)
+            .backing
+            .as_ref()
+            .is_some_and(|b| b.raw == base.as_os_str());
+        let n = forest.node(c);
+        if named || n.path == base || idents.iter().any(|i| i.is_some() && *i == n.ident) {
+            return Some(i);
+        }
+        overlay = c;
+    }
+    None
+}
+
+/// A commit as the UI offers it: planned on a fresh [`scope::discover`] around the top, like
+/// the CLI's, with what confirming it would mean.
+#[derive(Debug)]
+pub struct Proposal {
+    pub top: PathBuf,
+    /// The base asked for, or the top's backing file.
+    pub base: Option<PathBuf>,
+    /// The top's backing chain below it, top-down: the bases one can choose.
+    pub chain: Vec<PathBuf>,
+    /// The plan, forced over `shared_with` when there are other overlays; or the refusal.
+    pub plan: Result<Plan, Refusal>,
+    /// Other overlays of the base whose disks the commit would change: confirming must
+    /// accept them explicitly.
+    pub shared_with: Vec<PathBuf>,
+    /// Bytes the commit would copy, when it is planned.
+    pub bytes: Option<Result<u64, String>>,
+}
+
+/// Discovers the images around `image` ([`scope::discover`]), plans its commit (into `base`,
+/// or its backing file), and measures it.
+pub fn propose(
+    image: &Path,
+    base: Option<PathBuf>,
+    keep_top: bool,
+    scope: &Scope,
+) -> Result<Proposal, Refusal> {
+    let found = scope::discover(image, scope)?;
+    Ok(propose_in(&found.scan.forest, found.image, base, keep_top))
+}
+
+/// [`propose`] on a forest already discovered around `top`.
+pub fn propose_in(forest: &Forest, top: NodeId, base: Option<PathBuf>, keep_top: bool) -> Proposal {
+    let node = forest.node(top);
+    let chain: Vec<PathBuf> = forest
+        .chain(top)
+        .map(|id| forest.node(id).path.clone())
+        .collect();
+    let named_base = match (&base, node.backing_node()) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Some(b)) => Some(forest.node(b).path.clone()),
+        (None, None) => node.backing.as_ref().map(|b| b.path.clone()),
+    };
+    let req = Request {
+        top,
+        base,
+        keep_top,
+        force: false,
+    };
+    let mut shared_with = Vec::new();
+    let plan = match plan(forest, &req) {
+        Err(Refusal::SharedBase { others, .. }) => {
+            shared_with = others;
+            plan(forest, &Request { force: true, ..req })
+        }
+        other => other,
+    };
+    let bytes = plan
+        .as_ref()
+        .ok()
+        .map(|p| measure_plan(p).map_err(|e| e.to_string()));
+    Proposal {
+        top: node.path.clone(),
+        base: named_base,
+        chain,
+        plan,
+        shared_with,
+        bytes,
+    }
+}
+
+/// Bytes a commit of `plan` would copy, from the metadata of the top (and the images in
+/// between), opened read-only without locks.
+pub fn measure_plan(plan: &Plan) -> Result<u64, Refusal> {
+    let mut layers = vec![plan.top.peek()?];
+    for m in &plan.intermediates {
+        layers.push(m.peek()?);
+    }
+    measure(&layers, plan.top.virtual_size).map_err(|source| Refusal::Map {
+        path: plan.top.path.clone(),
+        source,
+    })
+}

@@ -1,0 +1,223 @@
+//! The guards every write operation checks, each refusing with its own [`Refusal`] and exit
+//! code before anything is written (ARCHITECTURE.md §3): written images not keep-RO, nothing
+//! in use by another process, no other overlay reading what is written, formats and features
+//! imgchain can write safely, and every chain link naming its backing format rightly.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+
+use super::Refusal;
+use super::plan_image::QEMU_IMG;
+use crate::forest::diag::ProblemKind;
+use crate::forest::{Forest, KeepRoReason, Mode, Node, NodeId};
+use crate::image::lock::{Access, LockError};
+use crate::image::probe::Format;
+
+/// Every node built on `id`, at any distance.
+pub fn descendants(forest: &Forest, id: NodeId) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    let mut queue: VecDeque<NodeId> = forest.node(id).overlays.iter().copied().collect();
+    while let Some(n) = queue.pop_front() {
+        out.push(n);
+        queue.extend(forest.node(n).overlays.iter().copied());
+    }
+    out
+}
+
+/// A node above `id` that is keep-RO on request: the one an inherited keep-RO comes from.
+fn protected_above(forest: &Forest, id: NodeId) -> Option<PathBuf> {
+    descendants(forest, id)
+        .into_iter()
+        .map(|d| forest.node(d))
+        .find(|n| n.keep_ro_reason == Some(KeepRoReason::Requested))
+        .map(|n| n.path.clone())
+}
+
+/// None of `written` may be keep-RO (exit 11).
+pub fn writable(forest: &Forest, written: &[NodeId]) -> Result<(), Refusal> {
+    for &id in written {
+        let n = forest.node(id);
+        if n.mode == Mode::KeepRo {
+            let reason = n.keep_ro_reason.unwrap_or(KeepRoReason::Requested);
+            return Err(Refusal::KeepReadOnly {
+                path: n.path.clone(),
+                reason,
+                protected_by: (reason == KeepRoReason::Inherited)
+                    .then(|| protected_above(forest, id))
+                    .flatten(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Changing `id`'s own blocks needs it to open read-write; overlays of it do not mind (its
+/// guest view stays), so only `not-writable` refuses (exit 11).
+pub fn openable_rw(forest: &Forest, id: NodeId) -> Result<(), Refusal> {
+    let n = forest.node(id);
+    if n.keep_ro_reason == Some(KeepRoReason::NotWritable) {
+        return Err(Refusal::KeepReadOnly {
+            path: n.path.clone(),
+            reason: KeepRoReason::NotWritable,
+            protected_by: None,
+        });
+    }
+    Ok(())
+}
+
+/// No other process may hold what each image needs (exit 12), judged from the lock bytes the
+/// scan saw; the run takes the locks itself before writing.
+pub fn not_in_use(
+    forest: &Forest,
+    needs: impl IntoIterator<Item = (NodeId, Access)>,
+) -> Result<(), Refusal> {
+    for (id, access) in needs {
+        let n = forest.node(id);
+        if let Some((permission, shared)) = access.conflict(n.foreign) {
+            return Err(Refusal::InUse(LockError::InUse {
+                path: n.path.clone(),
+                holder: n.holders.first().cloned(),
+                permission,
+                shared,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The overlays of `written` (at any distance) other than `spared` and their own overlays:
+/// the images whose disks writing it would change. Refused unless `force` (exit 13); with
+/// `force`, the list the plan records.
+pub fn other_overlays(
+    forest: &Forest,
+    written: NodeId,
+    spared: &[NodeId],
+    force: bool,
+) -> Result<Vec<PathBuf>, Refusal> {
+    let mut skip: HashSet<NodeId> = spared.iter().copied().collect();
+    for &s in spared {
+        skip.extend(descendants(forest, s));
+    }
+    let mut others: Vec<PathBuf> = descendants(forest, written)
+        .into_iter()
+        .filter(|d| !skip.contains(d))
+        .map(|d| forest.node(d).path.clone())
+        .collect();
+    others.sort();
+    if !others.is_empty() && !force {
+        return Err(Refusal::SharedBase {
+            base: forest.node(written).path.clone(),
+            others,
+        });
+    }
+    Ok(others)
+}
+
+/// How an operation uses an image, for [`supported`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An overlay read through (and, when `emptied`, emptied afterwards).
+    Overlay { emptied: bool },
+    /// The image written; `force` accepts invalidating its persistent bitmaps.
+    Written { force: bool },
+    /// Below the written image: only read, for copy-on-write.
+    Backing,
+}
+
+/// Formats and features imgchain can read and write safely in `role` (exit 16). The feature
+/// list is the header's own ([`crate::image::probe::Qcow2Header::unwritable_features`]).
+pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
+    let refuse = |what: String| {
+        Err(Refusal::Unsupported {
+            path: n.path.clone(),
+            what: format!("{what}; {QEMU_IMG}"),
+        })
+    };
+    if let Some(p) = n
+        .problems
+        .iter()
+        .find(|p| matches!(p.kind, ProblemKind::BadHeader | ProblemKind::Unreadable))
+    {
+        return refuse(format!("looks damaged ({})", p.message));
+    }
+    match (n.format, role) {
+        (Some(Format::Qcow2), _) | (Some(Format::Raw), Role::Written { .. } | Role::Backing) => {}
+        (Some(f), _) => {
+            return refuse(format!(
+                "is a {f} image; imgchain commits qcow2 overlays into qcow2 or raw bases"
+            ));
+        }
+        (None, _) => return refuse("could not be read".into()),
+    }
+    let Some(h) = &n.qcow2 else { return Ok(()) };
+    if h.corrupt() {
+        return refuse(
+            "is marked corrupt by QEMU and must not be used; inspect it with qemu-img check".into(),
+        );
+    }
+    if h.dirty() {
+        return Err(Refusal::Unsupported {
+            path: n.path.clone(),
+            what: format!(
+                "has the dirty bit set (not closed cleanly); repair it first with qemu-img check -r all {}",
+                n.path.display()
+            ),
+        });
+    }
+    if let Some(f) = h.unwritable_features().first() {
+        return refuse(format!("uses {f}, which imgchain cannot commit"));
+    }
+    match role {
+        Role::Written { force } => {
+            if h.bitmaps() && !force {
+                return refuse(
+                    "has persistent dirty bitmaps, which writing it through imgchain would invalidate \
+                     (incremental backups would have to start over); commit with --force to accept that"
+                        .into(),
+                );
+            }
+            if h.nb_snapshots > 0 {
+                return refuse(format!("has {} internal snapshots", h.nb_snapshots));
+            }
+        }
+        Role::Overlay { emptied: true } if h.bitmaps() => {
+            return Err(Refusal::Unsupported {
+                path: n.path.clone(),
+                what: "has persistent dirty bitmaps, which emptying it would invalidate; commit \
+                       with -d to keep it as it is, or drop them first (qemu-img bitmap --remove)"
+                    .into(),
+            });
+        }
+        Role::Overlay { emptied: true } if h.nb_snapshots > 0 => {
+            return refuse(format!(
+                "has {} internal snapshots, which emptying it would affect; use -d to keep its data",
+                h.nb_snapshots
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Every link of `chain` must say what format its backing file is, and say it right: writing
+/// through a link QEMU reads differently would corrupt the guest's disk (exit 16).
+pub fn links_name_their_format(forest: &Forest, chain: &[NodeId]) -> Result<(), Refusal> {
+    for &id in chain {
+        let n = forest.node(id);
+        if let Some(p) = n.problems.iter().find(|p| {
+            matches!(
+                p.kind,
+                ProblemKind::BackingFormatMismatch | ProblemKind::NoBackingFormat
+            )
+        }) {
+            return Err(Refusal::Unsupported {
+                path: n.path.clone(),
+                what: format!(
+                    "cannot be committed through safely: {}; {QEMU_IMG}",
+                    p.message
+                ),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! One image as a plan saw it, and opening it again for the run with the check that it is
+//! still that file (ARCHITECTURE.md §3).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Refusal;
+use crate::forest::{Forest, NodeId};
+use crate::image::file::{FileId, OpenMode};
+use crate::image::handle::{Handle, ImageAccess};
+use crate::image::probe::Format;
+
+/// One image taking part in an operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanImage {
+    pub path: PathBuf,
+    pub format: Format,
+    pub virtual_size: u64,
+    pub ident: FileId,
+    /// qcow2 version, for re-checking the header at open time.
+    pub version: Option<u32>,
+}
+
+/// The advice for what imgchain refuses to write but QEMU can.
+pub const QEMU_IMG: &str = "use qemu-img commit for it";
+
+impl PlanImage {
+    /// Node `id` as the plan records it.
+    pub fn of(forest: &Forest, id: NodeId) -> Result<PlanImage, Refusal> {
+        let n = forest.node(id);
+        let unsupported = |what: &str| Refusal::Unsupported {
+            path: n.path.clone(),
+            what: format!("{what}; {QEMU_IMG}"),
+        };
+        Ok(PlanImage {
+            path: n.path.clone(),
+            format: n.format.ok_or_else(|| unsupported("could not be read"))?,
+            virtual_size: n
+                .virtual_size
+                .ok_or_else(|| unsupported("has no known virtual size"))?,
+            ident: n.ident.ok_or_else(|| unsupported("could not be opened"))?,
+            version: n.qcow2.as_ref().map(|h| h.version),
+        })
+    }
+
+    /// Opens the image with QEMU's locks for `mode` and checks it is the file, of the size,
+    /// the plan saw.
+    pub fn open(
+        &self,
+        mode: OpenMode,
+        backing: Option<Arc<ImageAccess>>,
+    ) -> Result<Handle, Refusal> {
+        let h = Handle::open(&self.path, self.format, mode, true, backing)?;
+        let changed = |what: String| Refusal::Changed {
+            path: self.path.clone(),
+            what,
+        };
+        if h.ident() != self.ident {
+            return Err(changed("the path now names another file".into()));
+        }
+        if h.access().size() != self.virtual_size {
+            return Err(changed(format!(
+                "its virtual size is now {} bytes, not {}",
+                h.access().size(),
+                self.virtual_size
+            )));
+        }
+        Ok(h)
+    }
+
+    /// Opens it read-only without locks, to read metadata (measuring a plan).
+    pub fn peek(&self) -> Result<Handle, Refusal> {
+        Ok(Handle::open(
+            &self.path,
+            self.format,
+            OpenMode::ReadOnly,
+            false,
+            None,
+        )?)
+    }
+}

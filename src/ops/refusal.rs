@@ -1,0 +1,143 @@
+//! Why an operation does not run: the guards' refusals and the errors before its first write,
+//! each with its exit code (ARCHITECTURE.md §5).
+
+use std::path::PathBuf;
+
+use crate::exit;
+use crate::forest::KeepRoReason;
+use crate::image::handle::{OpenError, ReopenError};
+use crate::image::lock::LockError;
+
+/// Why an operation was refused or could not start. Nothing has been written when one of
+/// these is returned, except [`Refusal::Internal`]. Each has its exit code (ARCHITECTURE.md §5)
+/// and a message that names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{} has no backing file, so there is nothing to commit it into", top.display())]
+    NoBacking { top: PathBuf },
+    #[error("{} cannot be committed: {message}", top.display())]
+    BrokenChain { top: PathBuf, message: String },
+    #[error("{} is not in the backing chain of {}; name one of its backing images with -b", base.display(), top.display())]
+    BaseNotInChain { top: PathBuf, base: PathBuf },
+    #[error("{}", keep_ro_message(path, *reason, protected_by.as_ref()))]
+    KeepReadOnly {
+        path: PathBuf,
+        reason: KeepRoReason,
+        /// For `inherited`: a protected overlay that passes it down.
+        protected_by: Option<PathBuf>,
+    },
+    /// Another process holds what the commit needs (QEMU's lock message and the holder).
+    #[error(transparent)]
+    InUse(LockError),
+    #[error("{} has other overlays that would see their disk change: {}; commit with --force only if they are disposable", base.display(), list(others))]
+    SharedBase { base: PathBuf, others: Vec<PathBuf> },
+    /// `what` ends with what to do about it.
+    #[error("{} {what}", path.display())]
+    Unsupported { path: PathBuf, what: String },
+    #[error("{} changed since it was scanned ({what}); scan again and retry", path.display())]
+    Changed { path: PathBuf, what: String },
+    /// The images around the request could not be scanned.
+    #[error("cannot scan around {}: {what}", path.display())]
+    Scan { path: PathBuf, what: String },
+    #[error("{0}")]
+    Open(OpenError),
+    #[error("nothing was written: {0}")]
+    ReopenRw(Box<ReopenError>),
+    /// A bug stopped the operation: it may have written part of the data.
+    #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", path.display(), path.display())]
+    Internal { path: PathBuf, what: String },
+    #[error("cannot read the allocation map of {}: {source}", path.display())]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn keep_ro_message(path: &std::path::Path, reason: KeepRoReason, by: Option<&PathBuf>) -> String {
+    let why = match (reason, by) {
+        (KeepRoReason::Inherited, Some(o)) => format!(
+            "its overlay {} is protected, and writing it would change that overlay's disk; unprotect {} (p in the UI, or drop its --protect/config glob) first",
+            o.display(),
+            o.display()
+        ),
+        (KeepRoReason::Requested, _) => {
+            "it is protected (--read-only, --protect, or a config protect glob); drop that to commit into it".to_string()
+        }
+        (KeepRoReason::NotWritable, _) => {
+            "it cannot be opened read-write (permissions, read-only filesystem or immutable flag); fix that first".to_string()
+        }
+        (KeepRoReason::Inherited, None) => reason.describe().to_string(),
+    };
+    format!(
+        "{} must stay read-only (keep-RO, {reason}): {why}",
+        path.display()
+    )
+}
+
+impl From<LockError> for Refusal {
+    fn from(e: LockError) -> Self {
+        match e {
+            e @ LockError::InUse { .. } => Refusal::InUse(e),
+            other => Refusal::Open(OpenError::Lock(other)),
+        }
+    }
+}
+
+impl From<OpenError> for Refusal {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Lock(l) => l.into(),
+            other => Refusal::Open(other),
+        }
+    }
+}
+
+impl Refusal {
+    /// The process exit code (ARCHITECTURE.md §5).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Refusal::NoBacking { .. } => exit::NO_BACKING,
+            Refusal::KeepReadOnly { .. } => exit::KEEP_READ_ONLY,
+            Refusal::InUse(_) => exit::IN_USE,
+            Refusal::SharedBase { .. } => exit::SHARED_BASE,
+            Refusal::Unsupported { .. } => exit::UNSUPPORTED,
+            Refusal::BaseNotInChain { .. } => exit::USAGE,
+            Refusal::ReopenRw(r) if r.lock.is_some() => exit::IN_USE,
+            Refusal::BrokenChain { .. }
+            | Refusal::Changed { .. }
+            | Refusal::Scan { .. }
+            | Refusal::Open(_)
+            | Refusal::ReopenRw(_)
+            | Refusal::Internal { .. }
+            | Refusal::Map { .. } => exit::FAILURE,
+        }
+    }
+
+    /// A stable name for JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::NoBacking { .. } => "no-backing",
+            Refusal::BrokenChain { .. } => "broken-chain",
+            Refusal::BaseNotInChain { .. } => "base-not-in-chain",
+            Refusal::KeepReadOnly { .. } => "keep-read-only",
+            Refusal::InUse(_) => "in-use",
+            Refusal::SharedBase { .. } => "shared-base",
+            Refusal::Unsupported { .. } => "unsupported",
+            Refusal::Changed { .. } => "changed",
+            Refusal::Scan { .. } => "scan",
+            Refusal::Open(_) => "open",
+            Refusal::ReopenRw(_) => "reopen-rw",
+            Refusal::Internal { .. } => "internal",
+            Refusal::Map { .. } => "map",
+        }
+    }
+}

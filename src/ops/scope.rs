@@ -1,0 +1,127 @@
+//! Where an operation looks for the images its guards must know about (ARCHITECTURE.md §3).
+//! The UI and the CLI plan from the same [`discover`], so a narrow or stale view can never
+//! hide another VM's overlay: the directories of the image and of every image in its chain,
+//! plus the directories the user named (`--scan`, the UI's paths).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::Refusal;
+use super::guards::descendants;
+use super::plan_image::PlanImage;
+use crate::forest::{NodeId, Protect, Scan, ScanOptions};
+use crate::image::file::FileId;
+
+/// What to scan around an image.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// Directories searched besides those of the chain.
+    pub dirs: Vec<PathBuf>,
+    /// How deep to look under each of them.
+    pub scan: ScanOptions,
+    /// What is keep-RO on request.
+    pub protect: Protect,
+}
+
+/// A fresh scan around one image.
+pub struct Discovered {
+    pub scan: Scan,
+    /// The image's node.
+    pub image: NodeId,
+}
+
+/// Scans `image`'s directory and `scope.dirs`, then again with the directory of every image
+/// in its backing chain, and applies `scope.protect`.
+pub fn discover(image: &Path, scope: &Scope) -> Result<Discovered, Refusal> {
+    let failed = |what: String| Refusal::Scan {
+        path: image.to_path_buf(),
+        what,
+    };
+    let mut paths = vec![image.to_path_buf()];
+    paths.extend(image.parent().map(PathBuf::from));
+    paths.extend(scope.dirs.iter().cloned());
+    let scan_all = |paths: &[PathBuf]| {
+        let mut scan =
+            crate::forest::scan(paths, &scope.scan).map_err(|e| failed(e.to_string()))?;
+        scope.protect.apply(&mut scan.forest);
+        Ok::<_, Refusal>(scan)
+    };
+    let found = |scan: &Scan| {
+        scan.forest
+            .find(image)
+            .ok_or_else(|| failed("it was not found after scanning it".into()))
+    };
+    let mut scan = scan_all(&paths)?;
+    let id = found(&scan)?;
+    let chain_dirs: Vec<PathBuf> = scan
+        .forest
+        .chain(id)
+        .filter_map(|c| scan.forest.node(c).path.parent().map(PathBuf::from))
+        .filter(|d| !paths.contains(d))
+        .collect();
+    if !chain_dirs.is_empty() {
+        paths.extend(chain_dirs);
+        paths.dedup();
+        scan = scan_all(&paths)?;
+    }
+    let image = found(&scan)?;
+    Ok(Discovered { scan, image })
+}
+
+/// The shared-base guard again, right before the first write, on a fresh scan of the
+/// directories of every image `involved`: an overlay of `written` that is not involved, not
+/// built on one of `spared`, and not among the `accepted` ones the plan was forced over —
+/// created since, or outside what the plan's scan saw — refuses the run, even with `--force`.
+pub fn recheck_overlays(
+    written: &PlanImage,
+    involved: &[&PlanImage],
+    spared: &[&PlanImage],
+    accepted: &[PathBuf],
+) -> Result<(), Refusal> {
+    let mut dirs: Vec<PathBuf> = involved
+        .iter()
+        .filter_map(|i| i.path.parent().map(PathBuf::from))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let opts = ScanOptions {
+        max_depth: 0,
+        ..Default::default()
+    };
+    let changed = |what: String| Refusal::Changed {
+        path: written.path.clone(),
+        what,
+    };
+    let scan = crate::forest::scan(&dirs, &opts)
+        .map_err(|e| changed(format!("it could not be scanned again: {e}")))?;
+    let forest = &scan.forest;
+    let Some(base) = forest.find(&written.path) else {
+        return Err(changed("it is gone".into()));
+    };
+    let mut known: HashSet<FileId> = involved.iter().map(|i| i.ident).collect();
+    known.extend(accepted.iter().filter_map(|p| FileId::of_path(p)));
+    for s in spared {
+        if let Some(top) = forest.find(&s.path) {
+            known.extend(
+                descendants(forest, top)
+                    .into_iter()
+                    .filter_map(|d| forest.node(d).ident),
+            );
+        }
+    }
+    let mut others: Vec<PathBuf> = descendants(forest, base)
+        .into_iter()
+        .map(|d| forest.node(d))
+        .filter(|n| n.ident.is_none_or(|i| !known.contains(&i)))
+        .map(|n| n.path.clone())
+        .collect();
+    others.sort();
+    if others.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::SharedBase {
+            base: written.path.clone(),
+            others,
+        })
+    }
+}
