@@ -1,6 +1,7 @@
-//! The one table of UI actions: each action's `[keys]` name, default keys, help text and
-//! status-line hint. The config's defaults and validation, the keymap, the help screen and the
-//! hints all derive from [`ACTIONS`], so adding an action is one entry here (and its handler).
+//! The one table of UI actions: each action's `[keys]` name, help text and status-line hint.
+//! The config's validation, the keymap, the help screen and the hints derive from [`ACTIONS`];
+//! an action's default keys are its line in `[keys]` of the embedded `config.toml`, the one
+//! place defaults are written. Adding an action is an entry here, that line, and its handler.
 
 /// Everything a key can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,8 +42,6 @@ pub struct ActionDef {
     pub action: Action,
     /// Its entry in the config's `[keys]` table.
     pub name: &'static str,
-    /// Keys bound when the config says nothing.
-    pub keys: &'static [&'static str],
     /// What the help screen says.
     pub description: &'static str,
     /// Its place and word among the status line's key hints (lowest first); `None`: not
@@ -54,7 +53,6 @@ pub struct ActionDef {
 const fn def(
     action: Action,
     name: &'static str,
-    keys: &'static [&'static str],
     description: &'static str,
     hint: Option<(u8, &'static str)>,
     place: Place,
@@ -62,7 +60,6 @@ const fn def(
     ActionDef {
         action,
         name,
-        keys,
         description,
         hint,
         place,
@@ -73,19 +70,11 @@ use Place::{Browse, Dialog};
 
 /// Every action, in help order.
 pub const ACTIONS: [ActionDef; 19] = [
-    def(Action::Up, "up", &["k", "Up"], "move up", None, Browse),
-    def(
-        Action::Down,
-        "down",
-        &["j", "Down"],
-        "move down",
-        None,
-        Browse,
-    ),
+    def(Action::Up, "up", "move up", None, Browse),
+    def(Action::Down, "down", "move down", None, Browse),
     def(
         Action::Fold,
         "fold",
-        &["h", "Left"],
         "fold the overlays (on a leaf: go to its backing image)",
         None,
         Browse,
@@ -93,7 +82,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Unfold,
         "unfold",
-        &["l", "Right"],
         "unfold the overlays",
         None,
         Browse,
@@ -101,39 +89,16 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::First,
         "first",
-        &["g", "Home"],
         "go to the first image",
         None,
         Browse,
     ),
-    def(
-        Action::Last,
-        "last",
-        &["G", "End"],
-        "go to the last image",
-        None,
-        Browse,
-    ),
-    def(
-        Action::PageUp,
-        "page_up",
-        &["PageUp", "Ctrl-b"],
-        "one page up",
-        None,
-        Browse,
-    ),
-    def(
-        Action::PageDown,
-        "page_down",
-        &["PageDown", "Ctrl-f"],
-        "one page down",
-        None,
-        Browse,
-    ),
+    def(Action::Last, "last", "go to the last image", None, Browse),
+    def(Action::PageUp, "page_up", "one page up", None, Browse),
+    def(Action::PageDown, "page_down", "one page down", None, Browse),
     def(
         Action::Backing,
         "backing",
-        &["b"],
         "jump to the backing image",
         None,
         Browse,
@@ -141,7 +106,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Overlay,
         "overlay",
-        &["o"],
         "jump to the first overlay",
         None,
         Browse,
@@ -149,7 +113,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Filter,
         "filter",
-        &["/"],
         "filter by name (Enter keeps it, Esc clears it)",
         Some((4, "filter")),
         Browse,
@@ -157,7 +120,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Commit,
         "commit",
-        &["c"],
         "commit the selected overlay into its backing image",
         Some((1, "commit")),
         Browse,
@@ -165,7 +127,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Protect,
         "protect",
-        &["p"],
         "toggle keep-RO (protect) on the selected image until quit",
         Some((3, "protect")),
         Browse,
@@ -173,7 +134,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Cancel,
         "cancel",
-        &["x"],
         "cancel the running commit",
         Some((5, "cancel")),
         Browse,
@@ -181,7 +141,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Rescan,
         "rescan",
-        &["r"],
         "scan the paths again",
         None,
         Browse,
@@ -189,7 +148,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Help,
         "help",
-        &["?", "F1"],
         "show or hide this help",
         Some((0, "help")),
         Browse,
@@ -197,7 +155,6 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Quit,
         "quit",
-        &["q", "Ctrl-c"],
         "quit (a running commit is cancelled and cleaned up first)",
         Some((2, "quit")),
         Browse,
@@ -205,19 +162,11 @@ pub const ACTIONS: [ActionDef; 19] = [
     def(
         Action::Confirm,
         "confirm",
-        &["Enter", "y"],
         "in a dialog: confirm",
         None,
         Dialog,
     ),
-    def(
-        Action::Close,
-        "close",
-        &["Esc", "n"],
-        "in a dialog: close",
-        None,
-        Dialog,
-    ),
+    def(Action::Close, "close", "in a dialog: close", None, Dialog),
 ];
 
 impl Action {

@@ -2,24 +2,27 @@
 //!
 //! Every table is `deny_unknown_fields`, and every value is checked while parsing, so an error
 //! names the file, the line and the key. A user file may leave out any key: it then keeps the
-//! default. The defaults are written twice — in `config.toml` for people, and in the `Default`
-//! impls for serde to fill in missing keys (serde's container `default` cannot call back into a
-//! parse of the same type) — and a test holds the two equal.
+//! default. The defaults are written once, in `config.toml`, the file people read: a user's
+//! file is parsed, every key it leaves out is filled in from the embedded file, and the result
+//! is deserialized, so the code holds no second copy of any default.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::actions::{ACTIONS, Action, Place};
 
 /// The documented defaults, the same text users read.
 pub const DEFAULTS: &str = include_str!("../config.toml");
 
-/// The whole configuration; every table may be left out.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// The whole configuration. Every key is present once parsed: those a file leaves out come
+/// from the embedded `config.toml`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub scan: ScanConfig,
     pub protect: ProtectConfig,
@@ -28,47 +31,41 @@ pub struct Config {
     pub theme: Theme,
 }
 
+/// The embedded defaults, parsed once.
+static BUILT_IN: LazyLock<Result<Config, String>> = LazyLock::new(|| parse(DEFAULTS));
+
+impl Default for Config {
+    /// The embedded `config.toml` (a unit test proves it parses).
+    fn default() -> Self {
+        match &*BUILT_IN {
+            Ok(c) => c.clone(),
+            Err(e) => panic!("the embedded config.toml does not parse: {e}"),
+        }
+    }
+}
+
 /// `[scan]`: how paths are walked.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct ScanConfig {
     pub max_depth: usize,
     pub follow_symlinks: bool,
     pub raw_extensions: Vec<String>,
 }
 
-impl Default for ScanConfig {
-    fn default() -> Self {
-        ScanConfig {
-            max_depth: 16,
-            follow_symlinks: true,
-            raw_extensions: vec!["img".into(), "raw".into()],
-        }
-    }
-}
-
 /// `[protect]`: images kept read-only on request.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ProtectConfig {
     pub globs: Vec<Spanned<String>>,
 }
 
 /// `[commit]`: how commits copy and what they leave behind.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct CommitConfig {
     pub chunk_size: ChunkSize,
     pub keep_top: bool,
-}
-
-impl Default for CommitConfig {
-    fn default() -> Self {
-        CommitConfig {
-            chunk_size: ChunkSize(2 << 20),
-            keep_top: false,
-        }
-    }
 }
 
 /// Bytes per copy step of a commit, 64 KiB to 64 MiB, a multiple of 512.
@@ -113,47 +110,33 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Keys of every UI action of [`ACTIONS`], in its order. Each binding keeps its position in
-/// the file for error messages; one the file leaves out has the table's default keys.
+/// the file for error messages; one taken from the defaults has an empty span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Keys {
     bound: Vec<(Action, Spanned<Vec<KeySpec>>)>,
 }
 
-impl Default for Keys {
-    fn default() -> Self {
-        Keys {
-            bound: ACTIONS
-                .iter()
-                .map(|d| {
-                    let specs = d
-                        .keys
-                        .iter()
-                        .filter_map(|s| KeySpec::try_from((*s).to_string()).ok())
-                        .collect();
-                    (d.action, Spanned::new(0..0, specs))
-                })
-                .collect(),
-        }
-    }
-}
-
 impl<'de> Deserialize<'de> for Keys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let table = std::collections::BTreeMap::<String, Spanned<Vec<KeySpec>>>::deserialize(d)?;
-        let mut keys = Keys::default();
-        for (name, specs) in table {
-            let Some(action) = Action::named(&name) else {
-                let names: Vec<String> = ACTIONS.iter().map(|d| format!("`{}`", d.name)).collect();
-                return Err(serde::de::Error::custom(format!(
-                    "unknown field `{name}`, expected one of {}",
-                    names.join(", ")
-                )));
-            };
-            if let Some(slot) = keys.bound.iter_mut().find(|(a, _)| *a == action) {
-                slot.1 = specs;
-            }
+        let mut table =
+            std::collections::BTreeMap::<String, Spanned<Vec<KeySpec>>>::deserialize(d)?;
+        if let Some(name) = table.keys().find(|n| Action::named(n).is_none()) {
+            let names: Vec<String> = ACTIONS.iter().map(|d| format!("`{}`", d.name)).collect();
+            return Err(serde::de::Error::custom(format!(
+                "unknown field `{name}`, expected one of {}",
+                names.join(", ")
+            )));
         }
-        Ok(keys)
+        let bound = ACTIONS
+            .iter()
+            .map(|d| {
+                table
+                    .remove(d.name)
+                    .map(|specs| (d.action, specs))
+                    .ok_or_else(|| serde::de::Error::missing_field(d.name))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Keys { bound })
     }
 }
 
@@ -321,7 +304,7 @@ impl fmt::Display for KeySpec {
 
 /// Colours of the terminal UI.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Theme {
     pub rw: Colour,
     pub ro: Colour,
@@ -331,21 +314,6 @@ pub struct Theme {
     pub selection: Colour,
     pub border: Colour,
     pub gauge: Colour,
-}
-
-impl Default for Theme {
-    fn default() -> Self {
-        Theme {
-            rw: Colour::Named("green"),
-            ro: Colour::Named("blue"),
-            keep_ro: Colour::Named("magenta"),
-            in_use: Colour::Named("yellow"),
-            problem: Colour::Named("red"),
-            selection: Colour::Named("dark-gray"),
-            border: Colour::Named("gray"),
-            gauge: Colour::Named("cyan"),
-        }
-    }
 }
 
 /// A terminal colour: a named one, an RGB triple, or a 256-colour index.
@@ -461,9 +429,37 @@ fn line_of(text: &str, at: usize) -> usize {
     text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1
 }
 
-/// Parses configuration text; the error names the line and the key.
+/// `user` with every key it leaves out taken from `defaults`. What comes from the defaults
+/// has an empty span, so a binding the user wrote is told apart from a default one.
+fn fill_in<'i>(user: &mut DeTable<'i>, defaults: DeTable<'i>) {
+    for (key, value) in defaults {
+        let value = value.into_inner();
+        match (user.get_mut(&key).map(Spanned::get_mut), value) {
+            (Some(DeValue::Table(mine)), DeValue::Table(theirs)) => fill_in(mine, theirs),
+            (Some(_), _) => {}
+            (None, DeValue::Table(theirs)) => {
+                let mut table = DeTable::new();
+                fill_in(&mut table, theirs);
+                user.insert(key, Spanned::new(0..0, DeValue::Table(table)));
+            }
+            (None, value) => {
+                user.insert(key, Spanned::new(0..0, value));
+            }
+        }
+    }
+}
+
+/// Parses configuration text, with the embedded defaults for every key it leaves out; the
+/// error names the line and the key.
 pub fn parse(text: &str) -> Result<Config, String> {
-    let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    let located = |mut e: toml::de::Error| {
+        e.set_input(Some(text));
+        e.to_string()
+    };
+    let mut table = DeTable::parse(text).map_err(located)?;
+    let defaults = DeTable::parse(DEFAULTS).map_err(|e| format!("built-in config.toml: {e}"))?;
+    fill_in(table.get_mut(), defaults.into_inner());
+    let config = Config::deserialize(toml::de::Deserializer::from(table)).map_err(located)?;
     for glob in &config.protect.globs {
         if let Err(e) = crate::forest::Protect::new(false, &[glob.get_ref()]) {
             let line = line_of(text, glob.span().start);
@@ -485,9 +481,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_defaults_parse_and_equal_the_code_defaults() {
+    fn embedded_defaults_parse() {
         let c = parse(DEFAULTS).unwrap();
         assert_eq!(c, Config::default());
+        assert_eq!(parse("").unwrap(), c);
         assert_eq!(c.commit.chunk_size, ChunkSize(2 << 20));
         assert!(!c.commit.keep_top);
         assert_eq!(c.scan.raw_extensions, vec!["img", "raw"]);
@@ -501,7 +498,17 @@ mod tests {
         assert_eq!(c.scan.max_depth, 3);
         assert!(c.scan.follow_symlinks);
         assert_eq!(c.protect.globs[0].get_ref(), "*.gold");
-        assert_eq!(c.keys, Keys::default());
+        assert_eq!(c.keys, Config::default().keys);
+        assert_eq!(c.theme, Config::default().theme);
+    }
+
+    #[test]
+    fn defaults_fill_in_a_partial_table() {
+        let c = parse("[commit]\nkeep_top = true\n[keys]\nquit = [\"Q\"]\n").unwrap();
+        assert!(c.commit.keep_top);
+        assert_eq!(c.commit.chunk_size, ChunkSize(2 << 20));
+        assert_eq!(c.keys.of(Action::Quit)[0].to_string(), "Q");
+        assert_eq!(c.keys.of(Action::Down)[0].to_string(), "j");
     }
 
     #[test]

@@ -290,7 +290,8 @@ struct CommitArgs {
 /// Scans what a commit needs to see (the image, its directory, the directories of its chain
 /// and any --scan paths), plans, and runs it with Ctrl-C as cancel.
 fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
-    use imgchain::ops::commit::{self, Request};
+    use imgchain::ops::Operation;
+    use imgchain::ops::commit::{self, Commit, Request};
     use imgchain::ops::scope::{self, Scope};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
@@ -323,7 +324,13 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         signal_hook::flag::register(sig, Arc::clone(&cancel))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let mut bar = output::ProgressLine::new(a.progress);
+    let written = Commit::writes(&plan);
+    let mut bar = output::ProgressLine::new(
+        a.progress,
+        written
+            .first()
+            .map_or(plan.base.path.as_path(), |p| p.as_path()),
+    );
     let result = commit::run(&plan, ctx.config.commit.chunk_size.0, &cancel, &mut |p| {
         bar.update(&p)
     });

@@ -237,21 +237,24 @@ pub fn json_check(forest: &Forest) -> JsonCheck {
     }
 }
 
-/// The commit progress line on stderr: redrawn in place on a terminal, one line per phase
+/// An operation's progress line on stderr: redrawn in place on a terminal, one line per phase
 /// (and every few seconds) otherwise, like qemu-img's `(NN.NN/100%)`.
 pub struct ProgressLine {
     enabled: bool,
+    /// The file name of the image whose data the operation changes, shown while it is RW.
+    written: String,
     tty: bool,
     last_phase: Option<crate::ops::Phase>,
     last_print: Option<std::time::Instant>,
 }
 
 impl ProgressLine {
-    /// A progress line, drawn only when `enabled` (`-p`).
-    pub fn new(enabled: bool) -> ProgressLine {
+    /// A progress line for a job that writes `written`, drawn only when `enabled` (`-p`).
+    pub fn new(enabled: bool, written: &std::path::Path) -> ProgressLine {
         use std::io::IsTerminal;
         ProgressLine {
             enabled,
+            written: crate::forest::model::file_name(written),
             tty: std::io::stderr().is_terminal(),
             last_phase: None,
             last_print: None,
@@ -284,7 +287,11 @@ impl ProgressLine {
             human_size(p.total),
             human_size(p.rate() as u64),
             p.phase,
-            if p.writing { ", base RW" } else { "" }
+            if p.writing {
+                format!(", {} RW", self.written)
+            } else {
+                String::new()
+            }
         );
         if self.tty {
             eprint!("\r\x1b[2K{line}");

@@ -206,7 +206,7 @@ fn ctrl_c_after_the_copy_is_too_late_and_says_so() {
     assert!(landed, "Ctrl-C never landed during the flush");
 }
 
-/// The phase a `-p` progress line names: `... [copy, base RW]` → `copy`.
+/// The phase a `-p` progress line names: `... [copy, base.qcow2 RW]` → `copy`.
 fn phase_of(line: &str) -> &str {
     line.rsplit_once('[')
         .and_then(|(_, r)| r.split([',', ']']).next())

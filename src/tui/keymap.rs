@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn default_bindings() {
-        let km = Keymap::new(&Keys::default());
+        let km = Keymap::new(&crate::config::Config::default().keys);
         assert_eq!(
             km.browse(&key(CtKey::Char('j'), KeyModifiers::NONE)),
             Some(Action::Down)
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn every_browsing_action_of_the_table_is_bound() {
-        let km = Keymap::new(&Keys::default());
+        let km = Keymap::new(&crate::config::Config::default().keys);
         let table: Vec<Action> = crate::actions::ACTIONS
             .iter()
             .filter(|d| d.place == Place::Browse)
