@@ -129,7 +129,7 @@ fn main() {
     let mut latencies = Vec::new();
     let mut progress_msgs = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while a.job.is_some() && Instant::now() < deadline {
+    while a.jobs.running.is_some() && Instant::now() < deadline {
         // A key arrives; the loop handles whatever is queued before it, then the key, then draws.
         let sent = Instant::now();
         tx.send(key(if latencies.len() % 2 == 0 { 'k' } else { 'j' }))

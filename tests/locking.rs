@@ -189,18 +189,20 @@ fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
         };
         app.update(Msg::Locks(imgchain::image::lock::sweep(&images)));
     };
-    let top = app.forest.find(&dir.join("top.qcow2")).unwrap();
-    let base = app.forest.find(&dir.join("base.qcow2")).unwrap();
-    assert!(!app.forest.node(top).in_use());
+    let top = app.browse.forest.find(&dir.join("top.qcow2")).unwrap();
+    let base = app.browse.forest.find(&dir.join("base.qcow2")).unwrap();
+    assert!(!app.browse.forest.node(top).in_use());
     {
         let held = hold_with_qemu_io(&dir.join("top.qcow2"));
         sweep(&mut app);
-        let n = app.forest.node(top);
+        let n = app.browse.forest.node(top);
         assert!(n.in_use() && n.foreign.writer());
         assert_eq!(n.holders.first().map(|h| h.pid), Some(held.pid()));
-        assert!(app.forest.node(base).in_use() && !app.forest.node(base).foreign.writer());
+        assert!(
+            app.browse.forest.node(base).in_use() && !app.browse.forest.node(base).foreign.writer()
+        );
     }
     sweep(&mut app);
-    assert!(!app.forest.node(top).in_use(), "the VM stopped");
-    assert!(!app.forest.node(base).in_use());
+    assert!(!app.browse.forest.node(top).in_use(), "the VM stopped");
+    assert!(!app.browse.forest.node(base).in_use());
 }

@@ -79,15 +79,25 @@ fn select(app: &mut App, suffix: &str) {
     keys(app, suffix);
     key(app, KeyCode::Enter);
     let pos = app
+        .browse
         .visible
         .iter()
-        .position(|&i| app.forest.node(app.rows[i].id).path.ends_with(suffix))
+        .position(|&i| {
+            app.browse
+                .forest
+                .node(app.browse.rows[i].id)
+                .path
+                .ends_with(suffix)
+        })
         .unwrap_or_else(|| panic!("{suffix} not shown"));
-    app.selected = pos;
+    app.browse.selected = pos;
     keys(app, "/");
     key(app, KeyCode::Esc);
     let id = app.selected_node().unwrap();
-    assert!(app.forest.node(id).path.ends_with(suffix), "selection kept");
+    assert!(
+        app.browse.forest.node(id).path.ends_with(suffix),
+        "selection kept"
+    );
 }
 
 fn render(app: &App) -> String {
@@ -105,7 +115,12 @@ fn forest_and_details() {
     insta::assert_snapshot!("details_missing_backing", render(&a));
     // The allocation strip, computed by the engine as the worker would.
     select(&mut a, "snapshots/app-snap3.qcow2");
-    let path = a.forest.node(a.selected_node().unwrap()).path.clone();
+    let path = a
+        .browse
+        .forest
+        .node(a.selected_node().unwrap())
+        .path
+        .clone();
     let map =
         imgchain::image::map::allocation(&path, imgchain::image::probe::Format::Qcow2, 64).unwrap();
     assert!(
@@ -142,6 +157,7 @@ fn protect_toggle_updates_the_whole_chain() {
     keys(&mut a, "p");
     let reason = |a: &App, suffix: &str| {
         let n = a
+            .browse
             .forest
             .nodes
             .iter()
@@ -225,10 +241,11 @@ fn commit_plans_with_each_guard() {
     // in the model (a real holder's pid would change the snapshot), and the proposal made on
     // it with the planning function the worker uses.
     let id = a
+        .browse
         .forest
-        .find(Path::new(&a.roots[0].join("vms/fedora-test.qcow2")))
+        .find(Path::new(&a.browse.roots[0].join("vms/fedora-test.qcow2")))
         .unwrap();
-    let n = &mut a.forest.nodes[id.0];
+    let n = &mut a.browse.forest.nodes[id.0];
     n.foreign = Foreign {
         held: Perms(0b1011),
         unshared: Perms(0b1010),
@@ -246,7 +263,7 @@ fn commit_plans_with_each_guard() {
     let [Effect::Plan { job, .. }] = fx[..] else {
         panic!("expected a plan effect, got {fx:?}")
     };
-    let proposal = commit::propose_in(&a.forest, id, None, false);
+    let proposal = commit::propose_in(&a.browse.forest, id, None, false);
     a.update(Msg::Planned {
         job,
         proposal: Box::new(Ok(proposal)),
@@ -269,7 +286,7 @@ fn start(a: &mut App) -> u64 {
 fn progress_mid_commit_and_the_live_badge() {
     let mut a = app("progress", 120, 30);
     let job = start(&mut a);
-    let base = a.roots[0].join("snapshots/app-snap2.qcow2");
+    let base = a.browse.roots[0].join("snapshots/app-snap2.qcow2");
     a.update(Msg::Commit {
         job,
         event: Event::Progress(Progress {
@@ -287,7 +304,8 @@ fn progress_mid_commit_and_the_live_badge() {
     keys(&mut a, "k");
     keys(&mut a, "x");
     assert!(
-        a.job
+        a.jobs
+            .running
             .as_ref()
             .unwrap()
             .cancel
@@ -355,7 +373,7 @@ fn cancel_during_the_flush_is_too_late_and_says_so() {
         event: Event::Progress(flush(24 << 20)),
     });
     keys(&mut a, "x");
-    let cancel = &a.job.as_ref().unwrap().cancel;
+    let cancel = &a.jobs.running.as_ref().unwrap().cancel;
     assert!(
         !cancel.load(std::sync::atomic::Ordering::Relaxed),
         "nothing left to cancel"
@@ -376,16 +394,17 @@ fn quitting_during_a_commit_asks_then_waits_for_its_cleanup() {
     insta::assert_snapshot!("confirm_quit", render(&a));
     key(&mut a, KeyCode::Esc);
     assert!(
-        a.popup.is_none() && a.job.is_some() && !a.quit,
+        a.popup.is_none() && a.jobs.running.is_some() && !a.quit,
         "n keeps committing"
     );
-    let cancel = &a.job.as_ref().unwrap().cancel;
+    let cancel = &a.jobs.running.as_ref().unwrap().cancel;
     assert!(!cancel.load(std::sync::atomic::Ordering::Relaxed));
     keys(&mut a, "q");
     keys(&mut a, "y");
     assert!(!a.quit, "not while the base may be read-write");
     assert!(
-        a.job
+        a.jobs
+            .running
             .as_ref()
             .unwrap()
             .cancel
@@ -401,7 +420,7 @@ fn quitting_during_a_commit_asks_then_waits_for_its_cleanup() {
     });
     assert!(a.quit, "quits once the commit reports it is done");
     assert!(fx.is_empty(), "no rescan on the way out");
-    let (report, code) = a.exit_report.clone().expect("a report to print");
+    let (report, code) = a.jobs.exit_report.clone().expect("a report to print");
     assert!(
         report.contains("no backing file") && code == 10,
         "{report} {code}"
@@ -414,10 +433,10 @@ fn reopen_failure_popup() {
     let job = start(&mut a);
     let plan = {
         // The plan the dialog made, as the engine would return it in its outcome.
-        let scan = scan(&[a.roots[0].clone()], &Default::default()).unwrap();
+        let scan = scan(&[a.browse.roots[0].clone()], &Default::default()).unwrap();
         let top = scan
             .forest
-            .find(&a.roots[0].join("snapshots/app-snap3.qcow2"))
+            .find(&a.browse.roots[0].join("snapshots/app-snap3.qcow2"))
             .unwrap();
         commit::plan(
             &scan.forest,
@@ -458,7 +477,46 @@ fn reopen_failure_popup() {
         matches!(fx[..], [Effect::Scan(_)]),
         "rescans after a commit"
     );
-    assert!(a.reopen_failed.contains(&base));
+    assert!(a.jobs.reopen_failed.contains(&base));
     insta::assert_snapshot!("reopen_failed", render(&a));
     let _ = Arc::new(AtomicBool::new(false));
+}
+
+#[test]
+fn a_run_that_finds_a_new_overlay_shows_the_plan_again() {
+    let mut a = app("replan", 100, 34);
+    let job = start(&mut a);
+    // Another VM's overlay appears on the base after the plan was made.
+    let base = a.browse.roots[0].join("snapshots/app-snap2.qcow2");
+    let other = a.browse.roots[0].join("snapshots/other-vm.qcow2");
+    let mut new = imgchain::image::create::NewImage::qcow2(2 << 30);
+    new.backing = Some(("app-snap2.qcow2", imgchain::image::probe::Format::Qcow2));
+    imgchain::image::create::create(&other, &new).unwrap();
+    let fx = a.update(Msg::Commit {
+        job,
+        event: Event::Done(Box::new(Err(Refusal::SharedBase {
+            base,
+            others: vec![other.clone()],
+        }))),
+    });
+    assert!(a.jobs.running.is_none());
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Scan(_))),
+        "the forest is scanned again too: {fx:?}"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    for e in fx {
+        if matches!(e, Effect::Plan { .. }) {
+            imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
+            let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            a.update(msg);
+        }
+    }
+    let Some(Popup::Plan(p)) = &a.popup else {
+        panic!("the plan dialog again, not a refusal: {:?}", a.popup);
+    };
+    assert!(p.notice.as_deref().unwrap().contains("other-vm.qcow2"));
+    assert_eq!(p.shared_with, vec![other]);
+    assert!(!p.forced, "asks twice again");
+    insta::assert_snapshot!("replan_after_new_overlay", render(&a));
 }

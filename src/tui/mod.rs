@@ -90,7 +90,7 @@ pub fn run(opts: Options) -> anyhow::Result<Option<(String, u8)>> {
         event::spawn_input(tx.clone());
         event::spawn_ticker(tx.clone(), std::time::Duration::from_secs(2));
         execute(
-            Effect::Scan(app.roots.clone()),
+            Effect::Scan(app.browse.roots.clone()),
             &tx,
             &opts.scan,
             opts.chunk_size,
@@ -110,7 +110,7 @@ pub fn run(opts: Options) -> anyhow::Result<Option<(String, u8)>> {
             }
             terminal.draw(|f| view::draw(&app, f))?;
         }
-        Ok(app.exit_report.take())
+        Ok(app.jobs.exit_report.take())
     })();
     ratatui::restore();
     result

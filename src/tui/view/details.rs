@@ -20,7 +20,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .border_style(t.border)
         .title(" Details ");
     let Some(id) = app.selected_node() else {
-        let text = if app.scanning {
+        let text = if app.browse.scanning {
             "Scanning…"
         } else {
             "No images here. Run imgchain on a directory that holds disk images, or try --demo."
@@ -31,7 +31,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         );
         return;
     };
-    let n = app.forest.node(id);
+    let n = app.browse.forest.node(id);
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<10}"), bold), Span::raw(v)]);
@@ -81,7 +81,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 .unwrap_or_default()
         ),
     ));
-    match app.allocation.get(&n.path) {
+    match app.allocation.maps.get(&n.path) {
         Some(Some(map)) if !map.is_empty() => {
             // Resample to the pane's width; the fullest bucket of each cell wins, so small
             // allocations stay visible.
@@ -136,7 +136,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         }
     }
     let (badge, style) = badge(app, id);
-    let words = if app.reopen_failed.contains(&n.path) {
+    let words = if app.jobs.reopen_failed.contains(&n.path) {
         "a commit wrote into it, but reopening it read-only failed; the data is on disk and the \
          read-write handle was closed when the commit ended — check it with qemu-img check"
             .to_string()
@@ -174,7 +174,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         for &o in &n.overlays {
             lines.push(Line::from(format!(
                 "  {}",
-                app.forest.node(o).path.display()
+                app.browse.forest.node(o).path.display()
             )));
         }
     }

@@ -16,9 +16,9 @@ use crate::tui::app::App;
 
 /// The badge of a node and its style: `RW`, `RO`, `KRO·req`, or a live/failed state.
 pub fn badge(app: &App, id: NodeId) -> (String, Style) {
-    let n = app.forest.node(id);
+    let n = app.browse.forest.node(id);
     let t = &app.theme;
-    if app.reopen_failed.contains(&n.path) {
+    if app.jobs.reopen_failed.contains(&n.path) {
         return ("RW!".into(), t.problem);
     }
     if app.live_rw(&n.path) {
@@ -42,9 +42,9 @@ pub fn badge(app: &App, id: NodeId) -> (String, Style) {
 /// How a node is named in the tree: relative to the scan root it lies under for roots, the
 /// file name for overlays next to their backing file.
 pub fn label(app: &App, id: NodeId) -> String {
-    let n = app.forest.node(id);
+    let n = app.browse.forest.node(id);
     if let Some(b) = n.backing_node()
-        && app.forest.node(b).path.parent() == n.path.parent()
+        && app.browse.forest.node(b).path.parent() == n.path.parent()
     {
         return n.name();
     }
@@ -53,7 +53,8 @@ pub fn label(app: &App, id: NodeId) -> String {
 
 /// `path` relative to the scan root that contains it, or whole.
 pub fn relative(app: &App, path: &Path) -> String {
-    app.roots
+    app.browse
+        .roots
         .iter()
         .filter_map(|r| path.strip_prefix(r).ok())
         .filter(|p| !p.as_os_str().is_empty())
@@ -77,31 +78,31 @@ fn flags(app: &App, n: &Node) -> Vec<Span<'static>> {
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
     let wide = area.width >= 70;
-    let title = if app.filtering || !app.filter.is_empty() {
+    let title = if app.browse.filtering || !app.browse.filter.is_empty() {
         format!(
             " Forest — filter: {}{} ({} shown) ",
-            app.filter,
-            if app.filtering { "▏" } else { "" },
-            app.visible.len()
+            app.browse.filter,
+            if app.browse.filtering { "▏" } else { "" },
+            app.browse.visible.len()
         )
-    } else if app.scanning && app.rows.is_empty() {
+    } else if app.browse.scanning && app.browse.rows.is_empty() {
         " Forest — scanning… ".to_string()
     } else {
-        format!(" Forest — {} images ", app.forest.nodes.len())
+        format!(" Forest — {} images ", app.browse.forest.nodes.len())
     };
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(t.border)
         .title(title);
     let height = usize::from(area.height.saturating_sub(3));
-    let end = (app.offset + height).min(app.visible.len());
-    let rows: Vec<Row> = app.visible[app.offset.min(end)..end]
+    let end = (app.browse.offset + height).min(app.browse.visible.len());
+    let rows: Vec<Row> = app.browse.visible[app.browse.offset.min(end)..end]
         .iter()
         .enumerate()
         .map(|(k, &ri)| {
-            let row = &app.rows[ri];
-            let n = app.forest.node(row.id);
-            let folded = app.folded.contains(&n.path) && !n.overlays.is_empty();
+            let row = &app.browse.rows[ri];
+            let n = app.browse.forest.node(row.id);
+            let folded = app.browse.folded.contains(&n.path) && !n.overlays.is_empty();
             let name = Line::from(vec![
                 Span::styled(row.guide.clone(), t.dim),
                 Span::raw(label(app, row.id)),
@@ -128,7 +129,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             cells.push(Cell::from(Span::styled(badge, style)));
             cells.push(Cell::from(Line::from(flags(app, n))));
             let r = Row::new(cells);
-            if app.offset + k == app.selected {
+            if app.browse.offset + k == app.browse.selected {
                 r.style(t.selection)
             } else {
                 r

@@ -15,7 +15,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .borders(Borders::ALL)
         .border_style(t.border)
         .title(" Commit ");
-    let Some(job) = &app.job else {
+    let Some(job) = &app.jobs.running else {
         let hint = format!(
             "Idle. Select an overlay and press {} to commit it into its backing image.",
             app.keymap.keys_of(Action::Commit)

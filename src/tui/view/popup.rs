@@ -47,7 +47,12 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), bold), Span::raw(v)]);
-    let mut lines = vec![kv("top", p.top.display().to_string())];
+    let mut lines = Vec::new();
+    if let Some(n) = &p.notice {
+        lines.push(Line::from(Span::styled(n.clone(), t.in_use)));
+        lines.push(Line::from(""));
+    }
+    lines.push(kv("top", p.top.display().to_string()));
     lines.push(kv(
         "into",
         p.base
@@ -197,7 +202,8 @@ pub fn message(app: &App, title: &str, body: &str, error: bool, frame: &mut Fram
 /// The question asked when quitting while a commit can still be cancelled.
 pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect) {
     let what = app
-        .job
+        .jobs
+        .running
         .as_ref()
         .map(|j| {
             format!(

@@ -1,0 +1,254 @@
+//! The browsing state: the forest on screen, its rows in display order, the cursor, folds and
+//! the filter, and the protect rules with this session's `p` toggles. Pure data: no I/O.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+
+use crate::actions::Action;
+use crate::forest::scan::Scan;
+use crate::forest::{Forest, NodeId, Protect, Row};
+
+/// What the forest pane shows and where the cursor is.
+pub struct Browse {
+    pub forest: Forest,
+    /// Paths scanned (for rescans and labels).
+    pub roots: Vec<PathBuf>,
+    /// All rows in display order, flattened once per scan.
+    pub rows: Vec<Row>,
+    /// Indices into `rows` that are shown (folds and filter applied).
+    pub visible: Vec<usize>,
+    /// Index into `visible`.
+    pub selected: usize,
+    /// First index of `visible` on screen.
+    pub offset: usize,
+    /// Rows the forest pane shows (from the terminal size).
+    pub page: usize,
+    pub folded: HashSet<PathBuf>,
+    pub filter: String,
+    pub filtering: bool,
+    pub scanning: bool,
+    /// Paths the last scan passed over.
+    pub skipped: usize,
+    /// Protect rules, with the `p` toggles of this session.
+    pub protect: Protect,
+}
+
+impl Browse {
+    /// An empty forest, scanning `roots`.
+    pub fn new(roots: Vec<PathBuf>, protect: Protect) -> Browse {
+        Browse {
+            forest: Forest::default(),
+            roots,
+            rows: Vec::new(),
+            visible: Vec::new(),
+            selected: 0,
+            offset: 0,
+            page: 20,
+            folded: HashSet::new(),
+            filter: String::new(),
+            filtering: false,
+            scanning: true,
+            skipped: 0,
+            protect,
+        }
+    }
+
+    /// The node under the cursor.
+    pub fn selected_node(&self) -> Option<NodeId> {
+        self.visible.get(self.selected).map(|&i| self.rows[i].id)
+    }
+
+    /// The path of the node under the cursor.
+    pub fn selected_path(&self) -> Option<PathBuf> {
+        self.selected_node()
+            .map(|id| self.forest.node(id).path.clone())
+    }
+
+    /// Replaces the forest with a new scan, keeping the selection, folds and protections.
+    pub fn set_forest(&mut self, scan: Scan) {
+        let keep = self.selected_path();
+        self.forest = scan.forest;
+        self.skipped = scan.skipped.len();
+        self.protect.apply(&mut self.forest);
+        self.rows = self.forest.rows();
+        self.recompute(keep);
+    }
+
+    /// Rebuilds `visible` from folds and filter, then puts the cursor on `keep` if shown.
+    fn recompute(&mut self, keep: Option<PathBuf>) {
+        self.visible.clear();
+        if self.filter.is_empty() {
+            let mut hide_below: Option<usize> = None;
+            for (i, row) in self.rows.iter().enumerate() {
+                if let Some(d) = hide_below {
+                    if row.depth > d {
+                        continue;
+                    }
+                    hide_below = None;
+                }
+                self.visible.push(i);
+                if self.folded.contains(&self.forest.node(row.id).path) {
+                    hide_below = Some(row.depth);
+                }
+            }
+        } else {
+            let needle = self.filter.to_lowercase();
+            let mut shown = vec![false; self.rows.len()];
+            let mut ancestors: Vec<usize> = Vec::new();
+            for (i, row) in self.rows.iter().enumerate() {
+                ancestors.truncate(row.depth);
+                let path = self
+                    .forest
+                    .node(row.id)
+                    .path
+                    .to_string_lossy()
+                    .to_lowercase();
+                if path.contains(&needle) {
+                    shown[i] = true;
+                    for &a in &ancestors {
+                        shown[a] = true;
+                    }
+                }
+                ancestors.push(i);
+            }
+            self.visible = (0..self.rows.len()).filter(|&i| shown[i]).collect();
+        }
+        let found = keep.and_then(|p| {
+            self.visible
+                .iter()
+                .position(|&i| self.forest.node(self.rows[i].id).path == p)
+        });
+        self.selected = found.unwrap_or(self.selected);
+        self.clamp();
+    }
+
+    /// Keeps the cursor on a shown row and the page around the cursor.
+    pub fn clamp(&mut self) {
+        if self.visible.is_empty() {
+            self.selected = 0;
+            self.offset = 0;
+            return;
+        }
+        self.selected = self.selected.min(self.visible.len() - 1);
+        let page = self.page.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+        self.offset = self.offset.min(self.visible.len().saturating_sub(page));
+    }
+
+    /// Moves the cursor to a node, unfolding its ancestors and clearing a filter that hides it.
+    fn select_node(&mut self, id: NodeId) {
+        let path = self.forest.node(id).path.clone();
+        let mut ancestor = self.forest.node(id).backing_node();
+        while let Some(a) = ancestor {
+            self.folded.remove(&self.forest.node(a).path);
+            ancestor = self.forest.node(a).backing_node();
+        }
+        self.recompute(Some(path.clone()));
+        if self.selected_path().as_deref() != Some(path.as_path()) {
+            self.filter.clear();
+            self.recompute(Some(path));
+        }
+    }
+
+    /// A key typed while the filter is being edited.
+    pub fn filter_key(&mut self, key: KeyEvent) {
+        match key.code {
+            KeyCode::Enter => self.filtering = false,
+            KeyCode::Esc => {
+                self.filtering = false;
+                self.filter.clear();
+            }
+            KeyCode::Backspace => {
+                self.filter.pop();
+            }
+            KeyCode::Char(c) => self.filter.push(c),
+            _ => {}
+        }
+        let keep = self.selected_path();
+        self.recompute(keep);
+    }
+
+    /// Carries out a moving, folding or protecting action; returns what the status line
+    /// should say, if anything. Other actions are not browsing and do nothing here.
+    pub fn act(&mut self, action: Action) -> Option<String> {
+        let page = self.page.max(1);
+        let mut status = None;
+        match action {
+            Action::Up => self.selected = self.selected.saturating_sub(1),
+            Action::Down => self.selected += 1,
+            Action::First => self.selected = 0,
+            Action::Last => self.selected = self.visible.len().saturating_sub(1),
+            Action::PageUp => self.selected = self.selected.saturating_sub(page),
+            Action::PageDown => self.selected += page,
+            Action::Fold => {
+                if let Some(id) = self.selected_node() {
+                    let n = self.forest.node(id);
+                    if !n.overlays.is_empty() && !self.folded.contains(&n.path) {
+                        self.folded.insert(n.path.clone());
+                        let keep = Some(n.path.clone());
+                        self.recompute(keep);
+                    } else if let Some(b) = n.backing_node() {
+                        self.select_node(b);
+                    }
+                }
+            }
+            Action::Unfold => {
+                if let Some(path) = self.selected_path()
+                    && self.folded.remove(&path)
+                {
+                    self.recompute(Some(path));
+                }
+            }
+            Action::Backing => {
+                if let Some(id) = self.selected_node() {
+                    let n = self.forest.node(id);
+                    match n.backing_node() {
+                        Some(b) => self.select_node(b),
+                        None => {
+                            status =
+                                Some(format!("{} has no backing image in the forest", n.name()))
+                        }
+                    }
+                }
+            }
+            Action::Overlay => {
+                if let Some(id) = self.selected_node() {
+                    let n = self.forest.node(id);
+                    match n.overlays.first() {
+                        Some(&o) => self.select_node(o),
+                        None => status = Some(format!("{} has no overlays", n.name())),
+                    }
+                }
+            }
+            Action::Filter => self.filtering = true,
+            Action::Protect => status = self.toggle_protect(),
+            _ => {}
+        }
+        self.clamp();
+        status
+    }
+
+    /// `p`: protects the selected image (keep-RO) until quit, or lifts that.
+    fn toggle_protect(&mut self) -> Option<String> {
+        let n = self.forest.node(self.selected_node()?);
+        let path = n.path.clone();
+        let now_requested = n.requested;
+        self.protect.set(&path, !now_requested);
+        self.protect.apply(&mut self.forest);
+        Some(format!(
+            "{} {} until quit",
+            path.display(),
+            if now_requested {
+                "unprotected"
+            } else {
+                "protected (keep-RO)"
+            }
+        ))
+    }
+}

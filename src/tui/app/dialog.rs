@@ -1,0 +1,94 @@
+//! The dialogs over the forest: help, the commit plan, messages and the quit question.
+
+use std::path::PathBuf;
+
+use crate::ops::Refusal;
+use crate::ops::commit::{Plan, Proposal};
+
+/// A dialog over the forest.
+#[derive(Debug)]
+pub enum Popup {
+    /// The help screen, scrolled down by this many lines.
+    Help(u16),
+    Plan(Box<PlanPopup>),
+    /// A result or an error; `error` picks the colour.
+    Message {
+        title: String,
+        body: String,
+        error: bool,
+    },
+    /// Quit asked while a commit can still be cancelled: cancel it and quit?
+    ConfirmQuit,
+}
+
+/// The commit dialog: what would happen, and every guard that fires.
+#[derive(Debug)]
+pub struct PlanPopup {
+    pub job: u64,
+    pub top: PathBuf,
+    pub base: Option<PathBuf>,
+    /// Why this plan was made again, shown above it (the run found the chain changed).
+    pub notice: Option<String>,
+    /// Still planning on a fresh scan: nothing below is known yet.
+    pub pending: bool,
+    /// The top's backing chain below it, top-down: the bases `b` cycles through.
+    pub chain: Vec<PathBuf>,
+    /// The plan, when every guard passes (with `forced` for a shared base).
+    pub plan: Option<Plan>,
+    /// Bytes to copy: `None` while measuring.
+    pub bytes: Option<Result<u64, String>>,
+    pub keep_top: bool,
+    /// A guard that refuses the commit, with its exit code.
+    pub refusal: Option<(String, u8)>,
+    /// Other overlays of the base that a second confirmation overrides.
+    pub shared_with: Vec<PathBuf>,
+    /// The user confirmed once with `shared_with` shown: the next confirm starts.
+    pub forced: bool,
+}
+
+impl PlanPopup {
+    /// A dialog still planning `top` into `base` (as the forest on screen knows it).
+    pub fn pending(job: u64, top: PathBuf, base: Option<PathBuf>, keep_top: bool) -> PlanPopup {
+        PlanPopup {
+            job,
+            top,
+            base,
+            notice: None,
+            pending: true,
+            chain: Vec::new(),
+            plan: None,
+            bytes: None,
+            keep_top,
+            refusal: None,
+            shared_with: Vec::new(),
+            forced: false,
+        }
+    }
+
+    /// Takes in what the planning worker found.
+    pub fn fill(&mut self, proposal: Result<Proposal, Refusal>) {
+        self.pending = false;
+        match proposal {
+            Ok(p) => {
+                self.top = p.top;
+                self.base = p.base;
+                self.chain = p.chain;
+                self.shared_with = p.shared_with;
+                self.bytes = p.bytes;
+                match p.plan {
+                    Ok(plan) => self.plan = Some(plan),
+                    Err(e) => self.refusal = Some((e.to_string(), e.exit_code())),
+                }
+            }
+            Err(e) => self.refusal = Some((e.to_string(), e.exit_code())),
+        }
+    }
+
+    /// Whether the plan commits into a base below the top's backing file (the top then keeps
+    /// its data, as qemu-img's `-b` does).
+    pub fn deeper(&self) -> bool {
+        self.plan
+            .as_ref()
+            .is_some_and(|x| !x.intermediates.is_empty())
+    }
+}

@@ -1,0 +1,68 @@
+//! The jobs state: the running operation (at most one), job numbers, and what a quit during a
+//! job leaves to print. Pure data: the job itself runs on a worker.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::ops::Progress;
+
+/// A running commit.
+#[derive(Debug)]
+pub struct Job {
+    pub id: u64,
+    pub top: PathBuf,
+    pub base: PathBuf,
+    /// The base the user picked down the chain (`None`: the top's backing file).
+    pub deeper: Option<PathBuf>,
+    pub keep_top: bool,
+    pub progress: Option<Progress>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Job {
+    /// Whether a cancel can still stop it (until its first progress report, yes).
+    pub fn cancellable(&self) -> bool {
+        self.progress.is_none_or(|p| p.phase.cancellable())
+    }
+
+    /// Asks the worker to stop between chunks.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a cancel was asked for.
+    pub fn cancelling(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Jobs of this session.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    pub running: Option<Job>,
+    next_id: u64,
+    /// Quit once the running job has finished cleaning up.
+    pub quit_pending: bool,
+    /// What to print after the terminal is restored, and the exit code, when the UI quit
+    /// during a job: the job's own report, as the CLI gives it.
+    pub exit_report: Option<(String, u8)>,
+    /// Bases whose reopen to read-only failed in this session.
+    pub reopen_failed: HashSet<PathBuf>,
+}
+
+impl Jobs {
+    /// A fresh job (or plan) number.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Whether the image at `path` is open read-write by the running job right now.
+    pub fn live_rw(&self, path: &Path) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|j| j.base == path && j.progress.as_ref().is_some_and(|p| p.writing))
+    }
+}

@@ -1,0 +1,568 @@
+//! The UI model and its one place of change: [`App::update`] takes a message and returns the
+//! effects to carry out (scans, measurements, commits). No I/O happens here.
+//!
+//! The model is made of sub-states, each with its own file: [`browse`] (the forest, cursor,
+//! folds, filter, protections), [`jobs`] (the running operation), [`dialog`] (popups) and
+//! [`locks`] (lock sweeps and allocation maps). This file routes messages and keys to them.
+
+pub mod browse;
+pub mod dialog;
+pub mod jobs;
+pub mod locks;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
+
+use super::keymap::{Action, Keymap};
+use super::theme::Theme;
+use crate::forest::scan::Scan;
+use crate::forest::{Mode, NodeId, Protect};
+use crate::image::file::FileId;
+use crate::image::lock::{Foreign, Holder};
+use crate::ops::commit::{Commit, Outcome, Plan, Proposal};
+use crate::ops::{self, Event, Refusal};
+pub use browse::Browse;
+pub use dialog::{PlanPopup, Popup};
+pub use jobs::{Job, Jobs};
+pub use locks::{Allocations, Locks};
+
+/// Everything that reaches the app loop, through one channel.
+#[derive(Debug)]
+pub enum Msg {
+    Key(KeyEvent),
+    Resize(u16, u16),
+    /// A scan finished (or failed: the message says why).
+    Scanned(Box<Result<Scan, String>>),
+    /// A commit planned on a fresh scan around its top (or why it could not be).
+    Planned {
+        job: u64,
+        proposal: Box<Result<Proposal, Refusal>>,
+    },
+    /// Progress or the end of a running commit.
+    Commit {
+        job: u64,
+        event: Event<Commit>,
+    },
+    /// The allocation map of an image (`None`: too costly or unreadable).
+    Allocation {
+        path: PathBuf,
+        map: Option<Vec<u8>>,
+    },
+    /// Time for a lock sweep (every few seconds).
+    Tick,
+    /// The images other processes hold now, with their lock bytes and holders.
+    Locks(Vec<(PathBuf, Foreign, Vec<Holder>)>),
+}
+
+/// Work the loop must start for the app.
+#[derive(Debug)]
+pub enum Effect {
+    Scan(Vec<PathBuf>),
+    /// Re-probe QEMU locks on these images (path, identity) without taking any.
+    SweepLocks(Arc<Vec<(PathBuf, FileId)>>),
+    /// Compute the allocation map of the image at `path`.
+    Allocation {
+        path: PathBuf,
+        format: crate::image::probe::Format,
+    },
+    /// Plan the commit of `top` (into `base`, or its backing file) on a fresh scan around
+    /// it and the UI's paths, with the UI's protections: the CLI's planning path.
+    Plan {
+        job: u64,
+        top: PathBuf,
+        base: Option<PathBuf>,
+        keep_top: bool,
+        dirs: Vec<PathBuf>,
+        protect: Protect,
+    },
+    Commit {
+        job: ops::Job,
+        plan: Box<Plan>,
+    },
+}
+
+/// The model.
+pub struct App {
+    pub browse: Browse,
+    pub jobs: Jobs,
+    pub popup: Option<Popup>,
+    pub locks: Locks,
+    pub allocation: Allocations,
+    pub status: String,
+    pub keymap: Keymap,
+    pub theme: Theme,
+    pub size: (u16, u16),
+    pub quit: bool,
+    keep_top_default: bool,
+    /// The next scan result replaces the status line.
+    announce_scan: bool,
+}
+
+/// Settings the app starts with.
+pub struct Settings {
+    pub roots: Vec<PathBuf>,
+    pub keymap: Keymap,
+    pub theme: Theme,
+    pub protect: Protect,
+    pub keep_top: bool,
+}
+
+impl App {
+    /// An app with an empty forest; the caller starts the first scan.
+    pub fn new(s: Settings) -> App {
+        App {
+            browse: Browse::new(s.roots, s.protect),
+            jobs: Jobs::default(),
+            popup: None,
+            locks: Locks::default(),
+            allocation: Allocations::default(),
+            status: "scanning…".into(),
+            keymap: s.keymap,
+            theme: s.theme,
+            size: (80, 24),
+            quit: false,
+            keep_top_default: s.keep_top,
+            announce_scan: true,
+        }
+    }
+
+    /// The node under the cursor.
+    pub fn selected_node(&self) -> Option<NodeId> {
+        self.browse.selected_node()
+    }
+
+    /// Whether the image at `path` is open read-write by the running job right now.
+    pub fn live_rw(&self, path: &Path) -> bool {
+        self.jobs.live_rw(path)
+    }
+
+    /// The mode to show for a node: the live mode of a commit's base, or its model mode.
+    pub fn shown_mode(&self, id: NodeId) -> Mode {
+        let n = self.browse.forest.node(id);
+        if self.live_rw(&n.path) {
+            Mode::Rw
+        } else {
+            n.mode
+        }
+    }
+
+    /// The one place the model changes.
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        let mut effects = self.handle(msg);
+        effects.extend(self.want_allocation());
+        effects
+    }
+
+    /// Asks for the selected image's allocation map once, if it is cheap and not known yet.
+    fn want_allocation(&mut self) -> Option<Effect> {
+        let n = self.browse.forest.node(self.selected_node()?);
+        let (path, format) = self.allocation.want(&n.path, n.format)?;
+        Some(Effect::Allocation { path, format })
+    }
+
+    fn handle(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Resize(w, h) => {
+                self.size = (w, h);
+                self.browse.page = super::layout::forest_rows(w, h);
+                self.browse.clamp();
+                Vec::new()
+            }
+            Msg::Scanned(result) => {
+                self.on_scan(*result);
+                Vec::new()
+            }
+            Msg::Planned { job, proposal } => {
+                if let Some(Popup::Plan(p)) = &mut self.popup
+                    && p.job == job
+                {
+                    p.fill(*proposal);
+                }
+                Vec::new()
+            }
+            Msg::Commit { job, event } => self.on_commit(job, event),
+            Msg::Tick => {
+                // Our own commit's locks would show as foreign: no sweep while one runs.
+                if self.browse.scanning || self.locks.sweeping || self.jobs.running.is_some() {
+                    return Vec::new();
+                }
+                self.locks.sweeping = true;
+                vec![Effect::SweepLocks(Arc::clone(&self.locks.targets))]
+            }
+            Msg::Locks(found) => {
+                self.locks.sweeping = false;
+                if self.jobs.running.is_none() {
+                    Locks::apply(&mut self.browse.forest, found);
+                }
+                Vec::new()
+            }
+            Msg::Allocation { path, map } => {
+                self.allocation.insert(path, map);
+                Vec::new()
+            }
+            Msg::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
+            Msg::Key(_) => Vec::new(),
+        }
+    }
+
+    fn on_scan(&mut self, result: Result<Scan, String>) {
+        self.browse.scanning = false;
+        match result {
+            Ok(scan) => {
+                self.browse.set_forest(scan);
+                // Sizes and allocations may have changed (a commit, or anything else on disk).
+                self.allocation.maps.clear();
+                self.locks.retarget(&self.browse.forest);
+                // A rescan after a commit keeps the commit's result on the status line.
+                if std::mem::take(&mut self.announce_scan) {
+                    let skipped = self.browse.skipped;
+                    self.status = format!(
+                        "{} images{}",
+                        self.browse.forest.nodes.len(),
+                        if skipped > 0 {
+                            format!(", {skipped} paths passed over")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+            Err(e) => {
+                self.popup = Some(Popup::Message {
+                    title: "Scan failed".into(),
+                    body: e,
+                    error: true,
+                });
+            }
+        }
+    }
+
+    fn rescan(&mut self) -> Vec<Effect> {
+        self.browse.scanning = true;
+        vec![Effect::Scan(self.browse.roots.clone())]
+    }
+
+    fn on_commit(&mut self, id: u64, event: Event<Commit>) -> Vec<Effect> {
+        let Some(job) = self.jobs.running.as_mut().filter(|j| j.id == id) else {
+            return Vec::new();
+        };
+        let result = match event {
+            Event::Progress(p) => {
+                job.progress = Some(p);
+                return Vec::new();
+            }
+            Event::Done(result) => *result,
+        };
+        let Some(job) = self.jobs.running.take() else {
+            return Vec::new();
+        };
+        if self.jobs.quit_pending {
+            self.jobs.exit_report = Some(match &result {
+                Ok(o) => (o.summary(), o.exit_code()),
+                Err(e) => (e.to_string(), e.exit_code()),
+            });
+            self.quit = true;
+            return Vec::new();
+        }
+        match result {
+            Ok(outcome) => self.on_outcome(outcome),
+            // The run found an overlay the plan had not seen, and wrote nothing: plan again
+            // on a fresh scan, so the dialog shows the overlay and asks as for any shared base.
+            Err(Refusal::SharedBase { others, .. }) => {
+                let names: Vec<String> = others
+                    .iter()
+                    .map(|p| crate::forest::model::file_name(p))
+                    .collect();
+                self.status = "the chain changed since the plan; nothing was written".into();
+                let mut fx = self.plan_popup(job.top, job.deeper, job.keep_top);
+                if let Some(Popup::Plan(p)) = &mut self.popup {
+                    p.notice = Some(format!(
+                        "Nothing was written: since the plan, the base gained {} ({}). Here is \
+                         the plan again, made on a fresh scan.",
+                        if others.len() == 1 {
+                            "an overlay"
+                        } else {
+                            "overlays"
+                        },
+                        names.join(", ")
+                    ));
+                }
+                fx.extend(self.rescan());
+                return fx;
+            }
+            Err(e) => {
+                self.status = "commit refused".into();
+                self.popup = Some(Popup::Message {
+                    title: if matches!(e, Refusal::Internal { .. }) {
+                        "Commit stopped by an internal error".into()
+                    } else {
+                        format!("Commit refused (exit {})", e.exit_code())
+                    },
+                    body: e.to_string(),
+                    error: true,
+                });
+            }
+        }
+        self.rescan()
+    }
+
+    /// The status line and, unless all went well, a dialog for a finished commit.
+    fn on_outcome(&mut self, outcome: Outcome) {
+        let summary = outcome.summary();
+        if matches!(outcome.reopen_ro, Some(Err(_))) {
+            self.jobs
+                .reopen_failed
+                .insert(outcome.plan.base.path.clone());
+        }
+        if outcome.exit_code() == crate::exit::OK {
+            let name = crate::forest::model::file_name;
+            self.status = format!(
+                "{}Committed {} of {} into {}; base read-only again; top {}",
+                if outcome.cancel_too_late {
+                    "Too late to cancel: "
+                } else {
+                    ""
+                },
+                crate::output::human_size(outcome.total),
+                name(&outcome.plan.top.path),
+                name(&outcome.plan.base.path),
+                if outcome.top_emptied.is_some() {
+                    "emptied"
+                } else {
+                    "kept"
+                }
+            );
+            return;
+        }
+        let cancelled = outcome.exit_code() == crate::exit::CANCELLED;
+        self.status = if cancelled {
+            "commit cancelled".into()
+        } else {
+            "commit failed".into()
+        };
+        self.popup = Some(Popup::Message {
+            title: if cancelled {
+                "Commit cancelled".into()
+            } else if outcome.copy.is_ok() {
+                "Committed, but the base could not be reopened read-only".into()
+            } else {
+                "Commit failed".into()
+            },
+            body: summary,
+            error: !cancelled,
+        });
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if self.browse.filtering {
+            self.browse.filter_key(key);
+            return Vec::new();
+        }
+        if let Some(popup) = self.popup.take() {
+            return self.on_popup_key(popup, key);
+        }
+        let Some(action) = self.keymap.browse(&key) else {
+            self.status = format!(
+                "no action on that key; {} shows the keys",
+                self.keymap.keys_of(Action::Help)
+            );
+            return Vec::new();
+        };
+        self.on_action(action)
+    }
+
+    fn on_popup_key(&mut self, popup: Popup, key: KeyEvent) -> Vec<Effect> {
+        let dialog = self.keymap.dialog(&key);
+        let browse = self.keymap.browse(&key);
+        match popup {
+            Popup::Help(scroll) => {
+                self.popup = match (dialog, browse) {
+                    (Some(_), _) | (_, Some(Action::Help | Action::Quit)) => None,
+                    (_, Some(Action::Down | Action::PageDown)) => Some(Popup::Help(scroll + 1)),
+                    (_, Some(Action::Up | Action::PageUp)) => {
+                        Some(Popup::Help(scroll.saturating_sub(1)))
+                    }
+                    _ => Some(Popup::Help(scroll)),
+                };
+                Vec::new()
+            }
+            Popup::ConfirmQuit => {
+                match (dialog, &self.jobs.running) {
+                    (Some(Action::Confirm), Some(j)) => {
+                        j.cancel();
+                        self.jobs.quit_pending = true;
+                        self.status =
+                            "cancelling the commit and reopening the base read-only before quitting…"
+                                .into();
+                    }
+                    (Some(Action::Confirm), None) => self.quit = true,
+                    (Some(_), _) => self.status = "the commit goes on".into(),
+                    (None, _) => self.popup = Some(Popup::ConfirmQuit),
+                }
+                Vec::new()
+            }
+            Popup::Message { .. } if dialog.is_some() || browse == Some(Action::Quit) => Vec::new(),
+            p @ Popup::Message { .. } => {
+                self.popup = Some(p);
+                Vec::new()
+            }
+            Popup::Plan(mut p) => match dialog {
+                Some(Action::Close) => {
+                    self.status = "commit not started".into();
+                    Vec::new()
+                }
+                Some(Action::Confirm) => self.confirm_plan(*p),
+                _ if key.code == KeyCode::Char('b') => self.deeper_base(*p),
+                _ => {
+                    if key.code == KeyCode::Char('d') && p.refusal.is_none() && !p.deeper() {
+                        p.keep_top = !p.keep_top;
+                        if let Some(plan) = &mut p.plan {
+                            plan.keep_top = p.keep_top;
+                        }
+                    }
+                    self.popup = Some(Popup::Plan(p));
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    /// The plan popup again, into the next image down the top's chain (after the last one,
+    /// back to its backing file).
+    fn deeper_base(&mut self, p: PlanPopup) -> Vec<Effect> {
+        if p.pending || p.chain.is_empty() {
+            self.popup = Some(Popup::Plan(Box::new(p)));
+            return Vec::new();
+        }
+        let at = p.chain.iter().position(|c| Some(c) == p.base.as_ref());
+        let next = at.map_or(0, |i| (i + 1) % p.chain.len());
+        let deeper = (next > 0).then(|| p.chain[next].clone());
+        self.plan_popup(p.top, deeper, p.keep_top)
+    }
+
+    fn confirm_plan(&mut self, mut p: PlanPopup) -> Vec<Effect> {
+        if p.pending {
+            self.status = "still checking the chain and its overlays".into();
+            self.popup = Some(Popup::Plan(Box::new(p)));
+            return Vec::new();
+        }
+        if p.refusal.is_some() {
+            self.status = "commit refused".into();
+            return Vec::new();
+        }
+        if !p.shared_with.is_empty() && !p.forced {
+            p.forced = true;
+            self.popup = Some(Popup::Plan(Box::new(p)));
+            return Vec::new();
+        }
+        let deeper = p.deeper().then(|| p.base.clone()).flatten();
+        let Some(mut plan) = p.plan else {
+            return Vec::new();
+        };
+        plan.keep_top = p.keep_top;
+        let job = ops::Job::new::<Commit>(p.job, &plan);
+        self.jobs.running = Some(Job {
+            id: p.job,
+            top: plan.top.path.clone(),
+            base: plan.base.path.clone(),
+            deeper,
+            keep_top: p.keep_top,
+            progress: None,
+            cancel: Arc::clone(&job.cancel),
+        });
+        self.status = format!(
+            "committing {}… ({} cancels)",
+            crate::forest::model::file_name(&plan.top.path),
+            self.keymap.keys_of(Action::Cancel)
+        );
+        vec![Effect::Commit {
+            job,
+            plan: Box::new(plan),
+        }]
+    }
+
+    fn on_action(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Cancel => {
+                self.status = match &self.jobs.running {
+                    Some(j) if !j.cancellable() => {
+                        "too late to cancel: the copy is done; finishing".into()
+                    }
+                    Some(j) => {
+                        j.cancel();
+                        "cancelling: the base is flushed and reopened read-only…".into()
+                    }
+                    None => "no commit is running".into(),
+                }
+            }
+            Action::Rescan => {
+                if !self.browse.scanning {
+                    self.announce_scan = true;
+                    self.status = "scanning…".into();
+                    return self.rescan();
+                }
+            }
+            Action::Help => self.popup = Some(Popup::Help(0)),
+            Action::Quit => match &self.jobs.running {
+                Some(j) if !j.cancellable() => {
+                    self.jobs.quit_pending = true;
+                    self.status = "the copy is done: finishing the commit before quitting…".into();
+                }
+                Some(_) => self.popup = Some(Popup::ConfirmQuit),
+                None => self.quit = true,
+            },
+            Action::Commit => return self.plan_commit(),
+            Action::Confirm | Action::Close => {}
+            _ => {
+                if let Some(s) = self.browse.act(action) {
+                    self.status = s;
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Opens the commit dialog for the selected node, with every guard that fires.
+    fn plan_commit(&mut self) -> Vec<Effect> {
+        if self.jobs.running.is_some() {
+            self.status = "a commit is running; wait for it or cancel it first".into();
+            return Vec::new();
+        }
+        let Some(top) = self.browse.selected_path() else {
+            return Vec::new();
+        };
+        self.plan_popup(top, None, self.keep_top_default)
+    }
+
+    /// The commit dialog for `top` into `deeper` (a base further down its chain; `None`: its
+    /// backing file), planned by a worker on a fresh scan.
+    fn plan_popup(&mut self, top: PathBuf, deeper: Option<PathBuf>, keep_top: bool) -> Vec<Effect> {
+        let job = self.jobs.next_id();
+        // Shown until the worker answers: the backing file as the forest on screen knows it.
+        let forest = &self.browse.forest;
+        let shown_base = deeper.clone().or_else(|| {
+            let n = forest.node(forest.find(&top)?);
+            Some(match n.backing_node() {
+                Some(b) => forest.node(b).path.clone(),
+                None => n.backing.as_ref()?.path.clone(),
+            })
+        });
+        let keep = keep_top || deeper.is_some();
+        self.popup = Some(Popup::Plan(Box::new(PlanPopup::pending(
+            job,
+            top.clone(),
+            shown_base,
+            keep,
+        ))));
+        vec![Effect::Plan {
+            job,
+            top,
+            base: deeper,
+            keep_top,
+            dirs: self.browse.roots.clone(),
+            protect: self.browse.protect.clone(),
+        }]
+    }
+}
