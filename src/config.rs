@@ -27,6 +27,7 @@ pub struct Config {
     pub scan: ScanConfig,
     pub protect: ProtectConfig,
     pub commit: CommitConfig,
+    pub snapshot: SnapshotConfig,
     pub keys: Keys,
     pub theme: Theme,
 }
@@ -66,6 +67,35 @@ pub struct ProtectConfig {
 pub struct CommitConfig {
     pub chunk_size: ChunkSize,
     pub keep_top: bool,
+}
+
+/// `[snapshot]`: how new overlays are made.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    pub cluster_size: ClusterSize,
+}
+
+/// A qcow2 cluster size: a power of two from 512 bytes to 2 MiB.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "toml::Value")]
+pub struct ClusterSize(pub usize);
+
+impl TryFrom<toml::Value> for ClusterSize {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        let n = match &v {
+            toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "must not be negative")?,
+            toml::Value::String(s) => parse_size(s)?,
+            _ => return Err("expected a number of bytes or a string like \"64KiB\"".into()),
+        };
+        if !(512..=2 << 20).contains(&n) || !n.is_power_of_two() {
+            return Err(format!(
+                "cluster size {n} must be a power of two from 512 bytes to 2MiB"
+            ));
+        }
+        Ok(ClusterSize(n as usize))
+    }
 }
 
 /// Bytes per copy step of a commit, 64 KiB to 64 MiB, a multiple of 512.

@@ -13,3 +13,4 @@ pub mod image;
 pub mod ops;
 pub mod output;
 pub mod tui;
+pub mod units;

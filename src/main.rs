@@ -21,10 +21,11 @@ use imgchain::{exit, output};
     after_help = "Modes: RW = a top image, writable; RO = a backing image, read-only except \
                   while a commit writes into it; KRO = keep-RO, must stay read-only (reason: \
                   requested, inherited from a protected overlay, or not-writable).\n\
-                  Exit codes: 0 ok, 1 error, 2 usage or config error, 3 check found problems; \
-                  commit: 10 no backing file, 11 keep-RO, 12 in use, 13 shared base, 14 I/O \
-                  error (base consistent), 15 base could not be reopened read-only, 16 \
-                  unsupported, 130 cancelled."
+                  Exit codes: 0 ok, 1 error, 2 usage or config error (or the file to create \
+                  exists), 3 check found problems; operations: 10 no backing file, 11 keep-RO, \
+                  12 in use, 13 shared base or images built on it, 14 I/O error (images \
+                  consistent), 15 base could not be reopened read-only, 16 unsupported, 130 \
+                  cancelled."
 )]
 struct Cli {
     #[command(flatten)]
@@ -80,6 +81,12 @@ enum Command {
     /// Commit IMAGE's data into its backing file (or into BASE further down its chain),
     /// reopening the base read-write only for the copy
     Commit(CommitArgs),
+    /// Create a qcow2 overlay NEW on IMAGE, as qemu-img create -b IMAGE -F FMT does; IMAGE
+    /// becomes its backing file (read-only from then on) and is never written
+    Snapshot(SnapshotArgs),
+    /// Delete IMAGE; refused if anything is built on it, unless --with-overlays deletes them
+    /// too (overlays first)
+    Delete(DeleteArgs),
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check {
@@ -240,6 +247,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             exit::OK
         }
         Some(Command::Commit(args)) => commit(&ctx, args)?,
+        Some(Command::Snapshot(args)) => snapshot(&ctx, args)?,
+        Some(Command::Delete(args)) => delete(&ctx, args)?,
         Some(Command::Check { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
             if json {
@@ -285,6 +294,149 @@ struct CommitArgs {
     scan: Vec<PathBuf>,
     /// The overlay to commit
     image: PathBuf,
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    /// Print the outcome as JSON
+    #[arg(long)]
+    json: bool,
+    /// Print what would be created, and create nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Also look under PATH for the images around IMAGE (repeatable)
+    #[arg(long = "scan", value_name = "PATH")]
+    scan: Vec<PathBuf>,
+    /// The image to put the overlay on
+    image: PathBuf,
+    /// The new overlay [default: IMAGE-STEM.N.qcow2 beside IMAGE, the first N free]
+    new: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DeleteArgs {
+    /// Also delete every image built on IMAGE, at any distance (listed first)
+    #[arg(long)]
+    with_overlays: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    json: bool,
+    /// Print what would be deleted, and delete nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Also look for images built on IMAGE under PATH (repeatable; the directories of IMAGE
+    /// and of its backing chain are always looked at)
+    #[arg(long = "scan", value_name = "PATH")]
+    scan: Vec<PathBuf>,
+    /// The image to delete
+    image: PathBuf,
+}
+
+/// The forest around `image` as every operation plans on it: the image, its directory, the
+/// directories of its chain and the `--scan` paths, with the protect rules applied.
+fn discover(
+    ctx: &Session,
+    image: &std::path::Path,
+    scan: &[PathBuf],
+) -> Result<Result<imgchain::ops::scope::Discovered, imgchain::ops::Refusal>, Failure> {
+    use imgchain::ops::scope::{self, Scope};
+    let image = std::path::absolute(image)
+        .with_context(|| format!("cannot resolve {}", image.display()))?;
+    let mut opts = ctx.scan_options();
+    opts.max_depth = 0;
+    let scope = Scope {
+        dirs: scan.to_vec(),
+        scan: opts,
+        protect: ctx.protect.clone(),
+    };
+    Ok(scope::discover(&image, &scope))
+}
+
+/// Prints an operation's outcome (text or JSON) and returns its exit code.
+fn report<O: imgchain::ops::Report>(
+    outcome: &O,
+    json: bool,
+    to_json: impl Fn(&O) -> serde_json::Value,
+) -> Result<u8, Failure> {
+    if json {
+        print_json(&to_json(outcome))?;
+    } else {
+        println!("{}", outcome.summary());
+    }
+    Ok(outcome.exit_code())
+}
+
+fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
+    use imgchain::ops::snapshot::{self, Request};
+    let found = match discover(ctx, &a.image, &a.scan)? {
+        Ok(f) => f,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    let req = Request {
+        image: found.image,
+        new: a.new,
+        cluster_size: ctx.config.snapshot.cluster_size.0,
+    };
+    let plan = match snapshot::plan(&found.scan.forest, &req) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    if a.dry_run {
+        println!(
+            "Would create {} on {} (backing name \"{}\", format {}).",
+            plan.new.display(),
+            plan.image.path.display(),
+            plan.backing_name,
+            plan.image.format
+        );
+        return Ok(exit::OK);
+    }
+    match snapshot::run(&plan, &mut |_| {}) {
+        Ok(outcome) => report(&outcome, a.json, output::json_snapshot),
+        Err(e) => Ok(refused(&e, a.json)),
+    }
+}
+
+fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
+    use imgchain::ops::delete::{self, Request};
+    let md = std::fs::symlink_metadata(&a.image)
+        .with_context(|| format!("cannot delete {}", a.image.display()))?;
+    if md.file_type().is_symlink() {
+        let target = std::fs::canonicalize(&a.image).unwrap_or_default();
+        return Err(usage(anyhow::anyhow!(
+            "{} is a symlink to {}: name the image itself to delete it, or remove the link with rm",
+            a.image.display(),
+            target.display()
+        )));
+    }
+    let found = match discover(ctx, &a.image, &a.scan)? {
+        Ok(f) => f,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    let req = Request {
+        image: found.image,
+        with_overlays: a.with_overlays,
+    };
+    let plan = match delete::plan(&found.scan.forest, &req) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    let list: Vec<String> = plan
+        .images
+        .iter()
+        .map(|i| i.path.display().to_string())
+        .collect();
+    if a.dry_run {
+        println!("Would delete, in this order: {}.", list.join(", "));
+        return Ok(exit::OK);
+    }
+    if plan.images.len() > 1 && !a.json {
+        eprintln!("Deleting, in this order: {}", list.join(", "));
+    }
+    match delete::run(&plan, &mut |_| {}) {
+        Ok(outcome) => report(&outcome, a.json, output::json_delete),
+        Err(e) => Ok(refused(&e, a.json)),
+    }
 }
 
 /// Scans what a commit needs to see (the image, its directory, the directories of its chain

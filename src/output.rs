@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::forest::diag::Severity;
 use crate::forest::scan::Skipped;
 use crate::forest::{Forest, Mode, Node, NodeId};
+pub use crate::units::human_size;
 
 /// `info --json`, and each element of `tree --json`'s `nodes`.
 #[derive(Serialize)]
@@ -347,6 +348,35 @@ pub fn json_outcome(o: &crate::ops::commit::Outcome) -> serde_json::Value {
     })
 }
 
+/// `snapshot --json`: the overlay made (or why not).
+pub fn json_snapshot(o: &crate::ops::snapshot::Outcome) -> serde_json::Value {
+    use crate::ops::Report;
+    serde_json::json!({
+        "image": path_str(&o.plan.image.path),
+        "new": path_str(&o.plan.new),
+        "backing": {"name": o.plan.backing_name, "format": o.plan.image.format.as_str()},
+        "virtual_size": o.plan.image.virtual_size,
+        "cluster_size": o.plan.cluster_size,
+        "created": o.created.is_ok(),
+        "error": o.created.as_ref().err(),
+        "exit_code": o.exit_code(),
+        "summary": o.summary(),
+    })
+}
+
+/// `delete --json`: what was removed, in order, and what failed.
+pub fn json_delete(o: &crate::ops::delete::Outcome) -> serde_json::Value {
+    use crate::ops::Report;
+    serde_json::json!({
+        "planned": o.plan.images.iter().map(|i| path_str(&i.path)).collect::<Vec<_>>(),
+        "deleted": o.deleted.iter().map(|p| path_str(p)).collect::<Vec<_>>(),
+        "failed": o.failed.as_ref().map(|(p, e)| serde_json::json!({"path": path_str(p), "error": e})),
+        "dangling_aliases": o.plan.aliases.iter().map(|p| path_str(p)).collect::<Vec<_>>(),
+        "exit_code": o.exit_code(),
+        "summary": o.summary(),
+    })
+}
+
 /// An operation's `--json` when it was refused or could not start.
 pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
     serde_json::json!({
@@ -356,22 +386,6 @@ pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
             "exit_code": e.exit_code(),
         }
     })
-}
-
-/// Sizes in binary units, as qemu-img prints them: `512 B`, `192 KiB`, `1.5 GiB`.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut unit = 0;
-    let mut v = n as f64;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || v.fract() == 0.0 || v >= 100.0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 /// ANSI styling for text output; a no-op without colour.

@@ -16,6 +16,10 @@ use super::{OpKind, Operation, Refusal};
 pub enum Phase {
     /// Opening the images and taking QEMU's locks.
     Open,
+    /// Creating a new image.
+    Create,
+    /// Removing images.
+    Delete,
     /// Reopening the image to write read-write.
     ReopenRw,
     /// Growing it to a larger virtual size.
@@ -37,6 +41,8 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Open => "open",
+            Phase::Create => "create",
+            Phase::Delete => "delete",
             Phase::ReopenRw => "reopen-rw",
             Phase::Grow => "grow",
             Phase::Copy => "copy",
@@ -52,7 +58,7 @@ impl Phase {
     pub fn cancellable(self) -> bool {
         matches!(
             self,
-            Phase::Open | Phase::ReopenRw | Phase::Grow | Phase::Copy
+            Phase::Open | Phase::Create | Phase::ReopenRw | Phase::Grow | Phase::Copy
         )
     }
 }

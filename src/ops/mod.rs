@@ -8,12 +8,14 @@
 //! it with the operation's [`Operation::plan`]: they cannot reach different decisions.
 
 pub mod commit;
+pub mod delete;
 pub mod extents;
 pub mod guards;
 pub mod job;
 pub mod plan_image;
 pub mod refusal;
 pub mod scope;
+pub mod snapshot;
 pub mod window;
 
 use std::fmt;
@@ -29,6 +31,8 @@ pub use refusal::Refusal;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {
     Commit,
+    Snapshot,
+    Delete,
 }
 
 impl OpKind {
@@ -36,6 +40,8 @@ impl OpKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OpKind::Commit => "commit",
+            OpKind::Snapshot => "snapshot",
+            OpKind::Delete => "delete",
         }
     }
 }

@@ -31,6 +31,17 @@ pub enum Refusal {
     InUse(LockError),
     #[error("{} has other overlays that would see their disk change: {}; commit with --force only if they are disposable", base.display(), list(others))]
     SharedBase { base: PathBuf, others: Vec<PathBuf> },
+    /// Images are built on the one to remove or change, and the request does not cover them.
+    #[error("{} has overlays built on it: {}; {what}", path.display(), list(overlays))]
+    HasOverlays {
+        path: PathBuf,
+        overlays: Vec<PathBuf>,
+        /// What to do about it.
+        what: String,
+    },
+    /// The file to create exists already.
+    #[error("{} exists already; name another file, or remove it first", path.display())]
+    Exists { path: PathBuf },
     /// `what` ends with what to do about it.
     #[error("{} {what}", path.display())]
     Unsupported { path: PathBuf, what: String },
@@ -108,7 +119,8 @@ impl Refusal {
             Refusal::NoBacking { .. } => exit::NO_BACKING,
             Refusal::KeepReadOnly { .. } => exit::KEEP_READ_ONLY,
             Refusal::InUse(_) => exit::IN_USE,
-            Refusal::SharedBase { .. } => exit::SHARED_BASE,
+            Refusal::SharedBase { .. } | Refusal::HasOverlays { .. } => exit::SHARED_BASE,
+            Refusal::Exists { .. } => exit::USAGE,
             Refusal::Unsupported { .. } => exit::UNSUPPORTED,
             Refusal::BaseNotInChain { .. } => exit::USAGE,
             Refusal::ReopenRw(r) if r.lock.is_some() => exit::IN_USE,
@@ -131,6 +143,8 @@ impl Refusal {
             Refusal::KeepReadOnly { .. } => "keep-read-only",
             Refusal::InUse(_) => "in-use",
             Refusal::SharedBase { .. } => "shared-base",
+            Refusal::HasOverlays { .. } => "has-overlays",
+            Refusal::Exists { .. } => "exists",
             Refusal::Unsupported { .. } => "unsupported",
             Refusal::Changed { .. } => "changed",
             Refusal::Scan { .. } => "scan",

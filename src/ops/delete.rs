@@ -1,0 +1,347 @@
+//! Delete: remove an image, or with `with_overlays` the whole subtree built on it
+//! (ARCHITECTURE.md §3). Nothing that something else is built on is ever removed: overlays go
+//! first, leaves before the images they read, so every state a crash can leave is a forest
+//! without dangling backing links.
+//!
+//! Files are removed by identity, never by name alone: each is renamed to a temporary name in
+//! its directory (only if that name is free), checked to be the file of the plan, and only then
+//! unlinked; a file that replaced the path since the plan is renamed back and left alone.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::plan_image::PlanImage;
+use super::scope::recheck_overlays;
+use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, guards};
+use crate::forest::{Forest, KeepRoReason, NodeId};
+use crate::image::file::{self, FileId, OpenMode};
+use crate::image::lock::{Access, ImageLock, LockError};
+
+/// What the user asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub image: NodeId,
+    /// Also delete every image built on it, at any distance.
+    pub with_overlays: bool,
+}
+
+/// A deletion that passed every guard.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The images to remove, in order: overlays before the images they are built on; the
+    /// requested image last.
+    pub images: Vec<PlanImage>,
+    /// Symlinks met by the scan that name a removed image: they are left dangling.
+    pub aliases: Vec<PathBuf>,
+    /// The requested image's backing file, which loses an overlay.
+    pub backing: Option<PathBuf>,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Removed, in order.
+    pub deleted: Vec<PathBuf>,
+    /// The image whose removal failed, and why; those after it were not tried.
+    pub failed: Option<(PathBuf, String)>,
+}
+
+/// The delete operation.
+#[derive(Debug)]
+pub struct Delete;
+
+impl Operation for Delete {
+    const KIND: OpKind = OpKind::Delete;
+    type Request = Request;
+    type Plan = Plan;
+    type Outcome = Outcome;
+
+    fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+        plan(forest, req)
+    }
+
+    fn writes(plan: &Plan) -> Vec<PathBuf> {
+        plan.images.iter().rev().map(|i| i.path.clone()).collect()
+    }
+
+    fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+        run(plan, r.progress)
+    }
+}
+
+/// Checks the guards in order — overlays built on it (13, unless `with_overlays`), keep-RO
+/// (11), held by any process (12) — and lists what goes; nothing is removed.
+pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+    let n = forest.node(req.image);
+    let above = guards::descendants(forest, req.image);
+    if !above.is_empty() && !req.with_overlays {
+        let mut overlays: Vec<PathBuf> =
+            above.iter().map(|&d| forest.node(d).path.clone()).collect();
+        overlays.sort();
+        return Err(Refusal::HasOverlays {
+            path: n.path.clone(),
+            overlays,
+            what: "deleting it would leave them without their backing file; delete them first, \
+                   or all together with --with-overlays"
+                .into(),
+        });
+    }
+    // Leaves first: the reverse of a breadth-first walk puts every overlay before its backing.
+    let order: Vec<NodeId> = above
+        .iter()
+        .rev()
+        .copied()
+        .chain(std::iter::once(req.image))
+        .collect();
+    for &id in &order {
+        let m = forest.node(id);
+        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
+            m.keep_ro_reason
+        {
+            return Err(Refusal::KeepReadOnly {
+                path: m.path.clone(),
+                reason,
+                protected_by: None,
+            });
+        }
+    }
+    for &id in &order {
+        let m = forest.node(id);
+        if m.foreign.in_use() {
+            return Err(Refusal::InUse(LockError::InUse {
+                path: m.path.clone(),
+                holder: m.holders.first().cloned(),
+                permission: if m.foreign.writer() {
+                    "write"
+                } else {
+                    "consistent read"
+                },
+                shared: false,
+            }));
+        }
+    }
+    let images = order
+        .iter()
+        .map(|&id| PlanImage::of(forest, id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let aliases = order
+        .iter()
+        .flat_map(|&id| forest.node(id).aliases.iter().cloned())
+        .collect();
+    let backing = n
+        .backing_node()
+        .map(|b| forest.node(b).path.clone())
+        .or_else(|| n.backing.as_ref().map(|b| b.path.clone()));
+    Ok(Plan {
+        images,
+        aliases,
+        backing,
+    })
+}
+
+/// Removes the plan's images in order. Before the first removal, the overlays of every image
+/// are scanned again (a new one refuses the run) and each image is opened and locked as a
+/// reader — a VM that holds it, or starts to, refuses the run — and must be the file of the
+/// plan; the locks are held until the end.
+pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, Refusal> {
+    let started = Instant::now();
+    let total = plan.images.len() as u64;
+    let mut report = |phase, done| {
+        progress(Progress {
+            op: OpKind::Delete,
+            phase,
+            done,
+            total,
+            elapsed: started.elapsed(),
+            writing: false,
+        })
+    };
+    report(Phase::Open, 0);
+    let involved: Vec<&PlanImage> = plan.images.iter().collect();
+    for img in &plan.images {
+        recheck_overlays(img, &involved, &[], &[])?;
+    }
+    let mut locks = Vec::new();
+    for img in &plan.images {
+        locks.push(lock_unused(img)?);
+    }
+    report(Phase::Delete, 0);
+    let mut deleted = Vec::new();
+    let mut failed = None;
+    for img in &plan.images {
+        match remove_by_identity(&img.path, img.ident) {
+            Ok(()) => deleted.push(img.path.clone()),
+            Err(e) => {
+                failed = Some((img.path.clone(), e.to_string()));
+                break;
+            }
+        }
+        report(Phase::Delete, deleted.len() as u64);
+    }
+    drop(locks);
+    report(Phase::Done, deleted.len() as u64);
+    Ok(Outcome {
+        plan: plan.clone(),
+        deleted,
+        failed,
+    })
+}
+
+/// Opens `img`, checks it is the plan's file, takes a reader's QEMU locks on it and checks no
+/// other process holds any.
+fn lock_unused(img: &PlanImage) -> Result<ImageLock, Refusal> {
+    let io = |e: io::Error| Refusal::Changed {
+        path: img.path.clone(),
+        what: format!("it cannot be opened again: {e}"),
+    };
+    let fd = file::open(&img.path, OpenMode::ReadOnly).map_err(io)?;
+    if file::identity(&fd).map_err(io)? != img.ident {
+        return Err(Refusal::Changed {
+            path: img.path.clone(),
+            what: "the path now names another file".into(),
+        });
+    }
+    let lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), &img.path, Access::READ_ONLY)?;
+    let foreign = crate::image::lock::probe(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
+    if foreign.in_use() {
+        return Err(Refusal::InUse(LockError::InUse {
+            path: img.path.clone(),
+            holder: crate::image::lock::holders(&[img.ident].into_iter().collect())
+                .remove(&img.ident)
+                .and_then(|h| h.into_iter().next()),
+            permission: if foreign.writer() {
+                "write"
+            } else {
+                "consistent read"
+            },
+            shared: false,
+        }));
+    }
+    Ok(lock)
+}
+
+/// Unlinks the file at `path` only if it is `ident`: renamed aside first (never over another
+/// file), checked, then unlinked; a different file is renamed back. The directory is synced.
+pub fn remove_by_identity(path: &Path, ident: FileId) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = crate::forest::model::file_name(path);
+    let aside = dir.join(format!(".{name}.{}.imgchain-del", std::process::id()));
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::CWD,
+        &aside,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )?;
+    let moved = std::fs::symlink_metadata(&aside).map(|m| FileId::of(&m));
+    if moved.as_ref().ok() != Some(&ident) {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &aside,
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )?;
+        return Err(io::Error::other(
+            "the path names another file than the one planned; it was left alone",
+        ));
+    }
+    std::fs::remove_file(&aside)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Report for Outcome {
+    fn exit_code(&self) -> u8 {
+        if self.failed.is_some() {
+            crate::exit::IO_ERROR
+        } else {
+            crate::exit::OK
+        }
+    }
+
+    fn summary(&self) -> String {
+        let names = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut s = if self.deleted.is_empty() {
+            "Deleted nothing.".to_string()
+        } else {
+            format!("Deleted {}.", names(&self.deleted))
+        };
+        if let Some((path, e)) = &self.failed {
+            let left: Vec<PathBuf> = self
+                .plan
+                .images
+                .iter()
+                .map(|i| i.path.clone())
+                .filter(|p| !self.deleted.contains(p))
+                .collect();
+            s.push_str(&format!(
+                " Could not delete {}: {e}. Still there: {} (every one of them still has its \
+                 backing file).",
+                path.display(),
+                names(&left)
+            ));
+        } else if let Some(b) = &self.plan.backing {
+            s.push_str(&format!(" {} has one overlay fewer.", b.display()));
+        }
+        if !self.plan.aliases.is_empty() {
+            s.push_str(&format!(
+                " These symlinks named a deleted image and now dangle: {}.",
+                names(&self.plan.aliases)
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::create::{NewImage, create};
+
+    fn scanned(dir: &Path) -> Forest {
+        let opts = crate::forest::ScanOptions {
+            max_depth: 0,
+            ..Default::default()
+        };
+        crate::forest::scan(&[dir.to_path_buf()], &opts)
+            .unwrap()
+            .forest
+    }
+
+    #[test]
+    fn a_file_that_replaced_the_planned_one_is_never_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk.qcow2");
+        create(&path, &NewImage::qcow2(1 << 20)).unwrap();
+        let forest = scanned(tmp.path());
+        let req = Request {
+            image: forest.find(&path).unwrap(),
+            with_overlays: false,
+        };
+        let plan = plan(&forest, &req).unwrap();
+        // Another file takes the name between the plan and the run (renamed over it, as a
+        // restore would).
+        let other = tmp.path().join("other.qcow2");
+        create(&other, &NewImage::qcow2(1 << 20)).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let e = run(&plan, &mut |_| {}).unwrap_err();
+        assert!(matches!(e, Refusal::Changed { .. }), "{e}");
+        assert!(path.exists());
+        // Even past the run's check, removal by identity leaves the other file alone.
+        let other = FileId::of_path(&path).unwrap();
+        let planned = plan.images[0].ident;
+        assert_ne!(other, planned);
+        assert!(remove_by_identity(&path, planned).is_err());
+        assert_eq!(FileId::of_path(&path), Some(other), "renamed back");
+        remove_by_identity(&path, other).unwrap();
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}

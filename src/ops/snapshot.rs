@@ -1,0 +1,277 @@
+//! Snapshot: a new qcow2 overlay on an image, as `qemu-img create -b IMAGE -F FMT` makes it
+//! (ARCHITECTURE.md §3). The image itself is never written: from then on it is a backing
+//! file, read-only, and the new overlay takes the writes.
+//!
+//! The overlay is created under a temporary name in its directory, synced, and renamed into
+//! place only if nothing has taken the name meanwhile; the directory is synced last. A crash
+//! leaves either no overlay or a whole one (and at worst a temporary file, never named like an
+//! image).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::guards;
+use super::plan_image::PlanImage;
+use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run};
+use crate::forest::diag::ProblemKind;
+use crate::forest::{Forest, NodeId};
+use crate::image::create::{NewImage, create};
+use crate::image::file::OpenMode;
+use crate::image::lock::Access;
+use crate::image::probe::Format;
+
+/// What the user asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The image to put the overlay on.
+    pub image: NodeId,
+    /// The new overlay's path; `None`: the next free `STEM.N.qcow2` beside the image.
+    pub new: Option<PathBuf>,
+    /// Cluster size of the new overlay, in bytes.
+    pub cluster_size: usize,
+}
+
+/// A snapshot that passed every guard.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The image that becomes the backing file.
+    pub image: PlanImage,
+    /// The overlay to create.
+    pub new: PathBuf,
+    /// The backing name written into the overlay: the file name when both share a directory,
+    /// else the image's absolute path.
+    pub backing_name: String,
+    pub cluster_size: usize,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Creating and naming the overlay.
+    pub created: Result<(), String>,
+}
+
+/// The snapshot operation.
+#[derive(Debug)]
+pub struct Snapshot;
+
+impl Operation for Snapshot {
+    const KIND: OpKind = OpKind::Snapshot;
+    type Request = Request;
+    type Plan = Plan;
+    type Outcome = Outcome;
+
+    fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+        plan(forest, req)
+    }
+
+    fn writes(plan: &Plan) -> Vec<PathBuf> {
+        vec![plan.new.clone()]
+    }
+
+    fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+        run(plan, r.progress)
+    }
+}
+
+/// The next free `STEM.N.qcow2` beside `image`: `disk.qcow2` → `disk.1.qcow2`, and
+/// `disk.1.qcow2` → `disk.2.qcow2`.
+pub fn default_name(image: &Path) -> PathBuf {
+    let dir = image.parent().unwrap_or(Path::new("/"));
+    let stem = image
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let (base, mut n) = match stem.rsplit_once('.') {
+        Some((b, num)) if !b.is_empty() && num.parse::<u32>().is_ok() => {
+            (b.to_string(), num.parse::<u32>().unwrap_or(0) + 1)
+        }
+        _ => (stem, 1),
+    };
+    loop {
+        let p = dir.join(format!("{base}.{n}.qcow2"));
+        if std::fs::symlink_metadata(&p).is_err() {
+            return p;
+        }
+        n += 1;
+    }
+}
+
+/// Checks the guards and works out the overlay's name; nothing is written.
+pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+    let n = forest.node(req.image);
+    let unsupported = |what: String| Refusal::Unsupported {
+        path: n.path.clone(),
+        what,
+    };
+    if let Some(p) = n.problems.iter().find(|p| {
+        matches!(
+            p.kind,
+            ProblemKind::BadHeader | ProblemKind::Unreadable | ProblemKind::NotAnImage
+        )
+    }) {
+        return Err(unsupported(format!(
+            "cannot take an overlay: {}",
+            p.message
+        )));
+    }
+    if !matches!(n.format, Some(Format::Qcow2 | Format::Raw)) {
+        return Err(unsupported(format!(
+            "is a {} image; imgchain puts overlays on qcow2 and raw images (qemu-img create -b \
+             works for any format)",
+            n.format.map_or("unknown", |f| f.as_str())
+        )));
+    }
+    if n.qcow2.as_ref().is_some_and(|h| h.corrupt()) {
+        return Err(unsupported(
+            "is marked corrupt by QEMU and must not be used; inspect it with qemu-img check".into(),
+        ));
+    }
+    if let Some(p) = n.problems.iter().find(|p| {
+        matches!(
+            p.kind,
+            ProblemKind::MissingBacking | ProblemKind::BackingLoop | ProblemKind::ProtocolBacking
+        )
+    }) {
+        return Err(Refusal::BrokenChain {
+            top: n.path.clone(),
+            message: format!("its own chain is broken ({}); repair it first", p.message),
+        });
+    }
+    guards::links_name_their_format(forest, &forest.chain(req.image).collect::<Vec<_>>())?;
+    // A VM writing the image would change the new overlay's disk under it.
+    guards::not_in_use(forest, [(req.image, Access::READ_ONLY)])?;
+    if !(512..=2 << 20).contains(&req.cluster_size) || !req.cluster_size.is_power_of_two() {
+        return Err(Refusal::Unsupported {
+            path: n.path.clone(),
+            what: format!(
+                "cannot take an overlay with {}-byte clusters: use a power of two from 512 bytes \
+                 to 2 MiB",
+                req.cluster_size
+            ),
+        });
+    }
+    let image = PlanImage::of(forest, req.image)?;
+    let new = match &req.new {
+        Some(p) => std::path::absolute(p).map_err(|e| Refusal::Scan {
+            path: p.clone(),
+            what: format!("cannot resolve the new overlay's path: {e}"),
+        })?,
+        None => default_name(&n.path),
+    };
+    if std::fs::symlink_metadata(&new).is_ok() {
+        return Err(Refusal::Exists { path: new });
+    }
+    let backing_name = if new.parent() == n.path.parent() {
+        crate::forest::model::file_name(&n.path)
+    } else {
+        n.path.display().to_string()
+    };
+    Ok(Plan {
+        image,
+        new,
+        backing_name,
+        cluster_size: req.cluster_size,
+    })
+}
+
+/// Creates the overlay. Before anything is created, the image is opened again with a
+/// reader's QEMU locks (a VM that started writing it refuses the run) and must be the file
+/// of the plan; it stays open, locked, until the overlay has its name.
+pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, Refusal> {
+    let started = Instant::now();
+    let report = |progress: &mut dyn FnMut(Progress), phase| {
+        progress(Progress {
+            op: OpKind::Snapshot,
+            phase,
+            done: 0,
+            total: 0,
+            elapsed: started.elapsed(),
+            writing: false,
+        })
+    };
+    report(progress, Phase::Open);
+    let held = plan.image.open(OpenMode::ReadOnly, None)?;
+    report(progress, Phase::Create);
+    let created = create_in_place(plan).map_err(|e| e.to_string());
+    drop(held);
+    report(progress, Phase::Done);
+    match created {
+        Err(e) if e.contains("exists") && std::fs::symlink_metadata(&plan.new).is_ok() => {
+            Err(Refusal::Exists {
+                path: plan.new.clone(),
+            })
+        }
+        created => Ok(Outcome {
+            plan: plan.clone(),
+            created,
+        }),
+    }
+}
+
+/// Writes the overlay under a temporary name, syncs it, renames it to `plan.new` unless that
+/// name is taken, and syncs the directory.
+fn create_in_place(plan: &Plan) -> io::Result<()> {
+    let dir = plan.new.parent().unwrap_or(Path::new("/"));
+    let name = crate::forest::model::file_name(&plan.new);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".imgchain-tmp")
+        // As qemu-img creates images: 0666 less the umask, not a temporary file's 0600.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)?;
+    create(
+        tmp.path(),
+        &NewImage {
+            format: Format::Qcow2,
+            virtual_size: plan.image.virtual_size,
+            backing: Some((&plan.backing_name, plan.image.format)),
+            cluster_size: plan.cluster_size,
+        },
+    )?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(&plan.new).map_err(|e| {
+        if e.error.kind() == io::ErrorKind::AlreadyExists {
+            io::Error::new(io::ErrorKind::AlreadyExists, "the name exists already")
+        } else {
+            e.error
+        }
+    })?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Report for Outcome {
+    fn exit_code(&self) -> u8 {
+        match self.created {
+            Ok(()) => crate::exit::OK,
+            Err(_) => crate::exit::IO_ERROR,
+        }
+    }
+
+    fn summary(&self) -> String {
+        let p = &self.plan;
+        match &self.created {
+            Ok(()) => format!(
+                "Created {}: a qcow2 overlay of {} (backing name \"{}\", format {}; {} virtual, \
+                 {} clusters). {} is a backing image now (RO): point the VM at {}, since \
+                 writing {} would change the overlay's disk.",
+                p.new.display(),
+                p.image.path.display(),
+                p.backing_name,
+                p.image.format,
+                crate::units::human_size(p.image.virtual_size),
+                crate::units::human_size(p.cluster_size as u64),
+                crate::forest::model::file_name(&p.image.path),
+                crate::forest::model::file_name(&p.new),
+                crate::forest::model::file_name(&p.image.path),
+            ),
+            Err(e) => format!(
+                "Could not create {}: {e}. Nothing was named {}; {} is unchanged.",
+                p.new.display(),
+                crate::forest::model::file_name(&p.new),
+                p.image.path.display()
+            ),
+        }
+    }
+}
