@@ -504,7 +504,7 @@ impl Scanner<'_> {
                             problems.push(Problem::missing_backing(
                                 &overlay_path,
                                 &raw_str,
-                                &backing.resolved,
+                                &normalised(&backing.resolved),
                                 fmt_hint,
                             ))
                         }
