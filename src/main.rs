@@ -87,6 +87,13 @@ enum Command {
     /// Delete IMAGE; refused if anything is built on it, unless --with-overlays deletes them
     /// too (overlays first)
     Delete(DeleteArgs),
+    /// Give IMAGE another backing file without changing what its guest reads (the clusters
+    /// the two chains read differently are copied into IMAGE first), or with -u only rewrite
+    /// the name and format, for a backing file that moved
+    Rebase(RebaseArgs),
+    /// Make IMAGE independent: copy into it everything it reads from its backing chain, then
+    /// drop its backing file (qemu-img rebase -b "")
+    Flatten(FlattenArgs),
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check {
@@ -249,6 +256,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Commit(args)) => commit(&ctx, args)?,
         Some(Command::Snapshot(args)) => snapshot(&ctx, args)?,
         Some(Command::Delete(args)) => delete(&ctx, args)?,
+        Some(Command::Rebase(args)) => rebase(
+            &ctx,
+            &args.common,
+            Some(args.backing),
+            args.format,
+            args.unsafe_names,
+        )?,
+        Some(Command::Flatten(args)) => rebase(&ctx, &args.common, None, None, false)?,
         Some(Command::Check { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
             if json {
@@ -330,6 +345,148 @@ struct DeleteArgs {
     scan: Vec<PathBuf>,
     /// The image to delete
     image: PathBuf,
+}
+
+#[derive(Args)]
+struct RebaseArgs {
+    /// The new backing file
+    #[arg(short = 'b', value_name = "NEWBASE")]
+    backing: PathBuf,
+    /// The new backing file's format (checked against what the file is)
+    #[arg(short = 'F', value_name = "FMT", value_parser = parse_format)]
+    format: Option<imgchain::image::probe::Format>,
+    /// Only rewrite the backing name and format: the new file must hold what the old one
+    /// held (a moved or copied backing file), and must have its virtual size
+    #[arg(short = 'u')]
+    unsafe_names: bool,
+    #[command(flatten)]
+    common: ChainArgs,
+}
+
+#[derive(Args)]
+struct FlattenArgs {
+    #[command(flatten)]
+    common: ChainArgs,
+}
+
+/// What rebase and flatten share.
+#[derive(Args)]
+struct ChainArgs {
+    /// Show progress
+    #[arg(short = 'p')]
+    progress: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    json: bool,
+    /// Print what would be done, and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Also look under PATH for the images around IMAGE (repeatable)
+    #[arg(long = "scan", value_name = "PATH")]
+    scan: Vec<PathBuf>,
+    /// The image to change
+    image: PathBuf,
+}
+
+fn parse_format(s: &str) -> Result<imgchain::image::probe::Format, String> {
+    imgchain::image::probe::Format::from_name(s)
+        .ok_or_else(|| format!("unknown image format \"{s}\" (qcow2, raw, ...)"))
+}
+
+fn rebase(
+    ctx: &Session,
+    a: &ChainArgs,
+    backing: Option<PathBuf>,
+    format: Option<imgchain::image::probe::Format>,
+    unsafe_names: bool,
+) -> Result<u8, Failure> {
+    use imgchain::ops::rebase::{self, Request};
+    use imgchain::ops::{Refusal, Report};
+    let backing = match backing {
+        Some(b) if b.as_os_str().is_empty() => {
+            return Err(usage(anyhow::anyhow!(
+                "-b needs a file; to drop the backing file, use imgchain flatten"
+            )));
+        }
+        Some(b) => Some(
+            std::path::absolute(&b).with_context(|| format!("cannot resolve {}", b.display()))?,
+        ),
+        None => None,
+    };
+    let mut dirs = a.scan.clone();
+    dirs.extend(backing.iter().filter_map(|b| b.parent().map(PathBuf::from)));
+    let found = match discover(ctx, &a.image, &dirs)? {
+        Ok(f) => f,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    let forest = &found.scan.forest;
+    let backing_node = match &backing {
+        None => None,
+        Some(b) => match forest.find(b) {
+            Some(id) => Some(id),
+            None => {
+                let e = Refusal::BadTarget {
+                    path: b.clone(),
+                    what: if b.exists() {
+                        "is not an image imgchain can use as a backing file".into()
+                    } else {
+                        "does not exist".into()
+                    },
+                };
+                return Ok(refused(&e, a.json));
+            }
+        },
+    };
+    let req = Request {
+        image: found.image,
+        backing: backing_node,
+        format,
+        unsafe_names,
+    };
+    let plan = match rebase::plan(forest, &req) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    if a.dry_run {
+        println!(
+            "Would give {} {}{}.",
+            plan.image.path.display(),
+            match &plan.name {
+                Some((n, f)) => format!("the backing file \"{n}\" ({f})"),
+                None => "no backing file".into(),
+            },
+            if plan.safe {
+                ", copying first what the two chains read differently"
+            } else {
+                " (names only)"
+            }
+        );
+        return Ok(exit::OK);
+    }
+    let cancel = ctrl_c()?;
+    let mut bar = output::ProgressLine::new(a.progress, &plan.image.path);
+    let result = rebase::run(&plan, ctx.config.commit.chunk_size.0, &cancel, &mut |p| {
+        bar.update(&p)
+    });
+    bar.finish();
+    match result {
+        Ok(outcome) => {
+            let code = outcome.exit_code();
+            report(&outcome, a.json, output::json_rebase)?;
+            Ok(code)
+        }
+        Err(e) => Ok(refused(&e, a.json)),
+    }
+}
+
+/// A cancel flag that Ctrl-C and SIGTERM set.
+fn ctrl_c() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, Failure> {
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&cancel))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    Ok(cancel)
 }
 
 /// The forest around `image` as every operation plans on it: the image, its directory, the
@@ -445,8 +602,6 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     use imgchain::ops::Operation;
     use imgchain::ops::commit::{self, Commit, Request};
     use imgchain::ops::scope::{self, Scope};
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     let image = std::path::absolute(&a.image)
         .with_context(|| format!("cannot resolve {}", a.image.display()))?;
@@ -471,11 +626,7 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused(&e, a.json)),
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&cancel))
-            .context("cannot install the Ctrl-C handler")?;
-    }
+    let cancel = ctrl_c()?;
     let written = Commit::writes(&plan);
     let mut bar = output::ProgressLine::new(
         a.progress,

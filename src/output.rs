@@ -377,6 +377,29 @@ pub fn json_delete(o: &crate::ops::delete::Outcome) -> serde_json::Value {
     })
 }
 
+/// `rebase --json` and `flatten --json`.
+pub fn json_rebase(o: &crate::ops::rebase::Outcome) -> serde_json::Value {
+    use crate::ops::Report;
+    serde_json::json!({
+        "operation": o.plan.kind.as_str(),
+        "image": path_str(&o.plan.image.path),
+        "old_backing": o.plan.old.first().map(|b| path_str(&b.path)),
+        "backing": o.plan.name.as_ref().map(|(n, f)| serde_json::json!({"name": n, "format": f.as_str()})),
+        "safe": o.plan.safe,
+        "compared_bytes": o.compared,
+        "copied_bytes": o.copied,
+        "copy": {
+            "ok": o.copy.is_ok(),
+            "cancelled": o.cancelled(),
+            "error": o.copy.as_ref().err().map(|e| e.to_string()),
+        },
+        "left_dirty": o.left_dirty,
+        "relinked": matches!(o.relinked, Some(Ok(()))),
+        "exit_code": o.exit_code(),
+        "summary": o.summary(),
+    })
+}
+
 /// An operation's `--json` when it was refused or could not start.
 pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
     serde_json::json!({

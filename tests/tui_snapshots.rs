@@ -413,6 +413,7 @@ fn quitting_during_a_commit_asks_then_waits_for_its_cleanup() {
     assert!(a.status.contains("before quitting"), "{}", a.status);
     let err = Refusal::NoBacking {
         top: PathBuf::from("/x"),
+        op: OpKind::Commit,
     };
     let fx = a.update(Msg::Commit {
         job,

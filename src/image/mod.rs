@@ -3,6 +3,7 @@
 pub mod create;
 pub mod file;
 pub mod handle;
+pub mod header;
 pub mod lock;
 pub mod map;
 pub mod ordered;

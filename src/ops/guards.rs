@@ -7,9 +7,10 @@ use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 
 use super::Refusal;
-use super::plan_image::QEMU_IMG;
+use super::plan_image::{PlanImage, QEMU_IMG};
 use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, KeepRoReason, Mode, Node, NodeId};
+use crate::image::handle::Handle;
 use crate::image::lock::{Access, LockError};
 use crate::image::probe::Format;
 
@@ -220,4 +221,31 @@ pub fn links_name_their_format(forest: &Forest, chain: &[NodeId]) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// A qcow2 v2 image cannot take a new refcount block crash-safely (it has no dirty bit): refuse,
+/// before writing, a run that could need one to write `bytes` of data into `img` (exit 16).
+/// Bound: the data, an L2 table per L2 span of it, and two clusters more.
+pub fn v2_room(handle: &Handle, img: &PlanImage, bytes: u64) -> Result<(), Refusal> {
+    let Some((room, cluster)) = handle.storage().v2_refcount_room() else {
+        return Ok(());
+    };
+    let file = std::fs::metadata(&img.path).map_or(u64::MAX, |m| m.len());
+    let tables = bytes / (cluster * (cluster / 8)) + 1;
+    let need = file
+        .saturating_add(bytes)
+        .saturating_add((tables + 2) * cluster);
+    if need <= room {
+        return Ok(());
+    }
+    Err(Refusal::Unsupported {
+        path: img.path.clone(),
+        what: format!(
+            "is a qcow2 v2 (compat=0.10) image whose refcount blocks cover {room} bytes of \
+             file, and this operation may need up to {need}: a new refcount block cannot be \
+             added crash-safely without the v3 dirty bit; convert it first with qemu-img amend \
+             -f qcow2 -o compat=1.1 {}",
+            img.path.display()
+        ),
+    })
 }

@@ -32,6 +32,8 @@ pub enum Phase {
     ReopenRo,
     /// Emptying the top (its data is in the base now).
     EmptyTop,
+    /// Pointing the image's header at its new backing file.
+    Relink,
     /// Finished, successfully or not.
     Done,
 }
@@ -49,6 +51,7 @@ impl Phase {
             Phase::Flush => "flush",
             Phase::ReopenRo => "reopen-ro",
             Phase::EmptyTop => "empty-top",
+            Phase::Relink => "relink",
             Phase::Done => "done",
         }
     }

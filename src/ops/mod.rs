@@ -13,6 +13,7 @@ pub mod extents;
 pub mod guards;
 pub mod job;
 pub mod plan_image;
+pub mod rebase;
 pub mod refusal;
 pub mod scope;
 pub mod snapshot;
@@ -33,6 +34,8 @@ pub enum OpKind {
     Commit,
     Snapshot,
     Delete,
+    Rebase,
+    Flatten,
 }
 
 impl OpKind {
@@ -42,6 +45,20 @@ impl OpKind {
             OpKind::Commit => "commit",
             OpKind::Snapshot => "snapshot",
             OpKind::Delete => "delete",
+            OpKind::Rebase => "rebase",
+            OpKind::Flatten => "flatten",
+        }
+    }
+}
+
+impl OpKind {
+    /// What an image without a backing file gives this operation nothing to do: "commit it
+    /// into", "flatten".
+    pub fn nothing_to(self) -> &'static str {
+        match self {
+            OpKind::Commit => "commit it into",
+            OpKind::Flatten => "flatten (it is independent already)",
+            _ => "do with it",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::OpKind;
 use crate::exit;
 use crate::forest::KeepRoReason;
 use crate::image::handle::{OpenError, ReopenError};
@@ -13,8 +14,8 @@ use crate::image::lock::LockError;
 /// and a message that names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("{} has no backing file, so there is nothing to commit it into", top.display())]
-    NoBacking { top: PathBuf },
+    #[error("{} has no backing file, so there is nothing to {}", top.display(), op.nothing_to())]
+    NoBacking { top: PathBuf, op: OpKind },
     #[error("{} cannot be committed: {message}", top.display())]
     BrokenChain { top: PathBuf, message: String },
     #[error("{} is not in the backing chain of {}; name one of its backing images with -b", base.display(), top.display())]
@@ -39,6 +40,9 @@ pub enum Refusal {
         /// What to do about it.
         what: String,
     },
+    /// The file named as the new backing file (or target) cannot serve: `what` says why.
+    #[error("{} {what}", path.display())]
+    BadTarget { path: PathBuf, what: String },
     /// The file to create exists already.
     #[error("{} exists already; name another file, or remove it first", path.display())]
     Exists { path: PathBuf },
@@ -120,7 +124,7 @@ impl Refusal {
             Refusal::KeepReadOnly { .. } => exit::KEEP_READ_ONLY,
             Refusal::InUse(_) => exit::IN_USE,
             Refusal::SharedBase { .. } | Refusal::HasOverlays { .. } => exit::SHARED_BASE,
-            Refusal::Exists { .. } => exit::USAGE,
+            Refusal::Exists { .. } | Refusal::BadTarget { .. } => exit::USAGE,
             Refusal::Unsupported { .. } => exit::UNSUPPORTED,
             Refusal::BaseNotInChain { .. } => exit::USAGE,
             Refusal::ReopenRw(r) if r.lock.is_some() => exit::IN_USE,
@@ -145,6 +149,7 @@ impl Refusal {
             Refusal::SharedBase { .. } => "shared-base",
             Refusal::HasOverlays { .. } => "has-overlays",
             Refusal::Exists { .. } => "exists",
+            Refusal::BadTarget { .. } => "bad-target",
             Refusal::Unsupported { .. } => "unsupported",
             Refusal::Changed { .. } => "changed",
             Refusal::Scan { .. } => "scan",

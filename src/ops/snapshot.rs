@@ -139,7 +139,10 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             message: format!("its own chain is broken ({}); repair it first", p.message),
         });
     }
-    guards::links_name_their_format(forest, &forest.chain(req.image).collect::<Vec<_>>())?;
+    let chain: Vec<NodeId> = std::iter::once(req.image)
+        .chain(forest.chain(req.image))
+        .collect();
+    guards::links_name_their_format(forest, &chain)?;
     // A VM writing the image would change the new overlay's disk under it.
     guards::not_in_use(forest, [(req.image, Access::READ_ONLY)])?;
     if !(512..=2 << 20).contains(&req.cluster_size) || !req.cluster_size.is_power_of_two() {

@@ -16,7 +16,7 @@ use crate::image::lock::Access;
 use crate::ops::extents::measure;
 use crate::ops::guards::{self, Role};
 use crate::ops::scope::{self, Scope};
-use crate::ops::{PlanImage, Refusal};
+use crate::ops::{OpKind, PlanImage, Refusal};
 
 /// What to commit.
 #[derive(Clone, Debug)]
@@ -59,6 +59,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     let Some(backing) = &top.backing else {
         return Err(Refusal::NoBacking {
             top: top.path.clone(),
+            op: OpKind::Commit,
         });
     };
     if backing.node.is_none() {

@@ -237,28 +237,7 @@ pub fn run(
         source,
     })?;
 
-    // A v2 base cannot take a new refcount block crash-safely (no dirty bit): refuse, before
-    // writing, a commit that could need one. Bound: the data, an L2 table per L2 span of it,
-    // and two clusters more.
-    if let Some((room, cluster)) = base.storage().v2_refcount_room() {
-        let file = std::fs::metadata(&plan.base.path).map_or(u64::MAX, |m| m.len());
-        let tables = total / (cluster * (cluster / 8)) + 1;
-        let need = file
-            .saturating_add(total)
-            .saturating_add((tables + 2) * cluster);
-        if need > room {
-            return Err(Refusal::Unsupported {
-                path: plan.base.path.clone(),
-                what: format!(
-                    "is a qcow2 v2 (compat=0.10) image whose refcount blocks cover {room} bytes \
-                     of file, and this commit may need up to {need}: a new refcount block \
-                     cannot be added crash-safely without the v3 dirty bit; convert it first \
-                     with qemu-img amend -f qcow2 -o compat=1.1 {}",
-                    plan.base.path.display()
-                ),
-            });
-        }
-    }
+    crate::ops::guards::v2_room(&base, &plan.base, total)?;
 
     // 2. Base read-write, as a transaction: a failure here has written nothing.
     report(Phase::ReopenRw, 0, total, false);

@@ -1,0 +1,630 @@
+//! Rebase and flatten: give an image another backing file (or none) without changing what its
+//! guest reads (ARCHITECTURE.md §3), as `qemu-img rebase -b NEW` and `qemu-img rebase -b ""`
+//! do; and the unsafe rebase (`-u`), which only rewrites the backing name and format, for a
+//! chain whose files moved.
+//!
+//! A safe run copies into the image, under the dirty bit and the crash-ordering layer, every
+//! cluster it does not allocate itself where the old chain and the new one read differently
+//! (for flatten: everything the old chain reads as non-zero). Only once that is on disk is the
+//! header pointed at the new backing file, in one write ([`crate::image::header`]): a crash
+//! before it leaves the old backing file in place with a guest view that never changed, after
+//! it the new one with the same view.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use imago::ShallowMapping;
+
+use super::commit::CopyError;
+use super::guards::{self, Role};
+use super::plan_image::PlanImage;
+use super::window::RwWindow;
+use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run};
+use crate::forest::{Forest, KeepRoReason, NodeId};
+use crate::image::file::{self, OpenMode};
+use crate::image::handle::{Handle, ReopenError};
+use crate::image::lock::{Access, ImageLock};
+use crate::image::probe::Format;
+
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+/// What the user asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub image: NodeId,
+    /// The new backing file; `None`: no backing file (flatten).
+    pub backing: Option<NodeId>,
+    /// The format the user says the new backing file has (`-F`).
+    pub format: Option<Format>,
+    /// Only rewrite the name and format (`-u`).
+    pub unsafe_names: bool,
+}
+
+/// A rebase that passed every guard.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub kind: OpKind,
+    pub image: PlanImage,
+    /// The image's backing chain now, top-down (empty when its backing file is missing).
+    pub old: Vec<PlanImage>,
+    /// The new backing file and its chain, top-down (empty for no backing file).
+    pub new: Vec<PlanImage>,
+    /// The backing name and format to write into the header.
+    pub name: Option<(String, Format)>,
+    /// Copy what differs (`false`: `-u`, names only).
+    pub safe: bool,
+    /// The image's cluster size: the unit compared and copied.
+    pub cluster: u64,
+}
+
+/// What a run that started did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Bytes the image did not allocate itself, read through both chains.
+    pub compared: u64,
+    /// Bytes written into the image because the chains read them differently.
+    pub copied: u64,
+    /// The comparison and copy, and their flush (`Ok` for `-u`).
+    pub copy: Result<(), CopyError>,
+    pub left_dirty: bool,
+    /// Back to read-only after the copy (`None`: not attempted, or `-u`).
+    pub reopen_ro: Option<Result<(), ReopenError>>,
+    /// Pointing the header at the new backing file (`None`: not attempted).
+    pub relinked: Option<Result<(), String>>,
+    pub elapsed: Duration,
+}
+
+/// `imgchain rebase`.
+#[derive(Debug)]
+pub struct Rebase;
+
+impl Operation for Rebase {
+    const KIND: OpKind = OpKind::Rebase;
+    type Request = Request;
+    type Plan = Plan;
+    type Outcome = Outcome;
+
+    fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+        plan(forest, req)
+    }
+
+    fn writes(plan: &Plan) -> Vec<PathBuf> {
+        vec![plan.image.path.clone()]
+    }
+
+    fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+        run(plan, r.chunk, r.cancel, r.progress)
+    }
+}
+
+/// The backing name to write for `backing` into `image`: the file name when both share a
+/// directory, else the absolute path.
+pub fn backing_name(image: &Path, backing: &Path) -> String {
+    if image.parent() == backing.parent() {
+        crate::forest::model::file_name(backing)
+    } else {
+        backing.display().to_string()
+    }
+}
+
+/// `id` and the chain below it, top-down.
+fn with_chain(forest: &Forest, id: NodeId) -> Vec<NodeId> {
+    std::iter::once(id).chain(forest.chain(id)).collect()
+}
+
+fn plan_images(forest: &Forest, ids: &[NodeId]) -> Result<Vec<PlanImage>, Refusal> {
+    ids.iter().map(|&c| PlanImage::of(forest, c)).collect()
+}
+
+/// Checks the guards in order and works out the plan; nothing is written.
+pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+    let n = forest.node(req.image);
+    let kind = if req.backing.is_none() {
+        OpKind::Flatten
+    } else {
+        OpKind::Rebase
+    };
+    let bad = |path: &Path, what: String| Refusal::BadTarget {
+        path: path.to_path_buf(),
+        what,
+    };
+    if n.format != Some(Format::Qcow2) {
+        return Err(Refusal::Unsupported {
+            path: n.path.clone(),
+            what: "is not a qcow2 image: only qcow2 images name a backing file".into(),
+        });
+    }
+    if kind == OpKind::Flatten && n.backing.is_none() {
+        return Err(Refusal::NoBacking {
+            top: n.path.clone(),
+            op: OpKind::Flatten,
+        });
+    }
+    // Keep-RO on request, or not writable: its own clusters or header change. Its guest view
+    // does not (in a safe run), so the overlays' protections do not forbid it.
+    guards::openable_rw(forest, req.image)?;
+    if n.keep_ro_reason == Some(KeepRoReason::Requested) {
+        guards::writable(forest, &[req.image])?;
+    }
+    let old_chain: Vec<NodeId> = forest.chain(req.image).collect();
+    let new_chain: Vec<NodeId> = req
+        .backing
+        .map_or_else(Vec::new, |b| with_chain(forest, b));
+    guards::not_in_use(
+        forest,
+        std::iter::once((req.image, Access::READ_WRITE)).chain(
+            old_chain
+                .iter()
+                .chain(&new_chain)
+                .map(|&c| (c, Access::READ_ONLY)),
+        ),
+    )?;
+    let safe = !req.unsafe_names;
+    guards::supported(
+        n,
+        if safe {
+            Role::Written { force: false }
+        } else {
+            Role::Backing
+        },
+    )?;
+    if safe {
+        if let Some(b) = &n.backing
+            && b.node.is_none()
+        {
+            return Err(Refusal::BrokenChain {
+                top: n.path.clone(),
+                message: format!(
+                    "its backing file {} cannot be read, so what its guest sees cannot be kept; \
+                     if the file moved, name the moved file with -u",
+                    b.resolved.display()
+                ),
+            });
+        }
+        guards::links_name_their_format(forest, &with_chain(forest, req.image))?;
+        for &c in &old_chain {
+            guards::supported(forest.node(c), Role::Backing)?;
+        }
+    }
+    let mut name = None;
+    if let Some(b) = req.backing {
+        let bn = forest.node(b);
+        if b == req.image {
+            return Err(bad(&bn.path, "is the image itself: the chain would loop".into()));
+        }
+        if guards::descendants(forest, req.image).contains(&b) {
+            return Err(bad(
+                &bn.path,
+                format!("is built on {}: the chain would loop", n.path.display()),
+            ));
+        }
+        let fmt = bn.format.ok_or_else(|| {
+            bad(&bn.path, "could not be read as an image".into())
+        })?;
+        if let Some(f) = req.format
+            && f != fmt
+        {
+            return Err(bad(
+                &bn.path,
+                format!("is a {fmt} image, not {f}: name its real format with -F"),
+            ));
+        }
+        for &c in &new_chain {
+            guards::supported(forest.node(c), Role::Backing)?;
+        }
+        if bn.problems.iter().any(|p| {
+            matches!(
+                p.kind,
+                crate::forest::diag::ProblemKind::MissingBacking
+                    | crate::forest::diag::ProblemKind::BackingLoop
+            )
+        }) {
+            return Err(Refusal::BrokenChain {
+                top: bn.path.clone(),
+                message: "its own chain is broken; repair it first".into(),
+            });
+        }
+        guards::links_name_their_format(forest, &new_chain)?;
+        if !safe {
+            // A moved chain: the new file stands in for the old one, so it must be as large.
+            let want = old_chain
+                .first()
+                .and_then(|&o| forest.node(o).virtual_size)
+                .or(n.virtual_size);
+            if bn.virtual_size != want {
+                return Err(bad(
+                    &bn.path,
+                    format!(
+                        "has a virtual size of {} bytes, not {} as the backing file it replaces: \
+                         with -u it must stand in for that file (rebase without -u to copy \
+                         what differs)",
+                        bn.virtual_size.unwrap_or(0),
+                        want.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        name = Some((backing_name(&n.path, &bn.path), fmt));
+    }
+    Ok(Plan {
+        kind,
+        image: PlanImage::of(forest, req.image)?,
+        old: if safe {
+            plan_images(forest, &old_chain)?
+        } else {
+            Vec::new()
+        },
+        new: plan_images(forest, &new_chain)?,
+        name,
+        safe,
+        cluster: n.cluster_size.unwrap_or(64 << 10),
+    })
+}
+
+/// Opens `chain` (top-down) bottom-up, read-only with a reader's locks, each with its backing
+/// attached; returns the handles and the top's access.
+fn open_chain(
+    chain: &[PlanImage],
+) -> Result<(Vec<Handle>, Option<std::sync::Arc<crate::image::handle::ImageAccess>>), Refusal> {
+    let mut handles = Vec::new();
+    let mut backing = None;
+    for img in chain.iter().rev() {
+        let h = img.open(OpenMode::ReadOnly, backing.take())?;
+        backing = Some(h.shared_access());
+        handles.push(h);
+    }
+    Ok((handles, backing))
+}
+
+/// Runs the plan in this thread. Returns a refusal only when nothing was written.
+pub fn run(
+    plan: &Plan,
+    chunk: u64,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, Refusal> {
+    let start = Instant::now();
+    let since = std::cell::Cell::new(start);
+    let mut report = |phase, done, total, writing| {
+        progress(Progress {
+            op: plan.kind,
+            phase,
+            done,
+            total,
+            elapsed: since.get().elapsed(),
+            writing,
+        })
+    };
+    report(Phase::Open, 0, 0, false);
+    let mut outcome = Outcome {
+        plan: plan.clone(),
+        compared: 0,
+        copied: 0,
+        copy: Ok(()),
+        left_dirty: false,
+        reopen_ro: None,
+        relinked: None,
+        elapsed: Duration::ZERO,
+    };
+    let (old_handles, old_top) = open_chain(&plan.old)?;
+    let (new_handles, new_top) = open_chain(&plan.new)?;
+    if plan.safe {
+        let mut image = plan.image.open(OpenMode::ReadOnly, old_top)?;
+        let total = unallocated(&image, plan.image.virtual_size).map_err(|source| {
+            Refusal::Map {
+                path: plan.image.path.clone(),
+                source,
+            }
+        })?;
+        guards::v2_room(&image, &plan.image, total)?;
+        report(Phase::ReopenRw, 0, total, false);
+        let mut window =
+            RwWindow::open(&mut image).map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
+        since.set(Instant::now());
+        report(Phase::Copy, 0, total, true);
+        let new_size = plan.new.first().map_or(0, |b| b.virtual_size);
+        let copy = window
+            .mark_dirty()
+            .map_err(|source| CopyError::Io {
+                op: "cannot mark dirty",
+                path: plan.image.path.clone(),
+                offset: 0,
+                source,
+            })
+            .and_then(|()| {
+                copy_differences(
+                    window.handle(),
+                    new_top.as_deref(),
+                    new_size,
+                    Geometry {
+                        end: plan.image.virtual_size,
+                        cluster: plan.cluster,
+                        chunk: chunk.clamp(64 << 10, 64 << 20).max(plan.cluster),
+                        v2: plan.image.version == Some(2),
+                    },
+                    cancel,
+                    &mut outcome,
+                    &mut |done| report(Phase::Copy, done, total, true),
+                )
+            });
+        report(Phase::Flush, outcome.copied, total, true);
+        let flushed = window.flush().map_err(|source| CopyError::Io {
+            op: "cannot flush",
+            path: plan.image.path.clone(),
+            offset: 0,
+            source,
+        });
+        outcome.copy = copy.and(flushed);
+        report(Phase::ReopenRo, outcome.copied, total, true);
+        let closed = window.close();
+        outcome.left_dirty = closed.left_dirty;
+        outcome.reopen_ro = closed.reopen_ro;
+        drop(image);
+        if outcome.copy.is_err() || !matches!(outcome.reopen_ro, Some(Ok(()))) {
+            outcome.elapsed = start.elapsed();
+            return Ok(outcome);
+        }
+    }
+    // The backing files stay open and locked as readers until the header names the new one.
+    report(Phase::Relink, 0, 0, true);
+    outcome.relinked = Some(relink(&plan.image, plan.name.as_ref()));
+    report(Phase::Done, 0, 0, false);
+    drop(new_handles);
+    drop(old_handles);
+    outcome.elapsed = start.elapsed();
+    Ok(outcome)
+}
+
+/// Bytes of `image` it does not allocate itself (its guest reads them from its backing chain).
+fn unallocated(image: &Handle, end: u64) -> io::Result<u64> {
+    let mut total = 0;
+    walk_unallocated(image, end, |_, len| {
+        total += len;
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// Calls `f(offset, len)` for each run of `image` that it does not allocate itself.
+fn walk_unallocated(
+    image: &Handle,
+    end: u64,
+    mut f: impl FnMut(u64, u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut offset = 0;
+    while offset < end {
+        let (mapping, len) = image.access().get_shallow_mapping(offset, end - offset)?;
+        if len == 0 {
+            break;
+        }
+        match mapping {
+            ShallowMapping::Indirect { .. }
+            | ShallowMapping::Zero {
+                explicit: false, ..
+            } => f(offset, len)?,
+            ShallowMapping::Eof { .. } => break,
+            _ => {}
+        }
+        offset += len;
+    }
+    Ok(())
+}
+
+/// The image's shape for the copy.
+#[derive(Clone, Copy)]
+struct Geometry {
+    end: u64,
+    cluster: u64,
+    chunk: u64,
+    v2: bool,
+}
+
+/// Writes into `image`, cluster by cluster, what its old chain shows where the new chain
+/// (`new`, `new_size` bytes long; `None`: nothing, all zeroes) shows something else.
+fn copy_differences(
+    image: &mut Handle,
+    new: Option<&crate::image::handle::ImageAccess>,
+    new_size: u64,
+    g: Geometry,
+    cancel: &AtomicBool,
+    outcome: &mut Outcome,
+    report: &mut dyn FnMut(u64),
+) -> Result<(), CopyError> {
+    let path = outcome.plan.image.path.clone();
+    let io = |op, offset, source| CopyError::Io {
+        op,
+        path: path.clone(),
+        offset,
+        source,
+    };
+    let mut runs = Vec::new();
+    walk_unallocated(image, g.end, |o, l| {
+        runs.push((o, l));
+        Ok(())
+    })
+    .map_err(|e| io("cannot map", 0, e))?;
+    let mut old = vec![0u8; g.chunk as usize];
+    let mut theirs = vec![0u8; g.chunk as usize];
+    let mut last = Instant::now();
+    for (run_start, run_len) in runs {
+        let mut at = run_start;
+        while at < run_start + run_len {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CopyError::Cancelled);
+            }
+            let len = g.chunk.min(run_start + run_len - at);
+            let n = len as usize;
+            image
+                .access()
+                .read(&mut old[..n], at)
+                .map_err(|e| io("cannot read", at, e))?;
+            theirs[..n].fill(0);
+            if let Some(new) = new
+                && at < new_size
+            {
+                let m = (new_size - at).min(len) as usize;
+                new.read(&mut theirs[..m], at)
+                    .map_err(|e| io("cannot read the new backing chain at", at, e))?;
+            }
+            // Differing clusters, merged into runs, each written as data or as zeroes.
+            let mut c = 0;
+            while c < n {
+                let step = (g.cluster as usize).min(n - c);
+                if old[c..c + step] == theirs[c..c + step] {
+                    c += step;
+                    continue;
+                }
+                let from = c;
+                let zero = old[c..c + step].iter().all(|&b| b == 0);
+                while c < n {
+                    let step = (g.cluster as usize).min(n - c);
+                    let differs = old[c..c + step] != theirs[c..c + step];
+                    if !differs || old[c..c + step].iter().all(|&b| b == 0) != zero {
+                        break;
+                    }
+                    c += step;
+                }
+                let off = at + from as u64;
+                if zero {
+                    zero_range(image, g.v2, off, (c - from) as u64)
+                        .map_err(|e| io("cannot zero", off, e))?;
+                } else {
+                    image
+                        .access()
+                        .write(&old[from..c], off)
+                        .map_err(|e| io("cannot write", off, e))?;
+                }
+                outcome.copied += (c - from) as u64;
+            }
+            at += len;
+            outcome.compared += len;
+            if last.elapsed() >= REPORT_EVERY {
+                last = Instant::now();
+                report(outcome.compared);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a range read as zeroes whatever the backing file holds: zero clusters on v3, zero
+/// bytes written on v2 (which has no zero clusters).
+fn zero_range(image: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result<()> {
+    if !v2 {
+        return image.access_mut()?.discard_to_zero(offset, len);
+    }
+    let zeroes = vec![0u8; len.min(1 << 20) as usize];
+    let mut at = offset;
+    while at < offset + len {
+        let n = (1 << 20).min(offset + len - at);
+        image.access().write(&zeroes[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Points the image's header at `name` (or at no backing file), holding a writer's QEMU locks
+/// on the very file the plan saw.
+fn relink(image: &PlanImage, name: Option<&(String, Format)>) -> Result<(), String> {
+    let path = image.path.display();
+    let fd = file::open(&image.path, OpenMode::ReadWrite)
+        .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
+    if file::identity(&fd).map_err(|e| e.to_string())? != image.ident {
+        return Err(format!("{path} now names another file"));
+    }
+    let _lock = ImageLock::acquire(
+        std::os::fd::AsFd::as_fd(&fd),
+        &image.path,
+        Access::READ_WRITE,
+    )
+    .map_err(|e| e.to_string())?;
+    let f = std::fs::File::from(fd);
+    crate::image::header::set_backing(&f, name.map(|(n, fmt)| (n.as_str(), *fmt)))
+        .map_err(|e| format!("cannot rewrite the header of {path}: {e}"))
+}
+
+impl Outcome {
+    /// Whether the copy was cancelled.
+    pub fn cancelled(&self) -> bool {
+        matches!(self.copy, Err(CopyError::Cancelled))
+    }
+}
+
+impl Report for Outcome {
+    fn exit_code(&self) -> u8 {
+        if self.cancelled() {
+            crate::exit::CANCELLED
+        } else if self.copy.is_err() || self.left_dirty {
+            crate::exit::IO_ERROR
+        } else if matches!(self.reopen_ro, Some(Err(_))) {
+            crate::exit::REOPEN_FAILED
+        } else if matches!(self.relinked, Some(Err(_)) | None) {
+            crate::exit::IO_ERROR
+        } else {
+            crate::exit::OK
+        }
+    }
+
+    fn summary(&self) -> String {
+        let p = &self.plan;
+        let image = p.image.path.display();
+        let old = p.old.first().map(|o| o.path.display().to_string());
+        let target = match &p.name {
+            Some((n, f)) => format!("backing file \"{n}\" ({f})"),
+            None => "no backing file".into(),
+        };
+        let copied = format!(
+            "compared {} it reads through its backing chain and copied {} that differ",
+            crate::units::human_size(self.compared),
+            crate::units::human_size(self.copied)
+        );
+        if self.cancelled() {
+            return format!(
+                "Cancelled: {image} {copied} so far; it still has its old backing file and its \
+                 guest sees what it saw before. Run it again to finish."
+            );
+        }
+        if let Err(e) = &self.copy {
+            return if self.left_dirty {
+                format!(
+                    "Failed: {e}. {image} is marked dirty: repair it with qemu-img check -r all \
+                     {image} before anything uses it; it still names its old backing file."
+                )
+            } else {
+                format!(
+                    "Failed: {e}. {image} still names its old backing file and its guest sees \
+                     what it saw before (some clusters were copied into it); run it again."
+                )
+            };
+        }
+        if let Some(Err(e)) = &self.reopen_ro {
+            return format!(
+                "{image} {copied}, but it could not be reopened read-only ({e}); its header was \
+                 not changed. Run it again."
+            );
+        }
+        match &self.relinked {
+            Some(Ok(())) => {
+                let mut s = if p.safe {
+                    format!("{image} now has {target}; it {copied}, so its guest sees what it saw before.")
+                } else {
+                    format!(
+                        "{image} now has {target} (names only: no data was compared or copied)."
+                    )
+                };
+                if let Some(o) = old {
+                    s.push_str(&format!(" {o} has one overlay fewer."));
+                }
+                s
+            }
+            Some(Err(e)) => format!(
+                "{image} {copied}, but {e}: it still names its old backing file, and its guest \
+                 sees what it saw before. Run it again."
+            ),
+            None => format!("{image} was left as it was."),
+        }
+    }
+}
