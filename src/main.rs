@@ -259,7 +259,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Rebase(args)) => rebase(
             &ctx,
             &args.common,
-            Some(args.backing),
+            Some(PathBuf::from(args.backing)),
             args.format,
             args.unsafe_names,
         )?,
@@ -349,9 +349,10 @@ struct DeleteArgs {
 
 #[derive(Args)]
 struct RebaseArgs {
-    /// The new backing file
-    #[arg(short = 'b', value_name = "NEWBASE")]
-    backing: PathBuf,
+    /// The new backing file; a relative name is taken from IMAGE's directory and written as
+    /// it is, as qemu-img does
+    #[arg(short = 'b', value_name = "NEWBASE", value_parser = clap::value_parser!(std::ffi::OsString))]
+    backing: std::ffi::OsString,
     /// The new backing file's format (checked against what the file is)
     #[arg(short = 'F', value_name = "FMT", value_parser = parse_format)]
     format: Option<imgchain::image::probe::Format>,
@@ -402,16 +403,23 @@ fn rebase(
 ) -> Result<u8, Failure> {
     use imgchain::ops::rebase::{self, Request};
     use imgchain::ops::{Refusal, Report};
+    let image_dir = std::path::absolute(&a.image)
+        .with_context(|| format!("cannot resolve {}", a.image.display()))?
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut name = None;
     let backing = match backing {
         Some(b) if b.as_os_str().is_empty() => {
             return Err(usage(anyhow::anyhow!(
                 "-b needs a file; to drop the backing file, use imgchain flatten"
             )));
         }
-        Some(b) => Some(
-            std::path::absolute(&b).with_context(|| format!("cannot resolve {}", b.display()))?,
-        ),
-        None => None,
+        Some(b) if b.is_relative() => {
+            name = Some(b.to_string_lossy().into_owned());
+            Some(image_dir.join(b))
+        }
+        b => b,
     };
     let mut dirs = a.scan.clone();
     dirs.extend(backing.iter().filter_map(|b| b.parent().map(PathBuf::from)));
@@ -442,6 +450,7 @@ fn rebase(
         backing: backing_node,
         format,
         unsafe_names,
+        name,
     };
     let plan = match rebase::plan(forest, &req) {
         Ok(p) => p,

@@ -288,3 +288,136 @@ fn a_raw_base() {
         &[],
     );
 }
+
+/// Every crash state of `top.qcow2` written by a rebase or flatten, judged alone and for its
+/// guest view, read over the untouched backing files of `orig_dir` (old and new alike).
+fn tally_relinked(trace: &Trace, orig_dir: &Path) -> Tally {
+    let scratch = common::tempdir();
+    let view = common::tempdir();
+    copy_dir(orig_dir, view.path());
+    let mut t = Tally::default();
+    trace.for_each_crash_state(SUBSETS, 0xbead, |label, bytes| {
+        let mut v = judge_qcow2(scratch.path(), bytes);
+        if !matches!(v, harness::Verdict::Corrupt(_)) {
+            std::fs::write(view.path().join("top.qcow2"), bytes).expect("write top");
+            if let Err(why) = same_guest_view(orig_dir, view.path()) {
+                v = harness::Verdict::Corrupt(format!("the top's disk changed: {why}"));
+            }
+        }
+        t.add(label, v);
+    });
+    t
+}
+
+/// `imgchain ARGS top.qcow2` and `qemu-img rebase QARGS top.qcow2` on identical copies of the
+/// chain `build` makes, each traced and judged in every power-loss state.
+fn compare_rebase(name: &str, build: impl Fn(&Path), ours: &[&str], theirs: &[&str]) {
+    if !tools() {
+        return;
+    }
+    let root = common::tempdir();
+    let orig = root.path().join("orig");
+    std::fs::create_dir(&orig).expect("mkdir");
+    build(&orig);
+    let mut tallies = Vec::new();
+    for (dir, program, args) in [
+        ("ours", env!("CARGO_BIN_EXE_imgchain"), ours),
+        ("theirs", "qemu-img", theirs),
+    ] {
+        let d = root.path().join(dir);
+        copy_dir(&orig, &d);
+        let mut cmd = Command::new(program);
+        cmd.current_dir(&d).args(args).arg("top.qcow2");
+        let (out, traces) = traced(cmd, &[&d.join("top.qcow2")]);
+        assert!(
+            out.status.success(),
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        traces[0].assert_replay_is_complete();
+        tallies.push((tally_relinked(&traces[0], &orig), traces[0].syncs()));
+    }
+    println!(
+        "{name}: imgchain {} ({} syncs) | qemu-img {} ({} syncs){}",
+        tallies[0].0,
+        tallies[0].1,
+        tallies[1].0,
+        tallies[1].1,
+        tallies[1]
+            .0
+            .corrupt
+            .first()
+            .map(|c| format!("; qemu-img's first: {c}"))
+            .unwrap_or_default()
+    );
+    assert!(
+        tallies[0].0.corrupt.is_empty(),
+        "{name}: corrupt crash states:\n{}",
+        tallies[0].0.corrupt.join("\n")
+    );
+}
+
+/// base (data at 0-4M and 1G) <- mid (data at 2-6M, zeroes at 1G) <- top (data at 5M, 3000M).
+fn relink_chain(d: &Path, opts: &[&str]) {
+    create(d, "base.qcow2", "qcow2", "4G", None, opts);
+    qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 4M");
+    qemu_io(&d.join("base.qcow2"), "write -P 0x12 1G 1M");
+    create(
+        d,
+        "mid.qcow2",
+        "qcow2",
+        "4G",
+        Some(("base.qcow2", "qcow2")),
+        opts,
+    );
+    qemu_io(&d.join("mid.qcow2"), "write -P 0x22 2M 4M");
+    qemu_io(&d.join("mid.qcow2"), "write -z 1G 512k");
+    for i in 0..8u64 {
+        qemu_io(
+            &d.join("mid.qcow2"),
+            &format!(
+                "write -P {} {} 64k",
+                0x30 + i,
+                1500 * (1 << 20) + i * (200 << 20)
+            ),
+        );
+    }
+    create(
+        d,
+        "top.qcow2",
+        "qcow2",
+        "4G",
+        Some(("mid.qcow2", "qcow2")),
+        opts,
+    );
+    qemu_io(&d.join("top.qcow2"), "write -P 0x44 5M 1M");
+    qemu_io(&d.join("top.qcow2"), "write -P 0x45 3000M 64k");
+}
+
+#[test]
+fn flatten_and_safe_rebase() {
+    compare_rebase(
+        "flatten",
+        |d| relink_chain(d, &[]),
+        &["flatten"],
+        &["rebase", "-b", ""],
+    );
+    compare_rebase(
+        "rebase onto base",
+        |d| relink_chain(d, &[]),
+        &["rebase", "-b", "base.qcow2"],
+        &["rebase", "-F", "qcow2", "-b", "base.qcow2"],
+    );
+    compare_rebase(
+        "flatten v2",
+        |d| relink_chain(d, &["-o", "compat=0.10"]),
+        &["flatten"],
+        &["rebase", "-b", ""],
+    );
+    compare_rebase(
+        "flatten 4k clusters",
+        |d| relink_chain(d, &["-o", "cluster_size=4k"]),
+        &["flatten"],
+        &["rebase", "-b", ""],
+    );
+}

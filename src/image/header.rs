@@ -56,7 +56,9 @@ pub fn with_backing(cluster: &[u8], backing: Option<(&str, Format)>) -> io::Resu
         let len = be32(cluster, off + 4)? as usize;
         let end = off + 8 + len.next_multiple_of(8);
         if end > area {
-            return Err(bad(format!("header extension {ty:#010x} runs past the first cluster")));
+            return Err(bad(format!(
+                "header extension {ty:#010x} runs past the first cluster"
+            )));
         }
         if ty == 0 {
             off += 8;
@@ -108,7 +110,9 @@ pub fn with_backing(cluster: &[u8], backing: Option<(&str, Format)>) -> io::Resu
     out[8..16].copy_from_slice(&name_off.to_be_bytes());
     out[16..20].copy_from_slice(&name_len.to_be_bytes());
     if out.len() > cluster_size {
-        return Err(bad("the header, its extensions and the backing name do not fit in the first cluster"));
+        return Err(bad(
+            "the header, its extensions and the backing name do not fit in the first cluster",
+        ));
     }
     // Clear what is left of the old extensions and name.
     if old_end > out.len() {
@@ -147,11 +151,15 @@ pub fn set_backing(file: &File, backing: Option<(&str, Format)>) -> io::Result<(
     };
     let mut check = first.clone();
     if new.len() > check.len() {
-        return Err(bad("the new header would not fit in the file's first cluster"));
+        return Err(bad(
+            "the new header would not fit in the file's first cluster",
+        ));
     }
     check[..new.len()].copy_from_slice(&new);
     if !names_it(&check) {
-        return Err(bad("the rewritten header would not read back as asked; nothing was written"));
+        return Err(bad(
+            "the rewritten header would not read back as asked; nothing was written",
+        ));
     }
     file.write_all_at(&new, 0)?;
     file.sync_all()?;
@@ -159,7 +167,9 @@ pub fn set_backing(file: &File, backing: Option<(&str, Format)>) -> io::Result<(
     let n = read_at_most(file, &mut back, 0)?;
     back.truncate(n);
     if !names_it(&back) {
-        return Err(bad("the header read back does not name the new backing file"));
+        return Err(bad(
+            "the header read back does not name the new backing file",
+        ));
     }
     Ok(())
 }

@@ -213,10 +213,7 @@ pub fn links_name_their_format(forest: &Forest, chain: &[NodeId]) -> Result<(), 
         }) {
             return Err(Refusal::Unsupported {
                 path: n.path.clone(),
-                what: format!(
-                    "cannot be committed through safely: {}; {QEMU_IMG}",
-                    p.message
-                ),
+                what: format!("cannot be read through safely: {}", p.message),
             });
         }
     }

@@ -52,6 +52,17 @@ impl OpKind {
 }
 
 impl OpKind {
+    /// What the image of a refused request cannot do: "be committed", "take an overlay".
+    pub fn refused_as(self) -> &'static str {
+        match self {
+            OpKind::Commit => "be committed",
+            OpKind::Snapshot => "take an overlay",
+            OpKind::Delete => "be deleted",
+            OpKind::Rebase => "be rebased",
+            OpKind::Flatten => "be flattened",
+        }
+    }
+
     /// What an image without a backing file gives this operation nothing to do: "commit it
     /// into", "flatten".
     pub fn nothing_to(self) -> &'static str {

@@ -40,6 +40,9 @@ pub struct Request {
     pub format: Option<Format>,
     /// Only rewrite the name and format (`-u`).
     pub unsafe_names: bool,
+    /// The backing name to write, when the user gave a relative one (QEMU resolves it from the
+    /// image's directory); otherwise [`backing_name`] picks it.
+    pub name: Option<String>,
 }
 
 /// A rebase that passed every guard.
@@ -150,9 +153,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         guards::writable(forest, &[req.image])?;
     }
     let old_chain: Vec<NodeId> = forest.chain(req.image).collect();
-    let new_chain: Vec<NodeId> = req
-        .backing
-        .map_or_else(Vec::new, |b| with_chain(forest, b));
+    let new_chain: Vec<NodeId> = req.backing.map_or_else(Vec::new, |b| with_chain(forest, b));
     guards::not_in_use(
         forest,
         std::iter::once((req.image, Access::READ_WRITE)).chain(
@@ -177,6 +178,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         {
             return Err(Refusal::BrokenChain {
                 top: n.path.clone(),
+                op: kind,
                 message: format!(
                     "its backing file {} cannot be read, so what its guest sees cannot be kept; \
                      if the file moved, name the moved file with -u",
@@ -193,7 +195,10 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     if let Some(b) = req.backing {
         let bn = forest.node(b);
         if b == req.image {
-            return Err(bad(&bn.path, "is the image itself: the chain would loop".into()));
+            return Err(bad(
+                &bn.path,
+                "is the image itself: the chain would loop".into(),
+            ));
         }
         if guards::descendants(forest, req.image).contains(&b) {
             return Err(bad(
@@ -201,9 +206,9 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
                 format!("is built on {}: the chain would loop", n.path.display()),
             ));
         }
-        let fmt = bn.format.ok_or_else(|| {
-            bad(&bn.path, "could not be read as an image".into())
-        })?;
+        let fmt = bn
+            .format
+            .ok_or_else(|| bad(&bn.path, "could not be read as an image".into()))?;
         if let Some(f) = req.format
             && f != fmt
         {
@@ -222,10 +227,10 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
                     | crate::forest::diag::ProblemKind::BackingLoop
             )
         }) {
-            return Err(Refusal::BrokenChain {
-                top: bn.path.clone(),
-                message: "its own chain is broken; repair it first".into(),
-            });
+            return Err(bad(
+                &bn.path,
+                "cannot serve as a backing file: its own chain is broken; repair it first".into(),
+            ));
         }
         guards::links_name_their_format(forest, &new_chain)?;
         if !safe {
@@ -247,7 +252,11 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
                 ));
             }
         }
-        name = Some((backing_name(&n.path, &bn.path), fmt));
+        let written = req
+            .name
+            .clone()
+            .unwrap_or_else(|| backing_name(&n.path, &bn.path));
+        name = Some((written, fmt));
     }
     Ok(Plan {
         kind,
@@ -268,7 +277,13 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
 /// attached; returns the handles and the top's access.
 fn open_chain(
     chain: &[PlanImage],
-) -> Result<(Vec<Handle>, Option<std::sync::Arc<crate::image::handle::ImageAccess>>), Refusal> {
+) -> Result<
+    (
+        Vec<Handle>,
+        Option<std::sync::Arc<crate::image::handle::ImageAccess>>,
+    ),
+    Refusal,
+> {
     let mut handles = Vec::new();
     let mut backing = None;
     for img in chain.iter().rev() {
@@ -313,16 +328,23 @@ pub fn run(
     let (new_handles, new_top) = open_chain(&plan.new)?;
     if plan.safe {
         let mut image = plan.image.open(OpenMode::ReadOnly, old_top)?;
-        let total = unallocated(&image, plan.image.virtual_size).map_err(|source| {
-            Refusal::Map {
+        let total =
+            unallocated(&image, plan.image.virtual_size).map_err(|source| Refusal::Map {
                 path: plan.image.path.clone(),
                 source,
-            }
-        })?;
-        guards::v2_room(&image, &plan.image, total)?;
+            })?;
+        // What can differ is at most what either chain allocates.
+        let mut allocated = 0;
+        for h in old_handles.iter().chain(&new_handles) {
+            let own = super::extents::own_ranges(h).map_err(|source| Refusal::Map {
+                path: h.path().to_path_buf(),
+                source,
+            })?;
+            allocated += own.guest.iter().map(|(_, l)| l).sum::<u64>();
+        }
+        guards::v2_room(&image, &plan.image, total.min(allocated))?;
         report(Phase::ReopenRw, 0, total, false);
-        let mut window =
-            RwWindow::open(&mut image).map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
+        let mut window = RwWindow::open(&mut image).map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
         since.set(Instant::now());
         report(Phase::Copy, 0, total, true);
         let new_size = plan.new.first().map_or(0, |b| b.virtual_size);
@@ -609,7 +631,9 @@ impl Report for Outcome {
         match &self.relinked {
             Some(Ok(())) => {
                 let mut s = if p.safe {
-                    format!("{image} now has {target}; it {copied}, so its guest sees what it saw before.")
+                    format!(
+                        "{image} now has {target}; it {copied}, so its guest sees what it saw before."
+                    )
                 } else {
                     format!(
                         "{image} now has {target} (names only: no data was compared or copied)."

@@ -16,8 +16,12 @@ use crate::image::lock::LockError;
 pub enum Refusal {
     #[error("{} has no backing file, so there is nothing to {}", top.display(), op.nothing_to())]
     NoBacking { top: PathBuf, op: OpKind },
-    #[error("{} cannot be committed: {message}", top.display())]
-    BrokenChain { top: PathBuf, message: String },
+    #[error("{} cannot {}: {message}", top.display(), op.refused_as())]
+    BrokenChain {
+        top: PathBuf,
+        op: OpKind,
+        message: String,
+    },
     #[error("{} is not in the backing chain of {}; name one of its backing images with -b", base.display(), top.display())]
     BaseNotInChain { top: PathBuf, base: PathBuf },
     #[error("{}", keep_ro_message(path, *reason, protected_by.as_ref()))]

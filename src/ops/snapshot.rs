@@ -136,6 +136,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     }) {
         return Err(Refusal::BrokenChain {
             top: n.path.clone(),
+            op: OpKind::Snapshot,
             message: format!("its own chain is broken ({}); repair it first", p.message),
         });
     }

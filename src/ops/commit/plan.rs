@@ -85,6 +85,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             });
         return Err(Refusal::BrokenChain {
             top: top.path.clone(),
+            op: OpKind::Commit,
             message,
         });
     }
@@ -109,6 +110,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     {
         return Err(Refusal::BrokenChain {
             top: top.path.clone(),
+            op: OpKind::Commit,
             message: format!(
                 "the backing file of {} cannot be opened ({}), and a commit needs it to keep \
                  what the base's guests see",
