@@ -94,6 +94,10 @@ enum Command {
     /// Make IMAGE independent: copy into it everything it reads from its backing chain, then
     /// drop its backing file (qemu-img rebase -b "")
     Flatten(FlattenArgs),
+    /// Remove a middle layer: commit IMAGE into its backing file, point IMAGE's overlays at
+    /// that file, and delete IMAGE; no overlay's disk changes (libvirt's "delete an external
+    /// snapshot"). Run it again to finish a merge that was cut short
+    Merge(MergeArgs),
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check {
@@ -264,6 +268,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             args.unsafe_names,
         )?,
         Some(Command::Flatten(args)) => rebase(&ctx, &args.common, None, None, false)?,
+        Some(Command::Merge(args)) => merge(&ctx, args)?,
         Some(Command::Check { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
             if json {
@@ -485,6 +490,93 @@ fn rebase(
             Ok(code)
         }
         Err(e) => Ok(refused(&e, a.json)),
+    }
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Merge even though the backing file has other overlays (their disks change)
+    #[arg(long)]
+    force: bool,
+    /// Keep IMAGE's file once nothing is built on it
+    #[arg(long)]
+    keep: bool,
+    #[command(flatten)]
+    common: ChainArgs,
+}
+
+fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
+    use imgchain::ops::Report;
+    use imgchain::ops::merge::{self, Request};
+    let c = &a.common;
+    let image = std::path::absolute(&c.image)
+        .with_context(|| format!("cannot resolve {}", c.image.display()))?;
+    let journal = merge::read_journal(&image).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the merge journal {}: {e}",
+            merge::journal_path(&image).display()
+        )
+    })?;
+    if let Some(j) = &journal
+        && !image.exists()
+    {
+        // Cut short after IMAGE was deleted: only the journal is left to remove.
+        std::fs::remove_file(merge::journal_path(&image))
+            .with_context(|| format!("cannot remove {}", merge::journal_path(&image).display()))?;
+        println!(
+            "The merge of {} into {} had finished but for removing its journal; done.",
+            image.display(),
+            j.base.display()
+        );
+        return Ok(exit::OK);
+    }
+    let found = match discover(ctx, &image, &c.scan)? {
+        Ok(f) => f,
+        Err(e) => return Ok(refused(&e, c.json)),
+    };
+    let req = Request {
+        image: found.image,
+        force: a.force,
+        keep: a.keep,
+    };
+    let plan = match merge::plan(&found.scan.forest, &req, journal.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused(&e, c.json)),
+    };
+    let overlays: Vec<String> = plan
+        .overlays
+        .iter()
+        .map(|(o, _)| o.path.display().to_string())
+        .collect();
+    if c.dry_run {
+        println!(
+            "Would commit {} into {}, point {} at {}, and {} {}.",
+            plan.image.path.display(),
+            plan.base.path.display(),
+            if overlays.is_empty() {
+                "no overlay".to_string()
+            } else {
+                overlays.join(", ")
+            },
+            plan.base.path.display(),
+            if plan.keep { "keep" } else { "delete" },
+            plan.image.path.display()
+        );
+        return Ok(exit::OK);
+    }
+    let cancel = ctrl_c()?;
+    let mut bar = output::ProgressLine::new(c.progress, &plan.base.path);
+    let result = merge::run(&plan, ctx.config.commit.chunk_size.0, &cancel, &mut |p| {
+        bar.update(&p)
+    });
+    bar.finish();
+    match result {
+        Ok(outcome) => {
+            let code = outcome.exit_code();
+            report(&outcome, c.json, output::json_merge)?;
+            Ok(code)
+        }
+        Err(e) => Ok(refused(&e, c.json)),
     }
 }
 

@@ -400,6 +400,25 @@ pub fn json_rebase(o: &crate::ops::rebase::Outcome) -> serde_json::Value {
     })
 }
 
+/// `merge --json`.
+pub fn json_merge(o: &crate::ops::merge::Outcome) -> serde_json::Value {
+    use crate::ops::Report;
+    serde_json::json!({
+        "image": path_str(&o.plan.image.path),
+        "base": path_str(&o.plan.base.path),
+        "resumed": o.plan.resumed,
+        "commit": o.commit.as_ref().map(json_outcome),
+        "relinked": o.relinked.iter().map(|(p, r)| serde_json::json!({
+            "overlay": path_str(p),
+            "ok": r.is_ok(),
+            "error": r.as_ref().err(),
+        })).collect::<Vec<_>>(),
+        "deleted": o.deleted.as_ref().map(|r| r.is_ok()),
+        "exit_code": o.exit_code(),
+        "summary": o.summary(),
+    })
+}
+
 /// An operation's `--json` when it was refused or could not start.
 pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
     serde_json::json!({

@@ -421,3 +421,118 @@ fn flatten_and_safe_rebase() {
         &["rebase", "-b", ""],
     );
 }
+
+/// Every power-loss state of each overlay `names` in `traces` (from index 1; index 0 is the
+/// base), judged alone and for its guest view over the final base and the original middle
+/// layer, which it may name either of.
+fn tally_overlays(traces: &[Trace], orig: &Path, final_base: &Path, names: &[&str]) -> Tally {
+    let scratch = common::tempdir();
+    let view = common::tempdir();
+    copy_dir(orig, view.path());
+    std::fs::copy(final_base, view.path().join("base.qcow2")).expect("copy base");
+    let mut t = Tally::default();
+    for (trace, name) in traces.iter().zip(names) {
+        trace.for_each_crash_state(SUBSETS, 0xcafe, |label, bytes| {
+            let mut v = judge_qcow2(scratch.path(), bytes);
+            if !matches!(v, harness::Verdict::Corrupt(_)) {
+                std::fs::write(view.path().join(name), bytes).expect("write overlay");
+                let out = Command::new("qemu-img")
+                    .args(["compare", "-U"])
+                    .arg(orig.join(name))
+                    .arg(view.path().join(name))
+                    .output()
+                    .expect("run qemu-img compare");
+                if !out.status.success() {
+                    v = harness::Verdict::Corrupt(format!(
+                        "{name}'s disk changed: {}",
+                        String::from_utf8_lossy(&out.stdout)
+                    ));
+                }
+            }
+            t.add(label, v);
+        });
+        std::fs::copy(orig.join(name), view.path().join(name)).expect("restore overlay");
+    }
+    t
+}
+
+/// Runs each command in `d`, tracing the files it names; returns the traces of base.qcow2,
+/// a.qcow2, b.qcow2 and c.qcow2, in that order.
+fn traced_steps(d: &Path, steps: Vec<(Command, Vec<&str>)>) -> Vec<Trace> {
+    const FILES: [&str; 4] = ["base.qcow2", "a.qcow2", "b.qcow2", "c.qcow2"];
+    let mut traces: Vec<Option<Trace>> = vec![None, None, None, None];
+    for (mut c, targets) in steps {
+        c.current_dir(d);
+        let paths: Vec<std::path::PathBuf> = targets.iter().map(|t| d.join(t)).collect();
+        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        let (out, ts) = traced(c, &refs);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (t, name) in ts.into_iter().zip(&targets) {
+            t.assert_replay_is_complete();
+            let i = FILES.iter().position(|f| f == name).expect("a traced file");
+            traces[i] = Some(t);
+        }
+    }
+    traces
+        .into_iter()
+        .map(|t| t.expect("every file traced"))
+        .collect()
+}
+
+#[test]
+fn merging_a_middle_layer() {
+    if !tools() {
+        return;
+    }
+    let names = ["a.qcow2", "b.qcow2", "c.qcow2"];
+    let root = common::tempdir();
+    let orig = root.path().join("orig");
+    std::fs::create_dir(&orig).expect("mkdir");
+    relink_chain(&orig, &[]);
+    // relink_chain's top.qcow2 and two more overlays of mid: the middle layer to merge.
+    std::fs::rename(orig.join("top.qcow2"), orig.join("a.qcow2")).expect("rename");
+    for n in &names[1..] {
+        create(&orig, n, "qcow2", "4G", Some(("mid.qcow2", "qcow2")), &[]);
+        qemu_io(&orig.join(n), "write -P 0x55 7M 64k");
+    }
+    let all = vec!["base.qcow2", "a.qcow2", "b.qcow2", "c.qcow2"];
+    let ours = root.path().join("ours");
+    copy_dir(&orig, &ours);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imgchain"));
+    c.args(["merge", "mid.qcow2"]);
+    let t_ours = traced_steps(&ours, vec![(c, all)]);
+    let theirs = root.path().join("theirs");
+    copy_dir(&orig, &theirs);
+    let mut steps = Vec::new();
+    let mut c = Command::new("qemu-img");
+    c.args(["commit", "-d", "mid.qcow2"]);
+    steps.push((c, vec!["base.qcow2"]));
+    for n in names {
+        let mut c = Command::new("qemu-img");
+        c.args(["rebase", "-u", "-F", "qcow2", "-b", "base.qcow2", n]);
+        steps.push((c, vec![n]));
+    }
+    let t_theirs = traced_steps(&theirs, steps);
+    let mut bad = Vec::new();
+    for (who, d, traces) in [
+        ("imgchain", &ours, &t_ours),
+        ("qemu-img", &theirs, &t_theirs),
+    ] {
+        let base = tally_qcow2(&traces[0], SUBSETS);
+        let overlays = tally_overlays(&traces[1..], &orig, &d.join("base.qcow2"), &names);
+        println!("merge: {who} base {base} | overlays {overlays}");
+        if who == "imgchain" {
+            bad.extend(base.corrupt);
+            bad.extend(overlays.corrupt);
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "merge: corrupt crash states:\n{}",
+        bad.join("\n")
+    );
+}

@@ -22,6 +22,7 @@ pub enum ProblemKind {
     SizeMismatch,
     BadHeader,
     NotAnImage,
+    InterruptedMerge,
 }
 
 impl ProblemKind {
@@ -41,6 +42,7 @@ impl ProblemKind {
             ProblemKind::SizeMismatch => "size-mismatch",
             ProblemKind::BadHeader => "bad-header",
             ProblemKind::NotAnImage => "not-an-image",
+            ProblemKind::InterruptedMerge => "interrupted-merge",
         }
     }
 
@@ -57,7 +59,8 @@ impl ProblemKind {
             ProblemKind::NoBackingFormat
             | ProblemKind::Dirty
             | ProblemKind::UnsupportedFeature
-            | ProblemKind::NotAnImage => Severity::Warning,
+            | ProblemKind::NotAnImage
+            | ProblemKind::InterruptedMerge => Severity::Warning,
             ProblemKind::ProtocolBacking | ProblemKind::SizeMismatch => Severity::Note,
         }
     }
@@ -170,6 +173,17 @@ impl Problem {
             ProblemKind::ProtocolBacking,
             format!(
                 "backing file \"{raw}\" is a protocol or json: name; imgchain shows it but does not follow it"
+            ),
+        )
+    }
+
+    /// A merge of this image was cut short (its journal is still there).
+    pub fn interrupted_merge(path: &Path) -> Problem {
+        Problem::new(
+            ProblemKind::InterruptedMerge,
+            format!(
+                "a merge of this image into its backing file was cut short; every overlay still                  reads what it read before. Finish it: imgchain merge {}",
+                path.display()
             ),
         )
     }

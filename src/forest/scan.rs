@@ -103,6 +103,7 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
         by_ident: HashMap::new(),
         by_path: HashMap::new(),
         walked: HashSet::new(),
+        journals: Vec::new(),
     };
     for p in paths {
         let abs = std::path::absolute(p).map_err(|source| ScanError::Access {
@@ -126,6 +127,12 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
         }
     }
     s.resolve_backings();
+    for image in std::mem::take(&mut s.journals) {
+        if let Some(&id) = s.by_path.get(&image) {
+            let node = &mut s.scan.forest.nodes[id.0];
+            node.problems.push(Problem::interrupted_merge(&node.path));
+        }
+    }
     let mut scan = s.scan;
     find_holders(&mut scan.forest);
     cut_loops(&mut scan.forest);
@@ -156,7 +163,20 @@ struct Scanner<'a> {
     /// Nodes by the path they were found by.
     by_path: HashMap<PathBuf, NodeId>,
     walked: HashSet<FileId>,
+    /// Images whose merge journal the walk met: a merge of them was cut short.
+    journals: Vec<PathBuf>,
 }
+
+/// Where the journal of a merge of `image` lives: `.NAME.imgchain-merge` beside it.
+pub fn merge_journal(image: &Path) -> PathBuf {
+    let dir = image.parent().unwrap_or(Path::new("/"));
+    dir.join(format!(
+        ".{}{MERGE_JOURNAL}",
+        super::model::file_name(image)
+    ))
+}
+
+const MERGE_JOURNAL: &str = ".imgchain-merge";
 
 /// Describes a non-regular file for messages.
 fn kind_of(md: &Metadata) -> &'static str {
@@ -346,7 +366,14 @@ impl Scanner<'_> {
                         Err(_) => continue,
                     }
                 } else {
-                    if ft.is_file() {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if let Some(image) = name
+                        .strip_prefix('.')
+                        .and_then(|n| n.strip_suffix(MERGE_JOURNAL))
+                    {
+                        self.journals.push(normalised(&dir.join(image)));
+                    } else if ft.is_file() {
                         files.push(path);
                     }
                     continue;

@@ -12,6 +12,7 @@ pub mod delete;
 pub mod extents;
 pub mod guards;
 pub mod job;
+pub mod merge;
 pub mod plan_image;
 pub mod rebase;
 pub mod refusal;
@@ -36,6 +37,7 @@ pub enum OpKind {
     Delete,
     Rebase,
     Flatten,
+    Merge,
 }
 
 impl OpKind {
@@ -47,6 +49,7 @@ impl OpKind {
             OpKind::Delete => "delete",
             OpKind::Rebase => "rebase",
             OpKind::Flatten => "flatten",
+            OpKind::Merge => "merge",
         }
     }
 }
@@ -60,6 +63,7 @@ impl OpKind {
             OpKind::Delete => "be deleted",
             OpKind::Rebase => "be rebased",
             OpKind::Flatten => "be flattened",
+            OpKind::Merge => "be merged",
         }
     }
 
@@ -68,6 +72,7 @@ impl OpKind {
     pub fn nothing_to(self) -> &'static str {
         match self {
             OpKind::Commit => "commit it into",
+            OpKind::Merge => "merge it into",
             OpKind::Flatten => "flatten (it is independent already)",
             _ => "do with it",
         }

@@ -1,0 +1,433 @@
+//! Merge: remove a middle layer of a chain, as libvirt deletes an external snapshot
+//! (ARCHITECTURE.md §3). IMAGE's data is committed into its backing file (IMAGE keeps it),
+//! every overlay of IMAGE is pointed at that backing file, and IMAGE is deleted.
+//!
+//! No step changes what any overlay reads: while the commit runs, IMAGE's overlays read
+//! IMAGE, whose own data hides what the base gains; once the base holds IMAGE's whole view
+//! (synced), an overlay reads the same through either file, so it is re-pointed one at a time;
+//! IMAGE goes last. A journal beside IMAGE (`.NAME.imgchain-merge`, written and synced before
+//! the first write) records the plan and whether the commit finished, so a run cut short is
+//! reported by `check` and finished by running the same merge again.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+use super::commit;
+use super::plan_image::PlanImage;
+use super::rebase::backing_name;
+use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, delete, guards};
+use crate::forest::{Forest, KeepRoReason, NodeId};
+use crate::image::file::{self, OpenMode};
+use crate::image::lock::{Access, ImageLock};
+use crate::image::probe::Format;
+
+/// What the user asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub image: NodeId,
+    /// Merge even though the backing file has other overlays (their disks change).
+    pub force: bool,
+    /// Keep IMAGE's file once nothing is built on it.
+    pub keep: bool,
+}
+
+/// A merge that passed every guard.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The commit of IMAGE into its backing file (IMAGE keeps its data); `None` when a
+    /// journal says it finished already.
+    pub commit: Option<commit::Plan>,
+    pub image: PlanImage,
+    pub base: PlanImage,
+    /// IMAGE's overlays, each with the backing name it gets.
+    pub overlays: Vec<(PlanImage, String)>,
+    pub keep: bool,
+    /// Finishing a merge its journal says was cut short.
+    pub resumed: bool,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// The commit's own outcome (`None`: done by an earlier run).
+    pub commit: Option<commit::Outcome>,
+    /// Each overlay re-pointed, or why not; those after a failure are not tried.
+    pub relinked: Vec<(PathBuf, Result<(), String>)>,
+    /// Deleting IMAGE (`None`: kept, or not reached).
+    pub deleted: Option<Result<(), String>>,
+}
+
+/// The journal of a merge under way.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Journal {
+    pub image: PathBuf,
+    pub base: PathBuf,
+    pub overlays: Vec<PathBuf>,
+    /// The base holds IMAGE's whole view, on disk.
+    pub committed: bool,
+}
+
+pub use crate::forest::scan::merge_journal as journal_path;
+
+/// The journal of an interrupted merge of `image`, if there is one.
+pub fn read_journal(image: &Path) -> io::Result<Option<Journal>> {
+    match std::fs::read(journal_path(image)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the journal atomically (a temporary file renamed over it) and syncs its directory.
+fn write_journal(j: &Journal) -> io::Result<()> {
+    let path = journal_path(&j.image);
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = tempfile::Builder::new()
+        .prefix(".imgchain-merge.")
+        .tempfile_in(dir)?;
+    serde_json::to_writer(tmp.as_file(), j).map_err(io::Error::other)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_journal(image: &Path) -> io::Result<()> {
+    let path = journal_path(image);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
+}
+
+/// The merge operation.
+#[derive(Debug)]
+pub struct Merge;
+
+impl Operation for Merge {
+    const KIND: OpKind = OpKind::Merge;
+    type Request = Request;
+    type Plan = Plan;
+    type Outcome = Outcome;
+
+    fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+        plan(forest, req, None)
+    }
+
+    fn writes(plan: &Plan) -> Vec<PathBuf> {
+        let mut w = vec![plan.base.path.clone()];
+        w.extend(plan.overlays.iter().map(|(o, _)| o.path.clone()));
+        if !plan.keep {
+            w.push(plan.image.path.clone());
+        }
+        w
+    }
+
+    fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+        run(plan, r.chunk, r.cancel, r.progress)
+    }
+}
+
+/// Checks the guards and works out the merge; nothing is written. With `journal` (an
+/// interrupted merge of the same image), the overlays it re-pointed to the base already count
+/// as IMAGE's, and a finished commit is not done again.
+pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result<Plan, Refusal> {
+    let n = forest.node(req.image);
+    let resumed = journal.is_some();
+    let committed = journal.is_some_and(|j| j.committed);
+    let overlays: Vec<NodeId> = n.overlays.clone();
+    // IMAGE's overlays get new headers and IMAGE goes: none may be protected or held at all.
+    for &id in overlays.iter().chain(std::iter::once(&req.image)) {
+        let m = forest.node(id);
+        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
+            m.keep_ro_reason
+        {
+            return Err(Refusal::KeepReadOnly {
+                path: m.path.clone(),
+                reason,
+                protected_by: None,
+            });
+        }
+    }
+    guards::not_in_use(
+        forest,
+        overlays
+            .iter()
+            .map(|&o| (o, Access::READ_WRITE))
+            .chain(std::iter::once((req.image, Access::READ_WRITE))),
+    )?;
+    for &o in &overlays {
+        guards::supported(forest.node(o), guards::Role::Backing)?;
+    }
+    let commit = commit::plan(
+        forest,
+        &commit::Request {
+            top: req.image,
+            base: None,
+            keep_top: true,
+            force: req.force || committed,
+        },
+    );
+    let commit = commit.map_err(|e| match e {
+        Refusal::NoBacking { top, .. } => Refusal::NoBacking {
+            top,
+            op: OpKind::Merge,
+        },
+        e => e,
+    });
+    let commit = match (commit, journal) {
+        // The overlays an earlier run re-pointed are built on the base now: they are ours.
+        (Err(Refusal::SharedBase { others, .. }), Some(j))
+            if others.iter().all(|o| j.overlays.contains(o)) =>
+        {
+            commit::plan(
+                forest,
+                &commit::Request {
+                    top: req.image,
+                    base: None,
+                    keep_top: true,
+                    force: true,
+                },
+            )?
+        }
+        (c, _) => c?,
+    };
+    // Past IMAGE's end an overlay reads zeroes; through a larger base it would read its data.
+    if commit.base.virtual_size > commit.top.virtual_size
+        && let Some(&o) = overlays
+            .iter()
+            .find(|&&o| forest.node(o).virtual_size > Some(commit.top.virtual_size))
+    {
+        return Err(Refusal::Unsupported {
+            path: forest.node(o).path.clone(),
+            what: format!(
+                "is larger than {}, whose backing file is larger still: past {}'s end it reads \
+                 zeroes now, and would read {}'s data once built on it; merging cannot keep its \
+                 disk",
+                n.path.display(),
+                n.name(),
+                commit.base.path.display()
+            ),
+        });
+    }
+    let overlays = overlays
+        .iter()
+        .map(|&o| {
+            let img = PlanImage::of(forest, o)?;
+            let name = backing_name(&img.path, &commit.base.path);
+            Ok((img, name))
+        })
+        .collect::<Result<Vec<_>, Refusal>>()?;
+    Ok(Plan {
+        image: commit.top.clone(),
+        base: commit.base.clone(),
+        commit: (!committed).then_some(commit),
+        overlays,
+        keep: req.keep,
+        resumed,
+    })
+}
+
+/// Runs the merge: journal, commit, re-point each overlay, delete IMAGE, drop the journal.
+/// Returns a refusal only when nothing was written.
+pub fn run(
+    plan: &Plan,
+    chunk: u64,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, Refusal> {
+    let journal_error = |e: io::Error| Refusal::Changed {
+        path: journal_path(&plan.image.path),
+        what: format!("the merge journal cannot be written: {e}"),
+    };
+    let mut journal = Journal {
+        image: plan.image.path.clone(),
+        base: plan.base.path.clone(),
+        overlays: plan.overlays.iter().map(|(o, _)| o.path.clone()).collect(),
+        committed: plan.commit.is_none(),
+    };
+    if !plan.resumed {
+        write_journal(&journal).map_err(journal_error)?;
+    }
+    let mut outcome = Outcome {
+        plan: plan.clone(),
+        commit: None,
+        relinked: Vec::new(),
+        deleted: None,
+    };
+    if let Some(c) = &plan.commit {
+        let mut relabel = |mut p: Progress| {
+            p.op = OpKind::Merge;
+            progress(p)
+        };
+        let result = commit::run(c, chunk, cancel, &mut relabel);
+        let done = match &result {
+            Ok(o) => o.exit_code() == crate::exit::OK,
+            Err(_) => false,
+        };
+        match result {
+            Ok(o) => outcome.commit = Some(o),
+            Err(e) => {
+                if !plan.resumed {
+                    let _ = remove_journal(&plan.image.path);
+                }
+                return Err(e);
+            }
+        }
+        if !done {
+            // Nothing was re-pointed: the journal has nothing to finish.
+            if !plan.resumed {
+                let _ = remove_journal(&plan.image.path);
+            }
+            return Ok(outcome);
+        }
+        journal.committed = true;
+        if let Err(e) = write_journal(&journal) {
+            outcome.relinked.push((
+                plan.image.path.clone(),
+                Err(format!("the merge journal cannot be updated: {e}")),
+            ));
+            return Ok(outcome);
+        }
+    }
+    let report = |progress: &mut dyn FnMut(Progress), phase, done| {
+        progress(Progress {
+            op: OpKind::Merge,
+            phase,
+            done,
+            total: plan.overlays.len() as u64,
+            elapsed: std::time::Duration::ZERO,
+            writing: false,
+        })
+    };
+    report(progress, Phase::Relink, 0);
+    for (i, (o, name)) in plan.overlays.iter().enumerate() {
+        let r = relink(o, name, plan.base.format);
+        let failed = r.is_err();
+        outcome.relinked.push((o.path.clone(), r));
+        report(progress, Phase::Relink, i as u64 + 1);
+        if failed {
+            return Ok(outcome);
+        }
+    }
+    if !plan.keep {
+        report(progress, Phase::Delete, plan.overlays.len() as u64);
+        let r = if plan.image.path.exists() {
+            delete_image(&plan.image)
+        } else {
+            Ok(())
+        };
+        let failed = r.is_err();
+        outcome.deleted = Some(r);
+        if failed {
+            return Ok(outcome);
+        }
+    }
+    if let Err(e) = remove_journal(&plan.image.path) {
+        outcome.deleted = Some(Err(format!("the merge journal cannot be removed: {e}")));
+    }
+    report(progress, Phase::Done, plan.overlays.len() as u64);
+    Ok(outcome)
+}
+
+/// Points the overlay at the base, holding a writer's locks on the file the plan saw; an
+/// overlay that names the base already (an earlier run got that far) is left as it is.
+fn relink(o: &PlanImage, name: &str, format: Format) -> Result<(), String> {
+    let path = o.path.display();
+    let fd = file::open(&o.path, OpenMode::ReadWrite)
+        .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
+    if file::identity(&fd).map_err(|e| e.to_string())? != o.ident {
+        return Err(format!("{path} now names another file"));
+    }
+    let _lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), &o.path, Access::READ_WRITE)
+        .map_err(|e| e.to_string())?;
+    let f = std::fs::File::from(fd);
+    crate::image::header::set_backing(&f, Some((name, format)))
+        .map_err(|e| format!("cannot rewrite the header of {path}: {e}"))
+}
+
+/// Deletes IMAGE by identity once no process holds it.
+fn delete_image(img: &PlanImage) -> Result<(), String> {
+    let fd = file::open(&img.path, OpenMode::ReadOnly).map_err(|e| e.to_string())?;
+    let _lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), &img.path, Access::READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    let foreign =
+        crate::image::lock::probe(std::os::fd::AsFd::as_fd(&fd)).map_err(|e| e.to_string())?;
+    if foreign.in_use() {
+        return Err(format!(
+            "{} is in use by another process",
+            img.path.display()
+        ));
+    }
+    delete::remove_by_identity(&img.path, img.ident).map_err(|e| e.to_string())
+}
+
+impl Report for Outcome {
+    fn exit_code(&self) -> u8 {
+        if let Some(c) = &self.commit
+            && c.exit_code() != crate::exit::OK
+        {
+            return c.exit_code();
+        }
+        if self.relinked.iter().any(|(_, r)| r.is_err()) || matches!(self.deleted, Some(Err(_))) {
+            return crate::exit::IO_ERROR;
+        }
+        crate::exit::OK
+    }
+
+    fn summary(&self) -> String {
+        let p = &self.plan;
+        let (image, base) = (p.image.path.display(), p.base.path.display());
+        if let Some(c) = &self.commit
+            && c.exit_code() != crate::exit::OK
+        {
+            return format!(
+                "The merge stopped in its commit; no overlay was re-pointed and {image} is still \
+                 there. {}",
+                c.summary()
+            );
+        }
+        let mut s = match &self.commit {
+            Some(c) => format!(
+                "Committed {} of {image} into {base}.",
+                crate::units::human_size(c.total)
+            ),
+            None => format!("{base} already held {image}'s data (an earlier run committed it)."),
+        };
+        let ok: Vec<String> = self
+            .relinked
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(o, _)| o.display().to_string())
+            .collect();
+        if !ok.is_empty() {
+            s.push_str(&format!(" Now built on {base}: {}.", ok.join(", ")));
+        }
+        if let Some((o, Err(e))) = self.relinked.iter().find(|(_, r)| r.is_err()) {
+            s.push_str(&format!(
+                " Could not re-point {}: {e}. Every overlay reads what it read before; run \
+                 imgchain merge {image} again to finish.",
+                o.display()
+            ));
+            return s;
+        }
+        match &self.deleted {
+            Some(Ok(())) => s.push_str(&format!(" Deleted {image}.")),
+            Some(Err(e)) => s.push_str(&format!(
+                " Could not delete {image}: {e}; nothing is built on it any more, so it can be \
+                 removed by hand."
+            )),
+            None if p.keep => {
+                s.push_str(&format!(" Kept {image}: nothing is built on it any more."))
+            }
+            None => {}
+        }
+        s
+    }
+}
