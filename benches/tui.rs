@@ -30,6 +30,7 @@ fn app(roots: Vec<PathBuf>, w: u16, h: u16) -> App {
         theme: Theme::new(&c.theme, true),
         protect: Protect::new(false, &[] as &[&str]).unwrap(),
         keep_top: false,
+        snapshot_cluster: 64 << 10,
     });
     a.update(Msg::Resize(w, h));
     a

@@ -18,6 +18,11 @@ pub enum Action {
     Overlay,
     Filter,
     Commit,
+    Snapshot,
+    Merge,
+    Flatten,
+    Rebase,
+    Delete,
     Protect,
     Cancel,
     Rescan,
@@ -69,7 +74,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 19] = [
+pub const ACTIONS: [ActionDef; 24] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -122,6 +127,41 @@ pub const ACTIONS: [ActionDef; 19] = [
         "commit",
         "commit the selected overlay into its backing image",
         Some((1, "commit")),
+        Browse,
+    ),
+    def(
+        Action::Snapshot,
+        "snapshot",
+        "new qcow2 overlay on the selected image",
+        Some((6, "snapshot")),
+        Browse,
+    ),
+    def(
+        Action::Merge,
+        "merge",
+        "merge the selected middle layer away",
+        Some((7, "merge")),
+        Browse,
+    ),
+    def(
+        Action::Flatten,
+        "flatten",
+        "make the selected image independent",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Rebase,
+        "rebase",
+        "rebase onto an image further down",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Delete,
+        "delete",
+        "delete the selected image (asks twice)",
+        None,
         Browse,
     ),
     def(

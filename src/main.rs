@@ -810,6 +810,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
         theme: tui::theme::Theme::new(&ctx.config.theme, ctx.colour_ui),
         protect,
         keep_top: ctx.config.commit.keep_top,
+        snapshot_cluster: ctx.config.snapshot.cluster_size.0,
     };
     let report = tui::run(tui::Options {
         settings,

@@ -179,6 +179,7 @@ fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
         theme: imgchain::tui::theme::Theme::new(&c.theme, false),
         protect: imgchain::forest::Protect::new(false, &[] as &[&str]).unwrap(),
         keep_top: false,
+        snapshot_cluster: 64 << 10,
     });
     let scan = imgchain::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
     app.update(Msg::Scanned(Box::new(Ok(scan))));

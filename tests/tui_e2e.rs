@@ -276,3 +276,40 @@ fn quitting_during_a_commit_asks_and_prints_the_report() {
         .args(["check", "-q"])
         .arg(d.join("base.qcow2")));
 }
+
+#[test]
+fn merging_a_middle_snapshot_by_keypress_keeps_the_top_s_disk() {
+    if !have("tmux") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let demo = tmp.path().join("demo");
+    let t = Tmux::start("merge", &format!("--demo --dir {}", demo.display()));
+    t.wait_for("14 images");
+    let before = tempdir();
+    copy_dir(&demo.join("snapshots"), before.path());
+    t.keys(&["/"]);
+    t.literal("snap2");
+    t.keys(&["Enter", "G", "M"]);
+    let plan = t.wait_for("No overlay's disk changes");
+    assert!(plan.contains("app-snap3.qcow2"), "{plan}");
+    // It asks twice: one Enter changes nothing.
+    t.keys(&["Enter"]);
+    t.wait_for("Confirmed once");
+    assert!(demo.join("snapshots/app-snap2.qcow2").exists());
+    t.keys(&["Enter"]);
+    let done = t.wait_for("Merge: done");
+    assert!(done.contains("Deleted"), "{done}");
+    t.keys(&["Enter", "q"]);
+    t.wait_for("EXITED 0");
+    assert!(!demo.join("snapshots/app-snap2.qcow2").exists());
+    run(Command::new("qemu-img")
+        .args(["compare"])
+        .arg(demo.join("snapshots/app-snap3.qcow2"))
+        .arg(before.path().join("app-snap3.qcow2")));
+    run(Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(demo.join("snapshots/app-snap1.qcow2")));
+    let info = qemu_info(&demo.join("snapshots/app-snap3.qcow2"));
+    assert_eq!(info["backing-filename"], "app-snap1.qcow2");
+}

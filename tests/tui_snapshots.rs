@@ -36,6 +36,7 @@ fn app(name: &str, w: u16, h: u16) -> App {
         theme: Theme::new(&config.theme, false),
         protect: Protect::new(false, &spec.protect).unwrap(),
         keep_top: false,
+        snapshot_cluster: 64 << 10,
     });
     app.update(Msg::Resize(w, h));
     let mut s = scan(&[dir], &Default::default()).unwrap();
@@ -55,10 +56,13 @@ fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut rest = Vec::new();
     for e in fx {
-        if matches!(e, Effect::Plan { .. }) {
+        if matches!(e, Effect::Plan { .. } | Effect::PlanOp { .. }) {
             imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-            assert!(matches!(msg, Msg::Planned { .. }), "{msg:?}");
+            assert!(
+                matches!(msg, Msg::Planned { .. } | Msg::OpPlanned { .. }),
+                "{msg:?}"
+            );
             rest.extend(app.update(msg));
         } else {
             rest.push(e);
@@ -520,4 +524,73 @@ fn a_run_that_finds_a_new_overlay_shows_the_plan_again() {
     assert_eq!(p.shared_with, vec![other]);
     assert!(!p.forced, "asks twice again");
     insta::assert_snapshot!("replan_after_new_overlay", render(&a));
+}
+
+/// Each chain operation's dialog, planned on the demo as the app loop plans it.
+#[test]
+fn chain_operation_dialogs() {
+    let mut a = app("ops", 100, 34);
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    keys(&mut a, "S");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("a snapshot dialog: {:?}", a.popup)
+    };
+    assert!(p.plan.is_some() && p.refusal.is_none());
+    insta::assert_snapshot!("op_snapshot", render(&a));
+    key(&mut a, KeyCode::Esc);
+    assert!(a.popup.is_none() && a.status.contains("not started"));
+
+    select(&mut a, "snapshots/app-snap2.qcow2");
+    keys(&mut a, "M");
+    insta::assert_snapshot!("op_merge", render(&a));
+    key(&mut a, KeyCode::Enter);
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("still asking")
+    };
+    assert!(p.confirmed_once, "merging asks twice");
+    insta::assert_snapshot!("op_merge_confirmed_once", render(&a));
+    key(&mut a, KeyCode::Esc);
+
+    keys(&mut a, "D");
+    insta::assert_snapshot!("op_delete_refused", render(&a));
+    keys(&mut a, "a");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the delete dialog again")
+    };
+    assert!(
+        matches!(p.plan, Some(imgchain::ops::any::AnyPlan::Delete(ref d)) if d.images.len() == 2)
+    );
+    insta::assert_snapshot!("op_delete_with_overlays", render(&a));
+    key(&mut a, KeyCode::Esc);
+
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    keys(&mut a, "F");
+    insta::assert_snapshot!("op_flatten", render(&a));
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "R");
+    insta::assert_snapshot!("op_rebase", render(&a));
+    keys(&mut a, "b");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the rebase dialog again")
+    };
+    assert!(
+        matches!(&p.ask, imgchain::ops::any::Ask::Rebase { backing, .. } if backing.ends_with("app-base.qcow2")),
+        "{:?}",
+        p.ask
+    );
+    key(&mut a, KeyCode::Esc);
+    // A protected template cannot be flattened: the guard shows in the dialog.
+    select(&mut a, "vms/win-dev.qcow2");
+    keys(&mut a, "p");
+    keys(&mut a, "F");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the flatten dialog")
+    };
+    assert!(
+        p.refusal
+            .as_ref()
+            .is_some_and(|(m, _)| m.contains("read-only")),
+        "{:?}",
+        p.refusal
+    );
 }

@@ -7,6 +7,7 @@
 //! The UI and the CLI discover the images around a request with [`scope::discover`] and plan
 //! it with the operation's [`Operation::plan`]: they cannot reach different decisions.
 
+pub mod any;
 pub mod commit;
 pub mod delete;
 pub mod extents;
@@ -55,6 +56,18 @@ impl OpKind {
 }
 
 impl OpKind {
+    /// The name in titles: "Commit", "Snapshot".
+    pub fn title(self) -> &'static str {
+        match self {
+            OpKind::Commit => "Commit",
+            OpKind::Snapshot => "Snapshot",
+            OpKind::Delete => "Delete",
+            OpKind::Rebase => "Rebase",
+            OpKind::Flatten => "Flatten",
+            OpKind::Merge => "Merge",
+        }
+    }
+
     /// What the image of a refused request cannot do: "be committed", "take an overlay".
     pub fn refused_as(self) -> &'static str {
         match self {

@@ -13,8 +13,10 @@ use std::sync::mpsc::{self, Sender};
 use app::{App, Effect, Msg, Settings};
 
 use crate::forest::{self, ScanOptions};
+use crate::ops::any::{self, AnyPlan, Finished};
 use crate::ops::commit::{self, Commit};
 use crate::ops::scope::Scope;
+use crate::ops::{delete, merge, rebase, snapshot};
 
 /// How the UI starts.
 pub struct Options {
@@ -73,6 +75,53 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
             crate::ops::spawn::<Commit>(&job, *plan, chunk, move |event| {
                 let _ = tx.send(Msg::Commit { job: id, event });
             });
+        }
+        Effect::PlanOp {
+            job,
+            ask,
+            dirs,
+            protect,
+        } => {
+            let scope = Scope {
+                dirs,
+                scan: scan.clone(),
+                protect,
+            };
+            std::thread::spawn(move || {
+                let plan = any::plan(&ask, &scope);
+                let _ = tx.send(Msg::OpPlanned {
+                    job,
+                    plan: Box::new(plan),
+                });
+            });
+        }
+        Effect::RunOp { job, plan } => {
+            let id = job.id;
+            let send = move |event: Finished| {
+                let _ = tx.send(Msg::Op { job: id, event });
+            };
+            match *plan {
+                AnyPlan::Snapshot(p) => {
+                    crate::ops::spawn::<snapshot::Snapshot>(&job, p, chunk, move |e| {
+                        send(Finished::of(e))
+                    });
+                }
+                AnyPlan::Delete(p) => {
+                    crate::ops::spawn::<delete::Delete>(&job, p, chunk, move |e| {
+                        send(Finished::of(e))
+                    });
+                }
+                AnyPlan::Rebase(p) => {
+                    crate::ops::spawn::<rebase::Rebase>(&job, p, chunk, move |e| {
+                        send(Finished::of(e))
+                    });
+                }
+                AnyPlan::Merge(p) => {
+                    crate::ops::spawn::<merge::Merge>(&job, *p, chunk, move |e| {
+                        send(Finished::of(e))
+                    });
+                }
+            }
         }
     }
 }

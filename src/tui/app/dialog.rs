@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::ops::Refusal;
+use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::commit::{Plan, Proposal};
 
 /// A dialog over the forest.
@@ -11,6 +12,8 @@ pub enum Popup {
     /// The help screen, scrolled down by this many lines.
     Help(u16),
     Plan(Box<PlanPopup>),
+    /// The dialog of another chain operation.
+    Op(Box<OpPopup>),
     /// A result or an error; `error` picks the colour.
     Message {
         title: String,
@@ -90,5 +93,62 @@ impl PlanPopup {
         self.plan
             .as_ref()
             .is_some_and(|x| !x.intermediates.is_empty())
+    }
+}
+
+/// The dialog of a snapshot, delete, flatten, rebase or merge: what the plan would do, or the
+/// guard that refuses it.
+#[derive(Debug)]
+pub struct OpPopup {
+    pub job: u64,
+    pub ask: Ask,
+    /// Still planning on a fresh scan.
+    pub pending: bool,
+    pub plan: Option<AnyPlan>,
+    /// A guard that refuses it, with its exit code.
+    pub refusal: Option<(String, u8)>,
+    /// Deleting asks twice: the first confirmation was given.
+    pub confirmed_once: bool,
+    /// For a rebase: the images further down the chain `b` cycles through.
+    pub chain: Vec<PathBuf>,
+}
+
+impl OpPopup {
+    /// A dialog still planning `ask`.
+    pub fn pending(job: u64, ask: Ask, chain: Vec<PathBuf>) -> OpPopup {
+        OpPopup {
+            job,
+            ask,
+            pending: true,
+            plan: None,
+            refusal: None,
+            confirmed_once: false,
+            chain,
+        }
+    }
+
+    /// Takes in what the planning worker found.
+    pub fn fill(&mut self, plan: Result<AnyPlan, Refusal>) {
+        self.pending = false;
+        match plan {
+            Ok(p) => self.plan = Some(p),
+            Err(e) => self.refusal = Some((e.to_string(), e.exit_code())),
+        }
+    }
+
+    /// Whether the run needs a second, deliberate confirmation: it removes files.
+    pub fn asks_twice(&self) -> bool {
+        matches!(self.ask, Ask::Delete { .. } | Ask::Merge { .. })
+    }
+
+    /// The operation's name in titles and messages.
+    pub fn name(&self) -> &'static str {
+        match self.ask {
+            Ask::Snapshot { .. } => "Snapshot",
+            Ask::Delete { .. } => "Delete",
+            Ask::Flatten { .. } => "Flatten",
+            Ask::Rebase { .. } => "Rebase",
+            Ask::Merge { .. } => "Merge",
+        }
     }
 }

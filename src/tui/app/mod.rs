@@ -21,10 +21,11 @@ use crate::forest::scan::Scan;
 use crate::forest::{Mode, NodeId, Protect};
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
+use crate::ops::any::{AnyPlan, Ask, Finished};
 use crate::ops::commit::{Commit, Outcome, Plan, Proposal};
 use crate::ops::{self, Event, Refusal};
 pub use browse::Browse;
-pub use dialog::{PlanPopup, Popup};
+pub use dialog::{OpPopup, PlanPopup, Popup};
 pub use jobs::{Job, Jobs};
 pub use locks::{Allocations, Locks};
 
@@ -44,6 +45,16 @@ pub enum Msg {
     Commit {
         job: u64,
         event: Event<Commit>,
+    },
+    /// Another operation planned on a fresh scan (or why it cannot run).
+    OpPlanned {
+        job: u64,
+        plan: Box<Result<AnyPlan, Refusal>>,
+    },
+    /// Progress or the end of another running operation.
+    Op {
+        job: u64,
+        event: Finished,
     },
     /// The allocation map of an image (`None`: too costly or unreadable).
     Allocation {
@@ -81,6 +92,17 @@ pub enum Effect {
         job: ops::Job,
         plan: Box<Plan>,
     },
+    /// Plan another operation on a fresh scan around its image, with the UI's protections.
+    PlanOp {
+        job: u64,
+        ask: Ask,
+        dirs: Vec<PathBuf>,
+        protect: Protect,
+    },
+    RunOp {
+        job: ops::Job,
+        plan: Box<AnyPlan>,
+    },
 }
 
 /// The model.
@@ -96,6 +118,8 @@ pub struct App {
     pub size: (u16, u16),
     pub quit: bool,
     keep_top_default: bool,
+    /// Cluster size of the overlays `snapshot` makes.
+    snapshot_cluster: usize,
     /// The next scan result replaces the status line.
     announce_scan: bool,
 }
@@ -107,6 +131,8 @@ pub struct Settings {
     pub theme: Theme,
     pub protect: Protect,
     pub keep_top: bool,
+    /// Cluster size of new overlays (`[snapshot] cluster_size`).
+    pub snapshot_cluster: usize,
 }
 
 impl App {
@@ -124,6 +150,7 @@ impl App {
             size: (80, 24),
             quit: false,
             keep_top_default: s.keep_top,
+            snapshot_cluster: s.snapshot_cluster,
             announce_scan: true,
         }
     }
@@ -183,6 +210,15 @@ impl App {
                 Vec::new()
             }
             Msg::Commit { job, event } => self.on_commit(job, event),
+            Msg::OpPlanned { job, plan } => {
+                if let Some(Popup::Op(p)) = &mut self.popup
+                    && p.job == job
+                {
+                    p.fill(*plan);
+                }
+                Vec::new()
+            }
+            Msg::Op { job, event } => self.on_op(job, event),
             Msg::Tick => {
                 // Our own commit's locks would show as foreign: no sweep while one runs.
                 if self.browse.scanning || self.locks.sweeping || self.jobs.running.is_some() {
@@ -308,6 +344,38 @@ impl App {
         self.rescan()
     }
 
+    fn on_op(&mut self, id: u64, event: Finished) -> Vec<Effect> {
+        let Some(job) = self.jobs.running.as_mut().filter(|j| j.id == id) else {
+            return Vec::new();
+        };
+        let (exit_code, summary) = match event {
+            Finished::Progress(p) => {
+                job.progress = Some(p);
+                return Vec::new();
+            }
+            Finished::Done { exit_code, summary } => (exit_code, summary),
+        };
+        let op = job.progress.map_or("Operation", |p| p.op.title());
+        self.jobs.running = None;
+        if self.jobs.quit_pending {
+            self.jobs.exit_report = Some((summary, exit_code));
+            self.quit = true;
+            return Vec::new();
+        }
+        let ok = exit_code == crate::exit::OK;
+        self.status = format!(
+            "{} {}",
+            op.to_lowercase(),
+            if ok { "done" } else { "did not finish" }
+        );
+        self.popup = Some(Popup::Message {
+            title: format!("{op}: {}", if ok { "done" } else { "stopped" }),
+            body: summary,
+            error: !ok,
+        });
+        self.rescan()
+    }
+
     /// The status line and, unless all went well, a dialog for a finished commit.
     fn on_outcome(&mut self, outcome: Outcome) {
         let summary = outcome.summary();
@@ -408,6 +476,7 @@ impl App {
                 self.popup = Some(p);
                 Vec::new()
             }
+            Popup::Op(p) => self.on_op_key(*p, dialog, key),
             Popup::Plan(mut p) => match dialog {
                 Some(Action::Close) => {
                     self.status = "commit not started".into();
@@ -427,6 +496,154 @@ impl App {
                 }
             },
         }
+    }
+
+    fn on_op_key(&mut self, mut p: OpPopup, dialog: Option<Action>, key: KeyEvent) -> Vec<Effect> {
+        match dialog {
+            Some(Action::Close) => {
+                self.status = format!("{} not started", p.name().to_lowercase());
+                return Vec::new();
+            }
+            Some(Action::Confirm) if p.pending => {
+                self.status = "still checking the chain, its locks and its overlays".into();
+            }
+            Some(Action::Confirm) if p.refusal.is_some() => {
+                self.status = format!("{} refused", p.name().to_lowercase());
+                return Vec::new();
+            }
+            Some(Action::Confirm) if p.asks_twice() && !p.confirmed_once => {
+                p.confirmed_once = true;
+            }
+            Some(Action::Confirm) => return self.start_op(p),
+            _ => match (&p.ask, key.code) {
+                (
+                    Ask::Delete {
+                        image,
+                        with_overlays: false,
+                    },
+                    KeyCode::Char('a'),
+                ) if !p.pending => {
+                    let ask = Ask::Delete {
+                        image: image.clone(),
+                        with_overlays: true,
+                    };
+                    return self.op_popup(ask, Vec::new());
+                }
+                (Ask::Rebase { image, backing }, KeyCode::Char('b')) if !p.pending => {
+                    let at = p.chain.iter().position(|c| c == backing);
+                    let next = p.chain[at.map_or(0, |i| (i + 1) % p.chain.len())].clone();
+                    let ask = Ask::Rebase {
+                        image: image.clone(),
+                        backing: next,
+                    };
+                    return self.op_popup(ask, p.chain);
+                }
+                _ => {}
+            },
+        }
+        self.popup = Some(Popup::Op(Box::new(p)));
+        Vec::new()
+    }
+
+    fn start_op(&mut self, p: OpPopup) -> Vec<Effect> {
+        let name = p.name().to_lowercase();
+        let Some(plan) = p.plan else {
+            return Vec::new();
+        };
+        let writes = plan.writes();
+        let job = ops::Job {
+            id: p.job,
+            op: match plan {
+                AnyPlan::Snapshot(_) => ops::OpKind::Snapshot,
+                AnyPlan::Delete(_) => ops::OpKind::Delete,
+                AnyPlan::Rebase(ref r) => r.kind,
+                AnyPlan::Merge(_) => ops::OpKind::Merge,
+            },
+            writes: writes.clone(),
+            cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        self.jobs.running = Some(Job {
+            id: p.job,
+            top: p.ask.image().clone(),
+            base: writes.first().cloned().unwrap_or_default(),
+            deeper: None,
+            keep_top: true,
+            progress: None,
+            cancel: Arc::clone(&job.cancel),
+        });
+        self.status = format!(
+            "{name}: {}… ({} cancels)",
+            crate::forest::model::file_name(p.ask.image()),
+            self.keymap.keys_of(Action::Cancel)
+        );
+        vec![Effect::RunOp {
+            job,
+            plan: Box::new(plan),
+        }]
+    }
+
+    /// The dialog of `ask`, planned by a worker on a fresh scan.
+    fn op_popup(&mut self, ask: Ask, chain: Vec<PathBuf>) -> Vec<Effect> {
+        let job = self.jobs.next_id();
+        self.popup = Some(Popup::Op(Box::new(OpPopup::pending(
+            job,
+            ask.clone(),
+            chain,
+        ))));
+        vec![Effect::PlanOp {
+            job,
+            ask,
+            dirs: self.browse.roots.clone(),
+            protect: self.browse.protect.clone(),
+        }]
+    }
+
+    /// Opens the dialog of `action` for the selected image.
+    fn ask(&mut self, action: Action) -> Vec<Effect> {
+        if self.jobs.running.is_some() {
+            self.status = "an operation is running; wait for it or cancel it first".into();
+            return Vec::new();
+        }
+        let Some(id) = self.browse.selected_node() else {
+            return Vec::new();
+        };
+        let forest = &self.browse.forest;
+        let image = forest.node(id).path.clone();
+        // Rebase onto an image further down: the backing file's backing first.
+        let chain: Vec<PathBuf> = forest
+            .chain(id)
+            .skip(1)
+            .map(|c| forest.node(c).path.clone())
+            .collect();
+        let ask = match action {
+            Action::Snapshot => Ask::Snapshot {
+                image,
+                cluster_size: self.snapshot_cluster,
+            },
+            Action::Delete => Ask::Delete {
+                image,
+                with_overlays: false,
+            },
+            Action::Flatten => Ask::Flatten { image },
+            Action::Merge => Ask::Merge {
+                image,
+                force: false,
+            },
+            _ => match chain.first() {
+                Some(b) => Ask::Rebase {
+                    image,
+                    backing: b.clone(),
+                },
+                None => {
+                    self.status = format!(
+                        "{} has no image below its backing file to rebase onto",
+                        crate::forest::model::file_name(&image)
+                    );
+                    return Vec::new();
+                }
+            },
+        };
+        self.op_popup(ask, chain)
     }
 
     /// The plan popup again, into the next image down the top's chain (after the last one,
@@ -514,6 +731,11 @@ impl App {
                 None => self.quit = true,
             },
             Action::Commit => return self.plan_commit(),
+            Action::Snapshot
+            | Action::Merge
+            | Action::Flatten
+            | Action::Rebase
+            | Action::Delete => return self.ask(action),
             Action::Confirm | Action::Close => {}
             _ => {
                 if let Some(s) = self.browse.act(action) {

@@ -8,8 +8,9 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::centered;
 use crate::actions::Action;
+use crate::ops::any::{AnyPlan, Ask};
 use crate::output::human_size;
-use crate::tui::app::{App, PlanPopup};
+use crate::tui::app::{App, OpPopup, PlanPopup};
 
 fn dialog(
     app: &App,
@@ -246,4 +247,155 @@ fn text(
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(hint, app.theme.dim)));
     dialog(app, format!(" {title} "), lines, error, frame, area);
+}
+
+/// The dialog of a snapshot, delete, flatten, rebase or merge.
+pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
+    let t = &app.theme;
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let kv =
+        |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), bold), Span::raw(v)]);
+    let k = |a| app.keymap.keys_of(a);
+    let title = format!(" {} ", p.name());
+    let mut lines = vec![kv("image", p.ask.image().display().to_string())];
+    let mut keys = vec![format!("{} cancel", k(Action::Close))];
+    if p.pending {
+        lines.push(Line::from(""));
+        lines.push(Line::from(
+            "Checking the chain, its locks and its overlays on a fresh scan…",
+        ));
+    } else if let Some((msg, _)) = &p.refusal {
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled("Refused:", t.problem)));
+        lines.extend(msg.lines().map(|l| Line::from(l.to_string())));
+        if matches!(
+            p.ask,
+            Ask::Delete {
+                with_overlays: false,
+                ..
+            }
+        ) && msg.contains("overlays")
+        {
+            keys.insert(0, "a delete them too".into());
+        }
+    } else if let Some(plan) = &p.plan {
+        describe(plan, &mut lines, &kv);
+        keys.insert(
+            0,
+            format!(
+                "{} {}",
+                k(Action::Confirm),
+                if p.asks_twice() && !p.confirmed_once {
+                    "confirm (asks again)"
+                } else {
+                    "start"
+                }
+            ),
+        );
+        if matches!(p.ask, Ask::Rebase { .. }) && p.chain.len() > 1 {
+            keys.insert(1, "b deeper image".into());
+        }
+        if p.confirmed_once {
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "Confirmed once. {} again {} for good.",
+                    k(Action::Confirm),
+                    if matches!(p.ask, Ask::Delete { .. }) {
+                        "deletes"
+                    } else {
+                        "merges and deletes"
+                    }
+                ),
+                t.problem,
+            )));
+        }
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(keys.join("   "), t.dim)));
+    dialog(app, title, lines, p.refusal.is_some(), frame, area);
+}
+
+/// What a plan will do, line by line.
+fn describe(
+    plan: &AnyPlan,
+    lines: &mut Vec<Line<'static>>,
+    kv: &dyn Fn(&str, String) -> Line<'static>,
+) {
+    let name = crate::forest::model::file_name;
+    match plan {
+        AnyPlan::Snapshot(s) => {
+            lines.push(kv("new", s.new.display().to_string()));
+            lines.push(kv(
+                "backing",
+                format!(
+                    "\"{}\" ({}), {} virtual, {} clusters",
+                    s.backing_name,
+                    s.image.format,
+                    human_size(s.image.virtual_size),
+                    human_size(s.cluster_size as u64)
+                ),
+            ));
+            lines.push(Line::from(""));
+            lines.push(Line::from(format!(
+                "{} is never written and becomes a backing image (RO): point the VM at {}.",
+                name(&s.image.path),
+                name(&s.new)
+            )));
+        }
+        AnyPlan::Delete(d) => {
+            lines.push(Line::from(""));
+            lines.push(Line::from("Deleted, in this order:"));
+            for i in &d.images {
+                lines.push(Line::from(format!("  {}", i.path.display())));
+            }
+            if let Some(b) = &d.backing {
+                lines.push(kv("then", format!("{} has one overlay fewer", b.display())));
+            }
+            for a in &d.aliases {
+                lines.push(kv("dangling", format!("{} (a symlink to it)", a.display())));
+            }
+        }
+        AnyPlan::Rebase(r) => {
+            lines.push(kv(
+                "now on",
+                r.old.first().map_or("(its backing file)".into(), |o| {
+                    o.path.display().to_string()
+                }),
+            ));
+            lines.push(kv(
+                "then on",
+                match &r.name {
+                    Some((n, f)) => format!("\"{n}\" ({f})"),
+                    None => "no backing file: independent".into(),
+                },
+            ));
+            lines.push(Line::from(""));
+            lines.push(Line::from(format!(
+                "What {}'s guest reads does not change: every cluster the two chains read \
+                 differently is copied into it first, and only then is its header changed.",
+                name(&r.image.path)
+            )));
+        }
+        AnyPlan::Merge(m) => {
+            lines.push(kv("into", m.base.path.display().to_string()));
+            if m.resumed {
+                lines.push(kv("finishing", "a merge that was cut short".into()));
+            }
+            lines.push(Line::from(""));
+            lines.push(Line::from(format!(
+                "{} is committed into {}; then these are built on {}:",
+                name(&m.image.path),
+                name(&m.base.path),
+                name(&m.base.path)
+            )));
+            for (o, _) in &m.overlays {
+                lines.push(Line::from(format!("  {}", o.path.display())));
+            }
+            lines.push(Line::from(format!(
+                "and {} is deleted. No overlay's disk changes at any step.",
+                name(&m.image.path)
+            )));
+        }
+    }
 }

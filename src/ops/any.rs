@@ -1,0 +1,159 @@
+//! Every chain operation but commit behind one request type, planned by one function: the UI
+//! plans through [`plan`] and the CLI through the very same discovery and guards
+//! (ARCHITECTURE.md §3), and a finished run is told the same way by [`Finished`].
+
+use std::path::PathBuf;
+
+use super::scope::{self, Scope};
+use super::{Event, Operation, Progress, Refusal, Report};
+use super::{delete, merge, rebase, snapshot};
+
+/// What the user asks of one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// A new overlay beside it, named by default.
+    Snapshot {
+        image: PathBuf,
+        cluster_size: usize,
+    },
+    Delete {
+        image: PathBuf,
+        with_overlays: bool,
+    },
+    Flatten {
+        image: PathBuf,
+    },
+    /// Rebase onto another image (safe), keeping the guest view.
+    Rebase {
+        image: PathBuf,
+        backing: PathBuf,
+    },
+    Merge {
+        image: PathBuf,
+        force: bool,
+    },
+}
+
+impl Ask {
+    /// The image the request is about.
+    pub fn image(&self) -> &PathBuf {
+        match self {
+            Ask::Snapshot { image, .. }
+            | Ask::Delete { image, .. }
+            | Ask::Flatten { image }
+            | Ask::Rebase { image, .. }
+            | Ask::Merge { image, .. } => image,
+        }
+    }
+}
+
+/// A plan of any of them.
+#[derive(Clone, Debug)]
+pub enum AnyPlan {
+    Snapshot(snapshot::Plan),
+    Delete(delete::Plan),
+    Rebase(rebase::Plan),
+    Merge(Box<merge::Plan>),
+}
+
+impl AnyPlan {
+    /// The images the run writes, the one whose data changes first.
+    pub fn writes(&self) -> Vec<PathBuf> {
+        match self {
+            AnyPlan::Snapshot(p) => snapshot::Snapshot::writes(p),
+            AnyPlan::Delete(p) => delete::Delete::writes(p),
+            AnyPlan::Rebase(p) => rebase::Rebase::writes(p),
+            AnyPlan::Merge(p) => merge::Merge::writes(p),
+        }
+    }
+}
+
+/// Discovers the images around the request's image ([`scope::discover`]) and plans it.
+pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
+    let mut scope = scope.clone();
+    if let Ask::Rebase { backing, .. } = ask {
+        scope.dirs.extend(backing.parent().map(PathBuf::from));
+    }
+    let found = scope::discover(ask.image(), &scope)?;
+    let forest = &found.scan.forest;
+    let image = found.image;
+    Ok(match ask {
+        Ask::Snapshot { cluster_size, .. } => AnyPlan::Snapshot(snapshot::plan(
+            forest,
+            &snapshot::Request {
+                image,
+                new: None,
+                cluster_size: *cluster_size,
+            },
+        )?),
+        Ask::Delete { with_overlays, .. } => AnyPlan::Delete(delete::plan(
+            forest,
+            &delete::Request {
+                image,
+                with_overlays: *with_overlays,
+            },
+        )?),
+        Ask::Flatten { .. } | Ask::Rebase { .. } => {
+            let backing = match ask {
+                Ask::Rebase { backing, .. } => {
+                    Some(forest.find(backing).ok_or_else(|| Refusal::BadTarget {
+                        path: backing.clone(),
+                        what: "is not an image imgchain found".into(),
+                    })?)
+                }
+                _ => None,
+            };
+            AnyPlan::Rebase(rebase::plan(
+                forest,
+                &rebase::Request {
+                    image,
+                    backing,
+                    format: None,
+                    unsafe_names: false,
+                    name: None,
+                },
+            )?)
+        }
+        Ask::Merge { image: path, force } => {
+            let journal = merge::read_journal(path).map_err(|e| Refusal::Changed {
+                path: merge::journal_path(path),
+                what: format!("the merge journal cannot be read: {e}"),
+            })?;
+            AnyPlan::Merge(Box::new(merge::plan(
+                forest,
+                &merge::Request {
+                    image,
+                    force: *force,
+                    keep: false,
+                },
+                journal.as_ref(),
+            )?))
+        }
+    })
+}
+
+/// What a worker reports of any operation: progress, then how it ended.
+#[derive(Debug)]
+pub enum Finished {
+    Progress(Progress),
+    Done { exit_code: u8, summary: String },
+}
+
+impl Finished {
+    /// The same event, told without the operation's own outcome type.
+    pub fn of<O: Operation>(e: Event<O>) -> Finished {
+        match e {
+            Event::Progress(p) => Finished::Progress(p),
+            Event::Done(r) => match *r {
+                Ok(o) => Finished::Done {
+                    exit_code: o.exit_code(),
+                    summary: o.summary(),
+                },
+                Err(e) => Finished::Done {
+                    exit_code: e.exit_code(),
+                    summary: e.to_string(),
+                },
+            },
+        }
+    }
+}
