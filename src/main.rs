@@ -98,6 +98,10 @@ enum Command {
     /// that file, and delete IMAGE; no overlay's disk changes (libvirt's "delete an external
     /// snapshot"). Run it again to finish a merge that was cut short
     Merge(MergeArgs),
+    /// For each image whose backing file is missing, offer the images under PATHs that could
+    /// be it (same file name, then same virtual size and format) and point the image at the
+    /// chosen one (rebase -u), asking first unless --yes
+    Repair(RepairArgs),
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check {
@@ -269,6 +273,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         )?,
         Some(Command::Flatten(args)) => rebase(&ctx, &args.common, None, None, false)?,
         Some(Command::Merge(args)) => merge(&ctx, args)?,
+        Some(Command::Repair(args)) => repair(&ctx, args)?,
         Some(Command::Check { json, paths }) => {
             let scan = ctx.scan(&paths, &ctx.scan_options())?;
             if json {
@@ -578,6 +583,124 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         }
         Err(e) => Ok(refused(&e, c.json)),
     }
+}
+
+#[derive(Args)]
+struct RepairArgs {
+    /// Apply the best candidate of each image without asking
+    #[arg(long, conflicts_with = "dry_run")]
+    yes: bool,
+    /// Print the candidates, and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Directories or images to scan for broken images and candidates [default: .]
+    paths: Vec<PathBuf>,
+}
+
+fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
+    use imgchain::ops::Report;
+    use imgchain::ops::rebase::{self, Request};
+    use imgchain::ops::repair;
+    let scan = ctx.scan(&a.paths, &ctx.scan_options())?;
+    let forest = &scan.forest;
+    let fixes = repair::find(forest);
+    if fixes.is_empty() {
+        println!("No image under the scanned paths has a missing backing file.");
+        return Ok(exit::OK);
+    }
+    let interactive = std::io::stdin().is_terminal() && !a.yes && !a.dry_run;
+    let mut left = 0;
+    let mut worst = exit::OK;
+    for fix in &fixes {
+        let image = &forest.node(fix.image).path;
+        println!(
+            "{} names {}, which does not exist.",
+            image.display(),
+            fix.missing.display()
+        );
+        if fix.candidates.is_empty() {
+            println!("  No image under the scanned paths could be it; scan more paths.");
+            left += 1;
+            continue;
+        }
+        for (i, (c, m)) in fix.candidates.iter().enumerate() {
+            println!(
+                "  {}) {} ({})",
+                i + 1,
+                forest.node(*c).path.display(),
+                m.describe()
+            );
+        }
+        let chosen = if a.dry_run {
+            None
+        } else if a.yes {
+            Some(0)
+        } else if interactive {
+            ask_choice(fix.candidates.len())?
+        } else {
+            println!("  Run with --yes to point it at candidate 1, or on a terminal to choose.");
+            None
+        };
+        let Some(k) = chosen else {
+            left += 1;
+            continue;
+        };
+        let req = Request {
+            image: fix.image,
+            backing: Some(fix.candidates[k].0),
+            format: None,
+            unsafe_names: true,
+            name: None,
+        };
+        let outcome = rebase::plan(forest, &req).and_then(|plan| {
+            rebase::run(
+                &plan,
+                0,
+                &std::sync::atomic::AtomicBool::new(false),
+                &mut |_| {},
+            )
+        });
+        match outcome {
+            Ok(o) => {
+                println!("  {}", o.summary());
+                if o.exit_code() != exit::OK {
+                    worst = worst.max(o.exit_code());
+                    left += 1;
+                }
+            }
+            Err(e) => {
+                eprintln!("imgchain: {e}");
+                worst = worst.max(e.exit_code());
+                left += 1;
+            }
+        }
+    }
+    Ok(if worst != exit::OK {
+        worst
+    } else if left > 0 {
+        exit::PROBLEMS
+    } else {
+        exit::OK
+    })
+}
+
+/// Asks which of `n` candidates to apply; `None`: none.
+fn ask_choice(n: usize) -> Result<Option<usize>, Failure> {
+    use std::io::Write;
+    print!("  Point it at which? [1-{n}, Enter for none] ");
+    std::io::stdout()
+        .flush()
+        .context("cannot write the question")?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    Ok(line
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|k| (1..=n).contains(k))
+        .map(|k| k - 1))
 }
 
 /// A cancel flag that Ctrl-C and SIGTERM set.

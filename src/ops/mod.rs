@@ -17,6 +17,7 @@ pub mod merge;
 pub mod plan_image;
 pub mod rebase;
 pub mod refusal;
+pub mod repair;
 pub mod scope;
 pub mod snapshot;
 pub mod window;

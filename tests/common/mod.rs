@@ -322,7 +322,8 @@ impl Drop for Held {
     }
 }
 
-/// Starts `cmd` and waits (up to 20 s) until it holds QEMU lock bytes on `image`.
+/// Starts `cmd` and waits (up to 20 s) until it has held QEMU lock bytes on `image` for
+/// 300 ms.
 pub fn hold(mut cmd: Command, image: &Path) -> Held {
     use std::os::fd::AsFd;
     use std::process::Stdio;
@@ -335,10 +336,19 @@ pub fn hold(mut cmd: Command, image: &Path) -> Held {
     let held = Held { child };
     let f = std::fs::File::open(image).expect("open image");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !imgchain::image::lock::probe(f.as_fd())
-        .expect("probe")
-        .in_use()
-    {
+    // QEMU takes and drops locks while it opens and probes an image: wait until they have
+    // stayed taken for a while.
+    let mut since: Option<std::time::Instant> = None;
+    loop {
+        let locked = imgchain::image::lock::probe(f.as_fd())
+            .expect("probe")
+            .in_use();
+        match (locked, since) {
+            (true, Some(t)) if t.elapsed() >= std::time::Duration::from_millis(300) => break,
+            (true, None) => since = Some(std::time::Instant::now()),
+            (false, _) => since = None,
+            _ => {}
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "{cmd:?} never locked {}",

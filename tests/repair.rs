@@ -1,0 +1,121 @@
+//! `imgchain repair`: a chain whose base moved is offered the moved file first, is repaired
+//! with `--yes` exactly as `qemu-img rebase -u` would repair it, and changes nothing on a dry
+//! run, without a terminal or without a candidate.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// golden/base.qcow2 <- vms/{a,b}.qcow2 (named "../golden/base.qcow2"), then the base moved
+/// to archive/, beside a decoy of the same size; returns a copy of the tree from before.
+fn moved(root: &Path) -> tempfile::TempDir {
+    create(root, "golden/base.qcow2", "qcow2", "32M", None, &[]);
+    qemu_io(&root.join("golden/base.qcow2"), "write -P 0x11 0 4M");
+    for o in ["a", "b"] {
+        let name = format!("vms/{o}.qcow2");
+        create(
+            root,
+            &name,
+            "qcow2",
+            "32M",
+            Some(("../golden/base.qcow2", "qcow2")),
+            &[],
+        );
+        qemu_io(&root.join(&name), "write -P 0x22 1M 64k");
+    }
+    let before = tempdir();
+    copy_dir(root, before.path());
+    std::fs::create_dir(root.join("archive")).unwrap();
+    std::fs::rename(
+        root.join("golden/base.qcow2"),
+        root.join("archive/base.qcow2"),
+    )
+    .unwrap();
+    create(root, "archive/decoy.qcow2", "qcow2", "32M", None, &[]);
+    before
+}
+
+#[test]
+fn a_moved_base_is_found_and_repaired_as_qemu_img_would() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    let before = moved(d);
+    assert_eq!(imgchain(&["check", s(d)]).status.code(), Some(3));
+
+    let snap = snapshot(d);
+    let out = imgchain(&["repair", "--dry-run", s(d)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let first = text.lines().find(|l| l.contains("1)")).unwrap();
+    assert!(
+        first.contains("archive/base.qcow2") && first.contains("same file name"),
+        "{text}"
+    );
+    assert!(text.contains("decoy.qcow2"), "{text}");
+    assert!(snap == snapshot(d), "a dry run changes nothing");
+    // No terminal and no --yes: it proposes, and changes nothing.
+    let out = imgchain(&["repair", s(d)]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--yes"));
+    assert!(snap == snapshot(d));
+
+    let theirs = tempdir();
+    copy_dir(d, theirs.path());
+    let out = imgchain_ok(&["repair", "--yes", s(d)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("now has backing file"));
+    assert_eq!(imgchain(&["check", s(d)]).status.code(), Some(0));
+    for o in ["vms/a.qcow2", "vms/b.qcow2"] {
+        rebase_unsafe(
+            &theirs.path().join(o),
+            s(&theirs.path().join("archive/base.qcow2")),
+            "qcow2",
+        );
+        let ours = qemu_info(&d.join(o));
+        assert_eq!(ours["backing-filename"], s(&d.join("archive/base.qcow2")));
+        assert_eq!(ours["backing-filename-format"], "qcow2");
+        qemu_check(&d.join(o));
+        run(Command::new("qemu-img")
+            .args(["compare"])
+            .arg(d.join(o))
+            .arg(before.path().join(o)));
+    }
+}
+
+#[test]
+fn an_image_with_no_candidate_is_left_alone() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(d, "gone.qcow2", "qcow2", "16M", None, &[]);
+    create(
+        d,
+        "lost.qcow2",
+        "qcow2",
+        "16M",
+        Some(("gone.qcow2", "qcow2")),
+        &[],
+    );
+    std::fs::remove_file(d.join("gone.qcow2")).unwrap();
+    create(d, "other.qcow2", "qcow2", "8M", None, &[]);
+    let snap = snapshot(d);
+    let out = imgchain(&["repair", "--yes", s(d)]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No image under the scanned paths"));
+    assert!(snap == snapshot(d));
+    let out = imgchain_ok(&["repair", s(&d.join("other.qcow2"))]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No image"));
+}
