@@ -357,10 +357,16 @@ pub fn run(
                 source,
             })
             .and_then(|()| {
+                let old_layers: Vec<&Handle> = old_handles.iter().rev().collect();
+                let new_layers: Vec<&Handle> = new_handles.iter().rev().collect();
                 copy_differences(
                     window.handle(),
-                    new_top.as_deref(),
-                    new_size,
+                    Chains {
+                        old: &old_layers,
+                        new: &new_layers,
+                        new_top: new_top.as_deref(),
+                        new_size,
+                    },
                     Geometry {
                         end: plan.image.virtual_size,
                         cluster: plan.cluster,
@@ -444,12 +450,39 @@ struct Geometry {
     v2: bool,
 }
 
+/// Both chains, top-down, and the new chain's top to read it through.
+struct Chains<'a> {
+    old: &'a [&'a Handle],
+    new: &'a [&'a Handle],
+    /// `None`: no new backing file, all zeroes.
+    new_top: Option<&'a crate::image::handle::ImageAccess>,
+    new_size: u64,
+}
+
+/// Whether `layers` (a whole chain, top-down) read `offset..` as zeroes from their metadata
+/// alone, and for how many bytes (at most `max`) that holds.
+fn reads_zero(layers: &[&Handle], offset: u64, max: u64) -> io::Result<(bool, u64)> {
+    let mut len = max;
+    for layer in layers {
+        let (mapping, l) = layer.access().get_shallow_mapping(offset, len)?;
+        match mapping {
+            ShallowMapping::Zero { explicit: true, .. } => return Ok((true, l.max(1).min(max))),
+            ShallowMapping::Zero { .. } | ShallowMapping::Indirect { .. } if l > 0 => len = l,
+            // Past a layer's end its overlays read zeroes.
+            ShallowMapping::Eof { .. } => return Ok((true, len)),
+            _ if l == 0 => return Ok((false, len)),
+            _ => return Ok((false, l)),
+        }
+    }
+    Ok((true, len))
+}
+
 /// Writes into `image`, cluster by cluster, what its old chain shows where the new chain
-/// (`new`, `new_size` bytes long; `None`: nothing, all zeroes) shows something else.
+/// shows something else. Stretches that both chains' metadata say read as zeroes are skipped
+/// without reading.
 fn copy_differences(
     image: &mut Handle,
-    new: Option<&crate::image::handle::ImageAccess>,
-    new_size: u64,
+    chains: Chains<'_>,
     g: Geometry,
     cancel: &AtomicBool,
     outcome: &mut Outcome,
@@ -477,17 +510,44 @@ fn copy_differences(
             if cancel.load(Ordering::Relaxed) {
                 return Err(CopyError::Cancelled);
             }
-            let len = g.chunk.min(run_start + run_len - at);
+            let want = g.chunk.min(run_start + run_len - at);
+            let (old_zero, lo) =
+                reads_zero(chains.old, at, want).map_err(|e| io("cannot map", at, e))?;
+            let (new_zero, ln) = if chains.new_top.is_none() || at >= chains.new_size {
+                (true, want)
+            } else {
+                reads_zero(chains.new, at, want.min(chains.new_size - at))
+                    .map_err(|e| io("cannot map the new backing chain at", at, e))?
+            };
+            let len = want.min(lo.max(1)).min(ln.max(1));
+            // Skipped stretches end on a cluster boundary of the image, so that `at` stays on
+            // one (runs start on one; only the disk's end may cut a cluster).
+            let skip_to = if at + len == run_start + run_len {
+                at + len
+            } else {
+                (at + len) / g.cluster * g.cluster
+            };
+            if old_zero && new_zero && skip_to > at {
+                outcome.compared += skip_to - at;
+                at = skip_to;
+                continue;
+            }
+            // Whole clusters from here on, so that a cluster is compared in one piece.
+            let len = if len < want {
+                (len.div_ceil(g.cluster) * g.cluster).min(want)
+            } else {
+                len
+            };
             let n = len as usize;
             image
                 .access()
                 .read(&mut old[..n], at)
                 .map_err(|e| io("cannot read", at, e))?;
             theirs[..n].fill(0);
-            if let Some(new) = new
-                && at < new_size
+            if let Some(new) = chains.new_top
+                && at < chains.new_size
             {
-                let m = (new_size - at).min(len) as usize;
+                let m = (chains.new_size - at).min(len) as usize;
                 new.read(&mut theirs[..m], at)
                     .map_err(|e| io("cannot read the new backing chain at", at, e))?;
             }
