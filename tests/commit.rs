@@ -714,3 +714,76 @@ fn a_v2_base_that_would_need_a_new_refcount_block_is_refused_before_writing() {
         &[],
     );
 }
+
+/// Internal snapshots of the base read as before; a top with internal snapshots is not
+/// emptied (refused, 16) but committed with -d, and its snapshot reads as after `qemu-img
+/// commit -d` (it reads the base where it has no data).
+#[test]
+fn internal_snapshots_of_base_and_top_are_kept() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let root = tempdir();
+    let (ours, theirs) = (root.path().join("ours"), root.path().join("theirs"));
+    std::fs::create_dir(&ours).unwrap();
+    let base = create(&ours, "base.qcow2", "qcow2", "64M", None, &[]);
+    qemu_io(&base, "write -P 0x11 0 8M");
+    run(Command::new("qemu-img")
+        .args(["snapshot", "-c", "S"])
+        .arg(&base));
+    qemu_io(&base, "write -P 0x12 2M 1M");
+    let top = create(
+        &ours,
+        "top.qcow2",
+        "qcow2",
+        "64M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    qemu_io(&top, "write -P 0x33 1M 4M");
+    qemu_io(&top, "write -P 0x34 40M 1M");
+    run(Command::new("qemu-img")
+        .args(["snapshot", "-c", "T"])
+        .arg(&top));
+    qemu_io(&top, "write -P 0x35 3M 64k");
+    std::fs::create_dir(&theirs).unwrap();
+    copy_dir(&ours, &theirs);
+    let convert = |img: &Path, snap: &str, out: &Path| {
+        run(Command::new("qemu-img")
+            .args([
+                "convert",
+                "-U",
+                "-l",
+                &format!("snapshot.name={snap}"),
+                "-O",
+                "raw",
+            ])
+            .arg(img)
+            .arg(out));
+        std::fs::read(out).unwrap()
+    };
+    let s_before = convert(&base, "S", &root.path().join("s0.raw"));
+    let out = imgchain(&["commit", top.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(16));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-d"));
+    imgchain_ok(&["commit", "-d", top.to_str().unwrap()]);
+    run(Command::new("qemu-img")
+        .current_dir(&theirs)
+        .args(["commit", "-q", "-d", "top.qcow2"]));
+    for img in ["base.qcow2", "top.qcow2"] {
+        qemu_check(&ours.join(img));
+        run(Command::new("qemu-img")
+            .arg("compare")
+            .arg(ours.join(img))
+            .arg(theirs.join(img)));
+    }
+    assert!(
+        s_before == convert(&base, "S", &root.path().join("s1.raw")),
+        "the base's snapshot reads as before"
+    );
+    assert!(
+        convert(&top, "T", &root.path().join("t1.raw"))
+            == convert(&theirs.join("top.qcow2"), "T", &root.path().join("t2.raw")),
+        "the top's snapshot reads as after qemu-img commit -d"
+    );
+}

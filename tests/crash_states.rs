@@ -536,3 +536,23 @@ fn merging_a_middle_layer() {
         bad.join("\n")
     );
 }
+
+#[test]
+fn a_base_with_an_internal_snapshot() {
+    compare(
+        "internal snapshots",
+        |d| {
+            scattered(d, "64k", &[]);
+            let base = d.join("base.qcow2");
+            qemu_io(&base, "write -P 0x12 100M 4M");
+            common::run(
+                Command::new("qemu-img")
+                    .args(["snapshot", "-c", "S"])
+                    .arg(&base),
+            );
+            qemu_io(&base, "write -P 0x13 101M 64k");
+            qemu_io(&d.join("top.qcow2"), "write -P 0x66 100M 1M");
+        },
+        &[],
+    );
+}

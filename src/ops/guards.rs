@@ -177,9 +177,6 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
                         .into(),
                 );
             }
-            if h.nb_snapshots > 0 {
-                return refuse(format!("has {} internal snapshots", h.nb_snapshots));
-            }
         }
         Role::Overlay { emptied: true } if h.bitmaps() => {
             return Err(Refusal::Unsupported {
@@ -189,11 +186,17 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
                     .into(),
             });
         }
+        // Emptying one would clone the L2 tables it shares with its snapshots, into clusters
+        // the same emptying frees: a reuse that a power loss could catch half done.
         Role::Overlay { emptied: true } if h.nb_snapshots > 0 => {
-            return refuse(format!(
-                "has {} internal snapshots, which emptying it would affect; use -d to keep its data",
-                h.nb_snapshots
-            ));
+            return Err(Refusal::Unsupported {
+                path: n.path.clone(),
+                what: format!(
+                    "has {} internal snapshots, which emptying it cannot keep safe from a power \
+                     loss; commit with -d to keep its data (its snapshots stay as they are)",
+                    h.nb_snapshots
+                ),
+            });
         }
         _ => {}
     }
