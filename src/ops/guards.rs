@@ -169,14 +169,12 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
         return refuse(format!("uses {f}, which imgchain cannot commit"));
     }
     match role {
-        Role::Written { force } => {
-            if h.bitmaps() && !force {
-                return refuse(
-                    "has persistent dirty bitmaps, which writing it through imgchain would invalidate \
-                     (incremental backups would have to start over); commit with --force to accept that"
-                        .into(),
-                );
-            }
+        Role::Written { force: false } if h.bitmaps() => {
+            return refuse(
+                "has persistent dirty bitmaps, which writing it through imgchain would invalidate \
+                 (incremental backups would have to start over); commit with --force to accept that"
+                    .into(),
+            );
         }
         Role::Overlay { emptied: true } if h.bitmaps() => {
             return Err(Refusal::Unsupported {
