@@ -23,6 +23,7 @@ pub enum Action {
     Flatten,
     Rebase,
     Delete,
+    Repair,
     Protect,
     Cancel,
     Rescan,
@@ -74,7 +75,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 24] = [
+pub const ACTIONS: [ActionDef; 25] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -161,6 +162,13 @@ pub const ACTIONS: [ActionDef; 24] = [
         Action::Delete,
         "delete",
         "delete the selected image (asks twice)",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Repair,
+        "repair",
+        "point an image with a missing backing file at a candidate",
         None,
         Browse,
     ),

@@ -579,6 +579,30 @@ fn chain_operation_dialogs() {
         p.ask
     );
     key(&mut a, KeyCode::Esc);
+    // The orphan's missing base: the images that could be it, best first; b picks the next.
+    select(&mut a, "vms/orphan.qcow2");
+    keys(&mut a, "A");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the repair dialog")
+    };
+    let Some(imgchain::ops::any::AnyPlan::Repair(r)) = &p.plan else {
+        panic!("a repair plan: {:?}", p.refusal)
+    };
+    assert!(
+        r.candidates[0].0.ends_with("golden/debian-12.qcow2"),
+        "{:?}",
+        r.candidates
+    );
+    insta::assert_snapshot!("op_repair", render(&a));
+    keys(&mut a, "b");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the repair dialog again")
+    };
+    assert!(matches!(
+        p.ask,
+        imgchain::ops::any::Ask::Repair { pick: 1, .. }
+    ));
+    key(&mut a, KeyCode::Esc);
     // A protected template cannot be flattened: the guard shows in the dialog.
     select(&mut a, "vms/win-dev.qcow2");
     keys(&mut a, "p");

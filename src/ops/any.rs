@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::scope::{self, Scope};
 use super::{Event, Operation, Progress, Refusal, Report};
-use super::{delete, merge, rebase, snapshot};
+use super::{delete, merge, rebase, repair, snapshot};
 
 /// What the user asks of one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,12 @@ pub enum Ask {
         image: PathBuf,
         force: bool,
     },
+    /// Point an image whose backing file is missing at candidate `pick` of
+    /// [`repair::find`]'s list.
+    Repair {
+        image: PathBuf,
+        pick: usize,
+    },
 }
 
 impl Ask {
@@ -42,7 +48,8 @@ impl Ask {
             | Ask::Delete { image, .. }
             | Ask::Flatten { image }
             | Ask::Rebase { image, .. }
-            | Ask::Merge { image, .. } => image,
+            | Ask::Merge { image, .. }
+            | Ask::Repair { image, .. } => image,
         }
     }
 }
@@ -54,6 +61,18 @@ pub enum AnyPlan {
     Delete(delete::Plan),
     Rebase(rebase::Plan),
     Merge(Box<merge::Plan>),
+    /// An unsafe rebase onto the picked candidate, with every candidate to show.
+    Repair(Box<RepairPlan>),
+}
+
+/// A repair: the rebase it runs, and the candidates it was picked from.
+#[derive(Clone, Debug)]
+pub struct RepairPlan {
+    pub rebase: rebase::Plan,
+    pub missing: PathBuf,
+    /// Each candidate's path and why it is offered, best first.
+    pub candidates: Vec<(PathBuf, repair::Match)>,
+    pub pick: usize,
 }
 
 impl AnyPlan {
@@ -64,6 +83,7 @@ impl AnyPlan {
             AnyPlan::Delete(p) => delete::Delete::writes(p),
             AnyPlan::Rebase(p) => rebase::Rebase::writes(p),
             AnyPlan::Merge(p) => merge::Merge::writes(p),
+            AnyPlan::Repair(p) => rebase::Rebase::writes(&p.rebase),
         }
     }
 }
@@ -113,6 +133,46 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
                     name: None,
                 },
             )?)
+        }
+        Ask::Repair { pick, .. } => {
+            let fix = repair::find(forest)
+                .into_iter()
+                .find(|f| f.image == image)
+                .ok_or_else(|| Refusal::BadTarget {
+                    path: ask.image().clone(),
+                    what: "has no missing backing file to repair".into(),
+                })?;
+            let Some(&(candidate, _)) = fix.candidates.get(*pick).or(fix.candidates.first()) else {
+                return Err(Refusal::BadTarget {
+                    path: fix.missing.clone(),
+                    what: format!(
+                        "is missing, and no image under the scanned paths could be it; open \
+                         imgchain on the directory that holds it, or point {} at it with \
+                         imgchain rebase -u",
+                        ask.image().display()
+                    ),
+                });
+            };
+            let plan = rebase::plan(
+                forest,
+                &rebase::Request {
+                    image,
+                    backing: Some(candidate),
+                    format: None,
+                    unsafe_names: true,
+                    name: None,
+                },
+            )?;
+            AnyPlan::Repair(Box::new(RepairPlan {
+                rebase: plan,
+                missing: fix.missing,
+                candidates: fix
+                    .candidates
+                    .iter()
+                    .map(|&(c, m)| (forest.node(c).path.clone(), m))
+                    .collect(),
+                pick: (*pick).min(fix.candidates.len() - 1),
+            }))
         }
         Ask::Merge { image: path, force } => {
             let journal = merge::read_journal(path).map_err(|e| Refusal::Changed {

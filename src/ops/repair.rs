@@ -1,5 +1,6 @@
 //! Repair: for each image whose backing file is missing, the images of the forest that could
-//! be that file (ARCHITECTURE.md §3). Applying one is an unsafe rebase (`-u`) onto it, with all
+//! be that file (ARCHITECTURE.md §3), best first: the same name, then the same size and format;
+//! base images before overlays. Applying one is an unsafe rebase (`-u`) onto it, with all
 //! of rebase's guards: a candidate of another virtual size is refused there.
 
 use std::path::PathBuf;
@@ -82,9 +83,11 @@ pub fn find(forest: &Forest) -> Vec<Fix> {
                 Some((j, m))
             })
             .collect();
-        candidates.sort_by(|a, b| {
-            a.1.cmp(&b.1)
-                .then_with(|| forest.node(a.0).path.cmp(&forest.node(b.0).path))
+        // Within a kind of match, base images (no backing file of their own) come first: a
+        // moved base is more likely one than some VM's overlay is.
+        candidates.sort_by_key(|&(c, m)| {
+            let n = forest.node(c);
+            (m, n.backing.is_some(), n.path.clone())
         });
         candidates.truncate(MOST);
         fixes.push(Fix {

@@ -116,6 +116,11 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                         send(Finished::of(e))
                     });
                 }
+                AnyPlan::Repair(p) => {
+                    crate::ops::spawn::<rebase::Rebase>(&job, p.rebase, chunk, move |e| {
+                        send(Finished::of(e))
+                    });
+                }
                 AnyPlan::Merge(p) => {
                     crate::ops::spawn::<merge::Merge>(&job, *p, chunk, move |e| {
                         send(Finished::of(e))

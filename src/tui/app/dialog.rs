@@ -149,6 +149,7 @@ impl OpPopup {
             Ask::Flatten { .. } => "Flatten",
             Ask::Rebase { .. } => "Rebase",
             Ask::Merge { .. } => "Merge",
+            Ask::Repair { .. } => "Repair",
         }
     }
 }

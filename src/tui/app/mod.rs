@@ -529,6 +529,17 @@ impl App {
                     };
                     return self.op_popup(ask, Vec::new());
                 }
+                (Ask::Repair { image, pick }, KeyCode::Char('b')) if p.plan.is_some() => {
+                    let n = match &p.plan {
+                        Some(AnyPlan::Repair(r)) => r.candidates.len(),
+                        _ => 1,
+                    };
+                    let ask = Ask::Repair {
+                        image: image.clone(),
+                        pick: (pick + 1) % n.max(1),
+                    };
+                    return self.op_popup(ask, Vec::new());
+                }
                 (Ask::Rebase { image, backing }, KeyCode::Char('b')) if !p.pending => {
                     let at = p.chain.iter().position(|c| c == backing);
                     let next = p.chain[at.map_or(0, |i| (i + 1) % p.chain.len())].clone();
@@ -558,6 +569,7 @@ impl App {
                 AnyPlan::Delete(_) => ops::OpKind::Delete,
                 AnyPlan::Rebase(ref r) => r.kind,
                 AnyPlan::Merge(_) => ops::OpKind::Merge,
+                AnyPlan::Repair(_) => ops::OpKind::Rebase,
             },
             writes: writes.clone(),
             cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -625,6 +637,7 @@ impl App {
                 with_overlays: false,
             },
             Action::Flatten => Ask::Flatten { image },
+            Action::Repair => Ask::Repair { image, pick: 0 },
             Action::Merge => Ask::Merge {
                 image,
                 force: false,
@@ -735,7 +748,8 @@ impl App {
             | Action::Merge
             | Action::Flatten
             | Action::Rebase
-            | Action::Delete => return self.ask(action),
+            | Action::Delete
+            | Action::Repair => return self.ask(action),
             Action::Confirm | Action::Close => {}
             _ => {
                 if let Some(s) = self.browse.act(action) {

@@ -295,6 +295,9 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         if matches!(p.ask, Ask::Rebase { .. }) && p.chain.len() > 1 {
             keys.insert(1, "b deeper image".into());
         }
+        if matches!(plan, AnyPlan::Repair(r) if r.candidates.len() > 1) {
+            keys.insert(1, "b next candidate".into());
+        }
         if p.confirmed_once {
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled(
@@ -375,6 +378,26 @@ fn describe(
                 "What {}'s guest reads does not change: every cluster the two chains read \
                  differently is copied into it first, and only then is its header changed.",
                 name(&r.image.path)
+            )));
+        }
+        AnyPlan::Repair(r) => {
+            lines.push(kv("missing", r.missing.display().to_string()));
+            lines.push(Line::from(""));
+            lines.push(Line::from("Files that could be it:"));
+            for (i, (c, m)) in r.candidates.iter().enumerate() {
+                lines.push(Line::from(format!(
+                    "{} {}) {} ({})",
+                    if i == r.pick { "→" } else { " " },
+                    i + 1,
+                    c.display(),
+                    m.describe()
+                )));
+            }
+            lines.push(Line::from(""));
+            lines.push(Line::from(format!(
+                "Only the header's backing name changes (as qemu-img rebase -u): pick the file \
+                 that holds what {} was built on.",
+                name(&r.rebase.image.path)
             )));
         }
         AnyPlan::Merge(m) => {
