@@ -411,8 +411,8 @@ fn rebase(
     format: Option<imgchain::image::probe::Format>,
     unsafe_names: bool,
 ) -> Result<u8, Failure> {
+    use imgchain::ops::Refusal;
     use imgchain::ops::rebase::{self, Request};
-    use imgchain::ops::{Refusal, Report};
     let image_dir = std::path::absolute(&a.image)
         .with_context(|| format!("cannot resolve {}", a.image.display()))?
         .parent()
@@ -482,20 +482,7 @@ fn rebase(
         );
         return Ok(exit::OK);
     }
-    let cancel = ctrl_c()?;
-    let mut bar = output::ProgressLine::new(a.progress, &plan.image.path);
-    let result = rebase::run(&plan, ctx.config.commit.chunk_size.0, &cancel, &mut |p| {
-        bar.update(&p)
-    });
-    bar.finish();
-    match result {
-        Ok(outcome) => {
-            let code = outcome.exit_code();
-            report(&outcome, a.json, output::json_rebase)?;
-            Ok(code)
-        }
-        Err(e) => Ok(refused(&e, a.json)),
-    }
+    run_planned::<rebase::Rebase>(ctx, &plan, a.progress, a.json, output::json_rebase)
 }
 
 #[derive(Args)]
@@ -511,7 +498,6 @@ struct MergeArgs {
 }
 
 fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
-    use imgchain::ops::Report;
     use imgchain::ops::merge::{self, Request};
     let c = &a.common;
     let image = std::path::absolute(&c.image)
@@ -569,20 +555,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         );
         return Ok(exit::OK);
     }
-    let cancel = ctrl_c()?;
-    let mut bar = output::ProgressLine::new(c.progress, &plan.base.path);
-    let result = merge::run(&plan, ctx.config.commit.chunk_size.0, &cancel, &mut |p| {
-        bar.update(&p)
-    });
-    bar.finish();
-    match result {
-        Ok(outcome) => {
-            let code = outcome.exit_code();
-            report(&outcome, c.json, output::json_merge)?;
-            Ok(code)
-        }
-        Err(e) => Ok(refused(&e, c.json)),
-    }
+    run_planned::<merge::Merge>(ctx, &plan, c.progress, c.json, output::json_merge)
 }
 
 #[derive(Args)]
@@ -733,18 +706,44 @@ fn discover(
     Ok(scope::discover(&image, &scope))
 }
 
-/// Prints an operation's outcome (text or JSON) and returns its exit code.
-fn report<O: imgchain::ops::Report>(
-    outcome: &O,
+/// Runs a planned operation with Ctrl-C as its cancel and, with `progress`, a progress line;
+/// prints its outcome (text or JSON) or why it could not start, and returns the exit code.
+fn run_planned<O: imgchain::ops::Operation>(
+    ctx: &Session,
+    plan: &O::Plan,
+    progress: bool,
     json: bool,
-    to_json: impl Fn(&O) -> serde_json::Value,
+    to_json: impl Fn(&O::Outcome) -> serde_json::Value,
 ) -> Result<u8, Failure> {
-    if json {
-        print_json(&to_json(outcome))?;
-    } else {
-        println!("{}", outcome.summary());
+    use imgchain::ops::Report;
+    let cancel = ctrl_c()?;
+    let written = O::writes(plan);
+    let mut bar = output::ProgressLine::new(
+        progress,
+        written
+            .first()
+            .map_or(std::path::Path::new(""), |p| p.as_path()),
+    );
+    let result = O::run(
+        plan,
+        imgchain::ops::Run {
+            chunk: ctx.config.commit.chunk_size.0,
+            cancel: &cancel,
+            progress: &mut |p| bar.update(&p),
+        },
+    );
+    bar.finish();
+    match result {
+        Ok(outcome) => {
+            if json {
+                print_json(&to_json(&outcome))?;
+            } else {
+                println!("{}", outcome.summary());
+            }
+            Ok(outcome.exit_code())
+        }
+        Err(e) => Ok(refused(&e, json)),
     }
-    Ok(outcome.exit_code())
 }
 
 fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
@@ -772,10 +771,7 @@ fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
         );
         return Ok(exit::OK);
     }
-    match snapshot::run(&plan, &mut |_| {}) {
-        Ok(outcome) => report(&outcome, a.json, output::json_snapshot),
-        Err(e) => Ok(refused(&e, a.json)),
-    }
+    run_planned::<snapshot::Snapshot>(ctx, &plan, false, a.json, output::json_snapshot)
 }
 
 fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
@@ -814,29 +810,14 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
     if plan.images.len() > 1 && !a.json {
         eprintln!("Deleting, in this order: {}", list.join(", "));
     }
-    match delete::run(&plan, &mut |_| {}) {
-        Ok(outcome) => report(&outcome, a.json, output::json_delete),
-        Err(e) => Ok(refused(&e, a.json)),
-    }
+    run_planned::<delete::Delete>(ctx, &plan, false, a.json, output::json_delete)
 }
 
 /// Scans what a commit needs to see (the image, its directory, the directories of its chain
 /// and any --scan paths), plans, and runs it with Ctrl-C as cancel.
 fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
-    use imgchain::ops::Operation;
     use imgchain::ops::commit::{self, Commit, Request};
-    use imgchain::ops::scope::{self, Scope};
-
-    let image = std::path::absolute(&a.image)
-        .with_context(|| format!("cannot resolve {}", a.image.display()))?;
-    let mut opts = ctx.scan_options();
-    opts.max_depth = 0;
-    let scope = Scope {
-        dirs: a.scan.clone(),
-        scan: opts,
-        protect: ctx.protect.clone(),
-    };
-    let found = match scope::discover(&image, &scope) {
+    let found = match discover(ctx, &a.image, &a.scan)? {
         Ok(f) => f,
         Err(e) => return Ok(refused(&e, a.json)),
     };
@@ -850,29 +831,7 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused(&e, a.json)),
     };
-    let cancel = ctrl_c()?;
-    let written = Commit::writes(&plan);
-    let mut bar = output::ProgressLine::new(
-        a.progress,
-        written
-            .first()
-            .map_or(plan.base.path.as_path(), |p| p.as_path()),
-    );
-    let result = commit::run(&plan, ctx.config.commit.chunk_size.0, &cancel, &mut |p| {
-        bar.update(&p)
-    });
-    bar.finish();
-    match result {
-        Err(e) => Ok(refused(&e, a.json)),
-        Ok(outcome) => {
-            if a.json {
-                print_json(&output::json_outcome(&outcome))?;
-            } else {
-                println!("{}", outcome.summary());
-            }
-            Ok(outcome.exit_code())
-        }
-    }
+    run_planned::<Commit>(ctx, &plan, a.progress, a.json, output::json_outcome)
 }
 
 fn refused(e: &imgchain::ops::Refusal, json: bool) -> u8 {

@@ -21,12 +21,12 @@ fn tools() -> bool {
     have("qemu-img") && have("qemu-io") && have("cc")
 }
 
-/// The guest view of the top in `dir` equals that of `orig_dir`'s top.
-fn same_guest_view(orig_dir: &Path, dir: &Path) -> Result<(), String> {
+/// The guest view of `name` in `dir` equals that of `name` in `orig_dir`.
+fn same_guest_view(orig_dir: &Path, dir: &Path, name: &str) -> Result<(), String> {
     let out = Command::new("qemu-img")
         .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
-        .arg(orig_dir.join("top.qcow2"))
-        .arg(dir.join("top.qcow2"))
+        .arg(orig_dir.join(name))
+        .arg(dir.join(name))
         .output()
         .expect("run qemu-img compare");
     if out.status.success() {
@@ -40,22 +40,35 @@ fn same_guest_view(orig_dir: &Path, dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Every crash state of the top, judged alone and, over the final base, for its guest view.
-fn tally_top(trace: &Trace, orig_dir: &Path, final_base: &Path) -> Tally {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let view = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(final_base, view.path().join("base.qcow2")).expect("copy base");
-    let mut t = Tally::default();
-    trace.for_each_crash_state(SUBSETS, 0xfeed, |label, bytes| {
+/// Adds to `t` every crash state of `trace`, the file `name`, judged alone and, written into
+/// `view` (which holds what it may be built on), for its guest view against `orig_dir`'s.
+fn tally_in_view(
+    t: &mut Tally,
+    trace: &Trace,
+    orig_dir: &Path,
+    view: &Path,
+    name: &str,
+    seed: u64,
+) {
+    let scratch = common::tempdir();
+    trace.for_each_crash_state(SUBSETS, seed, |label, bytes| {
         let mut v = judge_qcow2(scratch.path(), bytes);
         if !matches!(v, harness::Verdict::Corrupt(_)) {
-            std::fs::write(view.path().join("top.qcow2"), bytes).expect("write top");
-            if let Err(why) = same_guest_view(orig_dir, view.path()) {
-                v = harness::Verdict::Corrupt(format!("the top's disk changed: {why}"));
+            std::fs::write(view.join(name), bytes).expect("write the state");
+            if let Err(why) = same_guest_view(orig_dir, view, name) {
+                v = harness::Verdict::Corrupt(format!("{name}'s disk changed: {why}"));
             }
         }
         t.add(label, v);
     });
+}
+
+/// Every crash state of the top, judged alone and, over the final base, for its guest view.
+fn tally_top(trace: &Trace, orig_dir: &Path, final_base: &Path) -> Tally {
+    let view = common::tempdir();
+    std::fs::copy(final_base, view.path().join("base.qcow2")).expect("copy base");
+    let mut t = Tally::default();
+    tally_in_view(&mut t, trace, orig_dir, view.path(), "top.qcow2", 0xfeed);
     t
 }
 
@@ -292,20 +305,10 @@ fn a_raw_base() {
 /// Every crash state of `top.qcow2` written by a rebase or flatten, judged alone and for its
 /// guest view, read over the untouched backing files of `orig_dir` (old and new alike).
 fn tally_relinked(trace: &Trace, orig_dir: &Path) -> Tally {
-    let scratch = common::tempdir();
     let view = common::tempdir();
     copy_dir(orig_dir, view.path());
     let mut t = Tally::default();
-    trace.for_each_crash_state(SUBSETS, 0xbead, |label, bytes| {
-        let mut v = judge_qcow2(scratch.path(), bytes);
-        if !matches!(v, harness::Verdict::Corrupt(_)) {
-            std::fs::write(view.path().join("top.qcow2"), bytes).expect("write top");
-            if let Err(why) = same_guest_view(orig_dir, view.path()) {
-                v = harness::Verdict::Corrupt(format!("the top's disk changed: {why}"));
-            }
-        }
-        t.add(label, v);
-    });
+    tally_in_view(&mut t, trace, orig_dir, view.path(), "top.qcow2", 0xbead);
     t
 }
 
@@ -426,31 +429,12 @@ fn flatten_and_safe_rebase() {
 /// base), judged alone and for its guest view over the final base and the original middle
 /// layer, which it may name either of.
 fn tally_overlays(traces: &[Trace], orig: &Path, final_base: &Path, names: &[&str]) -> Tally {
-    let scratch = common::tempdir();
     let view = common::tempdir();
     copy_dir(orig, view.path());
     std::fs::copy(final_base, view.path().join("base.qcow2")).expect("copy base");
     let mut t = Tally::default();
     for (trace, name) in traces.iter().zip(names) {
-        trace.for_each_crash_state(SUBSETS, 0xcafe, |label, bytes| {
-            let mut v = judge_qcow2(scratch.path(), bytes);
-            if !matches!(v, harness::Verdict::Corrupt(_)) {
-                std::fs::write(view.path().join(name), bytes).expect("write overlay");
-                let out = Command::new("qemu-img")
-                    .args(["compare", "-U"])
-                    .arg(orig.join(name))
-                    .arg(view.path().join(name))
-                    .output()
-                    .expect("run qemu-img compare");
-                if !out.status.success() {
-                    v = harness::Verdict::Corrupt(format!(
-                        "{name}'s disk changed: {}",
-                        String::from_utf8_lossy(&out.stdout)
-                    ));
-                }
-            }
-            t.add(label, v);
-        });
+        tally_in_view(&mut t, trace, orig, view.path(), name, 0xcafe);
         std::fs::copy(orig.join(name), view.path().join(name)).expect("restore overlay");
     }
     t

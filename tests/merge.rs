@@ -13,24 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn compare(a: &Path, b: &Path) {
-    run(Command::new("qemu-img")
-        .args(["compare", "-U"])
-        .arg(a)
-        .arg(b));
-}
-
-fn backing_of(image: &Path) -> String {
-    qemu_info(image)["backing-filename"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 /// base <- snap <- {a, b, c}, each layer with data of its own; `fmt` is the base's format.
 fn middle(d: &Path, fmt: &str, opts: &[&str], mib: u64) {
     let base = format!("base.{}", if fmt == "raw" { "img" } else { "qcow2" });
@@ -65,7 +47,7 @@ const OVERLAYS: [&str; 3] = ["a.qcow2", "b.qcow2", "c.qcow2"];
 fn overlays_unchanged(orig: &Path, d: &Path) {
     for o in OVERLAYS {
         qemu_check(&d.join(o));
-        compare(&d.join(o), &orig.join(o));
+        qemu_compare(&d.join(o), &orig.join(o));
     }
 }
 
@@ -96,7 +78,7 @@ fn merge_equals_the_qemu_img_sequence() {
         } else {
             "base.qcow2"
         };
-        let v = imgchain_json(&["merge", "--json", s(&ours.join("snap.qcow2"))], 0);
+        let v = imgchain_json(&["merge", "--json", arg(&ours.join("snap.qcow2"))], 0);
         assert_eq!(v["relinked"].as_array().unwrap().len(), 3, "{v}");
         run(Command::new("qemu-img")
             .current_dir(&theirs)
@@ -109,12 +91,12 @@ fn merge_equals_the_qemu_img_sequence() {
         overlays_unchanged(&orig, &ours);
         for o in OVERLAYS {
             assert_eq!(backing_of(&ours.join(o)), backing_of(&theirs.join(o)));
-            compare(&ours.join(o), &theirs.join(o));
+            qemu_compare(&ours.join(o), &theirs.join(o));
         }
         if fmt == "qcow2" {
             qemu_check(&ours.join(base));
         }
-        compare(&ours.join(base), &theirs.join(base));
+        qemu_compare(&ours.join(base), &theirs.join(base));
         let names: Vec<String> = std::fs::read_dir(&ours)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -153,11 +135,11 @@ fn merging_a_layer_of_a_deep_chain_and_keeping_the_file() {
     }
     std::fs::create_dir(&d).unwrap();
     copy_dir(&orig, &d);
-    imgchain_ok(&["merge", "--keep", s(&d.join("l2.qcow2"))]);
+    imgchain_ok(&["merge", "--keep", arg(&d.join("l2.qcow2"))]);
     assert!(d.join("l2.qcow2").exists(), "--keep keeps it");
-    assert_eq!(backing_of(&d.join("l3.qcow2")), "l1.qcow2");
+    assert_eq!(backing_of(&d.join("l3.qcow2")).0, "l1.qcow2");
     for i in [3, 4] {
-        compare(
+        qemu_compare(
             &d.join(format!("l{i}.qcow2")),
             &orig.join(format!("l{i}.qcow2")),
         );
@@ -181,29 +163,28 @@ fn merge_guards_change_nothing() {
     let tmp = tempdir();
     let d = tmp.path();
     middle(d, "qcow2", &[], 4);
-    let p = |n: &str| s(&d.join(n)).to_string();
-    let refused = |args: &[&str], code: i32, needle: &str| {
-        let before = snapshot(d);
-        let out = imgchain(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: wanted {needle:?} in {err}");
-        assert!(before == snapshot(d), "{args:?} changed something");
-    };
-    refused(&["merge", &p("base.qcow2")], 10, "nothing to merge it into");
-    refused(
+    let p = |n: &str| arg(&d.join(n)).to_string();
+    refused_in(
+        d,
+        &["merge", &p("base.qcow2")],
+        10,
+        &["nothing to merge it into"],
+    );
+    refused_in(
+        d,
         &["--protect", "b.qcow2", "merge", &p("snap.qcow2")],
         11,
-        "b.qcow2",
+        &["b.qcow2"],
     );
-    refused(
+    refused_in(
+        d,
         &["--protect", "base.qcow2", "merge", &p("snap.qcow2")],
         11,
-        "base.qcow2",
+        &["base.qcow2"],
     );
     {
         let _vm = hold_with_qemu_io(&d.join("c.qcow2"));
-        refused(&["merge", &p("snap.qcow2")], 12, "c.qcow2");
+        refused_in(d, &["merge", &p("snap.qcow2")], 12, &["c.qcow2"]);
     }
     // Another VM built on the base: its disk would change.
     create(
@@ -214,7 +195,7 @@ fn merge_guards_change_nothing() {
         Some(("base.qcow2", "qcow2")),
         &[],
     );
-    refused(&["merge", &p("snap.qcow2")], 13, "other.qcow2");
+    refused_in(d, &["merge", &p("snap.qcow2")], 13, &["other.qcow2"]);
     std::fs::remove_file(d.join("other.qcow2")).unwrap();
     // A larger base would show through past the end of a smaller middle layer.
     let tmp2 = tempdir();
@@ -238,7 +219,7 @@ fn merge_guards_change_nothing() {
         &[],
     );
     let before = snapshot(e);
-    let out = imgchain(&["merge", s(&e.join("small.qcow2"))]);
+    let out = imgchain(&["merge", arg(&e.join("small.qcow2"))]);
     assert_eq!(out.status.code(), Some(16));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reads zeroes"));
     assert!(before == snapshot(e));
@@ -257,28 +238,28 @@ fn an_interrupted_merge_is_reported_and_the_next_run_finishes_it() {
     copy_dir(&orig, &d);
     // The state a merge leaves when it stops after its commit and the first overlay: the base
     // holds snap's data, a.qcow2 names the base, and the journal says so.
-    imgchain_ok(&["commit", "-d", s(&d.join("snap.qcow2"))]);
+    imgchain_ok(&["commit", "-d", arg(&d.join("snap.qcow2"))]);
     rebase_unsafe(&d.join("a.qcow2"), "base.qcow2", "qcow2");
     let journal = serde_json::json!({
-        "image": s(&d.join("snap.qcow2")),
-        "base": s(&d.join("base.qcow2")),
-        "overlays": OVERLAYS.iter().map(|o| s(&d.join(o)).to_string()).collect::<Vec<_>>(),
+        "image": arg(&d.join("snap.qcow2")),
+        "base": arg(&d.join("base.qcow2")),
+        "overlays": OVERLAYS.iter().map(|o| arg(&d.join(o)).to_string()).collect::<Vec<_>>(),
         "committed": true,
     });
     std::fs::write(d.join(".snap.qcow2.imgchain-merge"), journal.to_string()).unwrap();
-    let out = imgchain(&["check", s(&d)]);
+    let out = imgchain(&["check", arg(&d)]);
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("interrupted-merge"), "{text}");
     assert!(text.contains("imgchain merge"), "{text}");
     overlays_unchanged(&orig, &d);
-    let v = imgchain_json(&["merge", "--json", s(&d.join("snap.qcow2"))], 0);
+    let v = imgchain_json(&["merge", "--json", arg(&d.join("snap.qcow2"))], 0);
     assert_eq!(v["resumed"], true, "{v}");
     assert_eq!(v["commit"], serde_json::Value::Null, "not committed twice");
     overlays_unchanged(&orig, &d);
     assert!(!d.join("snap.qcow2").exists());
     assert!(!d.join(".snap.qcow2.imgchain-merge").exists());
-    assert_eq!(imgchain(&["check", s(&d)]).status.code(), Some(0));
+    assert_eq!(imgchain(&["check", arg(&d)]).status.code(), Some(0));
 }
 
 /// Runs `imgchain merge` until it succeeds, repairing a base a kill left dirty as the error
@@ -288,7 +269,7 @@ fn finish(d: &Path) -> u32 {
         if !d.join("snap.qcow2").exists() && !d.join(".snap.qcow2.imgchain-merge").exists() {
             return run - 1;
         }
-        let out = imgchain(&["merge", s(&d.join("snap.qcow2"))]);
+        let out = imgchain(&["merge", arg(&d.join("snap.qcow2"))]);
         match out.status.code() {
             Some(0) => return run,
             Some(16) => {
@@ -323,7 +304,7 @@ fn killed_at_30_points_then_the_next_run_finishes() {
     std::fs::create_dir(&timed).unwrap();
     copy_dir(&orig, &timed);
     let t0 = Instant::now();
-    imgchain_ok(&["merge", s(&timed.join("snap.qcow2"))]);
+    imgchain_ok(&["merge", arg(&timed.join("snap.qcow2"))]);
     let full = t0.elapsed();
     let points = 30u32;
     let mut landed = 0;
@@ -332,7 +313,7 @@ fn killed_at_30_points_then_the_next_run_finishes() {
         std::fs::create_dir(&d).unwrap();
         copy_dir(&orig, &d);
         let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
-            .args(["merge", s(&d.join("snap.qcow2"))])
+            .args(["merge", arg(&d.join("snap.qcow2"))])
             .env("XDG_CONFIG_HOME", root.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -348,13 +329,13 @@ fn killed_at_30_points_then_the_next_run_finishes() {
         }
         // Whatever the kill left, every overlay reads as before...
         for o in OVERLAYS {
-            compare(&d.join(o), &orig.join(o));
+            qemu_compare(&d.join(o), &orig.join(o));
         }
         // ...and the next run finishes the merge.
         finish(&d);
         overlays_unchanged(&orig, &d);
         for o in OVERLAYS {
-            assert_eq!(backing_of(&d.join(o)), "base.qcow2");
+            assert_eq!(backing_of(&d.join(o)).0, "base.qcow2");
         }
         qemu_check(&d.join("base.qcow2"));
         assert!(!d.join(".snap.qcow2.imgchain-merge").exists());

@@ -13,17 +13,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn compare(a: &Path, b: &Path) {
-    run(Command::new("qemu-img")
-        .args(["compare", "-U"])
-        .arg(a)
-        .arg(b));
-}
-
 /// `qemu-img map` of `image` reduced to what it allocates itself (depth 0) and what it reads
 /// from below. Where both chains read zeroes but differ, qemu-img writes zero data and we a
 /// zero cluster: both are allocated in the image, so only that is compared.
@@ -49,17 +38,6 @@ fn map(image: &Path) -> Vec<Value> {
         merged.push(serde_json::json!({"start": start, "length": len, "rest": o}));
     }
     merged
-}
-
-fn backing_of(image: &Path) -> (String, String) {
-    let v = qemu_info(image);
-    (
-        v["backing-filename"].as_str().unwrap_or("").to_string(),
-        v["backing-filename-format"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
-    )
 }
 
 /// base (0x11 at 0-8M) <- mid (0x22 at 4-12M, zeroes at 20M) <- top (0x33 at 10-11M, zeroes
@@ -106,7 +84,7 @@ fn against_qemu(build: &dyn Fn(&Path), ours: &[&str], qemu: &[&str], image: &str
     copy_dir(&orig, &a);
     copy_dir(&orig, &b);
     let mut args: Vec<String> = ours.iter().map(|x| x.to_string()).collect();
-    args.push(s(&a.join(image)).to_string());
+    args.push(arg(&a.join(image)).to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     imgchain_ok(&args);
     run(Command::new("qemu-img")
@@ -116,8 +94,8 @@ fn against_qemu(build: &dyn Fn(&Path), ours: &[&str], qemu: &[&str], image: &str
         .arg(image));
     let (x, y) = (a.join(image), b.join(image));
     qemu_check(&x);
-    compare(&x, &y);
-    compare(&x, &orig.join(image));
+    qemu_compare(&x, &y);
+    qemu_compare(&x, &orig.join(image));
     assert_eq!(backing_of(&x), backing_of(&y), "{ours:?}");
     assert_eq!(
         map(&x),
@@ -223,9 +201,9 @@ fn rebasing_a_middle_layer_keeps_its_overlays_disks() {
         &[],
     );
     copy_dir(&d, &orig);
-    imgchain_ok(&["flatten", s(&d.join("mid.qcow2"))]);
+    imgchain_ok(&["flatten", arg(&d.join("mid.qcow2"))]);
     for img in ["mid.qcow2", "top.qcow2", "top2.qcow2"] {
-        compare(&d.join(img), &orig.join(img));
+        qemu_compare(&d.join(img), &orig.join(img));
         qemu_check(&d.join(img));
     }
     let t = tree(&d, &[]);
@@ -250,15 +228,15 @@ fn rebasing_a_middle_layer_keeps_its_overlays_disks() {
             "rebase",
             "--json",
             "-b",
-            s(&d.join("base.qcow2")),
-            s(&d.join("top.qcow2")),
+            arg(&d.join("base.qcow2")),
+            arg(&d.join("top.qcow2")),
         ],
         0,
     );
     assert_eq!(v["operation"], "rebase");
     assert_eq!(v["backing"]["name"], "base.qcow2");
     assert_eq!(v["relinked"], true);
-    compare(&d.join("top.qcow2"), &orig.join("top.qcow2"));
+    qemu_compare(&d.join("top.qcow2"), &orig.join("top.qcow2"));
 }
 
 #[test]
@@ -276,15 +254,15 @@ fn unsafe_rebase_names_a_moved_backing_file_as_qemu_img_does() {
             std::fs::rename(d.join(f), d.join("moved").join(f)).unwrap();
         }
     }
-    let out = imgchain(&["check", s(&a)]);
+    let out = imgchain(&["check", arg(&a)]);
     assert_eq!(out.status.code(), Some(3), "the moved chain is reported");
     // A safe rebase cannot keep what the guest saw through a missing file: it says to use -u.
     let before = snapshot(&a);
     let out = imgchain(&[
         "rebase",
         "-b",
-        s(&a.join("moved/mid.qcow2")),
-        s(&a.join("top.qcow2")),
+        arg(&a.join("moved/mid.qcow2")),
+        arg(&a.join("top.qcow2")),
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("-u"));
@@ -293,17 +271,21 @@ fn unsafe_rebase_names_a_moved_backing_file_as_qemu_img_does() {
         "rebase",
         "-u",
         "-b",
-        s(&a.join("moved/mid.qcow2")),
-        s(&a.join("top.qcow2")),
+        arg(&a.join("moved/mid.qcow2")),
+        arg(&a.join("top.qcow2")),
     ]);
-    rebase_unsafe(&b.join("top.qcow2"), s(&b.join("moved/mid.qcow2")), "qcow2");
+    rebase_unsafe(
+        &b.join("top.qcow2"),
+        arg(&b.join("moved/mid.qcow2")),
+        "qcow2",
+    );
     assert_eq!(backing_of(&a.join("top.qcow2")).1, "qcow2");
     assert_eq!(
         backing_of(&a.join("top.qcow2")).0,
-        s(&a.join("moved/mid.qcow2"))
+        arg(&a.join("moved/mid.qcow2"))
     );
     qemu_check(&a.join("top.qcow2"));
-    compare(&a.join("top.qcow2"), &b.join("top.qcow2"));
+    qemu_compare(&a.join("top.qcow2"), &b.join("top.qcow2"));
     // Byte for byte what qemu-img wrote, but for the one letter where the paths differ
     // ("/a/moved" and "/b/moved").
     let (x, y) = (
@@ -328,27 +310,27 @@ fn rebase_guards_change_nothing() {
     let d = tmp.path();
     three(d, "64M", &[]);
     create(d, "small.qcow2", "qcow2", "32M", None, &[]);
-    let p = |n: &str| s(&d.join(n)).to_string();
-    let refused = |args: &[&str], code: i32, needle: &str| {
-        let before = snapshot(d);
-        let out = imgchain(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: wanted {needle:?} in {err}");
-        assert!(before == snapshot(d), "{args:?} changed something");
-    };
-    refused(&["flatten", &p("base.qcow2")], 10, "nothing to flatten");
-    refused(
+    let p = |n: &str| arg(&d.join(n)).to_string();
+    refused_in(
+        d,
+        &["flatten", &p("base.qcow2")],
+        10,
+        &["nothing to flatten"],
+    );
+    refused_in(
+        d,
         &["rebase", "-b", &p("top.qcow2"), &p("top.qcow2")],
         2,
-        "itself",
+        &["itself"],
     );
-    refused(
+    refused_in(
+        d,
         &["rebase", "-b", &p("top.qcow2"), &p("mid.qcow2")],
         2,
-        "loop",
+        &["loop"],
     );
-    refused(
+    refused_in(
+        d,
         &[
             "rebase",
             "-b",
@@ -358,32 +340,36 @@ fn rebase_guards_change_nothing() {
             &p("top.qcow2"),
         ],
         2,
-        "-F",
+        &["-F"],
     );
-    refused(
+    refused_in(
+        d,
         &["rebase", "-u", "-b", &p("small.qcow2"), &p("top.qcow2")],
         2,
-        "virtual size",
+        &["virtual size"],
     );
-    refused(
+    refused_in(
+        d,
         &["rebase", "-b", &p("nothing.qcow2"), &p("top.qcow2")],
         2,
-        "does not exist",
+        &["does not exist"],
     );
-    refused(&["rebase", "-b", "", &p("top.qcow2")], 2, "flatten");
-    refused(
+    refused_in(d, &["rebase", "-b", "", &p("top.qcow2")], 2, &["flatten"]);
+    refused_in(
+        d,
         &["--protect", "top.qcow2", "flatten", &p("top.qcow2")],
         11,
-        "read-only",
+        &["read-only"],
     );
     {
         let _vm = hold_with_qemu_io(&d.join("top.qcow2"));
-        refused(&["flatten", &p("top.qcow2")], 12, "write");
+        refused_in(d, &["flatten", &p("top.qcow2")], 12, &["write"]);
         // Its backing files are held by a reader: rebasing the middle onto base is refused.
-        refused(
+        refused_in(
+            d,
             &["rebase", "-b", &p("base.qcow2"), &p("mid.qcow2")],
             12,
-            "mid.qcow2",
+            &["mid.qcow2"],
         );
     }
     let out = imgchain_ok(&["flatten", "--dry-run", &p("top.qcow2")]);

@@ -11,10 +11,6 @@ use std::process::Command;
 
 use common::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// golden/base.qcow2 <- vms/{a,b}.qcow2 (named "../golden/base.qcow2"), then the base moved
 /// to archive/, beside a decoy of the same size; returns a copy of the tree from before.
 fn moved(root: &Path) -> tempfile::TempDir {
@@ -52,10 +48,10 @@ fn a_moved_base_is_found_and_repaired_as_qemu_img_would() {
     let tmp = tempdir();
     let d = tmp.path();
     let before = moved(d);
-    assert_eq!(imgchain(&["check", s(d)]).status.code(), Some(3));
+    assert_eq!(imgchain(&["check", arg(d)]).status.code(), Some(3));
 
     let snap = snapshot(d);
-    let out = imgchain(&["repair", "--dry-run", s(d)]);
+    let out = imgchain(&["repair", "--dry-run", arg(d)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{text}");
     let first = text.lines().find(|l| l.contains("1)")).unwrap();
@@ -66,24 +62,24 @@ fn a_moved_base_is_found_and_repaired_as_qemu_img_would() {
     assert!(text.contains("decoy.qcow2"), "{text}");
     assert!(snap == snapshot(d), "a dry run changes nothing");
     // No terminal and no --yes: it proposes, and changes nothing.
-    let out = imgchain(&["repair", s(d)]);
+    let out = imgchain(&["repair", arg(d)]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--yes"));
     assert!(snap == snapshot(d));
 
     let theirs = tempdir();
     copy_dir(d, theirs.path());
-    let out = imgchain_ok(&["repair", "--yes", s(d)]);
+    let out = imgchain_ok(&["repair", "--yes", arg(d)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("now has backing file"));
-    assert_eq!(imgchain(&["check", s(d)]).status.code(), Some(0));
+    assert_eq!(imgchain(&["check", arg(d)]).status.code(), Some(0));
     for o in ["vms/a.qcow2", "vms/b.qcow2"] {
         rebase_unsafe(
             &theirs.path().join(o),
-            s(&theirs.path().join("archive/base.qcow2")),
+            arg(&theirs.path().join("archive/base.qcow2")),
             "qcow2",
         );
         let ours = qemu_info(&d.join(o));
-        assert_eq!(ours["backing-filename"], s(&d.join("archive/base.qcow2")));
+        assert_eq!(ours["backing-filename"], arg(&d.join("archive/base.qcow2")));
         assert_eq!(ours["backing-filename-format"], "qcow2");
         qemu_check(&d.join(o));
         run(Command::new("qemu-img")
@@ -112,10 +108,10 @@ fn an_image_with_no_candidate_is_left_alone() {
     std::fs::remove_file(d.join("gone.qcow2")).unwrap();
     create(d, "other.qcow2", "qcow2", "8M", None, &[]);
     let snap = snapshot(d);
-    let out = imgchain(&["repair", "--yes", s(d)]);
+    let out = imgchain(&["repair", "--yes", arg(d)]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("No image under the scanned paths"));
     assert!(snap == snapshot(d));
-    let out = imgchain_ok(&["repair", s(&d.join("other.qcow2"))]);
+    let out = imgchain_ok(&["repair", arg(&d.join("other.qcow2"))]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("No image"));
 }

@@ -9,10 +9,6 @@ use std::path::Path;
 
 use common::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// `qemu-img info` fields that must agree between our overlay and qemu-img's.
 fn info_of(path: &Path) -> (String, String, u64, u64, String) {
     let v = qemu_info(path);
@@ -26,13 +22,6 @@ fn info_of(path: &Path) -> (String, String, u64, u64, String) {
         v["cluster-size"].as_u64().unwrap(),
         v["format"].as_str().unwrap().to_string(),
     )
-}
-
-fn compare(a: &Path, b: &Path) {
-    run(std::process::Command::new("qemu-img")
-        .args(["compare", "-U"])
-        .arg(a)
-        .arg(b));
 }
 
 /// A base of each kind with data, snapshotted by us and by qemu-img into the same directory
@@ -57,16 +46,16 @@ fn snapshot_equals_qemu_img_create() {
         std::fs::create_dir(d.join("vms")).unwrap();
         for (ours, theirs, backing) in [
             ("ours.qcow2", "theirs.qcow2", name.clone()),
-            ("vms/ours.qcow2", "vms/theirs.qcow2", s(&base).to_string()),
+            ("vms/ours.qcow2", "vms/theirs.qcow2", arg(&base).to_string()),
         ] {
-            imgchain_ok(&["snapshot", s(&base), s(&d.join(ours))]);
+            imgchain_ok(&["snapshot", arg(&base), arg(&d.join(ours))]);
             create(d, theirs, "qcow2", "32M", Some((&backing, fmt)), &[]);
             let (o, t) = (d.join(ours), d.join(theirs));
             assert_eq!(info_of(&o), info_of(&t), "{fmt} {opts:?} {ours}");
             assert_eq!(info_of(&o).0, backing);
             qemu_check(&o);
-            compare(&o, &t);
-            compare(&o, &base);
+            qemu_compare(&o, &t);
+            qemu_compare(&o, &base);
         }
         assert_eq!(
             before,
@@ -88,8 +77,8 @@ fn snapshot_names_its_overlays_and_stacks_them() {
     let d = tmp.path();
     let disk = create(d, "disk.qcow2", "qcow2", "16M", None, &[]);
     qemu_io(&disk, "write -P 0x01 0 64k");
-    let v = imgchain_json(&["snapshot", "--json", s(&disk)], 0);
-    assert_eq!(v["new"], s(&d.join("disk.1.qcow2")));
+    let v = imgchain_json(&["snapshot", "--json", arg(&disk)], 0);
+    assert_eq!(v["new"], arg(&d.join("disk.1.qcow2")));
     assert_eq!(v["backing"]["name"], "disk.qcow2");
     assert_eq!(v["backing"]["format"], "qcow2");
     assert_eq!(v["cluster_size"], 65536);
@@ -97,7 +86,7 @@ fn snapshot_names_its_overlays_and_stacks_them() {
     let mut top = d.join("disk.1.qcow2");
     for i in 2..=5u8 {
         qemu_io(&top, &format!("write -P {i} {}k 64k", u32::from(i) * 64));
-        imgchain_ok(&["snapshot", s(&top)]);
+        imgchain_ok(&["snapshot", arg(&top)]);
         top = d.join(format!("disk.{i}.qcow2"));
         assert!(top.exists(), "{} made", top.display());
     }
@@ -112,16 +101,16 @@ fn snapshot_names_its_overlays_and_stacks_them() {
         Some(("disk.4.qcow2", "qcow2")),
         &[],
     );
-    compare(&top, &d.join("theirs.qcow2"));
+    qemu_compare(&top, &d.join("theirs.qcow2"));
     // The configured cluster size is used.
     let cfg = d.join("c.toml");
     std::fs::write(&cfg, "[snapshot]\ncluster_size = \"4KiB\"\n").unwrap();
     imgchain_ok(&[
         "--config",
-        s(&cfg),
+        arg(&cfg),
         "snapshot",
-        s(&disk),
-        s(&d.join("small.qcow2")),
+        arg(&disk),
+        arg(&d.join("small.qcow2")),
     ]);
     assert_eq!(info_of(&d.join("small.qcow2")).3, 4096);
 }
@@ -135,35 +124,33 @@ fn snapshot_guards_change_nothing() {
     let d = tmp.path();
     base_and_top(d);
     let top = d.join("top.qcow2");
-    let refused = |args: &[&str], code: i32, needle: &str| {
-        let before = snapshot(d);
-        let out = imgchain(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: wanted {needle:?} in {err}");
-        assert!(before == snapshot(d), "{args:?} changed something");
-    };
-    refused(
-        &["snapshot", s(&top), s(&d.join("base.qcow2"))],
+    refused_in(
+        d,
+        &["snapshot", arg(&top), arg(&d.join("base.qcow2"))],
         2,
-        "exists already",
+        &["exists already"],
     );
     {
         let _vm = hold_with_qemu_io(&top);
-        refused(&["snapshot", s(&top)], 12, "write");
+        refused_in(d, &["snapshot", arg(&top)], 12, &["write"]);
     }
     // A VM reading the image as its backing file does not stop a snapshot of it.
     {
         let _vm = hold_with_qemu_io(&top);
-        imgchain_ok(&["snapshot", s(&d.join("base.qcow2")), s(&d.join("b2.qcow2"))]);
+        imgchain_ok(&[
+            "snapshot",
+            arg(&d.join("base.qcow2")),
+            arg(&d.join("b2.qcow2")),
+        ]);
     }
     std::fs::remove_file(d.join("b2.qcow2")).unwrap();
     std::fs::rename(d.join("base.qcow2"), d.join("moved.qcow2")).unwrap();
-    refused(&["snapshot", s(&top)], 1, "repair it first");
-    refused(
-        &["snapshot", s(&d.join("nothing.qcow2"))],
+    refused_in(d, &["snapshot", arg(&top)], 1, &["repair it first"]);
+    refused_in(
+        d,
+        &["snapshot", arg(&d.join("nothing.qcow2"))],
         1,
-        "nothing.qcow2",
+        &["nothing.qcow2"],
     );
 }
 
@@ -189,22 +176,14 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
     let d = tmp.path();
     forest(d);
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
-    let refused = |args: &[&str], code: i32, needles: &[&str]| {
-        let before = snapshot(d);
-        let out = imgchain(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: wanted {n:?} in {err}");
-        }
-        assert!(before == snapshot(d), "{args:?} changed something");
-    };
-    refused(
+    refused_in(
+        d,
         &["delete", &p("mid.qcow2")],
         13,
         &["a.qcow2", "b.qcow2", "--with-overlays"],
     );
-    refused(
+    refused_in(
+        d,
         &[
             "--protect",
             "b.qcow2",
@@ -217,7 +196,8 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
     );
     {
         let _vm = hold_with_qemu_io(&d.join("a.qcow2"));
-        refused(
+        refused_in(
+            d,
             &["delete", "--with-overlays", &p("mid.qcow2")],
             12,
             &["a.qcow2"],
@@ -228,15 +208,21 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
         let mut cmd = std::process::Command::new("qemu-io");
         cmd.args(["-r", "-c", "sleep 60000"]).arg(d.join("b.qcow2"));
         let _reader = hold(cmd, &d.join("b.qcow2"));
-        refused(
+        refused_in(
+            d,
             &["delete", &p("b.qcow2")],
             12,
             &["b.qcow2", "consistent read"],
         );
     }
     std::os::unix::fs::symlink("mid.qcow2", d.join("link.qcow2")).unwrap();
-    refused(&["delete", &p("link.qcow2")], 2, &["symlink", "mid.qcow2"]);
-    refused(&["delete", &p("missing.qcow2")], 1, &["missing.qcow2"]);
+    refused_in(
+        d,
+        &["delete", &p("link.qcow2")],
+        2,
+        &["symlink", "mid.qcow2"],
+    );
+    refused_in(d, &["delete", &p("missing.qcow2")], 1, &["missing.qcow2"]);
 }
 
 #[test]
@@ -252,7 +238,7 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
         "delete",
         "--dry-run",
         "--with-overlays",
-        s(&d.join("mid.qcow2")),
+        arg(&d.join("mid.qcow2")),
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Would delete"));
     assert!(d.join("mid.qcow2").exists(), "a dry run deletes nothing");
@@ -261,7 +247,7 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
             "delete",
             "--json",
             "--with-overlays",
-            s(&d.join("mid.qcow2")),
+            arg(&d.join("mid.qcow2")),
         ],
         0,
     );
@@ -272,8 +258,12 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
         .map(|x| x.as_str().unwrap())
         .collect();
     assert_eq!(deleted.len(), 3);
-    assert_eq!(deleted[2], s(&d.join("mid.qcow2")), "the backing file last");
-    assert_eq!(v["dangling_aliases"][0], s(&d.join("b-link.qcow2")));
+    assert_eq!(
+        deleted[2],
+        arg(&d.join("mid.qcow2")),
+        "the backing file last"
+    );
+    assert_eq!(v["dangling_aliases"][0], arg(&d.join("b-link.qcow2")));
     for gone in ["mid.qcow2", "a.qcow2", "b.qcow2"] {
         assert!(!d.join(gone).exists(), "{gone} deleted");
     }
@@ -287,7 +277,7 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
         1
     );
     // A top with nothing on it goes alone, leaving its base a top again.
-    imgchain_ok(&["delete", s(&d.join("other.qcow2"))]);
+    imgchain_ok(&["delete", arg(&d.join("other.qcow2"))]);
     let tree = common::tree(d, &[]);
     assert_eq!(node(&tree, d, "base.qcow2")["mode"], "rw");
     let names: Vec<String> = std::fs::read_dir(d)

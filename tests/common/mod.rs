@@ -136,6 +136,42 @@ pub fn rebase_unsafe(image: &Path, backing: &str, fmt: &str) {
         .arg(image));
 }
 
+/// A path as a command-line argument.
+pub fn arg(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `qemu-img compare -U A B`: the two guest views must be equal.
+pub fn qemu_compare(a: &Path, b: &Path) {
+    run(Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(a)
+        .arg(b));
+}
+
+/// The backing file name and format `qemu-img info` reports for `image` (empty: none).
+pub fn backing_of(image: &Path) -> (String, String) {
+    let v = qemu_info(image);
+    let field = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    (field("backing-filename"), field("backing-filename-format"))
+}
+
+/// Runs imgchain with `args`; asserts its exit code, that stderr names every needle, and that
+/// nothing under `dir` changed.
+pub fn refused_in(dir: &Path, args: &[&str], code: i32, needles: &[&str]) {
+    let before = snapshot(dir);
+    let out = imgchain(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: wanted {n:?} in {err}");
+    }
+    assert!(
+        before == snapshot(dir),
+        "{args:?} changed something on disk"
+    );
+}
+
 /// Runs the imgchain binary with no user config, killing it after a minute.
 pub fn imgchain(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgchain"));
