@@ -522,7 +522,7 @@ fn merging_a_middle_layer() {
 }
 
 #[test]
-fn a_base_with_an_internal_snapshot() {
+fn a_base_and_a_top_with_internal_snapshots() {
     compare(
         "internal snapshots",
         |d| {
@@ -535,7 +535,15 @@ fn a_base_with_an_internal_snapshot() {
                     .arg(&base),
             );
             qemu_io(&base, "write -P 0x13 101M 64k");
-            qemu_io(&d.join("top.qcow2"), "write -P 0x66 100M 1M");
+            let top = d.join("top.qcow2");
+            qemu_io(&top, "write -P 0x66 101M 1M");
+            common::run(
+                Command::new("qemu-img")
+                    .args(["snapshot", "-c", "T"])
+                    .arg(&top),
+            );
+            qemu_io(&top, "write -P 0x67 102M 64k");
+            qemu_io(&top, "write -P 0x68 2000M 64k");
         },
         &[],
     );

@@ -184,18 +184,6 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
                     .into(),
             });
         }
-        // Emptying one would clone the L2 tables it shares with its snapshots, into clusters
-        // the same emptying frees: a reuse that a power loss could catch half done.
-        Role::Overlay { emptied: true } if h.nb_snapshots > 0 => {
-            return Err(Refusal::Unsupported {
-                path: n.path.clone(),
-                what: format!(
-                    "has {} internal snapshots, which emptying it cannot keep safe from a power \
-                     loss; commit with -d to keep its data (its snapshots stay as they are)",
-                    h.nb_snapshots
-                ),
-            });
-        }
         _ => {}
     }
     Ok(())

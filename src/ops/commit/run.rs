@@ -413,6 +413,13 @@ fn zero(base: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result<()> {
 /// (qemu-img's `blk_make_empty`), puts that on disk, and gives the freed clusters' disk space
 /// back. A qcow2 v3 top carries the dirty bit meanwhile, as QEMU's make-empty does. Only the
 /// ranges the top maps are discarded, so no table is allocated and no freed cluster reused.
+///
+/// A top with internal snapshots shares L2 tables with them, and discarding through a shared
+/// table first copies it into a new cluster, which could be one the same emptying just freed
+/// (a power loss could then catch the table half written over data still mapped on disk).
+/// So each L2 table to change is made the top's own first, by rewriting one of its clusters
+/// with what it holds (an allocation that frees nothing), and synced; only then are the
+/// ranges discarded. Clusters a snapshot still counts are not freed, so no hole is punched.
 fn empty(top: &mut Handle) -> Result<(), String> {
     if top.format() != Format::Qcow2 {
         return Err("only qcow2 overlays can be emptied".into());
@@ -435,6 +442,11 @@ fn empty(top: &mut Handle) -> Result<(), String> {
             e.to_string()
         }
     };
+    let shared = has_snapshots(&path);
+    if shared {
+        own_every_l2_table(top, &own.guest).map_err(&dirty_hint)?;
+        top.flush().map_err(&dirty_hint)?;
+    }
     let access = top.access_mut().map_err(&dirty_hint)?;
     for r in &own.guest {
         access.discard_to_backing(r.0, r.1).map_err(&dirty_hint)?;
@@ -445,10 +457,58 @@ fn empty(top: &mut Handle) -> Result<(), String> {
     }
     // The tables that mapped these clusters are on disk without them: nothing refers to them.
     let freed = |e: io::Error| format!("emptied, but freeing its disk space failed: {e}");
+    if shared {
+        return top.storage().sync().map_err(freed);
+    }
     for &(offset, len) in &own.host {
         top.storage().punch_hole(offset, len).map_err(freed)?;
     }
     top.storage().sync().map_err(freed)
+}
+
+/// Rewrites, in each L2 table's span that `ranges` touch, one cluster of those ranges with what
+/// it reads: the write makes the table the image's own (copying it out of a snapshot's) and
+/// frees nothing, since the old table and data stay counted by the snapshot.
+fn own_every_l2_table(top: &Handle, ranges: &[(u64, u64)]) -> io::Result<()> {
+    let cluster = cluster_size_of(top.path())?;
+    let span = cluster * (cluster / 8);
+    let size = top.access().size();
+    let mut buf = vec![0u8; cluster as usize];
+    let mut last_span = None;
+    for &(offset, len) in ranges {
+        let mut at = offset / cluster * cluster;
+        while at < offset + len {
+            if last_span != Some(at / span) {
+                last_span = Some(at / span);
+                let n = cluster.min(size - at) as usize;
+                top.access().read(&mut buf[..n], at)?;
+                top.access().write(&buf[..n], at)?;
+            }
+            at = (at / span + 1) * span;
+        }
+    }
+    Ok(())
+}
+
+fn cluster_size_of(path: &std::path::Path) -> io::Result<u64> {
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    match crate::image::file::read_header(&f, len)? {
+        Ok(p) => p
+            .cluster_size
+            .ok_or_else(|| io::Error::other("no cluster size in its header")),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}
+
+/// Whether the qcow2 image at `path` has internal snapshots (unreadable counts as yes: the
+/// careful path is taken).
+fn has_snapshots(path: &std::path::Path) -> bool {
+    let read = std::fs::File::open(path).and_then(|f| {
+        let len = f.metadata()?.len();
+        crate::image::file::read_header(&f, len)
+    });
+    !matches!(read, Ok(Ok(p)) if p.qcow2.as_ref().is_some_and(|h| h.nb_snapshots == 0))
 }
 
 #[cfg(test)]
