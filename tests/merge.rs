@@ -299,13 +299,18 @@ fn killed_at_30_points_then_the_next_run_finishes() {
     let orig = root.path().join("orig");
     std::fs::create_dir(&orig).unwrap();
     middle(&orig, "qcow2", &[], 48);
-    // How long an uninterrupted merge takes here, to spread the kills over it.
-    let timed = root.path().join("timed");
-    std::fs::create_dir(&timed).unwrap();
-    copy_dir(&orig, &timed);
-    let t0 = Instant::now();
-    imgchain_ok(&["merge", arg(&timed.join("snap.qcow2"))]);
-    let full = t0.elapsed();
+    // How long an uninterrupted merge takes here, to spread the kills over it: the fastest of
+    // three runs, so that on a loaded machine the kills still land inside one.
+    let mut full = Duration::MAX;
+    for i in 0..3 {
+        let timed = root.path().join(format!("timed{i}"));
+        std::fs::create_dir(&timed).unwrap();
+        copy_dir(&orig, &timed);
+        let t0 = Instant::now();
+        imgchain_ok(&["merge", arg(&timed.join("snap.qcow2"))]);
+        full = full.min(t0.elapsed());
+        std::fs::remove_dir_all(&timed).unwrap();
+    }
     let points = 30u32;
     let mut landed = 0;
     for i in 0..points {

@@ -184,3 +184,70 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::create::{NewImage, create};
+
+    fn first_cluster(path: &std::path::Path) -> Vec<u8> {
+        let mut b = std::fs::read(path).unwrap();
+        b.truncate(64 << 10);
+        b
+    }
+
+    fn names(bytes: &[u8], len: u64) -> (Option<Vec<u8>>, Option<String>, Vec<(u8, u8, String)>) {
+        match probe(bytes, len).unwrap() {
+            Probed { qcow2: Some(h), .. } => (h.backing_file, h.backing_format, h.feature_names),
+            other => panic!("not qcow2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_of_every_length_read_back_and_the_rest_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("o.qcow2");
+        let mut new = NewImage::qcow2(1 << 20);
+        new.backing = Some(("a-rather-long-original-backing-name.qcow2", Format::Qcow2));
+        create(&path, &new).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        let before = first_cluster(&path);
+        let features = header(&before, len).feature_names;
+        for name in ["b", "x.raw", &"n".repeat(BACKING_NAME_MAX)] {
+            for fmt in [Format::Qcow2, Format::Raw] {
+                let out = with_backing(&before, Some((name, fmt))).unwrap();
+                let mut cluster = before.clone();
+                cluster[..out.len()].copy_from_slice(&out);
+                let h = header(&cluster, len);
+                assert_eq!(h.backing_file.as_deref(), Some(name.as_bytes()));
+                assert_eq!(h.backing_format.as_deref(), Some(fmt.as_str()));
+                assert_eq!(h.feature_names, features, "other extensions kept");
+                assert_eq!(cluster[..8], before[..8], "magic and version kept");
+                assert_eq!(cluster[20..72], before[20..72], "geometry and tables kept");
+            }
+        }
+        let out = with_backing(&before, None).unwrap();
+        let mut cluster = before.clone();
+        cluster[..out.len()].copy_from_slice(&out);
+        assert_eq!(header(&cluster, len).backing_file, None);
+        assert!(with_backing(&before, Some(("", Format::Qcow2))).is_err());
+        let too_long = "n".repeat(BACKING_NAME_MAX + 1);
+        assert!(with_backing(&before, Some((&too_long, Format::Qcow2))).is_err());
+        assert!(with_backing(b"not an image at all", None).is_err());
+        // Through a file: the edit is written, synced and read back.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        set_backing(&f, Some(("../moved/base.qcow2", Format::Qcow2))).unwrap();
+        let h = header(&first_cluster(&path), len);
+        assert_eq!(h.backing_file.as_deref(), Some(&b"../moved/base.qcow2"[..]));
+        assert_eq!(h.backing_format.as_deref(), Some("qcow2"));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "the file did not grow"
+        );
+    }
+}
