@@ -196,9 +196,10 @@ mod tests {
         b
     }
 
-    fn names(bytes: &[u8], len: u64) -> (Option<Vec<u8>>, Option<String>, Vec<(u8, u8, String)>) {
+    /// The probed header of a first cluster.
+    fn header(bytes: &[u8], len: u64) -> crate::image::probe::Qcow2Header {
         match probe(bytes, len).unwrap() {
-            Probed { qcow2: Some(h), .. } => (h.backing_file, h.backing_format, h.feature_names),
+            Probed { qcow2: Some(h), .. } => h,
             other => panic!("not qcow2: {other:?}"),
         }
     }
