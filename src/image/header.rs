@@ -48,38 +48,48 @@ pub fn with_backing(cluster: &[u8], backing: Option<(&str, Format)>) -> io::Resu
     if header_length < 72 || header_length > area {
         return Err(bad(format!("bad header length {header_length}")));
     }
-    // The extensions to keep, as they are, and where the old header area ends.
-    let mut kept: Vec<&[u8]> = Vec::new();
+    let (name_offset, name_len) = (
+        u64::from_be_bytes(
+            cluster[8..16]
+                .try_into()
+                .map_err(|_| bad("the header is cut short"))?,
+        ),
+        u64::from(be32(cluster, 16)?),
+    );
+    let old_name_end = if name_offset == 0 {
+        0
+    } else {
+        usize::try_from(name_offset + name_len).unwrap_or(usize::MAX)
+    };
+    // The extensions to keep, as they are. As QEMU reads them, they run up to the backing
+    // name (or the cluster's end), and fewer than 8 bytes left there, or a zero type, end them:
+    // images from old QEMU versions have their backing name right after the header.
+    let ext_end = match usize::try_from(name_offset) {
+        Ok(0) | Err(_) => area,
+        Ok(o) => o.min(area),
+    };
+    let mut kept: Vec<Vec<u8>> = Vec::new();
     let mut off = header_length;
-    loop {
+    while off + 8 <= ext_end {
         let ty = be32(cluster, off)?;
         let len = be32(cluster, off + 4)? as usize;
-        let end = off + 8 + len.next_multiple_of(8);
-        if end > area {
-            return Err(bad(format!(
-                "header extension {ty:#010x} runs past the first cluster"
-            )));
-        }
         if ty == 0 {
             off += 8;
             break;
         }
+        let end = off + 8 + len.next_multiple_of(8);
+        if off + 8 + len > ext_end {
+            return Err(bad(format!(
+                "header extension {ty:#010x} runs past the extension area"
+            )));
+        }
         if ty != EXT_BACKING_FORMAT {
-            kept.push(&cluster[off..end]);
+            let mut e = cluster[off..off + 8 + len].to_vec();
+            e.resize(e.len().next_multiple_of(8), 0);
+            kept.push(e);
         }
         off = end;
     }
-    let old_name_end = {
-        let (o, n) = (
-            u64::from_be_bytes(
-                cluster[8..16]
-                    .try_into()
-                    .map_err(|_| bad("the header is cut short"))?,
-            ),
-            u64::from(be32(cluster, 16)?),
-        );
-        if o == 0 { 0 } else { (o + n) as usize }
-    };
     let old_end = off.max(old_name_end).min(area);
 
     let mut out = cluster[..header_length].to_vec();
@@ -95,7 +105,7 @@ pub fn with_backing(cluster: &[u8], backing: Option<(&str, Format)>) -> io::Resu
         out.extend_from_slice(f);
         out.resize(out.len().next_multiple_of(8), 0);
     }
-    for e in kept {
+    for e in &kept {
         out.extend_from_slice(e);
     }
     out.extend_from_slice(&[0u8; 8]);
@@ -235,6 +245,23 @@ mod tests {
         let too_long = "n".repeat(BACKING_NAME_MAX + 1);
         assert!(with_backing(&before, Some((&too_long, Format::Qcow2))).is_err());
         assert!(with_backing(b"not an image at all", None).is_err());
+        // An image from an old QEMU: a v2 header with the backing name right after it, and no
+        // extension area at all.
+        let mut old = vec![0u8; 64 << 10];
+        old[..4].copy_from_slice(b"QFI\xfb");
+        old[4..8].copy_from_slice(&2u32.to_be_bytes());
+        old[8..16].copy_from_slice(&72u64.to_be_bytes());
+        old[16..20].copy_from_slice(&8u32.to_be_bytes());
+        old[20..24].copy_from_slice(&16u32.to_be_bytes());
+        old[72..80].copy_from_slice(b"base.img");
+        let out = with_backing(&old, Some(("new-base.qcow2", Format::Qcow2))).unwrap();
+        let name_at = u64::from_be_bytes(out[8..16].try_into().unwrap()) as usize;
+        assert_eq!(&out[name_at..name_at + 14], b"new-base.qcow2");
+        assert_eq!(
+            &out[72..76],
+            &EXT_BACKING_FORMAT.to_be_bytes(),
+            "the format is recorded"
+        );
         // Through a file: the edit is written, synced and read back.
         let f = std::fs::OpenOptions::new()
             .read(true)
