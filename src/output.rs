@@ -616,7 +616,10 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
             }
         }
         if h.nb_snapshots > 0 {
-            flags.push(format!("{} internal snapshots", h.nb_snapshots));
+            flags.push(crate::units::count(
+                u64::from(h.nb_snapshots),
+                "internal snapshot",
+            ));
         }
         line("qcow2:", flags.join(", "));
     }

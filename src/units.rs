@@ -15,3 +15,12 @@ pub fn human_size(n: u64) -> String {
         format!("{v:.1} {}", UNITS[unit])
     }
 }
+
+/// `n` things, in English: `1 overlay`, `2 overlays`.
+pub fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}

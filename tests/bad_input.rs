@@ -261,8 +261,30 @@ fn paths_that_are_not_images_or_directories_are_refused() {
                 err.contains(what) && err.contains(path.to_str().unwrap()),
                 "{args:?}: {err}"
             );
+            assert_eq!(err.matches(what).count(), 1, "said once: {err}");
         }
     }
+}
+
+#[test]
+fn a_damaged_header_is_named_as_such_by_commit() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    base_and_top(dir);
+    let top = dir.join("top.qcow2");
+    patch(&top, 4, &9u32.to_be_bytes());
+    let before = snapshot(dir);
+    let out = imgchain(&["commit", top.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{err}");
+    assert!(
+        err.contains("damaged") && !err.contains("no backing file"),
+        "{err}"
+    );
+    assert!(before == snapshot(dir));
 }
 
 #[test]

@@ -54,8 +54,9 @@ impl Default for ScanOptions {
 /// A path given to the scan that cannot be scanned.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("cannot scan {}: {source}; check the path and its permissions", path.display())]
-    Access { path: PathBuf, source: io::Error },
+    /// `cause` is in the message itself (not a `source`, which callers would print again).
+    #[error("cannot scan {}: {cause}; check the path and its permissions", path.display())]
+    Access { path: PathBuf, cause: io::Error },
     #[error("{} is {what}; imgchain only reads regular image files and directories, and never opens devices", path.display())]
     NotAFile { path: PathBuf, what: &'static str },
 }
@@ -106,13 +107,13 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
         journals: Vec::new(),
     };
     for p in paths {
-        let abs = std::path::absolute(p).map_err(|source| ScanError::Access {
+        let abs = std::path::absolute(p).map_err(|cause| ScanError::Access {
             path: p.clone(),
-            source,
+            cause,
         })?;
-        let md = std::fs::metadata(&abs).map_err(|source| ScanError::Access {
+        let md = std::fs::metadata(&abs).map_err(|cause| ScanError::Access {
             path: abs.clone(),
-            source,
+            cause,
         })?;
         if md.is_dir() {
             s.walk(abs, &md);

@@ -55,7 +55,17 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     let top = forest.node(req.top);
     let keep_top = req.keep_top || req.base.is_some();
 
-    // 1. A backing file to commit into.
+    // 1. A backing file to commit into, in a header that can be read at all.
+    if let Some(p) = top
+        .problems
+        .iter()
+        .find(|p| matches!(p.kind, ProblemKind::BadHeader | ProblemKind::Unreadable))
+    {
+        return Err(Refusal::Unsupported {
+            path: top.path.clone(),
+            what: format!("cannot be committed: {}", p.message),
+        });
+    }
     let Some(backing) = &top.backing else {
         return Err(Refusal::NoBacking {
             top: top.path.clone(),

@@ -66,7 +66,10 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             }
         }
         if h.nb_snapshots > 0 {
-            fmt.push_str(&format!(", {} internal snapshots", h.nb_snapshots));
+            fmt.push_str(&format!(
+                ", {}",
+                crate::units::count(u64::from(h.nb_snapshots), "internal snapshot")
+            ));
         }
     }
     lines.push(kv("format", fmt));
@@ -147,8 +150,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         match (app.shown_mode(id), n.keep_ro_reason) {
             (Mode::Rw, _) => "a top image: writable, nothing in the forest is built on it".into(),
             (Mode::Ro, _) => format!(
-                "a backing image: read-only, upgraded to read-write only while a commit writes into it ({} overlays)",
-                n.overlays.len()
+                "a backing image: read-only, upgraded to read-write only while a commit writes into it ({})",
+                crate::units::count(n.overlays.len() as u64, "overlay")
             ),
             (Mode::KeepRo, Some(r)) => format!("keep-RO: {}", r.describe()),
             (Mode::KeepRo, None) => "keep-RO".into(),

@@ -1,4 +1,4 @@
-//! The job pane (the running commit's gauge) and the status line with key hints.
+//! The job pane (the running operation's gauge) and the status line with key hints.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -14,11 +14,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(t.border)
-        .title(" Commit ");
+        .title(" Job ");
     let Some(job) = &app.jobs.running else {
+        let k = |a| app.keymap.keys_of(a);
         let hint = format!(
-            "Idle. Select an overlay and press {} to commit it into its backing image.",
-            app.keymap.keys_of(Action::Commit)
+            "Idle.  {} commit  {} snapshot  {} merge  {} flatten  {} delete  {} all keys",
+            k(Action::Commit),
+            k(Action::Snapshot),
+            k(Action::Merge),
+            k(Action::Flatten),
+            k(Action::Delete),
+            k(Action::Help)
         );
         frame.render_widget(Paragraph::new(hint).style(t.dim).block(block), area);
         return;
@@ -26,13 +32,21 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let name = crate::forest::model::file_name;
     let label = match &job.progress {
         None => format!("{} → {}: starting", name(&job.top), name(&job.base)),
+        Some(p) if p.total == 0 => format!(
+            "{}: {} → {}  [{}]",
+            p.op.title(),
+            name(&job.top),
+            name(&job.base),
+            p.phase
+        ),
         Some(p) => {
             let eta = p
                 .eta()
                 .map(|d| format!(", ETA {}s", d.as_secs()))
                 .unwrap_or_default();
             format!(
-                "{} → {}: {:.1}%  {} of {}, {}/s{eta}  [{}]{}",
+                "{}: {} → {}: {:.1}%  {} of {}, {}/s{eta}  [{}]{}",
+                p.op.title(),
                 name(&job.top),
                 name(&job.base),
                 p.percent(),
