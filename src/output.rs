@@ -51,6 +51,9 @@ pub struct JsonBacking {
 pub struct JsonInUse {
     pub pid: Option<u32>,
     pub command: Option<String>,
+    /// The first holder's VM name, from its command line.
+    pub vm: Option<String>,
+    pub owner: Option<JsonOwner>,
     /// Someone holds the write permission.
     pub write: bool,
     /// Permissions held by others, in QEMU's words.
@@ -66,6 +69,26 @@ pub struct JsonHolder {
     pub pid: u32,
     pub command: String,
     pub write: bool,
+    pub owner: JsonOwner,
+}
+
+/// Who a holder is: `kind` is `libvirt`, `proxmox`, `qemu`, `qemu-storage-daemon`,
+/// `qemu-tool` or `other`; `qmp` a QMP socket it listens on (never libvirt's monitor).
+#[derive(Serialize)]
+pub struct JsonOwner {
+    pub kind: &'static str,
+    pub program: String,
+    pub name: Option<String>,
+    pub qmp: Option<String>,
+}
+
+fn json_owner(o: &crate::image::lock::Owner) -> JsonOwner {
+    JsonOwner {
+        kind: o.manager.as_str(),
+        program: o.program.clone(),
+        name: o.name.clone(),
+        qmp: o.qmp.as_deref().map(path_str),
+    }
 }
 
 /// One problem of a JSON node.
@@ -156,6 +179,8 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
         in_use: n.in_use().then(|| JsonInUse {
             pid: n.holders.first().map(|h| h.pid),
             command: n.holders.first().map(|h| h.command.clone()),
+            vm: n.holders.first().and_then(|h| h.owner.name.clone()),
+            owner: n.holders.first().map(|h| json_owner(&h.owner)),
             write: n.foreign.writer(),
             held: n.foreign.held.names(),
             unshared: n.foreign.unshared.names(),
@@ -166,6 +191,7 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
                     pid: h.pid,
                     command: h.command.clone(),
                     write: h.foreign.writer(),
+                    owner: json_owner(&h.owner),
                 })
                 .collect(),
         }),
@@ -486,11 +512,7 @@ pub fn in_use_text(n: &Node) -> Option<String> {
     let who: Vec<String> = n
         .holders
         .iter()
-        .map(|h| {
-            let prog = h.command.split(' ').next().unwrap_or("");
-            let prog = prog.rsplit('/').next().unwrap_or(prog);
-            format!("{prog}[{}]", h.pid)
-        })
+        .map(|h| format!("{}[{}]", h.label(), h.pid))
         .collect();
     Some(if who.is_empty() {
         format!("in use (holder unknown), {how}")

@@ -207,3 +207,44 @@ fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
     assert!(!app.browse.forest.node(top).in_use(), "the VM stopped");
     assert!(!app.browse.forest.node(base).in_use());
 }
+
+#[test]
+fn a_storage_daemon_s_qmp_socket_and_a_vm_name_are_reported() {
+    if !have("qemu-storage-daemon") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    base_and_top(dir);
+    let top = dir.join("top.qcow2");
+    let qmp = dir.join("qsd.qmp");
+    let mut cmd = Command::new("qemu-storage-daemon");
+    cmd.arg("--blockdev")
+        .arg(format!(
+            "driver=file,node-name=file0,filename={}",
+            top.display()
+        ))
+        .args(["--blockdev", "driver=qcow2,node-name=fmt0,file=file0"])
+        .arg("--chardev")
+        .arg(format!(
+            "socket,path={},server=on,wait=off,id=m",
+            qmp.display()
+        ))
+        .args(["--monitor", "chardev=m"]);
+    let held = hold(cmd, &top);
+    let t = tree(dir, &[]);
+    let in_use = &node(&t, dir, "top.qcow2")["in_use"];
+    assert_eq!(in_use["pid"], Value::from(held.pid()), "{in_use}");
+    assert_eq!(in_use["owner"]["kind"], "qemu-storage-daemon", "{in_use}");
+    assert_eq!(in_use["owner"]["qmp"], qmp.to_str().unwrap(), "{in_use}");
+    assert_eq!(in_use["holders"][0]["owner"]["qmp"], qmp.to_str().unwrap());
+    // The refusal names the holder briefly, never its whole command line.
+    let out = imgchain(&["commit", top.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(12));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("qemu-storage-daemon (pid {}", held.pid())),
+        "{err}"
+    );
+    assert!(!err.contains("--blockdev"), "{err}");
+}

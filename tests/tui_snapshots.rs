@@ -254,10 +254,14 @@ fn commit_plans_with_each_guard() {
         held: Perms(0b1011),
         unshared: Perms(0b1010),
     };
+    let argv: Vec<String> = ["qemu-system-x86_64", "-name", "fedora-test"]
+        .map(String::from)
+        .to_vec();
     n.holders = vec![Holder {
         pid: 4242,
-        command: "qemu-system-x86_64 -name fedora-test".into(),
+        command: argv.join(" "),
         foreign: n.foreign,
+        owner: Box::new(imgchain::image::lock::owner::parse(&argv)),
     }];
     select(&mut a, "vms/fedora-test.qcow2");
     let fx = a.update(Msg::Key(KeyEvent::new(

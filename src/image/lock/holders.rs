@@ -7,6 +7,7 @@ use std::io;
 
 use super::super::file::FileId;
 use super::model::{Foreign, PERM_BASE, PERM_BITS, SHARED_BASE};
+use super::owner::{self, Owner};
 
 /// A process that has an image open, found through `/proc/<pid>/fdinfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,11 +17,34 @@ pub struct Holder {
     pub command: String,
     /// What its locks on the image say.
     pub foreign: Foreign,
+    /// The VM or tool, as its command line tells.
+    pub owner: Box<Owner>,
+}
+
+impl Holder {
+    /// How the holder is named in one word: the VM's name, else the program's.
+    pub fn label(&self) -> &str {
+        self.owner.name.as_deref().unwrap_or(&self.owner.program)
+    }
 }
 
 impl fmt::Display for Holder {
+    /// `web03 (libvirt VM, pid 4242, writing)` or `qemu-io (pid 77, reading)`: never the whole
+    /// command line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} ({})", self.pid, self.command)
+        let how = if self.foreign.writer() {
+            "writing"
+        } else {
+            "reading"
+        };
+        let what = match self.owner.manager {
+            owner::Manager::Libvirt => "libvirt VM, ",
+            owner::Manager::Proxmox => "Proxmox VM, ",
+            owner::Manager::Qemu if self.owner.name.is_some() => "QEMU VM, ",
+            owner::Manager::StorageDaemon if self.owner.name.is_some() => "qemu-storage-daemon, ",
+            _ => "",
+        };
+        write!(f, "{} ({what}pid {}, {how})", self.label(), self.pid)
     }
 }
 
@@ -66,15 +90,16 @@ pub fn holders(idents: &HashSet<FileId>) -> HashMap<FileId, Vec<Holder>> {
             if !foreign.in_use() {
                 continue;
             }
-            let command = std::fs::read(proc_dir.join("cmdline"))
+            let argv: Vec<String> = std::fs::read(proc_dir.join("cmdline"))
                 .map(|c| {
                     String::from_utf8_lossy(&c)
                         .split('\0')
                         .filter(|s| !s.is_empty())
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                        .map(String::from)
+                        .collect()
                 })
                 .unwrap_or_default();
+            let command = argv.join(" ");
             let list = out.entry(ident).or_default();
             match list.iter_mut().find(|h| h.pid == pid) {
                 Some(h) => {
@@ -85,6 +110,7 @@ pub fn holders(idents: &HashSet<FileId>) -> HashMap<FileId, Vec<Holder>> {
                     pid,
                     command,
                     foreign,
+                    owner: Box::new(owner::parse(&argv)),
                 }),
             }
         }

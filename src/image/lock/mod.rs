@@ -1,6 +1,6 @@
 //! QEMU-compatible image locking (QEMU's block/file-posix.c), without the terminal: the
-//! permission model ([`model`]), the lock bytes on an open file ([`ofd`]) and the processes
-//! holding them ([`holders`]).
+//! permission model ([`model`]), the lock bytes on an open file ([`ofd`]), the processes
+//! holding them ([`holders`]) and who those are ([`owner`]).
 //!
 //! QEMU locks one byte per permission on the image file itself with open-file-description
 //! (OFD) read locks: byte `100 + i` means "I hold permission i", byte `200 + i` means "I do
@@ -21,6 +21,7 @@
 pub mod holders;
 pub mod model;
 pub mod ofd;
+pub mod owner;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 pub use holders::{Holder, holders, locked_files};
 pub use model::{Access, Foreign, Perms};
 pub use ofd::{ImageLock, LockError, probe};
+pub use owner::{Manager, Owner};
 
 use super::file::{self, FileId, OpenMode};
 

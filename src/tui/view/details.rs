@@ -171,6 +171,10 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     });
     for h in &n.holders {
         lines.push(kv("  holder", h.to_string()));
+        if let Some(q) = &h.owner.qmp {
+            lines.push(kv("  qmp", q.display().to_string()));
+        }
+        lines.push(kv("  command", h.command.clone()));
     }
     if !n.overlays.is_empty() {
         lines.push(kv("overlays", String::new()));
