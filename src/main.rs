@@ -310,6 +310,10 @@ struct CommitArgs {
     /// Show progress
     #[arg(short = 'p')]
     progress: bool,
+    /// IMAGE is in use by a running QEMU or qemu-storage-daemon with a QMP socket: have it
+    /// commit IMAGE into its backing file itself (block-commit) and pivot onto it
+    #[arg(long, conflicts_with_all = ["base", "keep"])]
+    live: bool,
     /// Print the outcome as JSON
     #[arg(long)]
     json: bool,
@@ -821,6 +825,9 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Ok(f) => f,
         Err(e) => return Ok(refused(&e, a.json)),
     };
+    if a.live {
+        return commit_live(&found, &a);
+    }
     let req = Request {
         top: found.image,
         base: a.base,
@@ -829,9 +836,46 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     };
     let plan = match commit::plan(&found.scan.forest, &req) {
         Ok(p) => p,
-        Err(e) => return Ok(refused(&e, a.json)),
+        Err(e) => {
+            let code = refused(&e, a.json);
+            let node = found.scan.forest.node(found.image);
+            if matches!(e, imgchain::ops::Refusal::InUse(_))
+                && let Some(q) = node.holders.iter().find_map(|h| h.owner.qmp.as_ref())
+            {
+                eprintln!(
+                    "imgchain: its holder listens on QMP at {}: add --live to have it commit the \
+                     image itself",
+                    q.display()
+                );
+            }
+            return Ok(code);
+        }
     };
     run_planned::<Commit>(ctx, &plan, a.progress, a.json, output::json_outcome)
+}
+
+/// `commit --live`: the QEMU holding the image commits it, through its QMP socket.
+fn commit_live(found: &imgchain::ops::scope::Discovered, a: &CommitArgs) -> Result<u8, Failure> {
+    use imgchain::ops::{Report, live};
+    let plan = match live::plan(&found.scan.forest, found.image, a.force) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    let cancel = ctrl_c()?;
+    let mut bar = output::ProgressLine::new(a.progress, &plan.base);
+    let result = live::run(&plan, &cancel, &mut |p| bar.update(&p));
+    bar.finish();
+    match result {
+        Ok(o) => {
+            if a.json {
+                print_json(&output::json_live(&o))?;
+            } else {
+                println!("{}", o.summary());
+            }
+            Ok(o.exit_code())
+        }
+        Err(e) => Ok(refused(&e, a.json)),
+    }
 }
 
 fn refused(e: &imgchain::ops::Refusal, json: bool) -> u8 {

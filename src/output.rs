@@ -445,6 +445,23 @@ pub fn json_merge(o: &crate::ops::merge::Outcome) -> serde_json::Value {
     })
 }
 
+/// `commit --live --json`.
+pub fn json_live(o: &crate::ops::live::LiveOutcome) -> serde_json::Value {
+    use crate::ops::Report;
+    serde_json::json!({
+        "top": path_str(&o.plan.top),
+        "base": path_str(&o.plan.base),
+        "holder": o.plan.holder,
+        "qmp": path_str(&o.plan.socket),
+        "copied_bytes": o.copied,
+        "pivoted": o.pivoted,
+        "cancelled": o.cancelled,
+        "error": o.error,
+        "exit_code": o.exit_code(),
+        "summary": o.summary(),
+    })
+}
+
 /// An operation's `--json` when it was refused or could not start.
 pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
     serde_json::json!({

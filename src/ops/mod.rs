@@ -13,6 +13,7 @@ pub mod delete;
 pub mod extents;
 pub mod guards;
 pub mod job;
+pub mod live;
 pub mod merge;
 pub mod plan_image;
 pub mod rebase;

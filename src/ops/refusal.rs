@@ -47,6 +47,13 @@ pub enum Refusal {
     /// The file named as the new backing file (or target) cannot serve: `what` says why.
     #[error("{} {what}", path.display())]
     BadTarget { path: PathBuf, what: String },
+    /// The image is held by a process imgchain cannot ask to do the job: `what` says who and
+    /// what to run instead.
+    #[error("{} {what}", path.display())]
+    HeldElsewhere { path: PathBuf, what: String },
+    /// A live operation could not start through the holder's QMP socket.
+    #[error("{}: the live commit could not start: {what}; nothing was changed", path.display())]
+    Live { path: PathBuf, what: String },
     /// The file to create exists already.
     #[error("{} exists already; name another file, or remove it first", path.display())]
     Exists { path: PathBuf },
@@ -126,7 +133,7 @@ impl Refusal {
         match self {
             Refusal::NoBacking { .. } => exit::NO_BACKING,
             Refusal::KeepReadOnly { .. } => exit::KEEP_READ_ONLY,
-            Refusal::InUse(_) => exit::IN_USE,
+            Refusal::InUse(_) | Refusal::HeldElsewhere { .. } => exit::IN_USE,
             Refusal::SharedBase { .. } | Refusal::HasOverlays { .. } => exit::SHARED_BASE,
             Refusal::Exists { .. } | Refusal::BadTarget { .. } => exit::USAGE,
             Refusal::Unsupported { .. } => exit::UNSUPPORTED,
@@ -134,6 +141,7 @@ impl Refusal {
             Refusal::ReopenRw(r) if r.lock.is_some() => exit::IN_USE,
             Refusal::BrokenChain { .. }
             | Refusal::Changed { .. }
+            | Refusal::Live { .. }
             | Refusal::Scan { .. }
             | Refusal::Open(_)
             | Refusal::ReopenRw(_)
@@ -149,10 +157,11 @@ impl Refusal {
             Refusal::BrokenChain { .. } => "broken-chain",
             Refusal::BaseNotInChain { .. } => "base-not-in-chain",
             Refusal::KeepReadOnly { .. } => "keep-read-only",
-            Refusal::InUse(_) => "in-use",
+            Refusal::InUse(_) | Refusal::HeldElsewhere { .. } => "in-use",
             Refusal::SharedBase { .. } => "shared-base",
             Refusal::HasOverlays { .. } => "has-overlays",
             Refusal::Exists { .. } => "exists",
+            Refusal::Live { .. } => "live",
             Refusal::BadTarget { .. } => "bad-target",
             Refusal::Unsupported { .. } => "unsupported",
             Refusal::Changed { .. } => "changed",
