@@ -24,6 +24,7 @@ pub enum Action {
     Rebase,
     Delete,
     Repair,
+    LiveCommit,
     Protect,
     Cancel,
     Rescan,
@@ -75,7 +76,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 25] = [
+pub const ACTIONS: [ActionDef; 26] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -169,6 +170,13 @@ pub const ACTIONS: [ActionDef; 25] = [
         Action::Repair,
         "repair",
         "point an image with a missing backing file at a candidate",
+        None,
+        Browse,
+    ),
+    def(
+        Action::LiveCommit,
+        "live_commit",
+        "live commit: the VM holding the overlay commits it (QMP)",
         None,
         Browse,
     ),

@@ -15,31 +15,6 @@ use std::process::Command;
 use common::*;
 use serde_json::{Value, json};
 
-/// The daemon running `top.qcow2` (and its chain) with a QMP socket and a writable NBD export.
-fn daemon(dir: &Path) -> Held {
-    let top = dir.join("top.qcow2");
-    let mut cmd = Command::new("qemu-storage-daemon");
-    cmd.arg("--blockdev")
-        .arg(format!(
-            "driver=file,node-name=top-file,filename={}",
-            top.display()
-        ))
-        .args(["--blockdev", "driver=qcow2,node-name=top,file=top-file"])
-        .arg("--chardev")
-        .arg(format!(
-            "socket,path={},server=on,wait=off,id=m",
-            dir.join("qmp.sock").display()
-        ))
-        .args(["--monitor", "chardev=m"])
-        .arg("--nbd-server")
-        .arg(format!(
-            "addr.type=unix,addr.path={}",
-            dir.join("nbd.sock").display()
-        ))
-        .args(["--export", "type=nbd,id=e0,node-name=top,writable=on"]);
-    hold(cmd, &top)
-}
-
 /// `qemu-io` on the daemon's export (the guest's view).
 fn guest_io(dir: &Path, command: &str) {
     run(Command::new("qemu-io")
@@ -85,7 +60,7 @@ fn a_live_commit_is_done_by_the_daemon_and_loses_no_write() {
     base_and_top(d);
     qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 4M");
     qemu_io(&d.join("top.qcow2"), "write -P 0x22 1M 1M");
-    let vm = daemon(d);
+    let vm = hold_with_qmp_daemon(d);
     guest_io(d, "write -P 0x33 2M 512k");
     // Without --live it is refused, and the hint says how.
     let out = imgchain(&["commit", arg(&d.join("top.qcow2"))]);

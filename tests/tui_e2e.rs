@@ -313,3 +313,33 @@ fn merging_a_middle_snapshot_by_keypress_keeps_the_top_s_disk() {
     let info = qemu_info(&demo.join("snapshots/app-snap3.qcow2"));
     assert_eq!(info["backing-filename"], "app-snap1.qcow2");
 }
+
+#[test]
+fn a_live_commit_by_keypress_is_done_by_the_running_daemon() {
+    if !have("tmux") || !have("qemu-storage-daemon") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    qemu_io(&d.join("top.qcow2"), "write -P 0x5c 1M 1M");
+    let vm = hold_with_qmp_daemon(d);
+    let t = Tmux::start("live", &d.display().to_string());
+    t.wait_for("2 images");
+    t.keys(&["G", "L"]);
+    let plan = t.wait_for("imgchain writes nothing");
+    assert!(
+        plan.contains("qemu-storage-daemon") && plan.contains("qmp.sock"),
+        "{plan}"
+    );
+    t.keys(&["Enter"]);
+    let done = t.wait_for("Commit: done");
+    assert!(done.contains("now runs on"), "{done}");
+    t.keys(&["Enter", "q"]);
+    t.wait_for("EXITED 0");
+    drop(vm);
+    let out = run(Command::new("qemu-io")
+        .args(["-c", "read -P 0x5c 1M 1M"])
+        .arg(d.join("base.qcow2")));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("verification failed"));
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::scope::{self, Scope};
 use super::{Event, Operation, Progress, Refusal, Report};
-use super::{delete, merge, rebase, repair, snapshot};
+use super::{delete, live, merge, rebase, repair, snapshot};
 
 /// What the user asks of one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,10 @@ pub enum Ask {
         image: PathBuf,
         pick: usize,
     },
+    /// Have the running QEMU that holds the image commit it (`commit --live`).
+    LiveCommit {
+        image: PathBuf,
+    },
 }
 
 impl Ask {
@@ -49,7 +53,8 @@ impl Ask {
             | Ask::Flatten { image }
             | Ask::Rebase { image, .. }
             | Ask::Merge { image, .. }
-            | Ask::Repair { image, .. } => image,
+            | Ask::Repair { image, .. }
+            | Ask::LiveCommit { image } => image,
         }
     }
 }
@@ -63,6 +68,7 @@ pub enum AnyPlan {
     Merge(Box<merge::Plan>),
     /// An unsafe rebase onto the picked candidate, with every candidate to show.
     Repair(Box<RepairPlan>),
+    LiveCommit(live::LivePlan),
 }
 
 /// A repair: the rebase it runs, and the candidates it was picked from.
@@ -84,6 +90,8 @@ impl AnyPlan {
             AnyPlan::Rebase(p) => rebase::Rebase::writes(p),
             AnyPlan::Merge(p) => merge::Merge::writes(p),
             AnyPlan::Repair(p) => rebase::Rebase::writes(&p.rebase),
+            // The QEMU that holds them writes them; imgchain writes nothing.
+            AnyPlan::LiveCommit(p) => vec![p.base.clone(), p.top.clone()],
         }
     }
 }
@@ -174,6 +182,7 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
                 pick: (*pick).min(fix.candidates.len() - 1),
             }))
         }
+        Ask::LiveCommit { .. } => AnyPlan::LiveCommit(live::plan(forest, image, false)?),
         Ask::Merge { image: path, force } => {
             let journal = merge::read_journal(path).map_err(|e| Refusal::Changed {
                 path: merge::journal_path(path),
@@ -200,6 +209,14 @@ pub enum Finished {
 }
 
 impl Finished {
+    /// How a run that could not start is told.
+    pub fn refused(e: &Refusal) -> Finished {
+        Finished::Done {
+            exit_code: e.exit_code(),
+            summary: e.to_string(),
+        }
+    }
+
     /// The same event, told without the operation's own outcome type.
     pub fn of<O: Operation>(e: Event<O>) -> Finished {
         match e {

@@ -16,7 +16,7 @@ use crate::forest::{self, ScanOptions};
 use crate::ops::any::{self, AnyPlan, Finished};
 use crate::ops::commit::{self, Commit};
 use crate::ops::scope::Scope;
-use crate::ops::{delete, merge, rebase, snapshot};
+use crate::ops::{Report, delete, live, merge, rebase, snapshot};
 
 /// How the UI starts.
 pub struct Options {
@@ -119,6 +119,20 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 AnyPlan::Repair(p) => {
                     crate::ops::spawn::<rebase::Rebase>(&job, p.rebase, chunk, move |e| {
                         send(Finished::of(e))
+                    });
+                }
+                AnyPlan::LiveCommit(p) => {
+                    let cancel = std::sync::Arc::clone(&job.cancel);
+                    std::thread::spawn(move || {
+                        let mut progress = |p| send(Finished::Progress(p));
+                        let end = match live::run(&p, &cancel, &mut progress) {
+                            Ok(o) => Finished::Done {
+                                exit_code: o.exit_code(),
+                                summary: o.summary(),
+                            },
+                            Err(e) => Finished::refused(&e),
+                        };
+                        send(end);
                     });
                 }
                 AnyPlan::Merge(p) => {

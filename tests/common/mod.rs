@@ -413,3 +413,29 @@ pub fn hold_with_storage_daemon(image: &Path) -> Held {
         .args(["--blockdev", "driver=qcow2,node-name=fmt0,file=file0"]);
     hold(cmd, image)
 }
+
+/// `qemu-storage-daemon` running `DIR/top.qcow2` (and its chain) as a VM would, with a QMP
+/// socket `DIR/qmp.sock` and a writable NBD export `top` on `DIR/nbd.sock`.
+pub fn hold_with_qmp_daemon(dir: &Path) -> Held {
+    let top = dir.join("top.qcow2");
+    let mut cmd = Command::new("qemu-storage-daemon");
+    cmd.arg("--blockdev")
+        .arg(format!(
+            "driver=file,node-name=top-file,filename={}",
+            top.display()
+        ))
+        .args(["--blockdev", "driver=qcow2,node-name=top,file=top-file"])
+        .arg("--chardev")
+        .arg(format!(
+            "socket,path={},server=on,wait=off,id=m",
+            dir.join("qmp.sock").display()
+        ))
+        .args(["--monitor", "chardev=m"])
+        .arg("--nbd-server")
+        .arg(format!(
+            "addr.type=unix,addr.path={}",
+            dir.join("nbd.sock").display()
+        ))
+        .args(["--export", "type=nbd,id=e0,node-name=top,writable=on"]);
+    hold(cmd, &top)
+}

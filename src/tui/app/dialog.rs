@@ -150,6 +150,7 @@ impl OpPopup {
             Ask::Rebase { .. } => "Rebase",
             Ask::Merge { .. } => "Merge",
             Ask::Repair { .. } => "Repair",
+            Ask::LiveCommit { .. } => "Live commit",
         }
     }
 }

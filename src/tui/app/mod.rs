@@ -570,6 +570,7 @@ impl App {
                 AnyPlan::Rebase(ref r) => r.kind,
                 AnyPlan::Merge(_) => ops::OpKind::Merge,
                 AnyPlan::Repair(_) => ops::OpKind::Rebase,
+                AnyPlan::LiveCommit(_) => ops::OpKind::Commit,
             },
             writes: writes.clone(),
             cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -638,6 +639,7 @@ impl App {
             },
             Action::Flatten => Ask::Flatten { image },
             Action::Repair => Ask::Repair { image, pick: 0 },
+            Action::LiveCommit => Ask::LiveCommit { image },
             Action::Merge => Ask::Merge {
                 image,
                 force: false,
@@ -749,7 +751,8 @@ impl App {
             | Action::Flatten
             | Action::Rebase
             | Action::Delete
-            | Action::Repair => return self.ask(action),
+            | Action::Repair
+            | Action::LiveCommit => return self.ask(action),
             Action::Confirm | Action::Close => {}
             _ => {
                 if let Some(s) = self.browse.act(action) {

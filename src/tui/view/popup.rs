@@ -400,6 +400,19 @@ fn describe(
                 name(&r.rebase.image.path)
             )));
         }
+        AnyPlan::LiveCommit(l) => {
+            lines.push(kv("into", l.base.display().to_string()));
+            lines.push(kv("done by", l.holder.clone()));
+            lines.push(kv("through", format!("QMP at {}", l.socket.display())));
+            lines.push(Line::from(""));
+            lines.push(Line::from(format!(
+                "A live operation: the running QEMU copies {} into {} with its own block-commit \
+                 job and then runs on {}. imgchain writes nothing.",
+                name(&l.top),
+                name(&l.base),
+                name(&l.base)
+            )));
+        }
         AnyPlan::Merge(m) => {
             lines.push(kv("into", m.base.path.display().to_string()));
             if m.resumed {
