@@ -16,6 +16,8 @@ pub enum Action {
     PageDown,
     Backing,
     Overlay,
+    NextProblem,
+    PrevProblem,
     Filter,
     Commit,
     Snapshot,
@@ -76,7 +78,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 26] = [
+pub const ACTIONS: [ActionDef; 28] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -114,6 +116,20 @@ pub const ACTIONS: [ActionDef; 26] = [
         Action::Overlay,
         "overlay",
         "jump to the first overlay",
+        None,
+        Browse,
+    ),
+    def(
+        Action::NextProblem,
+        "next_problem",
+        "jump to the next image with a problem",
+        None,
+        Browse,
+    ),
+    def(
+        Action::PrevProblem,
+        "prev_problem",
+        "jump to the previous image with a problem",
         None,
         Browse,
     ),

@@ -622,3 +622,27 @@ fn chain_operation_dialogs() {
         p.refusal
     );
 }
+
+#[test]
+fn n_jumps_to_the_next_image_with_a_problem() {
+    let mut a = app("problems", 80, 24);
+    keys(&mut a, "n");
+    let id = a.selected_node().unwrap();
+    assert!(
+        a.browse.forest.node(id).path.ends_with("vms/orphan.qcow2"),
+        "{}",
+        a.status
+    );
+    assert!(
+        a.status
+            .starts_with("orphan.qcow2: missing-backing — backing file"),
+        "{}",
+        a.status
+    );
+    insta::assert_snapshot!("next_problem_80x24", render(&a));
+    keys(&mut a, "n");
+    assert_eq!(a.status, "no more problems");
+    keys(&mut a, "gN");
+    let id = a.selected_node().unwrap();
+    assert!(a.browse.forest.node(id).path.ends_with("vms/orphan.qcow2"));
+}

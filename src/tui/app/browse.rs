@@ -228,10 +228,44 @@ impl Browse {
             }
             Action::Filter => self.filtering = true,
             Action::Protect => status = self.toggle_protect(),
+            Action::NextProblem => status = self.next_problem(true),
+            Action::PrevProblem => status = self.next_problem(false),
             _ => {}
         }
         self.clamp();
         status
+    }
+
+    /// `n`/`N`: the next (or previous) image in display order with a warning or an error,
+    /// unfolding and unfiltering what hides it; says so when there is none.
+    fn next_problem(&mut self, forward: bool) -> Option<String> {
+        use crate::forest::diag::Severity;
+        let here = self.visible.get(self.selected).copied();
+        let bad = |i: usize| {
+            self.forest
+                .node(self.rows[i].id)
+                .problems
+                .iter()
+                .any(|p| p.severity() >= Severity::Warning)
+        };
+        let n = self.rows.len();
+        let found = (1..=n)
+            .map(|k| match (here, forward) {
+                (Some(h), true) => (h + k) % n,
+                (Some(h), false) => (h + n - k % n) % n,
+                (None, _) => k - 1,
+            })
+            .find(|&i| bad(i) && Some(i) != here);
+        match found {
+            Some(i) => {
+                let id = self.rows[i].id;
+                self.select_node(id);
+                let n = self.forest.node(id);
+                let p = n.problems.iter().max_by_key(|p| p.severity())?;
+                Some(format!("{}: {} — {}", n.name(), p.kind.as_str(), p.message))
+            }
+            None => Some("no more problems".into()),
+        }
     }
 
     /// `p`: protects the selected image (keep-RO) until quit, or lifts that.
