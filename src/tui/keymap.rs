@@ -158,10 +158,10 @@ mod tests {
 
     #[test]
     fn remapped_keys_from_config() {
-        let c = crate::config::parse("[keys]\ndown = [\"n\"]\nclose = [\"Esc\", \"q\"]\n").unwrap();
+        let c = crate::config::parse("[keys]\ndown = [\"J\"]\nclose = [\"Esc\", \"q\"]\n").unwrap();
         let km = Keymap::new(&c.keys);
         assert_eq!(
-            km.browse(&key(CtKey::Char('n'), KeyModifiers::NONE)),
+            km.browse(&key(CtKey::Char('J'), KeyModifiers::SHIFT)),
             Some(Action::Down)
         );
         assert_eq!(km.browse(&key(CtKey::Char('j'), KeyModifiers::NONE)), None);
