@@ -18,6 +18,11 @@ impl Tmux {
     /// Starts `imgchain ARGS` in a detached 120×40 session; the shell line after it reports
     /// the exit code and keeps the pane open.
     fn start(name: &str, args: &str) -> Tmux {
+        Tmux::start_sized(name, args, 120, 40)
+    }
+
+    /// [`Tmux::start`] in a `w`×`h` session.
+    fn start_sized(name: &str, args: &str, w: u16, h: u16) -> Tmux {
         let t = Tmux {
             socket: format!("imgchain-test-{}-{name}", std::process::id()),
         };
@@ -34,9 +39,9 @@ impl Tmux {
                 "-s",
                 "t",
                 "-x",
-                "120",
+                &w.to_string(),
                 "-y",
-                "40",
+                &h.to_string(),
             ])
             .arg(cmd));
         t
@@ -342,4 +347,36 @@ fn a_live_commit_by_keypress_is_done_by_the_running_daemon() {
         .args(["-c", "read -P 0x5c 1M 1M"])
         .arg(d.join("base.qcow2")));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("verification failed"));
+}
+
+#[test]
+fn n_reaches_a_broken_image_among_3000_at_80x24() {
+    if !have("tmux") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    for i in 0..3000 {
+        let p = d.join(format!("bulk/disk-{i:04}.qcow2"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        imgchain::image::create::create(&p, &imgchain::image::create::NewImage::qcow2(1 << 30))
+            .unwrap();
+    }
+    create(d, "gone.qcow2", "qcow2", "1G", None, &[]);
+    create(
+        d,
+        "vms/lost.qcow2",
+        "qcow2",
+        "1G",
+        Some(("../gone.qcow2", "qcow2")),
+        &[],
+    );
+    std::fs::remove_file(d.join("gone.qcow2")).unwrap();
+    let t = Tmux::start_sized("bulk", &d.display().to_string(), 80, 24);
+    t.wait_for("3001 images");
+    t.keys(&["n"]);
+    let s = t.wait_for("missing-backing");
+    assert!(s.contains("lost.qcow2"), "{s}");
+    t.keys(&["q"]);
+    t.wait_for("EXITED 0");
 }
