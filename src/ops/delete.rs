@@ -191,7 +191,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
 
 /// Opens `img`, checks it is the plan's file, takes a reader's QEMU locks on it and checks no
 /// other process holds any.
-fn lock_unused(img: &PlanImage) -> Result<ImageLock, Refusal> {
+pub(super) fn lock_unused(img: &PlanImage) -> Result<ImageLock, Refusal> {
     let io = |e: io::Error| Refusal::Changed {
         path: img.path.clone(),
         what: format!("it cannot be opened again: {e}"),

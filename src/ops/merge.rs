@@ -17,12 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use super::commit;
 use super::plan_image::PlanImage;
-use super::rebase::backing_name;
+use super::rebase::{self, backing_name};
 use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, delete, guards};
 use crate::forest::{Forest, KeepRoReason, NodeId};
-use crate::image::file::{self, OpenMode};
-use crate::image::lock::{Access, ImageLock};
-use crate::image::probe::Format;
+use crate::image::lock::Access;
 
 /// What the user asks for.
 #[derive(Clone, Debug)]
@@ -308,7 +306,8 @@ pub fn run(
     };
     report(progress, Phase::Relink, 0);
     for (i, (o, name)) in plan.overlays.iter().enumerate() {
-        let r = relink(o, name, plan.base.format);
+        // An overlay an earlier run re-pointed already gets the same header again.
+        let r = rebase::relink(o, Some(&(name.clone(), plan.base.format)));
         let failed = r.is_err();
         outcome.relinked.push((o.path.clone(), r));
         report(progress, Phase::Relink, i as u64 + 1);
@@ -336,35 +335,9 @@ pub fn run(
     Ok(outcome)
 }
 
-/// Points the overlay at the base, holding a writer's locks on the file the plan saw; an
-/// overlay that names the base already (an earlier run got that far) is left as it is.
-fn relink(o: &PlanImage, name: &str, format: Format) -> Result<(), String> {
-    let path = o.path.display();
-    let fd = file::open(&o.path, OpenMode::ReadWrite)
-        .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
-    if file::identity(&fd).map_err(|e| e.to_string())? != o.ident {
-        return Err(format!("{path} now names another file"));
-    }
-    let _lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), &o.path, Access::READ_WRITE)
-        .map_err(|e| e.to_string())?;
-    let f = std::fs::File::from(fd);
-    crate::image::header::set_backing(&f, Some((name, format)))
-        .map_err(|e| format!("cannot rewrite the header of {path}: {e}"))
-}
-
-/// Deletes IMAGE by identity once no process holds it.
+/// Deletes IMAGE by identity once no process holds it (delete's own checks and removal).
 fn delete_image(img: &PlanImage) -> Result<(), String> {
-    let fd = file::open(&img.path, OpenMode::ReadOnly).map_err(|e| e.to_string())?;
-    let _lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), &img.path, Access::READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let foreign =
-        crate::image::lock::probe(std::os::fd::AsFd::as_fd(&fd)).map_err(|e| e.to_string())?;
-    if foreign.in_use() {
-        return Err(format!(
-            "{} is in use by another process",
-            img.path.display()
-        ));
-    }
+    let _lock = delete::lock_unused(img).map_err(|e| e.to_string())?;
     delete::remove_by_identity(&img.path, img.ident).map_err(|e| e.to_string())
 }
 

@@ -610,7 +610,7 @@ fn zero_range(image: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result
 
 /// Points the image's header at `name` (or at no backing file), holding a writer's QEMU locks
 /// on the very file the plan saw.
-fn relink(image: &PlanImage, name: Option<&(String, Format)>) -> Result<(), String> {
+pub(super) fn relink(image: &PlanImage, name: Option<&(String, Format)>) -> Result<(), String> {
     let path = image.path.display();
     let fd = file::open(&image.path, OpenMode::ReadWrite)
         .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
