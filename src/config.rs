@@ -52,6 +52,7 @@ pub struct ScanConfig {
     pub max_depth: usize,
     pub follow_symlinks: bool,
     pub raw_extensions: Vec<String>,
+    pub libvirt_domains: Vec<PathBuf>,
 }
 
 /// `[protect]`: images kept read-only on request.

@@ -196,6 +196,7 @@ impl Session {
             max_depth: self.config.scan.max_depth,
             follow_symlinks: self.config.scan.follow_symlinks,
             raw_extensions: self.config.scan.raw_extensions.clone(),
+            libvirt_domains: self.config.scan.libvirt_domains.clone(),
         }
     }
 
@@ -314,6 +315,9 @@ struct CommitArgs {
     /// commit IMAGE into its backing file itself (block-commit) and pivot onto it
     #[arg(long, conflicts_with_all = ["base", "keep"])]
     live: bool,
+    /// With --live: limit the job to RATE bytes per second (64M, 1G)
+    #[arg(long, value_name = "RATE", requires = "live", value_parser = parse_rate)]
+    speed: Option<u64>,
     /// Print the outcome as JSON
     #[arg(long)]
     json: bool,
@@ -333,6 +337,10 @@ struct SnapshotArgs {
     /// Print what would be created, and create nothing
     #[arg(long)]
     dry_run: bool,
+    /// IMAGE is written by a running QEMU or qemu-storage-daemon with a QMP socket: create
+    /// the overlay and have it move onto it (blockdev-add, blockdev-snapshot)
+    #[arg(long, conflicts_with = "dry_run")]
+    live: bool,
     /// Also look under PATH for the images around IMAGE (repeatable)
     #[arg(long = "scan", value_name = "PATH")]
     scan: Vec<PathBuf>,
@@ -347,6 +355,9 @@ struct DeleteArgs {
     /// Also delete every image built on IMAGE, at any distance (listed first)
     #[arg(long)]
     with_overlays: bool,
+    /// Delete even an image a defined libvirt VM names as its disk
+    #[arg(long)]
+    force: bool,
     /// Print the outcome as JSON
     #[arg(long)]
     json: bool,
@@ -491,12 +502,21 @@ fn rebase(
 
 #[derive(Args)]
 struct MergeArgs {
-    /// Merge even though the backing file has other overlays (their disks change)
+    /// Merge even though the backing file has other overlays (their disks change), or IMAGE
+    /// is a disk a defined libvirt VM names
     #[arg(long)]
     force: bool,
     /// Keep IMAGE's file once nothing is built on it
     #[arg(long)]
     keep: bool,
+    /// IMAGE is a middle layer of a running QEMU's or qemu-storage-daemon's chain, with a
+    /// QMP socket: have it commit IMAGE into its backing file itself (block-commit), which
+    /// re-points the layer above; IMAGE's file is kept
+    #[arg(long, conflicts_with_all = ["keep", "dry_run"])]
+    live: bool,
+    /// With --live: limit the job to RATE bytes per second (64M, 1G)
+    #[arg(long, value_name = "RATE", requires = "live", value_parser = parse_rate)]
+    speed: Option<u64>,
     #[command(flatten)]
     common: ChainArgs,
 }
@@ -529,6 +549,10 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Ok(f) => f,
         Err(e) => return Ok(refused(&e, c.json)),
     };
+    if a.live {
+        let plan = imgchain::ops::live::plan_merge(&found.scan.forest, found.image, a.force);
+        return run_live(plan, a.speed, c.progress, c.json);
+    }
     let req = Request {
         image: found.image,
         force: a.force,
@@ -536,7 +560,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     };
     let plan = match merge::plan(&found.scan.forest, &req, journal.as_ref()) {
         Ok(p) => p,
-        Err(e) => return Ok(refused(&e, c.json)),
+        Err(e) => return Ok(refused_live_hint(&e, &found, c.json)),
     };
     let overlays: Vec<String> = plan
         .overlays
@@ -761,9 +785,13 @@ fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
         new: a.new,
         cluster_size: ctx.config.snapshot.cluster_size.0,
     };
+    if a.live {
+        let plan = imgchain::ops::live::plan_snapshot(&found.scan.forest, &req);
+        return run_live(plan, None, false, a.json);
+    }
     let plan = match snapshot::plan(&found.scan.forest, &req) {
         Ok(p) => p,
-        Err(e) => return Ok(refused(&e, a.json)),
+        Err(e) => return Ok(refused_live_hint(&e, &found, a.json)),
     };
     if a.dry_run {
         println!(
@@ -797,6 +825,7 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
     let req = Request {
         image: found.image,
         with_overlays: a.with_overlays,
+        force: a.force,
     };
     let plan = match delete::plan(&found.scan.forest, &req) {
         Ok(p) => p,
@@ -826,7 +855,8 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Err(e) => return Ok(refused(&e, a.json)),
     };
     if a.live {
-        return commit_live(&found, &a);
+        let plan = imgchain::ops::live::plan(&found.scan.forest, found.image, a.force);
+        return run_live(plan, a.speed, a.progress, a.json);
     }
     let req = Request {
         top: found.image,
@@ -836,46 +866,73 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     };
     let plan = match commit::plan(&found.scan.forest, &req) {
         Ok(p) => p,
-        Err(e) => {
-            let code = refused(&e, a.json);
-            let node = found.scan.forest.node(found.image);
-            if matches!(e, imgchain::ops::Refusal::InUse(_))
-                && let Some(q) = node.holders.iter().find_map(|h| h.owner.qmp.as_ref())
-            {
-                eprintln!(
-                    "imgchain: its holder listens on QMP at {}: add --live to have it commit the \
-                     image itself",
-                    q.display()
-                );
-            }
-            return Ok(code);
-        }
+        Err(e) => return Ok(refused_live_hint(&e, &found, a.json)),
     };
     run_planned::<Commit>(ctx, &plan, a.progress, a.json, output::json_outcome)
 }
 
-/// `commit --live`: the QEMU holding the image commits it, through its QMP socket.
-fn commit_live(found: &imgchain::ops::scope::Discovered, a: &CommitArgs) -> Result<u8, Failure> {
+/// Refuses as [`refused`] does, with a hint to add `--live` when the image is refused for
+/// being in use and its holder listens on QMP.
+fn refused_live_hint(
+    e: &imgchain::ops::Refusal,
+    found: &imgchain::ops::scope::Discovered,
+    json: bool,
+) -> u8 {
+    let code = refused(e, json);
+    if let imgchain::ops::Refusal::InUse(imgchain::image::lock::LockError::InUse { path, .. }) = e {
+        let qmp = found
+            .scan
+            .forest
+            .find(path)
+            .into_iter()
+            .chain([found.image])
+            .flat_map(|id| &found.scan.forest.node(id).holders)
+            .find_map(|h| h.owner.qmp.as_ref());
+        if let Some(q) = qmp {
+            eprintln!(
+                "imgchain: its holder listens on QMP at {}: add --live to have it do the job \
+                 itself",
+                q.display()
+            );
+        }
+    }
+    code
+}
+
+/// `--live`: the QEMU holding the image does the job, through its QMP socket; Ctrl-C
+/// cancels a block job.
+fn run_live(
+    plan: Result<imgchain::ops::live::LivePlan, imgchain::ops::Refusal>,
+    speed: Option<u64>,
+    progress: bool,
+    json: bool,
+) -> Result<u8, Failure> {
     use imgchain::ops::{Report, live};
-    let plan = match live::plan(&found.scan.forest, found.image, a.force) {
+    let mut plan = match plan {
         Ok(p) => p,
-        Err(e) => return Ok(refused(&e, a.json)),
+        Err(e) => return Ok(refused(&e, json)),
     };
+    plan.speed = speed.unwrap_or(0);
     let cancel = ctrl_c()?;
-    let mut bar = output::ProgressLine::new(a.progress, &plan.base);
+    let mut bar = output::ProgressLine::new(progress, &plan.target);
     let result = live::run(&plan, &cancel, &mut |p| bar.update(&p));
     bar.finish();
     match result {
         Ok(o) => {
-            if a.json {
+            if json {
                 print_json(&output::json_live(&o))?;
             } else {
                 println!("{}", o.summary());
             }
             Ok(o.exit_code())
         }
-        Err(e) => Ok(refused(&e, a.json)),
+        Err(e) => Ok(refused(&e, json)),
     }
+}
+
+/// A rate such as `64M` (bytes per second).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    imgchain::config::parse_size(s)
 }
 
 fn refused(e: &imgchain::ops::Refusal, json: bool) -> u8 {

@@ -29,6 +29,8 @@ pub struct JsonNode {
     pub mode: &'static str,
     pub keep_ro_reason: Option<&'static str>,
     pub in_use: Option<JsonInUse>,
+    /// The defined libvirt VMs that name it as a disk, running or not.
+    pub vm_disks: Vec<JsonVmDisk>,
     pub problems: Vec<JsonProblem>,
     pub qcow2: Option<JsonQcow2>,
 }
@@ -61,6 +63,14 @@ pub struct JsonInUse {
     /// Permissions others refuse to share.
     pub unshared: Vec<&'static str>,
     pub holders: Vec<JsonHolder>,
+}
+
+/// A disk of a defined libvirt VM.
+#[derive(Serialize)]
+pub struct JsonVmDisk {
+    pub domain: String,
+    pub target: String,
+    pub definition: String,
 }
 
 /// One process holding the image.
@@ -195,6 +205,15 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
                 })
                 .collect(),
         }),
+        vm_disks: n
+            .vm_disks
+            .iter()
+            .map(|d| JsonVmDisk {
+                domain: d.domain.clone(),
+                target: d.target.clone(),
+                definition: path_str(&d.definition),
+            })
+            .collect(),
         problems: n
             .problems
             .iter()
@@ -445,21 +464,44 @@ pub fn json_merge(o: &crate::ops::merge::Outcome) -> serde_json::Value {
     })
 }
 
-/// `commit --live --json`.
+/// `commit --live`, `merge --live` and `snapshot --live` with `--json`: `target` is the
+/// backing file (commit, merge) or the new overlay (snapshot).
 pub fn json_live(o: &crate::ops::live::LiveOutcome) -> serde_json::Value {
     use crate::ops::Report;
-    serde_json::json!({
-        "top": path_str(&o.plan.top),
-        "base": path_str(&o.plan.base),
-        "holder": o.plan.holder,
-        "qmp": path_str(&o.plan.socket),
+    use crate::ops::live::{LiveKind, Via};
+    let p = &o.plan;
+    let mut v = serde_json::json!({
+        "operation": p.op().as_str(),
+        "live": true,
+        "image": path_str(&p.top),
+        "target": path_str(&p.target),
+        "holder": p.holder,
+        "qmp": match &p.via {
+            Via::Qmp(s) => Some(path_str(s)),
+            Via::Libvirt { .. } => None,
+        },
+        "libvirt": match &p.via {
+            Via::Libvirt { uri, domain } => serde_json::json!({"uri": uri, "domain": domain}),
+            Via::Qmp(_) => serde_json::Value::Null,
+        },
         "copied_bytes": o.copied,
-        "pivoted": o.pivoted,
+        "completed": o.completed,
+        "pivoted": o.completed && matches!(p.kind, LiveKind::Commit),
         "cancelled": o.cancelled,
         "error": o.error,
         "exit_code": o.exit_code(),
         "summary": o.summary(),
-    })
+    });
+    if let LiveKind::Merge {
+        overlay,
+        backing_name,
+        ..
+    } = &p.kind
+    {
+        v["overlay"] = path_str(overlay).into();
+        v["backing_name"] = backing_name.as_str().into();
+    }
+    v
 }
 
 /// An operation's `--json` when it was refused or could not start.
@@ -538,6 +580,20 @@ pub fn in_use_text(n: &Node) -> Option<String> {
     })
 }
 
+/// The defined libvirt VMs an image not in use is a disk of, e.g. `disk vda of web03 (not
+/// running on it)`; `None` when it is in use (the holder tells) or no definition names it.
+pub fn vm_text(n: &Node) -> Option<String> {
+    if n.in_use() || n.vm_disks.is_empty() {
+        return None;
+    }
+    let disks: Vec<String> = n
+        .vm_disks
+        .iter()
+        .map(|d| format!("disk {} of {}", d.target, d.domain))
+        .collect();
+    Some(format!("{} (libvirt, not running on it)", disks.join(", ")))
+}
+
 /// The label of a node in the tree: the whole path for roots and for overlays that live in
 /// another directory than their backing file, the file name otherwise.
 fn label(forest: &Forest, id: NodeId) -> String {
@@ -577,6 +633,7 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
         };
         let busy = in_use_text(n)
             .map(|t| format!("  {}", paint.wrap("33", &t)))
+            .or_else(|| vm_text(n).map(|t| format!("  {}", paint.wrap("2", &t))))
             .unwrap_or_default();
         let _ = writeln!(
             out,
@@ -695,6 +752,17 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
         .map(|r| format!(" — {}", r.describe()))
         .unwrap_or_default();
     line("mode:", format!("{}{reason}", paint.mode(n)));
+    for d in &n.vm_disks {
+        line(
+            "vm disk:",
+            format!(
+                "{} of libvirt VM {} (defined in {})",
+                d.target,
+                d.domain,
+                d.definition.display()
+            ),
+        );
+    }
     if let Some(t) = in_use_text(n) {
         line("in use:", t);
         line(

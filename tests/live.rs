@@ -1,7 +1,8 @@
-//! `imgchain commit --live` against a running qemu-storage-daemon (the VM): the daemon commits
-//! its own top through QMP and pivots; every pattern written through its NBD export, before
-//! and after, is in the base once it exits. A daemon without a QMP socket, or an image nobody
-//! holds, is refused with the reason.
+//! Live operations against a running qemu-storage-daemon (the VM): `commit --live` has the
+//! daemon commit its own top through QMP and pivot, `merge --live` has it commit a middle
+//! layer and re-point the top, `snapshot --live` moves it onto a new overlay; every pattern
+//! written through its NBD export, before and after, is where it belongs once it exits. A
+//! daemon without a QMP socket, or an image nobody holds, is refused with the reason.
 
 #![allow(clippy::unwrap_used)]
 
@@ -135,10 +136,12 @@ fn a_cancelled_live_commit_leaves_the_daemon_on_the_old_chain() {
     let tmp = tempdir();
     let d = tmp.path();
     sized_base_and_top(d, "2G");
-    qemu_io(&d.join("top.qcow2"), "write -P 0x22 0 1G");
+    qemu_io(&d.join("top.qcow2"), "write -P 0x22 0 256M");
     let vm = hold_with_qmp_daemon(d);
+    // 16 MiB/s: the job runs for 16 s, so Ctrl-C lands in the copy.
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
-        .args(["commit", "--live", "-p", arg(&d.join("top.qcow2"))])
+        .args(["commit", "--live", "--speed", "16M", "-p"])
+        .arg(d.join("top.qcow2"))
         .env("XDG_CONFIG_HOME", d)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -157,19 +160,212 @@ fn a_cancelled_live_commit_leaves_the_daemon_on_the_old_chain() {
     .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    if out.status.code() == Some(0) {
-        // The job finished before the signal landed: nothing to check about a cancel.
-        eprintln!("the live commit finished before Ctrl-C: {text}");
-        return;
-    }
     assert_eq!(out.status.code(), Some(130), "{text}");
     assert!(text.contains("Cancelled"), "{text}");
     let exports = qmp(d, "query-block-exports");
     assert_eq!(exports[0]["node-name"], "top", "still on the old chain");
     drop(vm);
     let out = run(Command::new("qemu-io")
-        .args(["-c", "read -P 0x22 0 1G"])
+        .args(["-c", "read -P 0x22 0 256M"])
         .arg(d.join("top.qcow2")));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("verification failed"));
     qemu_check(&d.join("base.qcow2"));
+}
+
+/// Each `(pattern offset length)` reads back from `image`.
+fn reads(image: &Path, patterns: &[&str]) {
+    for read in patterns {
+        let out = run(Command::new("qemu-io")
+            .args(["-c", &format!("read -P {read}")])
+            .arg(image));
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("verification failed"),
+            "{read} in {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// The file of the node the daemon's export serves.
+fn exported_file(dir: &Path) -> String {
+    let exports = qmp(dir, "query-block-exports");
+    let nodes = qmp(dir, "query-named-block-nodes");
+    let node = exports[0]["node-name"].as_str().unwrap();
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == node)
+        .map(file_of)
+        .unwrap()
+}
+
+/// A node's file, also when QEMU names it `json:{...}` (a node added without its backing).
+fn file_of(n: &Value) -> String {
+    let f = n["file"].as_str().unwrap();
+    match f.strip_prefix("json:") {
+        Some(j) => serde_json::from_str::<Value>(j).unwrap()["file"]["filename"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        None => f.to_string(),
+    }
+}
+
+#[test]
+fn a_live_merge_commits_the_middle_layer_and_re_points_the_top() {
+    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(d, "base.qcow2", "qcow2", "16M", None, &[]);
+    create(
+        d,
+        "mid.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    create(
+        d,
+        "top.qcow2",
+        "qcow2",
+        "16M",
+        Some(("mid.qcow2", "qcow2")),
+        &[],
+    );
+    qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 4M");
+    qemu_io(&d.join("mid.qcow2"), "write -P 0x22 1M 1M");
+    qemu_io(&d.join("top.qcow2"), "write -P 0x33 2M 512k");
+    let vm = hold_with_qmp_daemon(d);
+    guest_io(d, "write -P 0x44 3M 64k");
+    let mid = d.join("mid.qcow2");
+    // Offline, the middle layer of a running chain is refused, with the hint.
+    let out = imgchain(&["merge", arg(&mid)]);
+    assert_eq!(out.status.code(), Some(12));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--live"));
+    let v = imgchain_json(&["merge", "--live", "--json", arg(&mid)], 0);
+    assert_eq!(v["completed"], true, "{v}");
+    assert_eq!(v["operation"], "merge");
+    assert_eq!(v["overlay"], arg(&d.join("top.qcow2")));
+    assert_eq!(v["backing_name"], "base.qcow2");
+    // The daemon no longer runs through the middle layer and let go of it: it can be
+    // deleted while the VM runs.
+    let files: Vec<String> = qmp(d, "query-named-block-nodes")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["file"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!files.iter().any(|f| f.ends_with("mid.qcow2")), "{files:?}");
+    imgchain_ok(&["delete", arg(&mid)]);
+    guest_io(d, "write -P 0x55 4M 64k");
+    drop(vm);
+    let top = d.join("top.qcow2");
+    assert_eq!(
+        backing_of(&top),
+        ("base.qcow2".to_string(), "qcow2".to_string())
+    );
+    reads(
+        &top,
+        &[
+            "0x11 0 1M",
+            "0x22 1M 1M",
+            "0x33 2M 512k",
+            "0x44 3M 64k",
+            "0x55 4M 64k",
+        ],
+    );
+    reads(&d.join("base.qcow2"), &["0x22 1M 1M"]);
+    qemu_check(&d.join("base.qcow2"));
+    qemu_check(&top);
+}
+
+#[test]
+fn a_live_snapshot_moves_the_guest_onto_the_new_overlay() {
+    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 4M");
+    let vm = hold_with_qmp_daemon(d);
+    guest_io(d, "write -P 0x33 2M 512k");
+    let top = d.join("top.qcow2");
+    let out = imgchain(&["snapshot", arg(&top)]);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "offline, a VM's disk is refused"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--live"));
+    let v = imgchain_json(&["snapshot", "--live", "--json", arg(&top)], 0);
+    assert_eq!(v["completed"], true, "{v}");
+    let new = d.join("top.1.qcow2");
+    assert_eq!(v["target"], arg(&new));
+    assert!(exported_file(d).ends_with("top.1.qcow2"));
+    // The new overlay is locked by the daemon now, and the forest shows it in use.
+    let t = tree(d, &[]);
+    assert_eq!(node(&t, d, "top.1.qcow2")["in_use"]["write"], true, "{t:?}");
+    guest_io(d, "write -P 0x44 3M 64k");
+    drop(vm);
+    assert_eq!(
+        backing_of(&new),
+        ("top.qcow2".to_string(), "qcow2".to_string())
+    );
+    reads(&new, &["0x11 0 1M", "0x33 2M 512k", "0x44 3M 64k"]);
+    // What the guest wrote after the switch is only in the new overlay.
+    reads(&top, &["0x33 2M 512k", "0x11 3M 64k"]);
+    qemu_check(&new);
+    qemu_check(&top);
+}
+
+#[test]
+fn a_live_snapshot_whose_name_is_taken_changes_nothing() {
+    if !have("qemu-storage-daemon") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    let _vm = hold_with_qmp_daemon(d);
+    std::fs::write(d.join("taken.qcow2"), b"mine").unwrap();
+    refused_in(
+        d,
+        &[
+            "snapshot",
+            "--live",
+            arg(&d.join("top.qcow2")),
+            arg(&d.join("taken.qcow2")),
+        ],
+        2,
+        &["exists already"],
+    );
+    assert!(exported_file(d).ends_with("top.qcow2"));
+    assert_eq!(std::fs::read(d.join("taken.qcow2")).unwrap(), b"mine");
+}
+
+#[test]
+fn a_live_snapshot_can_be_committed_back_live() {
+    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    let vm = hold_with_qmp_daemon(d);
+    let (top, new) = (d.join("top.qcow2"), d.join("top.1.qcow2"));
+    imgchain_ok(&["snapshot", "--live", arg(&top)]);
+    guest_io(d, "write -P 0x66 1M 64k");
+    // QEMU names the overlay's node by options (`json:{...}`); it is still found.
+    let v = imgchain_json(&["commit", "--live", "--json", arg(&new)], 0);
+    assert_eq!(v["pivoted"], true, "{v}");
+    assert!(exported_file(d).ends_with("top.qcow2"));
+    drop(vm);
+    reads(&top, &["0x66 1M 64k"]);
+    qemu_check(&top);
 }

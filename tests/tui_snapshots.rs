@@ -13,6 +13,7 @@ use imgchain::forest::{Protect, scan};
 use imgchain::image::file::OpenMode;
 use imgchain::image::handle::{ReopenError, ReopenStep};
 use imgchain::image::lock::{Foreign, Holder, Perms};
+use imgchain::ops::any::Finished;
 use imgchain::ops::commit::{self, Outcome};
 use imgchain::ops::{Event, OpKind, Phase, Progress, Refusal};
 use imgchain::tui::app::{App, Effect, Msg, Popup, Settings};
@@ -645,4 +646,182 @@ fn n_jumps_to_the_next_image_with_a_problem() {
     keys(&mut a, "gN");
     let id = a.selected_node().unwrap();
     assert!(a.browse.forest.node(id).path.ends_with("vms/orphan.qcow2"));
+}
+
+/// The live-commit dialog as planned for a VM with a QMP socket, the job's progress, and its
+/// end. The plan is the one `ops::live::plan` gives (a running VM's pid and socket would not
+/// be the same twice).
+#[test]
+fn a_live_commit_plan_and_its_progress() {
+    use imgchain::ops::any::AnyPlan;
+    use imgchain::ops::live::{LiveKind, LivePlan, Via};
+    let mut a = app("live", 100, 30);
+    // The VM "app" writes app-snap3 (its locks put in the model, as a real one's would show).
+    let root = a.browse.roots[0].clone();
+    let id = a
+        .browse
+        .forest
+        .find(&root.join("snapshots/app-snap3.qcow2"))
+        .unwrap();
+    let n = &mut a.browse.forest.nodes[id.0];
+    n.foreign = Foreign {
+        held: Perms(0b1011),
+        unshared: Perms(0b1010),
+    };
+    let argv: Vec<String> = [
+        "qemu-system-x86_64",
+        "-name",
+        "app",
+        "-qmp",
+        "unix:/run/app.qmp,server=on",
+    ]
+    .map(String::from)
+    .to_vec();
+    n.holders = vec![Holder {
+        pid: 4242,
+        command: argv.join(" "),
+        foreign: n.foreign,
+        owner: Box::new(imgchain::image::lock::owner::parse(&argv)),
+    }];
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    let fx = a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('L'),
+        KeyModifiers::NONE,
+    )));
+    let [Effect::PlanOp { job, .. }] = &fx[..] else {
+        panic!("the live key plans: {fx:?}")
+    };
+    let job = *job;
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the live dialog")
+    };
+    assert!(
+        matches!(p.ask, imgchain::ops::any::Ask::LiveCommit { .. }),
+        "the image a VM writes is committed live: {:?}",
+        p.ask
+    );
+    let plan = LivePlan {
+        kind: LiveKind::Commit,
+        top: root.join("snapshots/app-snap3.qcow2"),
+        target: root.join("snapshots/app-snap2.qcow2"),
+        via: Via::Qmp(PathBuf::from("/run/app.qmp")),
+        holder: "app (QEMU VM, pid 4242, writing)".into(),
+        speed: 0,
+    };
+    a.update(Msg::OpPlanned {
+        job,
+        plan: Box::new(Ok(AnyPlan::Live(plan))),
+    });
+    insta::assert_snapshot!("live_commit_plan", render(&a));
+    // At 80x24 the text wraps to more lines; the keys stay in sight.
+    a.update(Msg::Resize(80, 24));
+    let small = render(&a);
+    assert!(small.contains("Enter/y start"), "{small}");
+    insta::assert_snapshot!("live_commit_plan_80x24", small);
+    a.update(Msg::Resize(100, 30));
+    let fx = key(&mut a, KeyCode::Enter);
+    assert!(
+        matches!(&fx[..], [Effect::RunOp { .. }]),
+        "a live commit asks once: {fx:?}"
+    );
+    let progress = |phase, done| {
+        Finished::Progress(Progress {
+            op: OpKind::Commit,
+            phase,
+            done,
+            total: 64 << 20,
+            elapsed: Duration::from_secs(2),
+            writing: false,
+        })
+    };
+    a.update(Msg::Op {
+        job,
+        event: progress(Phase::Copy, 24 << 20),
+    });
+    insta::assert_snapshot!("live_commit_progress", render(&a));
+    a.update(Msg::Op {
+        job,
+        event: Finished::Done {
+            exit_code: 0,
+            summary: "app (QEMU VM, pid 4242, writing) committed 64.0 MiB of app-snap3.qcow2 \
+                      into app-snap2.qcow2 itself and now runs on app-snap2.qcow2."
+                .into(),
+        },
+    });
+    insta::assert_snapshot!("live_commit_done", render(&a));
+    // D there plans deleting the layer the VM no longer runs on.
+    let fx = a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('D'),
+        KeyModifiers::NONE,
+    )));
+    assert!(
+        matches!(&fx[..], [Effect::PlanOp { ask: imgchain::ops::any::Ask::Delete { image, .. }, .. }]
+            if image.ends_with("app-snap3.qcow2")),
+        "{fx:?}"
+    );
+}
+
+/// A stopped libvirt VM's disk: flagged in the forest, named in details, and its delete
+/// dialog refused until `f` says to delete it anyway.
+#[test]
+fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
+    let mut a = app("vmdisk", 100, 30);
+    let root = a.browse.roots[0].clone();
+    let defs = PathBuf::from("/tmp/imgchain-snapshots/vmdisk-defs");
+    let _ = std::fs::remove_dir_all(&defs);
+    std::fs::create_dir_all(&defs).unwrap();
+    std::fs::write(
+        defs.join("ci.xml"),
+        format!(
+            "<domain type='kvm'><name>ci</name><devices><disk type='file' device='disk'>\
+             <source file='{}'/><target dev='vda'/></disk></devices></domain>",
+            root.join("vms/ci.qcow2").display()
+        ),
+    )
+    .unwrap();
+    let opts = imgchain::forest::ScanOptions {
+        libvirt_domains: vec![defs.clone()],
+        ..Default::default()
+    };
+    let mut s = scan(std::slice::from_ref(&root), &opts).unwrap();
+    for n in &mut s.forest.nodes {
+        n.allocated = None;
+        n.writable = true;
+    }
+    a.update(Msg::Scanned(Box::new(Ok(s))));
+    select(&mut a, "vms/ci.qcow2");
+    // Plans with the same scan options as the UI's workers.
+    let plan_with = |a: &mut App, code: KeyCode| {
+        let fx = a.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for e in fx {
+            imgchain::tui::execute(e, &tx, &opts, 1 << 20);
+            let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            a.update(msg);
+        }
+    };
+    plan_with(&mut a, KeyCode::Char('D'));
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the delete dialog")
+    };
+    assert!(
+        p.refusal
+            .as_ref()
+            .is_some_and(|(m, c)| m.contains("ci") && *c == 13),
+        "{:?}",
+        p.refusal
+    );
+    insta::assert_snapshot!("op_delete_vm_disk", render(&a));
+    plan_with(&mut a, KeyCode::Char('f'));
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the delete dialog again")
+    };
+    assert!(p.plan.is_some(), "{:?}", p.refusal);
+    assert!(
+        matches!(p.ask, imgchain::ops::any::Ask::Delete { force: true, .. }),
+        "{:?}",
+        p.ask
+    );
+    key(&mut a, KeyCode::Esc);
+    assert!(root.join("vms/ci.qcow2").exists(), "nothing was deleted");
 }

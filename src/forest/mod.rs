@@ -1,6 +1,7 @@
 //! The forest of backing chains: scanning, the node arena, the state model and diagnostics.
 
 pub mod diag;
+pub mod domains;
 pub mod model;
 pub mod protect;
 pub mod scan;

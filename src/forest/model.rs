@@ -25,6 +25,17 @@ pub fn file_name(path: &Path) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub usize);
 
+/// One disk of a defined libvirt domain (`forest::domains`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmDisk {
+    /// The domain's name.
+    pub domain: String,
+    /// The disk's target (`vda`).
+    pub target: String,
+    /// The definition it was read from.
+    pub definition: PathBuf,
+}
+
 /// An image's backing file as its header names it and as it resolves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backing {
@@ -75,6 +86,8 @@ pub struct Node {
     pub foreign: Foreign,
     /// The processes holding them, writers first, when /proc tells.
     pub holders: Vec<Holder>,
+    /// The disks of defined libvirt domains this image is (running or not).
+    pub vm_disks: Vec<VmDisk>,
 }
 
 impl Node {
@@ -99,6 +112,7 @@ impl Node {
             problems: Vec::new(),
             foreign: Foreign::default(),
             holders: Vec::new(),
+            vm_disks: Vec::new(),
         }
     }
 

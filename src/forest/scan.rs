@@ -39,6 +39,8 @@ pub struct ScanOptions {
     pub follow_symlinks: bool,
     /// Extensions (without the dot) of raw files that count as images while walking.
     pub raw_extensions: Vec<String>,
+    /// Directories of libvirt domain definitions whose disks are labelled.
+    pub libvirt_domains: Vec<PathBuf>,
 }
 
 impl Default for ScanOptions {
@@ -47,6 +49,7 @@ impl Default for ScanOptions {
             max_depth: 16,
             follow_symlinks: true,
             raw_extensions: vec!["img".into(), "raw".into()],
+            libvirt_domains: Vec::new(),
         }
     }
 }
@@ -135,6 +138,9 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
         }
     }
     let mut scan = s.scan;
+    for (path, reason) in super::domains::label(&mut scan.forest, &opts.libvirt_domains) {
+        scan.skipped.push(Skipped { path, reason });
+    }
     find_holders(&mut scan.forest);
     cut_loops(&mut scan.forest);
     scan.forest.relink();

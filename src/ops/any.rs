@@ -19,6 +19,8 @@ pub enum Ask {
     Delete {
         image: PathBuf,
         with_overlays: bool,
+        /// Also a disk a defined libvirt VM names.
+        force: bool,
     },
     Flatten {
         image: PathBuf,
@@ -38,9 +40,19 @@ pub enum Ask {
         image: PathBuf,
         pick: usize,
     },
-    /// Have the running QEMU that holds the image commit it (`commit --live`).
+    /// Have the running QEMU that writes the image commit it (`commit --live`).
     LiveCommit {
         image: PathBuf,
+    },
+    /// Have the running QEMU whose chain runs through the image merge it (`merge --live`).
+    LiveMerge {
+        image: PathBuf,
+    },
+    /// Put an overlay on the image a running QEMU writes and move it there
+    /// (`snapshot --live`).
+    LiveSnapshot {
+        image: PathBuf,
+        cluster_size: usize,
     },
 }
 
@@ -54,7 +66,9 @@ impl Ask {
             | Ask::Rebase { image, .. }
             | Ask::Merge { image, .. }
             | Ask::Repair { image, .. }
-            | Ask::LiveCommit { image } => image,
+            | Ask::LiveCommit { image }
+            | Ask::LiveMerge { image }
+            | Ask::LiveSnapshot { image, .. } => image,
         }
     }
 }
@@ -68,7 +82,8 @@ pub enum AnyPlan {
     Merge(Box<merge::Plan>),
     /// An unsafe rebase onto the picked candidate, with every candidate to show.
     Repair(Box<RepairPlan>),
-    LiveCommit(live::LivePlan),
+    /// Done by the running QEMU that holds the image.
+    Live(live::LivePlan),
 }
 
 /// A repair: the rebase it runs, and the candidates it was picked from.
@@ -91,7 +106,7 @@ impl AnyPlan {
             AnyPlan::Merge(p) => merge::Merge::writes(p),
             AnyPlan::Repair(p) => rebase::Rebase::writes(&p.rebase),
             // The QEMU that holds them writes them; imgchain writes nothing.
-            AnyPlan::LiveCommit(p) => vec![p.base.clone(), p.top.clone()],
+            AnyPlan::Live(p) => vec![p.target.clone(), p.top.clone()],
         }
     }
 }
@@ -114,11 +129,16 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
                 cluster_size: *cluster_size,
             },
         )?),
-        Ask::Delete { with_overlays, .. } => AnyPlan::Delete(delete::plan(
+        Ask::Delete {
+            with_overlays,
+            force,
+            ..
+        } => AnyPlan::Delete(delete::plan(
             forest,
             &delete::Request {
                 image,
                 with_overlays: *with_overlays,
+                force: *force,
             },
         )?),
         Ask::Flatten { .. } | Ask::Rebase { .. } => {
@@ -182,7 +202,16 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
                 pick: (*pick).min(fix.candidates.len() - 1),
             }))
         }
-        Ask::LiveCommit { .. } => AnyPlan::LiveCommit(live::plan(forest, image, false)?),
+        Ask::LiveCommit { .. } => AnyPlan::Live(live::plan(forest, image, false)?),
+        Ask::LiveMerge { .. } => AnyPlan::Live(live::plan_merge(forest, image, false)?),
+        Ask::LiveSnapshot { cluster_size, .. } => AnyPlan::Live(live::plan_snapshot(
+            forest,
+            &snapshot::Request {
+                image,
+                new: None,
+                cluster_size: *cluster_size,
+            },
+        )?),
         Ask::Merge { image: path, force } => {
             let journal = merge::read_journal(path).map_err(|e| Refusal::Changed {
                 path: merge::journal_path(path),

@@ -24,6 +24,8 @@ pub struct Request {
     pub image: NodeId,
     /// Also delete every image built on it, at any distance.
     pub with_overlays: bool,
+    /// Also when a defined libvirt VM names one of them as its disk.
+    pub force: bool,
 }
 
 /// A deletion that passed every guard.
@@ -107,6 +109,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             });
         }
     }
+    guards::not_a_vm_disk(forest, &order, req.force)?;
     for &id in &order {
         let m = forest.node(id);
         if m.foreign.in_use() {
@@ -324,6 +327,7 @@ mod tests {
         let req = Request {
             image: forest.find(&path).unwrap(),
             with_overlays: false,
+            force: false,
         };
         let plan = plan(&forest, &req).unwrap();
         // Another file takes the name between the plan and the run (renamed over it, as a

@@ -114,6 +114,26 @@ pub fn other_overlays(
     Ok(others)
 }
 
+/// Refuses to remove an image a defined libvirt VM names as its disk, unless `force`
+/// (exit 13).
+pub fn not_a_vm_disk(forest: &Forest, removed: &[NodeId], force: bool) -> Result<(), Refusal> {
+    if force {
+        return Ok(());
+    }
+    for &id in removed {
+        let n = forest.node(id);
+        if let Some(d) = n.vm_disks.first() {
+            return Err(Refusal::VmDisk {
+                path: n.path.clone(),
+                domain: d.domain.clone(),
+                target: d.target.clone(),
+                definition: d.definition.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// How an operation uses an image, for [`supported`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

@@ -153,6 +153,9 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
             });
         }
     }
+    if !req.keep {
+        guards::not_a_vm_disk(forest, &[req.image], req.force)?;
+    }
     guards::not_in_use(
         forest,
         overlays

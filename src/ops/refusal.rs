@@ -51,8 +51,16 @@ pub enum Refusal {
     /// what to run instead.
     #[error("{} {what}", path.display())]
     HeldElsewhere { path: PathBuf, what: String },
-    /// A live operation could not start through the holder's QMP socket.
-    #[error("{}: the live commit could not start: {what}; nothing was changed", path.display())]
+    /// The image to remove is a disk of a defined libvirt VM, which could no longer start.
+    #[error("{} is disk {target} of the libvirt VM {domain} (defined in {}); removing it leaves that VM unable to start: detach it first (virsh detach-disk {domain} {target} --config), or add --force if the VM is disposable", path.display(), definition.display())]
+    VmDisk {
+        path: PathBuf,
+        domain: String,
+        target: String,
+        definition: PathBuf,
+    },
+    /// A live operation could not start through the holder's QMP socket or libvirt.
+    #[error("{}: the live operation could not start: {what}; nothing was changed", path.display())]
     Live { path: PathBuf, what: String },
     /// The file to create exists already.
     #[error("{} exists already; name another file, or remove it first", path.display())]
@@ -134,7 +142,9 @@ impl Refusal {
             Refusal::NoBacking { .. } => exit::NO_BACKING,
             Refusal::KeepReadOnly { .. } => exit::KEEP_READ_ONLY,
             Refusal::InUse(_) | Refusal::HeldElsewhere { .. } => exit::IN_USE,
-            Refusal::SharedBase { .. } | Refusal::HasOverlays { .. } => exit::SHARED_BASE,
+            Refusal::SharedBase { .. } | Refusal::HasOverlays { .. } | Refusal::VmDisk { .. } => {
+                exit::SHARED_BASE
+            }
             Refusal::Exists { .. } | Refusal::BadTarget { .. } => exit::USAGE,
             Refusal::Unsupported { .. } => exit::UNSUPPORTED,
             Refusal::BaseNotInChain { .. } => exit::USAGE,
@@ -160,6 +170,7 @@ impl Refusal {
             Refusal::InUse(_) | Refusal::HeldElsewhere { .. } => "in-use",
             Refusal::SharedBase { .. } => "shared-base",
             Refusal::HasOverlays { .. } => "has-overlays",
+            Refusal::VmDisk { .. } => "vm-disk",
             Refusal::Exists { .. } => "exists",
             Refusal::Live { .. } => "live",
             Refusal::BadTarget { .. } => "bad-target",

@@ -100,6 +100,12 @@ pub fn default_name(image: &Path) -> PathBuf {
 
 /// Checks the guards and works out the overlay's name; nothing is written.
 pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+    plan_for(forest, req, false)
+}
+
+/// [`plan`], for an image a running QEMU writes when `live` (the QEMU moves onto the overlay
+/// itself, see `ops::live`).
+pub(super) fn plan_for(forest: &Forest, req: &Request, live: bool) -> Result<Plan, Refusal> {
     let n = forest.node(req.image);
     let unsupported = |what: String| Refusal::Unsupported {
         path: n.path.clone(),
@@ -145,7 +151,9 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         .collect();
     guards::links_name_their_format(forest, &chain)?;
     // A VM writing the image would change the new overlay's disk under it.
-    guards::not_in_use(forest, [(req.image, Access::READ_ONLY)])?;
+    if !live {
+        guards::not_in_use(forest, [(req.image, Access::READ_ONLY)])?;
+    }
     if !(512..=2 << 20).contains(&req.cluster_size) || !req.cluster_size.is_power_of_two() {
         return Err(Refusal::Unsupported {
             path: n.path.clone(),
@@ -216,7 +224,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
 
 /// Writes the overlay under a temporary name, syncs it, renames it to `plan.new` unless that
 /// name is taken, and syncs the directory.
-fn create_in_place(plan: &Plan) -> io::Result<()> {
+pub(super) fn create_in_place(plan: &Plan) -> io::Result<()> {
     let dir = plan.new.parent().unwrap_or(Path::new("/"));
     let name = crate::forest::model::file_name(&plan.new);
     let tmp = tempfile::Builder::new()

@@ -121,7 +121,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                         send(Finished::of(e))
                     });
                 }
-                AnyPlan::LiveCommit(p) => {
+                AnyPlan::Live(p) => {
                     let cancel = std::sync::Arc::clone(&job.cancel);
                     std::thread::spawn(move || {
                         let mut progress = |p| send(Finished::Progress(p));

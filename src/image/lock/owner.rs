@@ -96,6 +96,21 @@ fn is_server(value: &str) -> bool {
         .any(|p| p == "server" || p == "server=on" || p == "server=yes")
 }
 
+/// Where a system libvirt daemon keeps its QEMUs' files.
+const SYSTEM_LIBVIRT: &[&str] = &["/var/lib/libvirt/qemu/", "/run/libvirt/qemu/"];
+/// Where a user's session libvirt daemon keeps them.
+const SESSION_LIBVIRT: &[&str] = &["/.config/libvirt/qemu/", "/libvirt/qemu/run/"];
+
+/// The libvirt connection managing a libvirt QEMU with this command line: the system
+/// daemon's, or the user's session daemon's.
+pub fn libvirt_uri(command: &str) -> &'static str {
+    if SYSTEM_LIBVIRT.iter().any(|p| command.contains(p)) {
+        "qemu:///system"
+    } else {
+        "qemu:///session"
+    }
+}
+
 /// Reads the owner from a command line (`argv[0]` first).
 pub fn parse(argv: &[String]) -> Owner {
     let program = argv
@@ -124,9 +139,12 @@ pub fn parse(argv: &[String]) -> Owner {
         i += 1;
     }
     let value = |k: &str| opts.iter().find(|(o, _)| o == k).map(|(_, v)| v.as_str());
-    let libvirt = argv
-        .iter()
-        .any(|a| a.contains("/var/lib/libvirt/qemu/") || a.contains("/run/libvirt/qemu/"));
+    let libvirt = argv.iter().any(|a| {
+        SYSTEM_LIBVIRT
+            .iter()
+            .chain(SESSION_LIBVIRT)
+            .any(|p| a.contains(p))
+    });
     let proxmox_id = value("id")
         .filter(|_| {
             argv.iter()

@@ -151,6 +151,8 @@ impl OpPopup {
             Ask::Merge { .. } => "Merge",
             Ask::Repair { .. } => "Repair",
             Ask::LiveCommit { .. } => "Live commit",
+            Ask::LiveMerge { .. } => "Live merge",
+            Ask::LiveSnapshot { .. } => "Live snapshot",
         }
     }
 }

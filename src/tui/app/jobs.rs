@@ -19,6 +19,8 @@ pub struct Job {
     pub keep_top: bool,
     pub progress: Option<Progress>,
     pub cancel: Arc<AtomicBool>,
+    /// What a live commit or merge leaves out of its VM's chain, to offer deleting.
+    pub leftover: Option<PathBuf>,
 }
 
 impl Job {

@@ -122,6 +122,9 @@ pub struct App {
     snapshot_cluster: usize,
     /// The next scan result replaces the status line.
     announce_scan: bool,
+    /// The layer a finished live commit or merge dropped from its VM's chain, which the
+    /// result dialog offers to delete.
+    leftover: Option<PathBuf>,
 }
 
 /// Settings the app starts with.
@@ -152,6 +155,7 @@ impl App {
             keep_top_default: s.keep_top,
             snapshot_cluster: s.snapshot_cluster,
             announce_scan: true,
+            leftover: None,
         }
     }
 
@@ -355,8 +359,10 @@ impl App {
             }
             Finished::Done { exit_code, summary } => (exit_code, summary),
         };
+        let Some(job) = self.jobs.running.take() else {
+            return Vec::new();
+        };
         let op = job.progress.map_or("Operation", |p| p.op.title());
-        self.jobs.running = None;
         if self.jobs.quit_pending {
             self.jobs.exit_report = Some((summary, exit_code));
             self.quit = true;
@@ -368,9 +374,18 @@ impl App {
             op.to_lowercase(),
             if ok { "done" } else { "did not finish" }
         );
+        self.leftover = job.leftover.filter(|_| ok);
+        let body = match &self.leftover {
+            Some(l) => format!(
+                "{summary}\n\n{} deletes {} now (planned and asked first, as any delete).",
+                self.keymap.keys_of(Action::Delete),
+                crate::forest::model::file_name(l)
+            ),
+            None => summary,
+        };
         self.popup = Some(Popup::Message {
             title: format!("{op}: {}", if ok { "done" } else { "stopped" }),
-            body: summary,
+            body,
             error: !ok,
         });
         self.rescan()
@@ -471,7 +486,19 @@ impl App {
                 }
                 Vec::new()
             }
-            Popup::Message { .. } if dialog.is_some() || browse == Some(Action::Quit) => Vec::new(),
+            Popup::Message { .. } if browse == Some(Action::Delete) && self.leftover.is_some() => {
+                let image = self.leftover.take().unwrap_or_default();
+                let ask = Ask::Delete {
+                    image,
+                    with_overlays: false,
+                    force: false,
+                };
+                self.op_popup(ask, Vec::new())
+            }
+            Popup::Message { .. } if dialog.is_some() || browse == Some(Action::Quit) => {
+                self.leftover = None;
+                Vec::new()
+            }
             p @ Popup::Message { .. } => {
                 self.popup = Some(p);
                 Vec::new()
@@ -520,12 +547,34 @@ impl App {
                     Ask::Delete {
                         image,
                         with_overlays: false,
+                        force,
                     },
                     KeyCode::Char('a'),
                 ) if !p.pending => {
                     let ask = Ask::Delete {
                         image: image.clone(),
                         with_overlays: true,
+                        force: *force,
+                    };
+                    return self.op_popup(ask, Vec::new());
+                }
+                // A defined VM's disk: deleting it anyway is a deliberate key of its own.
+                (
+                    Ask::Delete {
+                        image,
+                        with_overlays,
+                        force: false,
+                    },
+                    KeyCode::Char('f'),
+                ) if p
+                    .refusal
+                    .as_ref()
+                    .is_some_and(|(m, _)| m.contains("detach-disk")) =>
+                {
+                    let ask = Ask::Delete {
+                        image: image.clone(),
+                        with_overlays: *with_overlays,
+                        force: true,
                     };
                     return self.op_popup(ask, Vec::new());
                 }
@@ -570,7 +619,7 @@ impl App {
                 AnyPlan::Rebase(ref r) => r.kind,
                 AnyPlan::Merge(_) => ops::OpKind::Merge,
                 AnyPlan::Repair(_) => ops::OpKind::Rebase,
-                AnyPlan::LiveCommit(_) => ops::OpKind::Commit,
+                AnyPlan::Live(ref l) => l.op(),
             },
             writes: writes.clone(),
             cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -583,6 +632,12 @@ impl App {
             keep_top: true,
             progress: None,
             cancel: Arc::clone(&job.cancel),
+            leftover: match &plan {
+                AnyPlan::Live(l) if !matches!(l.kind, ops::live::LiveKind::Snapshot(_)) => {
+                    Some(l.top.clone())
+                }
+                _ => None,
+            },
         });
         self.status = format!(
             "{name}: {}… ({} cancels)",
@@ -622,6 +677,7 @@ impl App {
         };
         let forest = &self.browse.forest;
         let image = forest.node(id).path.clone();
+        let written = forest.node(id).holders.iter().any(|h| h.foreign.writer());
         // Rebase onto an image further down: the backing file's backing first.
         let chain: Vec<PathBuf> = forest
             .chain(id)
@@ -629,6 +685,11 @@ impl App {
             .map(|c| forest.node(c).path.clone())
             .collect();
         let ask = match action {
+            // A VM writes it: the VM moves onto the new overlay itself.
+            Action::Snapshot if written => Ask::LiveSnapshot {
+                image,
+                cluster_size: self.snapshot_cluster,
+            },
             Action::Snapshot => Ask::Snapshot {
                 image,
                 cluster_size: self.snapshot_cluster,
@@ -636,10 +697,14 @@ impl App {
             Action::Delete => Ask::Delete {
                 image,
                 with_overlays: false,
+                force: false,
             },
             Action::Flatten => Ask::Flatten { image },
             Action::Repair => Ask::Repair { image, pick: 0 },
-            Action::LiveCommit => Ask::LiveCommit { image },
+            // The image a VM writes is committed; a middle layer of its chain is merged.
+            Action::Live if written => Ask::LiveCommit { image },
+            Action::Live => Ask::LiveMerge { image },
+
             Action::Merge => Ask::Merge {
                 image,
                 force: false,
@@ -703,6 +768,7 @@ impl App {
             keep_top: p.keep_top,
             progress: None,
             cancel: Arc::clone(&job.cancel),
+            leftover: None,
         });
         self.status = format!(
             "committing {}… ({} cancels)",
@@ -752,7 +818,7 @@ impl App {
             | Action::Rebase
             | Action::Delete
             | Action::Repair
-            | Action::LiveCommit => return self.ask(action),
+            | Action::Live => return self.ask(action),
             Action::Confirm | Action::Close => {}
             _ => {
                 if let Some(s) = self.browse.act(action) {

@@ -169,6 +169,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         ]),
         None => kv("in use", "no (no QEMU lock held by another process)".into()),
     });
+    for d in &n.vm_disks {
+        lines.push(kv(
+            "vm disk",
+            format!(
+                "{} of {} (libvirt, {})",
+                d.target,
+                d.domain,
+                d.definition.display()
+            ),
+        ));
+    }
     for h in &n.holders {
         lines.push(kv("  holder", h.to_string()));
         if let Some(q) = &h.owner.qmp {

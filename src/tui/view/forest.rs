@@ -68,6 +68,8 @@ fn flags(app: &App, n: &Node) -> Vec<Span<'static>> {
     if n.in_use() {
         let mark = if n.foreign.writer() { "⚑w" } else { "⚑r" };
         out.push(Span::styled(mark, t.in_use));
+    } else if !n.vm_disks.is_empty() {
+        out.push(Span::styled("⚐", t.dim));
     }
     if n.problems.iter().any(|p| p.severity() >= Severity::Warning) {
         out.push(Span::styled("!", t.problem));

@@ -37,6 +37,7 @@ pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
             t.in_use,
             "in use by another process, writing/reading",
         ),
+        ("⚐", t.dim, "a stopped libvirt VM's disk"),
         ("!", t.problem, "a problem, see details"),
     ] {
         legend.push(Span::styled(badge, style));

@@ -9,22 +9,31 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use super::centered;
 use crate::actions::Action;
 use crate::ops::any::{AnyPlan, Ask};
+use crate::ops::live::LiveKind;
 use crate::output::human_size;
 use crate::tui::app::{App, OpPopup, PlanPopup};
 
 fn dialog(
     app: &App,
     title: String,
-    lines: Vec<Line<'static>>,
+    mut lines: Vec<Line<'static>>,
     error: bool,
     frame: &mut Frame,
     area: Rect,
 ) {
     let w = area.width.saturating_sub(4).min(96);
-    // Height: the wrapped text, roughly, plus borders.
-    let inner = usize::from(w.saturating_sub(2)).max(1);
-    let text_h: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
-    let rect = centered(area, w, (text_h as u16).saturating_add(2));
+    let inner = w.saturating_sub(2).max(1);
+    // The last line names the keys: it stays in sight even when the text must be cut.
+    let keys = lines.pop().unwrap_or_default();
+    let body = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let body_h = u16::try_from(body.line_count(inner)).unwrap_or(u16::MAX);
+    let keys_h = u16::try_from(
+        Paragraph::new(keys.clone())
+            .wrap(Wrap { trim: false })
+            .line_count(inner),
+    )
+    .unwrap_or(1);
+    let rect = centered(area, w, body_h.saturating_add(keys_h).saturating_add(2));
     frame.render_widget(Clear, rect);
     let style = if error {
         app.theme.problem
@@ -35,12 +44,20 @@ fn dialog(
         .borders(Borders::ALL)
         .border_style(style)
         .title(title);
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(block),
-        rect,
+    let inside = block.inner(rect);
+    frame.render_widget(block, rect);
+    let keys_h = keys_h.min(inside.height);
+    let (text, foot) = (
+        Rect::new(inside.x, inside.y, inside.width, inside.height - keys_h),
+        Rect::new(
+            inside.x,
+            inside.y + inside.height - keys_h,
+            inside.width,
+            keys_h,
+        ),
     );
+    frame.render_widget(body, text);
+    frame.render_widget(Paragraph::new(keys).wrap(Wrap { trim: false }), foot);
 }
 
 pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
@@ -274,9 +291,12 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
                 with_overlays: false,
                 ..
             }
-        ) && msg.contains("overlays")
+        ) && msg.contains("overlays built on it")
         {
             keys.insert(0, "a delete them too".into());
+        }
+        if matches!(p.ask, Ask::Delete { force: false, .. }) && msg.contains("detach-disk") {
+            keys.insert(0, "f delete it anyway (the VM loses its disk)".into());
         }
     } else if let Some(plan) = &p.plan {
         describe(plan, &mut lines, &kv);
@@ -348,7 +368,7 @@ fn describe(
         }
         AnyPlan::Delete(d) => {
             lines.push(Line::from(""));
-            lines.push(Line::from("Deleted, in this order:"));
+            lines.push(Line::from("Deletes, in this order:"));
             for i in &d.images {
                 lines.push(Line::from(format!("  {}", i.path.display())));
             }
@@ -400,18 +420,32 @@ fn describe(
                 name(&r.rebase.image.path)
             )));
         }
-        AnyPlan::LiveCommit(l) => {
-            lines.push(kv("into", l.base.display().to_string()));
+        AnyPlan::Live(l) => {
+            let into = if matches!(l.kind, LiveKind::Snapshot(_)) {
+                "new overlay"
+            } else {
+                "into"
+            };
+            lines.push(kv(into, l.target.display().to_string()));
             lines.push(kv("done by", l.holder.clone()));
-            lines.push(kv("through", format!("QMP at {}", l.socket.display())));
+            lines.push(kv("through", l.via.to_string()));
             lines.push(Line::from(""));
-            lines.push(Line::from(format!(
-                "A live operation: the running QEMU copies {} into {} with its own block-commit \
-                 job and then runs on {}. imgchain writes nothing.",
-                name(&l.top),
-                name(&l.base),
-                name(&l.base)
-            )));
+            let (top, target) = (name(&l.top), name(&l.target));
+            lines.push(Line::from(match &l.kind {
+                LiveKind::Commit => format!(
+                    "A live operation: the running QEMU copies {top} into {target} with its own \
+                     block-commit job and then runs on {target}. imgchain writes nothing."
+                ),
+                LiveKind::Merge { overlay, .. } => format!(
+                    "A live operation: the running QEMU copies {top} into {target} with its own \
+                     block-commit job and points {} at {target}. imgchain writes nothing.",
+                    name(overlay)
+                ),
+                LiveKind::Snapshot(_) => format!(
+                    "A live operation: imgchain creates {target} on {top}, and the running QEMU \
+                     opens it and writes there from then on. {top} is not written."
+                ),
+            }));
         }
         AnyPlan::Merge(m) => {
             lines.push(kv("into", m.base.path.display().to_string()));

@@ -1,0 +1,126 @@
+//! Stopped libvirt VMs: the domain definitions under `scan.libvirt_domains` label the images
+//! they name as disks (tree, info, JSON), and deleting or merging away such a disk is refused
+//! unless `--force`, with nothing changed on disk.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A config that reads domain definitions from `DIR/defs` only; returns its path.
+fn config(dir: &Path) -> PathBuf {
+    let defs = dir.join("defs");
+    std::fs::create_dir_all(&defs).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(
+        &file,
+        format!("[scan]\nlibvirt_domains = [\"{}\"]\n", defs.display()),
+    )
+    .unwrap();
+    file
+}
+
+/// Defines domain `name` in `DIR/defs` with `disk` as vda.
+fn define(dir: &Path, name: &str, disk: &Path) {
+    std::fs::write(
+        dir.join("defs").join(format!("{name}.xml")),
+        format!(
+            "<domain type='kvm'>\n  <name>{name}</name>\n  <devices>\n    <disk type='file' \
+             device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source \
+             file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>\n\
+             </domain>\n",
+            disk.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_stopped_vm_s_disk_is_labelled_and_not_deleted_without_force() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().join("images");
+    std::fs::create_dir(&d).unwrap();
+    base_and_top(&d);
+    let cfg = config(tmp.path());
+    let top = d.join("top.qcow2");
+    define(tmp.path(), "web03", &top);
+    std::fs::write(tmp.path().join("defs/broken.xml"), "<domain><name>x").unwrap();
+    let c = arg(&cfg);
+
+    let t = tree(&d, &["--config", c]);
+    let n = node(&t, &d, "top.qcow2");
+    assert_eq!(n["vm_disks"][0]["domain"], "web03", "{n}");
+    assert_eq!(n["vm_disks"][0]["target"], "vda");
+    assert!(n["in_use"].is_null());
+    assert_eq!(
+        node(&t, &d, "base.qcow2")["vm_disks"],
+        serde_json::json!([])
+    );
+
+    let out = imgchain_ok(&["--config", c, "tree", arg(&d)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("disk vda of web03 (libvirt, not running on it)"),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.xml"),
+        "the unreadable definition is told: {err}"
+    );
+    let out = imgchain_ok(&["--config", c, "info", arg(&top)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vda of libvirt VM web03"));
+
+    refused_in(
+        &d,
+        &["--config", c, "delete", arg(&top)],
+        13,
+        &[
+            "disk vda of the libvirt VM web03",
+            "virsh detach-disk web03 vda --config",
+        ],
+    );
+    imgchain_ok(&["--config", c, "delete", "--force", arg(&top)]);
+    assert!(!top.exists());
+}
+
+#[test]
+fn merging_away_a_vm_s_disk_is_refused_without_force() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path().join("images");
+    std::fs::create_dir(&d).unwrap();
+    create(&d, "base.qcow2", "qcow2", "16M", None, &[]);
+    create(
+        &d,
+        "mid.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    create(
+        &d,
+        "top.qcow2",
+        "qcow2",
+        "16M",
+        Some(("mid.qcow2", "qcow2")),
+        &[],
+    );
+    let cfg = config(tmp.path());
+    // A VM defined on the middle layer: merging it away would leave that VM without its disk.
+    define(tmp.path(), "old-vm", &d.join("mid.qcow2"));
+    let (c, mid) = (arg(&cfg).to_string(), d.join("mid.qcow2"));
+    refused_in(&d, &["--config", &c, "merge", arg(&mid)], 13, &["old-vm"]);
+    // Keeping the file keeps the VM's disk: allowed.
+    imgchain_ok(&["--config", &c, "merge", "--keep", arg(&mid)]);
+    assert!(mid.exists());
+}
