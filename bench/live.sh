@@ -3,6 +3,8 @@
 #   offline: imgchain commit -d top.qcow2                    (nobody holds it)
 #   live:    imgchain commit --live top.qcow2                (a qemu-storage-daemon holds it)
 #   loaded:  the same, while the guest writes through the daemon's NBD export
+#   libvirt: imgchain commit --live top.qcow2 on a libvirt TCG domain (through virsh), when a
+#            system libvirtd answers
 # on fresh copies, with a final sync inside every timing. Prints the times and ratios.
 #
 #   bash bench/live.sh [WORKDIR]     (IMGCHAIN=path uses that binary instead of building)
@@ -11,7 +13,12 @@ cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d /tmp/imgchain-bench-live.XXXXXX)}
 mkdir -p "$work"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work/src" "$work/run"; }
+domain=imgchain-bench-$$
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    virsh -q -c qemu:///system destroy "$domain" >/dev/null 2>&1 || true
+    rm -rf "$work/src" "$work/run"
+}
 trap cleanup EXIT
 if [ -z "${IMGCHAIN:-}" ]; then cargo build --release --quiet; fi
 bin=${IMGCHAIN:-$PWD/target/release/imgchain}
@@ -45,8 +52,26 @@ writer=$!
 loaded=$(timed "$bin" commit --live "$work/run/top.qcow2")
 wait "$writer" || true
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-python3 - "$offline" "$live" "$loaded" <<'PY'
+lv=
+if command -v virsh >/dev/null && virsh -c qemu:///system version >/dev/null 2>&1; then
+    fresh; chmod 755 "$work" "$work/run"
+    cat >"$work/run/domain.xml" <<XML
+<domain type='qemu'><name>$domain</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='$work/run/top.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>
+XML
+    virsh -q -c qemu:///system create "$work/run/domain.xml" >/dev/null
+    lv=$(timed "$bin" commit --live "$work/run/top.qcow2")
+    virsh -q -c qemu:///system destroy "$domain" >/dev/null
+fi
+python3 - "$offline" "$live" "$loaded" "$lv" <<'PY'
 import sys
-o, l, w = map(float, sys.argv[1:])
+o, l, w = map(float, sys.argv[1:4])
 print(f"1 GiB: offline {o:.2f} s, live {l:.2f} s ({o/l:.2f}x offline), live with 512 MiB of guest writes {w:.2f} s ({o/w:.2f}x offline)")
+if sys.argv[4]:
+    v = float(sys.argv[4])
+    print(f"1 GiB through libvirt (virsh, TCG domain): {v:.2f} s ({o/v:.2f}x offline)")
+else:
+    print("libvirt: no system libvirtd answers; not measured")
 PY

@@ -369,3 +369,48 @@ fn a_live_snapshot_can_be_committed_back_live() {
     reads(&top, &["0x66 1M 64k"]);
     qemu_check(&top);
 }
+
+#[test]
+fn what_the_guest_writes_during_a_live_commit_ends_up_in_the_base() {
+    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    sized_base_and_top(d, "1G");
+    qemu_io(&d.join("top.qcow2"), "write -P 0x22 0 128M");
+    let vm = hold_with_qmp_daemon(d);
+    // 32 MiB/s: the job runs for about 4 s, and the guest writes while it copies.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
+        .args(["commit", "--live", "--speed", "32M", "-p"])
+        .arg(d.join("top.qcow2"))
+        .env("XDG_CONFIG_HOME", d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("[copy") {
+        line.clear();
+    }
+    // Over data the job has not copied yet, and beyond what the top held.
+    guest_io(d, "write -P 0x33 64M 1M");
+    guest_io(d, "write -P 0x44 512M 1M");
+    let drained = std::thread::spawn(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).ok();
+    });
+    let out = child.wait_with_output().unwrap();
+    drained.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(exported_file(d).ends_with("base.qcow2"));
+    drop(vm);
+    let base = d.join("base.qcow2");
+    reads(
+        &base,
+        &["0x22 0 64M", "0x33 64M 1M", "0x22 65M 63M", "0x44 512M 1M"],
+    );
+    qemu_check(&base);
+}
