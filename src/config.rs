@@ -68,6 +68,23 @@ pub struct ProtectConfig {
 pub struct CommitConfig {
     pub chunk_size: ChunkSize,
     pub keep_top: bool,
+    pub kernel_copy: bool,
+    pub in_flight: InFlight,
+}
+
+/// Reads under way at once in a copy through memory: 1 to 64.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "i64")]
+pub struct InFlight(pub usize);
+
+impl TryFrom<i64> for InFlight {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match usize::try_from(n) {
+            Ok(n @ 1..=64) => Ok(InFlight(n)),
+            _ => Err(format!("in_flight {n} must be from 1 to 64")),
+        }
+    }
 }
 
 /// `[snapshot]`: how new overlays are made.

@@ -371,6 +371,7 @@ pub fn json_outcome(o: &crate::ops::commit::Outcome) -> serde_json::Value {
         "intermediates": o.plan.intermediates.iter().map(|i| p(&i.path)).collect::<Vec<_>>(),
         "total_bytes": o.total,
         "copied_bytes": o.copied,
+        "data_path": json_tally(&o.tally),
         "grew": o.grew.map(|(from, to)| serde_json::json!({"from": from, "to": to})),
         "copy": {
             "ok": o.copy.is_ok(),
@@ -390,6 +391,16 @@ pub fn json_outcome(o: &crate::ops::commit::Outcome) -> serde_json::Value {
         "elapsed_s": o.elapsed.as_secs_f64(),
         "exit_code": o.exit_code(),
         "summary": o.summary(),
+    })
+}
+
+/// How the data moved: `cloned_bytes` (blocks shared, a reflink), `kernel_bytes` (copied by
+/// the kernel), `memory_bytes` (read and written by imgchain).
+pub fn json_tally(t: &crate::ops::datapath::Tally) -> serde_json::Value {
+    serde_json::json!({
+        "cloned_bytes": t.cloned,
+        "kernel_bytes": t.kernel,
+        "memory_bytes": t.copied,
     })
 }
 
@@ -433,6 +444,7 @@ pub fn json_rebase(o: &crate::ops::rebase::Outcome) -> serde_json::Value {
         "safe": o.plan.safe,
         "compared_bytes": o.compared,
         "copied_bytes": o.copied,
+        "data_path": json_tally(&o.tally),
         "copy": {
             "ok": o.copy.is_ok(),
             "cancelled": o.cancelled(),

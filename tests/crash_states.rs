@@ -130,10 +130,15 @@ fn compare(name: &str, build: impl Fn(&Path), args: &[&str]) {
         return;
     }
     let root = common::tempdir();
-    let orig = root.path().join("orig");
+    compare_in(root.path(), name, build, args);
+}
+
+/// [`compare`] in directories under `root`.
+fn compare_in(root: &Path, name: &str, build: impl Fn(&Path), args: &[&str]) {
+    let orig = root.join("orig");
     std::fs::create_dir(&orig).expect("mkdir");
     build(&orig);
-    let (ours, theirs) = (root.path().join("ours"), root.path().join("theirs"));
+    let (ours, theirs) = (root.join("ours"), root.join("theirs"));
     copy_dir(&orig, &ours);
     copy_dir(&orig, &theirs);
     let empties = !args.contains(&"-d");
@@ -189,6 +194,23 @@ fn scattered(dir: &Path, cluster: &str, base_opts: &[&str]) {
 #[test]
 fn scattered_writes_that_need_new_l2_tables() {
     compare("scattered", |d| scattered(d, "64k", &[]), &[]);
+}
+
+/// On XFS the data is cloned (reflinks), then mapped: the same states must all be clean.
+#[test]
+fn scattered_writes_cloned_on_xfs() {
+    if !tools() {
+        return;
+    }
+    let Some(fs) = common::SmallFs::new(1024) else {
+        return;
+    };
+    compare_in(
+        fs.path(),
+        "cloned on xfs",
+        |d| scattered(d, "64k", &[]),
+        &[],
+    );
 }
 
 #[test]
@@ -319,7 +341,18 @@ fn compare_rebase(name: &str, build: impl Fn(&Path), ours: &[&str], theirs: &[&s
         return;
     }
     let root = common::tempdir();
-    let orig = root.path().join("orig");
+    compare_rebase_in(root.path(), name, build, ours, theirs);
+}
+
+/// [`compare_rebase`] in directories under `root`.
+fn compare_rebase_in(
+    root: &Path,
+    name: &str,
+    build: impl Fn(&Path),
+    ours: &[&str],
+    theirs: &[&str],
+) {
+    let orig = root.join("orig");
     std::fs::create_dir(&orig).expect("mkdir");
     build(&orig);
     let mut tallies = Vec::new();
@@ -327,7 +360,7 @@ fn compare_rebase(name: &str, build: impl Fn(&Path), ours: &[&str], theirs: &[&s
         ("ours", env!("CARGO_BIN_EXE_imgchain"), ours),
         ("theirs", "qemu-img", theirs),
     ] {
-        let d = root.path().join(dir);
+        let d = root.join(dir);
         copy_dir(&orig, &d);
         let mut cmd = Command::new(program);
         cmd.current_dir(&d).args(args).arg("top.qcow2");
@@ -395,6 +428,24 @@ fn relink_chain(d: &Path, opts: &[&str]) {
     );
     qemu_io(&d.join("top.qcow2"), "write -P 0x44 5M 1M");
     qemu_io(&d.join("top.qcow2"), "write -P 0x45 3000M 64k");
+}
+
+/// On XFS a flatten clones the clusters it takes from the backing chain.
+#[test]
+fn flatten_cloned_on_xfs() {
+    if !tools() {
+        return;
+    }
+    let Some(fs) = common::SmallFs::new(1024) else {
+        return;
+    };
+    compare_rebase_in(
+        fs.path(),
+        "flatten on xfs",
+        |d| relink_chain(d, &[]),
+        &["flatten"],
+        &["rebase", "-b", ""],
+    );
 }
 
 #[test]

@@ -463,6 +463,10 @@ fn reopen_failure_popup() {
     let outcome = Outcome {
         total: 24 << 20,
         copied: 24 << 20,
+        tally: imgchain::ops::datapath::Tally {
+            copied: 24 << 20,
+            ..Default::default()
+        },
         grew: None,
         copy: Ok(()),
         left_dirty: false,

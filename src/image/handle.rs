@@ -145,6 +145,7 @@ fn imago_access(
     let opts = StorageOpenOptions::new().filename(path).write(writable);
     let storage = Ordered::new(
         ImagoFile::from_open_file(file, opts)?,
+        fd.try_clone()?,
         format == Format::Qcow2,
     )?;
     let gate = DenyImplicitOpenGate::default();

@@ -25,6 +25,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -227,8 +228,47 @@ struct State {
 #[derive(Debug)]
 struct Inner {
     file: ImagoFile,
+    /// The same open file, for the kernel's copy and clone calls (imago keeps its own fd).
+    fd: OwnedFd,
     state: Mutex<State>,
     syncs: AtomicU64,
+}
+
+/// How [`Ordered::take_from`] moved a range: the kernel shared the blocks (a reflink), or
+/// copied them without passing them through user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moved {
+    Cloned,
+    Copied,
+}
+
+/// What the kernel refused so far between the files of one copy, so that it is not asked
+/// again: it falls through from cloning to copying in the kernel to copying through memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelTiers {
+    pub no_clone: bool,
+    pub no_copy: bool,
+}
+
+/// `struct file_clone_range` of `FICLONERANGE`.
+#[repr(C)]
+struct FileCloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+nix::ioctl_write_ptr!(ficlonerange, 0x94, 13, FileCloneRange);
+
+/// Errors that mean "this filesystem, or this pair of files, cannot do that": fall through to
+/// the next tier, never an error to the user.
+fn unsupported(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e,
+        Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::ENOTTY | Errno::ENOSYS
+    )
 }
 
 /// An imago storage object that orders writes by their metadata class (see the module docs).
@@ -243,8 +283,9 @@ impl fmt::Display for Ordered {
 }
 
 impl Ordered {
-    /// Wraps `file`; `qcow2` says whether it holds a qcow2 image (whose layout is read now).
-    pub fn new(file: ImagoFile, qcow2: bool) -> io::Result<Ordered> {
+    /// Wraps `file`, whose open file `fd` also is; `qcow2` says whether it holds a qcow2 image
+    /// (whose layout is read now).
+    pub fn new(file: ImagoFile, fd: OwnedFd, qcow2: bool) -> io::Result<Ordered> {
         let layout = if qcow2 {
             Some(Layout::load(&file)?)
         } else {
@@ -253,6 +294,7 @@ impl Ordered {
         let strict = layout.as_ref().is_some_and(|l| l.version < 3);
         Ok(Ordered(Arc::new(Inner {
             file,
+            fd,
             state: Mutex::new(State {
                 layout,
                 unsynced: None,
@@ -345,6 +387,90 @@ impl Ordered {
         let l = st.layout.as_ref().filter(|l| l.version < 3)?;
         let cluster = 1u64 << l.cluster_bits;
         Some((l.rt_used * (cluster / 2) * cluster, cluster))
+    }
+
+    /// Puts `len` bytes at `src_off` of `src`'s file at `dst_off` of this one without passing
+    /// them through user space, ordered as a data write: the blocks shared (`FICLONERANGE`)
+    /// where the filesystem can and the range is block-aligned, else copied by
+    /// `copy_file_range`. `Ok(None)`: neither can be done here (or the range is not data);
+    /// nothing was written, copy through memory instead. `tiers` remembers what was refused.
+    pub fn take_from(
+        &self,
+        src: &Ordered,
+        src_off: u64,
+        dst_off: u64,
+        len: u64,
+        tiers: &mut KernelTiers,
+    ) -> io::Result<Option<Moved>> {
+        use std::os::fd::AsRawFd;
+        if tiers.no_clone && tiers.no_copy || len == 0 {
+            return Ok(None);
+        }
+        let mut st = self.state();
+        let class = self.barrier(&mut st, dst_off, len)?;
+        if class != Class::Data {
+            return Ok(None);
+        }
+        // imago keeps the file's length: grow it first, so that it knows the range is there.
+        let end = dst_off + len;
+        if end > self.0.file.size()? {
+            self.0.file.resize(end, PreallocateMode::None)?;
+            st.unsynced = Some(Class::Data);
+        }
+        let block = rustix::fs::fstat(&self.0.fd).map_or(4096, |s| s.st_blksize.max(512) as u64);
+        if !tiers.no_clone && [src_off, dst_off, len].iter().all(|v| v % block == 0) {
+            let range = FileCloneRange {
+                src_fd: i64::from(src.0.fd.as_raw_fd()),
+                src_offset: src_off,
+                src_length: len,
+                dest_offset: dst_off,
+            };
+            // SAFETY: the ioctl reads one valid `file_clone_range` and writes nothing back.
+            match unsafe { ficlonerange(self.0.fd.as_raw_fd(), &range) } {
+                Ok(_) => {
+                    self.after(&mut st, class, dst_off, len)?;
+                    return Ok(Some(Moved::Cloned));
+                }
+                Err(e) if unsupported(e) => tiers.no_clone = true,
+                Err(e) => {
+                    st.unsynced = Some(Class::Data);
+                    return Err(e.into());
+                }
+            }
+        }
+        if tiers.no_copy {
+            return Ok(None);
+        }
+        let (mut from, mut to) = (src_off as i64, dst_off as i64);
+        let mut left = len;
+        while left > 0 {
+            let step = left.min(1 << 30) as usize;
+            match nix::fcntl::copy_file_range(
+                &src.0.fd,
+                Some(&mut from),
+                &self.0.fd,
+                Some(&mut to),
+                step,
+            ) {
+                Ok(0) => {
+                    st.unsynced = Some(Class::Data);
+                    return Err(io::Error::other(
+                        "the source ended before the range to copy did",
+                    ));
+                }
+                Ok(n) => left -= n as u64,
+                Err(e) if unsupported(e) && left == len => {
+                    tiers.no_copy = true;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    st.unsynced = Some(Class::Data);
+                    return Err(e.into());
+                }
+            }
+        }
+        self.after(&mut st, class, dst_off, len)?;
+        Ok(Some(Moved::Copied))
     }
 
     /// How many syncs this layer has issued.

@@ -9,6 +9,7 @@
 
 pub mod any;
 pub mod commit;
+pub mod datapath;
 pub mod delete;
 pub mod extents;
 pub mod guards;

@@ -10,6 +10,7 @@
 //! before it leaves the old backing file in place with a guest view that never changed, after
 //! it the new one with the same view.
 
+use crate::ops::datapath::{Tally, kernel_move};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +71,9 @@ pub struct Outcome {
     pub compared: u64,
     /// Bytes written into the image because the chains read them differently.
     pub copied: u64,
+    /// How those bytes moved (cloned from the old backing file, copied in the kernel, or
+    /// written from memory).
+    pub tally: Tally,
     /// The comparison and copy, and their flush (`Ok` for `-u`).
     pub copy: Result<(), CopyError>,
     pub left_dirty: bool,
@@ -318,6 +322,7 @@ pub fn run(
         plan: plan.clone(),
         compared: 0,
         copied: 0,
+        tally: Tally::default(),
         copy: Ok(()),
         left_dirty: false,
         reopen_ro: None,
@@ -504,6 +509,7 @@ fn copy_differences(
     let mut old = vec![0u8; g.chunk as usize];
     let mut theirs = vec![0u8; g.chunk as usize];
     let mut last = Instant::now();
+    let mut tiers = crate::ops::datapath::tiers();
     for (run_start, run_len) in runs {
         let mut at = run_start;
         while at < run_start + run_len {
@@ -574,10 +580,18 @@ fn copy_differences(
                     zero_range(image, g.v2, off, (c - from) as u64)
                         .map_err(|e| io("cannot zero", off, e))?;
                 } else {
-                    image
-                        .access()
-                        .write(&old[from..c], off)
+                    // From the old backing file through the kernel where it can (the image
+                    // reads those clusters through it), the rest from memory.
+                    let len = (c - from) as u64;
+                    let moved = kernel_move(image, image, off, len, &mut tiers, &mut outcome.tally)
                         .map_err(|e| io("cannot write", off, e))?;
+                    if moved < len {
+                        image
+                            .access()
+                            .write(&old[from + moved as usize..c], off + moved)
+                            .map_err(|e| io("cannot write", off + moved, e))?;
+                        outcome.tally.copied += len - moved;
+                    }
                 }
                 outcome.copied += (c - from) as u64;
             }
@@ -658,8 +672,13 @@ impl Report for Outcome {
             Some((n, f)) => format!("backing file \"{n}\" ({f})"),
             None => "no backing file".into(),
         };
+        let how = if self.copied > 0 {
+            format!(" ({})", self.tally.describe())
+        } else {
+            String::new()
+        };
         let copied = format!(
-            "compared {} it reads through its backing chain and copied {} that differ",
+            "compared {} it reads through its backing chain and copied {} that differ{how}",
             crate::units::human_size(self.compared),
             crate::units::human_size(self.copied)
         );

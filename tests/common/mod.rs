@@ -439,3 +439,57 @@ pub fn hold_with_qmp_daemon(dir: &Path) -> Held {
         .args(["--export", "type=nbd,id=e0,node-name=top,writable=on"]);
     hold(cmd, &top)
 }
+
+/// A small XFS filesystem (reflinks on) on a loop device, unmounted on drop. `None` (after
+/// saying why) when mkfs.xfs is missing or loop mounts are refused; under `CI=true` a refused
+/// mount fails the test instead (CI runs as root).
+pub struct SmallFs {
+    _img: tempfile::TempDir,
+    mnt: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn new(mib: u64) -> Option<SmallFs> {
+        if !have("mkfs.xfs") {
+            return None;
+        }
+        let img = tempdir();
+        let file = img.path().join("fs.img");
+        run(Command::new("truncate").arg(format!("-s{mib}M")).arg(&file));
+        run(Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&file));
+        let mnt = tempdir();
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&file)
+            .arg(mnt.path())
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            let required = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(
+                !required,
+                "mount -o loop failed (CI runs as root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "skipping: cannot loop-mount an XFS image (not root?): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(SmallFs { _img: img, mnt })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.mnt.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mnt.path()).status();
+    }
+}

@@ -12,7 +12,10 @@
  *   T size 0 0           truncate
  *   S first 0 0          a sync returned: every record before index `first` (counted from 0)
  *                        is on disk; records after it may or may not be
- *   X 0 0 0              an operation the harness cannot replay (copy_file_range, ...)
+ *   X 0 0 0              an operation the harness cannot replay (FICLONE, an append, ...)
+ *
+ * A kernel copy or clone (copy_file_range, also through syscall(2); the FICLONERANGE ioctl) is
+ * recorded as a write of what it left in the target range, read back right after it.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -24,7 +27,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -52,6 +58,9 @@ static int (*real_syncfs)(int);
 static void (*real_sync)(void);
 static ssize_t (*real_copy_file_range)(int, off_t *, int, off_t *, size_t, unsigned int);
 static int (*real_sync_file_range)(int, off_t, off_t, unsigned int);
+static long (*real_syscall)(long, ...);
+static int (*real_ioctl)(int, unsigned long, ...);
+static ssize_t (*real_pread64)(int, void *, size_t, off_t);
 
 static void init(void) {
     real_pwrite64 = dlsym(RTLD_NEXT, "pwrite64");
@@ -67,6 +76,9 @@ static void init(void) {
     real_sync = dlsym(RTLD_NEXT, "sync");
     real_copy_file_range = dlsym(RTLD_NEXT, "copy_file_range");
     real_sync_file_range = dlsym(RTLD_NEXT, "sync_file_range");
+    real_syscall = dlsym(RTLD_NEXT, "syscall");
+    real_ioctl = dlsym(RTLD_NEXT, "ioctl");
+    real_pread64 = dlsym(RTLD_NEXT, "pread64");
     const char *targets = getenv("TRACE_TARGETS");
     const char *dir = getenv("TRACE_DIR");
     if (!targets || !dir) return;
@@ -273,9 +285,69 @@ int ftruncate64(int fd, off_t size) {
 }
 int ftruncate(int fd, off_t size) { return ftruncate64(fd, size); }
 
+/* Records what `len` bytes at `off` of `fd` hold now as a write: the result of a kernel copy
+ * or clone into that range. */
+static void record_range(int fd, off_t off, size_t len) {
+    int t = target_of(fd);
+    if (t < 0 || len == 0) return;
+    char *buf = malloc(len);
+    if (!buf) abort();
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = real_pread64(fd, buf + done, len - done, off + (off_t)done);
+        if (r <= 0) abort();
+        done += (size_t)r;
+    }
+    struct iovec iov = {buf, len};
+    pthread_mutex_lock(&mu);
+    emit(t, 'W', (uint64_t)off, (uint64_t)len, 0, &iov, 1, len);
+    pthread_mutex_unlock(&mu);
+    free(buf);
+}
+
 ssize_t copy_file_range(int in, off_t *inoff, int out, off_t *outoff, size_t n, unsigned int f) {
     pthread_once(&once, init);
+    off_t at = outoff ? *outoff : lseek(out, 0, SEEK_CUR);
     ssize_t r = real_copy_file_range(in, inoff, out, outoff, n, f);
-    if (r > 0) record(out, 'X', 0, 0, 0);
+    if (r > 0) {
+        if (at < 0) record(out, 'X', 0, 0, 0);
+        else record_range(out, at, (size_t)r);
+    }
+    return r;
+}
+
+/* Some callers (Rust's nix) make copy_file_range a raw syscall. */
+long syscall(long number, ...) {
+    pthread_once(&once, init);
+    va_list ap;
+    va_start(ap, number);
+    long a[6];
+    for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (number == SYS_copy_file_range)
+        return copy_file_range((int)a[0], (off_t *)a[1], (int)a[2], (off_t *)a[3], (size_t)a[4],
+                               (unsigned int)a[5]);
+    return real_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+int ioctl(int fd, unsigned long request, ...) {
+    pthread_once(&once, init);
+    va_list ap;
+    va_start(ap, request);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    int r = real_ioctl(fd, request, arg);
+    if (r == 0 && request == FICLONERANGE) {
+        const struct file_clone_range *c = arg;
+        uint64_t len = c->src_length;
+        if (len == 0) {
+            struct stat st;
+            if (fstat((int)c->src_fd, &st) != 0) abort();
+            len = (uint64_t)st.st_size - c->src_offset;
+        }
+        record_range(fd, (off_t)c->dest_offset, (size_t)len);
+    } else if (r == 0 && (request == FICLONE || request == FIDEDUPERANGE)) {
+        record(fd, 'X', 0, 0, 0);
+    }
     return r;
 }

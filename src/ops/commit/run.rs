@@ -30,6 +30,7 @@ use crate::exit;
 use crate::image::file::OpenMode;
 use crate::image::handle::{Handle, ReopenError};
 use crate::image::probe::Format;
+use crate::ops::datapath::{Tally, kernel_move};
 use crate::ops::extents::{Extent, measure, next_extent, own_ranges};
 use crate::ops::window::RwWindow;
 use crate::ops::{OpKind, Phase, Progress, Refusal};
@@ -60,6 +61,8 @@ pub struct Outcome {
     pub total: u64,
     /// Bytes committed before the copy finished or stopped.
     pub copied: u64,
+    /// How the data bytes moved: cloned, copied in the kernel, copied through memory.
+    pub tally: Tally,
     /// `(old, new)` virtual size of the base, when it grew.
     pub grew: Option<(u64, u64)>,
     /// The copy, growth and flush.
@@ -130,8 +133,9 @@ impl Outcome {
         };
         match &self.copy {
             Ok(()) => s.push_str(&format!(
-                "Committed {} bytes of {top} into {base}.",
-                self.total
+                "Committed {} bytes of {top} into {base} ({}).",
+                self.total,
+                self.tally.describe()
             )),
             Err(CopyError::Cancelled) => s.push_str(&format!(
                 "Cancelled after {} of {} bytes: {state}; {top} is unchanged, so its disk reads \
@@ -173,7 +177,25 @@ impl Outcome {
 struct Piece {
     offset: u64,
     len: u64,
-    data: Option<Vec<u8>>,
+    body: Body,
+}
+
+/// What a piece of the copy holds.
+enum Body {
+    Zero,
+    /// Read into memory already.
+    Read(Vec<u8>),
+    /// Allocated in layer `i`, not read: the writer moves it through the kernel if it can.
+    Layer(usize),
+}
+
+/// Raises its flag when dropped: the copy's writer is done, whichever way it ended.
+struct Stopping<'a>(&'a AtomicBool);
+
+impl Drop for Stopping<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The layers above the base, top first, as the copy reads them.
@@ -246,6 +268,7 @@ pub fn run(
 
     // 3.-5. Mark dirty, grow, copy: any failure stops here but still reopens read-only.
     let mut copied = 0;
+    let mut tally = Tally::default();
     let mut grew = None;
     let copy = (|| -> Result<(), CopyError> {
         let io = |op, path: &std::path::Path, offset, source| CopyError::Io {
@@ -280,14 +303,56 @@ pub fn run(
         let mut last = Instant::now();
         // A reader thread maps and reads the layers above the base up to two chunks ahead
         // of the writer, so reading and writing overlap; buffers go back to the reader.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Piece, CopyError>>(2);
+        // A mapper walks the extents; data to read goes to `in_flight` readers, so that many
+        // reads are under way at once; the writer takes pieces as they come.
+        let in_flight = crate::ops::datapath::in_flight();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Piece, CopyError>>(in_flight);
+        let (to_read, reads) = std::sync::mpsc::sync_channel::<(u64, u64, usize)>(in_flight);
+        let reads = std::sync::Mutex::new(reads);
         let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let spare = std::sync::Mutex::new(spare);
         let handles = &layers.handles;
         let top_path = &plan.top.path;
+        // Until the kernel refuses, data pieces are not read ahead: the writer moves them.
+        let mut tiers = crate::ops::datapath::tiers();
+        let kernel = AtomicBool::new(!(tiers.no_clone && tiers.no_copy));
+        let kernel = &kernel;
+        // Set when the writer stops, for whatever reason: the mapper stops too, and the
+        // readers only drain what it had queued, so that nobody waits for anybody.
+        let gone = AtomicBool::new(false);
+        let gone = &gone;
         std::thread::scope(|s| {
+            for _ in 0..in_flight {
+                let (tx, reads, spare) = (tx.clone(), &reads, &spare);
+                s.spawn(move || {
+                    loop {
+                        let job = reads.lock().map(|r| r.recv());
+                        let Ok(Ok((offset, len, i))) = job else {
+                            return;
+                        };
+                        if gone.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let reused = spare.lock().ok().and_then(|s| s.try_recv().ok());
+                        let mut buf = reused.unwrap_or_else(|| vec![0u8; chunk as usize]);
+                        let layer = &handles[i];
+                        let piece = match layer.access().read(&mut buf[..len as usize], offset) {
+                            Ok(()) => Ok(Piece {
+                                offset,
+                                len,
+                                body: Body::Read(buf),
+                            }),
+                            Err(e) => Err(io("cannot read", layer.path(), offset, e)),
+                        };
+                        if tx.send(piece).is_err() {
+                            gone.store(true, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
             s.spawn(move || {
                 let mut offset = 0;
-                while offset < end {
+                while offset < end && !gone.load(Ordering::Relaxed) {
                     if cancel.load(Ordering::Relaxed) {
                         let _ = tx.send(Err(CopyError::Cancelled));
                         return;
@@ -299,41 +364,62 @@ pub fn run(
                             return;
                         }
                     };
-                    let data = match ext {
+                    let body = match ext {
                         Extent::Eof => return,
                         Extent::Below => {
                             offset += len;
                             continue;
                         }
-                        Extent::Zero => None,
+                        Extent::Zero => Body::Zero,
+                        Extent::Data(i) if kernel.load(Ordering::Relaxed) => Body::Layer(i),
                         Extent::Data(i) => {
-                            let mut buf = spare
-                                .try_recv()
-                                .unwrap_or_else(|_| vec![0u8; chunk as usize]);
-                            let layer = &handles[i];
-                            if let Err(e) = layer.access().read(&mut buf[..len as usize], offset) {
-                                let _ = tx.send(Err(io("cannot read", layer.path(), offset, e)));
+                            if to_read.send((offset, len, i)).is_err() {
                                 return;
                             }
-                            Some(buf)
+                            offset += len;
+                            continue;
                         }
                     };
-                    if tx.send(Ok(Piece { offset, len, data })).is_err() {
+                    if tx.send(Ok(Piece { offset, len, body })).is_err() {
                         return;
                     }
                     offset += len;
                 }
             });
+            let _stopping = Stopping(gone);
             for piece in rx {
                 let p = piece?;
-                match p.data {
-                    Some(buf) => {
+                match p.body {
+                    Body::Read(buf) => {
                         base.access()
                             .write(&buf[..p.len as usize], p.offset)
                             .map_err(|e| io("cannot write", &plan.base.path, p.offset, e))?;
+                        tally.copied += p.len;
                         let _ = give_back.send(buf);
                     }
-                    None => zero(base, v2_base, p.offset, p.len)
+                    Body::Layer(i) => {
+                        let layer = &handles[i];
+                        let moved =
+                            kernel_move(base, layer, p.offset, p.len, &mut tiers, &mut tally)
+                                .map_err(|e| io("cannot write", &plan.base.path, p.offset, e))?;
+                        if tiers.no_clone && tiers.no_copy {
+                            kernel.store(false, Ordering::Relaxed);
+                        }
+                        // What the kernel did not take goes through memory.
+                        let (at, rest) = (p.offset + moved, p.len - moved);
+                        if rest > 0 {
+                            let mut buf = vec![0u8; rest as usize];
+                            layer
+                                .access()
+                                .read(&mut buf[..], at)
+                                .map_err(|e| io("cannot read", layer.path(), at, e))?;
+                            base.access()
+                                .write(&buf[..], at)
+                                .map_err(|e| io("cannot write", &plan.base.path, at, e))?;
+                            tally.copied += rest;
+                        }
+                    }
+                    Body::Zero => zero(base, v2_base, p.offset, p.len)
                         .map_err(|e| io("cannot zero", &plan.base.path, p.offset, e))?,
                 }
                 copied += p.len;
@@ -381,6 +467,7 @@ pub fn run(
         plan: plan.clone(),
         total,
         copied,
+        tally,
         grew,
         copy,
         left_dirty: closed.left_dirty,

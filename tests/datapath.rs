@@ -1,0 +1,251 @@
+//! The three data tiers of a commit, against `qemu-img commit` on identical copies: on a
+//! loop-mounted XFS (blocks shared with the top: reflinks) and on the file system the tests
+//! run on (ext4 here: `copy_file_range`), for 64 KiB and 2 MiB clusters, unaligned extents,
+//! compressed clusters (through memory) and a raw base. The results must be identical
+//! (`qemu-img compare`), check clean, and `qemu-img map` of the base must show the same
+//! allocation.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// `qemu-img map` of `image` as (start, length, data, zero) runs, adjacent runs of the same
+/// kind merged: where the data is on the host is the tool's business, what is allocated is
+/// not. `zero` counts for unallocated ranges only: inside an allocated cluster it says the
+/// host file has a hole there, which a clone keeps from the top (qemu-img writes the zeroes).
+fn allocation(image: &Path) -> Vec<(u64, u64, bool, bool)> {
+    let out = run(Command::new("qemu-img")
+        .args(["map", "--output=json"])
+        .arg(image));
+    let runs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut merged: Vec<(u64, u64, bool, bool)> = Vec::new();
+    for r in runs {
+        let (start, len) = (r["start"].as_u64().unwrap(), r["length"].as_u64().unwrap());
+        let data = r["data"] == true;
+        let zero = !data && r["zero"] == true;
+        match merged.last_mut() {
+            Some(last) if last.0 + last.1 == start && last.2 == data && last.3 == zero => {
+                last.1 += len
+            }
+            _ => merged.push((start, len, data, zero)),
+        }
+    }
+    merged
+}
+
+/// A 64 MiB chain in `dir`: `base` (format `base_fmt`, some data of its own) under `top`,
+/// both with `cluster` clusters, the top written with aligned and unaligned extents, zero
+/// writes over base data and, when `compressed`, compressed clusters.
+fn chain(dir: &Path, base_fmt: &str, cluster: &str, compressed: bool) {
+    let opts = ["-o", &format!("cluster_size={cluster}")];
+    let base_opts: &[&str] = if base_fmt == "qcow2" { &opts } else { &[] };
+    create(dir, "base", base_fmt, "64M", None, base_opts);
+    create(
+        dir,
+        "top.qcow2",
+        "qcow2",
+        "64M",
+        Some(("base", base_fmt)),
+        &opts,
+    );
+    qemu_io_fmt(&dir.join("base"), base_fmt, "write -P 0x11 0 8M");
+    let top = dir.join("top.qcow2");
+    for w in [
+        "write -P 0x21 0 4M",
+        "write -P 0x22 5M 3M",
+        "write -P 0x23 9437184 4096",
+        "write -P 0x24 12345678 77777",
+        "write -z 6M 1M",
+        "write -P 0x25 40M 16M",
+        "write -P 0x26 63M 1M",
+    ] {
+        qemu_io(&top, w);
+    }
+    if compressed {
+        qemu_io(&top, "write -c -P 0x27 30M 2M");
+    }
+}
+
+/// Commits `DIR/top.qcow2` with imgchain in `ours` and with `qemu-img commit` in `theirs`
+/// (copies of one chain) and compares everything; returns imgchain's `data_path`.
+fn commit_both(ours: &Path, theirs: &Path, base_fmt: &str) -> Value {
+    let v = imgchain_json(&["commit", "--json", arg(&ours.join("top.qcow2"))], 0);
+    run(Command::new("qemu-img")
+        .args(["commit", "-q"])
+        .arg(theirs.join("top.qcow2")));
+    let (a, b) = (ours.join("base"), theirs.join("base"));
+    run(Command::new("qemu-img")
+        .args(["compare", "-q", "-f", base_fmt, "-F", base_fmt])
+        .arg(&a)
+        .arg(&b));
+    qemu_compare(&ours.join("top.qcow2"), &theirs.join("top.qcow2"));
+    if base_fmt == "qcow2" {
+        qemu_check(&a);
+        assert_eq!(allocation(&a), allocation(&b), "the base's allocation");
+    }
+    qemu_check(&ours.join("top.qcow2"));
+    v["data_path"].clone()
+}
+
+/// Each case on `root` (a fresh directory pair per case); `reflinks`: the file system shares
+/// blocks, so the data must be cloned, else copied in the kernel.
+fn cases(root: &Path, reflinks: bool) {
+    for (name, base_fmt, cluster, compressed) in [
+        ("64k", "qcow2", "64k", false),
+        ("2m", "qcow2", "2M", false),
+        ("compressed", "qcow2", "64k", true),
+        ("raw", "raw", "64k", false),
+    ] {
+        let (ours, theirs) = (
+            root.join(format!("{name}-a")),
+            root.join(format!("{name}-b")),
+        );
+        std::fs::create_dir_all(&ours).unwrap();
+        chain(&ours, base_fmt, cluster, compressed);
+        std::fs::create_dir_all(&theirs).unwrap();
+        copy_dir(&ours, &theirs);
+        let path = commit_both(&ours, &theirs, base_fmt);
+        let (cloned, kernel, memory) = (
+            path["cloned_bytes"].as_u64().unwrap(),
+            path["kernel_bytes"].as_u64().unwrap(),
+            path["memory_bytes"].as_u64().unwrap(),
+        );
+        let in_kernel = if reflinks { cloned } else { cloned + kernel };
+        assert!(in_kernel >= 20 << 20, "{name}: {path}");
+        if reflinks {
+            assert_eq!(kernel, 0, "{name}: whole clusters clone: {path}");
+        }
+        if compressed {
+            assert_eq!(
+                memory,
+                2 << 20,
+                "{name}: compressed clusters go through memory"
+            );
+        } else {
+            assert_eq!(memory, 0, "{name}: {path}");
+        }
+    }
+}
+
+#[test]
+fn on_xfs_the_data_is_cloned_and_the_result_equals_qemu_img() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let Some(fs) = SmallFs::new(1024) else { return };
+    cases(fs.path(), true);
+}
+
+#[test]
+fn elsewhere_the_kernel_copies_and_the_result_equals_qemu_img() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    cases(tmp.path(), false);
+}
+
+#[test]
+fn with_kernel_copy_off_everything_goes_through_memory() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    let (ours, theirs) = (d.join("a"), d.join("b"));
+    std::fs::create_dir_all(&ours).unwrap();
+    chain(&ours, "qcow2", "64k", false);
+    std::fs::create_dir_all(&theirs).unwrap();
+    copy_dir(&ours, &theirs);
+    let cfg = d.join("config.toml");
+    std::fs::write(&cfg, "[commit]\nkernel_copy = false\n").unwrap();
+    let v = imgchain_json(
+        &[
+            "--config",
+            arg(&cfg),
+            "commit",
+            "--json",
+            arg(&ours.join("top.qcow2")),
+        ],
+        0,
+    );
+    assert_eq!(v["data_path"]["cloned_bytes"], 0);
+    assert_eq!(v["data_path"]["kernel_bytes"], 0);
+    run(Command::new("qemu-img")
+        .args(["commit", "-q"])
+        .arg(theirs.join("top.qcow2")));
+    qemu_compare(&ours.join("base"), &theirs.join("base"));
+}
+
+#[test]
+fn on_a_full_xfs_a_cloned_commit_fits_where_a_copy_cannot() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let Some(fs) = SmallFs::new(300) else { return };
+    let d = fs.path();
+    create(d, "base", "qcow2", "256M", None, &[]);
+    create(
+        d,
+        "top.qcow2",
+        "qcow2",
+        "256M",
+        Some(("base", "qcow2")),
+        &[],
+    );
+    qemu_io(&d.join("top.qcow2"), "write -P 0x42 0 96M");
+    let free = nix::sys::statvfs::statvfs(d).unwrap();
+    let avail = free.blocks_available() * free.fragment_size();
+    run(Command::new("fallocate")
+        .arg(format!("-l{}", avail - (40 << 20)))
+        .arg(d.join("filler")));
+    let v = imgchain_json(&["commit", "--json", arg(&d.join("top.qcow2"))], 0);
+    assert_eq!(v["data_path"]["cloned_bytes"], 96 << 20, "{v}");
+    let out = run(Command::new("qemu-io")
+        .args(["-c", "read -P 0x42 0 96M"])
+        .arg(d.join("base")));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("verification failed"));
+    qemu_check(&d.join("base"));
+}
+
+#[test]
+fn a_flatten_takes_its_backing_data_through_the_kernel_and_equals_qemu_img() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let Some(fs) = SmallFs::new(1024) else { return };
+    let tmp = tempdir();
+    for (root, reflinks) in [(fs.path(), true), (tmp.path(), false)] {
+        let (ours, theirs) = (root.join("flat-a"), root.join("flat-b"));
+        std::fs::create_dir_all(&ours).unwrap();
+        chain(&ours, "qcow2", "64k", false);
+        qemu_io_fmt(&ours.join("base"), "qcow2", "write -P 0x12 20M 8M");
+        std::fs::create_dir_all(&theirs).unwrap();
+        copy_dir(&ours, &theirs);
+        let v = imgchain_json(&["flatten", "--json", arg(&ours.join("top.qcow2"))], 0);
+        run(Command::new("qemu-img")
+            .args(["rebase", "-q", "-b", ""])
+            .arg(theirs.join("top.qcow2")));
+        let (a, b) = (ours.join("top.qcow2"), theirs.join("top.qcow2"));
+        qemu_compare(&a, &b);
+        qemu_check(&a);
+        assert_eq!(
+            allocation(&a),
+            allocation(&b),
+            "the flattened image's allocation"
+        );
+        let path = &v["data_path"];
+        let moved = if reflinks {
+            path["cloned_bytes"].as_u64().unwrap()
+        } else {
+            path["kernel_bytes"].as_u64().unwrap()
+        };
+        assert!(moved >= 8 << 20, "{v}");
+    }
+}
