@@ -9,7 +9,8 @@
 # where imgchain clones the data (reflinks) instead of copying it.
 #
 #   bash bench/commit.sh [WORKDIR]     (RUNS=3 by default; needs ~8 GiB free in WORKDIR)
-#   IMGCHAIN=path uses that binary instead of building; KERNEL_COPY=false copies through memory
+#   IMGCHAIN=path uses that binary instead of building; KERNEL_COPY=false copies through memory,
+#   IN_FLIGHT=N keeps N reads under way (commit.in_flight); XFS=0 skips the XFS run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -24,7 +25,7 @@ trap cleanup EXIT
 
 if [ -z "${IMGCHAIN:-}" ]; then cargo build --release --quiet; fi
 bin=${IMGCHAIN:-$PWD/target/release/imgchain}
-printf '[commit]\nkernel_copy = %s\n' "${KERNEL_COPY:-true}" >"$work/config.toml"
+printf '[commit]\nkernel_copy = %s\nin_flight = %s\n' "${KERNEL_COPY:-true}" "${IN_FLIGHT:-4}" >"$work/config.toml"
 
 now() { date +%s.%N; }
 # Wall, user and sys seconds of a command and the sync after it.
@@ -122,7 +123,9 @@ syncs() {
 
 bench "$work" "$(df -T "$work" | awk 'NR==2 {print $2}') ($work)"
 
-if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
+if [ "${XFS:-1}" = 0 ]; then
+    echo "xfs: skipped (XFS=0)"
+elif [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
     truncate -s 12G "$work/xfs.img"
     mkfs.xfs -q -f -m reflink=1 "$work/xfs.img"
     mnt=$(mktemp -d /tmp/imgchain-bench-xfs.XXXXXX)

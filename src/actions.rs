@@ -19,6 +19,9 @@ pub enum Action {
     NextProblem,
     PrevProblem,
     Filter,
+    Sort,
+    Details,
+    Zoom,
     Commit,
     Snapshot,
     Merge,
@@ -78,7 +81,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 28] = [
+pub const ACTIONS: [ActionDef; 31] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -136,8 +139,29 @@ pub const ACTIONS: [ActionDef; 28] = [
     def(
         Action::Filter,
         "filter",
-        "filter by name (Enter keeps it, Esc clears it)",
+        "filter (text, is:problem/inuse/orphan, mode:, fmt:, size:>10G)",
         Some((4, "filter")),
+        Browse,
+    ),
+    def(
+        Action::Sort,
+        "sort",
+        "sort roots and siblings: name, size on disk, modified, problems first",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Details,
+        "details",
+        "move the keys to the details pane and back (there j/k and PageUp/PageDown scroll)",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Zoom,
+        "zoom",
+        "show the details pane on the whole screen, or not",
+        None,
         Browse,
     ),
     def(

@@ -380,3 +380,27 @@ fn n_reaches_a_broken_image_among_3000_at_80x24() {
     t.keys(&["q"]);
     t.wait_for("EXITED 0");
 }
+
+#[test]
+fn a_mouse_click_selects_a_row_and_the_wheel_moves() {
+    if !have("tmux") || !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    for name in ["alpha.qcow2", "bravo.qcow2", "charlie.qcow2", "delta.qcow2"] {
+        create(d, name, "qcow2", "1G", None, &[]);
+    }
+    let t = Tmux::start_sized("mouse", &d.display().to_string(), 80, 24);
+    t.wait_for("4 images");
+    // SGR mouse reports (1-based column;row): a left click on the third image's row (the
+    // forest's border is row 1, its header row 2), then its release.
+    t.literal("\x1b[<0;10;5M\x1b[<0;10;5m");
+    let s = t.wait_for("image     charlie.qcow2");
+    assert!(s.contains("charlie"), "{s}");
+    // The wheel over the forest moves the cursor one row down.
+    t.literal("\x1b[<65;10;5M");
+    t.wait_for("image     delta.qcow2");
+    t.keys(&["q"]);
+    t.wait_for("EXITED 0");
+}

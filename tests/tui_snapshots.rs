@@ -829,3 +829,54 @@ fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
     key(&mut a, KeyCode::Esc);
     assert!(root.join("vms/ci.qcow2").exists(), "nothing was deleted");
 }
+
+/// Filter tokens, a filter that matches nothing, the sort orders, and the details pane
+/// focused, scrolled and zoomed at 80x24.
+#[test]
+fn filter_tokens_sort_and_details_focus() {
+    let mut a = app("find", 80, 24);
+    keys(&mut a, "/is:problem");
+    insta::assert_snapshot!("filter_is_problem", render(&a));
+    let id = a.selected_node().unwrap();
+    assert!(
+        !a.browse.forest.node(id).problems.is_empty(),
+        "the cursor lands on a match, not its ancestor"
+    );
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "/mode:kro fmt:qcow2");
+    assert!(a.browse.matches() >= 1);
+    key(&mut a, KeyCode::Enter);
+    // Esc outside the filter drops a kept one.
+    key(&mut a, KeyCode::Esc);
+    assert!(a.browse.filter.is_empty() && a.status.contains("filter cleared"));
+    keys(&mut a, "/size:>1T");
+    insta::assert_snapshot!("filter_no_match", render(&a));
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "/is:big");
+    assert!(matches!(&a.browse.query, Err(e) if e.contains("is:problem")));
+    key(&mut a, KeyCode::Esc);
+
+    keys(&mut a, "s");
+    assert!(a.status.contains("by size"), "{}", a.status);
+    insta::assert_snapshot!("sorted_by_size", render(&a));
+    keys(&mut a, "sss");
+    assert!(a.status.contains("by name"), "{}", a.status);
+
+    select(&mut a, "vms/orphan.qcow2");
+    key(&mut a, KeyCode::Tab);
+    assert!(a.details.focus);
+    let before = a.selected_node();
+    keys(&mut a, "jjj");
+    assert_eq!(
+        a.selected_node(),
+        before,
+        "j scrolls the details, not the forest"
+    );
+    assert_eq!(a.details.scroll, 3);
+    insta::assert_snapshot!("details_focused_scrolled_80x24", render(&a));
+    key(&mut a, KeyCode::Enter);
+    assert!(a.details.zoom);
+    insta::assert_snapshot!("details_zoomed_80x24", render(&a));
+    key(&mut a, KeyCode::Esc);
+    assert!(!a.details.zoom && !a.details.focus);
+}

@@ -4,6 +4,7 @@ pub mod diag;
 pub mod domains;
 pub mod model;
 pub mod protect;
+pub mod query;
 pub mod scan;
 pub mod state;
 

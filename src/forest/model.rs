@@ -4,6 +4,7 @@
 //! loop (a scan cuts the edge that closes one and reports it); `overlays` is the exact inverse
 //! of `Backing::node`, sorted by path; `roots` are the nodes without a backing node, sorted.
 
+use std::cmp::Ordering;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,8 @@ pub struct Node {
     pub holders: Vec<Holder>,
     /// The disks of defined libvirt domains this image is (running or not).
     pub vm_disks: Vec<VmDisk>,
+    /// The file's modification time.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 impl Node {
@@ -113,6 +116,7 @@ impl Node {
             foreign: Foreign::default(),
             holders: Vec::new(),
             vm_disks: Vec::new(),
+            modified: None,
         }
     }
 
@@ -211,13 +215,24 @@ impl Forest {
 
     /// The forest in display order: each root, then its overlays depth-first.
     pub fn rows(&self) -> Vec<Row> {
+        self.rows_ordered(None)
+    }
+
+    /// [`Forest::rows`] with roots and siblings put in `order` (`None`: the scan's order).
+    pub fn rows_ordered(&self, order: Option<&dyn Fn(NodeId, NodeId) -> Ordering>) -> Vec<Row> {
+        let sorted = |ids: &[NodeId]| {
+            let mut v = ids.to_vec();
+            if let Some(o) = order {
+                v.sort_by(|&a, &b| o(a, b));
+            }
+            v
+        };
         let mut rows = Vec::with_capacity(self.nodes.len());
         // (node, depth, guides of the ancestors' columns, is-last-sibling)
-        let mut stack: Vec<(NodeId, usize, String, bool)> = self
-            .roots
-            .iter()
+        let mut stack: Vec<(NodeId, usize, String, bool)> = sorted(&self.roots)
+            .into_iter()
             .rev()
-            .map(|&r| (r, 0, String::new(), true))
+            .map(|r| (r, 0, String::new(), true))
             .collect();
         while let Some((id, depth, above, last)) = stack.pop() {
             let guide = if depth == 0 {
@@ -231,7 +246,7 @@ impl Forest {
                 format!("{above}{}", if last { "    " } else { "│   " })
             };
             rows.push(Row { id, depth, guide });
-            let overlays = &self.nodes[id.0].overlays;
+            let overlays = sorted(&self.nodes[id.0].overlays);
             for (i, &c) in overlays.iter().enumerate().rev() {
                 stack.push((c, depth + 1, child_above.clone(), i + 1 == overlays.len()));
             }

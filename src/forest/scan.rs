@@ -294,6 +294,7 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
     node.ident = Some(FileId::of(&md));
     node.file_size = Some(md.len());
     node.allocated = Some(md.blocks() * 512);
+    node.modified = md.modified().ok();
     match probed {
         Ok(p) => {
             if p.format == Format::Raw {

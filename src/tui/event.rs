@@ -6,12 +6,13 @@ use ratatui::crossterm::event::{self, Event};
 
 use super::app::Msg;
 
-/// Forwards key and resize events until the terminal or the channel goes away.
+/// Forwards key, mouse and resize events until the terminal or the channel goes away.
 pub fn spawn_input(tx: Sender<Msg>) {
     std::thread::spawn(move || {
         loop {
             let msg = match event::read() {
                 Ok(Event::Key(k)) => Msg::Key(k),
+                Ok(Event::Mouse(m)) => Msg::Mouse(m),
                 Ok(Event::Resize(w, h)) => Msg::Resize(w, h),
                 Ok(_) => continue,
                 Err(_) => return,

@@ -131,7 +131,7 @@ mod tests {
             km.browse(&key(CtKey::Char('c'), KeyModifiers::CONTROL)),
             Some(Action::Quit)
         );
-        assert_eq!(km.browse(&key(CtKey::Char('z'), KeyModifiers::NONE)), None);
+        assert_eq!(km.browse(&key(CtKey::Char('w'), KeyModifiers::NONE)), None);
         assert_eq!(
             km.dialog(&key(CtKey::Enter, KeyModifiers::NONE)),
             Some(Action::Confirm)

@@ -150,6 +150,11 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
 /// during, to print once the terminal is back.
 pub fn run(opts: Options) -> anyhow::Result<Option<(String, u8)>> {
     let mut terminal = ratatui::init();
+    // Clicks and the wheel; a terminal that ignores the request just sends no mouse events.
+    let _ = ratatui::crossterm::execute!(
+        std::io::stdout(),
+        ratatui::crossterm::event::EnableMouseCapture
+    );
     let result = (|| -> anyhow::Result<Option<(String, u8)>> {
         let (tx, rx) = mpsc::channel();
         let mut app = App::new(opts.settings);
@@ -180,6 +185,10 @@ pub fn run(opts: Options) -> anyhow::Result<Option<(String, u8)>> {
         }
         Ok(app.jobs.exit_report.take())
     })();
+    let _ = ratatui::crossterm::execute!(
+        std::io::stdout(),
+        ratatui::crossterm::event::DisableMouseCapture
+    );
     ratatui::restore();
     result
 }

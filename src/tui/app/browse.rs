@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
 use crate::actions::Action;
+use crate::forest::query::{self, Filter, Sort};
 use crate::forest::scan::Scan;
 use crate::forest::{Forest, NodeId, Protect, Row};
 
@@ -26,8 +27,14 @@ pub struct Browse {
     /// Rows the forest pane shows (from the terminal size).
     pub page: usize,
     pub folded: HashSet<PathBuf>,
+    /// The filter as typed, and as understood (`Err`: what is wrong with it).
     pub filter: String,
+    pub query: Result<Filter, String>,
+    /// Whether each row of `visible` matches the filter (the others are shown as the
+    /// ancestors of matches).
+    pub matched: Vec<bool>,
     pub filtering: bool,
+    pub sort: Sort,
     pub scanning: bool,
     /// Paths the last scan passed over.
     pub skipped: usize,
@@ -48,7 +55,10 @@ impl Browse {
             page: 20,
             folded: HashSet::new(),
             filter: String::new(),
+            query: Ok(Filter::default()),
+            matched: Vec::new(),
             filtering: false,
+            sort: Sort::Name,
             scanning: true,
             skipped: 0,
             protect,
@@ -72,48 +82,58 @@ impl Browse {
         self.forest = scan.forest;
         self.skipped = scan.skipped.len();
         self.protect.apply(&mut self.forest);
-        self.rows = self.forest.rows();
+        self.rows = query::rows(&self.forest, self.sort);
         self.recompute(keep);
+    }
+
+    /// `s`: the next sort order of roots and siblings; says which.
+    fn cycle_sort(&mut self) -> String {
+        let keep = self.selected_path();
+        self.sort = self.sort.next();
+        self.rows = query::rows(&self.forest, self.sort);
+        self.recompute(keep);
+        format!("sorted {}", self.sort.describe())
     }
 
     /// Rebuilds `visible` from folds and filter, then puts the cursor on `keep` if shown.
     fn recompute(&mut self, keep: Option<PathBuf>) {
         self.visible.clear();
-        if self.filter.is_empty() {
-            let mut hide_below: Option<usize> = None;
-            for (i, row) in self.rows.iter().enumerate() {
-                if let Some(d) = hide_below {
-                    if row.depth > d {
-                        continue;
+        self.matched.clear();
+        match self.query.as_ref().ok().filter(|q| !q.is_empty()) {
+            None => {
+                let mut hide_below: Option<usize> = None;
+                for (i, row) in self.rows.iter().enumerate() {
+                    if let Some(d) = hide_below {
+                        if row.depth > d {
+                            continue;
+                        }
+                        hide_below = None;
                     }
-                    hide_below = None;
-                }
-                self.visible.push(i);
-                if self.folded.contains(&self.forest.node(row.id).path) {
-                    hide_below = Some(row.depth);
-                }
-            }
-        } else {
-            let needle = self.filter.to_lowercase();
-            let mut shown = vec![false; self.rows.len()];
-            let mut ancestors: Vec<usize> = Vec::new();
-            for (i, row) in self.rows.iter().enumerate() {
-                ancestors.truncate(row.depth);
-                let path = self
-                    .forest
-                    .node(row.id)
-                    .path
-                    .to_string_lossy()
-                    .to_lowercase();
-                if path.contains(&needle) {
-                    shown[i] = true;
-                    for &a in &ancestors {
-                        shown[a] = true;
+                    self.visible.push(i);
+                    if self.folded.contains(&self.forest.node(row.id).path) {
+                        hide_below = Some(row.depth);
                     }
                 }
-                ancestors.push(i);
+                self.matched = vec![true; self.visible.len()];
             }
-            self.visible = (0..self.rows.len()).filter(|&i| shown[i]).collect();
+            Some(q) => {
+                let mut shown = vec![false; self.rows.len()];
+                let mut hits = vec![false; self.rows.len()];
+                let mut ancestors: Vec<usize> = Vec::new();
+                for (i, row) in self.rows.iter().enumerate() {
+                    ancestors.truncate(row.depth);
+                    if q.matches(self.forest.node(row.id)) {
+                        shown[i] = true;
+                        hits[i] = true;
+                        for &a in &ancestors {
+                            shown[a] = true;
+                        }
+                    }
+                    ancestors.push(i);
+                }
+                self.visible = (0..self.rows.len()).filter(|&i| shown[i]).collect();
+                self.matched = self.visible.iter().map(|&i| hits[i]).collect();
+            }
         }
         let found = keep.and_then(|p| {
             self.visible
@@ -121,6 +141,24 @@ impl Browse {
                 .position(|&i| self.forest.node(self.rows[i].id).path == p)
         });
         self.selected = found.unwrap_or(self.selected);
+        self.clamp();
+    }
+
+    /// How many shown rows match the filter (all of them without one).
+    pub fn matches(&self) -> usize {
+        self.matched.iter().filter(|&&m| m).count()
+    }
+
+    /// After the filter changed: the cursor on the first match at or after it (a match, never
+    /// an ancestor shown for context).
+    fn land_on_match(&mut self) {
+        let from = self.selected.min(self.matched.len());
+        if let Some(i) = (from..self.matched.len())
+            .chain(0..from)
+            .find(|&i| self.matched[i])
+        {
+            self.selected = i;
+        }
         self.clamp();
     }
 
@@ -151,27 +189,62 @@ impl Browse {
         }
         self.recompute(Some(path.clone()));
         if self.selected_path().as_deref() != Some(path.as_path()) {
-            self.filter.clear();
+            self.set_filter(String::new());
             self.recompute(Some(path));
         }
     }
 
-    /// A key typed while the filter is being edited.
+    /// Replaces the filter text and what it is understood as.
+    fn set_filter(&mut self, text: String) {
+        self.query = Filter::parse(&text);
+        self.filter = text;
+    }
+
+    /// A key typed while the filter is being edited: text edits it (the cursor then lands on
+    /// a match), the arrows move, Enter keeps it, Esc drops it.
     pub fn filter_key(&mut self, key: KeyEvent) {
+        let mut text = self.filter.clone();
         match key.code {
-            KeyCode::Enter => self.filtering = false,
+            KeyCode::Enter => {
+                self.filtering = false;
+                return;
+            }
             KeyCode::Esc => {
                 self.filtering = false;
-                self.filter.clear();
+                text.clear();
             }
             KeyCode::Backspace => {
-                self.filter.pop();
+                text.pop();
             }
-            KeyCode::Char(c) => self.filter.push(c),
-            _ => {}
+            KeyCode::Char(c) => text.push(c),
+            KeyCode::Up | KeyCode::Down | KeyCode::PageUp | KeyCode::PageDown => {
+                let page = self.page.max(1);
+                self.selected = match key.code {
+                    KeyCode::Up => self.selected.saturating_sub(1),
+                    KeyCode::Down => self.selected + 1,
+                    KeyCode::PageUp => self.selected.saturating_sub(page),
+                    _ => self.selected + page,
+                };
+                self.clamp();
+                return;
+            }
+            _ => return,
         }
         let keep = self.selected_path();
+        self.set_filter(text);
         self.recompute(keep);
+        self.land_on_match();
+    }
+
+    /// Esc outside the filter: drops a kept filter; says so, or `None` when there was none.
+    pub fn clear_filter(&mut self) -> Option<String> {
+        if self.filter.is_empty() {
+            return None;
+        }
+        let keep = self.selected_path();
+        self.set_filter(String::new());
+        self.recompute(keep);
+        Some("filter cleared".into())
     }
 
     /// Carries out a moving, folding or protecting action; returns what the status line
@@ -227,6 +300,7 @@ impl Browse {
                 }
             }
             Action::Filter => self.filtering = true,
+            Action::Sort => status = Some(self.cycle_sort()),
             Action::Protect => status = self.toggle_protect(),
             Action::NextProblem => status = self.next_problem(true),
             Action::PrevProblem => status = self.next_problem(false),

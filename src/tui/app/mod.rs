@@ -13,7 +13,10 @@ pub mod locks;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::Rect;
 
 use super::keymap::{Action, Keymap};
 use super::theme::Theme;
@@ -33,6 +36,7 @@ pub use locks::{Allocations, Locks};
 #[derive(Debug)]
 pub enum Msg {
     Key(KeyEvent),
+    Mouse(MouseEvent),
     Resize(u16, u16),
     /// A scan finished (or failed: the message says why).
     Scanned(Box<Result<Scan, String>>),
@@ -116,6 +120,8 @@ pub struct App {
     pub keymap: Keymap,
     pub theme: Theme,
     pub size: (u16, u16),
+    /// The details pane: whether the keys scroll it, how far, and whether it fills the screen.
+    pub details: DetailsView,
     pub quit: bool,
     keep_top_default: bool,
     /// Cluster size of the overlays `snapshot` makes.
@@ -125,6 +131,17 @@ pub struct App {
     /// The layer a finished live commit or merge dropped from its VM's chain, which the
     /// result dialog offers to delete.
     leftover: Option<PathBuf>,
+}
+
+/// The details pane's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetailsView {
+    /// The movement keys scroll the details instead of moving the cursor.
+    pub focus: bool,
+    /// Lines scrolled off the top.
+    pub scroll: u16,
+    /// The details fill the screen above the jobs pane.
+    pub zoom: bool,
 }
 
 /// Settings the app starts with.
@@ -156,6 +173,7 @@ impl App {
             snapshot_cluster: s.snapshot_cluster,
             announce_scan: true,
             leftover: None,
+            details: DetailsView::default(),
         }
     }
 
@@ -242,6 +260,7 @@ impl App {
                 self.allocation.insert(path, map);
                 Vec::new()
             }
+            Msg::Mouse(m) => self.on_mouse(m),
             Msg::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
             Msg::Key(_) => Vec::new(),
         }
@@ -447,13 +466,119 @@ impl App {
             return self.on_popup_key(popup, key);
         }
         let Some(action) = self.keymap.browse(&key) else {
-            self.status = format!(
-                "no action on that key; {} shows the keys",
-                self.keymap.keys_of(Action::Help)
-            );
+            match self.keymap.dialog(&key) {
+                // Esc steps back: out of the zoom, out of the details, then drops the filter.
+                Some(Action::Close) => {
+                    if self.details.zoom || self.details.focus {
+                        self.details.zoom = false;
+                        self.details.focus = false;
+                    } else if let Some(s) = self.browse.clear_filter() {
+                        self.status = s;
+                    }
+                }
+                // Enter zooms the focused details, else folds or unfolds the selected image.
+                Some(Action::Confirm) => {
+                    if self.details.focus {
+                        self.details.zoom = !self.details.zoom;
+                    } else if let Some(id) = self.browse.selected_node() {
+                        let n = self.browse.forest.node(id);
+                        if !n.overlays.is_empty() {
+                            let fold = if self.browse.folded.contains(&n.path) {
+                                Action::Unfold
+                            } else {
+                                Action::Fold
+                            };
+                            self.browse.act(fold);
+                        }
+                    }
+                }
+                _ => {
+                    self.status = format!(
+                        "no action on that key; {} shows the keys",
+                        self.keymap.keys_of(Action::Help)
+                    );
+                }
+            }
             return Vec::new();
         };
         self.on_action(action)
+    }
+
+    /// A click selects the forest row under it (on its fold glyph or a second click on the
+    /// selected row, folds or unfolds it) or focuses the details; the wheel scrolls the pane
+    /// under it. Dialogs take no mouse input.
+    fn on_mouse(&mut self, m: MouseEvent) -> Vec<Effect> {
+        if self.popup.is_some() || self.browse.filtering {
+            return Vec::new();
+        }
+        let a = super::layout::areas(Rect::new(0, 0, self.size.0, self.size.1));
+        let inside = |r: Rect| {
+            m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
+        };
+        let over_details = self.details.zoom || inside(a.details);
+        match m.kind {
+            MouseEventKind::ScrollDown | MouseEventKind::ScrollUp => {
+                let down = m.kind == MouseEventKind::ScrollDown;
+                if over_details {
+                    self.details.scroll = if down {
+                        self.details.scroll.saturating_add(3)
+                    } else {
+                        self.details.scroll.saturating_sub(3)
+                    };
+                } else if inside(a.forest) {
+                    self.browse
+                        .act(if down { Action::Down } else { Action::Up });
+                    self.details.scroll = 0;
+                }
+            }
+            MouseEventKind::Down(MouseButton::Left) if over_details => self.details.focus = true,
+            MouseEventKind::Down(MouseButton::Left) if inside(a.forest) => {
+                self.details.focus = false;
+                // Below the top border and the header row.
+                let Some(line) = m.row.checked_sub(a.forest.y + 2) else {
+                    return Vec::new();
+                };
+                let at = self.browse.offset + usize::from(line);
+                let Some(&ri) = self.browse.visible.get(at) else {
+                    return Vec::new();
+                };
+                let (id, guide) = (self.browse.rows[ri].id, &self.browse.rows[ri].guide);
+                // The fold glyph (▾/▸) comes right after the tree's guide lines.
+                let guide = u16::try_from(guide.chars().count()).unwrap_or(u16::MAX);
+                let on_glyph = m.column <= a.forest.x + 2 + guide;
+                self.browse.selected = at;
+                self.browse.clamp();
+                self.details.scroll = 0;
+                if on_glyph {
+                    let n = self.browse.forest.node(id);
+                    if !n.overlays.is_empty() {
+                        let fold = if self.browse.folded.contains(&n.path) {
+                            Action::Unfold
+                        } else {
+                            Action::Fold
+                        };
+                        self.browse.act(fold);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// Scrolls the focused details pane for a movement key; `false` for other keys.
+    fn scroll_details(&mut self, action: Action) -> bool {
+        let page = u16::try_from(self.browse.page.max(1)).unwrap_or(u16::MAX);
+        let s = &mut self.details.scroll;
+        match action {
+            Action::Up => *s = s.saturating_sub(1),
+            Action::Down => *s = s.saturating_add(1),
+            Action::PageUp => *s = s.saturating_sub(page),
+            Action::PageDown => *s = s.saturating_add(page),
+            Action::First => *s = 0,
+            _ => return false,
+        }
+        true
     }
 
     fn on_popup_key(&mut self, popup: Popup, key: KeyEvent) -> Vec<Effect> {
@@ -820,9 +945,27 @@ impl App {
             | Action::Repair
             | Action::Live => return self.ask(action),
             Action::Confirm | Action::Close => {}
+            Action::Details => {
+                self.details.focus = !self.details.focus;
+                self.status = if self.details.focus {
+                    format!(
+                        "details: the movement keys scroll them; {} zooms, {} goes back",
+                        self.keymap.keys_of(Action::Zoom),
+                        self.keymap.keys_of(Action::Details)
+                    )
+                } else {
+                    "forest".into()
+                };
+            }
+            Action::Zoom => self.details.zoom = !self.details.zoom,
+            _ if self.details.focus && self.scroll_details(action) => {}
             _ => {
+                let before = self.browse.selected_node();
                 if let Some(s) = self.browse.act(action) {
                     self.status = s;
+                }
+                if self.browse.selected_node() != before {
+                    self.details.scroll = 0;
                 }
             }
         }

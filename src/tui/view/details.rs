@@ -6,6 +6,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
+use crate::actions::Action;
 use crate::forest::Mode;
 use crate::forest::diag::Severity;
 use crate::output::{human_size, in_use_text};
@@ -15,13 +16,27 @@ use super::forest::{badge, relative};
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
+    let d = app.details;
+    let keys = |a| app.keymap.keys_of(a);
+    let title = if d.focus {
+        format!(
+            " Details — scrolling ({} back, {} {}) ",
+            keys(Action::Details),
+            keys(Action::Zoom),
+            if d.zoom { "unzoom" } else { "zoom" }
+        )
+    } else {
+        format!(" Details ({} scroll) ", keys(Action::Details))
+    };
     let block = Block::default()
         .borders(Borders::ALL)
-        .border_style(t.border)
-        .title(" Details ");
+        .border_style(if d.focus { t.selection } else { t.border })
+        .title(title);
     let Some(id) = app.selected_node() else {
         let text = if app.browse.scanning {
             "Scanning…"
+        } else if !app.browse.filter.is_empty() {
+            "No image matches the filter. Esc clears it."
         } else {
             "No images here. Run imgchain on a directory that holds disk images, or try --demo."
         };
@@ -210,10 +225,10 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             Span::raw(p.message.clone()),
         ]));
     }
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(block),
-        area,
-    );
+    let text = Paragraph::new(lines).wrap(Wrap { trim: false });
+    // Never scrolled past the end: the last line stays at the bottom.
+    let inner = block.inner(area);
+    let total = u16::try_from(text.line_count(inner.width)).unwrap_or(u16::MAX);
+    let scroll = d.scroll.min(total.saturating_sub(inner.height));
+    frame.render_widget(text.scroll((scroll, 0)).block(block), area);
 }

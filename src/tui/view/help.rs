@@ -38,6 +38,11 @@ pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
             "in use by another process, writing/reading",
         ),
         ("⚐", t.dim, "a stopped libvirt VM's disk"),
+        (
+            "▾/▸",
+            t.dim,
+            "overlays shown/folded (click it; click a row selects it, the wheel scrolls)",
+        ),
         ("!", t.problem, "a problem, see details"),
     ] {
         legend.push(Span::styled(badge, style));

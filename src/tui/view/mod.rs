@@ -28,8 +28,12 @@ pub fn draw(app: &App, frame: &mut Frame) {
         return;
     }
     let a = areas(area);
-    forest::draw(app, frame, a.forest);
-    details::draw(app, frame, a.details);
+    if app.details.zoom {
+        details::draw(app, frame, a.forest.union(a.details));
+    } else {
+        forest::draw(app, frame, a.forest);
+        details::draw(app, frame, a.details);
+    }
     jobs::draw(app, frame, a.job);
     jobs::status(app, frame, a.status);
     match &app.popup {
