@@ -9,7 +9,7 @@
 # where imgchain clones the data (reflinks) instead of copying it.
 #
 #   bash bench/commit.sh [WORKDIR]     (RUNS=3 by default; needs ~8 GiB free in WORKDIR)
-#   IMGCHAIN=path uses that binary instead of building; KERNEL_COPY=false copies through memory,
+#   IMGCHAIN=path uses that binary instead of building; KERNEL_COPY=true copies in the kernel,
 #   IN_FLIGHT=N keeps N reads under way (commit.in_flight); XFS=0 skips the XFS run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 if [ -z "${IMGCHAIN:-}" ]; then cargo build --release --quiet; fi
 bin=${IMGCHAIN:-$PWD/target/release/imgchain}
-printf '[commit]\nkernel_copy = %s\nin_flight = %s\n' "${KERNEL_COPY:-true}" "${IN_FLIGHT:-4}" >"$work/config.toml"
+printf '[commit]\nkernel_copy = %s\nin_flight = %s\n' "${KERNEL_COPY:-false}" "${IN_FLIGHT:-4}" >"$work/config.toml"
 
 now() { date +%s.%N; }
 # Wall, user and sys seconds of a command and the sync after it.

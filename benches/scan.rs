@@ -2,8 +2,8 @@
 //! against `qemu-img info --backing-chain --output=json -U` over a sample of 200 tops, measured
 //! in the same run. Prints both and the per-image ratio.
 //!
-//! `cargo bench --bench scan` (IMGCHAIN_BENCH_IMAGES changes the count; IMGCHAIN_BENCH_DIR
-//! keeps the images in that directory).
+//! `cargo bench --bench scan` (IMGCHAIN_BENCH_IMAGES changes the count, e.g. 100000;
+//! IMGCHAIN_BENCH_DIR keeps the images in that directory). Also prints imgchain's peak RSS.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,6 +55,9 @@ fn main() {
     assert_eq!(found, total, "imgchain found every image");
     let mut runs: Vec<Duration> = (0..5).map(|_| run_tree().0).collect();
     runs.sort();
+    // The largest resident set of the runs so far: only imgchain has run as a child yet.
+    let rss_mib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map_or(0, |u| u.max_rss() / 1024);
     let ours = runs[2];
     let ours_per = ours.as_secs_f64() / total as f64;
 
@@ -99,6 +102,7 @@ fn main() {
         "per-image ratio (qemu-img / imgchain): {:.0}x",
         qemu_per / ours_per
     );
+    println!("imgchain tree --json: peak RSS {rss_mib} MiB");
 }
 
 /// Chains of depth 1..=8 (cycling), 500 images per directory; every seventh base is shared by

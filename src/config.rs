@@ -68,6 +68,7 @@ pub struct ProtectConfig {
 pub struct CommitConfig {
     pub chunk_size: ChunkSize,
     pub keep_top: bool,
+    pub clone: bool,
     pub kernel_copy: bool,
     pub in_flight: InFlight,
 }

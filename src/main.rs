@@ -169,7 +169,11 @@ struct Session {
 impl Session {
     fn new(g: &Global) -> Result<Session, Failure> {
         let config = config::load(config::locate(g.config.as_deref()).as_deref()).map_err(usage)?;
-        imgchain::ops::datapath::set(config.commit.kernel_copy, config.commit.in_flight.0);
+        imgchain::ops::datapath::set(
+            config.commit.clone,
+            config.commit.kernel_copy,
+            config.commit.in_flight.0,
+        );
         let mut globs: Vec<String> = config
             .protect
             .globs

@@ -409,7 +409,7 @@ fn a_full_filesystem_is_reported_honestly_and_the_rerun_finishes() {
     let d = fs.path();
     // Through memory, as qemu-img copies: the data needs room of its own.
     let cfg = d.join("config.toml");
-    std::fs::write(&cfg, "[commit]\nkernel_copy = false\n").unwrap();
+    std::fs::write(&cfg, "[commit]\nclone = false\n").unwrap();
     let c = cfg.to_str().unwrap();
     chain(d, 96);
     // Leave about 40 MiB free: the 96 MiB of data cannot fit.

@@ -130,11 +130,17 @@ fn compare(name: &str, build: impl Fn(&Path), args: &[&str]) {
         return;
     }
     let root = common::tempdir();
-    compare_in(root.path(), name, build, args);
+    compare_in(root.path(), name, build, args, None);
 }
 
-/// [`compare`] in directories under `root`.
-fn compare_in(root: &Path, name: &str, build: impl Fn(&Path), args: &[&str]) {
+/// [`compare`] in directories under `root`, imgchain reading `config` if given.
+fn compare_in(
+    root: &Path,
+    name: &str,
+    build: impl Fn(&Path),
+    args: &[&str],
+    config: Option<&Path>,
+) {
     let orig = root.join("orig");
     std::fs::create_dir(&orig).expect("mkdir");
     build(&orig);
@@ -142,7 +148,11 @@ fn compare_in(root: &Path, name: &str, build: impl Fn(&Path), args: &[&str]) {
     copy_dir(&orig, &ours);
     copy_dir(&orig, &theirs);
     let empties = !args.contains(&"-d");
-    let us = crash_states(&ours, &orig, imgchain(args), empties);
+    let mut ours_cmd = imgchain(args);
+    if let Some(c) = config {
+        ours_cmd.arg("--config").arg(c);
+    }
+    let us = crash_states(&ours, &orig, ours_cmd, empties);
     let them = crash_states(&theirs, &orig, qemu_img(args), empties);
     println!(
         "{name}: imgchain base {} | qemu-img base {}",
@@ -196,6 +206,24 @@ fn scattered_writes_that_need_new_l2_tables() {
     compare("scattered", |d| scattered(d, "64k", &[]), &[]);
 }
 
+/// With `commit.kernel_copy` the kernel copies the data (copy_file_range), then it is mapped.
+#[test]
+fn scattered_writes_copied_in_the_kernel() {
+    if !tools() {
+        return;
+    }
+    let root = common::tempdir();
+    let cfg = root.path().join("config.toml");
+    std::fs::write(&cfg, "[commit]\nkernel_copy = true\n").expect("config");
+    compare_in(
+        root.path(),
+        "copied in the kernel",
+        |d| scattered(d, "64k", &[]),
+        &[],
+        Some(&cfg),
+    );
+}
+
 /// On XFS the data is cloned (reflinks), then mapped: the same states must all be clean.
 #[test]
 fn scattered_writes_cloned_on_xfs() {
@@ -210,6 +238,7 @@ fn scattered_writes_cloned_on_xfs() {
         "cloned on xfs",
         |d| scattered(d, "64k", &[]),
         &[],
+        None,
     );
 }
 

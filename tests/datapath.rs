@@ -1,6 +1,6 @@
 //! The three data tiers of a commit, against `qemu-img commit` on identical copies: on a
 //! loop-mounted XFS (blocks shared with the top: reflinks) and on the file system the tests
-//! run on (ext4 here: `copy_file_range`), for 64 KiB and 2 MiB clusters, unaligned extents,
+//! run on (ext4 here: through memory, or `copy_file_range` when configured), for 64 KiB and 2 MiB clusters, unaligned extents,
 //! compressed clusters (through memory) and a raw base. The results must be identical
 //! (`qemu-img compare`), check clean, and `qemu-img map` of the base must show the same
 //! allocation.
@@ -72,10 +72,31 @@ fn chain(dir: &Path, base_fmt: &str, cluster: &str, compressed: bool) {
     }
 }
 
-/// Commits `DIR/top.qcow2` with imgchain in `ours` and with `qemu-img commit` in `theirs`
-/// (copies of one chain) and compares everything; returns imgchain's `data_path`.
-fn commit_both(ours: &Path, theirs: &Path, base_fmt: &str) -> Value {
-    let v = imgchain_json(&["commit", "--json", arg(&ours.join("top.qcow2"))], 0);
+/// Which tier must have moved the data.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tier {
+    Cloned,
+    Kernel,
+    Memory,
+}
+
+/// A config file in `dir` with `[commit]` set to `settings`.
+fn config(dir: &Path, settings: &str) -> std::path::PathBuf {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, format!("[commit]\n{settings}\n")).unwrap();
+    cfg
+}
+
+/// Commits `DIR/top.qcow2` with imgchain (with `cfg`, if any) in `ours` and with `qemu-img
+/// commit` in `theirs` (copies of one chain) and compares everything; returns imgchain's
+/// `data_path`.
+fn commit_both(ours: &Path, theirs: &Path, base_fmt: &str, cfg: Option<&Path>) -> Value {
+    let top = ours.join("top.qcow2");
+    let mut args = vec!["commit", "--json", arg(&top)];
+    if let Some(c) = cfg {
+        args.splice(0..0, ["--config", arg(c)]);
+    }
+    let v = imgchain_json(&args, 0);
     run(Command::new("qemu-img")
         .args(["commit", "-q"])
         .arg(theirs.join("top.qcow2")));
@@ -93,9 +114,9 @@ fn commit_both(ours: &Path, theirs: &Path, base_fmt: &str) -> Value {
     v["data_path"].clone()
 }
 
-/// Each case on `root` (a fresh directory pair per case); `reflinks`: the file system shares
-/// blocks, so the data must be cloned, else copied in the kernel.
-fn cases(root: &Path, reflinks: bool) {
+/// Each case on `root` (a fresh directory pair per case), with `cfg`; the data must have gone
+/// through `tier` (compressed clusters always through memory).
+fn cases(root: &Path, tier: Tier, cfg: Option<&Path>) {
     for (name, base_fmt, cluster, compressed) in [
         ("64k", "qcow2", "64k", false),
         ("2m", "qcow2", "2M", false),
@@ -110,26 +131,28 @@ fn cases(root: &Path, reflinks: bool) {
         chain(&ours, base_fmt, cluster, compressed);
         std::fs::create_dir_all(&theirs).unwrap();
         copy_dir(&ours, &theirs);
-        let path = commit_both(&ours, &theirs, base_fmt);
+        let path = commit_both(&ours, &theirs, base_fmt, cfg);
         let (cloned, kernel, memory) = (
             path["cloned_bytes"].as_u64().unwrap(),
             path["kernel_bytes"].as_u64().unwrap(),
             path["memory_bytes"].as_u64().unwrap(),
         );
-        let in_kernel = if reflinks { cloned } else { cloned + kernel };
-        assert!(in_kernel >= 20 << 20, "{name}: {path}");
-        if reflinks {
-            assert_eq!(kernel, 0, "{name}: whole clusters clone: {path}");
-        }
-        if compressed {
-            assert_eq!(
-                memory,
-                2 << 20,
-                "{name}: compressed clusters go through memory"
-            );
-        } else {
-            assert_eq!(memory, 0, "{name}: {path}");
-        }
+        let through_memory = if compressed { 2 << 20 } else { 0 };
+        let rest = memory - through_memory;
+        let (want, others) = match tier {
+            Tier::Cloned => (cloned, kernel + rest),
+            Tier::Kernel => (kernel, cloned + rest),
+            Tier::Memory => (memory, cloned + kernel),
+        };
+        assert!(want >= 20 << 20, "{name}: {tier:?} expected: {path}");
+        assert_eq!(
+            others, 0,
+            "{name}: only {tier:?} (and memory for compressed): {path}"
+        );
+        assert!(
+            memory >= through_memory,
+            "{name}: compressed through memory: {path}"
+        );
     }
 }
 
@@ -139,48 +162,30 @@ fn on_xfs_the_data_is_cloned_and_the_result_equals_qemu_img() {
         return;
     }
     let Some(fs) = SmallFs::new(1024) else { return };
-    cases(fs.path(), true);
+    cases(fs.path(), Tier::Cloned, None);
 }
 
 #[test]
-fn elsewhere_the_kernel_copies_and_the_result_equals_qemu_img() {
+fn elsewhere_the_data_goes_through_memory_or_the_kernel_and_equals_qemu_img() {
     if !have("qemu-img") || !have("qemu-io") {
         return;
     }
     let tmp = tempdir();
-    cases(tmp.path(), false);
+    cases(&tmp.path().join("memory"), Tier::Memory, None);
+    let cfg = config(tmp.path(), "kernel_copy = true");
+    cases(&tmp.path().join("kernel"), Tier::Kernel, Some(&cfg));
 }
 
 #[test]
-fn with_kernel_copy_off_everything_goes_through_memory() {
+fn with_clone_off_xfs_copies_too() {
     if !have("qemu-img") || !have("qemu-io") {
         return;
     }
-    let tmp = tempdir();
-    let d = tmp.path();
-    let (ours, theirs) = (d.join("a"), d.join("b"));
-    std::fs::create_dir_all(&ours).unwrap();
-    chain(&ours, "qcow2", "64k", false);
-    std::fs::create_dir_all(&theirs).unwrap();
-    copy_dir(&ours, &theirs);
-    let cfg = d.join("config.toml");
-    std::fs::write(&cfg, "[commit]\nkernel_copy = false\n").unwrap();
-    let v = imgchain_json(
-        &[
-            "--config",
-            arg(&cfg),
-            "commit",
-            "--json",
-            arg(&ours.join("top.qcow2")),
-        ],
-        0,
-    );
-    assert_eq!(v["data_path"]["cloned_bytes"], 0);
-    assert_eq!(v["data_path"]["kernel_bytes"], 0);
-    run(Command::new("qemu-img")
-        .args(["commit", "-q"])
-        .arg(theirs.join("top.qcow2")));
-    qemu_compare(&ours.join("base"), &theirs.join("base"));
+    let Some(fs) = SmallFs::new(1024) else { return };
+    let cfg = config(fs.path(), "clone = false");
+    cases(&fs.path().join("memory"), Tier::Memory, Some(&cfg));
+    let cfg = config(fs.path(), "clone = false\nkernel_copy = true");
+    cases(&fs.path().join("kernel"), Tier::Kernel, Some(&cfg));
 }
 
 #[test]
@@ -221,14 +226,23 @@ fn a_flatten_takes_its_backing_data_through_the_kernel_and_equals_qemu_img() {
     }
     let Some(fs) = SmallFs::new(1024) else { return };
     let tmp = tempdir();
-    for (root, reflinks) in [(fs.path(), true), (tmp.path(), false)] {
+    let kernel = config(tmp.path(), "kernel_copy = true");
+    for (root, tier, cfg) in [
+        (fs.path(), Tier::Cloned, None),
+        (tmp.path(), Tier::Kernel, Some(kernel.as_path())),
+    ] {
         let (ours, theirs) = (root.join("flat-a"), root.join("flat-b"));
         std::fs::create_dir_all(&ours).unwrap();
         chain(&ours, "qcow2", "64k", false);
         qemu_io_fmt(&ours.join("base"), "qcow2", "write -P 0x12 20M 8M");
         std::fs::create_dir_all(&theirs).unwrap();
         copy_dir(&ours, &theirs);
-        let v = imgchain_json(&["flatten", "--json", arg(&ours.join("top.qcow2"))], 0);
+        let top = ours.join("top.qcow2");
+        let mut args = vec!["flatten", "--json", arg(&top)];
+        if let Some(c) = cfg {
+            args.splice(0..0, ["--config", arg(c)]);
+        }
+        let v = imgchain_json(&args, 0);
         run(Command::new("qemu-img")
             .args(["rebase", "-q", "-b", ""])
             .arg(theirs.join("top.qcow2")));
@@ -241,7 +255,7 @@ fn a_flatten_takes_its_backing_data_through_the_kernel_and_equals_qemu_img() {
             "the flattened image's allocation"
         );
         let path = &v["data_path"];
-        let moved = if reflinks {
+        let moved = if tier == Tier::Cloned {
             path["cloned_bytes"].as_u64().unwrap()
         } else {
             path["kernel_bytes"].as_u64().unwrap()

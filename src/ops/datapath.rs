@@ -1,6 +1,7 @@
 //! How data moves from one image into another (ARCHITECTURE.md §3, §4), in three tiers chosen
 //! per range: the kernel shares the blocks (a reflink, on XFS and btrfs), or copies them
-//! itself (`copy_file_range`), or imgchain reads them and writes them through imago. Each
+//! itself (`copy_file_range`, when configured), or imgchain reads them and writes them through
+//! imago, with several reads in flight. Each
 //! range is mapped in the target first without being visible, filled, and only then made
 //! visible, so the storage layer syncs the data before the table that maps it, whichever
 //! tier moved it.
@@ -13,14 +14,17 @@ use imago::Mapping;
 use crate::image::handle::Handle;
 use crate::image::ordered::{KernelTiers, Moved};
 
-/// Whether the kernel tiers may be tried at all (`commit.kernel_copy`).
-static KERNEL: AtomicBool = AtomicBool::new(true);
+/// Whether cloning may be tried (`commit.clone`), and copying in the kernel
+/// (`commit.kernel_copy`).
+static CLONE: AtomicBool = AtomicBool::new(true);
+static KERNEL: AtomicBool = AtomicBool::new(false);
 /// Reads under way at once in the memory tier (`commit.in_flight`).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(4);
 
-/// Turns the kernel tiers on or off, and sets the reads under way at once (1 to 64), for
-/// every copy that starts afterwards.
-pub fn set(kernel: bool, in_flight: usize) {
+/// Turns the clone and kernel-copy tiers on or off, and sets the reads under way at once (1 to
+/// 64), for every copy that starts afterwards.
+pub fn set(clone: bool, kernel: bool, in_flight: usize) {
+    CLONE.store(clone, Ordering::Relaxed);
     KERNEL.store(kernel, Ordering::Relaxed);
     IN_FLIGHT.store(in_flight.clamp(1, 64), Ordering::Relaxed);
 }
@@ -30,12 +34,11 @@ pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::Relaxed)
 }
 
-/// The tiers one copy may try: none when they are turned off.
+/// The tiers one copy may try, as configured.
 pub fn tiers() -> KernelTiers {
-    let on = KERNEL.load(Ordering::Relaxed);
     KernelTiers {
-        no_clone: !on,
-        no_copy: !on,
+        no_clone: !CLONE.load(Ordering::Relaxed),
+        no_copy: !KERNEL.load(Ordering::Relaxed),
     }
 }
 
