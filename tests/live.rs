@@ -26,6 +26,28 @@ fn guest_io(dir: &Path, command: &str) {
         )));
 }
 
+/// Starts `imgchain commit --live --speed SPEED -p DIR/top.qcow2` and returns once its
+/// progress says the job copies: the child, and the rest of its stderr.
+fn live_commit_copying(
+    dir: &Path,
+    speed: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
+        .args(["commit", "--live", "--speed", speed, "-p"])
+        .arg(dir.join("top.qcow2"))
+        .env("XDG_CONFIG_HOME", dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("[copy") {
+        line.clear();
+    }
+    (child, err)
+}
+
 /// One QMP command on the daemon's socket.
 fn qmp(dir: &Path, command: &str) -> Value {
     let s = UnixStream::connect(dir.join("qmp.sock")).unwrap();
@@ -139,20 +161,7 @@ fn a_cancelled_live_commit_leaves_the_daemon_on_the_old_chain() {
     qemu_io(&d.join("top.qcow2"), "write -P 0x22 0 256M");
     let vm = hold_with_qmp_daemon(d);
     // 16 MiB/s: the job runs for 16 s, so Ctrl-C lands in the copy.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
-        .args(["commit", "--live", "--speed", "16M", "-p"])
-        .arg(d.join("top.qcow2"))
-        .env("XDG_CONFIG_HOME", d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Ctrl-C as soon as the job copies.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 && !line.contains("[copy") {
-        line.clear();
-    }
+    let (child, _err) = live_commit_copying(d, "16M");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -381,19 +390,7 @@ fn what_the_guest_writes_during_a_live_commit_ends_up_in_the_base() {
     qemu_io(&d.join("top.qcow2"), "write -P 0x22 0 128M");
     let vm = hold_with_qmp_daemon(d);
     // 32 MiB/s: the job runs for about 4 s, and the guest writes while it copies.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
-        .args(["commit", "--live", "--speed", "32M", "-p"])
-        .arg(d.join("top.qcow2"))
-        .env("XDG_CONFIG_HOME", d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 && !line.contains("[copy") {
-        line.clear();
-    }
+    let (child, mut err) = live_commit_copying(d, "32M");
     // Over data the job has not copied yet, and beyond what the top held.
     guest_io(d, "write -P 0x33 64M 1M");
     guest_io(d, "write -P 0x44 512M 1M");

@@ -86,6 +86,19 @@ impl Browse {
         self.recompute(keep);
     }
 
+    /// Folds or unfolds the image `id` (the cursor on it), if it has overlays.
+    pub fn toggle_fold(&mut self, id: NodeId) {
+        let n = self.forest.node(id);
+        if !n.overlays.is_empty() {
+            let fold = if self.folded.contains(&n.path) {
+                Action::Unfold
+            } else {
+                Action::Fold
+            };
+            self.act(fold);
+        }
+    }
+
     /// `s`: the next sort order of roots and siblings; says which.
     fn cycle_sort(&mut self) -> String {
         let keep = self.selected_path();

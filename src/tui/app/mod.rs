@@ -481,15 +481,7 @@ impl App {
                     if self.details.focus {
                         self.details.zoom = !self.details.zoom;
                     } else if let Some(id) = self.browse.selected_node() {
-                        let n = self.browse.forest.node(id);
-                        if !n.overlays.is_empty() {
-                            let fold = if self.browse.folded.contains(&n.path) {
-                                Action::Unfold
-                            } else {
-                                Action::Fold
-                            };
-                            self.browse.act(fold);
-                        }
+                        self.browse.toggle_fold(id);
                     }
                 }
                 _ => {
@@ -550,15 +542,7 @@ impl App {
                 self.browse.clamp();
                 self.details.scroll = 0;
                 if on_glyph {
-                    let n = self.browse.forest.node(id);
-                    if !n.overlays.is_empty() {
-                        let fold = if self.browse.folded.contains(&n.path) {
-                            Action::Unfold
-                        } else {
-                            Action::Fold
-                        };
-                        self.browse.act(fold);
-                    }
+                    self.browse.toggle_fold(id);
                 }
             }
             _ => {}
