@@ -23,6 +23,8 @@ pub struct JsonNode {
     pub file_size: Option<u64>,
     /// Bytes allocated on disk (qemu-img's `actual-size`).
     pub allocated: Option<u64>,
+    /// Bytes on disk of this image, and of it with every image built on it.
+    pub disk_usage: JsonDiskUsage,
     pub cluster_size: Option<u64>,
     pub backing: Option<JsonBacking>,
     pub overlays: Vec<String>,
@@ -33,6 +35,31 @@ pub struct JsonNode {
     pub vm_disks: Vec<JsonVmDisk>,
     pub problems: Vec<JsonProblem>,
     pub qcow2: Option<JsonQcow2>,
+}
+
+/// `disk_usage` of a JSON node: allocated bytes (the file size where that is unknown).
+#[derive(Serialize)]
+pub struct JsonDiskUsage {
+    pub own: u64,
+    pub subtree: u64,
+}
+
+/// Bytes on disk of `id`, and of `id` with everything built on it.
+pub fn disk_usage(forest: &Forest, id: NodeId) -> (u64, u64) {
+    let bytes = |i: NodeId| {
+        let n = forest.node(i);
+        n.allocated.or(n.file_size).unwrap_or(0)
+    };
+    let mut subtree = 0;
+    let mut stack = vec![id];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(i) = stack.pop() {
+        if seen.insert(i) {
+            subtree += bytes(i);
+            stack.extend(forest.node(i).overlays.iter().copied());
+        }
+    }
+    (bytes(id), subtree)
 }
 
 /// The `backing` object of a JSON node.
@@ -171,6 +198,10 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
         virtual_size: n.virtual_size,
         file_size: n.file_size,
         allocated: n.allocated,
+        disk_usage: {
+            let (own, subtree) = disk_usage(forest, id);
+            JsonDiskUsage { own, subtree }
+        },
         cluster_size: n.cluster_size,
         backing: n.backing.as_ref().map(|b| JsonBacking {
             raw: b.raw.to_string_lossy().into_owned(),

@@ -534,3 +534,28 @@ fn paths_shown_have_no_dot_dot() {
         );
     }
 }
+
+#[test]
+fn disk_usage_counts_an_image_and_everything_built_on_it() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(d, "base.qcow2", "qcow2", "64M", None, &[]);
+    for o in ["a.qcow2", "b.qcow2"] {
+        create(d, o, "qcow2", "64M", Some(("base.qcow2", "qcow2")), &[]);
+    }
+    qemu_io(&d.join("a.qcow2"), "write -P 0x11 0 4M");
+    let t = tree(d, &[]);
+    let bytes = |name: &str| node(&t, d, name)["allocated"].as_u64().unwrap();
+    let base = &node(&t, d, "base.qcow2")["disk_usage"];
+    assert_eq!(base["own"].as_u64().unwrap(), bytes("base.qcow2"));
+    assert_eq!(
+        base["subtree"].as_u64().unwrap(),
+        bytes("base.qcow2") + bytes("a.qcow2") + bytes("b.qcow2")
+    );
+    let a = &node(&t, d, "a.qcow2")["disk_usage"];
+    assert_eq!(a["own"], a["subtree"]);
+    assert!(a["own"].as_u64().unwrap() >= 4 << 20);
+}

@@ -861,6 +861,11 @@ fn filter_tokens_sort_and_details_focus() {
     insta::assert_snapshot!("sorted_by_size", render(&a));
     keys(&mut a, "sss");
     assert!(a.status.contains("by name"), "{}", a.status);
+    // A message gives way to the idle status after three quiet ticks.
+    for _ in 0..4 {
+        a.update(Msg::Tick);
+    }
+    assert_eq!(a.status, "14 images");
 
     select(&mut a, "vms/orphan.qcow2");
     key(&mut a, KeyCode::Tab);

@@ -107,21 +107,30 @@ fn in_use_refusal(path: &Path, what: String) -> Refusal {
     }
 }
 
-/// The holder of `id` that imgchain may ask (one writing it, when `writer`), and how.
-/// `virsh` words the command for a libvirt VM, for when virsh is not installed here.
+/// What a live operation asks of the process holding an image.
+#[derive(Clone, Copy)]
+enum Wanted {
+    /// The process that writes it.
+    Writer,
+    /// The process with this pid (it runs a chain through the image).
+    Pid(u32),
+}
+
+/// The holder of `id` that imgchain may ask, and how. `virsh` words the command for a
+/// libvirt VM, for when virsh is not installed here.
 fn holder_via<'f>(
     forest: &'f Forest,
     id: NodeId,
     op: OpKind,
-    writer: bool,
+    wanted: Wanted,
     virsh: &dyn Fn(&str) -> String,
 ) -> Result<(&'f Holder, Via), Refusal> {
     let n = forest.node(id);
-    let found = n
-        .holders
-        .iter()
-        .find(|h| h.foreign.writer())
-        .or(n.holders.first().filter(|_| !writer));
+    let writer = matches!(wanted, Wanted::Writer);
+    let found = n.holders.iter().find(|h| match wanted {
+        Wanted::Writer => h.foreign.writer(),
+        Wanted::Pid(p) => h.pid == p,
+    });
     let Some(h) = found else {
         let what = if n.in_use() && n.holders.is_empty() {
             format!(
@@ -188,7 +197,7 @@ pub fn plan(forest: &Forest, top: NodeId, force: bool) -> Result<LivePlan, Refus
         });
     };
     let path = n.path.display().to_string();
-    let (h, via) = holder_via(forest, top, OpKind::Commit, true, &|d| {
+    let (h, via) = holder_via(forest, top, OpKind::Commit, Wanted::Writer, &|d| {
         format!("blockcommit {d} {path} --active --pivot --verbose")
     })?;
     guards::writable(forest, &[base])?;
@@ -257,18 +266,12 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
         active_path.display().to_string(),
         base_path.display().to_string(),
     );
-    let (h, via) = holder_via(forest, mid, OpKind::Merge, false, &|d| {
+    let (h, via) = holder_via(forest, mid, OpKind::Merge, Wanted::Pid(pid), &|d| {
         format!(
             "blockcommit {d} {active_str} --top {mid_path} --base {base_str} --keep-relative \
              --wait --verbose"
         )
     })?;
-    let h = forest
-        .node(mid)
-        .holders
-        .iter()
-        .find(|x| x.pid == pid)
-        .unwrap_or(h);
     guards::writable(forest, &[base, overlay])?;
     guards::other_overlays(forest, base, &[mid], force)?;
     let overlay_path = forest.node(overlay).path.clone();
@@ -290,7 +293,7 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
 /// new overlay is planned as an offline snapshot's, and the QEMU moves onto it.
 pub fn plan_snapshot(forest: &Forest, req: &snapshot::Request) -> Result<LivePlan, Refusal> {
     let n = forest.node(req.image);
-    let (h, via) = holder_via(forest, req.image, OpKind::Snapshot, true, &|d| {
+    let (h, via) = holder_via(forest, req.image, OpKind::Snapshot, Wanted::Writer, &|d| {
         let new = req
             .new
             .as_ref()

@@ -128,6 +128,8 @@ pub struct App {
     snapshot_cluster: usize,
     /// The next scan result replaces the status line.
     announce_scan: bool,
+    /// The status line as the last tick saw it, and for how many ticks it has not changed.
+    status_seen: (String, u8),
     /// The layer a finished live commit or merge dropped from its VM's chain, which the
     /// result dialog offers to delete.
     leftover: Option<PathBuf>,
@@ -172,6 +174,7 @@ impl App {
             keep_top_default: s.keep_top,
             snapshot_cluster: s.snapshot_cluster,
             announce_scan: true,
+            status_seen: (String::new(), 0),
             leftover: None,
             details: DetailsView::default(),
         }
@@ -242,6 +245,7 @@ impl App {
             }
             Msg::Op { job, event } => self.on_op(job, event),
             Msg::Tick => {
+                self.age_status();
                 // Our own commit's locks would show as foreign: no sweep while one runs.
                 if self.browse.scanning || self.locks.sweeping || self.jobs.running.is_some() {
                     return Vec::new();
@@ -266,6 +270,34 @@ impl App {
         }
     }
 
+    /// What the status line says when nothing happened lately.
+    fn idle_status(&self) -> String {
+        let skipped = self.browse.skipped;
+        format!(
+            "{} images{}",
+            self.browse.forest.nodes.len(),
+            if skipped > 0 {
+                format!(", {skipped} paths passed over")
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    /// On each tick: a message that stayed three ticks (about 6 s) gives way to the idle
+    /// status, unless an operation runs (its progress is what the line is about).
+    fn age_status(&mut self) {
+        if self.status != self.status_seen.0 {
+            self.status_seen = (self.status.clone(), 0);
+            return;
+        }
+        self.status_seen.1 += 1;
+        if self.status_seen.1 >= 3 && self.jobs.running.is_none() && !self.browse.scanning {
+            self.status = self.idle_status();
+            self.status_seen = (self.status.clone(), 0);
+        }
+    }
+
     fn on_scan(&mut self, result: Result<Scan, String>) {
         self.browse.scanning = false;
         match result {
@@ -276,16 +308,7 @@ impl App {
                 self.locks.retarget(&self.browse.forest);
                 // A rescan after a commit keeps the commit's result on the status line.
                 if std::mem::take(&mut self.announce_scan) {
-                    let skipped = self.browse.skipped;
-                    self.status = format!(
-                        "{} images{}",
-                        self.browse.forest.nodes.len(),
-                        if skipped > 0 {
-                            format!(", {skipped} paths passed over")
-                        } else {
-                            String::new()
-                        }
-                    );
+                    self.status = self.idle_status();
                 }
             }
             Err(e) => {
@@ -357,7 +380,7 @@ impl App {
                     title: if matches!(e, Refusal::Internal { .. }) {
                         "Commit stopped by an internal error".into()
                     } else {
-                        format!("Commit refused (exit {})", e.exit_code())
+                        "Commit refused".into()
                     },
                     body: e.to_string(),
                     error: true,

@@ -99,6 +99,16 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 .unwrap_or_default()
         ),
     ));
+    if !n.overlays.is_empty() {
+        let (_, subtree) = crate::output::disk_usage(&app.browse.forest, id);
+        lines.push(kv(
+            "with all",
+            format!(
+                "{} on disk with every image built on it",
+                human_size(subtree)
+            ),
+        ));
+    }
     match app.allocation.maps.get(&n.path) {
         Some(Some(map)) if !map.is_empty() => {
             // Resample to the pane's width; the fullest bucket of each cell wins, so small

@@ -103,11 +103,9 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         );
         return;
     }
-    if let Some((msg, code)) = &p.refusal {
-        let mut body = vec![Line::from(Span::styled(
-            format!("Refused (exit {code}):"),
-            t.problem,
-        ))];
+    // Exit codes are for scripts (the CLI); a dialog says what and why in words.
+    if let Some((msg, _)) = &p.refusal {
+        let mut body = vec![Line::from(Span::styled("Refused:", t.problem))];
         body.extend(msg.lines().map(|l| Line::from(l.to_string())));
         dialog(
             app,
