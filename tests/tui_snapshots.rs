@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -103,6 +103,27 @@ fn select(app: &mut App, suffix: &str) {
         app.browse.forest.node(id).path.ends_with(suffix),
         "selection kept"
     );
+}
+
+/// Puts in the model what a QEMU (pid 4242, command line `argv`) writing the image at `rel`
+/// (under the first root) shows as: its locks and its holder. A real holder's pid would change
+/// the snapshots.
+fn held_for_writing(app: &mut App, rel: &str, argv: &[&str]) -> imgchain::forest::NodeId {
+    let path = app.browse.roots[0].join(rel);
+    let id = app.browse.forest.find(&path).unwrap();
+    let n = &mut app.browse.forest.nodes[id.0];
+    n.foreign = Foreign {
+        held: Perms(0b1011),
+        unshared: Perms(0b1010),
+    };
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    n.holders = vec![Holder {
+        pid: 4242,
+        command: argv.join(" "),
+        foreign: n.foreign,
+        owner: Box::new(imgchain::image::lock::owner::parse(&argv)),
+    }];
+    id
 }
 
 fn render(app: &App) -> String {
@@ -245,25 +266,11 @@ fn commit_plans_with_each_guard() {
     // A VM running on fedora-test: its QEMU holds the overlay read-write. The locks are put
     // in the model (a real holder's pid would change the snapshot), and the proposal made on
     // it with the planning function the worker uses.
-    let id = a
-        .browse
-        .forest
-        .find(Path::new(&a.browse.roots[0].join("vms/fedora-test.qcow2")))
-        .unwrap();
-    let n = &mut a.browse.forest.nodes[id.0];
-    n.foreign = Foreign {
-        held: Perms(0b1011),
-        unshared: Perms(0b1010),
-    };
-    let argv: Vec<String> = ["qemu-system-x86_64", "-name", "fedora-test"]
-        .map(String::from)
-        .to_vec();
-    n.holders = vec![Holder {
-        pid: 4242,
-        command: argv.join(" "),
-        foreign: n.foreign,
-        owner: Box::new(imgchain::image::lock::owner::parse(&argv)),
-    }];
+    let id = held_for_writing(
+        &mut a,
+        "vms/fedora-test.qcow2",
+        &["qemu-system-x86_64", "-name", "fedora-test"],
+    );
     select(&mut a, "vms/fedora-test.qcow2");
     let fx = a.update(Msg::Key(KeyEvent::new(
         KeyCode::Char('c'),
@@ -662,31 +669,17 @@ fn a_live_commit_plan_and_its_progress() {
     let mut a = app("live", 100, 30);
     // The VM "app" writes app-snap3 (its locks put in the model, as a real one's would show).
     let root = a.browse.roots[0].clone();
-    let id = a
-        .browse
-        .forest
-        .find(&root.join("snapshots/app-snap3.qcow2"))
-        .unwrap();
-    let n = &mut a.browse.forest.nodes[id.0];
-    n.foreign = Foreign {
-        held: Perms(0b1011),
-        unshared: Perms(0b1010),
-    };
-    let argv: Vec<String> = [
-        "qemu-system-x86_64",
-        "-name",
-        "app",
-        "-qmp",
-        "unix:/run/app.qmp,server=on",
-    ]
-    .map(String::from)
-    .to_vec();
-    n.holders = vec![Holder {
-        pid: 4242,
-        command: argv.join(" "),
-        foreign: n.foreign,
-        owner: Box::new(imgchain::image::lock::owner::parse(&argv)),
-    }];
+    held_for_writing(
+        &mut a,
+        "snapshots/app-snap3.qcow2",
+        &[
+            "qemu-system-x86_64",
+            "-name",
+            "app",
+            "-qmp",
+            "unix:/run/app.qmp,server=on",
+        ],
+    );
     select(&mut a, "snapshots/app-snap3.qcow2");
     let fx = a.update(Msg::Key(KeyEvent::new(
         KeyCode::Char('L'),
