@@ -53,6 +53,7 @@ pub struct ScanConfig {
     pub follow_symlinks: bool,
     pub raw_extensions: Vec<String>,
     pub libvirt_domains: Vec<PathBuf>,
+    pub overlay_dirs: Vec<PathBuf>,
 }
 
 /// `[protect]`: images kept read-only on request.

@@ -22,6 +22,18 @@ pub struct Spec {
     /// Globs protected (keep-RO) in the demo.
     pub protect: Vec<String>,
     pub image: Vec<ImageSpec>,
+    /// Overlays built in the directory beside the demo ([`elsewhere`]), found through
+    /// `scan.overlay_dirs`; their backing names are relative to the demo directory and are
+    /// written absolute.
+    #[serde(default)]
+    pub elsewhere: Vec<ImageSpec>,
+}
+
+/// The directory beside `dir` that holds the demo's overlays kept apart: `DIR-elsewhere`.
+pub fn elsewhere(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push("-elsewhere");
+    dir.with_file_name(name)
 }
 
 /// One image of the demo.
@@ -63,39 +75,58 @@ pub fn spec() -> io::Result<Spec> {
 /// Builds the demo forest in `dir` (created if needed). A directory that already holds a
 /// demo is kept as it is; any other non-empty directory is refused, so nothing is overwritten.
 pub fn build(dir: &Path, spec: &Spec) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    let apart = elsewhere(dir);
+    for d in [dir, &apart] {
+        std::fs::create_dir_all(d)?;
+    }
     if dir.join(MARKER).exists() {
         return Ok(());
     }
-    if std::fs::read_dir(dir)?.next().is_some() {
-        return Err(io::Error::other(format!(
-            "{} is not empty; give --dir a new or empty directory",
-            dir.display()
-        )));
+    for d in [dir, &apart] {
+        if std::fs::read_dir(d)?.next().is_some() {
+            return Err(io::Error::other(format!(
+                "{} is not empty; give --dir a new or empty directory (the demo also uses {})",
+                d.display(),
+                apart.display()
+            )));
+        }
     }
     for img in &spec.image {
-        let path: PathBuf = dir.join(&img.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let fmt = format(&img.format)?;
-        let backing_fmt = format(img.backing_format.as_deref().unwrap_or("qcow2"))?;
-        let new = NewImage {
-            format: fmt,
-            virtual_size: bytes(&img.size)?,
-            backing: img.backing.as_deref().map(|b| (b, backing_fmt)),
-            cluster_size: 64 << 10,
-        };
-        create(&path, &new)?;
-        for (off, len, byte) in &img.writes {
-            let data = vec![*byte; usize::try_from(bytes(len)?).map_err(io::Error::other)?];
-            write(&path, fmt, bytes(off)?, &data)?;
-        }
-        if let Some(mode) = img.mode {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-        }
+        make(dir, img, img.backing.clone())?;
+    }
+    for img in &spec.elsewhere {
+        let backing = img
+            .backing
+            .as_ref()
+            .map(|b| dir.join(b).to_string_lossy().into_owned());
+        make(&apart, img, backing)?;
     }
     std::fs::write(dir.join(MARKER), "built by imgchain --demo\n")
+}
+
+/// Builds one image of the spec under `dir`, with `backing` as its backing name.
+fn make(dir: &Path, img: &ImageSpec, backing: Option<String>) -> io::Result<()> {
+    let path: PathBuf = dir.join(&img.path);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let fmt = format(&img.format)?;
+    let backing_fmt = format(img.backing_format.as_deref().unwrap_or("qcow2"))?;
+    let new = NewImage {
+        format: fmt,
+        virtual_size: bytes(&img.size)?,
+        backing: backing.as_deref().map(|b| (b, backing_fmt)),
+        cluster_size: 64 << 10,
+    };
+    create(&path, &new)?;
+    for (off, len, byte) in &img.writes {
+        let data = vec![*byte; usize::try_from(bytes(len)?).map_err(io::Error::other)?];
+        write(&path, fmt, bytes(off)?, &data)?;
+    }
+    if let Some(mode) = img.mode {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -107,11 +138,18 @@ mod tests {
         let s = spec().unwrap();
         assert!(s.image.len() >= 14);
         let tmp = tempfile::tempdir().unwrap();
-        build(tmp.path(), &s).unwrap();
-        let scan = crate::forest::scan(&[tmp.path().to_path_buf()], &Default::default()).unwrap();
+        let dir = tmp.path().join("demo");
+        build(&dir, &s).unwrap();
+        let scan = crate::forest::scan(std::slice::from_ref(&dir), &Default::default()).unwrap();
         assert_eq!(scan.forest.nodes.len(), s.image.len());
+        let opts = crate::forest::ScanOptions {
+            overlay_dirs: vec![elsewhere(&dir)],
+            ..Default::default()
+        };
+        let scan = crate::forest::scan(std::slice::from_ref(&dir), &opts).unwrap();
+        assert_eq!(scan.forest.nodes.len(), s.image.len() + s.elsewhere.len());
         // Built again: kept as it is.
-        build(tmp.path(), &s).unwrap();
+        build(&dir, &s).unwrap();
         // A foreign non-empty directory is refused.
         let other = tempfile::tempdir().unwrap();
         std::fs::write(other.path().join("x"), "x").unwrap();

@@ -37,7 +37,7 @@ struct Cli {
     /// Build a sample forest in a temporary directory and open the UI on it
     #[arg(long)]
     demo: bool,
-    /// With --demo: build the sample forest here and keep it
+    /// With --demo: build the sample forest here and keep it (with DIR-elsewhere beside it)
     #[arg(long, value_name = "DIR", requires = "demo")]
     dir: Option<PathBuf>,
 }
@@ -75,6 +75,10 @@ enum Command {
         /// Print the node as JSON
         #[arg(long)]
         json: bool,
+        /// Also search DIR (recursively) for overlays of IMAGE, as scan.overlay_dirs does;
+        /// repeatable
+        #[arg(long = "scan", value_name = "DIR")]
+        scan: Vec<PathBuf>,
         /// The image file
         image: PathBuf,
     },
@@ -202,6 +206,8 @@ impl Session {
             follow_symlinks: self.config.scan.follow_symlinks,
             raw_extensions: self.config.scan.raw_extensions.clone(),
             libvirt_domains: self.config.scan.libvirt_domains.clone(),
+            overlay_dirs: self.config.scan.overlay_dirs.clone(),
+            overlay_depth: self.config.scan.max_depth,
         }
     }
 
@@ -248,9 +254,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             exit::OK
         }
-        Some(Command::Info { json, image }) => {
+        Some(Command::Info { json, scan, image }) => {
             let mut opts = ctx.scan_options();
             opts.max_depth = 0;
+            opts.overlay_dirs.extend(scan);
             let abs = std::path::absolute(&image)
                 .with_context(|| format!("cannot resolve {}", image.display()))?;
             let mut paths = vec![abs.clone()];
@@ -261,7 +268,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 .find(&abs)
                 .with_context(|| format!("{} was not found after scanning it", abs.display()))?;
             if json {
-                print_json(&output::json_node(&scan.forest, id))?;
+                let mut node = serde_json::to_value(output::json_node(&scan.forest, id))
+                    .context("cannot encode the image as JSON")?;
+                node["internal_snapshots"] = output::json_internal_snapshots(scan.forest.node(id));
+                print_json(&node)?;
             } else {
                 print!("{}", output::text_info(&scan.forest, id, ctx.paint));
             }
@@ -959,6 +969,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
     let mut protect_globs = ctx.protect_globs.clone();
     // Kept alive until the UI exits: a temporary demo directory is removed then.
     let mut _temp = None;
+    let mut scan = ctx.scan_options();
     let roots = if demo {
         let spec = imgchain::demo::spec().context("the built-in demo description is broken")?;
         let dir = match dir {
@@ -969,7 +980,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
                     .prefix("imgchain-demo-")
                     .tempdir()
                     .context("cannot create a temporary directory for the demo")?;
-                let p = t.path().to_path_buf();
+                let p = t.path().join("demo");
                 _temp = Some(t);
                 p
             }
@@ -977,6 +988,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
         imgchain::demo::build(&dir, &spec)
             .with_context(|| format!("cannot build the demo in {}", dir.display()))?;
         protect_globs.extend(spec.protect);
+        scan.overlay_dirs.push(imgchain::demo::elsewhere(&dir));
         vec![dir]
     } else if paths.is_empty() {
         vec![std::env::current_dir().context("cannot read the current directory")?]
@@ -1002,7 +1014,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
     };
     let report = tui::run(tui::Options {
         settings,
-        scan: ctx.scan_options(),
+        scan,
         chunk_size: ctx.config.commit.chunk_size.0,
     })?;
     Ok(match report {

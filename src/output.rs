@@ -666,8 +666,14 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
         .unwrap_or(0)
         .min(72);
     let mut out = String::new();
-    for (row, lab) in rows.iter().zip(&labels) {
+    // The root of the tree being printed, and its images so far.
+    let (mut root, mut images) = (None, 0);
+    for (k, (row, lab)) in rows.iter().zip(&labels).enumerate() {
         let n = forest.node(row.id);
+        if row.depth == 0 {
+            (root, images) = (Some(row.id), 0);
+        }
+        images += 1;
         let pad = width.saturating_sub(lab.chars().count());
         let mark = if n.problems.iter().any(|p| p.severity() >= Severity::Warning) {
             paint.severity(Severity::Error, " !")
@@ -702,8 +708,71 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
                 p.message
             );
         }
+        // After a root's last descendant: what the whole tree takes on disk.
+        if let Some(root) = root
+            && rows.get(k + 1).is_none_or(|next| next.depth == 0)
+            && !forest.node(root).overlays.is_empty()
+        {
+            let (_, total) = disk_usage(forest, root);
+            let _ = writeln!(
+                out,
+                "{}",
+                paint.wrap(
+                    "2",
+                    &format!("    = {} on disk in {images} images", human_size(total))
+                )
+            );
+        }
     }
     out
+}
+
+/// One internal snapshot in words: `1 "before-upgrade", 2026-12-02 14:05 UTC, 4 KiB VM state`.
+pub fn snapshot_text(s: &crate::image::snapshots::InternalSnapshot) -> String {
+    let state = if s.vm_state_size > 0 {
+        format!(", {} VM state", human_size(s.vm_state_size))
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {:?}, {}{state}",
+        s.id,
+        s.name,
+        crate::units::utc_minute(i64::from(s.date_sec))
+    )
+}
+
+/// The internal snapshots of `info --json`, named as `qemu-img info --output=json` names them.
+pub fn json_internal_snapshots(n: &Node) -> serde_json::Value {
+    let Some(h) = &n.qcow2 else {
+        return serde_json::Value::Array(Vec::new());
+    };
+    match crate::image::snapshots::list(&n.path, h) {
+        Ok(list) => list
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id,
+                    "name": s.name,
+                    "date-sec": s.date_sec,
+                    "vm-clock-nsec": s.vm_clock_nsec,
+                    "vm-state-size": s.vm_state_size,
+                })
+            })
+            .collect(),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
+/// Why an image is shown writable: nothing found is built on it, which holds only for the
+/// paths scanned.
+pub fn writable_because(n: &Node) -> &'static str {
+    if n.backing.is_some() {
+        "a top image: writable; nothing under the scanned paths is built on it"
+    } else {
+        "writable: no overlays found under the scanned paths (VMs elsewhere? add their \
+         directories to scan.overlay_dirs)"
+    }
 }
 
 /// `info` in text: one fact per line.
@@ -761,6 +830,17 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
             ));
         }
         line("qcow2:", flags.join(", "));
+        match crate::image::snapshots::list(&n.path, h) {
+            Ok(list) => {
+                for s in list {
+                    line("  snapshot:", snapshot_text(&s));
+                }
+            }
+            Err(e) => line(
+                "  snapshots:",
+                format!("the snapshot table cannot be read: {e}"),
+            ),
+        }
     }
     match &n.backing {
         None => line("backing file:", "none".into()),
@@ -790,10 +870,11 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     for o in &n.overlays {
         line("overlay:", forest.node(*o).path.display().to_string());
     }
-    let reason = n
-        .keep_ro_reason
-        .map(|r| format!(" — {}", r.describe()))
-        .unwrap_or_default();
+    let reason = match n.keep_ro_reason {
+        Some(r) => format!(" — {}", r.describe()),
+        None if n.mode == crate::forest::Mode::Rw => format!(" — {}", writable_because(n)),
+        None => String::new(),
+    };
     line("mode:", format!("{}{reason}", paint.mode(n)));
     for d in &n.vm_disks {
         line(

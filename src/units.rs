@@ -24,3 +24,12 @@ pub fn count(n: u64, thing: &str) -> String {
         format!("{n} {thing}s")
     }
 }
+
+/// Seconds since the epoch as a UTC date and time to the minute (`2026-12-02 14:05 UTC`).
+pub fn utc_minute(secs: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("{secs} s after the epoch"))
+}

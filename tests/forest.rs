@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -428,11 +429,24 @@ fn text_tree_draws_the_forest() {
         lines[3].starts_with("    └── b2.qcow2") && lines[3].ends_with("RW"),
         "{text}"
     );
-    assert!(
-        lines[4].contains("lost.qcow2") && lines[4].ends_with("RW !"),
+    let total: u64 = ["base", "a", "b", "b2"]
+        .iter()
+        .map(|n| std::fs::metadata(dir.join(format!("{n}.qcow2"))).unwrap())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum();
+    assert_eq!(
+        lines[4],
+        format!(
+            "    = {} on disk in 4 images",
+            imgchain::units::human_size(total)
+        ),
         "{text}"
     );
-    assert!(lines[5].contains("error[missing-backing]"), "{text}");
+    assert!(
+        lines[5].contains("lost.qcow2") && lines[5].ends_with("RW !"),
+        "{text}"
+    );
+    assert!(lines[6].contains("error[missing-backing]"), "{text}");
     assert!(!text.contains('\x1b'), "no colour when not a terminal");
 }
 
@@ -558,4 +572,137 @@ fn disk_usage_counts_an_image_and_everything_built_on_it() {
     let a = &node(&t, d, "a.qcow2")["disk_usage"];
     assert_eq!(a["own"], a["subtree"]);
     assert!(a["own"].as_u64().unwrap() >= 4 << 20);
+}
+
+#[test]
+fn overlay_dirs_bring_in_the_overlays_kept_elsewhere() {
+    if !have("qemu-img") {
+        return;
+    }
+    let tmp = tempdir();
+    let (pool, vms, unrelated) = (
+        tmp.path().join("pool"),
+        tmp.path().join("vms"),
+        tmp.path().join("vms/other"),
+    );
+    for d in [&pool, &unrelated] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    create(&pool, "golden.qcow2", "qcow2", "64M", None, &[]);
+    create(&pool, "lonely.qcow2", "qcow2", "64M", None, &[]);
+    let golden = pool.join("golden.qcow2");
+    create(
+        &vms,
+        "mid.qcow2",
+        "qcow2",
+        "64M",
+        Some((arg(&golden), "qcow2")),
+        &[],
+    );
+    create(
+        &vms,
+        "web.qcow2",
+        "qcow2",
+        "64M",
+        Some(("mid.qcow2", "qcow2")),
+        &[],
+    );
+    create(&unrelated, "own.qcow2", "qcow2", "64M", None, &[]);
+
+    // Without the overlay directory the golden image looks writable, and says why.
+    let alone = tree(&pool, &[]);
+    assert_eq!(node(&alone, &pool, "golden.qcow2")["mode"], "rw");
+    let text = String::from_utf8(imgchain_ok(&["info", arg(&golden)]).stdout).unwrap();
+    assert!(
+        text.contains("no overlays found under the scanned paths"),
+        "{text}"
+    );
+
+    // With it (config), the chain through vms/ joins the forest; unrelated images do not.
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[scan]\noverlay_dirs = [{:?}]\n", vms.display().to_string()),
+    )
+    .unwrap();
+    let with = tree(&pool, &["--config", arg(&cfg)]);
+    assert_eq!(node(&with, &pool, "golden.qcow2")["mode"], "ro");
+    assert_eq!(node(&with, &vms, "mid.qcow2")["mode"], "ro");
+    assert_eq!(node(&with, &vms, "web.qcow2")["mode"], "rw");
+    assert_eq!(node(&with, &pool, "lonely.qcow2")["mode"], "rw");
+    assert!(
+        !with.contains_key(unrelated.join("own.qcow2").to_str().unwrap()),
+        "an image not built on the forest stays out: {:?}",
+        with.keys()
+    );
+    // info --scan does the same for one image.
+    let text = String::from_utf8(imgchain_ok(&["info", "--scan", arg(&vms), arg(&golden)]).stdout)
+        .unwrap();
+    assert!(
+        text.contains(&format!(
+            "overlay:        {}",
+            vms.join("mid.qcow2").display()
+        )),
+        "{text}"
+    );
+    // An overlay directory that is not there is reported, and the scan goes on.
+    let missing = tmp.path().join("gone");
+    let cfg2 = tmp.path().join("c2.toml");
+    std::fs::write(
+        &cfg2,
+        format!(
+            "[scan]\noverlay_dirs = [{:?}]\n",
+            missing.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = imgchain(&["--config", arg(&cfg2), "tree", arg(&pool)]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gone"),
+        "a missing overlay directory is reported: {err}"
+    );
+}
+
+#[test]
+fn internal_snapshots_match_qemu_img() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(d, "s.qcow2", "qcow2", "64M", None, &[]);
+    let img = d.join("s.qcow2");
+    qemu_io(&img, "write -P 1 0 1M");
+    for name in ["before-upgrade", "with space", "ünï"] {
+        run(Command::new("qemu-img").args(["snapshot", "-c", name, arg(&img)]));
+    }
+    run(Command::new("qemu-img").args(["snapshot", "-d", "with space", arg(&img)]));
+    let ours = imgchain_json(&["info", "--json", arg(&img)], 0);
+    let theirs = qemu_info(&img);
+    let pick = |v: &Value, date: &str| -> Vec<(String, String, u64, u64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    s["name"].as_str().unwrap().to_string(),
+                    s[date].as_u64().unwrap(),
+                    s["vm-state-size"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        pick(&ours["internal_snapshots"], "date-sec"),
+        pick(&theirs["snapshots"], "date-sec")
+    );
+    assert_eq!(ours["internal_snapshots"].as_array().unwrap().len(), 2);
+    let text = String::from_utf8(imgchain_ok(&["info", arg(&img)]).stdout).unwrap();
+    assert!(
+        text.contains("snapshot:     1 \"before-upgrade\""),
+        "{text}"
+    );
 }

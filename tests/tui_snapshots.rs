@@ -13,6 +13,7 @@ use imgchain::forest::{Protect, scan};
 use imgchain::image::file::OpenMode;
 use imgchain::image::handle::{ReopenError, ReopenStep};
 use imgchain::image::lock::{Foreign, Holder, Perms};
+use imgchain::image::snapshots::InternalSnapshot;
 use imgchain::ops::any::Finished;
 use imgchain::ops::commit::{self, Outcome};
 use imgchain::ops::{Event, OpKind, Phase, Progress, Refusal};
@@ -28,6 +29,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 fn app(name: &str, w: u16, h: u16) -> App {
     let dir = PathBuf::from("/tmp/imgchain-snapshots").join(name);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(imgchain::demo::elsewhere(&dir));
     let spec = imgchain::demo::spec().unwrap();
     imgchain::demo::build(&dir, &spec).unwrap();
     let config = Config::default();
@@ -40,10 +42,14 @@ fn app(name: &str, w: u16, h: u16) -> App {
         snapshot_cluster: 64 << 10,
     });
     app.update(Msg::Resize(w, h));
-    let mut s = scan(&[dir], &Default::default()).unwrap();
+    let opts = imgchain::forest::ScanOptions {
+        overlay_dirs: vec![imgchain::demo::elsewhere(&dir)],
+        ..Default::default()
+    };
+    let mut s = scan(&[dir], &opts).unwrap();
     // Bytes on disk depend on the file system; the snapshots should not.
     for n in &mut s.forest.nodes {
-        n.allocated = None;
+        n.allocated = n.file_size;
         n.writable = true;
     }
     app.update(Msg::Scanned(Box::new(Ok(s))));
@@ -154,7 +160,11 @@ fn forest_and_details() {
             .is_some_and(|m| m[0] > 0 && m[10] == 0 && m[32] > 0),
         "{map:?}"
     );
-    a.update(Msg::Allocation { path, map });
+    a.update(Msg::Allocation {
+        path,
+        map,
+        snapshots: Ok(Vec::new()),
+    });
     insta::assert_snapshot!("details_allocation", render(&a));
     // Folding the golden image hides its three VMs.
     select(&mut a, "golden/debian-12.qcow2");
@@ -782,7 +792,7 @@ fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
     };
     let mut s = scan(std::slice::from_ref(&root), &opts).unwrap();
     for n in &mut s.forest.nodes {
-        n.allocated = None;
+        n.allocated = n.file_size;
         n.writable = true;
     }
     a.update(Msg::Scanned(Box::new(Ok(s))));
@@ -858,7 +868,7 @@ fn filter_tokens_sort_and_details_focus() {
     for _ in 0..4 {
         a.update(Msg::Tick);
     }
-    assert_eq!(a.status, "14 images");
+    assert_eq!(a.status, "16 images");
 
     select(&mut a, "vms/orphan.qcow2");
     key(&mut a, KeyCode::Tab);
@@ -877,4 +887,35 @@ fn filter_tokens_sort_and_details_focus() {
     insta::assert_snapshot!("details_zoomed_80x24", render(&a));
     key(&mut a, KeyCode::Esc);
     assert!(!a.details.zoom && !a.details.focus);
+}
+
+#[test]
+fn details_show_the_whole_chain_and_internal_snapshots() {
+    let mut a = app("chain", 100, 40);
+    select(&mut a, "app-snap3.qcow2");
+    let path = a.browse.selected_path().unwrap();
+    let snap = |id: &str, name: &str, date_sec, vm_state_size| InternalSnapshot {
+        id: id.into(),
+        name: name.into(),
+        date_sec,
+        vm_clock_nsec: 0,
+        vm_state_size,
+        disk_size: None,
+    };
+    a.update(Msg::Allocation {
+        path,
+        map: None,
+        snapshots: Ok(vec![
+            snap("1", "before-upgrade", 1_764_000_000, 0),
+            snap("2", "running", 1_764_086_400, 512 << 20),
+        ]),
+    });
+    insta::assert_snapshot!("details_chain_snapshots", render(&a));
+}
+
+#[test]
+fn an_overlay_kept_elsewhere_makes_its_base_read_only() {
+    let mut a = app("elsewhere", 100, 30);
+    select(&mut a, "golden/alpine-3.qcow2");
+    insta::assert_snapshot!("overlay_dirs", render(&a));
 }

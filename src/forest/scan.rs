@@ -41,6 +41,10 @@ pub struct ScanOptions {
     pub raw_extensions: Vec<String>,
     /// Directories of libvirt domain definitions whose disks are labelled.
     pub libvirt_domains: Vec<PathBuf>,
+    /// Directories always searched (to `overlay_depth` levels) for overlays of the images
+    /// found: their images join the forest when their chain leads into it.
+    pub overlay_dirs: Vec<PathBuf>,
+    pub overlay_depth: usize,
 }
 
 impl Default for ScanOptions {
@@ -50,6 +54,8 @@ impl Default for ScanOptions {
             follow_symlinks: true,
             raw_extensions: vec!["img".into(), "raw".into()],
             libvirt_domains: Vec::new(),
+            overlay_dirs: Vec::new(),
+            overlay_depth: 16,
         }
     }
 }
@@ -101,36 +107,8 @@ const FORMAT_EXTENSIONS: &[&str] = &["qcow2", "qcow", "qed", "vmdk", "vdi", "vhd
 /// Scans `paths` (files or directories) into a forest. Modes are not yet computed: set
 /// `requested` on the nodes and call [`Forest::apply_state`].
 pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
-    let mut s = Scanner {
-        opts,
-        scan: Scan::default(),
-        by_ident: HashMap::new(),
-        by_path: HashMap::new(),
-        walked: HashSet::new(),
-        journals: Vec::new(),
-    };
-    for p in paths {
-        let abs = std::path::absolute(p).map_err(|cause| ScanError::Access {
-            path: p.clone(),
-            cause,
-        })?;
-        let md = std::fs::metadata(&abs).map_err(|cause| ScanError::Access {
-            path: abs.clone(),
-            cause,
-        })?;
-        if md.is_dir() {
-            s.walk(abs, &md);
-        } else if md.is_file() {
-            s.add_file(&abs, true)
-                .map_err(|what| ScanError::NotAFile { path: abs, what })?;
-        } else {
-            return Err(ScanError::NotAFile {
-                path: abs,
-                what: kind_of(&md),
-            });
-        }
-    }
-    s.resolve_backings();
+    let mut s = Scanner::collect(paths, opts)?;
+    s.add_overlays_from(&opts.overlay_dirs);
     for image in std::mem::take(&mut s.journals) {
         if let Some(&id) = s.by_path.get(&image) {
             let node = &mut s.scan.forest.nodes[id.0];
@@ -333,6 +311,107 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
     Inspected::Image(Box::new(node))
 }
 
+impl<'a> Scanner<'a> {
+    /// Walks `paths` and follows every backing name found.
+    fn collect(paths: &[PathBuf], opts: &'a ScanOptions) -> Result<Scanner<'a>, ScanError> {
+        let mut s = Scanner {
+            opts,
+            scan: Scan::default(),
+            by_ident: HashMap::new(),
+            by_path: HashMap::new(),
+            walked: HashSet::new(),
+            journals: Vec::new(),
+        };
+        for p in paths {
+            let abs = std::path::absolute(p).map_err(|cause| ScanError::Access {
+                path: p.clone(),
+                cause,
+            })?;
+            let md = std::fs::metadata(&abs).map_err(|cause| ScanError::Access {
+                path: abs.clone(),
+                cause,
+            })?;
+            if md.is_dir() {
+                s.walk(abs, &md);
+            } else if md.is_file() {
+                s.add_file(&abs, true)
+                    .map_err(|what| ScanError::NotAFile { path: abs, what })?;
+            } else {
+                return Err(ScanError::NotAFile {
+                    path: abs,
+                    what: kind_of(&md),
+                });
+            }
+        }
+        s.resolve_backings(0);
+        Ok(s)
+    }
+
+    /// Adds the images under `dirs` whose backing chain leads into the forest (with the
+    /// layers between), as if they had been scanned; a directory that cannot be scanned is
+    /// reported as skipped.
+    fn add_overlays_from(&mut self, dirs: &[PathBuf]) {
+        if dirs.is_empty() {
+            return;
+        }
+        let opts = ScanOptions {
+            max_depth: self.opts.overlay_depth,
+            overlay_dirs: Vec::new(),
+            ..self.opts.clone()
+        };
+        let mut found = Vec::new();
+        for dir in dirs {
+            let sub = match Scanner::collect(std::slice::from_ref(dir), &opts) {
+                Ok(sub) => sub,
+                Err(e) => {
+                    self.skip(dir.clone(), format!("overlay directory: {e}"));
+                    continue;
+                }
+            };
+            let nodes = &sub.scan.forest.nodes;
+            let known = |i: usize| {
+                nodes[i]
+                    .ident
+                    .is_some_and(|f| self.by_ident.contains_key(&f))
+            };
+            // By node: whether its chain reaches a node of this forest (memoised walk).
+            let mut leads: Vec<Option<bool>> = vec![None; nodes.len()];
+            for start in 0..nodes.len() {
+                let mut path = Vec::new();
+                let mut at = Some(start);
+                let answer = loop {
+                    let Some(i) = at else { break false };
+                    if let Some(a) = leads[i] {
+                        break a;
+                    }
+                    if known(i) {
+                        break true;
+                    }
+                    if path.contains(&i) {
+                        break false;
+                    }
+                    path.push(i);
+                    at = nodes[i].backing.as_ref().and_then(|b| b.node).map(|b| b.0);
+                };
+                for i in path {
+                    leads[i] = Some(answer);
+                }
+            }
+            found.extend(
+                (0..nodes.len())
+                    .filter(|&i| leads[i] == Some(true) && !known(i))
+                    .map(|i| nodes[i].path.clone()),
+            );
+        }
+        let from = self.scan.forest.nodes.len();
+        for path in found {
+            // A file that changed since the sub-scan is passed over, as a walked one is.
+            let _ = self.add_file(&path, true);
+        }
+        self.resolve_backings(from);
+    }
+}
+
 impl Scanner<'_> {
     fn walk(&mut self, root: PathBuf, md: &Metadata) {
         self.walked.insert(FileId::of(md));
@@ -499,9 +578,10 @@ impl Scanner<'_> {
         }
     }
 
-    /// Follows every backing name, adding backing files found outside the scanned paths.
-    fn resolve_backings(&mut self) {
-        let mut next = 0;
+    /// Follows every backing name of the nodes from index `from` on, adding backing files
+    /// found outside the scanned paths.
+    fn resolve_backings(&mut self, from: usize) {
+        let mut next = from;
         while next < self.scan.forest.nodes.len() {
             let id = NodeId(next);
             next += 1;

@@ -8,3 +8,4 @@ pub mod lock;
 pub mod map;
 pub mod ordered;
 pub mod probe;
+pub mod snapshots;

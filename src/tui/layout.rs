@@ -14,10 +14,12 @@ pub struct Areas {
     pub status: Rect,
 }
 
-pub fn areas(area: Rect) -> Areas {
+/// The panes of `area`; the job pane is a bordered gauge while a job runs (`busy`) and one
+/// line of hints otherwise.
+pub fn areas(area: Rect, busy: bool) -> Areas {
     let [main, job, status] = Layout::vertical([
         Constraint::Min(6),
-        Constraint::Length(3),
+        Constraint::Length(if busy { 3 } else { 1 }),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -36,10 +38,4 @@ pub fn areas(area: Rect) -> Areas {
         job,
         status,
     }
-}
-
-/// Rows of the forest table for a terminal of `w` × `h` (borders and header taken off).
-pub fn forest_rows(w: u16, h: u16) -> usize {
-    let a = areas(Rect::new(0, 0, w, h));
-    usize::from(a.forest.height.saturating_sub(3))
 }

@@ -41,12 +41,23 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 let _ = tx.send(Msg::Locks(crate::image::lock::sweep(&images)));
             });
         }
-        Effect::Allocation { path, format } => {
+        Effect::Allocation {
+            path,
+            format,
+            snapshots,
+        } => {
             std::thread::spawn(move || {
                 let map = crate::image::map::allocation(&path, format, 64)
                     .ok()
                     .flatten();
-                let _ = tx.send(Msg::Allocation { path, map });
+                let snapshots = snapshots.map_or(Ok(Vec::new()), |h| {
+                    crate::image::snapshots::list(&path, &h).map_err(|e| e.to_string())
+                });
+                let _ = tx.send(Msg::Allocation {
+                    path,
+                    map,
+                    snapshots,
+                });
             });
         }
         Effect::Plan {

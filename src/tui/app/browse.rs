@@ -2,7 +2,7 @@
 //! the filter, and the protect rules with this session's `p` toggles. Pure data: no I/O.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
@@ -40,6 +40,51 @@ pub struct Browse {
     pub skipped: usize,
     /// Protect rules, with the `p` toggles of this session.
     pub protect: Protect,
+    /// Column widths and subtree totals, recomputed when the forest changes.
+    pub columns: Columns,
+    /// Cells the longest shown row's name takes (guide, fold glyph and label).
+    pub name_width: usize,
+}
+
+/// What the forest table's columns need, measured over every node (so the columns do not
+/// change width while scrolling), and each node's bytes on disk with everything built on it.
+#[derive(Default)]
+pub struct Columns {
+    pub format: usize,
+    pub virtual_size: usize,
+    pub file: usize,
+    pub disk: usize,
+    pub total: usize,
+    pub mode: usize,
+    pub flags: usize,
+    /// By node index: the subtree's bytes on disk (for images with overlays).
+    pub subtree: Vec<Option<u64>>,
+}
+
+impl Columns {
+    pub fn of(forest: &Forest) -> Columns {
+        use crate::forest::Mode;
+        use crate::forest::diag::Severity;
+        use crate::units::human_size;
+        let size = |v: Option<u64>| v.map_or(1, |v| human_size(v).chars().count());
+        let mut c = Columns::default();
+        for (i, n) in forest.nodes.iter().enumerate() {
+            let subtree =
+                (!n.overlays.is_empty()).then(|| crate::output::disk_usage(forest, NodeId(i)).1);
+            c.format = c.format.max(n.format.map_or(1, |f| f.as_str().len()));
+            c.virtual_size = c.virtual_size.max(size(n.virtual_size));
+            c.file = c.file.max(size(n.file_size));
+            c.disk = c.disk.max(size(n.allocated));
+            c.total = c.total.max(subtree.map_or(0, |v| size(Some(v))));
+            c.mode = c.mode.max(if n.mode == Mode::KeepRo { 7 } else { 2 });
+            let flags = usize::from(n.in_use()) * 2
+                + usize::from(!n.in_use() && !n.vm_disks.is_empty())
+                + usize::from(n.problems.iter().any(|p| p.severity() >= Severity::Warning));
+            c.flags = c.flags.max(flags);
+            c.subtree.push(subtree);
+        }
+        c
+    }
 }
 
 impl Browse {
@@ -62,7 +107,31 @@ impl Browse {
             scanning: true,
             skipped: 0,
             protect,
+            columns: Columns::default(),
+            name_width: 0,
         }
+    }
+
+    /// How a node is named in the tree: relative to the scan root it lies under for roots,
+    /// the file name for overlays next to their backing file.
+    pub fn label(&self, id: NodeId) -> String {
+        let n = self.forest.node(id);
+        if let Some(b) = n.backing_node()
+            && self.forest.node(b).path.parent() == n.path.parent()
+        {
+            return n.name();
+        }
+        self.relative(&n.path)
+    }
+
+    /// `path` relative to the scan root that contains it, or whole.
+    pub fn relative(&self, path: &Path) -> String {
+        self.roots
+            .iter()
+            .filter_map(|r| path.strip_prefix(r).ok())
+            .filter(|p| !p.as_os_str().is_empty())
+            .min_by_key(|p| p.as_os_str().len())
+            .map_or_else(|| path.display().to_string(), |p| p.display().to_string())
     }
 
     /// The node under the cursor.
@@ -82,7 +151,21 @@ impl Browse {
         self.forest = scan.forest;
         self.skipped = scan.skipped.len();
         self.protect.apply(&mut self.forest);
+        self.columns = Columns::of(&self.forest);
         self.rows = query::rows(&self.forest, self.sort);
+        self.name_width = self
+            .rows
+            .iter()
+            .map(|r| {
+                let glyph = if self.forest.node(r.id).overlays.is_empty() {
+                    0
+                } else {
+                    2
+                };
+                r.guide.chars().count() + glyph + self.label(r.id).chars().count()
+            })
+            .max()
+            .unwrap_or(0);
         self.recompute(keep);
     }
 
@@ -362,6 +445,7 @@ impl Browse {
         let now_requested = n.requested;
         self.protect.set(&path, !now_requested);
         self.protect.apply(&mut self.forest);
+        self.columns = Columns::of(&self.forest);
         Some(format!(
             "{} {} until quit",
             path.display(),

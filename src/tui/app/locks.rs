@@ -9,6 +9,7 @@ use crate::forest::Forest;
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
 use crate::image::probe::Format;
+use crate::image::snapshots::InternalSnapshot;
 
 /// Lock sweeps: every image's path and identity, rebuilt with each scan.
 #[derive(Debug, Default)]
@@ -49,6 +50,8 @@ impl Locks {
 #[derive(Debug, Default)]
 pub struct Allocations {
     pub maps: HashMap<PathBuf, Option<Vec<u8>>>,
+    /// Internal snapshots of the images mapped (qcow2 images that have some).
+    pub snapshots: HashMap<PathBuf, Result<Vec<InternalSnapshot>, String>>,
     computing: HashSet<PathBuf>,
 }
 
@@ -65,9 +68,17 @@ impl Allocations {
         Some((path.clone(), format))
     }
 
-    /// A map a worker computed.
-    pub fn insert(&mut self, path: PathBuf, map: Option<Vec<u8>>) {
+    /// A map (and snapshot list) a worker computed.
+    pub fn insert(
+        &mut self,
+        path: PathBuf,
+        map: Option<Vec<u8>>,
+        snapshots: Result<Vec<InternalSnapshot>, String>,
+    ) {
         self.computing.remove(&path);
+        if snapshots.as_ref().map_or(true, |s| !s.is_empty()) {
+            self.snapshots.insert(path.clone(), snapshots);
+        }
         self.maps.insert(path, map);
     }
 }

@@ -24,6 +24,7 @@ use crate::forest::scan::Scan;
 use crate::forest::{Mode, NodeId, Protect};
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
+use crate::image::snapshots::InternalSnapshot;
 use crate::ops::any::{AnyPlan, Ask, Finished};
 use crate::ops::commit::{Commit, Outcome, Plan, Proposal};
 use crate::ops::{self, Event, Refusal};
@@ -60,10 +61,12 @@ pub enum Msg {
         job: u64,
         event: Finished,
     },
-    /// The allocation map of an image (`None`: too costly or unreadable).
+    /// The allocation map of an image (`None`: too costly or unreadable), and its internal
+    /// snapshots (`Err`: why the table could not be read).
     Allocation {
         path: PathBuf,
         map: Option<Vec<u8>>,
+        snapshots: Result<Vec<InternalSnapshot>, String>,
     },
     /// Time for a lock sweep (every few seconds).
     Tick,
@@ -77,10 +80,12 @@ pub enum Effect {
     Scan(Vec<PathBuf>),
     /// Re-probe QEMU locks on these images (path, identity) without taking any.
     SweepLocks(Arc<Vec<(PathBuf, FileId)>>),
-    /// Compute the allocation map of the image at `path`.
+    /// Compute the allocation map of the image at `path`, and list its internal snapshots
+    /// when its header (given then) says it has some.
     Allocation {
         path: PathBuf,
         format: crate::image::probe::Format,
+        snapshots: Option<Box<crate::image::probe::Qcow2Header>>,
     },
     /// Plan the commit of `top` (into `base`, or its backing file) on a fresh scan around
     /// it and the UI's paths, with the UI's protections: the CLI's planning path.
@@ -200,9 +205,22 @@ impl App {
         }
     }
 
+    /// Where the panes are on the terminal now.
+    pub fn areas(&self) -> super::layout::Areas {
+        super::layout::areas(
+            Rect::new(0, 0, self.size.0, self.size.1),
+            self.jobs.running.is_some(),
+        )
+    }
+
     /// The one place the model changes.
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         let mut effects = self.handle(msg);
+        let page = self.areas().forest.height.saturating_sub(3).into();
+        if page != self.browse.page {
+            self.browse.page = page;
+            self.browse.clamp();
+        }
         effects.extend(self.want_allocation());
         effects
     }
@@ -211,15 +229,22 @@ impl App {
     fn want_allocation(&mut self) -> Option<Effect> {
         let n = self.browse.forest.node(self.selected_node()?);
         let (path, format) = self.allocation.want(&n.path, n.format)?;
-        Some(Effect::Allocation { path, format })
+        let snapshots = n
+            .qcow2
+            .as_ref()
+            .filter(|h| h.nb_snapshots > 0)
+            .map(|h| Box::new(h.clone()));
+        Some(Effect::Allocation {
+            path,
+            format,
+            snapshots,
+        })
     }
 
     fn handle(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Resize(w, h) => {
                 self.size = (w, h);
-                self.browse.page = super::layout::forest_rows(w, h);
-                self.browse.clamp();
                 Vec::new()
             }
             Msg::Scanned(result) => {
@@ -260,8 +285,12 @@ impl App {
                 }
                 Vec::new()
             }
-            Msg::Allocation { path, map } => {
-                self.allocation.insert(path, map);
+            Msg::Allocation {
+                path,
+                map,
+                snapshots,
+            } => {
+                self.allocation.insert(path, map, snapshots);
                 Vec::new()
             }
             Msg::Mouse(m) => self.on_mouse(m),
@@ -526,7 +555,7 @@ impl App {
         if self.popup.is_some() || self.browse.filtering {
             return Vec::new();
         }
-        let a = super::layout::areas(Rect::new(0, 0, self.size.0, self.size.1));
+        let a = self.areas();
         let inside = |r: Rect| {
             m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
         };

@@ -12,7 +12,7 @@ use crate::forest::diag::Severity;
 use crate::output::{human_size, in_use_text};
 use crate::tui::app::App;
 
-use super::forest::{badge, relative};
+use super::forest::badge;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
@@ -145,6 +145,25 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         )),
         None => {}
     }
+    if let Some(chain) = chain(app, id) {
+        lines.extend(chain);
+    }
+    match app.allocation.snapshots.get(&n.path) {
+        Some(Ok(list)) => {
+            lines.push(kv(
+                "snapshots",
+                crate::units::count(list.len() as u64, "internal snapshot"),
+            ));
+            for s in list {
+                lines.push(Line::from(format!("  {}", crate::output::snapshot_text(s))));
+            }
+        }
+        Some(Err(e)) => lines.push(Line::from(vec![
+            Span::styled(format!("{:<10}", "snapshots"), bold),
+            Span::styled(format!("not readable: {e}"), t.problem),
+        ])),
+        None => {}
+    }
     match &n.backing {
         None => lines.push(kv("backing", "none (a base image)".into())),
         Some(b) => {
@@ -153,7 +172,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 "  →",
                 format!(
                     "{}{}",
-                    relative(app, &b.path),
+                    app.browse.relative(&b.path),
                     if b.exists { "" } else { "  (missing)" }
                 ),
             ));
@@ -173,7 +192,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             .to_string()
     } else {
         match (app.shown_mode(id), n.keep_ro_reason) {
-            (Mode::Rw, _) => "a top image: writable, nothing in the forest is built on it".into(),
+            (Mode::Rw, _) => crate::output::writable_because(n).into(),
             (Mode::Ro, _) => format!(
                 "a backing image: read-only, upgraded to read-write only while a commit writes into it ({})",
                 crate::units::count(n.overlays.len() as u64, "overlay")
@@ -241,4 +260,55 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let total = u16::try_from(text.line_count(inner.width)).unwrap_or(u16::MAX);
     let scroll = d.scroll.min(total.saturating_sub(inner.height));
     frame.render_widget(text.scroll((scroll, 0)).block(block), area);
+}
+
+/// The selected image's chain from it down to its base, each layer with its own bytes on
+/// disk; `None` for a base image.
+fn chain(app: &App, id: crate::forest::NodeId) -> Option<Vec<Line<'static>>> {
+    let forest = &app.browse.forest;
+    let n = forest.node(id);
+    n.backing.as_ref()?;
+    let on_disk = |n: &crate::forest::Node| n.allocated.or(n.file_size).unwrap_or(0);
+    // Each layer's name and bytes on disk; the last, when not in the forest, whether it exists.
+    let mut layers: Vec<(String, Result<u64, bool>)> = vec![(app.browse.label(id), Ok(on_disk(n)))];
+    let mut seen = vec![id];
+    let mut at = n;
+    while let Some(b) = &at.backing {
+        match b.node.filter(|b| !seen.contains(b)) {
+            Some(next) => {
+                seen.push(next);
+                at = forest.node(next);
+                layers.push((app.browse.label(next), Ok(on_disk(at))));
+            }
+            None => {
+                layers.push((app.browse.relative(&b.path), Err(b.exists)));
+                break;
+            }
+        }
+    }
+    let total: u64 = layers.iter().filter_map(|l| l.1.ok()).sum();
+    let width = layers
+        .iter()
+        .map(|l| l.0.chars().count())
+        .max()
+        .unwrap_or(0);
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let mut lines = vec![Line::from(vec![
+        Span::styled(format!("{:<10}", "chain"), bold),
+        Span::raw(format!(
+            "{} layers, {} on disk",
+            layers.len(),
+            human_size(total)
+        )),
+    ])];
+    for (k, (name, size)) in layers.into_iter().enumerate() {
+        let mark = if k == 0 { "●" } else { "└" };
+        let size = match size {
+            Ok(bytes) => human_size(bytes),
+            Err(true) => "not read".into(),
+            Err(false) => "missing".into(),
+        };
+        lines.push(Line::from(format!("  {mark} {name:<width$}  {size:>8}")));
+    }
+    Some(lines)
 }

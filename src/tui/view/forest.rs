@@ -1,8 +1,6 @@
 //! The forest pane: a table of the visible rows only (the window around the cursor), so a
 //! frame costs the same with ten images or ten thousand.
 
-use std::path::Path;
-
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
@@ -37,29 +35,6 @@ pub fn badge(app: &App, id: NodeId) -> (String, Style) {
             t.keep_ro,
         ),
     }
-}
-
-/// How a node is named in the tree: relative to the scan root it lies under for roots, the
-/// file name for overlays next to their backing file.
-pub fn label(app: &App, id: NodeId) -> String {
-    let n = app.browse.forest.node(id);
-    if let Some(b) = n.backing_node()
-        && app.browse.forest.node(b).path.parent() == n.path.parent()
-    {
-        return n.name();
-    }
-    relative(app, &n.path)
-}
-
-/// `path` relative to the scan root that contains it, or whole.
-pub fn relative(app: &App, path: &Path) -> String {
-    app.browse
-        .roots
-        .iter()
-        .filter_map(|r| path.strip_prefix(r).ok())
-        .filter(|p| !p.as_os_str().is_empty())
-        .min_by_key(|p| p.as_os_str().len())
-        .map_or_else(|| path.display().to_string(), |p| p.display().to_string())
 }
 
 /// `name` cut to `room` characters with an ellipsis in the middle that keeps the file name's
@@ -133,7 +108,6 @@ fn flags(app: &App, n: &Node) -> Vec<Span<'static>> {
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
-    let wide = area.width >= 70;
     let b = &app.browse;
     let title = if b.filtering || !b.filter.is_empty() {
         let cursor = if b.filtering { "▏" } else { "" };
@@ -161,10 +135,9 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .as_ref()
         .map(|q| q.words().map(String::from).collect())
         .unwrap_or_default();
-    // What the other columns and the borders leave the name.
-    // Borders, the other columns and a space between each two.
-    let name_width =
-        usize::from(area.width).saturating_sub(if wide { 2 + 35 + 5 } else { 2 + 26 + 4 });
+    let cols = columns(app, area.width);
+    let name_width = cols.name;
+    let c = &b.columns;
     let end = (app.browse.offset + height).min(app.browse.visible.len());
     let rows: Vec<Row> = app.browse.visible[app.browse.offset.min(end)..end]
         .iter()
@@ -191,7 +164,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 Span::styled(glyph, t.dim),
             ];
             name.extend(highlighted(
-                &shorten(&label(app, row.id), room),
+                &shorten(&b.label(row.id), room),
                 &words,
                 if matched == Some(false) {
                     t.dim
@@ -200,17 +173,26 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 },
             ));
             name.push(Span::styled(suffix, t.dim));
-            let name = Line::from(name);
+            let size = |v: Option<u64>| {
+                Cell::from(Line::from(v.map_or_else(|| "?".into(), human_size)).right_aligned())
+            };
             let (badge, style) = badge(app, row.id);
             let mut cells = vec![
-                Cell::from(name),
+                Cell::from(Line::from(name)),
                 Cell::from(n.format.map_or("?", |f| f.as_str())),
-                Cell::from(n.virtual_size.map_or_else(|| "?".into(), human_size)),
+                size(n.virtual_size),
             ];
-            if wide {
-                cells.push(Cell::from(
-                    n.file_size.map_or_else(|| "?".into(), human_size),
-                ));
+            if cols.file {
+                cells.push(size(n.file_size));
+            }
+            if cols.disk {
+                cells.push(size(n.allocated));
+            }
+            if cols.total {
+                cells.push(match c.subtree.get(row.id.0).copied().flatten() {
+                    Some(v) => size(Some(v)),
+                    None => Cell::from(""),
+                });
             }
             cells.push(Cell::from(Span::styled(badge, style)));
             cells.push(Cell::from(Line::from(flags(app, n))));
@@ -222,22 +204,88 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             }
         })
         .collect();
-    let mut widths = vec![
-        Constraint::Min(12),
-        Constraint::Length(5),
-        Constraint::Length(9),
-    ];
-    let mut header = vec!["Image", "Fmt", "Virtual"];
-    if wide {
-        widths.push(Constraint::Length(9));
-        header.push("File");
-    }
-    widths.extend([Constraint::Length(9), Constraint::Length(3)]);
-    header.extend(["Mode", ""]);
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+    let table = Table::new(rows, cols.widths)
+        .header(Row::new(cols.header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(block);
     frame.render_widget(table, area);
+}
+
+/// The forest table's columns at a pane width: each sized to the widest value in the
+/// forest; the name gets the rest, and the optional size columns appear while it keeps
+/// enough room (on disk first, then file size, then the subtree's total).
+struct Columns {
+    name: usize,
+    file: bool,
+    disk: bool,
+    total: bool,
+    widths: Vec<Constraint>,
+    header: Vec<Line<'static>>,
+}
+
+/// The room an optional column must leave the names: what the longest shown name needs,
+/// within these bounds.
+const NAME_ROOM: (usize, usize) = (24, 32);
+
+fn columns(app: &App, pane_width: u16) -> Columns {
+    let c = &app.browse.columns;
+    let live = app.jobs.running.is_some() || !app.jobs.reopen_failed.is_empty();
+    let mode = c.mode.max(4).max(if live { 9 } else { 0 });
+    let fixed = [
+        ("Fmt", c.format.max(3), false),
+        ("Virtual", c.virtual_size.max(7), true),
+    ];
+    let optional = [
+        ("On disk", c.disk.max(7)),
+        ("File", c.file.max(4)),
+        ("Total", c.total.max(5)),
+    ];
+    let flags = c.flags.max(1);
+    // Borders, then each column and the space before it.
+    let mut used = 2 + fixed.iter().map(|f| f.1 + 1).sum::<usize>() + mode + 1 + flags + 1;
+    let room = app.browse.name_width.clamp(NAME_ROOM.0, NAME_ROOM.1);
+    let mut shown = [false; 3];
+    for (i, (_, w)) in optional.iter().enumerate() {
+        if i == 2 && c.total == 0 {
+            break;
+        }
+        if usize::from(pane_width).saturating_sub(used + w + 1) >= room {
+            used += w + 1;
+            shown[i] = true;
+        } else {
+            break;
+        }
+    }
+    let name = usize::from(pane_width).saturating_sub(used).max(8);
+    let mut widths = vec![Constraint::Min(8)];
+    let mut header = vec![Line::from("Image")];
+    let mut push = |title: &'static str, w: usize, right: bool| {
+        widths.push(Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)));
+        let l = Line::from(title);
+        header.push(if right { l.right_aligned() } else { l });
+    };
+    for (title, w, right) in fixed {
+        push(title, w, right);
+    }
+    // Shown in the order of the table: file, on disk, total.
+    if shown[1] {
+        push("File", optional[1].1, true);
+    }
+    if shown[0] {
+        push("On disk", optional[0].1, true);
+    }
+    if shown[2] {
+        push("Total", optional[2].1, true);
+    }
+    push("Mode", mode, false);
+    push("", flags, false);
+    Columns {
+        name,
+        file: shown[1],
+        disk: shown[0],
+        total: shown[2],
+        widths,
+        header,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::actions::{ACTIONS, Action};
 use crate::output::human_size;
 use crate::tui::app::App;
 
+/// The running job's gauge in a bordered pane, or one dim line of hints when idle.
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
     let block = Block::default()
@@ -26,7 +27,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             k(Action::Delete),
             k(Action::Help)
         );
-        frame.render_widget(Paragraph::new(hint).style(t.dim).block(block), area);
+        frame.render_widget(Paragraph::new(hint).style(t.dim), area);
         return;
     };
     let name = crate::forest::model::file_name;

@@ -27,7 +27,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         );
         return;
     }
-    let a = areas(area);
+    let a = areas(area, app.jobs.running.is_some());
     if app.details.zoom {
         details::draw(app, frame, a.forest.union(a.details));
     } else {
