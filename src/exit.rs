@@ -22,5 +22,7 @@ pub const IO_ERROR: u8 = 14;
 pub const REOPEN_FAILED: u8 = 15;
 /// The image uses a format or feature imgchain cannot write safely.
 pub const UNSUPPORTED: u8 = 16;
+/// Refused: the written file's filesystem has not the room the run may need (use --force).
+pub const NO_SPACE: u8 = 17;
 /// Cancelled by the user.
 pub const CANCELLED: u8 = 130;

@@ -320,7 +320,7 @@ struct CommitArgs {
     #[arg(short = 'd')]
     keep: bool,
     /// Commit even if the base has other overlays (their disks change) or persistent
-    /// bitmaps (they become invalid)
+    /// bitmaps (they become invalid), or its filesystem may be too full
     #[arg(long)]
     force: bool,
     /// Show progress
@@ -517,8 +517,8 @@ fn rebase(
 
 #[derive(Args)]
 struct MergeArgs {
-    /// Merge even though the backing file has other overlays (their disks change), or IMAGE
-    /// is a disk a defined libvirt VM names
+    /// Merge even though the backing file has other overlays (their disks change), IMAGE
+    /// is a disk a defined libvirt VM names, or the backing file's filesystem may be too full
     #[arg(long)]
     force: bool,
     /// Keep IMAGE's file once nothing is built on it
@@ -577,6 +577,12 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused_live_hint(&e, &found, c.json)),
     };
+    let space = imgchain::ops::space::of_merge(&plan).ok();
+    if !a.force
+        && let Some(Err(e)) = space.as_ref().map(|s| s.check())
+    {
+        return Ok(refused(&e, c.json));
+    }
     let overlays: Vec<String> = plan
         .overlays
         .iter()
@@ -596,6 +602,9 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
             if plan.keep { "keep" } else { "delete" },
             plan.image.path.display()
         );
+        if let Some(s) = &space {
+            println!("Space: {}.", s.describe());
+        }
         return Ok(exit::OK);
     }
     run_planned::<merge::Merge>(ctx, &plan, c.progress, c.json, output::json_merge)
@@ -853,6 +862,10 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         .collect();
     if a.dry_run {
         println!("Would delete, in this order: {}.", list.join(", "));
+        println!(
+            "Space: {}.",
+            imgchain::ops::space::of_delete(&plan).describe()
+        );
         return Ok(exit::OK);
     }
     if plan.images.len() > 1 && !a.json {
@@ -883,6 +896,13 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused_live_hint(&e, &found, a.json)),
     };
+    // Without a measure (an unreadable map) the run itself reports what it cannot read.
+    if !a.force
+        && let Ok(data) = commit::measure_plan(&plan)
+        && let Err(e) = imgchain::ops::space::of_commit(&plan, data).check()
+    {
+        return Ok(refused(&e, a.json));
+    }
     run_planned::<Commit>(ctx, &plan, a.progress, a.json, output::json_outcome)
 }
 

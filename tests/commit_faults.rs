@@ -421,7 +421,28 @@ fn a_full_filesystem_is_reported_honestly_and_the_rerun_finishes() {
         .arg(&filler));
     let top = d.join("top.qcow2");
     let top_before = std::fs::read(&top).unwrap();
-    let out = imgchain(&["--config", c, "commit", "--json", top.to_str().unwrap()]);
+    // Planning sees that the data cannot fit, and refuses before writing anything.
+    let base_before = std::fs::read(d.join("base.qcow2")).unwrap();
+    let v = imgchain_json(
+        &["--config", c, "commit", "--json", top.to_str().unwrap()],
+        17,
+    );
+    assert_eq!(v["error"]["kind"], "no-space", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("base.qcow2") && message.contains("--force"),
+        "{message}"
+    );
+    assert_eq!(base_before, std::fs::read(d.join("base.qcow2")).unwrap());
+    // --force tries anyway; the full disk stops it with every image consistent.
+    let out = imgchain(&[
+        "--config",
+        c,
+        "commit",
+        "--force",
+        "--json",
+        top.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(14));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let summary = v["summary"].as_str().unwrap();

@@ -98,7 +98,7 @@ fn commit_by_keypress_equals_qemu_img_commit() {
     let tmp = tempdir();
     let demo = tmp.path().join("demo");
     let t = Tmux::start("commit", &format!("--demo --dir {}", demo.display()));
-    t.wait_for("14 images");
+    t.wait_for("16 images");
     // While the UI is open, QEMU can open everything, even for writing: it holds no lock.
     run(Command::new("qemu-img")
         .arg("info")
@@ -146,7 +146,7 @@ fn committing_into_a_protected_template_is_refused() {
     let tmp = tempdir();
     let demo = tmp.path().join("demo");
     let t = Tmux::start("protected", &format!("--demo --dir {}", demo.display()));
-    t.wait_for("14 images");
+    t.wait_for("16 images");
     let before = snapshot(&demo);
     t.keys(&["/"]);
     t.literal("win-dev");
@@ -309,7 +309,7 @@ fn merging_a_middle_snapshot_by_keypress_keeps_the_top_s_disk() {
     let tmp = tempdir();
     let demo = tmp.path().join("demo");
     let t = Tmux::start("merge", &format!("--demo --dir {}", demo.display()));
-    t.wait_for("14 images");
+    t.wait_for("16 images");
     let before = tempdir();
     copy_dir(&demo.join("snapshots"), before.path());
     t.keys(&["/"]);

@@ -71,11 +71,28 @@ fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
                 "{msg:?}"
             );
             rest.extend(app.update(msg));
+            steady_space(app);
         } else {
             rest.push(e);
         }
     }
     rest
+}
+
+/// The free space a plan found depends on the machine; the snapshots show a fixed figure.
+fn steady_space(app: &mut App) {
+    let space = match &mut app.popup {
+        Some(Popup::Plan(p)) => p.space.as_mut(),
+        Some(Popup::Op(p)) => p.space.as_mut(),
+        _ => None,
+    };
+    if let Some(s) = space {
+        s.available = Some(100 << 30);
+        s.clone_on = None;
+        if s.frees > 0 {
+            s.frees = 24 << 20;
+        }
+    }
 }
 
 fn keys(app: &mut App, s: &str) {
@@ -718,6 +735,7 @@ fn a_live_commit_plan_and_its_progress() {
     a.update(Msg::OpPlanned {
         job,
         plan: Box::new(Ok(AnyPlan::Live(plan))),
+        space: None,
     });
     insta::assert_snapshot!("live_commit_plan", render(&a));
     // At 80x24 the text wraps to more lines; the keys stay in sight.
@@ -918,4 +936,38 @@ fn an_overlay_kept_elsewhere_makes_its_base_read_only() {
     let mut a = app("elsewhere", 100, 30);
     select(&mut a, "golden/alpine-3.qcow2");
     insta::assert_snapshot!("overlay_dirs", render(&a));
+}
+
+#[test]
+fn a_commit_that_cannot_fit_is_refused_with_the_figures() {
+    let mut a = app("nospace", 100, 30);
+    select(&mut a, "app-snap3.qcow2");
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::NONE,
+    )));
+    let Some(Popup::Plan(p)) = &a.popup else {
+        panic!("the commit dialog")
+    };
+    let (job, top, base) = (p.job, p.top.clone(), p.base.clone());
+    let proposal = commit::Proposal {
+        top,
+        base: base.clone(),
+        chain: base.iter().cloned().collect(),
+        plan: Err(Refusal::NoSpace {
+            path: base.unwrap(),
+            need: 25 << 20,
+            free: 3 << 20,
+        }),
+        shared_with: Vec::new(),
+        bytes: Some(Ok(24 << 20)),
+        space: None,
+    };
+    a.update(Msg::Planned {
+        job,
+        proposal: Box::new(Ok(proposal)),
+    });
+    let screen = render(&a);
+    assert!(screen.contains("only 3 MiB free"), "{screen}");
+    insta::assert_snapshot!("plan_no_space", screen);
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::scope::{self, Scope};
 use super::{Event, Operation, Progress, Refusal, Report};
-use super::{delete, live, merge, rebase, repair, snapshot};
+use super::{delete, live, merge, rebase, repair, snapshot, space};
 
 /// What the user asks of one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +228,22 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
             )?))
         }
     })
+}
+
+/// What a planned merge or delete writes and frees, and the room there; a merge that cannot
+/// fit is refused unless `force`.
+pub fn space(plan: &AnyPlan, force: bool) -> Result<Option<space::Space>, Refusal> {
+    match plan {
+        AnyPlan::Merge(m) => {
+            let s = space::of_merge(m)?;
+            if !force {
+                s.check()?;
+            }
+            Ok(Some(s))
+        }
+        AnyPlan::Delete(d) => Ok(Some(space::of_delete(d))),
+        _ => Ok(None),
+    }
 }
 
 /// What a worker reports of any operation: progress, then how it ended.

@@ -66,6 +66,44 @@ pub fn measure(layers: &[Handle], end: u64) -> io::Result<u64> {
     Ok(total)
 }
 
+/// Bytes of data above the base that land where `base` allocates nothing of its own yet:
+/// what a commit adds to the base's file at most (data written over the base's own clusters
+/// takes no new room).
+pub fn measure_new(layers: &[Handle], base: &Handle, end: u64) -> io::Result<u64> {
+    let mut offset = 0;
+    let mut total = 0;
+    while offset < end {
+        let (ext, len) = next_extent(layers, offset, end - offset)?;
+        match ext {
+            Extent::Eof => break,
+            Extent::Data(_) => total += len - allocated_in(base, offset, len)?,
+            Extent::Zero | Extent::Below => {}
+        }
+        offset += len;
+    }
+    Ok(total)
+}
+
+/// Bytes of `[offset, offset + len)` that `image` maps in its own layer.
+fn allocated_in(image: &Handle, offset: u64, len: u64) -> io::Result<u64> {
+    let end = (offset + len).min(image.access().size());
+    let (mut at, mut found) = (offset, 0);
+    while at < end {
+        let (mapping, l) = image.access().get_shallow_mapping(at, end - at)?;
+        if l == 0 {
+            break;
+        }
+        if matches!(
+            mapping,
+            ShallowMapping::Raw { .. } | ShallowMapping::Special { .. }
+        ) {
+            found += l;
+        }
+        at += l;
+    }
+    Ok(found)
+}
+
 /// What an image maps in its own layer: guest ranges, and the host ranges of its data.
 pub struct OwnRanges {
     pub guest: Vec<(u64, u64)>,

@@ -22,6 +22,7 @@ pub mod refusal;
 pub mod repair;
 pub mod scope;
 pub mod snapshot;
+pub mod space;
 pub mod window;
 
 use std::fmt;

@@ -68,6 +68,8 @@ pub enum Refusal {
     /// `what` ends with what to do about it.
     #[error("{} {what}", path.display())]
     Unsupported { path: PathBuf, what: String },
+    #[error("{} may need up to {} on its filesystem, which has only {} free; free some space first, or add --force to try anyway (a run that fills the disk stops with every image consistent)", path.display(), crate::units::human_size(*need), crate::units::human_size(*free))]
+    NoSpace { path: PathBuf, need: u64, free: u64 },
     #[error("{} changed since it was scanned ({what}); scan again and retry", path.display())]
     Changed { path: PathBuf, what: String },
     /// The images around the request could not be scanned.
@@ -146,6 +148,7 @@ impl Refusal {
                 exit::SHARED_BASE
             }
             Refusal::Exists { .. } | Refusal::BadTarget { .. } => exit::USAGE,
+            Refusal::NoSpace { .. } => exit::NO_SPACE,
             Refusal::Unsupported { .. } => exit::UNSUPPORTED,
             Refusal::BaseNotInChain { .. } => exit::USAGE,
             Refusal::ReopenRw(r) if r.lock.is_some() => exit::IN_USE,
@@ -176,6 +179,7 @@ impl Refusal {
             Refusal::BadTarget { .. } => "bad-target",
             Refusal::Unsupported { .. } => "unsupported",
             Refusal::Changed { .. } => "changed",
+            Refusal::NoSpace { .. } => "no-space",
             Refusal::Scan { .. } => "scan",
             Refusal::Open(_) => "open",
             Refusal::ReopenRw(_) => "reopen-rw",

@@ -99,10 +99,18 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 protect,
             };
             std::thread::spawn(move || {
-                let plan = any::plan(&ask, &scope);
+                let force = matches!(ask, any::Ask::Merge { force: true, .. });
+                let (plan, space) = match any::plan(&ask, &scope) {
+                    Ok(p) => match any::space(&p, force) {
+                        Ok(s) => (Ok(p), s),
+                        Err(e) => (Err(e), None),
+                    },
+                    Err(e) => (Err(e), None),
+                };
                 let _ = tx.send(Msg::OpPlanned {
                     job,
                     plan: Box::new(plan),
+                    space,
                 });
             });
         }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use super::{OpKind, Operation, Refusal, Report, Run};
 use crate::forest::Forest;
 
-pub use plan::{Plan, Proposal, Request, measure_plan, plan, propose, propose_in};
+pub use plan::{Plan, Proposal, Request, measure_new, measure_plan, plan, propose, propose_in};
 pub use run::{CopyError, Outcome, run};
 
 /// The commit operation.

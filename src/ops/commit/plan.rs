@@ -263,6 +263,8 @@ pub struct Proposal {
     pub shared_with: Vec<PathBuf>,
     /// Bytes the commit would copy, when it is planned.
     pub bytes: Option<Result<u64, String>>,
+    /// What it writes and frees, and the room there (when measured).
+    pub space: Option<crate::ops::space::Space>,
 }
 
 /// Discovers the images around `image` ([`scope::discover`]), plans its commit (into `base`,
@@ -307,6 +309,15 @@ pub fn propose_in(forest: &Forest, top: NodeId, base: Option<PathBuf>, keep_top:
         .as_ref()
         .ok()
         .map(|p| measure_plan(p).map_err(|e| e.to_string()));
+    let space = match (&plan, &bytes) {
+        (Ok(p), Some(Ok(b))) => Some(crate::ops::space::of_commit(p, *b)),
+        _ => None,
+    };
+    // A commit that cannot fit is refused here, as the CLI refuses it without --force.
+    let plan = match (plan, space.as_ref().map(|s| s.check())) {
+        (Ok(_), Some(Err(no_room))) => Err(no_room),
+        (plan, _) => plan,
+    };
     Proposal {
         top: node.path.clone(),
         base: named_base,
@@ -314,7 +325,24 @@ pub fn propose_in(forest: &Forest, top: NodeId, base: Option<PathBuf>, keep_top:
         plan,
         shared_with,
         bytes,
+        space,
     }
+}
+
+/// Bytes of that copy that land where the base has no data of its own yet (the new room the
+/// base's file may take).
+pub fn measure_new(plan: &Plan) -> Result<u64, Refusal> {
+    let mut layers = vec![plan.top.peek()?];
+    for m in &plan.intermediates {
+        layers.push(m.peek()?);
+    }
+    let base = plan.base.peek()?;
+    crate::ops::extents::measure_new(&layers, &base, plan.top.virtual_size).map_err(|source| {
+        Refusal::Map {
+            path: plan.base.path.clone(),
+            source,
+        }
+    })
 }
 
 /// Bytes a commit of `plan` would copy, from the metadata of the top (and the images in

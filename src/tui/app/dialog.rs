@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::ops::Refusal;
 use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::commit::{Plan, Proposal};
+use crate::ops::space::Space;
 
 /// A dialog over the forest.
 #[derive(Debug)]
@@ -40,6 +41,8 @@ pub struct PlanPopup {
     pub plan: Option<Plan>,
     /// Bytes to copy: `None` while measuring.
     pub bytes: Option<Result<u64, String>>,
+    /// What the commit writes and frees, and the room there.
+    pub space: Option<Space>,
     pub keep_top: bool,
     /// A guard that refuses the commit, with its exit code.
     pub refusal: Option<(String, u8)>,
@@ -61,6 +64,7 @@ impl PlanPopup {
             chain: Vec::new(),
             plan: None,
             bytes: None,
+            space: None,
             keep_top,
             refusal: None,
             shared_with: Vec::new(),
@@ -78,6 +82,7 @@ impl PlanPopup {
                 self.chain = p.chain;
                 self.shared_with = p.shared_with;
                 self.bytes = p.bytes;
+                self.space = p.space;
                 match p.plan {
                     Ok(plan) => self.plan = Some(plan),
                     Err(e) => self.refusal = Some((e.to_string(), e.exit_code())),
@@ -111,6 +116,8 @@ pub struct OpPopup {
     pub confirmed_once: bool,
     /// For a rebase: the images further down the chain `b` cycles through.
     pub chain: Vec<PathBuf>,
+    /// What the run writes and frees (merge, delete).
+    pub space: Option<Space>,
 }
 
 impl OpPopup {
@@ -124,6 +131,7 @@ impl OpPopup {
             refusal: None,
             confirmed_once: false,
             chain,
+            space: None,
         }
     }
 

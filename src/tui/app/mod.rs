@@ -55,6 +55,8 @@ pub enum Msg {
     OpPlanned {
         job: u64,
         plan: Box<Result<AnyPlan, Refusal>>,
+        /// What it writes and frees (merge, delete).
+        space: Option<crate::ops::space::Space>,
     },
     /// Progress or the end of another running operation.
     Op {
@@ -260,11 +262,12 @@ impl App {
                 Vec::new()
             }
             Msg::Commit { job, event } => self.on_commit(job, event),
-            Msg::OpPlanned { job, plan } => {
+            Msg::OpPlanned { job, plan, space } => {
                 if let Some(Popup::Op(p)) = &mut self.popup
                     && p.job == job
                 {
                     p.fill(*plan);
+                    p.space = space;
                 }
                 Vec::new()
             }

@@ -136,6 +136,9 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
                 Some(Err(e)) => format!("unknown: {e}"),
             },
         ));
+        if let Some(sp) = &p.space {
+            lines.push(kv("space", sp.describe()));
+        }
         if let Some(g) = plan.grow_to {
             lines.push(kv(
                 "grow base",
@@ -298,6 +301,10 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         }
     } else if let Some(plan) = &p.plan {
         describe(plan, &mut lines, &kv);
+        if let Some(sp) = &p.space {
+            lines.push(Line::from(""));
+            lines.push(kv("space", sp.describe()));
+        }
         keys.insert(
             0,
             format!(

@@ -1,0 +1,247 @@
+//! What an operation will write and free, and whether the written file's filesystem has the
+//! room (ARCHITECTURE.md §3, "Space"). Planning asks; nothing here writes.
+
+use std::path::{Path, PathBuf};
+
+use super::Refusal;
+use super::plan_image::PlanImage;
+use crate::units::human_size;
+
+/// Filesystems that share extents (reflinks): a clone there takes no new room for the data.
+const CLONING_FILESYSTEMS: &[(i64, &str)] = &[
+    (0x5846_5342, "XFS"),
+    (0x9123_683e, "btrfs"),
+    (0xca45_1a4e, "bcachefs"),
+];
+
+/// The space side of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// The file written, on whose filesystem `writes` must fit.
+    pub target: PathBuf,
+    /// Bytes the run writes at most (data and metadata).
+    pub writes: u64,
+    /// The part of `writes` that is metadata.
+    pub metadata: u64,
+    /// Data bytes that land where the target has no data yet: new room on the filesystem.
+    pub new_data: u64,
+    /// Bytes given back when it is done (files deleted, data dropped from a layer).
+    pub frees: u64,
+    /// The data may be cloned from the source on the same filesystem (XFS, btrfs): then it
+    /// takes no new room, and only the metadata has to fit.
+    pub clone_on: Option<&'static str>,
+    /// Bytes free to this user on the target's filesystem (`None`: not known).
+    pub available: Option<u64>,
+}
+
+impl Space {
+    /// A run that writes `data` bytes of `source`'s data into `target`, `new_data` of them
+    /// where it has none yet (qcow2 metadata added: an L2 entry and a refcount per cluster),
+    /// and frees `frees`.
+    pub fn copy(
+        source: &PlanImage,
+        target: &PlanImage,
+        (data, new_data): (u64, u64),
+        cluster: u64,
+        frees: u64,
+    ) -> Space {
+        let cluster = cluster.max(512);
+        let metadata = data.div_ceil(cluster) * 16 + 4 * cluster;
+        let clone_on = (!super::datapath::tiers().no_clone && source.ident.dev == target.ident.dev)
+            .then(|| cloning_filesystem(&target.path))
+            .flatten();
+        Space {
+            target: target.path.clone(),
+            writes: data + metadata,
+            metadata,
+            new_data,
+            frees,
+            clone_on,
+            available: available(&target.path),
+        }
+    }
+
+    /// A run that only removes files, giving back `frees` bytes.
+    pub fn delete(first: &Path, frees: u64) -> Space {
+        Space {
+            target: first.to_path_buf(),
+            writes: 0,
+            metadata: 0,
+            new_data: 0,
+            frees,
+            clone_on: None,
+            available: available(first),
+        }
+    }
+
+    /// Bytes that must be free for the run: the metadata alone when the data may be cloned.
+    pub fn needed(&self) -> u64 {
+        if self.clone_on.is_some() {
+            self.metadata
+        } else {
+            self.new_data + self.metadata
+        }
+    }
+
+    /// Refuses when the room known on the target's filesystem is less than [`Self::needed`].
+    pub fn check(&self) -> Result<(), Refusal> {
+        match self.available {
+            Some(free) if free < self.needed() => Err(Refusal::NoSpace {
+                path: self.target.clone(),
+                need: self.needed(),
+                free,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// One line for a plan: `writes up to 1.2 GiB, needs up to 800 MiB free, frees about
+    /// 1 GiB; 40 GiB free there`.
+    pub fn describe(&self) -> String {
+        let mut s = if self.writes == 0 {
+            "writes no data".to_string()
+        } else {
+            format!("writes up to {}", human_size(self.writes))
+        };
+        match self.clone_on {
+            Some(fs) => s.push_str(&format!(
+                " (shared from the source on {fs}: little new space)"
+            )),
+            None if self.writes > 0 => {
+                s.push_str(&format!(", needs up to {} free", human_size(self.needed())))
+            }
+            None => {}
+        }
+        if self.frees > 0 {
+            s.push_str(&format!(", frees about {}", human_size(self.frees)));
+        }
+        match self.available {
+            Some(free) => s.push_str(&format!("; {} free there", human_size(free))),
+            None => s.push_str("; free space unknown"),
+        }
+        s
+    }
+}
+
+/// A commit of `plan` that copies `data` bytes into the base; frees the top's data when it
+/// empties the top.
+pub fn of_commit(plan: &super::commit::Plan, data: u64) -> Space {
+    let frees = if plan.keep_top || !plan.intermediates.is_empty() {
+        0
+    } else {
+        on_disk(&plan.top.path)
+    };
+    // Unmeasurable: as if every byte needed new room.
+    let new_data = super::commit::measure_new(plan).unwrap_or(data);
+    Space::copy(
+        &plan.top,
+        &plan.base,
+        (data, new_data),
+        cluster_of(&plan.base),
+        frees,
+    )
+}
+
+/// A merge of `plan`: its commit's data into the backing file; frees the merged layer.
+pub fn of_merge(plan: &super::merge::Plan) -> Result<Space, Refusal> {
+    let frees = if plan.keep {
+        0
+    } else {
+        on_disk(&plan.image.path)
+    };
+    let Some(c) = &plan.commit else {
+        return Ok(Space::copy(
+            &plan.image,
+            &plan.base,
+            (0, 0),
+            cluster_of(&plan.base),
+            frees,
+        ));
+    };
+    let mut s = of_commit(c, super::commit::measure_plan(c)?);
+    s.frees = frees;
+    Ok(s)
+}
+
+/// A delete of `plan`: every file it removes.
+pub fn of_delete(plan: &super::delete::Plan) -> Space {
+    let frees = plan.images.iter().map(|i| on_disk(&i.path)).sum();
+    let first = plan
+        .images
+        .first()
+        .map_or_else(PathBuf::new, |i| i.path.clone());
+    Space::delete(&first, frees)
+}
+
+/// The cluster size of a qcow2 image (64 KiB when it cannot be read).
+fn cluster_of(img: &PlanImage) -> u64 {
+    std::fs::File::open(&img.path)
+        .ok()
+        .and_then(|f| crate::image::file::read_prefix(&f, 4096).ok())
+        .and_then(|b| {
+            b.get(20..24)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        })
+        .filter(|bits| (9..=21).contains(bits))
+        .map_or(64 << 10, |bits| 1 << bits)
+}
+
+/// Bytes the file at `path` takes on disk.
+fn on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
+/// The cloning filesystem `path` is on, if it is one.
+fn cloning_filesystem(path: &Path) -> Option<&'static str> {
+    let st = rustix::fs::statfs(path).ok()?;
+    let kind = st.f_type;
+    CLONING_FILESYSTEMS
+        .iter()
+        .find(|(magic, _)| *magic == kind)
+        .map(|(_, name)| *name)
+}
+
+/// Bytes an unprivileged user may still write on the filesystem holding `path`.
+fn available(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(new_data: u64, available: u64, clone_on: Option<&'static str>) -> Space {
+        Space {
+            target: PathBuf::from("/v/base.qcow2"),
+            writes: 100 << 20,
+            metadata: 1 << 20,
+            new_data,
+            frees: 0,
+            clone_on,
+            available: Some(available),
+        }
+    }
+
+    #[test]
+    fn only_new_room_counts_and_a_clone_needs_the_metadata_alone() {
+        assert_eq!(space(50 << 20, 0, None).needed(), 51 << 20);
+        assert!(space(50 << 20, 51 << 20, None).check().is_ok());
+        let e = space(50 << 20, 50 << 20, None).check().unwrap_err();
+        assert_eq!(e.kind(), "no-space");
+        assert!(e.to_string().contains("/v/base.qcow2"), "{e}");
+        assert!(space(99 << 20, 2 << 20, Some("XFS")).check().is_ok());
+        assert!(
+            space(99 << 20, 2 << 20, Some("XFS"))
+                .describe()
+                .contains("XFS")
+        );
+        let unknown = Space {
+            available: None,
+            ..space(99 << 20, 0, None)
+        };
+        assert!(unknown.check().is_ok(), "an unknown room refuses nothing");
+        assert!(unknown.describe().contains("free space unknown"));
+    }
+}
