@@ -251,6 +251,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             } else {
                 print!("{}", output::text_tree(&scan.forest, ctx.paint));
                 report_skipped(&scan);
+                if scan.forest.nodes.is_empty() {
+                    let shown: Vec<String> = if paths.is_empty() {
+                        vec![".".into()]
+                    } else {
+                        paths.iter().map(|p| p.display().to_string()).collect()
+                    };
+                    eprintln!(
+                        "imgchain: no disk images under {} (qcow2, vmdk, vdi, vhdx, vpc, qed, \
+                         luks by their headers; raw by the extensions in scan.raw_extensions)",
+                        shown.join(", ")
+                    );
+                }
             }
             exit::OK
         }

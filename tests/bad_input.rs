@@ -337,3 +337,27 @@ fn symlinks_are_followed_once_and_depth_is_bounded() {
     assert_eq!(t.len(), 1, "{:?}", t.keys());
     assert!(t.keys().next().unwrap().ends_with("a/top.qcow2"));
 }
+
+#[test]
+fn a_missing_image_is_named_once_and_an_empty_directory_says_so() {
+    let tmp = tempdir();
+    let missing = tmp.path().join("gone.qcow2");
+    for cmd in ["commit", "merge", "flatten", "delete", "info"] {
+        let out = imgchain(&[cmd, missing.to_str().unwrap()]);
+        assert_ne!(out.status.code(), Some(0), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("gone.qcow2"), "{cmd}: {err}");
+    }
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = imgchain(&["tree", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no disk images under"), "{err}");
+}

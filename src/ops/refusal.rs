@@ -72,8 +72,9 @@ pub enum Refusal {
     NoSpace { path: PathBuf, need: u64, free: u64 },
     #[error("{} changed since it was scanned ({what}); scan again and retry", path.display())]
     Changed { path: PathBuf, what: String },
-    /// The images around the request could not be scanned.
-    #[error("cannot scan around {}: {what}", path.display())]
+    /// The images around the request could not be scanned; `what` names the path it could
+    /// not read.
+    #[error("{what}")]
     Scan { path: PathBuf, what: String },
     #[error("{0}")]
     Open(OpenError),

@@ -37,6 +37,12 @@ pub fn discover(image: &Path, scope: &Scope) -> Result<Discovered, Refusal> {
         path: image.to_path_buf(),
         what,
     };
+    let lost = || {
+        failed(format!(
+            "{} was not found after scanning it",
+            image.display()
+        ))
+    };
     let mut paths = vec![image.to_path_buf()];
     paths.extend(image.parent().map(PathBuf::from));
     paths.extend(scope.dirs.iter().cloned());
@@ -46,11 +52,7 @@ pub fn discover(image: &Path, scope: &Scope) -> Result<Discovered, Refusal> {
         scope.protect.apply(&mut scan.forest);
         Ok::<_, Refusal>(scan)
     };
-    let found = |scan: &Scan| {
-        scan.forest
-            .find(image)
-            .ok_or_else(|| failed("it was not found after scanning it".into()))
-    };
+    let found = |scan: &Scan| scan.forest.find(image).ok_or_else(lost);
     let mut scan = scan_all(&paths)?;
     let id = found(&scan)?;
     let chain_dirs: Vec<PathBuf> = scan

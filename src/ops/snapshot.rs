@@ -168,7 +168,7 @@ pub(super) fn plan_for(forest: &Forest, req: &Request, live: bool) -> Result<Pla
     let new = match &req.new {
         Some(p) => std::path::absolute(p).map_err(|e| Refusal::Scan {
             path: p.clone(),
-            what: format!("cannot resolve the new overlay's path: {e}"),
+            what: format!("cannot resolve the new overlay's path {}: {e}", p.display()),
         })?,
         None => default_name(&n.path),
     };
