@@ -233,9 +233,20 @@ fn protect_toggle_updates_the_whole_chain() {
     // Toggling back, and unprotecting a template protected by a glob.
     keys(&mut a, "p");
     assert_eq!(reason(&a, "app-base.qcow2"), (Mode::Ro, None));
+    // A glob's protection is lifted only after a question; Esc keeps it.
     select(&mut a, "templates/template-win11.qcow2");
     keys(&mut a, "p");
+    assert!(matches!(a.popup, Some(Popup::ConfirmUnprotect { .. })));
+    insta::assert_snapshot!("confirm_unprotect", render(&a));
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(
+        reason(&a, "template-win11.qcow2"),
+        (Mode::KeepRo, Some(KeepRoReason::Requested))
+    );
+    keys(&mut a, "p");
+    key(&mut a, KeyCode::Enter);
     assert_eq!(reason(&a, "template-win11.qcow2"), (Mode::Ro, None));
+    assert!(a.status.contains("unprotected until quit"), "{}", a.status);
 }
 
 #[test]
@@ -281,9 +292,14 @@ fn commit_plans_with_each_guard() {
     select(&mut a, "vms/web.qcow2");
     keys(&mut a, "c");
     insta::assert_snapshot!("plan_shared_base", render(&a));
-    key(&mut a, KeyCode::Enter);
-    insta::assert_snapshot!("plan_shared_base_confirmed_once", render(&a));
-    key(&mut a, KeyCode::Esc);
+    // Enter, even twice, does not commit into a shared base: only the distinct key does.
+    assert!(key(&mut a, KeyCode::Enter).is_empty());
+    assert!(key(&mut a, KeyCode::Enter).is_empty());
+    assert!(matches!(a.popup, Some(Popup::Plan(_))));
+    assert!(a.status.contains("F commits anyway"), "{}", a.status);
+    let fx = key(&mut a, KeyCode::Char('F'));
+    assert!(matches!(fx[..], [Effect::Commit { .. }]), "{fx:?}");
+    a.jobs.running = None;
 
     select(&mut a, "vms/orphan.qcow2");
     keys(&mut a, "c");
@@ -565,7 +581,7 @@ fn a_run_that_finds_a_new_overlay_shows_the_plan_again() {
     };
     assert!(p.notice.as_deref().unwrap().contains("other-vm.qcow2"));
     assert_eq!(p.shared_with, vec![other]);
-    assert!(!p.forced, "asks twice again");
+    assert!(!p.forced, "asks for the distinct key again");
     insta::assert_snapshot!("replan_after_new_overlay", render(&a));
 }
 

@@ -17,6 +17,9 @@ pub struct Protect {
     all: bool,
     names: GlobSet,
     paths: GlobSet,
+    /// The globs as written, in the order of each set (to name the rule that matched).
+    name_globs: Vec<String>,
+    path_globs: Vec<String>,
     /// Paths protected (`true`) or unprotected (`false`) one by one, over the rules.
     toggled: BTreeMap<PathBuf, bool>,
 }
@@ -35,6 +38,7 @@ impl Protect {
     pub fn new<S: AsRef<str>>(all: bool, globs: &[S]) -> Result<Protect, BadGlob> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
+        let (mut name_globs, mut path_globs) = (Vec::new(), Vec::new());
         for g in globs {
             let g = g.as_ref();
             let glob = Glob::new(g).map_err(|source| BadGlob {
@@ -43,8 +47,10 @@ impl Protect {
             })?;
             if g.contains('/') {
                 paths.add(glob);
+                path_globs.push(g.to_string());
             } else {
                 names.add(glob);
+                name_globs.push(g.to_string());
             }
         }
         let build = |b: GlobSetBuilder| {
@@ -61,6 +67,8 @@ impl Protect {
             all,
             names: build(names)?,
             paths: build(paths)?,
+            name_globs,
+            path_globs,
             toggled: BTreeMap::new(),
         })
     }
@@ -80,6 +88,27 @@ impl Protect {
             || self.paths.is_match(path)
     }
 
+    /// The rule that protects `path`, in words, whatever this session toggled: `--read-only`
+    /// or the first protect glob that matches it.
+    pub fn rule_for(&self, path: &Path) -> Option<String> {
+        if self.all {
+            return Some("--read-only".into());
+        }
+        let by_name = path
+            .file_name()
+            .and_then(|n| self.names.matches(n).first().copied())
+            .map(|i| &self.name_globs[i]);
+        let by_path = || {
+            self.paths
+                .matches(path)
+                .first()
+                .map(|&i| &self.path_globs[i])
+        };
+        by_name
+            .or_else(by_path)
+            .map(|g| format!("the protect glob \"{g}\""))
+    }
+
     /// Sets every node's `requested` flag from these rules and recomputes all states.
     pub fn apply(&self, forest: &mut Forest) {
         for n in &mut forest.nodes {
@@ -92,6 +121,19 @@ impl Protect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rule_that_protects_is_named() {
+        let mut p = Protect::new(false, &["*.golden.qcow2", "/srv/tpl/**"]).unwrap();
+        let tpl = Path::new("/srv/tpl/x.qcow2");
+        assert_eq!(p.rule_for(tpl).unwrap(), "the protect glob \"/srv/tpl/**\"");
+        p.set(tpl, false);
+        assert!(!p.matches(tpl));
+        assert!(p.rule_for(tpl).is_some(), "the rule is still there");
+        assert_eq!(p.rule_for(Path::new("/a/b.qcow2")), None);
+        let all = Protect::new(true, &[] as &[&str]).unwrap();
+        assert_eq!(all.rule_for(tpl).unwrap(), "--read-only");
+    }
 
     #[test]
     fn names_and_paths() {

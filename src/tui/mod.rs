@@ -36,6 +36,18 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 let _ = tx.send(Msg::Scanned(Box::new(result)));
             });
         }
+        Effect::Stamp(mut dirs) => {
+            dirs.extend(scan.overlay_dirs.iter().cloned());
+            std::thread::spawn(move || {
+                let _ = tx.send(Msg::Stamped(std::sync::Arc::new(stamps(dirs))));
+            });
+        }
+        Effect::Watch(stamped) => {
+            std::thread::spawn(move || {
+                let dirs = stamped.iter().map(|(d, _)| d.clone()).collect();
+                let _ = tx.send(Msg::Watched(stamps(dirs) != *stamped));
+            });
+        }
         Effect::SweepLocks(images) => {
             std::thread::spawn(move || {
                 let _ = tx.send(Msg::Locks(crate::image::lock::sweep(&images)));
@@ -162,6 +174,18 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
             }
         }
     }
+}
+
+/// Each directory with its modification time now.
+fn stamps(
+    dirs: Vec<std::path::PathBuf>,
+) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
+    dirs.into_iter()
+        .map(|d| {
+            let t = std::fs::metadata(&d).and_then(|m| m.modified()).ok();
+            (d, t)
+        })
+        .collect()
 }
 
 /// Runs the UI until the user quits. The terminal is restored on every exit path, panics

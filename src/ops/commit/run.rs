@@ -34,6 +34,7 @@ use crate::ops::datapath::{Tally, kernel_move};
 use crate::ops::extents::{Extent, measure, next_extent, own_ranges};
 use crate::ops::window::RwWindow;
 use crate::ops::{OpKind, Phase, Progress, Refusal};
+use crate::units::human_size;
 
 /// How often progress is reported during the copy (at least 5 Hz).
 const REPORT_EVERY: Duration = Duration::from_millis(100);
@@ -138,9 +139,13 @@ impl Outcome {
                 self.tally.describe()
             )),
             Err(CopyError::Cancelled) => s.push_str(&format!(
-                "Cancelled after {} of {} bytes: {state}; {top} is unchanged, so its disk reads \
-                 as before. Run the commit again to finish it.",
-                self.copied, self.total
+                "Cancelled after {} of {} ({} of {} bytes) were in {base}: {state}; {top} is \
+                 unchanged, so its disk reads as before. Run the same commit again to finish \
+                 it.",
+                human_size(self.copied),
+                human_size(self.total),
+                self.copied,
+                self.total
             )),
             Err(e) => s.push_str(&format!(
                 "The commit failed after {} of {} bytes: {e}. {state}; {top} is unchanged, so its \

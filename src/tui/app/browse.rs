@@ -438,6 +438,13 @@ impl Browse {
         }
     }
 
+    /// Lifts the protection of the image at `path` until quit, whatever rule set it.
+    pub fn unprotect(&mut self, path: &Path) {
+        self.protect.set(path, false);
+        self.protect.apply(&mut self.forest);
+        self.columns = Columns::of(&self.forest);
+    }
+
     /// `p`: protects the selected image (keep-RO) until quit, or lifts that.
     fn toggle_protect(&mut self) -> Option<String> {
         let n = self.forest.node(self.selected_node()?);

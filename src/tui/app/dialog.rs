@@ -23,6 +23,11 @@ pub enum Popup {
     },
     /// Quit asked while a commit can still be cancelled: cancel it and quit?
     ConfirmQuit,
+    /// `p` on an image a rule protects (config, --protect, --read-only): lift that until quit?
+    ConfirmUnprotect {
+        path: PathBuf,
+        rule: String,
+    },
 }
 
 /// The commit dialog: what would happen, and every guard that fires.
@@ -48,7 +53,7 @@ pub struct PlanPopup {
     pub refusal: Option<(String, u8)>,
     /// Other overlays of the base that a second confirmation overrides.
     pub shared_with: Vec<PathBuf>,
-    /// The user confirmed once with `shared_with` shown: the next confirm starts.
+    /// The user pressed the shared-base key with `shared_with` shown: the commit may start.
     pub forced: bool,
 }
 

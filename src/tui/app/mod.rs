@@ -10,6 +10,7 @@ pub mod dialog;
 pub mod jobs;
 pub mod locks;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -72,14 +73,29 @@ pub enum Msg {
     },
     /// Time for a lock sweep (every few seconds).
     Tick,
+    /// The modification times of the watched directories, taken after a scan.
+    Stamped(Stamps),
+    /// Whether a watched directory changed since it was stamped.
+    Watched(bool),
     /// The images other processes hold now, with their lock bytes and holders.
     Locks(Vec<(PathBuf, Foreign, Vec<Holder>)>),
 }
+
+/// Directories and their modification times (`None`: unreadable): a file created, removed
+/// or renamed in one changes it.
+pub type Stamps = Arc<Vec<(PathBuf, Option<std::time::SystemTime>)>>;
+
+/// The key that commits into a base other images are built on (Enter never does).
+pub const SHARED_KEY: char = 'F';
 
 /// Work the loop must start for the app.
 #[derive(Debug)]
 pub enum Effect {
     Scan(Vec<PathBuf>),
+    /// Take the modification times of these directories (and the scan's overlay directories).
+    Stamp(Vec<PathBuf>),
+    /// Compare the directories with their stamps.
+    Watch(Stamps),
     /// Re-probe QEMU locks on these images (path, identity) without taking any.
     SweepLocks(Arc<Vec<(PathBuf, FileId)>>),
     /// Compute the allocation map of the image at `path`, and list its internal snapshots
@@ -140,6 +156,10 @@ pub struct App {
     /// The layer a finished live commit or merge dropped from its VM's chain, which the
     /// result dialog offers to delete.
     leftover: Option<PathBuf>,
+    /// The directories watched for files appearing or vanishing, and whether a look at them
+    /// is under way.
+    watch: Stamps,
+    watching: bool,
 }
 
 /// The details pane's state.
@@ -184,6 +204,8 @@ impl App {
             status_seen: (String::new(), 0),
             leftover: None,
             details: DetailsView::default(),
+            watch: Arc::default(),
+            watching: false,
         }
     }
 
@@ -249,8 +271,18 @@ impl App {
                 self.size = (w, h);
                 Vec::new()
             }
-            Msg::Scanned(result) => {
-                self.on_scan(*result);
+            Msg::Scanned(result) => self.on_scan(*result),
+            Msg::Stamped(stamps) => {
+                self.watch = stamps;
+                Vec::new()
+            }
+            Msg::Watched(changed) => {
+                self.watching = false;
+                if changed && !self.browse.scanning && self.jobs.running.is_none() {
+                    self.announce_scan = true;
+                    self.status = "files changed on disk: scanning again…".into();
+                    return self.rescan();
+                }
                 Vec::new()
             }
             Msg::Planned { job, proposal } => {
@@ -275,11 +307,19 @@ impl App {
             Msg::Tick => {
                 self.age_status();
                 // Our own commit's locks would show as foreign: no sweep while one runs.
-                if self.browse.scanning || self.locks.sweeping || self.jobs.running.is_some() {
+                if self.browse.scanning || self.jobs.running.is_some() {
                     return Vec::new();
                 }
-                self.locks.sweeping = true;
-                vec![Effect::SweepLocks(Arc::clone(&self.locks.targets))]
+                let mut fx = Vec::new();
+                if !self.watching && !self.watch.is_empty() {
+                    self.watching = true;
+                    fx.push(Effect::Watch(Arc::clone(&self.watch)));
+                }
+                if !self.locks.sweeping {
+                    self.locks.sweeping = true;
+                    fx.push(Effect::SweepLocks(Arc::clone(&self.locks.targets)));
+                }
+                fx
             }
             Msg::Locks(found) => {
                 self.locks.sweeping = false;
@@ -330,18 +370,55 @@ impl App {
         }
     }
 
-    fn on_scan(&mut self, result: Result<Scan, String>) {
+    fn on_scan(&mut self, result: Result<Scan, String>) -> Vec<Effect> {
         self.browse.scanning = false;
         match result {
             Ok(scan) => {
+                // The first scan has nothing to compare with.
+                let first = std::mem::take(&mut self.watch).is_empty();
+                let before: HashSet<PathBuf> = if first {
+                    HashSet::new()
+                } else {
+                    self.browse
+                        .forest
+                        .nodes
+                        .iter()
+                        .map(|n| n.path.clone())
+                        .collect()
+                };
                 self.browse.set_forest(scan);
                 // Sizes and allocations may have changed (a commit, or anything else on disk).
                 self.allocation.maps.clear();
+                self.allocation.snapshots.clear();
                 self.locks.retarget(&self.browse.forest);
                 // A rescan after a commit keeps the commit's result on the status line.
                 if std::mem::take(&mut self.announce_scan) {
                     self.status = self.idle_status();
+                    if !before.is_empty() {
+                        let nodes = &self.browse.forest.nodes;
+                        let new = nodes.iter().filter(|n| !before.contains(&n.path)).count();
+                        let gone = (before.len() + new).saturating_sub(nodes.len());
+                        self.status = format!(
+                            "scanned again: {}{}",
+                            self.status,
+                            match (new, gone) {
+                                (0, 0) => " (no image came or went)".to_string(),
+                                (n, g) => format!(" ({n} new, {g} gone)"),
+                            }
+                        );
+                    }
                 }
+                let mut dirs: Vec<PathBuf> = self.browse.roots.clone();
+                dirs.extend(
+                    self.browse
+                        .forest
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.path.parent().map(PathBuf::from)),
+                );
+                dirs.sort();
+                dirs.dedup();
+                vec![Effect::Stamp(dirs)]
             }
             Err(e) => {
                 self.popup = Some(Popup::Message {
@@ -349,6 +426,7 @@ impl App {
                     body: e,
                     error: true,
                 });
+                Vec::new()
             }
         }
     }
@@ -635,6 +713,17 @@ impl App {
                 };
                 Vec::new()
             }
+            Popup::ConfirmUnprotect { path, rule } => {
+                match dialog {
+                    Some(Action::Confirm) => {
+                        self.browse.unprotect(&path);
+                        self.status = format!("{} unprotected until quit", path.display());
+                    }
+                    Some(_) => self.status = format!("{} stays protected ({rule})", path.display()),
+                    None => self.popup = Some(Popup::ConfirmUnprotect { path, rule }),
+                }
+                Vec::new()
+            }
             Popup::ConfirmQuit => {
                 match (dialog, &self.jobs.running) {
                     (Some(Action::Confirm), Some(j)) => {
@@ -674,6 +763,10 @@ impl App {
                     Vec::new()
                 }
                 Some(Action::Confirm) => self.confirm_plan(*p),
+                _ if key.code == KeyCode::Char(SHARED_KEY) && !p.shared_with.is_empty() => {
+                    p.forced = true;
+                    self.confirm_plan(*p)
+                }
                 _ if key.code == KeyCode::Char('b') => self.deeper_base(*p),
                 _ => {
                     if key.code == KeyCode::Char('d') && p.refusal.is_none() && !p.deeper() {
@@ -903,7 +996,7 @@ impl App {
         self.plan_popup(p.top, deeper, p.keep_top)
     }
 
-    fn confirm_plan(&mut self, mut p: PlanPopup) -> Vec<Effect> {
+    fn confirm_plan(&mut self, p: PlanPopup) -> Vec<Effect> {
         if p.pending {
             self.status = "still checking the chain and its overlays".into();
             self.popup = Some(Popup::Plan(Box::new(p)));
@@ -914,7 +1007,9 @@ impl App {
             return Vec::new();
         }
         if !p.shared_with.is_empty() && !p.forced {
-            p.forced = true;
+            self.status = format!(
+                "other images are built on this base: {SHARED_KEY} commits anyway, Esc cancels"
+            );
             self.popup = Some(Popup::Plan(Box::new(p)));
             return Vec::new();
         }
@@ -947,6 +1042,17 @@ impl App {
 
     fn on_action(&mut self, action: Action) -> Vec<Effect> {
         match action {
+            // Lifting a rule's protection is asked for; a session's own toggle is not.
+            Action::Protect
+                if let Some(n) = self.selected_node().map(|id| self.browse.forest.node(id))
+                    && n.requested
+                    && let Some(rule) = self.browse.protect.rule_for(&n.path) =>
+            {
+                self.popup = Some(Popup::ConfirmUnprotect {
+                    path: n.path.clone(),
+                    rule,
+                });
+            }
             Action::Cancel => {
                 self.status = match &self.jobs.running {
                     Some(j) if !j.cancellable() => {

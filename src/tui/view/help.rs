@@ -49,8 +49,25 @@ pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
         legend.push(Span::raw(format!(" {text}   ")));
     }
     lines.push(Line::from(legend));
-    // The legend wraps to about three lines.
-    let h = (lines.len() as u16 + 4).min(area.height);
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled("allocated ", bold),
+        Span::styled("·░▒▓█", t.gauge),
+        Span::raw(
+            "  the details' strip: the virtual disk left to right, each cell how much of its \
+             stretch the image's own layer holds (· none, ░ up to a third, ▒ up to two \
+             thirds, ▓ most, █ all); what it does not hold comes from its backing chain",
+        ),
+    ]));
+    lines.push(Line::from(vec![
+        Span::styled("columns   ", bold),
+        Span::raw(
+            "On disk: bytes the file takes; File: its length; Total: on disk with every \
+             image built on it (shown as the width allows)",
+        ),
+    ]));
+    // The legend and the notes wrap to a few lines each.
+    let h = (lines.len() as u16 + 8).min(area.height);
     let rect = centered(area, 90, h);
     frame.render_widget(Clear, rect);
     let block = Block::default()

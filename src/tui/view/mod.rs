@@ -45,6 +45,9 @@ pub fn draw(app: &App, frame: &mut Frame) {
             popup::message(app, title, body, *error, frame, area)
         }
         Some(Popup::ConfirmQuit) => popup::confirm_quit(app, frame, area),
+        Some(Popup::ConfirmUnprotect { path, rule }) => {
+            popup::confirm_unprotect(app, path, rule, frame, area)
+        }
     }
 }
 

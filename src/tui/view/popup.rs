@@ -11,6 +11,7 @@ use crate::actions::Action;
 use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::live::LiveKind;
 use crate::output::human_size;
+use crate::tui::app::SHARED_KEY;
 use crate::tui::app::{App, OpPopup, PlanPopup};
 
 fn dialog(
@@ -175,28 +176,29 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         for o in &p.shared_with {
             lines.push(Line::from(format!("  {}", o.display())));
         }
-        if p.forced {
-            lines.push(Line::from(Span::styled(
-                format!(
-                    "Confirmed once. {} again commits anyway.",
-                    k(Action::Confirm)
-                ),
-                t.problem,
-            )));
-        }
+        lines.push(Line::from(Span::styled(
+            format!(
+                "To commit anyway, press {SHARED_KEY} (Enter does not): {} other disk{} change.",
+                p.shared_with.len(),
+                if p.shared_with.len() == 1 { "" } else { "s" }
+            ),
+            t.problem,
+        )));
     }
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
-        format!(
-            "{} {}   d keep/empty top   b deeper base   {} cancel",
-            k(Action::Confirm),
-            if !p.shared_with.is_empty() && !p.forced {
-                "confirm (asks again)"
-            } else {
-                "commit"
-            },
-            k(Action::Close)
-        ),
+        if p.shared_with.is_empty() {
+            format!(
+                "{} commit   d keep/empty top   b deeper base   {} cancel",
+                k(Action::Confirm),
+                k(Action::Close)
+            )
+        } else {
+            format!(
+                "{SHARED_KEY} commit into the shared base   d keep/empty top   b deeper base   {} cancel",
+                k(Action::Close)
+            )
+        },
         bold,
     )));
     dialog(
@@ -219,6 +221,27 @@ pub fn message(app: &App, title: &str, body: &str, error: bool, frame: &mut Fram
 }
 
 /// The question asked when quitting while a commit can still be cancelled.
+pub fn confirm_unprotect(
+    app: &App,
+    path: &std::path::Path,
+    rule: &str,
+    frame: &mut Frame,
+    area: Rect,
+) {
+    let body = format!(
+        "{} is keep-RO because of {rule}.\nUnprotect it until you quit? imgchain may then \
+         write it (commit or merge into it), which changes the disk of every image built on \
+         it. The rule itself is not changed.",
+        path.display()
+    );
+    let hint = format!(
+        "{} unprotect   {} keep it protected",
+        app.keymap.keys_of(Action::Confirm),
+        app.keymap.keys_of(Action::Close)
+    );
+    text(app, "Unprotect?", &body, hint, false, frame, area);
+}
+
 pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect) {
     let what = app
         .jobs
