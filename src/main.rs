@@ -208,6 +208,7 @@ impl Session {
             libvirt_domains: self.config.scan.libvirt_domains.clone(),
             overlay_dirs: self.config.scan.overlay_dirs.clone(),
             overlay_depth: self.config.scan.max_depth,
+            progress: None,
         }
     }
 
@@ -218,7 +219,11 @@ impl Session {
         } else {
             paths
         };
-        let mut scan = forest::scan(paths, opts).map_err(anyhow::Error::from)?;
+        let mut opts = opts.clone();
+        let shown = output::ScanMeter::start(&mut opts);
+        let scanned = forest::scan(paths, &opts);
+        drop(shown);
+        let mut scan = scanned.map_err(anyhow::Error::from)?;
         self.protect.apply(&mut scan.forest);
         Ok(scan)
     }

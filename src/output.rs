@@ -940,6 +940,62 @@ pub fn text_check(forest: &Forest, paint: Paint) -> String {
     out
 }
 
+/// The progress of a scan on stderr, when it is a terminal and the scan takes a while
+/// (from 300 ms on, redrawn every 100 ms); cleared when dropped.
+pub struct ScanMeter {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ScanMeter {
+    /// Starts showing the scan `opts` will run (it gets the counters).
+    pub fn start(opts: &mut crate::forest::ScanOptions) -> ScanMeter {
+        use std::io::IsTerminal;
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return ScanMeter { done, thread: None };
+        }
+        let progress = std::sync::Arc::new(crate::forest::ScanProgress::default());
+        opts.progress = Some(std::sync::Arc::clone(&progress));
+        let stop = std::sync::Arc::clone(&done);
+        let thread = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut shown = false;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if start.elapsed() >= std::time::Duration::from_millis(300) {
+                    let line = format!("scanning: {}", progress.counts());
+                    let width = rustix::termios::tcgetwinsize(std::io::stderr())
+                        .map_or(80, |w| w.ws_col.max(20));
+                    let line: String = line
+                        .chars()
+                        .take(usize::from(width.saturating_sub(1)))
+                        .collect();
+                    eprint!("\r\x1b[K{line}");
+                    shown = true;
+                }
+            }
+            if shown {
+                eprint!("\r\x1b[K");
+            }
+        });
+        ScanMeter {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ScanMeter {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

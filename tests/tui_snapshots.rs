@@ -987,3 +987,27 @@ fn a_commit_that_cannot_fit_is_refused_with_the_figures() {
     assert!(screen.contains("only 3 MiB free"), "{screen}");
     insta::assert_snapshot!("plan_no_space", screen);
 }
+
+#[test]
+fn a_long_scan_shows_how_far_it_has_come() {
+    let config = Config::default();
+    let mut a = App::new(Settings {
+        roots: vec![PathBuf::from("/srv/pool")],
+        keymap: Keymap::new(&config.keys),
+        theme: Theme::new(&config.theme, false),
+        protect: Protect::new(false, &[] as &[&str]).unwrap(),
+        keep_top: false,
+        snapshot_cluster: 64 << 10,
+    });
+    a.update(Msg::Resize(80, 24));
+    a.update(Msg::Scanning(imgchain::forest::ScanCounts {
+        dirs: 120,
+        files: 5000,
+        probed: 3001,
+        images: 1204,
+        current: PathBuf::from("/srv/pool/vms/batch-7"),
+    }));
+    let screen = render(&a);
+    assert!(screen.contains("1204 images found"), "{screen}");
+    insta::assert_snapshot!("scanning_80x24", screen);
+}

@@ -10,5 +10,5 @@ pub mod state;
 
 pub use model::{Backing, Forest, Node, NodeId, Row};
 pub use protect::Protect;
-pub use scan::{Scan, ScanError, ScanOptions, scan};
+pub use scan::{Scan, ScanCounts, ScanError, ScanOptions, ScanProgress, scan};
 pub use state::{KeepRoReason, Mode};

@@ -21,6 +21,8 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::Access;
 
@@ -45,6 +47,59 @@ pub struct ScanOptions {
     /// found: their images join the forest when their chain leads into it.
     pub overlay_dirs: Vec<PathBuf>,
     pub overlay_depth: usize,
+    /// Counters a scan updates as it goes, for whoever shows its progress.
+    pub progress: Option<Arc<ScanProgress>>,
+}
+
+/// How far a scan has come: directories listed, files met and probed, images found, and the
+/// directory being listed.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    pub dirs: AtomicUsize,
+    pub files: AtomicUsize,
+    pub probed: AtomicUsize,
+    pub images: AtomicUsize,
+    pub current: Mutex<PathBuf>,
+}
+
+/// A copy of [`ScanProgress`] at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanCounts {
+    pub dirs: usize,
+    pub files: usize,
+    pub probed: usize,
+    pub images: usize,
+    pub current: PathBuf,
+}
+
+impl ScanProgress {
+    pub fn counts(&self) -> ScanCounts {
+        ScanCounts {
+            dirs: self.dirs.load(Ordering::Relaxed),
+            files: self.files.load(Ordering::Relaxed),
+            probed: self.probed.load(Ordering::Relaxed),
+            images: self.images.load(Ordering::Relaxed),
+            current: self.current.lock().map(|p| p.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for ScanCounts {
+    /// `1,204 images, 3,001 of 5,000 files read, 120 directories — /srv/vm/pool`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {} of {} files read, {} — {}",
+            crate::units::count(self.images as u64, "image"),
+            self.probed,
+            self.files,
+            match self.dirs {
+                1 => "1 directory".to_string(),
+                n => format!("{n} directories"),
+            },
+            self.current.display()
+        )
+    }
 }
 
 impl Default for ScanOptions {
@@ -56,6 +111,7 @@ impl Default for ScanOptions {
             libvirt_domains: Vec::new(),
             overlay_dirs: Vec::new(),
             overlay_depth: 16,
+            progress: None,
         }
     }
 }
@@ -418,6 +474,12 @@ impl Scanner<'_> {
         let mut stack = vec![(root, 0usize)];
         let mut all = Vec::new();
         while let Some((dir, depth)) = stack.pop() {
+            if let Some(p) = &self.opts.progress {
+                p.dirs.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut c) = p.current.lock() {
+                    c.clone_from(&dir);
+                }
+            }
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) => {
@@ -474,6 +536,9 @@ impl Scanner<'_> {
                 }
             }
             files.sort();
+            if let Some(p) = &self.opts.progress {
+                p.files.fetch_add(files.len(), Ordering::Relaxed);
+            }
             all.extend(files);
         }
         self.add_walked(&all);
@@ -550,21 +615,28 @@ impl Scanner<'_> {
     /// Inspects files met while walking (in parallel) and adds the images among them, in order.
     fn add_walked(&mut self, files: &[PathBuf]) {
         let opts = self.opts;
+        let probe = move |f: &PathBuf| {
+            let found = inspect(f, false, opts);
+            if let Some(p) = &opts.progress {
+                if p.probed.fetch_add(1, Ordering::Relaxed) % 64 == 0
+                    && let Ok(mut c) = p.current.try_lock()
+                {
+                    c.clone_from(f);
+                }
+                if matches!(found, Inspected::Image(_)) {
+                    p.images.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            found
+        };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let found: Vec<Inspected> = if threads < 2 || files.len() < 64 {
-            files.iter().map(|f| inspect(f, false, opts)).collect()
+            files.iter().map(probe).collect()
         } else {
             std::thread::scope(|s| {
                 let workers: Vec<_> = files
                     .chunks(files.len().div_ceil(threads))
-                    .map(|chunk| {
-                        s.spawn(move || {
-                            chunk
-                                .iter()
-                                .map(|f| inspect(f, false, opts))
-                                .collect::<Vec<_>>()
-                        })
-                    })
+                    .map(|chunk| s.spawn(move || chunk.iter().map(probe).collect::<Vec<_>>()))
                     .collect();
                 workers
                     .into_iter()

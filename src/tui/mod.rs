@@ -30,9 +30,23 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
     let tx = tx.clone();
     match effect {
         Effect::Scan(paths) => {
-            let opts = scan.clone();
+            let mut opts = scan.clone();
+            let progress = std::sync::Arc::new(forest::ScanProgress::default());
+            opts.progress = Some(std::sync::Arc::clone(&progress));
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (stop, counts_tx) = (std::sync::Arc::clone(&done), tx.clone());
+            // What the scan has found so far, a few times a second while it runs.
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(150));
+                    if counts_tx.send(Msg::Scanning(progress.counts())).is_err() {
+                        break;
+                    }
+                }
+            });
             std::thread::spawn(move || {
                 let result = forest::scan(&paths, &opts).map_err(|e| e.to_string());
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
                 let _ = tx.send(Msg::Scanned(Box::new(result)));
             });
         }

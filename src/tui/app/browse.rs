@@ -36,6 +36,8 @@ pub struct Browse {
     pub filtering: bool,
     pub sort: Sort,
     pub scanning: bool,
+    /// How far the running scan has come, once it has said.
+    pub scan_counts: Option<crate::forest::ScanCounts>,
     /// Paths the last scan passed over.
     pub skipped: usize,
     /// Protect rules, with the `p` toggles of this session.
@@ -105,6 +107,7 @@ impl Browse {
             filtering: false,
             sort: Sort::Name,
             scanning: true,
+            scan_counts: None,
             skipped: 0,
             protect,
             columns: Columns::default(),

@@ -73,6 +73,8 @@ pub enum Msg {
     },
     /// Time for a lock sweep (every few seconds).
     Tick,
+    /// How far the running scan has come.
+    Scanning(crate::forest::ScanCounts),
     /// The modification times of the watched directories, taken after a scan.
     Stamped(Stamps),
     /// Whether a watched directory changed since it was stamped.
@@ -272,6 +274,12 @@ impl App {
                 Vec::new()
             }
             Msg::Scanned(result) => self.on_scan(*result),
+            Msg::Scanning(counts) => {
+                if self.browse.scanning {
+                    self.browse.scan_counts = Some(counts);
+                }
+                Vec::new()
+            }
             Msg::Stamped(stamps) => {
                 self.watch = stamps;
                 Vec::new()
@@ -372,6 +380,7 @@ impl App {
 
     fn on_scan(&mut self, result: Result<Scan, String>) -> Vec<Effect> {
         self.browse.scanning = false;
+        self.browse.scan_counts = None;
         match result {
             Ok(scan) => {
                 // The first scan has nothing to compare with.

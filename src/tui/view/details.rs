@@ -34,11 +34,15 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .title(title);
     let Some(id) = app.selected_node() else {
         let text = if app.browse.scanning {
-            "Scanning…"
+            match &app.browse.scan_counts {
+                Some(c) => format!("Scanning: {c}"),
+                None => "Scanning…".into(),
+            }
         } else if !app.browse.filter.is_empty() {
-            "No image matches the filter. Esc clears it."
+            "No image matches the filter. Esc clears it.".into()
         } else {
             "No images here. Run imgchain on a directory that holds disk images, or try --demo."
+                .into()
         };
         frame.render_widget(
             Paragraph::new(text).wrap(Wrap { trim: true }).block(block),

@@ -121,7 +121,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         };
         format!(" Forest — filter: {}{cursor} — {found} ", b.filter)
     } else if app.browse.scanning && app.browse.rows.is_empty() {
-        " Forest — scanning… ".to_string()
+        match &app.browse.scan_counts {
+            Some(c) => format!(
+                " Forest — scanning: {} found ",
+                crate::units::count(c.images as u64, "image")
+            ),
+            None => " Forest — scanning… ".to_string(),
+        }
     } else {
         format!(" Forest — {} images ", app.browse.forest.nodes.len())
     };
