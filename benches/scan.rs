@@ -103,6 +103,92 @@ fn main() {
         qemu_per / ours_per
     );
     println!("imgchain tree --json: peak RSS {rss_mib} MiB");
+    ui(dir, total, bin);
+}
+
+/// The UI on the same images: frames drawn in this process from a real scan (250×70), and
+/// the real program's resident set in tmux once it shows the forest.
+fn ui(dir: &Path, total: usize, bin: &str) {
+    use imgchain::tui::app::{App, Msg, Settings};
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let c = imgchain::config::Config::default();
+    let mut a = App::new(Settings {
+        roots: vec![dir.to_path_buf()],
+        keymap: imgchain::tui::keymap::Keymap::new(&c.keys),
+        theme: imgchain::tui::theme::Theme::new(&c.theme, true),
+        protect: imgchain::forest::Protect::new(false, &[] as &[&str]).unwrap(),
+        keep_top: false,
+        snapshot_cluster: 64 << 10,
+    });
+    a.update(Msg::Resize(250, 70));
+    let scan = imgchain::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
+    let t = Instant::now();
+    a.update(Msg::Scanned(Box::new(Ok(scan))));
+    let model = t.elapsed();
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(250, 70)).unwrap();
+    let frames = 100;
+    let t = Instant::now();
+    for i in 0..frames {
+        let k = if i % 2 == 0 { 'j' } else { 'k' };
+        a.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char(k),
+            KeyModifiers::NONE,
+        )));
+        term.draw(|f| imgchain::tui::view::draw(&a, f)).unwrap();
+    }
+    println!(
+        "UI at {total} images: model built in {:.1} ms; {:.2} ms per frame at 250x70 (update + full draw, mean of {frames}; target < 16 ms)",
+        model.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3 / f64::from(frames)
+    );
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", "imgchain-bench"])
+            .args(args)
+            .output()
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "250",
+        "-y",
+        "70",
+        &format!("{bin} {}", dir.display()),
+    ]);
+    if !started.is_ok_and(|o| o.status.success()) {
+        println!("UI resident set: not measured (tmux is not installed)");
+        return;
+    }
+    let t = Instant::now();
+    let shown = format!("{total} images");
+    let mut ready = None;
+    while t.elapsed() < Duration::from_secs(120) {
+        let screen = tmux(&["capture-pane", "-p"])
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        if String::from_utf8_lossy(&screen).contains(&shown) {
+            ready = Some(t.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = tmux(&["list-panes", "-F", "#{pane_pid}"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let _ = tmux(&["kill-server"]);
+    match ready {
+        Some(r) => println!(
+            "UI in tmux: {total} images on screen {:.2} s after start; peak RSS {hwm} (target < 200 MiB)",
+            r.as_secs_f64()
+        ),
+        None => println!("UI in tmux: the forest did not appear within 120 s"),
+    }
 }
 
 /// Chains of depth 1..=8 (cycling), 500 images per directory; every seventh base is shared by

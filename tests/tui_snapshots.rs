@@ -574,6 +574,7 @@ fn a_run_that_finds_a_new_overlay_shows_the_plan_again() {
             imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
             a.update(msg);
+            steady_space(&mut a);
         }
     }
     let Some(Popup::Plan(p)) = &a.popup else {
@@ -839,6 +840,7 @@ fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
             imgchain::tui::execute(e, &tx, &opts, 1 << 20);
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
             a.update(msg);
+            steady_space(a);
         }
     };
     plan_with(&mut a, KeyCode::Char('D'));
@@ -1010,4 +1012,58 @@ fn a_long_scan_shows_how_far_it_has_come() {
     let screen = render(&a);
     assert!(screen.contains("1204 images found"), "{screen}");
     insta::assert_snapshot!("scanning_80x24", screen);
+}
+
+/// Mouse events as crossterm delivers them: a click selects a row, a click on the fold glyph
+/// folds, the wheel moves the cursor over the forest and scrolls the details under it.
+#[test]
+fn mouse_clicks_and_the_wheel() {
+    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut a = app("mouse", 120, 36);
+    let mouse = |kind, column, row| {
+        Msg::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    let click = |column, row| mouse(MouseEventKind::Down(MouseButton::Left), column, row);
+    let name = |a: &App| a.browse.forest.node(a.selected_node().unwrap()).name();
+    // Rows start below the border and the header: the fifth row is vms/db.qcow2.
+    a.update(click(20, 2 + 5));
+    assert_eq!(name(&a), "db.qcow2");
+    a.update(mouse(MouseEventKind::ScrollDown, 20, 10));
+    assert_eq!(name(&a), "web.qcow2");
+    // The fold glyph of golden/debian-12.qcow2 (fourth row) folds its three VMs away.
+    a.update(click(1, 2 + 3));
+    assert_eq!(name(&a), "debian-12.qcow2");
+    assert!(
+        a.browse
+            .folded
+            .iter()
+            .any(|p| p.ends_with("debian-12.qcow2"))
+    );
+    insta::assert_snapshot!("mouse_folded", render(&a));
+    // A click in the details focuses them; the wheel there scrolls them, not the cursor.
+    a.update(click(90, 5));
+    assert!(a.details.focus);
+    a.update(mouse(MouseEventKind::ScrollDown, 90, 5));
+    assert_eq!(name(&a), "debian-12.qcow2");
+    assert_eq!(a.details.scroll, 3);
+}
+
+#[test]
+fn the_orphan_and_kept_filters_at_80x24() {
+    let mut a = app("tokens", 80, 24);
+    keys(&mut a, "/is:orphan");
+    let screen = render(&a);
+    assert!(
+        screen.contains("orphan.qcow2") && screen.contains("frozen-2023"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("filter_is_orphan", screen);
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "/mode:kro fmt:qcow2");
+    insta::assert_snapshot!("filter_mode_fmt", render(&a));
 }

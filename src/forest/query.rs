@@ -1,6 +1,7 @@
 //! Filters and sort orders over the forest (the UI's `/` and `s`). A filter is words, all of
 //! which must match: plain text matches the path (case-insensitive), and tokens match facts:
-//! `is:problem`, `is:inuse`, `is:orphan` (its backing file is missing), `mode:rw|ro|kro`,
+//! `is:problem`, `is:inuse`, `is:orphan` (its backing file is missing, or it is a base that
+//! nothing uses: no overlay, no process, no libvirt VM names it), `mode:rw|ro|kro`,
 //! `fmt:NAME`, `size:>N` / `size:<N` (bytes on disk; N like `10G`, `512M`).
 
 use std::cmp::Ordering;
@@ -110,10 +111,15 @@ impl Filter {
             Term::Text(s) => path.contains(s.as_str()),
             Term::Problem => n.problems.iter().any(|p| p.severity() >= Severity::Warning),
             Term::InUse => n.in_use(),
-            Term::Orphan => n
-                .problems
-                .iter()
-                .any(|p| p.kind == ProblemKind::MissingBacking),
+            Term::Orphan => {
+                n.problems
+                    .iter()
+                    .any(|p| p.kind == ProblemKind::MissingBacking)
+                    || (n.backing.is_none()
+                        && n.overlays.is_empty()
+                        && !n.in_use()
+                        && n.vm_disks.is_empty())
+            }
             Term::Mode(m) => n.mode == *m,
             Term::Format(f) => n.format.is_some_and(|x| x.as_str() == f),
             Term::Larger(b) => size > *b,
@@ -206,6 +212,17 @@ mod tests {
         assert!(!Filter::parse("db").unwrap().matches(&n));
         assert!(Filter::parse("mode:rw").unwrap().matches(&n));
         assert!(!Filter::parse("is:inuse").unwrap().matches(&n));
+        assert!(
+            Filter::parse("is:orphan").unwrap().matches(&n),
+            "a standalone image nothing uses"
+        );
+        let mut used = node("/vm/disk.qcow2", 1 << 30);
+        used.vm_disks.push(super::super::model::VmDisk {
+            domain: "web".into(),
+            target: "vda".into(),
+            definition: "/etc/libvirt/qemu/web.xml".into(),
+        });
+        assert!(!Filter::parse("is:orphan").unwrap().matches(&used));
         assert!(Filter::parse("").unwrap().is_empty());
         assert!(Filter::parse("mode:xx").unwrap_err().contains("mode:rw"));
         assert!(Filter::parse("is:big").unwrap_err().contains("is:problem"));
