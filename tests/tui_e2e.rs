@@ -183,8 +183,9 @@ fn a_ui_opened_on_one_image_never_commits_over_its_siblings() {
     // Planned on a fresh scan around the chain, as the CLI plans: the siblings are named.
     let s = t.wait_for("Other images are built on this base");
     assert!(s.contains("ci.qcow2") && s.contains("web.qcow2"), "{s}");
-    t.keys(&["Enter"]);
-    t.wait_for("Confirmed once");
+    // Enter, twice even, never commits into a shared base: it says which key does.
+    t.keys(&["Enter", "Enter"]);
+    t.wait_for("F commits anyway");
     assert_eq!(
         before,
         std::fs::read(&golden).unwrap(),
@@ -227,9 +228,9 @@ fn a_ui_plan_made_before_another_vm_appeared_is_planned_again() {
         "{plan}"
     );
     assert_eq!(before, std::fs::read(d.join("base.qcow2")).unwrap());
-    // One Enter only confirms once; the base stays as it was.
-    t.keys(&["Enter"]);
-    t.wait_for("Confirmed once");
+    // Enter does not commit into a shared base; the base stays as it was.
+    t.keys(&["Enter", "Enter"]);
+    t.wait_for("F commits anyway");
     assert_eq!(before, std::fs::read(d.join("base.qcow2")).unwrap());
     t.keys(&["Escape"]);
     t.wait_for("3 images");

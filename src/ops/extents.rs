@@ -52,33 +52,37 @@ pub fn next_extent(layers: &[Handle], offset: u64, max: u64) -> io::Result<(Exte
 
 /// Bytes of data and zero ranges allocated above the base, from the top's metadata alone.
 pub fn measure(layers: &[Handle], end: u64) -> io::Result<u64> {
-    let mut offset = 0;
-    let mut total = 0;
-    while offset < end {
-        let (ext, len) = next_extent(layers, offset, end - offset)?;
-        match ext {
-            Extent::Eof => break,
-            Extent::Data(_) | Extent::Zero => total += len,
-            Extent::Below => {}
-        }
-        offset += len;
-    }
-    Ok(total)
+    sum_extents(layers, end, |ext, _, len| {
+        Ok(match ext {
+            Extent::Data(_) | Extent::Zero => len,
+            _ => 0,
+        })
+    })
 }
 
 /// Bytes of data above the base that land where `base` allocates nothing of its own yet:
 /// what a commit adds to the base's file at most (data written over the base's own clusters
 /// takes no new room).
 pub fn measure_new(layers: &[Handle], base: &Handle, end: u64) -> io::Result<u64> {
-    let mut offset = 0;
-    let mut total = 0;
+    sum_extents(layers, end, |ext, offset, len| match ext {
+        Extent::Data(_) => Ok(len - allocated_in(base, offset, len)?),
+        _ => Ok(0),
+    })
+}
+
+/// The sum of `count(extent, offset, len)` over the extents above the base up to `end`.
+fn sum_extents(
+    layers: &[Handle],
+    end: u64,
+    mut count: impl FnMut(Extent, u64, u64) -> io::Result<u64>,
+) -> io::Result<u64> {
+    let (mut offset, mut total) = (0, 0);
     while offset < end {
         let (ext, len) = next_extent(layers, offset, end - offset)?;
-        match ext {
-            Extent::Eof => break,
-            Extent::Data(_) => total += len - allocated_in(base, offset, len)?,
-            Extent::Zero | Extent::Below => {}
+        if ext == Extent::Eof {
+            break;
         }
+        total += count(ext, offset, len)?;
         offset += len;
     }
     Ok(total)

@@ -149,7 +149,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         )),
         None => {}
     }
-    if let Some(chain) = chain(app, id) {
+    if let Some(chain) = chain(app, id, usize::from(area.width.saturating_sub(2))) {
         lines.extend(chain);
     }
     match app.allocation.snapshots.get(&n.path) {
@@ -267,8 +267,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 /// The selected image's chain from it down to its base, each layer with its own bytes on
-/// disk; `None` for a base image.
-fn chain(app: &App, id: crate::forest::NodeId) -> Option<Vec<Line<'static>>> {
+/// disk, in `width` cells; `None` for a base image.
+fn chain(app: &App, id: crate::forest::NodeId, width: usize) -> Option<Vec<Line<'static>>> {
     let forest = &app.browse.forest;
     let n = forest.node(id);
     n.backing.as_ref()?;
@@ -291,6 +291,12 @@ fn chain(app: &App, id: crate::forest::NodeId) -> Option<Vec<Line<'static>>> {
         }
     }
     let total: u64 = layers.iter().filter_map(|l| l.1.ok()).sum();
+    // Each line: two spaces, the mark and a space, the name, two spaces, the size.
+    let room = width.saturating_sub(4 + 2 + 8);
+    let layers: Vec<(String, Result<u64, bool>)> = layers
+        .into_iter()
+        .map(|(name, size)| (super::forest::shorten(&name, room), size))
+        .collect();
     let width = layers
         .iter()
         .map(|l| l.0.chars().count())

@@ -178,9 +178,11 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         }
         lines.push(Line::from(Span::styled(
             format!(
-                "To commit anyway, press {SHARED_KEY} (Enter does not): {} other disk{} change.",
-                p.shared_with.len(),
-                if p.shared_with.len() == 1 { "" } else { "s" }
+                "To commit anyway, press {SHARED_KEY} (Enter does not): {}.",
+                match p.shared_with.len() {
+                    1 => "1 other disk changes".to_string(),
+                    n => format!("{n} other disks change"),
+                }
             ),
             t.problem,
         )));
