@@ -118,6 +118,10 @@ fn main() {
     for e in a.update(key('c')) {
         execute(e, &tx, &opts, 1 << 20);
     }
+    // The plan, made on a worker, comes back before Enter can start it.
+    let planned = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(matches!(planned, Msg::Planned { .. }), "{planned:?}");
+    a.update(planned);
     let mut effects = a.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
     assert!(
         matches!(effects[..], [Effect::Commit { .. }]),
