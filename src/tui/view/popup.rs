@@ -105,9 +105,26 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         return;
     }
     // Exit codes are for scripts (the CLI); a dialog says what and why in words.
-    if let Some((msg, _)) = &p.refusal {
+    if let Some((msg, code)) = &p.refusal {
         let mut body = vec![Line::from(Span::styled("Refused:", t.problem))];
         body.extend(msg.lines().map(|l| Line::from(l.to_string())));
+        // In use by a QEMU imgchain can ask (its QMP socket, or libvirt): the live commit.
+        let askable = *code == crate::exit::IN_USE
+            && app.browse.forest.find(&p.top).is_some_and(|id| {
+                app.browse.forest.node(id).holders.iter().any(|h| {
+                    h.owner.qmp.is_some() || h.owner.manager == crate::image::lock::Manager::Libvirt
+                })
+            });
+        if askable {
+            body.push(Line::from(""));
+            body.push(Line::from(Span::styled(
+                format!(
+                    "{} (after closing this) has that VM commit it itself, live.",
+                    k(Action::Live)
+                ),
+                bold,
+            )));
+        }
         dialog(
             app,
             " Commit refused ".into(),
