@@ -898,7 +898,10 @@ fn filter_tokens_sort_and_details_focus() {
     keys(&mut a, "s");
     assert!(a.status.contains("by size"), "{}", a.status);
     insta::assert_snapshot!("sorted_by_size", render(&a));
-    keys(&mut a, "sss");
+    keys(&mut a, "ss");
+    assert!(a.status.contains("problems first"), "{}", a.status);
+    insta::assert_snapshot!("sorted_problems_first", render(&a));
+    keys(&mut a, "s");
     assert!(a.status.contains("by name"), "{}", a.status);
     // A message gives way to the idle status after three quiet ticks.
     for _ in 0..4 {
@@ -1056,6 +1059,19 @@ fn mouse_clicks_and_the_wheel() {
 #[test]
 fn the_orphan_and_kept_filters_at_80x24() {
     let mut a = app("tokens", 80, 24);
+    held_for_writing(
+        &mut a,
+        "vms/web.qcow2",
+        &["qemu-system-x86_64", "-name", "web"],
+    );
+    keys(&mut a, "/is:inuse");
+    let screen = render(&a);
+    assert!(
+        screen.contains("vms/web.qcow2") && screen.contains("1 match"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("filter_is_inuse", screen);
+    key(&mut a, KeyCode::Esc);
     keys(&mut a, "/is:orphan");
     let screen = render(&a);
     assert!(

@@ -58,7 +58,6 @@ pub struct Columns {
     pub disk: usize,
     pub total: usize,
     pub mode: usize,
-    pub flags: usize,
     /// By node index: the subtree's bytes on disk (for images with overlays).
     pub subtree: Vec<Option<u64>>,
 }
@@ -66,7 +65,6 @@ pub struct Columns {
 impl Columns {
     pub fn of(forest: &Forest) -> Columns {
         use crate::forest::Mode;
-        use crate::forest::diag::Severity;
         use crate::units::human_size;
         let size = |v: Option<u64>| v.map_or(1, |v| human_size(v).chars().count());
         let mut c = Columns::default();
@@ -79,10 +77,6 @@ impl Columns {
             c.disk = c.disk.max(size(n.allocated));
             c.total = c.total.max(subtree.map_or(0, |v| size(Some(v))));
             c.mode = c.mode.max(if n.mode == Mode::KeepRo { 7 } else { 2 });
-            let flags = usize::from(n.in_use()) * 2
-                + usize::from(!n.in_use() && !n.vm_disks.is_empty())
-                + usize::from(n.problems.iter().any(|p| p.severity() >= Severity::Warning));
-            c.flags = c.flags.max(flags);
             c.subtree.push(subtree);
         }
         c

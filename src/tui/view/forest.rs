@@ -245,7 +245,8 @@ fn columns(app: &App, pane_width: u16) -> Columns {
         ("File", c.file.max(4)),
         ("Total", c.total.max(5)),
     ];
-    let flags = c.flags.max(1);
+    // In use (⚑w, two cells) and a problem (!): lock sweeps change the first between scans.
+    let flags = 3;
     // Borders, then each column and the space before it.
     let mut used = 2 + fixed.iter().map(|f| f.1 + 1).sum::<usize>() + mode + 1 + flags + 1;
     let room = app.browse.name_width.clamp(NAME_ROOM.0, NAME_ROOM.1);
