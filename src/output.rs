@@ -155,10 +155,23 @@ pub struct JsonQcow2 {
 
 /// `tree --json`.
 #[derive(Serialize)]
-pub struct JsonTree {
+pub struct JsonTree<'a> {
     pub roots: Vec<String>,
-    pub nodes: Vec<JsonNode>,
+    pub nodes: JsonNodes<'a>,
     pub skipped: Vec<JsonSkipped>,
+}
+
+/// The nodes of `tree --json` in display order, each made as it is written, so that a large
+/// forest is never held as JSON in memory all at once.
+pub struct JsonNodes<'a> {
+    forest: &'a Forest,
+    rows: Vec<NodeId>,
+}
+
+impl Serialize for JsonNodes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.rows.iter().map(|&id| json_node(self.forest, id)))
+    }
 }
 
 /// A path the scan passed over, and why.
@@ -272,18 +285,17 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
 }
 
 /// The JSON form of the whole forest, nodes in display order.
-pub fn json_tree(forest: &Forest, skipped: &[Skipped]) -> JsonTree {
+pub fn json_tree<'a>(forest: &'a Forest, skipped: &[Skipped]) -> JsonTree<'a> {
     JsonTree {
         roots: forest
             .roots
             .iter()
             .map(|&r| path_str(&forest.node(r).path))
             .collect(),
-        nodes: forest
-            .rows()
-            .iter()
-            .map(|r| json_node(forest, r.id))
-            .collect(),
+        nodes: JsonNodes {
+            forest,
+            rows: forest.rows().iter().map(|r| r.id).collect(),
+        },
         skipped: skipped
             .iter()
             .map(|s| JsonSkipped {
