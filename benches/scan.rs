@@ -55,9 +55,25 @@ fn main() {
     assert_eq!(found, total, "imgchain found every image");
     let mut runs: Vec<Duration> = (0..5).map(|_| run_tree().0).collect();
     runs.sort();
-    // The largest resident set of the runs so far: only imgchain has run as a child yet.
-    let rss_mib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .map_or(0, |u| u.max_rss() / 1024);
+    // The child's own peak resident set, as GNU time reports it (getrusage of the children
+    // would count this process's pages, shared at the fork, too).
+    let rss_kib = || -> Option<u64> {
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "%M", bin, "tree", "--json"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let rss = rss_kib().map_or("unknown (GNU time is not installed)".into(), |k| {
+        format!("{} MiB", k / 1024)
+    });
     let ours = runs[2];
     let ours_per = ours.as_secs_f64() / total as f64;
 
@@ -102,7 +118,7 @@ fn main() {
         "per-image ratio (qemu-img / imgchain): {:.0}x",
         qemu_per / ours_per
     );
-    println!("imgchain tree --json: peak RSS {rss_mib} MiB");
+    println!("imgchain tree --json: peak RSS {rss}");
     ui(dir, total, bin);
 }
 

@@ -62,6 +62,21 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     for a in &n.aliases {
         lines.push(kv("also", a.display().to_string()));
     }
+    // Problems come first: at 80×24 they are what must be in sight.
+    for p in &n.problems {
+        let style = if p.severity() >= Severity::Warning {
+            t.problem
+        } else {
+            t.dim
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{}[{}] ", p.severity().as_str(), p.kind.as_str()),
+                style,
+            ),
+            Span::raw(p.message.clone()),
+        ]));
+    }
     let mut fmt = n.format.map_or("unknown".to_string(), |f| f.to_string());
     if let Some(h) = &n.qcow2 {
         fmt.push_str(&format!(
@@ -243,20 +258,6 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                 app.browse.forest.node(o).path.display()
             )));
         }
-    }
-    for p in &n.problems {
-        let style = if p.severity() >= Severity::Warning {
-            t.problem
-        } else {
-            t.dim
-        };
-        lines.push(Line::from(vec![
-            Span::styled(
-                format!("{}[{}] ", p.severity().as_str(), p.kind.as_str()),
-                style,
-            ),
-            Span::raw(p.message.clone()),
-        ]));
     }
     let text = Paragraph::new(lines).wrap(Wrap { trim: false });
     // Never scrolled past the end: the last line stays at the bottom.
