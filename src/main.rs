@@ -178,6 +178,7 @@ impl Session {
             config.commit.kernel_copy,
             config.commit.in_flight.0,
         );
+        imgchain::ops::scope::set_overlay_dirs(config.scan.overlay_dirs.clone());
         let mut globs: Vec<String> = config
             .protect
             .globs
@@ -1026,6 +1027,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
             .with_context(|| format!("cannot build the demo in {}", dir.display()))?;
         protect_globs.extend(spec.protect);
         scan.overlay_dirs.push(imgchain::demo::elsewhere(&dir));
+        imgchain::ops::scope::set_overlay_dirs(scan.overlay_dirs.clone());
         vec![dir]
     } else if paths.is_empty() {
         vec![std::env::current_dir().context("cannot read the current directory")?]

@@ -5,12 +5,24 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::Refusal;
 use super::guards::descendants;
 use super::plan_image::PlanImage;
 use crate::forest::{NodeId, Protect, Scan, ScanOptions};
 use crate::image::file::FileId;
+
+/// `scan.overlay_dirs`, for the re-check a run makes before its first write.
+static OVERLAY_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Sets the directories every run's re-check also searches for overlays (`scan.overlay_dirs`),
+/// for the runs that start afterwards.
+pub fn set_overlay_dirs(dirs: Vec<PathBuf>) {
+    if let Ok(mut d) = OVERLAY_DIRS.lock() {
+        *d = dirs;
+    }
+}
 
 /// What to scan around an image.
 #[derive(Clone, Debug)]
@@ -88,6 +100,7 @@ pub fn recheck_overlays(
     dirs.dedup();
     let opts = ScanOptions {
         max_depth: 0,
+        overlay_dirs: OVERLAY_DIRS.lock().map(|d| d.clone()).unwrap_or_default(),
         ..Default::default()
     };
     let changed = |what: String| Refusal::Changed {
@@ -125,5 +138,56 @@ pub fn recheck_overlays(
             base: written.path.clone(),
             others,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::create::{NewImage, create};
+    use crate::image::probe::Format;
+
+    #[test]
+    fn the_run_s_recheck_finds_an_overlay_that_appeared_in_an_overlay_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (pool, vms) = (tmp.path().join("pool"), tmp.path().join("vms"));
+        std::fs::create_dir_all(&pool).unwrap();
+        std::fs::create_dir_all(&vms).unwrap();
+        let base = pool.join("base.qcow2");
+        create(&base, &NewImage::qcow2(1 << 20)).unwrap();
+        let overlay = |path: &Path| {
+            let name = base.to_string_lossy().into_owned();
+            let new = NewImage {
+                backing: Some((&name, Format::Qcow2)),
+                ..NewImage::qcow2(1 << 20)
+            };
+            create(path, &new).unwrap();
+        };
+        let top = pool.join("top.qcow2");
+        overlay(&top);
+        let opts = ScanOptions {
+            max_depth: 0,
+            ..Default::default()
+        };
+        let forest = crate::forest::scan(std::slice::from_ref(&pool), &opts)
+            .unwrap()
+            .forest;
+        let image = |p: &Path| PlanImage::of(&forest, forest.find(p).unwrap()).unwrap();
+        let (b, t) = (image(&base), image(&top));
+        // Another VM's disk on the base appears in a directory of scan.overlay_dirs.
+        let other = vms.join("other.qcow2");
+        overlay(&other);
+        set_overlay_dirs(Vec::new());
+        assert!(recheck_overlays(&b, &[&b, &t], &[&t], &[]).is_ok());
+        set_overlay_dirs(vec![vms.clone()]);
+        let e = recheck_overlays(&b, &[&b, &t], &[&t], &[]).unwrap_err();
+        // One the user accepted (--force over it) passes.
+        let accepted = recheck_overlays(&b, &[&b, &t], &[&t], std::slice::from_ref(&other));
+        set_overlay_dirs(Vec::new());
+        assert!(accepted.is_ok(), "{accepted:?}");
+        assert!(
+            matches!(&e, Refusal::SharedBase { others, .. } if others.as_slice() == std::slice::from_ref(&other)),
+            "{e}"
+        );
     }
 }
