@@ -383,9 +383,10 @@ impl App {
         self.browse.scan_counts = None;
         match result {
             Ok(scan) => {
-                // The first scan has nothing to compare with.
+                // Compared only for a scan whose result is announced; the first scan has
+                // nothing to compare with.
                 let first = std::mem::take(&mut self.watch).is_empty();
-                let before: HashSet<PathBuf> = if first {
+                let before: HashSet<PathBuf> = if first || !self.announce_scan {
                     HashSet::new()
                 } else {
                     self.browse
