@@ -72,6 +72,30 @@ pub struct CommitConfig {
     pub clone: bool,
     pub kernel_copy: bool,
     pub in_flight: InFlight,
+    pub write_behind: WriteBehind,
+}
+
+/// Data bytes written after which their writeback starts: 0 (at the next sync only), or 1 MiB
+/// to 1 GiB.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "toml::Value")]
+pub struct WriteBehind(pub u64);
+
+impl TryFrom<toml::Value> for WriteBehind {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        let n = match &v {
+            toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "must not be negative")?,
+            toml::Value::String(s) => parse_size(s)?,
+            _ => return Err("expected a number of bytes or a string like \"8MiB\"".into()),
+        };
+        if n != 0 && !(1 << 20..=1 << 30).contains(&n) {
+            return Err(format!(
+                "write_behind {n} must be 0 (off) or from 1MiB to 1GiB"
+            ));
+        }
+        Ok(WriteBehind(n))
+    }
 }
 
 /// Reads under way at once in a copy through memory: 1 to 64.
@@ -536,6 +560,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(parse("").unwrap(), c);
         assert_eq!(c.commit.chunk_size, ChunkSize(2 << 20));
+        assert_eq!(c.commit.write_behind, WriteBehind(8 << 20));
         assert!(!c.commit.keep_top);
         assert_eq!(c.scan.raw_extensions, vec!["img", "raw"]);
         assert_eq!(c.keys.of(Action::Quit)[1].to_string(), "Ctrl-c");
@@ -550,6 +575,19 @@ mod tests {
         assert_eq!(c.protect.globs[0].get_ref(), "*.gold");
         assert_eq!(c.keys, Config::default().keys);
         assert_eq!(c.theme, Config::default().theme);
+    }
+
+    #[test]
+    fn write_behind_is_off_or_a_size() {
+        let of = |v: &str| parse(&format!("[commit]\nwrite_behind = {v}\n"));
+        assert_eq!(of("0").unwrap().commit.write_behind, WriteBehind(0));
+        assert_eq!(
+            of("\"64MiB\"").unwrap().commit.write_behind,
+            WriteBehind(64 << 20)
+        );
+        for bad in ["4096", "\"2GiB\"", "-1", "true"] {
+            assert!(of(bad).is_err(), "{bad} was taken");
+        }
     }
 
     #[test]

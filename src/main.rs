@@ -177,6 +177,7 @@ impl Session {
             config.commit.clone,
             config.commit.kernel_copy,
             config.commit.in_flight.0,
+            config.commit.write_behind.0,
         );
         imgchain::ops::scope::set_overlay_dirs(config.scan.overlay_dirs.clone());
         let mut globs: Vec<String> = config

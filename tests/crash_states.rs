@@ -77,6 +77,8 @@ struct Run {
     top: Option<Tally>,
     syncs: usize,
     writes: usize,
+    /// Writebacks started early, which bound nothing.
+    hints: usize,
 }
 
 /// Commits `top.qcow2` in `dir` with `cmd`, recording base and top, and judges every state.
@@ -104,6 +106,7 @@ fn crash_states(dir: &Path, orig: &Path, mut cmd: Command, empties_top: bool) ->
         top: empties_top.then(|| tally_top(&traces[1], orig, &base)),
         syncs: traces.iter().map(Trace::syncs).sum(),
         writes: traces.iter().map(Trace::writes).sum(),
+        hints: traces.iter().map(Trace::hints).sum(),
     }
 }
 
@@ -133,14 +136,15 @@ fn compare(name: &str, build: impl Fn(&Path), args: &[&str]) {
     compare_in(root.path(), name, build, args, None);
 }
 
-/// [`compare`] in directories under `root`, imgchain reading `config` if given.
+/// [`compare`] in directories under `root`, imgchain reading `config` if given; returns
+/// imgchain's run.
 fn compare_in(
     root: &Path,
     name: &str,
     build: impl Fn(&Path),
     args: &[&str],
     config: Option<&Path>,
-) {
+) -> Run {
     let orig = root.join("orig");
     std::fs::create_dir(&orig).expect("mkdir");
     build(&orig);
@@ -172,6 +176,7 @@ fn compare_in(
         "{name}: corrupt crash states:\n{}",
         bad.join("\n")
     );
+    us
 }
 
 /// Scattered 64 KiB pieces over a 4 GiB disk: every piece needs a new L2 table in the base.
@@ -240,6 +245,39 @@ fn scattered_writes_cloned_on_xfs() {
         &[],
         None,
     );
+}
+
+/// Writeback started while the copy goes on (`commit.write_behind`) makes nothing durable:
+/// every state is still clean, and the trace shows that writeback was started.
+#[test]
+fn writeback_started_during_the_copy() {
+    if !tools() {
+        return;
+    }
+    let root = common::tempdir();
+    let cfg = root.path().join("config.toml");
+    std::fs::write(&cfg, "[commit]\nwrite_behind = \"1MiB\"\n").expect("config");
+    let us = compare_in(
+        root.path(),
+        "write-behind",
+        |d| {
+            create(d, "base.qcow2", "qcow2", "4G", None, &[]);
+            qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 1M");
+            create(
+                d,
+                "top.qcow2",
+                "qcow2",
+                "4G",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+            qemu_io(&d.join("top.qcow2"), "write -P 0x71 512k 5M");
+            qemu_io(&d.join("top.qcow2"), "write -P 0x72 3000M 2M");
+        },
+        &[],
+        Some(&cfg),
+    );
+    assert!(us.hints >= 3, "writeback started only {} times", us.hints);
 }
 
 #[test]

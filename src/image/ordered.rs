@@ -41,6 +41,15 @@ use imago::storage::drivers::CommonStorageHelper;
 const INCOMPATIBLE_FEATURES: u64 = 72;
 const DIRTY: u64 = 1;
 
+/// Data bytes written through the page cache after which their writeback is started
+/// ([`Ordered::write_behind`]); 0 never starts it early (`commit.write_behind`).
+static WRITE_BEHIND: AtomicU64 = AtomicU64::new(8 << 20);
+
+/// Sets [`WRITE_BEHIND`] for every image opened afterwards.
+pub fn set_write_behind(bytes: u64) {
+    WRITE_BEHIND.store(bytes, Ordering::Relaxed);
+}
+
 /// What a write changes, for ordering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
@@ -223,6 +232,10 @@ struct State {
     /// A qcow2 image without a dirty bit (v2): the header and the refcount table are never
     /// written.
     strict: bool,
+    /// Starts writeback after this many data bytes (0: never); see [`Ordered::write_behind`].
+    behind_every: u64,
+    /// The span of the data written since writeback was last started, and its bytes.
+    behind: Option<(u64, u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -301,6 +314,8 @@ impl Ordered {
                 dirty: false,
                 strict,
                 deferred: Vec::new(),
+                behind_every: WRITE_BEHIND.load(Ordering::Relaxed),
+                behind: None,
             }),
             syncs: AtomicU64::new(0),
         })))
@@ -339,12 +354,60 @@ impl Ordered {
 
     fn after(&self, st: &mut State, class: Class, offset: u64, len: u64) -> io::Result<()> {
         st.unsynced = Some(class);
+        if class == Class::Data {
+            self.write_behind(st, offset, len)?;
+        }
         if class == Class::Pointer
             && let Some(l) = &mut st.layout
         {
             l.update(&self.0.file, offset, len)?;
         }
         Ok(())
+    }
+
+    /// Starts the writeback of the data written since the last start, once it comes to
+    /// `behind_every` bytes, without waiting for it (`sync_file_range` with
+    /// `SYNC_FILE_RANGE_WRITE`; neither rustix nor nix wraps it). The disk then writes while
+    /// the copy reads on, instead of all at the next sync, which then has little left to wait
+    /// for. It orders nothing and promises nothing: a power loss may still keep any subset of
+    /// the writes since the last sync, and the syncs stay as they are.
+    fn write_behind(&self, st: &mut State, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if st.behind_every == 0 {
+            return Ok(());
+        }
+        let (lo, hi, bytes) = st
+            .behind
+            .map_or((offset, offset + len, len), |(lo, hi, n)| {
+                (lo.min(offset), hi.max(offset + len), n + len)
+            });
+        if bytes < st.behind_every {
+            st.behind = Some((lo, hi, bytes));
+            return Ok(());
+        }
+        st.behind = None;
+        let (Ok(start), Ok(count)) = (i64::try_from(lo), i64::try_from(hi - lo)) else {
+            return Ok(());
+        };
+        // SAFETY: a plain syscall on our own open fd; it reads and writes no memory of ours.
+        let r = unsafe {
+            nix::libc::sync_file_range(
+                self.0.fd.as_raw_fd(),
+                start,
+                count,
+                nix::libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = nix::errno::Errno::last();
+        if unsupported(e) || e == nix::errno::Errno::ESPIPE {
+            // Not for this file: the next sync writes everything, as without it.
+            st.behind_every = 0;
+            return Ok(());
+        }
+        Err(e.into())
     }
 
     /// Writes the deferred L1 entries, after a sync that puts everything they point at on disk.

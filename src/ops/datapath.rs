@@ -21,9 +21,11 @@ static KERNEL: AtomicBool = AtomicBool::new(false);
 /// Reads under way at once in the memory tier (`commit.in_flight`).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(4);
 
-/// Turns the clone and kernel-copy tiers on or off, and sets the reads under way at once (1 to
-/// 64), for every copy that starts afterwards.
-pub fn set(clone: bool, kernel: bool, in_flight: usize) {
+/// Turns the clone and kernel-copy tiers on or off, sets the reads under way at once (1 to
+/// 64) and after how many written bytes their writeback starts (`commit.write_behind`, 0:
+/// at the next sync), for every copy that starts afterwards.
+pub fn set(clone: bool, kernel: bool, in_flight: usize, write_behind: u64) {
+    crate::image::ordered::set_write_behind(write_behind);
     CLONE.store(clone, Ordering::Relaxed);
     KERNEL.store(kernel, Ordering::Relaxed);
     IN_FLIGHT.store(in_flight.clamp(1, 64), Ordering::Relaxed);

@@ -37,6 +37,8 @@ pub enum Op {
     Sync {
         first: usize,
     },
+    /// Writeback started early (`sync_file_range`): no bound, nothing made durable.
+    Hint,
     Unsupported,
 }
 
@@ -128,6 +130,7 @@ fn parse(log: &[u8]) -> Vec<Op> {
             },
             b'T' => Op::Truncate(a),
             b'S' => Op::Sync { first: a as usize },
+            b'H' => Op::Hint,
             _ => Op::Unsupported,
         });
     }
@@ -173,7 +176,7 @@ fn apply(file: &mut Vec<u8>, op: &Op) {
             }
         }
         Op::Truncate(size) => file.resize(*size as usize, 0),
-        Op::Sync { .. } => {}
+        Op::Sync { .. } | Op::Hint => {}
         Op::Unsupported => panic!("the trace holds an operation the harness cannot replay"),
     }
 }
@@ -187,9 +190,14 @@ impl Trace {
             .count()
     }
 
-    /// Records other than syncs.
+    /// Writebacks started early (`sync_file_range`), which make nothing durable.
+    pub fn hints(&self) -> usize {
+        self.ops.iter().filter(|o| matches!(o, Op::Hint)).count()
+    }
+
+    /// Records other than syncs and writeback hints.
     pub fn writes(&self) -> usize {
-        self.ops.len() - self.syncs()
+        self.ops.len() - self.syncs() - self.hints()
     }
 
     /// Asserts that the records account for every change to the file.
@@ -247,7 +255,7 @@ impl Trace {
         for w in bounds.windows(2) {
             let window: Vec<(usize, &Op)> = (w[0]..w[1])
                 .map(|i| (i, &self.ops[i]))
-                .filter(|(_, o)| !matches!(o, Op::Sync { .. }))
+                .filter(|(_, o)| !matches!(o, Op::Sync { .. } | Op::Hint))
                 .collect();
             let mut file = durable.clone();
             emit(

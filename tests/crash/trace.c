@@ -12,6 +12,7 @@
  *   T size 0 0           truncate
  *   S first 0 0          a sync returned: every record before index `first` (counted from 0)
  *                        is on disk; records after it may or may not be
+ *   H off len flags      sync_file_range: writeback started, nothing made durable (no bound)
  *   X 0 0 0              an operation the harness cannot replay (FICLONE, an append, ...)
  *
  * A kernel copy or clone (copy_file_range, also through syscall(2); the FICLONERANGE ioctl) is
@@ -250,7 +251,9 @@ void sync(void) {
 int sync_file_range(int fd, off_t off, off_t n, unsigned int flags) {
     pthread_once(&once, init);
     /* Writes back without a cache flush: it makes nothing durable, so it is not a sync. */
-    return real_sync_file_range(fd, off, n, flags);
+    int r = real_sync_file_range(fd, off, n, flags);
+    if (r == 0) record(fd, 'H', (uint64_t)off, (uint64_t)n, flags);
+    return r;
 }
 
 int fallocate64(int fd, int mode, off_t off, off_t len) {
