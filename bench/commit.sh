@@ -3,7 +3,8 @@
 # qcow2 base. Times `imgchain commit -d` and `qemu-img commit -d` on identical fresh copies,
 # alternating which goes first, RUNS times each, with a final sync inside every timing, and
 # `dd` of the same number of bytes with fsync as the disk's ceiling. Prints the times, the
-# CPU time (user+sys) of each tool, the syncs each issues, and the ratios.
+# CPU time (user+sys) of each tool, the syncs each issues and the longest wait in one, and
+# the ratios.
 #
 # It runs on WORKDIR's file system, then (as root, with mkfs.xfs) on a loop-mounted XFS,
 # where imgchain clones the data (reflinks) instead of copying it.
@@ -119,8 +120,9 @@ syncs() {
     local dir=$1; shift
     rm -rf "$dir"; mkdir -p "$dir"
     cp --sparse=always --reflink=never "$(dirname "$dir")/src/base.qcow2" "$(dirname "$dir")/src/top.qcow2" "$dir/"
-    (cd "$dir" && strace -f -qq -e trace=fsync,fdatasync,syncfs,sync -o "$dir/strace.log" "$@" >/dev/null)
-    grep -c '= 0' "$dir/strace.log"
+    (cd "$dir" && strace -f -qq -T -e trace=fsync,fdatasync,syncfs,sync -o "$dir/strace.log" "$@" >/dev/null)
+    # How many, and the longest wait in one (the final sync: the pause after 100%).
+    echo "$(grep -c '= 0' "$dir/strace.log") (longest $(grep -o '<[0-9.]*>' "$dir/strace.log" | tr -d '<>' | sort -g | tail -1) s)"
 }
 
 bench "$work" "$(df -T "$work" | awk 'NR==2 {print $2}') ($work)"
