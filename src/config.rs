@@ -84,11 +84,7 @@ pub struct WriteBehind(pub u64);
 impl TryFrom<toml::Value> for WriteBehind {
     type Error = String;
     fn try_from(v: toml::Value) -> Result<Self, String> {
-        let n = match &v {
-            toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "must not be negative")?,
-            toml::Value::String(s) => parse_size(s)?,
-            _ => return Err("expected a number of bytes or a string like \"8MiB\"".into()),
-        };
+        let n = size_value(&v, "8MiB")?;
         if n != 0 && !(1 << 20..=1 << 30).contains(&n) {
             return Err(format!(
                 "write_behind {n} must be 0 (off) or from 1MiB to 1GiB"
@@ -128,11 +124,7 @@ pub struct ClusterSize(pub usize);
 impl TryFrom<toml::Value> for ClusterSize {
     type Error = String;
     fn try_from(v: toml::Value) -> Result<Self, String> {
-        let n = match &v {
-            toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "must not be negative")?,
-            toml::Value::String(s) => parse_size(s)?,
-            _ => return Err("expected a number of bytes or a string like \"64KiB\"".into()),
-        };
+        let n = size_value(&v, "64KiB")?;
         if !(512..=2 << 20).contains(&n) || !n.is_power_of_two() {
             return Err(format!(
                 "cluster size {n} must be a power of two from 512 bytes to 2MiB"
@@ -150,17 +142,24 @@ pub struct ChunkSize(pub u64);
 impl TryFrom<toml::Value> for ChunkSize {
     type Error = String;
     fn try_from(v: toml::Value) -> Result<Self, String> {
-        let n = match &v {
-            toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "must not be negative")?,
-            toml::Value::String(s) => parse_size(s)?,
-            _ => return Err("expected a number of bytes or a string like \"2MiB\"".into()),
-        };
+        let n = size_value(&v, "2MiB")?;
         if !(64 << 10..=64 << 20).contains(&n) || n % 512 != 0 {
             return Err(format!(
                 "chunk size {n} must be between 64KiB and 64MiB and a multiple of 512"
             ));
         }
         Ok(ChunkSize(n))
+    }
+}
+
+/// A size given as a number of bytes or as a string such as `like`.
+fn size_value(v: &toml::Value, like: &str) -> Result<u64, String> {
+    match v {
+        toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "must not be negative".into()),
+        toml::Value::String(s) => parse_size(s),
+        _ => Err(format!(
+            "expected a number of bytes or a string like \"{like}\""
+        )),
     }
 }
 
