@@ -411,14 +411,15 @@ fn compare_rebase(name: &str, build: impl Fn(&Path), ours: &[&str], theirs: &[&s
     compare_rebase_in(root.path(), name, build, ours, theirs);
 }
 
-/// [`compare_rebase`] in directories under `root`.
+/// [`compare_rebase`] in directories under `root`; returns the writebacks imgchain started
+/// early.
 fn compare_rebase_in(
     root: &Path,
     name: &str,
     build: impl Fn(&Path),
     ours: &[&str],
     theirs: &[&str],
-) {
+) -> usize {
     let orig = root.join("orig");
     std::fs::create_dir(&orig).expect("mkdir");
     build(&orig);
@@ -438,7 +439,11 @@ fn compare_rebase_in(
             String::from_utf8_lossy(&out.stderr)
         );
         traces[0].assert_replay_is_complete();
-        tallies.push((tally_relinked(&traces[0], &orig), traces[0].syncs()));
+        tallies.push((
+            tally_relinked(&traces[0], &orig),
+            traces[0].syncs(),
+            traces[0].hints(),
+        ));
     }
     println!(
         "{name}: imgchain {} ({} syncs) | qemu-img {} ({} syncs){}",
@@ -458,6 +463,7 @@ fn compare_rebase_in(
         "{name}: corrupt crash states:\n{}",
         tallies[0].0.corrupt.join("\n")
     );
+    tallies[0].2
 }
 
 /// base (data at 0-4M and 1G) <- mid (data at 2-6M, zeroes at 1G) <- top (data at 5M, 3000M).
@@ -541,6 +547,26 @@ fn flatten_and_safe_rebase() {
         &["flatten"],
         &["rebase", "-b", ""],
     );
+}
+
+/// A flatten with writeback started every MiB (`commit.write_behind`): still clean.
+#[test]
+fn flatten_with_writeback_started_during_the_copy() {
+    if !tools() {
+        return;
+    }
+    let root = common::tempdir();
+    let cfg = root.path().join("config.toml");
+    std::fs::write(&cfg, "[commit]\nwrite_behind = \"1MiB\"\n").expect("config");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let hints = compare_rebase_in(
+        root.path(),
+        "flatten, write-behind",
+        |d| relink_chain(d, &[]),
+        &["--config", cfg, "flatten"],
+        &["rebase", "-b", ""],
+    );
+    assert!(hints >= 2, "writeback started only {hints} times");
 }
 
 /// Every power-loss state of each overlay `names` in `traces` (from index 1; index 0 is the
