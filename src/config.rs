@@ -15,6 +15,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::actions::{ACTIONS, Action, Place};
+use crate::text::Names;
 
 /// The documented defaults, the same text users read.
 pub const DEFAULTS: &str = include_str!("../config.toml");
@@ -54,6 +55,9 @@ pub struct ScanConfig {
     pub raw_extensions: Vec<String>,
     pub libvirt_domains: Vec<PathBuf>,
     pub overlay_dirs: Vec<PathBuf>,
+    pub libvirt_pools: Vec<PathBuf>,
+    pub libvirt_uris: Vec<String>,
+    pub proxmox: PathBuf,
 }
 
 /// `[protect]`: images kept read-only on request.
@@ -459,7 +463,7 @@ impl TryFrom<toml::Value> for Colour {
 
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("config file {}: {message}", path.display())]
+#[error("config file {}: {message}", path.shown())]
 pub struct ConfigError {
     pub path: PathBuf,
     pub message: String,

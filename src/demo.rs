@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::image::create::{NewImage, create, write};
 use crate::image::probe::Format;
+use crate::text::Names;
 
 /// The embedded description.
 pub const SPEC: &str = include_str!("../assets/demo.toml");
@@ -86,8 +87,8 @@ pub fn build(dir: &Path, spec: &Spec) -> io::Result<()> {
         if std::fs::read_dir(d)?.next().is_some() {
             return Err(io::Error::other(format!(
                 "{} is not empty; give --dir a new or empty directory (the demo also uses {})",
-                d.display(),
-                apart.display()
+                d.shown(),
+                apart.shown()
             )));
         }
     }

@@ -24,5 +24,8 @@ pub const REOPEN_FAILED: u8 = 15;
 pub const UNSUPPORTED: u8 = 16;
 /// Refused: the written file's filesystem has not the room the run may need (use --force).
 pub const NO_SPACE: u8 = 17;
+/// Refused: the chain leads to a file the images' owners could not write or read themselves
+/// (ARCHITECTURE.md §8); `--force` does not lift it.
+pub const UNTRUSTED: u8 = 18;
 /// Cancelled by the user.
 pub const CANCELLED: u8 = 130;

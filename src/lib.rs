@@ -12,5 +12,6 @@ pub mod forest;
 pub mod image;
 pub mod ops;
 pub mod output;
+pub mod text;
 pub mod tui;
 pub mod units;

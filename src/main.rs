@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use imgchain::config::{self, Config};
 use imgchain::forest::diag::Severity;
 use imgchain::forest::{self, Protect, Scan, ScanOptions};
+use imgchain::text::Names;
 use imgchain::{exit, output};
 
 /// Browse qcow2 backing chains as a forest, see each image's RW / RO / keep-RO state, and
@@ -57,6 +58,10 @@ struct Global {
     /// No colours in output (NO_COLOR is honoured too)
     #[arg(long, global = true)]
     no_color: bool,
+    /// Go on when a libvirt connection of scan.libvirt_uris cannot be reached, without
+    /// checking its VMs' disks (otherwise a write that could change them is refused)
+    #[arg(long, global = true)]
+    skip_unreachable: bool,
 }
 
 #[derive(Subcommand)]
@@ -180,6 +185,13 @@ impl Session {
             config.commit.write_behind.0,
         );
         imgchain::ops::scope::set_overlay_dirs(config.scan.overlay_dirs.clone());
+        imgchain::ops::dependents::set_search(imgchain::ops::dependents::Search {
+            libvirt_domains: config.scan.libvirt_domains.clone(),
+            libvirt_pools: config.scan.libvirt_pools.clone(),
+            libvirt_uris: config.scan.libvirt_uris.clone(),
+            proxmox: Some(config.scan.proxmox.clone()),
+            skip_unreachable: g.skip_unreachable,
+        });
         let mut globs: Vec<String> = config
             .protect
             .globs
@@ -234,7 +246,8 @@ impl Session {
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    serde_json::to_writer_pretty(&mut out, value).context("cannot write JSON")?;
+    serde_json::to_writer_pretty(imgchain::text::JsonSafe(&mut out), value)
+        .context("cannot write JSON")?;
     writeln!(out)
         .and_then(|()| out.flush())
         .context("cannot write JSON")?;
@@ -243,12 +256,36 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 
 fn report_skipped(scan: &Scan) {
     for s in &scan.skipped {
-        eprintln!("imgchain: skipped {}: {}", s.path.display(), s.reason);
+        eprintln!("imgchain: skipped {}: {}", s.path.shown(), s.reason);
+    }
+}
+
+/// The name of the command `cmd` when it would change something on disk (not a dry run).
+fn writing(cmd: &Command) -> Option<&'static str> {
+    match cmd {
+        Command::Commit(_) => Some("commit"),
+        Command::Snapshot(a) if !a.dry_run => Some("snapshot"),
+        Command::Delete(a) if !a.dry_run => Some("delete"),
+        Command::Rebase(a) if !a.common.dry_run => Some("rebase"),
+        Command::Flatten(a) if !a.common.dry_run => Some("flatten"),
+        Command::Merge(a) if !a.common.dry_run => Some("merge"),
+        Command::Repair(a) if !a.dry_run => Some("repair"),
+        _ => None,
     }
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
     let ctx = Session::new(&cli.global)?;
+    if ctx.read_only
+        && let Some(op) = cli.command.as_ref().and_then(writing)
+    {
+        eprintln!(
+            "imgchain: {op} refused: imgchain was started with --read-only, so every image is \
+             keep-RO and nothing on disk changes; drop --read-only to {op} (--dry-run shows the \
+             plan)"
+        );
+        return Ok(exit::KEEP_READ_ONLY);
+    }
     let code = match cli.command {
         None => ui(&ctx, cli.paths, cli.demo, cli.dir)?,
         Some(Command::Tree { json, paths }) => {
@@ -262,7 +299,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     let shown: Vec<String> = if paths.is_empty() {
                         vec![".".into()]
                     } else {
-                        paths.iter().map(|p| p.display().to_string()).collect()
+                        paths.iter().map(|p| p.shown().to_string()).collect()
                     };
                     eprintln!(
                         "imgchain: no disk images under {} (qcow2, vmdk, vdi, vhdx, vpc, qed, \
@@ -278,14 +315,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             opts.max_depth = 0;
             opts.overlay_dirs.extend(scan);
             let abs = std::path::absolute(&image)
-                .with_context(|| format!("cannot resolve {}", image.display()))?;
+                .with_context(|| format!("cannot resolve {}", image.shown()))?;
             let mut paths = vec![abs.clone()];
             paths.extend(abs.parent().map(PathBuf::from));
             let scan = ctx.scan(&paths, &opts)?;
             let id = scan
                 .forest
                 .find(&abs)
-                .with_context(|| format!("{} was not found after scanning it", abs.display()))?;
+                .with_context(|| format!("{} was not found after scanning it", abs.shown()))?;
             if json {
                 let mut node = serde_json::to_value(output::json_node(&scan.forest, id))
                     .context("cannot encode the image as JSON")?;
@@ -355,6 +392,10 @@ struct CommitArgs {
     /// Print the outcome as JSON
     #[arg(long)]
     json: bool,
+    /// Print what would be committed where, and where other overlays were looked for, and
+    /// change nothing
+    #[arg(long, conflicts_with = "live")]
+    dry_run: bool,
     /// Also look for other overlays of the base under PATH (repeatable; the directories
     /// of IMAGE and of its backing chain are always looked at)
     #[arg(long = "scan", value_name = "PATH")]
@@ -463,7 +504,7 @@ fn rebase(
     use imgchain::ops::Refusal;
     use imgchain::ops::rebase::{self, Request};
     let image_dir = std::path::absolute(&a.image)
-        .with_context(|| format!("cannot resolve {}", a.image.display()))?
+        .with_context(|| format!("cannot resolve {}", a.image.shown()))?
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
@@ -474,11 +515,18 @@ fn rebase(
                 "-b needs a file; to drop the backing file, use imgchain flatten"
             )));
         }
-        Some(b) if b.is_relative() => {
-            name = Some(b.to_string_lossy().into_owned());
-            Some(image_dir.join(b))
+        // A relative name, or one through a symlink, is written as given, as qemu-img does;
+        // a plain absolute one picks the shortest name that leads there.
+        Some(b) => {
+            let plain = b.is_absolute() && std::fs::canonicalize(&b).is_ok_and(|c| c == b);
+            name = (!plain).then(|| imgchain::forest::model::header_name(&b.to_string_lossy()));
+            Some(if b.is_relative() {
+                image_dir.join(b)
+            } else {
+                b
+            })
         }
-        b => b,
+        None => None,
     };
     let mut dirs = a.scan.clone();
     dirs.extend(backing.iter().filter_map(|b| b.parent().map(PathBuf::from)));
@@ -518,7 +566,7 @@ fn rebase(
     if a.dry_run {
         println!(
             "Would give {} {}{}.",
-            plan.image.path.display(),
+            plan.image.path.shown(),
             match &plan.name {
                 Some((n, f)) => format!("the backing file \"{n}\" ({f})"),
                 None => "no backing file".into(),
@@ -559,11 +607,11 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     use imgchain::ops::merge::{self, Request};
     let c = &a.common;
     let image = std::path::absolute(&c.image)
-        .with_context(|| format!("cannot resolve {}", c.image.display()))?;
+        .with_context(|| format!("cannot resolve {}", c.image.shown()))?;
     let journal = merge::read_journal(&image).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the merge journal {}: {e}",
-            merge::journal_path(&image).display()
+            merge::journal_path(&image).shown()
         )
     })?;
     if let Some(j) = &journal
@@ -571,11 +619,11 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     {
         // Cut short after IMAGE was deleted: only the journal is left to remove.
         std::fs::remove_file(merge::journal_path(&image))
-            .with_context(|| format!("cannot remove {}", merge::journal_path(&image).display()))?;
+            .with_context(|| format!("cannot remove {}", merge::journal_path(&image).shown()))?;
         println!(
             "The merge of {} into {} had finished but for removing its journal; done.",
-            image.display(),
-            j.base.display()
+            image.shown(),
+            j.base.shown()
         );
         return Ok(exit::OK);
     }
@@ -605,26 +653,31 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     let overlays: Vec<String> = plan
         .overlays
         .iter()
-        .map(|(o, _)| o.path.display().to_string())
+        .map(|(o, _)| o.path.shown().to_string())
         .collect();
     if c.dry_run {
-        println!(
+        let would = format!(
             "Would commit {} into {}, point {} at {}, and {} {}.",
-            plan.image.path.display(),
-            plan.base.path.display(),
+            plan.image.path.shown(),
+            plan.base.path.shown(),
             if overlays.is_empty() {
                 "no overlay".to_string()
             } else {
                 overlays.join(", ")
             },
-            plan.base.path.display(),
+            plan.base.path.shown(),
             if plan.keep { "keep" } else { "delete" },
-            plan.image.path.display()
+            plan.image.path.shown()
         );
-        if let Some(s) = &space {
-            println!("Space: {}.", s.describe());
-        }
-        return Ok(exit::OK);
+        let space = space.as_ref().map(|s| s.describe());
+        return Ok(dry_run(
+            "merge",
+            &plan.image.path,
+            would,
+            space,
+            &found,
+            c.json,
+        ));
     }
     run_planned::<merge::Merge>(ctx, &plan, c.progress, c.json, output::json_merge)
 }
@@ -659,8 +712,8 @@ fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
         let image = &forest.node(fix.image).path;
         println!(
             "{} names {}, which does not exist.",
-            image.display(),
-            fix.missing.display()
+            image.shown(),
+            fix.missing.shown()
         );
         if fix.candidates.is_empty() {
             println!("  No image under the scanned paths could be it; scan more paths.");
@@ -671,7 +724,7 @@ fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
             println!(
                 "  {}) {} ({})",
                 i + 1,
-                forest.node(*c).path.display(),
+                forest.node(*c).path.shown(),
                 m.describe()
             );
         }
@@ -765,8 +818,8 @@ fn discover(
     scan: &[PathBuf],
 ) -> Result<Result<imgchain::ops::scope::Discovered, imgchain::ops::Refusal>, Failure> {
     use imgchain::ops::scope::{self, Scope};
-    let image = std::path::absolute(image)
-        .with_context(|| format!("cannot resolve {}", image.display()))?;
+    let image =
+        std::path::absolute(image).with_context(|| format!("cannot resolve {}", image.shown()))?;
     let mut opts = ctx.scan_options();
     opts.max_depth = 0;
     let scope = Scope {
@@ -839,8 +892,8 @@ fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
     if a.dry_run {
         println!(
             "Would create {} on {} (backing name \"{}\", format {}).",
-            plan.new.display(),
-            plan.image.path.display(),
+            plan.new.shown(),
+            plan.image.path.shown(),
             plan.backing_name,
             plan.image.format
         );
@@ -852,13 +905,13 @@ fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
 fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
     use imgchain::ops::delete::{self, Request};
     let md = std::fs::symlink_metadata(&a.image)
-        .with_context(|| format!("cannot delete {}", a.image.display()))?;
+        .with_context(|| format!("cannot delete {}", a.image.shown()))?;
     if md.file_type().is_symlink() {
         let target = std::fs::canonicalize(&a.image).unwrap_or_default();
         return Err(usage(anyhow::anyhow!(
             "{} is a symlink to {}: name the image itself to delete it, or remove the link with rm",
-            a.image.display(),
-            target.display()
+            a.image.shown(),
+            target.shown()
         )));
     }
     let found = match discover(ctx, &a.image, &a.scan)? {
@@ -872,20 +925,18 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
     };
     let plan = match delete::plan(&found.scan.forest, &req) {
         Ok(p) => p,
-        Err(e) => return Ok(refused(&e, a.json)),
+        Err(e) => return Ok(refused_found(&e, &found, a.json)),
     };
     let list: Vec<String> = plan
         .images
         .iter()
-        .map(|i| i.path.display().to_string())
+        .map(|i| i.path.shown().to_string())
         .collect();
     if a.dry_run {
-        println!("Would delete, in this order: {}.", list.join(", "));
-        println!(
-            "Space: {}.",
-            imgchain::ops::space::of_delete(&plan).describe()
-        );
-        return Ok(exit::OK);
+        let would = format!("Would delete, in this order: {}.", list.join(", "));
+        let space = Some(imgchain::ops::space::of_delete(&plan).describe());
+        let image = found.scan.forest.node(found.image).path.clone();
+        return Ok(dry_run("delete", &image, would, space, &found, a.json));
     }
     if plan.images.len() > 1 && !a.json {
         eprintln!("Deleting, in this order: {}", list.join(", "));
@@ -922,17 +973,95 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     {
         return Ok(refused(&e, a.json));
     }
+    if a.dry_run {
+        let would = format!(
+            "Would commit {} into {}{}{}.",
+            plan.top.path.shown(),
+            plan.base.path.shown(),
+            if plan.keep_top {
+                ", keeping "
+            } else {
+                ", then empty "
+            },
+            plan.top.path.shown()
+        );
+        return Ok(dry_run(
+            "commit",
+            &plan.top.path,
+            would,
+            None,
+            &found,
+            a.json,
+        ));
+    }
     run_planned::<Commit>(ctx, &plan, a.progress, a.json, output::json_outcome)
 }
 
-/// Refuses as [`refused`] does, with a hint to add `--live` when the image is refused for
-/// being in use and its holder listens on QMP.
+/// Prints what a dry run would do, its space, and where it looked for images built on the
+/// target (`--json`: one object with `would`, `space` and `searched`).
+fn dry_run(
+    op: &str,
+    image: &std::path::Path,
+    would: String,
+    space: Option<String>,
+    found: &imgchain::ops::scope::Discovered,
+    json: bool,
+) -> u8 {
+    if json {
+        let v = serde_json::json!({
+            "operation": op,
+            "dry_run": true,
+            "image": image,
+            "would": would,
+            "space": space,
+            "searched": output::json_searched(&found.searched),
+            "exit_code": exit::OK,
+            "summary": would,
+        });
+        if let Err(e) = print_json(&v) {
+            eprintln!("imgchain: {:#}", e.error);
+        }
+    } else {
+        println!("{would}");
+        if let Some(s) = space {
+            println!("Space: {s}.");
+        }
+        println!("{}", output::searched_text(&found.searched));
+    }
+    exit::OK
+}
+
+/// Refuses as [`refused`] does, and says where images built on the target were looked for
+/// (in JSON as `searched`; in text when others were found).
+fn refused_found(
+    e: &imgchain::ops::Refusal,
+    found: &imgchain::ops::scope::Discovered,
+    json: bool,
+) -> u8 {
+    if json {
+        let mut v = output::json_refusal(e);
+        v["searched"] = output::json_searched(&found.searched);
+        if let Err(err) = print_json(&v) {
+            eprintln!("imgchain: {:#}", err.error);
+        }
+        eprintln!("imgchain: {e}");
+        return e.exit_code();
+    }
+    let code = refused(e, false);
+    if code == exit::SHARED_BASE {
+        eprintln!("imgchain: {}", output::searched_text(&found.searched));
+    }
+    code
+}
+
+/// Refuses as [`refused_found`] does, with a hint to add `--live` when the image is refused
+/// for being in use and its holder listens on QMP.
 fn refused_live_hint(
     e: &imgchain::ops::Refusal,
     found: &imgchain::ops::scope::Discovered,
     json: bool,
 ) -> u8 {
-    let code = refused(e, json);
+    let code = refused_found(e, found, json);
     if let imgchain::ops::Refusal::InUse(imgchain::image::lock::LockError::InUse { path, .. }) = e {
         let qmp = found
             .scan
@@ -946,7 +1075,7 @@ fn refused_live_hint(
             eprintln!(
                 "imgchain: its holder listens on QMP at {}: add --live to have it do the job \
                  itself",
-                q.display()
+                q.shown()
             );
         }
     }
@@ -993,7 +1122,7 @@ fn refused(e: &imgchain::ops::Refusal, json: bool) -> u8 {
     if json {
         let v = output::json_refusal(e);
         match serde_json::to_string_pretty(&v) {
-            Ok(t) => println!("{t}"),
+            Ok(t) => println!("{}", imgchain::text::json_safe(&t)),
             Err(err) => eprintln!("imgchain: cannot encode JSON: {err}"),
         }
     }
@@ -1012,8 +1141,9 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
     let roots = if demo {
         let spec = imgchain::demo::spec().context("the built-in demo description is broken")?;
         let dir = match dir {
-            Some(d) => std::path::absolute(&d)
-                .with_context(|| format!("cannot resolve {}", d.display()))?,
+            Some(d) => {
+                std::path::absolute(&d).with_context(|| format!("cannot resolve {}", d.shown()))?
+            }
             None => {
                 let t = tempfile::Builder::new()
                     .prefix("imgchain-demo-")
@@ -1025,7 +1155,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
             }
         };
         imgchain::demo::build(&dir, &spec)
-            .with_context(|| format!("cannot build the demo in {}", dir.display()))?;
+            .with_context(|| format!("cannot build the demo in {}", dir.shown()))?;
         protect_globs.extend(spec.protect);
         scan.overlay_dirs.push(imgchain::demo::elsewhere(&dir));
         imgchain::ops::scope::set_overlay_dirs(scan.overlay_dirs.clone());
@@ -1036,12 +1166,12 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
         paths
             .iter()
             .map(|p| {
-                std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
+                std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.shown()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     for r in &roots {
-        std::fs::metadata(r).with_context(|| format!("cannot scan {}", r.display()))?;
+        std::fs::metadata(r).with_context(|| format!("cannot scan {}", r.shown()))?;
     }
     let protect = Protect::new(ctx.read_only, &protect_globs).map_err(usage)?;
     let settings = tui::app::Settings {

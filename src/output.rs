@@ -3,13 +3,15 @@
 //! The JSON field names are a stable contract; text output is for people and may change.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::forest::diag::Severity;
 use crate::forest::scan::Skipped;
 use crate::forest::{Forest, Mode, Node, NodeId};
+use crate::ops::dependents::Searched;
+use crate::text::Names;
 pub use crate::units::human_size;
 
 /// `info --json`, and each element of `tree --json`'s `nodes`.
@@ -570,6 +572,62 @@ pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
     })
 }
 
+/// Where a plan looked for images built on its target, in one paragraph: each kind of place
+/// with its places (or how many, when there are many), then what was found where (each image
+/// once), or "none found".
+pub fn searched_text(searched: &[Searched]) -> String {
+    let mut kinds: Vec<&str> = Vec::new();
+    for s in searched {
+        if !kinds.contains(&s.kind) {
+            kinds.push(s.kind);
+        }
+    }
+    let parts: Vec<String> = kinds
+        .iter()
+        .map(|k| {
+            let places: Vec<&str> = searched
+                .iter()
+                .filter(|s| s.kind == *k)
+                .map(|s| s.place.as_str())
+                .collect();
+            let label = k.replace(['-', '_'], " ");
+            if places.len() <= 3 {
+                format!("{label} {}", places.join(", "))
+            } else {
+                format!("{label}: {} of them", places.len())
+            }
+        })
+        .collect();
+    let mut told: Vec<&Path> = Vec::new();
+    let mut found: Vec<String> = Vec::new();
+    for s in searched {
+        let names: Vec<String> = s
+            .found
+            .iter()
+            .filter(|f| !told.contains(&f.as_path()))
+            .map(|f| f.shown().to_string())
+            .collect();
+        told.extend(s.found.iter().map(PathBuf::as_path));
+        if !names.is_empty() {
+            found.push(format!("{} in {} ({})", names.join(", "), s.place, s.kind));
+        }
+    }
+    let result = if found.is_empty() {
+        "none found".to_string()
+    } else {
+        format!("found {}", found.join("; "))
+    };
+    format!(
+        "Looked for other images built on this chain in: {}; {result}.",
+        parts.join("; ")
+    )
+}
+
+/// The same as JSON: `[{kind, place, found}]`.
+pub fn json_searched(searched: &[Searched]) -> serde_json::Value {
+    serde_json::to_value(searched).unwrap_or_default()
+}
+
 /// ANSI styling for text output; a no-op without colour.
 #[derive(Clone, Copy)]
 pub struct Paint {
@@ -626,7 +684,7 @@ pub fn in_use_text(n: &Node) -> Option<String> {
     let who: Vec<String> = n
         .holders
         .iter()
-        .map(|h| format!("{}[{}]", h.label(), h.pid))
+        .map(|h| format!("{}[{}]", h.label().shown(), h.pid))
         .collect();
     Some(if who.is_empty() {
         format!("in use (holder unknown), {how}")
@@ -644,7 +702,7 @@ pub fn vm_text(n: &Node) -> Option<String> {
     let disks: Vec<String> = n
         .vm_disks
         .iter()
-        .map(|d| format!("disk {} of {}", d.target, d.domain))
+        .map(|d| format!("disk {} of {}", d.target.shown(), d.domain.shown()))
         .collect();
     Some(format!("{} (libvirt, not running on it)", disks.join(", ")))
 }
@@ -655,7 +713,7 @@ fn label(forest: &Forest, id: NodeId) -> String {
     let n = forest.node(id);
     match n.backing_node() {
         Some(b) if forest.node(b).path.parent() == n.path.parent() => n.name(),
-        _ => n.path.display().to_string(),
+        _ => n.path.shown().to_string(),
     }
 }
 
@@ -794,7 +852,7 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     let mut line = |k: &str, v: String| {
         let _ = writeln!(out, "{k:<16}{v}");
     };
-    line("image:", n.path.display().to_string());
+    line("image:", n.path.shown().to_string());
     line(
         "format:",
         n.format.map_or("unknown".into(), |f| f.to_string()),
@@ -857,12 +915,12 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     match &n.backing {
         None => line("backing file:", "none".into()),
         Some(b) => {
-            line("backing file:", b.raw.to_string_lossy().into_owned());
+            line("backing file:", b.raw.shown().to_string());
             line(
                 "  resolved:",
                 format!(
                     "{}{}",
-                    b.path.display(),
+                    b.path.shown(),
                     if b.exists { "" } else { " (missing)" }
                 ),
             );
@@ -874,13 +932,13 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     }
     let chain: Vec<String> = forest
         .chain(id)
-        .map(|c| forest.node(c).path.display().to_string())
+        .map(|c| forest.node(c).path.shown().to_string())
         .collect();
     if !chain.is_empty() {
         line("chain:", chain.join(" -> "));
     }
     for o in &n.overlays {
-        line("overlay:", forest.node(*o).path.display().to_string());
+        line("overlay:", forest.node(*o).path.shown().to_string());
     }
     let reason = match n.keep_ro_reason {
         Some(r) => format!(" — {}", r.describe()),
@@ -893,9 +951,9 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
             "vm disk:",
             format!(
                 "{} of libvirt VM {} (defined in {})",
-                d.target,
-                d.domain,
-                d.definition.display()
+                d.target.shown(),
+                d.domain.shown(),
+                d.definition.shown()
             ),
         );
     }
@@ -938,7 +996,7 @@ pub fn text_check(forest: &Forest, paint: Paint) -> String {
             let _ = writeln!(
                 out,
                 "{}: {}: {}",
-                n.path.display(),
+                n.path.shown(),
                 paint.severity(p.severity(), &tag),
                 p.message
             );

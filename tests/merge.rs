@@ -245,8 +245,12 @@ fn an_interrupted_merge_is_reported_and_the_next_run_finishes_it() {
         "base": arg(&d.join("base.qcow2")),
         "overlays": OVERLAYS.iter().map(|o| arg(&d.join(o)).to_string()).collect::<Vec<_>>(),
         "committed": true,
+        "image_id": file_id(&d.join("snap.qcow2")),
+        "base_id": file_id(&d.join("base.qcow2")),
     });
-    std::fs::write(d.join(".snap.qcow2.imgchain-merge"), journal.to_string()).unwrap();
+    let path = d.join(".snap.qcow2.imgchain-merge");
+    std::fs::write(&path, journal.to_string()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = imgchain(&["check", arg(&d)]);
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -260,6 +264,13 @@ fn an_interrupted_merge_is_reported_and_the_next_run_finishes_it() {
     assert!(!d.join("snap.qcow2").exists());
     assert!(!d.join(".snap.qcow2.imgchain-merge").exists());
     assert_eq!(imgchain(&["check", arg(&d)]).status.code(), Some(0));
+}
+
+/// A file's identity as a merge journal records it.
+fn file_id(p: &Path) -> serde_json::Value {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(p).unwrap();
+    serde_json::json!({"dev": md.dev(), "ino": md.ino()})
 }
 
 /// Runs `imgchain merge` until it succeeds, repairing a base a kill left dirty as the error

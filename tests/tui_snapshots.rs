@@ -747,6 +747,7 @@ fn a_live_commit_plan_and_its_progress() {
         target: root.join("snapshots/app-snap2.qcow2"),
         via: Via::Qmp(PathBuf::from("/run/app.qmp")),
         holder: "app (QEMU VM, pid 4242, writing)".into(),
+        pid: 4242,
         speed: 0,
     };
     a.update(Msg::OpPlanned {

@@ -3,6 +3,7 @@
 //! Kinds are those of ARCHITECTURE.md §6 plus `bad-header` (a header QEMU would refuse) and
 //! `not-an-image` (a file named like an image format that has no such header).
 
+use crate::text::Names;
 use std::fmt;
 use std::path::Path;
 
@@ -113,17 +114,19 @@ impl Problem {
         Problem::new(
             ProblemKind::MissingBacking,
             format!(
-                "backing file {} (named \"{raw}\" in the header) does not exist; QEMU cannot open this image. \
-                 If the base moved, point the overlay at it: qemu-img rebase -u -F {fmt} -b NEWPATH {}",
-                resolved.display(),
-                overlay.display()
+                "backing file {} (named \"{}\" in the header) does not exist; QEMU cannot open this image. \
+                 If the base moved, point the overlay at it: qemu-img rebase -u -F {} -b NEWPATH {}",
+                resolved.shown(),
+                raw.shown(),
+                fmt.quoted(),
+                overlay.quoted()
             ),
         )
     }
 
     /// The backing chain comes back to this image; `cycle` lists its members from here.
     pub fn backing_loop(overlay: &Path, cycle: &[&Path]) -> Problem {
-        let chain: Vec<String> = cycle.iter().map(|p| p.display().to_string()).collect();
+        let chain: Vec<String> = cycle.iter().map(|p| p.shown().to_string()).collect();
         Problem::new(
             ProblemKind::BackingLoop,
             format!(
@@ -131,7 +134,7 @@ impl Problem {
                  Point this image at its real base: qemu-img rebase -u -F FORMAT -b REALBASE {}",
                 chain.join(" -> "),
                 chain.first().map(String::as_str).unwrap_or(""),
-                overlay.display()
+                overlay.quoted()
             ),
         )
     }
@@ -142,9 +145,11 @@ impl Problem {
         Problem::new(
             ProblemKind::NoBackingFormat,
             format!(
-                "the header names backing file \"{raw}\" but not its format; QEMU 6.1+ refuses to guess it \
-                 for new images, and guessing raw is unsafe. Record it: qemu-img rebase -u -F {fmt} -b \"{raw}\" {}",
-                overlay.display()
+                "the header names backing file \"{}\" but not its format; QEMU 6.1+ refuses to guess it \
+                 for new images, and guessing raw is unsafe. Record it: qemu-img rebase -u -F {fmt} -b {} {}",
+                raw.shown(),
+                raw.quoted(),
+                overlay.quoted()
             ),
         )
     }
@@ -159,10 +164,13 @@ impl Problem {
         Problem::new(
             ProblemKind::BackingFormatMismatch,
             format!(
-                "the header says backing file \"{raw}\" is {declared}, but it is {actual}; QEMU would read it as \
-                 {declared} and the guest would see the wrong disk. If the file is the right one: \
-                 qemu-img rebase -u -F {actual} -b \"{raw}\" {}",
-                overlay.display()
+                "the header says backing file \"{}\" is {}, but it is {actual}; QEMU would read it as \
+                 that and the guest would see the wrong disk. If the file is the right one: \
+                 qemu-img rebase -u -F {actual} -b {} {}",
+                raw.shown(),
+                declared.shown(),
+                raw.quoted(),
+                overlay.quoted()
             ),
         )
     }
@@ -172,7 +180,8 @@ impl Problem {
         Problem::new(
             ProblemKind::ProtocolBacking,
             format!(
-                "backing file \"{raw}\" is a protocol or json: name; imgchain shows it but does not follow it"
+                "backing file \"{}\" is a protocol or json: name; imgchain shows it but does not follow it",
+                raw.shown()
             ),
         )
     }
@@ -182,8 +191,9 @@ impl Problem {
         Problem::new(
             ProblemKind::InterruptedMerge,
             format!(
-                "a merge of this image into its backing file was cut short; every overlay still                  reads what it read before. Finish it: imgchain merge {}",
-                path.display()
+                "a merge of this image into its backing file was cut short; every overlay still \
+                 reads what it read before. Finish it: imgchain merge {}",
+                path.quoted()
             ),
         )
     }
@@ -195,7 +205,7 @@ impl Problem {
             format!(
                 "the dirty bit is set: the image was not closed cleanly and its refcounts may be stale. \
                  Repair it (with no VM using it): qemu-img check -r all {}",
-                path.display()
+                path.quoted()
             ),
         )
     }
@@ -207,7 +217,7 @@ impl Problem {
             format!(
                 "QEMU marked this image corrupt; it must not be written. Inspect it with qemu-img check {}, \
                  then repair with qemu-img check -r all or restore it from a backup",
-                path.display()
+                path.quoted()
             ),
         )
     }
@@ -229,7 +239,7 @@ impl Problem {
             format!(
                 "backing file {} is {what}, not a regular file; imgchain never opens it. \
                  Point the overlay at an image file with qemu-img rebase -u",
-                resolved.display()
+                resolved.shown()
             ),
         )
     }
@@ -240,7 +250,7 @@ impl Problem {
             ProblemKind::Unreadable,
             format!(
                 "cannot read {}: {err}; check its permissions and the filesystem",
-                path.display()
+                path.shown()
             ),
         )
     }
@@ -252,7 +262,7 @@ impl Problem {
             format!(
                 "this overlay ({overlay_size} bytes) is larger than its backing file {} ({backing_size} bytes); \
                  a commit will grow the backing file to {overlay_size} bytes",
-                backing.display()
+                backing.shown()
             ),
         )
     }
@@ -264,7 +274,7 @@ impl Problem {
             format!(
                 "damaged {format} header: {reason}. QEMU will refuse it too; inspect it with qemu-img check {} \
                  and restore it from a backup if that fails",
-                path.display()
+                path.quoted()
             ),
         )
     }

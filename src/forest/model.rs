@@ -13,13 +13,21 @@ use super::state::{self, KeepRoReason, Mode, StateInput};
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
 use crate::image::probe::{Format, Qcow2Header};
+use crate::text::Names;
 
-/// The last component of `path` for display, or the whole path if it has none.
+/// The last component of `path` for display (escaped), or the whole path if it has none.
 pub fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+    path.file_name()
+        .map_or_else(|| path.shown().to_string(), |n| n.shown().to_string())
+}
+
+/// A file name as written into a header: as QEMU needs it, with `./` before a name that has a
+/// `:` before any `/`, which QEMU would otherwise parse as a protocol (`base:x` → `./base:x`).
+pub fn header_name(name: &str) -> String {
+    match name.find([':', '/']) {
+        Some(i) if name.as_bytes()[i] == b':' => format!("./{name}"),
+        _ => name.to_string(),
+    }
 }
 
 /// Index of a node in [`Forest::nodes`].
@@ -91,6 +99,8 @@ pub struct Node {
     pub vm_disks: Vec<VmDisk>,
     /// The file's modification time.
     pub modified: Option<std::time::SystemTime>,
+    /// Its owner, group and permission bits, as the scan saw them.
+    pub owner: Option<crate::image::file::Owner>,
 }
 
 impl Node {
@@ -117,6 +127,7 @@ impl Node {
             holders: Vec::new(),
             vm_disks: Vec::new(),
             modified: None,
+            owner: None,
         }
     }
 

@@ -2,11 +2,14 @@
 //! and link the images into a [`Forest`].
 //!
 //! Invariants:
-//! - Nothing is written, and no lock is taken. Files are opened `O_RDONLY|O_NONBLOCK|O_NOCTTY`
-//!   and checked to be regular files with `fstat` before a byte is read; the writability test
-//!   opens `O_RDWR` and closes at once without reading or writing.
-//! - Devices, FIFOs, sockets and directories are never opened as images (a FIFO named as a
-//!   backing file is reported from `stat` alone).
+//! - Nothing is written, and no lock is taken. Every name is first opened `O_PATH` and checked
+//!   with `fstat`/`fstatfs` (`image::file::look`); only a regular file on a real filesystem is
+//!   then opened `O_RDONLY|O_NONBLOCK|O_NOCTTY`, through that fd. Writability is asked of the
+//!   kernel (`faccessat`), never tried with an `O_RDWR` open.
+//! - Devices, FIFOs, sockets, directories and files of /proc, /sys and the like are never
+//!   opened (one named as a backing file is reported from `fstat` alone), and directories on
+//!   those filesystems are never walked, nor a directory link leading out of the scanned paths.
+//! - A directory deeper than `max_depth` is reported as skipped, with the setting.
 //! - Each file is one node, by `(st_dev, st_ino)`; the first path it is found by names it.
 //! - Relative backing names resolve against the overlay's directory (QEMU's `path_combine`);
 //!   protocol and `json:` names are recorded, never followed.
@@ -24,13 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::Access;
-
 use super::diag::Problem;
 use super::model::{Backing, Forest, Node, NodeId};
 use crate::image::file::OpenMode;
 use crate::image::file::{self, FileId};
 use crate::image::probe::{self, Format, ProbeError};
+use crate::text::Names;
 
 /// What to scan and how.
 #[derive(Clone, Debug)]
@@ -97,7 +99,7 @@ impl std::fmt::Display for ScanCounts {
                 1 => "1 directory".to_string(),
                 n => format!("{n} directories"),
             },
-            self.current.display()
+            self.current.shown()
         )
     }
 }
@@ -120,9 +122,9 @@ impl Default for ScanOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     /// `cause` is in the message itself (not a `source`, which callers would print again).
-    #[error("cannot scan {}: {cause}; check the path and its permissions", path.display())]
+    #[error("cannot scan {}: {cause}; check the path and its permissions", path.shown())]
     Access { path: PathBuf, cause: io::Error },
-    #[error("{} is {what}; imgchain only reads regular image files and directories, and never opens devices", path.display())]
+    #[error("{} is {what}; imgchain only reads regular image files and directories, and never opens devices", path.shown())]
     NotAFile { path: PathBuf, what: &'static str },
 }
 
@@ -206,6 +208,8 @@ struct Scanner<'a> {
     walked: HashSet<FileId>,
     /// Images whose merge journal the walk met: a merge of them was cut short.
     journals: Vec<PathBuf>,
+    /// The scanned directories, resolved: a directory link is followed only into them.
+    roots: Vec<PathBuf>,
 }
 
 /// Where the journal of a merge of `image` lives: `.NAME.imgchain-merge` beside it.
@@ -218,6 +222,12 @@ pub fn merge_journal(image: &Path) -> PathBuf {
 }
 
 const MERGE_JOURNAL: &str = ".imgchain-merge";
+
+/// What kernel filesystem the directory `path` is on, if it is one of them.
+fn pseudo_dir(path: &Path) -> Option<&'static str> {
+    let st = rustix::fs::statfs(path).ok()?;
+    file::pseudo_filesystem(st.f_type as i64)
+}
 
 /// Describes a non-regular file for messages.
 fn kind_of(md: &Metadata) -> &'static str {
@@ -263,14 +273,6 @@ fn resolve(overlay: &Path, raw: &OsStr) -> PathBuf {
     }
 }
 
-/// A read-write open succeeds on the same file. Opens and closes; never reads or writes.
-fn writable(path: &Path, expect: FileId) -> bool {
-    rustix::fs::access(path, Access::WRITE_OK).is_ok()
-        && file::open(path, OpenMode::ReadWrite)
-            .and_then(file::identity)
-            .is_ok_and(|i| i == expect)
-}
-
 /// What probing one file found.
 enum Inspected {
     /// A walked file that is not an image.
@@ -295,30 +297,35 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
         .as_deref()
         .is_some_and(|e| opts.raw_extensions.iter().any(|r| r == e));
     let counts = explicit || raw_named || format_named.is_some();
-    let file = match file::open(path, OpenMode::ReadOnly).map(File::from) {
-        Ok(f) => f,
-        Err(e) => {
-            if !counts {
-                return Inspected::NotImage;
-            }
-            let md = std::fs::metadata(path).ok();
-            if let Some(md) = md.as_ref().filter(|m| !m.is_file()) {
-                return Inspected::Special(kind_of(md));
-            }
-            let mut node = Node::new(path.to_path_buf());
-            node.ident = md.as_ref().map(FileId::of);
-            node.file_size = md.as_ref().map(|m| m.len());
-            node.problems.push(Problem::unreadable(path, &e));
-            return Inspected::Image(Box::new(node));
+    let unreadable = |e: io::Error, looked: Option<&file::Looked>| {
+        if !counts {
+            return Inspected::NotImage;
         }
+        let mut node = Node::new(path.to_path_buf());
+        node.ident = looked.map(file::Looked::ident);
+        node.file_size = looked.map(|l| l.stat.st_size as u64);
+        node.problems.push(Problem::unreadable(path, &e));
+        Inspected::Image(Box::new(node))
+    };
+    let looked = match file::look(path) {
+        Ok(l) => l,
+        Err(e) => return unreadable(e, None),
+    };
+    if let Some(what) = looked.special {
+        return if counts {
+            Inspected::Special(what)
+        } else {
+            Inspected::NotImage
+        };
+    }
+    let file = match looked.open(OpenMode::ReadOnly).map(File::from) {
+        Ok(f) => f,
+        Err(e) => return unreadable(e, Some(&looked)),
     };
     let md = match file.metadata() {
         Ok(m) => m,
         Err(e) => return Inspected::Skip(format!("cannot stat: {e}")),
     };
-    if !md.is_file() {
-        return Inspected::Special(kind_of(&md));
-    }
     let probed = match file::read_header(&file, md.len()) {
         Ok(p) => p,
         Err(_) if !counts => return Inspected::NotImage,
@@ -329,6 +336,11 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
     node.file_size = Some(md.len());
     node.allocated = Some(md.blocks() * 512);
     node.modified = md.modified().ok();
+    node.owner = Some(file::Owner {
+        uid: md.uid(),
+        gid: md.gid(),
+        mode: md.mode() & 0o7777,
+    });
     match probed {
         Ok(p) => {
             if p.format == Format::Raw {
@@ -363,7 +375,7 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
     // shown as not in use: nothing else would be able to lock it either.
     node.foreign = crate::image::lock::probe(file.as_fd()).unwrap_or_default();
     drop(file);
-    node.writable = writable(path, FileId::of(&md));
+    node.writable = looked.writable();
     Inspected::Image(Box::new(node))
 }
 
@@ -377,6 +389,7 @@ impl<'a> Scanner<'a> {
             by_path: HashMap::new(),
             walked: HashSet::new(),
             journals: Vec::new(),
+            roots: Vec::new(),
         };
         for p in paths {
             let abs = std::path::absolute(p).map_err(|cause| ScanError::Access {
@@ -388,6 +401,9 @@ impl<'a> Scanner<'a> {
                 cause,
             })?;
             if md.is_dir() {
+                if let Ok(real) = std::fs::canonicalize(&abs) {
+                    s.roots.push(real);
+                }
                 s.walk(abs, &md);
             } else if md.is_file() {
                 s.add_file(&abs, true)
@@ -503,6 +519,15 @@ impl Scanner<'_> {
                         continue;
                     }
                     match std::fs::metadata(&path) {
+                        Ok(m) if m.is_dir() && !self.inside_roots(&path) => {
+                            self.skip(
+                                path,
+                                "a link to a directory outside the scanned paths: name its \
+                                 target as a path to scan it"
+                                    .into(),
+                            );
+                            continue;
+                        }
                         Ok(m) => m,
                         Err(e) => {
                             self.skip(path, format!("broken symlink: {e}"));
@@ -528,7 +553,18 @@ impl Scanner<'_> {
                     continue;
                 };
                 if md.is_dir() {
-                    if depth < self.opts.max_depth && self.walked.insert(FileId::of(&md)) {
+                    if let Some(what) = pseudo_dir(&path) {
+                        self.skip(path, format!("{what}: never walked"));
+                    } else if depth >= self.opts.max_depth {
+                        self.skip(
+                            path,
+                            format!(
+                                "deeper than scan.max_depth ({}) below the scanned path: raise \
+                                 it or name this directory to scan it",
+                                self.opts.max_depth
+                            ),
+                        );
+                    } else if self.walked.insert(FileId::of(&md)) {
                         stack.push((path, depth + 1));
                     }
                 } else if md.is_file() {
@@ -542,6 +578,11 @@ impl Scanner<'_> {
             all.extend(files);
         }
         self.add_walked(&all);
+    }
+
+    /// Whether the directory `path` names lies under one of the scanned paths.
+    fn inside_roots(&self, path: &Path) -> bool {
+        std::fs::canonicalize(path).is_ok_and(|real| self.roots.iter().any(|r| real.starts_with(r)))
     }
 
     fn skip(&mut self, path: PathBuf, reason: String) {

@@ -1,4 +1,5 @@
-//! Creating images through imago (used by the demo and the benchmarks; tests use qemu-img).
+//! Creating images through imago: by name for the demo and the benchmarks (tests use
+//! qemu-img), and through an open file for the overlays operations create.
 
 use std::io;
 use std::path::Path;
@@ -37,9 +38,20 @@ impl NewImage<'_> {
     }
 }
 
-/// Creates (or truncates and recreates) an image at `path`.
+/// Creates (or truncates and recreates) an image at `path`. Only for paths imgchain made
+/// itself: it follows symlinks. Operations use [`create_in`].
 pub fn create(path: &Path, new: &NewImage<'_>) -> io::Result<()> {
     let storage = File::create_open(StorageCreateOptions::new().filename(path).overwrite(true))?;
+    create_on(storage, new)
+}
+
+/// Writes a new image into `file`, an empty regular file open read-write. The file is never
+/// reopened by a name, so nothing can swap it for another between its creation and this write.
+pub fn create_in(file: &std::fs::File, new: &NewImage<'_>) -> io::Result<()> {
+    create_on(File::try_from(file.try_clone()?)?, new)
+}
+
+fn create_on(storage: File, new: &NewImage<'_>) -> io::Result<()> {
     match new.format {
         Format::Qcow2 => {
             let mut b = Qcow2::<File>::create_builder(storage)

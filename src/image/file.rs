@@ -29,18 +29,118 @@ impl fmt::Display for OpenMode {
     }
 }
 
-/// Opens `path` in `mode` with the flags every image open uses.
+/// Opens `path` in `mode` with the flags every image open uses, only if it is a regular file
+/// on a real filesystem (see [`look`]).
 pub fn open(path: &Path, mode: OpenMode) -> io::Result<OwnedFd> {
-    let access = match mode {
-        OpenMode::ReadOnly => OFlags::RDONLY,
-        OpenMode::ReadWrite => OFlags::RDWR,
+    look(path)?.open(mode)
+}
+
+/// What a name leads to, seen through an `O_PATH` fd: nothing is read and the open has no
+/// side effect, so a FIFO, a device or a `/proc` file named in a header is never opened.
+#[derive(Debug)]
+pub struct Looked {
+    fd: OwnedFd,
+    pub stat: rustix::fs::Stat,
+    /// Why it is no file to open: `None` for a regular file on a real filesystem.
+    pub special: Option<&'static str>,
+}
+
+/// Looks at `path` (following symlinks) through an `O_PATH` fd.
+pub fn look(path: &Path) -> io::Result<Looked> {
+    let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, FileMode::empty())?;
+    let stat = rustix::fs::fstat(&fd)?;
+    let special = match special_kind(stat.st_mode) {
+        Some(kind) => Some(kind),
+        None => pseudo_filesystem(rustix::fs::fstatfs(&fd)?.f_type as i64),
     };
-    let flags = access | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    Ok(rustix::fs::open(path, flags, FileMode::empty())?)
+    Ok(Looked { fd, stat, special })
+}
+
+impl Looked {
+    /// Opens the very file it looked at, in `mode`; an error for anything but a regular file
+    /// on a real filesystem.
+    pub fn open(&self, mode: OpenMode) -> io::Result<OwnedFd> {
+        if let Some(what) = self.special {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("is {what}, not an image file"),
+            ));
+        }
+        let access = match mode {
+            OpenMode::ReadOnly => OFlags::RDONLY,
+            OpenMode::ReadWrite => OFlags::RDWR,
+        };
+        let flags = access | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        Ok(rustix::fs::open(self.fd_path(), flags, FileMode::empty())?)
+    }
+
+    /// Whether this process may write the file (permissions, a read-only mount, the immutable
+    /// flag), asked of the kernel without opening it.
+    pub fn writable(&self) -> bool {
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            self.fd_path(),
+            rustix::fs::Access::WRITE_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .is_ok()
+    }
+
+    /// Its identity.
+    pub fn ident(&self) -> FileId {
+        FileId {
+            dev: self.stat.st_dev,
+            ino: self.stat.st_ino,
+        }
+    }
+
+    fn fd_path(&self) -> String {
+        format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+        )
+    }
+}
+
+/// What a file of this `st_mode` is, when it is not a regular file.
+pub fn special_kind(st_mode: u32) -> Option<&'static str> {
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a directory"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::Socket => Some("a socket"),
+        _ => Some("not a regular file"),
+    }
+}
+
+/// The kernel's own filesystems, whose files are interfaces, not data: a name leading there
+/// is never opened nor walked.
+pub fn pseudo_filesystem(magic: i64) -> Option<&'static str> {
+    Some(match magic {
+        0x9fa0 => "a file of /proc",
+        0x6265_6572 => "a file of /sys",
+        0x1cd1 => "a terminal (devpts)",
+        0x6462_6720 => "a file of debugfs",
+        0x7472_6163 => "a file of tracefs",
+        0x7363_6673 => "a file of securityfs",
+        0x0027_e0eb | 0x6367_7270 => "a file of a cgroup filesystem",
+        0xcafe_4a11 => "a file of bpffs",
+        0x6265_6570 => "a file of configfs",
+        0xde5e_81e4 => "a file of efivarfs",
+        0x6165_676c => "a file of pstore",
+        0xf97c_ff8c => "a file of selinuxfs",
+        0x6573_5543 => "a file of fusectl",
+        _ => return None,
+    })
 }
 
 /// A file's identity, `(st_dev, st_ino)`: two names are the same file when their ids are equal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
@@ -73,6 +173,43 @@ impl FileId {
 impl fmt::Display for FileId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "device {:#x} inode {}", self.dev, self.ino)
+    }
+}
+
+/// Who owns a file and its permission bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    /// The permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+impl Owner {
+    /// The owner of the open file `fd`.
+    pub fn of_fd(fd: impl AsFd) -> io::Result<Owner> {
+        let st = rustix::fs::fstat(fd)?;
+        Ok(Owner {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+        })
+    }
+
+    /// The owner of the file `path` names, which must be the file `expect` (opened `O_PATH`,
+    /// so nothing is read and no open has side effects).
+    pub fn of_path(path: &Path, expect: FileId) -> io::Result<Owner> {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, FileMode::empty())?;
+        if FileId::of_fd(&fd)? != expect {
+            return Err(io::Error::other("the path now names another file"));
+        }
+        Owner::of_fd(&fd)
+    }
+
+    /// The mode of an overlay on an image with these bits: its owner reads and writes it, and
+    /// group and others get no more than they have on the image.
+    pub fn overlay_mode(&self) -> u32 {
+        (self.mode & 0o066) | 0o600
     }
 }
 

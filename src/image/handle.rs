@@ -25,6 +25,7 @@ use super::file::{self, FileId, OpenMode};
 use super::ordered::Ordered;
 use super::probe::{self, Format};
 use crate::image::lock::{Access, ImageLock, LockError};
+use crate::text::Names;
 
 /// The lock bytes an open in `mode` holds.
 fn access(mode: OpenMode) -> Access {
@@ -64,7 +65,7 @@ impl fmt::Display for ReopenStep {
 /// Opening an image failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot open {} {mode}: {source}", path.display())]
+    #[error("cannot open {} {mode}: {source}", path.shown())]
     Io {
         path: PathBuf,
         mode: OpenMode,
@@ -77,7 +78,7 @@ pub enum OpenError {
 
 /// A reopen failed; the handle is exactly as it was before.
 #[derive(Debug, thiserror::Error)]
-#[error("could not reopen {} {to}: {step} failed: {detail}; it stays {from}", path.display())]
+#[error("could not reopen {} {to}: {step} failed: {detail}; it stays {from}", path.shown())]
 pub struct ReopenError {
     pub path: PathBuf,
     pub from: OpenMode,

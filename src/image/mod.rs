@@ -6,6 +6,7 @@ pub mod handle;
 pub mod header;
 pub mod lock;
 pub mod map;
+pub mod newfile;
 pub mod ordered;
 pub mod probe;
 pub mod snapshots;

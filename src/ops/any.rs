@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::scope::{self, Scope};
 use super::{Event, Operation, Progress, Refusal, Report};
 use super::{delete, live, merge, rebase, repair, snapshot, space};
+use crate::text::Names;
 
 /// What the user asks of one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,7 +178,7 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
                         "is missing, and no image under the scanned paths could be it; open \
                          imgchain on the directory that holds it, or point {} at it with \
                          imgchain rebase -u",
-                        ask.image().display()
+                        ask.image().shown()
                     ),
                 });
             };

@@ -17,6 +17,7 @@ use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, guards};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::{self, FileId, OpenMode};
 use crate::image::lock::{Access, ImageLock, LockError};
+use crate::text::Names;
 
 /// What the user asks for.
 #[derive(Clone, Debug)]
@@ -267,7 +268,7 @@ impl Report for Outcome {
     fn summary(&self) -> String {
         let names = |v: &[PathBuf]| {
             v.iter()
-                .map(|p| p.display().to_string())
+                .map(|p| p.shown().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -287,11 +288,11 @@ impl Report for Outcome {
             s.push_str(&format!(
                 " Could not delete {}: {e}. Still there: {} (every one of them still has its \
                  backing file).",
-                path.display(),
+                path.shown(),
                 names(&left)
             ));
         } else if let Some(b) = &self.plan.backing {
-            s.push_str(&format!(" {} has one overlay fewer.", b.display()));
+            s.push_str(&format!(" {} has one overlay fewer.", b.shown()));
         }
         if !self.plan.aliases.is_empty() {
             s.push_str(&format!(

@@ -6,6 +6,7 @@ use std::io;
 use imago::ShallowMapping;
 
 use crate::image::handle::Handle;
+use crate::text::Names;
 
 /// What one stretch of the guest disk is, seen from the top down to (not including) the base.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub fn next_extent(layers: &[Handle], offset: u64, max: u64) -> io::Result<(Exte
         if l == 0 && !matches!(mapping, ShallowMapping::Eof { .. }) {
             return Err(io::Error::other(format!(
                 "empty mapping at offset {offset} of {}",
-                layer.path().display()
+                layer.path().shown()
             )));
         }
         match mapping {
@@ -42,7 +43,7 @@ pub fn next_extent(layers: &[Handle], offset: u64, max: u64) -> io::Result<(Exte
             _ => {
                 return Err(io::Error::other(format!(
                     "unknown kind of mapping at offset {offset} of {}",
-                    layer.path().display()
+                    layer.path().shown()
                 )));
             }
         }

@@ -13,6 +13,7 @@ use crate::forest::{Forest, KeepRoReason, Mode, Node, NodeId};
 use crate::image::handle::Handle;
 use crate::image::lock::{Access, LockError};
 use crate::image::probe::Format;
+use crate::text::Names;
 
 /// Every node built on `id`, at any distance.
 pub fn descendants(forest: &Forest, id: NodeId) -> Vec<NodeId> {
@@ -181,7 +182,7 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
             path: n.path.clone(),
             what: format!(
                 "has the dirty bit set (not closed cleanly); repair it first with qemu-img check -r all {}",
-                n.path.display()
+                n.path.shown()
             ),
         });
     }
@@ -251,7 +252,37 @@ pub fn v2_room(handle: &Handle, img: &PlanImage, bytes: u64) -> Result<(), Refus
              file, and this operation may need up to {need}: a new refcount block cannot be \
              added crash-safely without the v3 dirty bit; convert it first with qemu-img amend \
              -f qcow2 -o compat=1.1 {}",
-            img.path.display()
+            img.path.shown()
         ),
     })
+}
+
+/// Every layer of `id`'s chain, `id` included, names a backing file imgchain opened: a missing
+/// layer, or a `json:`/protocol name imgchain does not follow, would read as zeroes (exit 1).
+pub fn whole_chain(forest: &Forest, id: NodeId, op: super::OpKind) -> Result<(), Refusal> {
+    for layer in std::iter::once(id).chain(forest.chain(id)) {
+        let n = forest.node(layer);
+        if let Some(b) = n.backing.as_ref().filter(|b| b.node.is_none()) {
+            let name = b.raw.to_string_lossy();
+            let why = if n
+                .problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::ProtocolBacking)
+            {
+                format!("names \"{name}\", which QEMU parses as a protocol or json: name")
+            } else {
+                format!("names {}, which cannot be opened", b.resolved.shown())
+            };
+            return Err(Refusal::BrokenChain {
+                top: forest.node(id).path.clone(),
+                op,
+                message: format!(
+                    "the layer {} {why}; every layer must be read to keep what the guest sees \
+                     (qemu-img refuses too: Could not open backing file); repair the chain first",
+                    n.path.shown()
+                ),
+            });
+        }
+    }
+    Ok(())
 }

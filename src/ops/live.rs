@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use super::{OpKind, Phase, Progress, Refusal, Report, guards, rebase, snapshot};
 use crate::forest::{Forest, NodeId};
 use crate::image::lock::{Holder, Manager, owner};
+use crate::text::Names;
 
 /// What the QEMU is asked to do.
 #[derive(Clone, Debug)]
@@ -52,7 +53,7 @@ pub enum Via {
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Via::Qmp(p) => write!(f, "QMP at {}", p.display()),
+            Via::Qmp(p) => write!(f, "QMP at {}", p.shown()),
             Via::Libvirt { uri, domain } => write!(f, "libvirt: virsh -c {uri}, domain {domain}"),
         }
     }
@@ -71,6 +72,8 @@ pub struct LivePlan {
     pub via: Via,
     /// How the holder is named (`web03 (QEMU VM, pid 4242, writing)`).
     pub holder: String,
+    /// The holder's pid: it must still be a QEMU writing the VM's image when the run starts.
+    pub pid: u32,
     /// The job's speed limit in bytes per second; 0: none.
     pub speed: u64,
 }
@@ -208,6 +211,7 @@ pub fn plan(forest: &Forest, top: NodeId, force: bool) -> Result<LivePlan, Refus
         target: forest.node(base).path.clone(),
         via,
         holder: h.to_string(),
+        pid: h.pid,
         speed: 0,
     })
 }
@@ -285,6 +289,7 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
         target: base_path,
         via,
         holder: h.to_string(),
+        pid: h.pid,
         speed: 0,
     })
 }
@@ -301,10 +306,11 @@ pub fn plan_snapshot(forest: &Forest, req: &snapshot::Request) -> Result<LivePla
         format!(
             "snapshot-create-as {d} --disk-only --atomic --no-metadata --diskspec \
              TARGET,file={}",
-            new.display()
+            new.shown()
         )
     })?;
     let holder = h.to_string();
+    let pid = h.pid;
     let plan = snapshot::plan_for(forest, req, true)?;
     Ok(LivePlan {
         top: n.path.clone(),
@@ -312,6 +318,7 @@ pub fn plan_snapshot(forest: &Forest, req: &snapshot::Request) -> Result<LivePla
         kind: LiveKind::Snapshot(Box::new(plan)),
         via,
         holder,
+        pid,
         speed: 0,
     })
 }
@@ -325,9 +332,24 @@ struct Qmp {
 }
 
 impl Qmp {
-    fn connect(socket: &Path) -> Result<Qmp, String> {
+    /// Connects to `socket`, which must be served by process `pid` and owned by its user.
+    fn connect(socket: &Path, pid: u32) -> Result<Qmp, String> {
         let s = UnixStream::connect(socket)
-            .map_err(|e| format!("cannot connect to the QMP socket {}: {e}", socket.display()))?;
+            .map_err(|e| format!("cannot connect to the QMP socket {}: {e}", socket.shown()))?;
+        let peer = rustix::net::sockopt::socket_peercred(&s)
+            .map_err(|e| format!("cannot tell who serves {}: {e}", socket.shown()))?;
+        let owner = std::fs::metadata(socket).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        });
+        if peer.pid.as_raw_nonzero().get() as u32 != pid || owner.ok() != Some(peer.uid.as_raw()) {
+            return Err(format!(
+                "the QMP socket {} is not served by pid {pid} under its own user (served by pid \
+                 {}), so imgchain does not use it",
+                socket.shown(),
+                peer.pid.as_raw_nonzero()
+            ));
+        }
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
         let writer = s.try_clone().map_err(|e| e.to_string())?;
@@ -338,17 +360,21 @@ impl Qmp {
         };
         let greeting = q.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(format!("{} does not speak QMP", socket.display()));
+            return Err(format!("{} does not speak QMP", socket.shown()));
         }
         q.execute("qmp_capabilities", json!({}))?;
         Ok(q)
     }
 
+    /// Reads one message: a line of at most [`QMP_LINE_MAX`] bytes.
     fn read(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
+        let mut line = Vec::new();
+        match std::io::Read::take(&mut self.reader, QMP_LINE_MAX).read_until(b'\n', &mut line) {
             Ok(0) => Err("the QEMU process closed its QMP socket".into()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("bad QMP reply: {e}")),
+            Ok(n) if n as u64 == QMP_LINE_MAX && !line.ends_with(b"\n") => {
+                Err("the QMP peer sent a line longer than 1 MiB; imgchain stops listening".into())
+            }
+            Ok(_) => serde_json::from_slice(&line).map_err(|e| format!("bad QMP reply: {e}")),
             Err(e) => Err(format!("no answer on the QMP socket: {e}")),
         }
     }
@@ -357,7 +383,7 @@ impl Qmp {
     fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, String> {
         let msg = json!({"execute": command, "arguments": arguments});
         writeln!(self.writer, "{msg}").map_err(|e| format!("cannot send {command}: {e}"))?;
-        loop {
+        for _ in 0..QMP_EVENTS_MAX {
             let v = self.read()?;
             if let Some(event) = v.get("event").and_then(Value::as_str) {
                 if event == "BLOCK_JOB_ERROR" {
@@ -373,8 +399,15 @@ impl Qmp {
             }
             return Ok(v.get("return").cloned().unwrap_or(Value::Null));
         }
+        Err(format!(
+            "{command}: no answer among {QMP_EVENTS_MAX} messages from the QMP peer"
+        ))
     }
 }
+
+/// The longest QMP line imgchain reads, and how many events it reads waiting for one answer.
+const QMP_LINE_MAX: u64 = 1 << 20;
+const QMP_EVENTS_MAX: usize = 10_000;
 
 /// The file name of a block node: QEMU's `file`, or, for a node opened from options (a
 /// snapshot's overlay, added without its backing file), the `json:{...}` name's own file.
@@ -422,6 +455,7 @@ pub fn run(
         })
     };
     report(Phase::Open, 0, 0);
+    verify_holder(plan)?;
     match &plan.via {
         Via::Qmp(socket) => run_qmp(plan, socket, cancel, &mut report),
         Via::Libvirt { uri, domain } => {
@@ -429,6 +463,56 @@ pub fn run(
             run_virsh(plan, &v, cancel, &mut report)
         }
     }
+}
+
+/// The holder must be a real QEMU writing the image the VM writes, and a libvirt domain's
+/// pid must be the holder's, before anything is asked of it (ARCHITECTURE.md §8).
+fn verify_holder(plan: &LivePlan) -> Result<(), Refusal> {
+    let refuse = |what: String| Refusal::Untrusted {
+        path: plan.top.clone(),
+        what: format!(
+            "is held by {}, which imgchain does not trust to do a live {}: {what}",
+            plan.holder,
+            plan.op()
+        ),
+    };
+    let active = match &plan.kind {
+        LiveKind::Merge { active, .. } => active,
+        _ => &plan.top,
+    };
+    let id = crate::image::file::FileId::of_path(active)
+        .ok_or_else(|| refuse(format!("{} cannot be looked at", active.shown())))?;
+    crate::image::lock::holders::verify_qemu(plan.pid, id).map_err(refuse)?;
+    if let Via::Libvirt { uri, domain } = &plan.via {
+        let pid = libvirt_pid(uri, domain).ok_or_else(|| {
+            refuse(format!(
+                "libvirt has no running domain named {}",
+                domain.shown()
+            ))
+        })?;
+        if pid != plan.pid {
+            return Err(refuse(format!(
+                "libvirt's domain {} runs as pid {pid}, not {}",
+                domain.shown(),
+                plan.pid
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The pid libvirt recorded for a running domain (`/run/libvirt/qemu/NAME.pid`).
+fn libvirt_pid(uri: &str, domain: &str) -> Option<u32> {
+    if domain.contains('/') || domain.starts_with('.') {
+        return None;
+    }
+    let dir = if uri.ends_with("/system") {
+        PathBuf::from("/run/libvirt/qemu")
+    } else {
+        PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("libvirt/qemu/run")
+    };
+    let text = std::fs::read_to_string(dir.join(format!("{domain}.pid"))).ok()?;
+    text.trim().parse().ok()
 }
 
 /// Reports a phase with bytes done and in all.
@@ -455,7 +539,7 @@ fn run_qmp(
         what,
     };
     let op = plan.op();
-    let mut q = Qmp::connect(socket).map_err(failed)?;
+    let mut q = Qmp::connect(socket, plan.pid).map_err(failed)?;
     let nodes = q
         .execute("query-named-block-nodes", json!({}))
         .map_err(failed)?;
@@ -463,7 +547,7 @@ fn run_qmp(
         node_of(&nodes, path).ok_or_else(|| {
             failed(format!(
                 "the QEMU holding it has no block node for {}: it does not run on that chain",
-                path.display()
+                path.shown()
             ))
         })
     };
@@ -475,7 +559,7 @@ fn run_qmp(
         LiveKind::Snapshot(s) => {
             report(Phase::Create, 0, 0);
             snapshot::create_in_place(s)
-                .map_err(|e| failed(format!("cannot create {}: {e}", plan.target.display())))?;
+                .map_err(|e| failed(format!("cannot create {}: {e}", plan.target.shown())))?;
             report(Phase::Relink, 0, 0);
             outcome.error = switch_to_overlay(&mut q, &top, &plan.target).err();
             outcome.completed = outcome.error.is_none();
@@ -572,7 +656,7 @@ impl Virsh<'_> {
     /// Runs `virsh -q -c URI COMMAND DOMAIN ARGS...`: its output, or what it printed as error.
     fn run(&self, command: &str, args: &[&str]) -> Result<String, String> {
         let out = std::process::Command::new("virsh")
-            .args(["-q", "-c", self.uri, command, self.domain])
+            .args(["-q", "-c", self.uri, command, "--domain", self.domain])
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
@@ -591,7 +675,7 @@ impl Virsh<'_> {
 
     /// The target (`vda`) of the domain's disk whose active layer is `path`.
     fn target_of(&self, path: &Path) -> Result<String, String> {
-        let want = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let want = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.shown()))?;
         let list = self.run("domblklist", &["--details"])?;
         list.lines()
             .find_map(|l| {
@@ -604,7 +688,7 @@ impl Virsh<'_> {
                 format!(
                     "libvirt lists no disk of {} running on {}",
                     self.domain,
-                    path.display()
+                    path.shown()
                 )
             })
     }
@@ -646,7 +730,7 @@ fn run_virsh(
         LiveKind::Snapshot(s) => {
             report(Phase::Create, 0, 0);
             snapshot::create_in_place(s)
-                .map_err(|e| failed(format!("cannot create {}: {e}", plan.target.display())))?;
+                .map_err(|e| failed(format!("cannot create {}: {e}", plan.target.shown())))?;
             report(Phase::Relink, 0, 0);
             // virsh's option syntax doubles a comma inside a value.
             let spec = format!("{target},file={}", base.replace(',', ",,"));
@@ -762,10 +846,10 @@ fn switch_to_overlay(q: &mut Qmp, top: &str, new: &Path) -> Result<(), String> {
     match switched {
         Ok(_) => Ok(()),
         Err(e) => match std::fs::remove_file(new) {
-            Ok(()) => Err(format!("{e}; {} was removed again", new.display())),
+            Ok(()) => Err(format!("{e}; {} was removed again", new.shown())),
             Err(r) => Err(format!(
                 "{e}; {} could not be removed ({r}): nothing uses it, remove it by hand",
-                new.display()
+                new.shown()
             )),
         },
     }
@@ -784,7 +868,7 @@ impl Report for LiveOutcome {
 
     fn summary(&self) -> String {
         let p = &self.plan;
-        let (top, target) = (p.top.display(), p.target.display());
+        let (top, target) = (p.top.shown(), p.target.shown());
         let copied = crate::units::human_size(self.copied);
         let reason = self.error.as_deref().unwrap_or("QEMU gave no reason");
         match (&p.kind, self.completed, self.cancelled) {
@@ -797,7 +881,7 @@ impl Report for LiveOutcome {
                 "{} merged {copied} of {top} into {target} itself; {} is built on {target} now, \
                  and {top} is no longer part of its chain (delete it once nothing uses it).",
                 p.holder,
-                overlay.display()
+                overlay.shown()
             ),
             (LiveKind::Snapshot(_), true, _) => format!(
                 "{} now writes {target}, a new qcow2 overlay of {top}; {top} is a backing file \
@@ -826,6 +910,29 @@ impl Report for LiveOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_qmp_line_is_cut_at_the_cap() {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        let flood = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 64 << 10];
+            let mut theirs = theirs;
+            for _ in 0..64 {
+                if theirs.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut q = Qmp {
+            writer: ours.try_clone().expect("clone"),
+            reader: BufReader::new(ours),
+            errors: Vec::new(),
+        };
+        let err = q.read().expect_err("a 4 MiB line is refused");
+        assert!(err.contains("longer than 1 MiB"), "{err}");
+        drop(q);
+        let _ = flood.join();
+    }
     use crate::forest::model::{Backing, Node};
     use crate::image::lock::{Foreign, Holder, Perms, owner};
 

@@ -20,7 +20,11 @@ use super::plan_image::PlanImage;
 use super::rebase::{self, backing_name};
 use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, delete, guards};
 use crate::forest::{Forest, KeepRoReason, NodeId};
+use crate::image::file::FileId;
 use crate::image::lock::Access;
+use crate::image::newfile::{self, NewFile};
+use crate::text::Names;
+use rustix::fs::{Mode, OFlags};
 
 /// What the user asks for.
 #[derive(Clone, Debug)]
@@ -67,32 +71,75 @@ pub struct Journal {
     pub overlays: Vec<PathBuf>,
     /// The base holds IMAGE's whole view, on disk.
     pub committed: bool,
+    /// The identities of IMAGE and the base: a journal is only taken for the files it was
+    /// written for.
+    #[serde(default)]
+    pub image_id: Option<FileId>,
+    #[serde(default)]
+    pub base_id: Option<FileId>,
 }
 
 pub use crate::forest::scan::merge_journal as journal_path;
 
-/// The journal of an interrupted merge of `image`, if there is one.
+/// The largest journal imgchain reads; its own are a few hundred bytes per overlay.
+const JOURNAL_MAX: u64 = 1 << 20;
+
+/// The journal of an interrupted merge of `image`, if there is one. It is imgchain's own only
+/// if it is a regular file (never followed through a link, never a FIFO or device), owned by
+/// this user, readable by nobody else, and not larger than [`JOURNAL_MAX`].
 pub fn read_journal(image: &Path) -> io::Result<Option<Journal>> {
-    match std::fs::read(journal_path(image)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    let path = journal_path(image);
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(&path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => return Err(foreign("is a symbolic link")),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if let Some(what) = crate::image::file::special_kind(st.st_mode) {
+        return Err(foreign(&format!("is {what}")));
     }
+    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+        return Err(foreign(&format!(
+            "belongs to uid {} with mode {:o}, not to this user with mode 600",
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    if st.st_size as u64 > JOURNAL_MAX {
+        return Err(foreign(&format!("is {} bytes long", st.st_size)));
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(
+        &mut io::Read::take(std::fs::File::from(fd), JOURNAL_MAX),
+        &mut bytes,
+    )?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Writes the journal atomically (a temporary file renamed over it) and syncs its directory.
+fn foreign(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{what}, so it is not a journal imgchain wrote; remove it if no merge is under way"
+        ),
+    )
+}
+
+/// Writes the journal atomically and syncs its directory: a new unnamed file (0600) is written
+/// and synced, linked under a fresh name and renamed over the journal; the result must be that
+/// file.
 fn write_journal(j: &Journal) -> io::Result<()> {
     let path = journal_path(&j.image);
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgchain-merge.")
-        .tempfile_in(dir)?;
-    serde_json::to_writer(tmp.as_file(), j).map_err(io::Error::other)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    let name = path.file_name().unwrap_or_default();
+    let new = NewFile::create(newfile::open_dir(dir)?, name)?;
+    serde_json::to_writer(&new.file, j).map_err(io::Error::other)?;
+    new.file.sync_all()?;
+    new.replace(name)
 }
 
 fn remove_journal(image: &Path) -> io::Result<()> {
@@ -140,6 +187,17 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
     let resumed = journal.is_some();
     let committed = journal.is_some_and(|j| j.committed);
     let overlays: Vec<NodeId> = n.overlays.clone();
+    if let Some(j) = journal {
+        journal_fits(forest, req.image, j)?;
+    } else if overlays.is_empty() {
+        return Err(Refusal::BadTarget {
+            path: n.path.clone(),
+            what: "has no overlays, so there is nothing to merge it into them; it is likely a \
+                   VM's disk: to move its data into its backing file use imgchain commit, to \
+                   remove it use imgchain delete"
+                .into(),
+        });
+    }
     // IMAGE's overlays get new headers and IMAGE goes: none may be protected or held at all.
     for &id in overlays.iter().chain(std::iter::once(&req.image)) {
         let m = forest.node(id);
@@ -211,9 +269,9 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
                 "is larger than {}, whose backing file is larger still: past {}'s end it reads \
                  zeroes now, and would read {}'s data once built on it; merging cannot keep its \
                  disk",
-                n.path.display(),
+                n.path.shown(),
                 n.name(),
-                commit.base.path.display()
+                commit.base.path.shown()
             ),
         });
     }
@@ -221,7 +279,8 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
         .iter()
         .map(|&o| {
             let img = PlanImage::of(forest, o)?;
-            let name = backing_name(&img.path, &commit.base.path);
+            let name = kept_name(forest, o, req.image, &commit.base)
+                .unwrap_or_else(|| backing_name(&img.path, &commit.base.path));
             Ok((img, name))
         })
         .collect::<Result<Vec<_>, Refusal>>()?;
@@ -252,6 +311,8 @@ pub fn run(
         base: plan.base.path.clone(),
         overlays: plan.overlays.iter().map(|(o, _)| o.path.clone()).collect(),
         committed: plan.commit.is_none(),
+        image_id: Some(plan.image.ident),
+        base_id: Some(plan.base.ident),
     };
     if !plan.resumed {
         write_journal(&journal).map_err(journal_error)?;
@@ -359,7 +420,7 @@ impl Report for Outcome {
 
     fn summary(&self) -> String {
         let p = &self.plan;
-        let (image, base) = (p.image.path.display(), p.base.path.display());
+        let (image, base) = (p.image.path.shown(), p.base.path.shown());
         if let Some(c) = &self.commit
             && c.exit_code() != crate::exit::OK
         {
@@ -380,7 +441,7 @@ impl Report for Outcome {
             .relinked
             .iter()
             .filter(|(_, r)| r.is_ok())
-            .map(|(o, _)| o.display().to_string())
+            .map(|(o, _)| o.shown().to_string())
             .collect();
         if !ok.is_empty() {
             s.push_str(&format!(" Now built on {base}: {}.", ok.join(", ")));
@@ -389,7 +450,7 @@ impl Report for Outcome {
             s.push_str(&format!(
                 " Could not re-point {}: {e}. Every overlay reads what it read before; run \
                  imgchain merge {image} again to finish.",
-                o.display()
+                o.shown()
             ));
             return s;
         }
@@ -406,4 +467,48 @@ impl Report for Outcome {
         }
         s
     }
+}
+
+/// The name `overlay` should give the base after a merge of `image`, spelled as its headers
+/// spell it, as a user re-pointing it with qemu-img would: IMAGE's name for the base, seen from
+/// the directory through which the overlay names IMAGE (a relative name stays relative, a
+/// symlinked one symlinked). `None` when that name would not lead to the base.
+fn kept_name(forest: &Forest, overlay: NodeId, image: NodeId, base: &PlanImage) -> Option<String> {
+    let to_image = &forest.node(overlay).backing.as_ref()?.raw;
+    let to_base = &forest.node(image).backing.as_ref()?.raw;
+    let to_base = Path::new(to_base);
+    let name = if to_base.is_absolute() {
+        to_base.to_path_buf()
+    } else {
+        Path::new(to_image)
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(to_base)
+    };
+    let name = crate::forest::model::header_name(name.to_str()?);
+    let dir = forest.node(overlay).path.parent()?;
+    let leads = crate::image::file::FileId::of_path(&dir.join(&name)) == Some(base.ident);
+    leads.then_some(name)
+}
+
+/// A journal is taken only for the merge it was written for: the same IMAGE and base, by
+/// path and identity.
+fn journal_fits(forest: &Forest, image: NodeId, j: &Journal) -> Result<(), Refusal> {
+    let n = forest.node(image);
+    let base = n.backing_node().map(|b| forest.node(b));
+    let fits = j.image == n.path
+        && j.image_id.is_some()
+        && j.image_id == n.ident
+        && base.is_some_and(|b| j.base == b.path && j.base_id.is_some() && j.base_id == b.ident);
+    if fits {
+        return Ok(());
+    }
+    Err(Refusal::Changed {
+        path: journal_path(&n.path),
+        what: format!(
+            "the merge journal was not written for a merge of {} into its backing file as they \
+             are now; if no merge of it is under way, remove the journal and merge again",
+            n.path.shown()
+        ),
+    })
 }

@@ -11,6 +11,7 @@ pub mod any;
 pub mod commit;
 pub mod datapath;
 pub mod delete;
+pub mod dependents;
 pub mod extents;
 pub mod guards;
 pub mod job;
@@ -23,6 +24,7 @@ pub mod repair;
 pub mod scope;
 pub mod snapshot;
 pub mod space;
+pub mod trust;
 pub mod window;
 
 use std::fmt;

@@ -11,6 +11,7 @@
 //! it the new one with the same view.
 
 use crate::ops::datapath::{Tally, kernel_move};
+use crate::text::Names;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,10 +111,11 @@ impl Operation for Rebase {
 /// The backing name to write for `backing` into `image`: the file name when both share a
 /// directory, else the absolute path.
 pub fn backing_name(image: &Path, backing: &Path) -> String {
-    if image.parent() == backing.parent() {
-        crate::forest::model::file_name(backing)
-    } else {
-        backing.display().to_string()
+    match backing.file_name() {
+        Some(name) if image.parent() == backing.parent() => {
+            crate::forest::model::header_name(&name.to_string_lossy())
+        }
+        _ => backing.display().to_string(),
     }
 }
 
@@ -186,10 +188,11 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
                 message: format!(
                     "its backing file {} cannot be read, so what its guest sees cannot be kept; \
                      if the file moved, name the moved file with -u",
-                    b.resolved.display()
+                    b.resolved.shown()
                 ),
             });
         }
+        guards::whole_chain(forest, req.image, kind)?;
         guards::links_name_their_format(forest, &with_chain(forest, req.image))?;
         for &c in &old_chain {
             guards::supported(forest.node(c), Role::Backing)?;
@@ -207,7 +210,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         if guards::descendants(forest, req.image).contains(&b) {
             return Err(bad(
                 &bn.path,
-                format!("is built on {}: the chain would loop", n.path.display()),
+                format!("is built on {}: the chain would loop", n.path.shown()),
             ));
         }
         let fmt = bn
@@ -237,6 +240,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             ));
         }
         guards::links_name_their_format(forest, &new_chain)?;
+        guards::whole_chain(forest, b, kind)?;
         if !safe {
             // A moved chain: the new file stands in for the old one, so it must be as large.
             let want = old_chain
@@ -262,6 +266,15 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             .unwrap_or_else(|| backing_name(&n.path, &bn.path));
         name = Some((written, fmt));
     }
+    // The trust boundary: what lands in IMAGE is readable by IMAGE's owner.
+    let mut involved = with_chain(forest, req.image);
+    involved.extend_from_slice(&new_chain);
+    let sources: Vec<NodeId> = if safe {
+        involved[1..].to_vec()
+    } else {
+        Vec::new()
+    };
+    crate::ops::trust::within_reach(forest, &involved, &[req.image], &sources)?;
     Ok(Plan {
         kind,
         image: PlanImage::of(forest, req.image)?,
@@ -625,7 +638,7 @@ fn zero_range(image: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result
 /// Points the image's header at `name` (or at no backing file), holding a writer's QEMU locks
 /// on the very file the plan saw.
 pub(super) fn relink(image: &PlanImage, name: Option<&(String, Format)>) -> Result<(), String> {
-    let path = image.path.display();
+    let path = image.path.shown();
     let fd = file::open(&image.path, OpenMode::ReadWrite)
         .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
     if file::identity(&fd).map_err(|e| e.to_string())? != image.ident {
@@ -666,8 +679,8 @@ impl Report for Outcome {
 
     fn summary(&self) -> String {
         let p = &self.plan;
-        let image = p.image.path.display();
-        let old = p.old.first().map(|o| o.path.display().to_string());
+        let image = p.image.path.shown();
+        let old = p.old.first().map(|o| o.path.shown().to_string());
         let target = match &p.name {
             Some((n, f)) => format!("backing file \"{n}\" ({f})"),
             None => "no backing file".into(),

@@ -8,21 +8,22 @@ use crate::exit;
 use crate::forest::KeepRoReason;
 use crate::image::handle::{OpenError, ReopenError};
 use crate::image::lock::LockError;
+use crate::text::Names;
 
 /// Why an operation was refused or could not start. Nothing has been written when one of
 /// these is returned, except [`Refusal::Internal`]. Each has its exit code (ARCHITECTURE.md §5)
 /// and a message that names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("{} has no backing file, so there is nothing to {}", top.display(), op.nothing_to())]
+    #[error("{} has no backing file, so there is nothing to {}", top.shown(), op.nothing_to())]
     NoBacking { top: PathBuf, op: OpKind },
-    #[error("{} cannot {}: {message}", top.display(), op.refused_as())]
+    #[error("{} cannot {}: {message}", top.shown(), op.refused_as())]
     BrokenChain {
         top: PathBuf,
         op: OpKind,
         message: String,
     },
-    #[error("{} is not in the backing chain of {}; name one of its backing images with -b", base.display(), top.display())]
+    #[error("{} is not in the backing chain of {}; name one of its backing images with -b", base.shown(), top.shown())]
     BaseNotInChain { top: PathBuf, base: PathBuf },
     #[error("{}", keep_ro_message(path, *reason, protected_by.as_ref()))]
     KeepReadOnly {
@@ -34,10 +35,10 @@ pub enum Refusal {
     /// Another process holds what the commit needs (QEMU's lock message and the holder).
     #[error(transparent)]
     InUse(LockError),
-    #[error("{} has other overlays that would see their disk change: {}; commit with --force only if they are disposable", base.display(), list(others))]
+    #[error("{} has other overlays that would see their disk change: {}; commit with --force only if they are disposable", base.shown(), list(others))]
     SharedBase { base: PathBuf, others: Vec<PathBuf> },
     /// Images are built on the one to remove or change, and the request does not cover them.
-    #[error("{} has overlays built on it: {}; {what}", path.display(), list(overlays))]
+    #[error("{} has overlays built on it: {}; {what}", path.shown(), list(overlays))]
     HasOverlays {
         path: PathBuf,
         overlays: Vec<PathBuf>,
@@ -45,14 +46,14 @@ pub enum Refusal {
         what: String,
     },
     /// The file named as the new backing file (or target) cannot serve: `what` says why.
-    #[error("{} {what}", path.display())]
+    #[error("{} {what}", path.shown())]
     BadTarget { path: PathBuf, what: String },
     /// The image is held by a process imgchain cannot ask to do the job: `what` says who and
     /// what to run instead.
-    #[error("{} {what}", path.display())]
+    #[error("{} {what}", path.shown())]
     HeldElsewhere { path: PathBuf, what: String },
     /// The image to remove is a disk of a defined libvirt VM, which could no longer start.
-    #[error("{} is disk {target} of the libvirt VM {domain} (defined in {}); removing it leaves that VM unable to start: detach it first (virsh detach-disk {domain} {target} --config), or add --force if the VM is disposable", path.display(), definition.display())]
+    #[error("{} is disk {target} of the libvirt VM {domain} (defined in {}); removing it leaves that VM unable to start: detach it first (virsh detach-disk {domain} {target} --config), or add --force if the VM is disposable", path.shown(), definition.shown())]
     VmDisk {
         path: PathBuf,
         domain: String,
@@ -60,17 +61,17 @@ pub enum Refusal {
         definition: PathBuf,
     },
     /// A live operation could not start through the holder's QMP socket or libvirt.
-    #[error("{}: the live operation could not start: {what}; nothing was changed", path.display())]
+    #[error("{}: the live operation could not start: {what}; nothing was changed", path.shown())]
     Live { path: PathBuf, what: String },
     /// The file to create exists already.
-    #[error("{} exists already; name another file, or remove it first", path.display())]
+    #[error("{} exists already; name another file, or remove it first", path.shown())]
     Exists { path: PathBuf },
     /// `what` ends with what to do about it.
-    #[error("{} {what}", path.display())]
+    #[error("{} {what}", path.shown())]
     Unsupported { path: PathBuf, what: String },
-    #[error("{} may need up to {} on its filesystem, which has only {} free; free some space first, or add --force to try anyway (a run that fills the disk stops with every image consistent)", path.display(), crate::units::human_size(*need), crate::units::human_size(*free))]
+    #[error("{} may need up to {} on its filesystem, which has only {} free; free some space first, or add --force to try anyway (a run that fills the disk stops with every image consistent)", path.shown(), crate::units::human_size(*need), crate::units::human_size(*free))]
     NoSpace { path: PathBuf, need: u64, free: u64 },
-    #[error("{} changed since it was scanned ({what}); scan again and retry", path.display())]
+    #[error("{} changed since it was scanned ({what}); scan again and retry", path.shown())]
     Changed { path: PathBuf, what: String },
     /// The images around the request could not be scanned; `what` names the path it could
     /// not read.
@@ -81,9 +82,12 @@ pub enum Refusal {
     #[error("nothing was written: {0}")]
     ReopenRw(Box<ReopenError>),
     /// A bug stopped the operation: it may have written part of the data.
-    #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", path.display(), path.display())]
+    #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", path.shown(), path.shown())]
     Internal { path: PathBuf, what: String },
-    #[error("cannot read the allocation map of {}: {source}", path.display())]
+    /// The trust boundary (ARCHITECTURE.md §8): a file the images' owners could not touch.
+    #[error("{} {what}", path.shown())]
+    Untrusted { path: PathBuf, what: String },
+    #[error("cannot read the allocation map of {}: {source}", path.shown())]
     Map {
         path: PathBuf,
         #[source]
@@ -94,7 +98,7 @@ pub enum Refusal {
 fn list(paths: &[PathBuf]) -> String {
     paths
         .iter()
-        .map(|p| p.display().to_string())
+        .map(|p| p.shown().to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -103,8 +107,8 @@ fn keep_ro_message(path: &std::path::Path, reason: KeepRoReason, by: Option<&Pat
     let why = match (reason, by) {
         (KeepRoReason::Inherited, Some(o)) => format!(
             "its overlay {} is protected, and writing it would change that overlay's disk; unprotect {} (p in the UI, or drop its --protect/config glob) first",
-            o.display(),
-            o.display()
+            o.shown(),
+            o.shown()
         ),
         (KeepRoReason::Requested, _) => {
             "it is protected (--read-only, --protect, or a config protect glob); drop that to commit into it".to_string()
@@ -116,7 +120,7 @@ fn keep_ro_message(path: &std::path::Path, reason: KeepRoReason, by: Option<&Pat
     };
     format!(
         "{} must stay read-only (keep-RO, {reason}): {why}",
-        path.display()
+        path.shown()
     )
 }
 
@@ -150,6 +154,7 @@ impl Refusal {
             }
             Refusal::Exists { .. } | Refusal::BadTarget { .. } => exit::USAGE,
             Refusal::NoSpace { .. } => exit::NO_SPACE,
+            Refusal::Untrusted { .. } => exit::UNTRUSTED,
             Refusal::Unsupported { .. } => exit::UNSUPPORTED,
             Refusal::BaseNotInChain { .. } => exit::USAGE,
             Refusal::ReopenRw(r) if r.lock.is_some() => exit::IN_USE,
@@ -181,6 +186,7 @@ impl Refusal {
             Refusal::Unsupported { .. } => "unsupported",
             Refusal::Changed { .. } => "changed",
             Refusal::NoSpace { .. } => "no-space",
+            Refusal::Untrusted { .. } => "untrusted",
             Refusal::Scan { .. } => "scan",
             Refusal::Open(_) => "open",
             Refusal::ReopenRw(_) => "reopen-rw",

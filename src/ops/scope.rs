@@ -1,17 +1,20 @@
 //! Where an operation looks for the images its guards must know about (ARCHITECTURE.md §3).
 //! The UI and the CLI plan from the same [`discover`], so a narrow or stale view can never
 //! hide another VM's overlay: the directories of the image and of every image in its chain,
-//! plus the directories the user named (`--scan`, the UI's paths).
+//! the directories the user named (`--scan`, the UI's paths), and every place of the
+//! dependents search.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::Refusal;
+use super::dependents::{self, Searched};
 use super::guards::descendants;
 use super::plan_image::PlanImage;
 use crate::forest::{NodeId, Protect, Scan, ScanOptions};
 use crate::image::file::FileId;
+use crate::text::Names;
 
 /// `scan.overlay_dirs`, for the re-check a run makes before its first write.
 static OVERLAY_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -40,46 +43,77 @@ pub struct Discovered {
     pub scan: Scan,
     /// The image's node.
     pub image: NodeId,
+    /// Where images built on it were looked for, and what was found there.
+    pub searched: Vec<Searched>,
 }
 
 /// Scans `image`'s directory and `scope.dirs`, then again with the directory of every image
-/// in its backing chain, and applies `scope.protect`.
+/// in its backing chain and every place the dependents search looks
+/// ([`dependents::places`]), and applies `scope.protect`.
 pub fn discover(image: &Path, scope: &Scope) -> Result<Discovered, Refusal> {
     let failed = |what: String| Refusal::Scan {
         path: image.to_path_buf(),
         what,
     };
-    let lost = || {
-        failed(format!(
-            "{} was not found after scanning it",
-            image.display()
-        ))
-    };
+    let lost = || failed(format!("{} was not found after scanning it", image.shown()));
     let mut paths = vec![image.to_path_buf()];
     paths.extend(image.parent().map(PathBuf::from));
     paths.extend(scope.dirs.iter().cloned());
-    let scan_all = |paths: &[PathBuf]| {
-        let mut scan =
-            crate::forest::scan(paths, &scope.scan).map_err(|e| failed(e.to_string()))?;
+    let scan_all = |paths: &[PathBuf], opts: &ScanOptions| {
+        let mut scan = crate::forest::scan(paths, opts).map_err(|e| failed(e.to_string()))?;
         scope.protect.apply(&mut scan.forest);
         Ok::<_, Refusal>(scan)
     };
-    let found = |scan: &Scan| scan.forest.find(image).ok_or_else(lost);
-    let mut scan = scan_all(&paths)?;
-    let id = found(&scan)?;
-    let chain_dirs: Vec<PathBuf> = scan
-        .forest
-        .chain(id)
-        .filter_map(|c| scan.forest.node(c).path.parent().map(PathBuf::from))
-        .filter(|d| !paths.contains(d))
+    let narrow = ScanOptions {
+        overlay_dirs: Vec::new(),
+        ..scope.scan.clone()
+    };
+    let first = scan_all(&paths, &narrow)?;
+    let id = first.forest.find(image).ok_or_else(lost)?;
+    paths.extend(
+        first
+            .forest
+            .chain(id)
+            .filter_map(|c| first.forest.node(c).path.parent().map(PathBuf::from)),
+    );
+    let mut dirs: Vec<PathBuf> = paths[1..].to_vec();
+    dirs.sort();
+    dirs.dedup();
+    let mut searched: Vec<Searched> = dirs
+        .iter()
+        .map(|d| place("scanned", d))
+        .chain(
+            scope
+                .scan
+                .overlay_dirs
+                .iter()
+                .map(|d| place("overlay_dirs", d)),
+        )
         .collect();
-    if !chain_dirs.is_empty() {
-        paths.extend(chain_dirs);
-        paths.dedup();
-        scan = scan_all(&paths)?;
+    searched.extend(dependents::places(&dirs).map_err(failed)?);
+    let mut opts = scope.scan.clone();
+    opts.overlay_dirs = searched
+        .iter()
+        .filter(|s| s.kind != "scanned")
+        .flat_map(|s| s.paths.iter().cloned())
+        .collect();
+    let scan = scan_all(&paths, &opts)?;
+    let image = scan.forest.find(image).ok_or_else(lost)?;
+    dependents::fill(&mut searched, &scan.forest, image);
+    Ok(Discovered {
+        scan,
+        image,
+        searched,
+    })
+}
+
+fn place(kind: &'static str, dir: &Path) -> Searched {
+    Searched {
+        kind,
+        place: dir.shown().to_string(),
+        paths: vec![dir.to_path_buf()],
+        found: Vec::new(),
     }
-    let image = found(&scan)?;
-    Ok(Discovered { scan, image })
 }
 
 /// The shared-base guard again, right before the first write, on a fresh scan of the
@@ -98,14 +132,18 @@ pub fn recheck_overlays(
         .collect();
     dirs.sort();
     dirs.dedup();
-    let opts = ScanOptions {
-        max_depth: 0,
-        overlay_dirs: OVERLAY_DIRS.lock().map(|d| d.clone()).unwrap_or_default(),
-        ..Default::default()
-    };
     let changed = |what: String| Refusal::Changed {
         path: written.path.clone(),
         what,
+    };
+    let mut overlay_dirs = OVERLAY_DIRS.lock().map(|d| d.clone()).unwrap_or_default();
+    for p in dependents::places(&dirs).map_err(changed)? {
+        overlay_dirs.extend(p.paths);
+    }
+    let opts = ScanOptions {
+        max_depth: 0,
+        overlay_dirs,
+        ..Default::default()
     };
     let scan = crate::forest::scan(&dirs, &opts)
         .map_err(|e| changed(format!("it could not be scanned again: {e}")))?;
@@ -149,8 +187,9 @@ mod tests {
 
     #[test]
     fn the_run_s_recheck_finds_an_overlay_that_appeared_in_an_overlay_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (pool, vms) = (tmp.path().join("pool"), tmp.path().join("vms"));
+        // Apart, so that the search around the pool does not find the other VM's disk.
+        let (tmp, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (pool, vms) = (tmp.path().join("pool"), elsewhere.path().join("vms"));
         std::fs::create_dir_all(&pool).unwrap();
         std::fs::create_dir_all(&vms).unwrap();
         let base = pool.join("base.qcow2");

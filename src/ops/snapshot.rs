@@ -2,10 +2,10 @@
 //! (ARCHITECTURE.md §3). The image itself is never written: from then on it is a backing
 //! file, read-only, and the new overlay takes the writes.
 //!
-//! The overlay is created under a temporary name in its directory, synced, and renamed into
-//! place only if nothing has taken the name meanwhile; the directory is synced last. A crash
-//! leaves either no overlay or a whole one (and at worst a temporary file, never named like an
-//! image).
+//! The overlay is created as an unnamed file in its directory, synced, and linked into place
+//! only if nothing has taken the name meanwhile; the directory is synced last. A crash leaves
+//! either no overlay or a whole one (where the filesystem cannot make unnamed files, at worst a
+//! hidden temporary file, never named like an image).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,10 +16,13 @@ use super::plan_image::PlanImage;
 use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run};
 use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, NodeId};
-use crate::image::create::{NewImage, create};
+use crate::image::create::{NewImage, create_in};
 use crate::image::file::OpenMode;
+use crate::image::file::Owner;
 use crate::image::lock::Access;
+use crate::image::newfile::{self, NewFile};
 use crate::image::probe::Format;
+use crate::text::Names;
 
 /// What the user asks for.
 #[derive(Clone, Debug)]
@@ -168,7 +171,7 @@ pub(super) fn plan_for(forest: &Forest, req: &Request, live: bool) -> Result<Pla
     let new = match &req.new {
         Some(p) => std::path::absolute(p).map_err(|e| Refusal::Scan {
             path: p.clone(),
-            what: format!("cannot resolve the new overlay's path {}: {e}", p.display()),
+            what: format!("cannot resolve the new overlay's path {}: {e}", p.shown()),
         })?,
         None => default_name(&n.path),
     };
@@ -176,7 +179,8 @@ pub(super) fn plan_for(forest: &Forest, req: &Request, live: bool) -> Result<Pla
         return Err(Refusal::Exists { path: new });
     }
     let backing_name = if new.parent() == n.path.parent() {
-        crate::forest::model::file_name(&n.path)
+        let name = n.path.file_name().unwrap_or_default().to_string_lossy();
+        crate::forest::model::header_name(&name)
     } else {
         n.path.display().to_string()
     };
@@ -222,19 +226,17 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
     }
 }
 
-/// Writes the overlay under a temporary name, syncs it, renames it to `plan.new` unless that
-/// name is taken, and syncs the directory.
+/// Writes the overlay into a new unnamed file in its directory, gives it the image's owner
+/// and no wider mode than the image's, syncs it, links it as `plan.new` unless that name is
+/// taken, and syncs the directory. Every step goes through the fds (ARCHITECTURE.md §8).
 pub(super) fn create_in_place(plan: &Plan) -> io::Result<()> {
     let dir = plan.new.parent().unwrap_or(Path::new("/"));
-    let name = crate::forest::model::file_name(&plan.new);
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".imgchain-tmp")
-        // As qemu-img creates images: 0666 less the umask, not a temporary file's 0600.
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)?;
-    create(
-        tmp.path(),
+    let name = plan.new.file_name().unwrap_or_default();
+    let owner = Owner::of_path(&plan.image.path, plan.image.ident)?;
+    let new = NewFile::create(newfile::open_dir(dir)?, name)?;
+    new.set_owner(&owner, owner.overlay_mode())?;
+    create_in(
+        &new.file,
         &NewImage {
             format: Format::Qcow2,
             virtual_size: plan.image.virtual_size,
@@ -242,15 +244,8 @@ pub(super) fn create_in_place(plan: &Plan) -> io::Result<()> {
             cluster_size: plan.cluster_size,
         },
     )?;
-    tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(&plan.new).map_err(|e| {
-        if e.error.kind() == io::ErrorKind::AlreadyExists {
-            io::Error::new(io::ErrorKind::AlreadyExists, "the name exists already")
-        } else {
-            e.error
-        }
-    })?;
-    std::fs::File::open(dir)?.sync_all()
+    new.file.sync_all()?;
+    new.link(name)
 }
 
 impl Report for Outcome {
@@ -268,8 +263,8 @@ impl Report for Outcome {
                 "Created {}: a qcow2 overlay of {} (backing name \"{}\", format {}; {} virtual, \
                  {} clusters). {} is a backing image now (RO): point the VM at {}, since \
                  writing {} would change the overlay's disk.",
-                p.new.display(),
-                p.image.path.display(),
+                p.new.shown(),
+                p.image.path.shown(),
                 p.backing_name,
                 p.image.format,
                 crate::units::human_size(p.image.virtual_size),
@@ -280,9 +275,9 @@ impl Report for Outcome {
             ),
             Err(e) => format!(
                 "Could not create {}: {e}. Nothing was named {}; {} is unchanged.",
-                p.new.display(),
+                p.new.shown(),
                 crate::forest::model::file_name(&p.new),
-                p.image.path.display()
+                p.image.path.shown()
             ),
         }
     }

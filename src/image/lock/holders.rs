@@ -44,7 +44,8 @@ impl fmt::Display for Holder {
             owner::Manager::StorageDaemon if self.owner.name.is_some() => "qemu-storage-daemon, ",
             _ => "",
         };
-        write!(f, "{} ({what}pid {}, {how})", self.label(), self.pid)
+        let label = crate::text::escape(self.label());
+        write!(f, "{label} ({what}pid {}, {how})", self.pid)
     }
 }
 
@@ -195,6 +196,58 @@ pub fn parse_fdinfo_locks(text: &str) -> Foreign {
         }
     }
     f
+}
+
+/// Whether process `pid` is a QEMU imgchain may ask to work on an image (ARCHITECTURE.md §8):
+/// its program is a QEMU binary owned by root and writable by nobody else, and it holds the
+/// file `writes` open for writing. A command line can claim anything; these cannot be faked
+/// by a user who can only read the image.
+pub fn verify_qemu(pid: u32, writes: FileId) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = format!("/proc/{pid}/exe");
+    let program = std::fs::read_link(&exe)
+        .map_err(|e| format!("cannot tell which program pid {pid} runs: {e}"))?;
+    let name = program.file_name().unwrap_or_default().to_string_lossy();
+    let name = name.trim_end_matches(" (deleted)");
+    let shown = crate::text::escape_bytes(program.as_os_str().as_encoded_bytes()).into_owned();
+    if !(name.starts_with("qemu-system-") || name == "qemu-kvm" || name == "qemu-storage-daemon") {
+        return Err(format!(
+            "pid {pid} runs {shown}, which is not a QEMU program"
+        ));
+    }
+    let md = std::fs::metadata(&exe).map_err(|e| format!("cannot stat {shown}: {e}"))?;
+    if md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "pid {pid} runs {shown}, which is not owned by root and protected from other users"
+        ));
+    }
+    if writes_file(pid, writes) {
+        Ok(())
+    } else {
+        Err(format!(
+            "pid {pid} does not have the image open for writing"
+        ))
+    }
+}
+
+/// Whether process `pid` has the file `id` open for writing (`/proc/<pid>/fdinfo` flags).
+fn writes_file(pid: u32, id: FileId) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok).any(|fd| {
+        let same = std::fs::metadata(fd.path()).is_ok_and(|m| FileId::of(&m) == id);
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ));
+        same && info.is_ok_and(|i| {
+            i.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                .is_some_and(|flags| matches!(flags & 0o3, 1 | 2))
+        })
+    })
 }
 
 #[cfg(test)]

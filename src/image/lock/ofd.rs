@@ -12,6 +12,7 @@ use nix::libc;
 use super::super::file::FileId;
 use super::holders::{Holder, holders};
 use super::model::{Access, Foreign, PERM_BASE, PERM_BITS, SHARED_BASE, perm_name};
+use crate::text::Names;
 
 fn flock(kind: libc::c_int, start: u64, len: u64) -> libc::flock {
     // SAFETY: flock is a plain C struct for which all-zero bytes are a valid value.
@@ -73,7 +74,7 @@ pub enum LockError {
         /// take it (someone refuses to share it).
         shared: bool,
     },
-    #[error("cannot lock {}: {source}; the file system may not support OFD locks", path.display())]
+    #[error("cannot lock {}: {source}; the file system may not support OFD locks", path.shown())]
     Io {
         path: PathBuf,
         #[source]
@@ -91,7 +92,7 @@ fn in_use_message(path: &Path, holder: Option<&Holder>, perm: &str, shared: bool
         "Failed to get {shared}\"{perm}\" lock\nIs another process using the image [{}]? {who}. \
          Shut the VM (or tool) down first, or commit while it runs through QEMU itself \
          (virsh blockcommit, or QMP block-commit)",
-        path.display()
+        path.shown()
     )
 }
 

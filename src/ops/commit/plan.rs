@@ -17,6 +17,7 @@ use crate::ops::extents::measure;
 use crate::ops::guards::{self, Role};
 use crate::ops::scope::{self, Scope};
 use crate::ops::{OpKind, PlanImage, Refusal};
+use crate::text::Names;
 
 /// What to commit.
 #[derive(Clone, Debug)]
@@ -90,7 +91,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             .unwrap_or_else(|| {
                 format!(
                     "its backing file {} is not an image imgchain can open",
-                    backing.path.display()
+                    backing.path.shown()
                 )
             });
         return Err(Refusal::BrokenChain {
@@ -124,11 +125,11 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             message: format!(
                 "the backing file of {} cannot be opened ({}), and a commit needs it to keep \
                  what the base's guests see",
-                broken.path.display(),
+                broken.path.shown(),
                 broken
                     .backing
                     .as_ref()
-                    .map_or(String::new(), |b| b.path.display().to_string())
+                    .map_or(String::new(), |b| b.path.shown().to_string())
             ),
         });
     }
@@ -137,6 +138,16 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     let mut written: Vec<NodeId> = between.to_vec();
     written.push(base_id);
     guards::writable(forest, &written)?;
+    // The trust boundary (never lifted by --force): the base is a file the images' owners
+    // could write themselves, and the data moved into it one its owner could read.
+    let mut whole: Vec<NodeId> = vec![req.top];
+    whole.extend_from_slice(between);
+    whole.push(base_id);
+    whole.extend_from_slice(&below);
+    let sources: Vec<NodeId> = std::iter::once(req.top)
+        .chain(between.iter().copied())
+        .collect();
+    crate::ops::trust::within_reach(forest, &whole, &written, &sources)?;
     if !keep_top {
         guards::openable_rw(forest, req.top)?;
     }
@@ -168,10 +179,6 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     for &b in &below {
         guards::supported(forest.node(b), Role::Backing)?;
     }
-    let mut whole: Vec<NodeId> = vec![req.top];
-    whole.extend_from_slice(between);
-    whole.push(base_id);
-    whole.extend_from_slice(&below);
     guards::links_name_their_format(forest, &whole)?;
 
     let top_img = PlanImage::of(forest, req.top)?;
@@ -193,7 +200,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
                  rewrites its header and L1 table, and v2 has no dirty bit to keep that safe \
                  from a crash; convert it first with qemu-img amend -f qcow2 -o compat=1.1 {}",
                 top_img.virtual_size,
-                base_img.path.display()
+                base_img.path.shown()
             ),
         });
     }

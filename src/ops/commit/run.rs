@@ -34,6 +34,7 @@ use crate::ops::datapath::{Tally, kernel_move};
 use crate::ops::extents::{Extent, measure, next_extent, own_ranges};
 use crate::ops::window::RwWindow;
 use crate::ops::{OpKind, Phase, Progress, Refusal};
+use crate::text::Names;
 use crate::units::human_size;
 
 /// How often progress is reported during the copy (at least 5 Hz).
@@ -44,7 +45,7 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 pub enum CopyError {
     #[error("cancelled")]
     Cancelled,
-    #[error("{op} {} at offset {offset}: {source}", path.display())]
+    #[error("{op} {} at offset {offset}: {source}", path.shown())]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -106,8 +107,8 @@ impl Outcome {
 
     /// One paragraph for people: what happened to the data, the base and the top.
     pub fn summary(&self) -> String {
-        let base = self.plan.base.path.display();
-        let top = self.plan.top.path.display();
+        let base = self.plan.base.path.shown();
+        let top = self.plan.top.path.shown();
         let mut s = String::new();
         if self.cancel_too_late {
             s.push_str("Too late to cancel: the copy had finished, so the commit was completed. ");
@@ -528,7 +529,7 @@ fn empty(top: &mut Handle) -> Result<(), String> {
         if dirty {
             format!(
                 "{e}; it is marked dirty: repair it with qemu-img check -r all {}",
-                path.display()
+                path.shown()
             )
         } else {
             e.to_string()

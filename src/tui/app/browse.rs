@@ -10,6 +10,7 @@ use crate::actions::Action;
 use crate::forest::query::{self, Filter, Sort};
 use crate::forest::scan::Scan;
 use crate::forest::{Forest, NodeId, Protect, Row};
+use crate::text::Names;
 
 /// What the forest pane shows and where the cursor is.
 pub struct Browse {
@@ -128,7 +129,7 @@ impl Browse {
             .filter_map(|r| path.strip_prefix(r).ok())
             .filter(|p| !p.as_os_str().is_empty())
             .min_by_key(|p| p.as_os_str().len())
-            .map_or_else(|| path.display().to_string(), |p| p.display().to_string())
+            .map_or_else(|| path.shown().to_string(), |p| p.shown().to_string())
     }
 
     /// The node under the cursor.
@@ -452,7 +453,7 @@ impl Browse {
         self.columns = Columns::of(&self.forest);
         Some(format!(
             "{} {} until quit",
-            path.display(),
+            path.shown(),
             if now_requested {
                 "unprotected"
             } else {

@@ -29,6 +29,7 @@ use crate::image::snapshots::InternalSnapshot;
 use crate::ops::any::{AnyPlan, Ask, Finished};
 use crate::ops::commit::{Commit, Outcome, Plan, Proposal};
 use crate::ops::{self, Event, Refusal};
+use crate::text::Names;
 pub use browse::Browse;
 pub use dialog::{OpPopup, PlanPopup, Popup};
 pub use jobs::{Job, Jobs};
@@ -727,9 +728,9 @@ impl App {
                 match dialog {
                     Some(Action::Confirm) => {
                         self.browse.unprotect(&path);
-                        self.status = format!("{} unprotected until quit", path.display());
+                        self.status = format!("{} unprotected until quit", path.shown());
                     }
-                    Some(_) => self.status = format!("{} stays protected ({rule})", path.display()),
+                    Some(_) => self.status = format!("{} stays protected ({rule})", path.shown()),
                     None => self.popup = Some(Popup::ConfirmUnprotect { path, rule }),
                 }
                 Vec::new()

@@ -10,6 +10,7 @@ use crate::actions::Action;
 use crate::forest::Mode;
 use crate::forest::diag::Severity;
 use crate::output::{human_size, in_use_text};
+use crate::text::Names;
 use crate::tui::app::App;
 
 use super::forest::badge;
@@ -57,10 +58,10 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let dir = n
         .path
         .parent()
-        .map_or_else(String::new, |d| d.display().to_string());
+        .map_or_else(String::new, |d| d.shown().to_string());
     let mut lines = vec![kv("image", n.name()), kv("in", dir)];
     for a in &n.aliases {
-        lines.push(kv("also", a.display().to_string()));
+        lines.push(kv("also", a.shown().to_string()));
     }
     // Problems come first: at 80×24 they are what must be in sight.
     for p in &n.problems {
@@ -186,7 +187,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     match &n.backing {
         None => lines.push(kv("backing", "none (a base image)".into())),
         Some(b) => {
-            lines.push(kv("backing", format!("\"{}\"", b.raw.to_string_lossy())));
+            lines.push(kv("backing", format!("\"{}\"", b.raw.shown())));
             lines.push(kv(
                 "  →",
                 format!(
@@ -237,25 +238,25 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             "vm disk",
             format!(
                 "{} of {} (libvirt, {})",
-                d.target,
-                d.domain,
-                d.definition.display()
+                d.target.shown(),
+                d.domain.shown(),
+                d.definition.shown()
             ),
         ));
     }
     for h in &n.holders {
         lines.push(kv("  holder", h.to_string()));
         if let Some(q) = &h.owner.qmp {
-            lines.push(kv("  qmp", q.display().to_string()));
+            lines.push(kv("  qmp", q.shown().to_string()));
         }
-        lines.push(kv("  command", h.command.clone()));
+        lines.push(kv("  command", h.command.shown().to_string()));
     }
     if !n.overlays.is_empty() {
         lines.push(kv("overlays", String::new()));
         for &o in &n.overlays {
             lines.push(Line::from(format!(
                 "  {}",
-                app.browse.forest.node(o).path.display()
+                app.browse.forest.node(o).path.shown()
             )));
         }
     }

@@ -11,6 +11,7 @@ use crate::actions::Action;
 use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::live::LiveKind;
 use crate::output::human_size;
+use crate::text::Names;
 use crate::tui::app::SHARED_KEY;
 use crate::tui::app::{App, OpPopup, PlanPopup};
 
@@ -71,12 +72,12 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         lines.push(Line::from(Span::styled(n.clone(), t.in_use)));
         lines.push(Line::from(""));
     }
-    lines.push(kv("top", p.top.display().to_string()));
+    lines.push(kv("top", p.top.shown().to_string()));
     lines.push(kv(
         "into",
         p.base
             .as_ref()
-            .map_or("(no backing file)".into(), |b| b.display().to_string()),
+            .map_or("(no backing file)".into(), |b| b.shown().to_string()),
     ));
     let k = |a| app.keymap.keys_of(a);
     // A dialog with nothing to confirm: its text, then how to close it.
@@ -139,7 +140,7 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         for m in &plan.intermediates {
             lines.push(kv(
                 "through",
-                format!("{} (keeps its data; reads differently)", m.path.display()),
+                format!("{} (keeps its data; reads differently)", m.path.shown()),
             ));
         }
         lines.push(kv(
@@ -191,7 +192,7 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
             t.problem,
         )));
         for o in &p.shared_with {
-            lines.push(Line::from(format!("  {}", o.display())));
+            lines.push(Line::from(format!("  {}", o.shown())));
         }
         lines.push(Line::from(Span::styled(
             format!(
@@ -251,7 +252,7 @@ pub fn confirm_unprotect(
         "{} is keep-RO because of {rule}.\nUnprotect it until you quit? imgchain may then \
          write it (commit or merge into it), which changes the disk of every image built on \
          it. The rule itself is not changed.",
-        path.display()
+        path.shown()
     );
     let hint = format!(
         "{} unprotect   {} keep it protected",
@@ -317,7 +318,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), bold), Span::raw(v)]);
     let k = |a| app.keymap.keys_of(a);
     let title = format!(" {} ", p.name());
-    let mut lines = vec![kv("image", p.ask.image().display().to_string())];
+    let mut lines = vec![kv("image", p.ask.image().shown().to_string())];
     let mut keys = vec![format!("{} cancel", k(Action::Close))];
     if p.pending {
         lines.push(Line::from(""));
@@ -395,7 +396,7 @@ fn describe(
     let name = crate::forest::model::file_name;
     match plan {
         AnyPlan::Snapshot(s) => {
-            lines.push(kv("new", s.new.display().to_string()));
+            lines.push(kv("new", s.new.shown().to_string()));
             lines.push(kv(
                 "backing",
                 format!(
@@ -417,21 +418,21 @@ fn describe(
             lines.push(Line::from(""));
             lines.push(Line::from("Deletes, in this order:"));
             for i in &d.images {
-                lines.push(Line::from(format!("  {}", i.path.display())));
+                lines.push(Line::from(format!("  {}", i.path.shown())));
             }
             if let Some(b) = &d.backing {
-                lines.push(kv("then", format!("{} has one overlay fewer", b.display())));
+                lines.push(kv("then", format!("{} has one overlay fewer", b.shown())));
             }
             for a in &d.aliases {
-                lines.push(kv("dangling", format!("{} (a symlink to it)", a.display())));
+                lines.push(kv("dangling", format!("{} (a symlink to it)", a.shown())));
             }
         }
         AnyPlan::Rebase(r) => {
             lines.push(kv(
                 "now on",
-                r.old.first().map_or("(its backing file)".into(), |o| {
-                    o.path.display().to_string()
-                }),
+                r.old
+                    .first()
+                    .map_or("(its backing file)".into(), |o| o.path.shown().to_string()),
             ));
             lines.push(kv(
                 "then on",
@@ -448,7 +449,7 @@ fn describe(
             )));
         }
         AnyPlan::Repair(r) => {
-            lines.push(kv("missing", r.missing.display().to_string()));
+            lines.push(kv("missing", r.missing.shown().to_string()));
             lines.push(Line::from(""));
             lines.push(Line::from("Files that could be it:"));
             for (i, (c, m)) in r.candidates.iter().enumerate() {
@@ -456,7 +457,7 @@ fn describe(
                     "{} {}) {} ({})",
                     if i == r.pick { "→" } else { " " },
                     i + 1,
-                    c.display(),
+                    c.shown(),
                     m.describe()
                 )));
             }
@@ -473,7 +474,7 @@ fn describe(
             } else {
                 "into"
             };
-            lines.push(kv(into, l.target.display().to_string()));
+            lines.push(kv(into, l.target.shown().to_string()));
             lines.push(kv("done by", l.holder.clone()));
             lines.push(kv("through", l.via.to_string()));
             lines.push(Line::from(""));
@@ -495,7 +496,7 @@ fn describe(
             }));
         }
         AnyPlan::Merge(m) => {
-            lines.push(kv("into", m.base.path.display().to_string()));
+            lines.push(kv("into", m.base.path.shown().to_string()));
             if m.resumed {
                 lines.push(kv("finishing", "a merge that was cut short".into()));
             }
@@ -507,7 +508,7 @@ fn describe(
                 name(&m.base.path)
             )));
             for (o, _) in &m.overlays {
-                lines.push(Line::from(format!("  {}", o.path.display())));
+                lines.push(Line::from(format!("  {}", o.path.shown())));
             }
             lines.push(Line::from(format!(
                 "and {} is deleted. No overlay's disk changes at any step.",
