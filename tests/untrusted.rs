@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -231,7 +231,7 @@ fn a_scan_never_opens_fifos_or_proc_files_and_never_walks_into_proc() {
     std::os::unix::fs::symlink("/proc", dir.join("proc-link")).expect("symlink");
     // A writer blocks on the FIFO until somebody opens it for reading.
     let mut writer = Command::new("sh")
-        .args(["-c", "echo x > pipe && touch opened"])
+        .args(["-c", "exec 3>pipe; touch opened"])
         .current_dir(&dir)
         .spawn()
         .expect("writer");
@@ -608,4 +608,110 @@ fn a_fake_qemu_holding_the_image_is_not_believed() {
         refused_in(t.path(), &a, 18, &["not a QEMU program"]);
     }
     drop(held);
+}
+
+#[test]
+fn names_with_a_colon_and_symlinked_names_are_written_as_qemu_needs_them() {
+    if !have("qemu-img") {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    create(d, "./b:0.qcow2", "qcow2", "4M", None, &[]);
+    qemu_io(&d.join("b:0.qcow2"), "write -P 0x11 0 1M");
+    // snapshot: the new overlay names its base in the ./ form.
+    let out = imgchain(&[
+        "snapshot",
+        arg(&d.join("b:0.qcow2")),
+        arg(&d.join("m:1.qcow2")),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(common::backing_of(&d.join("m:1.qcow2")).0, "./b:0.qcow2");
+    qemu_io(&d.join("m:1.qcow2"), "write -P 0x22 1M 1M");
+    // Reached through a symlinked directory, as the top names it.
+    std::os::unix::fs::symlink(d, t.path().join("link")).expect("symlink");
+    let top = create(
+        d,
+        "top.qcow2",
+        "qcow2",
+        "4M",
+        Some(("link/m:1.qcow2", "qcow2")),
+        &[],
+    );
+    qemu_io(&top, "write -P 0x33 2M 1M");
+    let before = tempdir();
+    common::run(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&top)
+            .arg(before.path().join("view.raw")),
+    );
+    let out = imgchain(&["merge", arg(&d.join("m:1.qcow2"))]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(common::backing_of(&top).0, "link/b:0.qcow2");
+    common::qemu_check(&top);
+    common::run(
+        Command::new("qemu-img")
+            .args(["compare", "-U", "-F", "raw"])
+            .arg(&top)
+            .arg(before.path().join("view.raw")),
+    );
+    // rebase keeps the name the user gives, as qemu-img does.
+    let out = imgchain(&["rebase", "-u", "-b", "./b:0.qcow2", arg(&top)]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(common::backing_of(&top).0, "./b:0.qcow2");
+    common::qemu_check(&top);
+}
+
+#[test]
+fn a_name_flipping_between_a_file_and_a_fifo_link_is_never_opened_as_the_fifo() {
+    if !have("qemu-img") || !have("mkfifo") {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    create(d, "real.qcow2", "qcow2", "1M", None, &[]);
+    common::run(Command::new("mkfifo").arg(d.join("pipe")));
+    common::run(
+        Command::new("qemu-img")
+            .current_dir(d)
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-u",
+                "-F",
+                "qcow2",
+                "-b",
+                "flip.qcow2",
+            ])
+            .args(["over.qcow2", "1M"]),
+    );
+    // The tenant flips flip.qcow2 between the image and a link to the FIFO, as fast as it can;
+    // a writer waits on the FIFO and leaves a mark once somebody opens it for reading.
+    let script = format!(
+        "cd {} || exit 1; (exec 3>pipe; touch opened) & \
+         while [ ! -e stop ]; do ln -sf real.qcow2 flip.qcow2; ln -sf pipe flip.qcow2; done",
+        arg(d)
+    );
+    let mut flipper = Command::new("sh")
+        .args(["-c", &script])
+        .spawn()
+        .expect("flipper");
+    for _ in 0..150 {
+        let _ = imgchain(&["tree", "--json", arg(&d.join("over.qcow2"))]);
+    }
+    std::fs::write(d.join("stop"), b"").expect("stop");
+    let _ = flipper.wait();
+    std::thread::sleep(Duration::from_millis(100));
+    let opened = d.join("opened").exists();
+    // Release the writer if it is still waiting.
+    if !opened {
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(d.join("pipe"));
+    }
+    assert!(!opened, "a scan opened the FIFO behind a flipping name");
 }

@@ -480,6 +480,7 @@ fn kept_name(forest: &Forest, overlay: NodeId, image: NodeId, base: &PlanImage) 
     let name = if to_base.is_absolute() {
         to_base.to_path_buf()
     } else {
+        let to_base = to_base.strip_prefix(".").unwrap_or(to_base);
         Path::new(to_image)
             .parent()
             .unwrap_or(Path::new(""))
