@@ -135,6 +135,7 @@ fn ui(dir: &Path, total: usize, bin: &str) {
         protect: imgchain::forest::Protect::new(false, &[] as &[&str]).unwrap(),
         keep_top: false,
         snapshot_cluster: 64 << 10,
+        read_only: false,
     });
     a.update(Msg::Resize(250, 70));
     let scan = imgchain::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();

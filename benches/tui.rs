@@ -31,6 +31,7 @@ fn app(roots: Vec<PathBuf>, w: u16, h: u16) -> App {
         protect: Protect::new(false, &[] as &[&str]).unwrap(),
         keep_top: false,
         snapshot_cluster: 64 << 10,
+        read_only: false,
     });
     a.update(Msg::Resize(w, h));
     a

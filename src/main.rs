@@ -1181,6 +1181,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
         protect,
         keep_top: ctx.config.commit.keep_top,
         snapshot_cluster: ctx.config.snapshot.cluster_size.0,
+        read_only: ctx.read_only,
     };
     let report = tui::run(tui::Options {
         settings,

@@ -180,6 +180,7 @@ fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
         protect: imgchain::forest::Protect::new(false, &[] as &[&str]).unwrap(),
         keep_top: false,
         snapshot_cluster: 64 << 10,
+        read_only: false,
     });
     let scan = imgchain::forest::scan(&[dir.to_path_buf()], &Default::default()).unwrap();
     app.update(Msg::Scanned(Box::new(Ok(scan))));

@@ -40,6 +40,7 @@ fn app(name: &str, w: u16, h: u16) -> App {
         protect: Protect::new(false, &spec.protect).unwrap(),
         keep_top: false,
         snapshot_cluster: 64 << 10,
+        read_only: false,
     });
     app.update(Msg::Resize(w, h));
     let opts = imgchain::forest::ScanOptions {
@@ -79,8 +80,17 @@ fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
     rest
 }
 
-/// The free space a plan found depends on the machine; the snapshots show a fixed figure.
+/// The free space a plan found depends on the machine; the snapshots show a fixed figure. So
+/// do the places searched that depend on the machine (running QEMUs, libvirt).
 fn steady_space(app: &mut App) {
+    let searched = match &mut app.popup {
+        Some(Popup::Plan(p)) => Some(&mut p.searched),
+        Some(Popup::Op(p)) => Some(&mut p.searched),
+        _ => None,
+    };
+    if let Some(s) = searched {
+        s.retain(|p| matches!(p.kind, "scanned" | "around" | "overlay_dirs"));
+    }
     let space = match &mut app.popup {
         Some(Popup::Plan(p)) => p.space.as_mut(),
         Some(Popup::Op(p)) => p.space.as_mut(),
@@ -754,6 +764,7 @@ fn a_live_commit_plan_and_its_progress() {
         job,
         plan: Box::new(Ok(AnyPlan::Live(plan))),
         space: None,
+        searched: Vec::new(),
     });
     insta::assert_snapshot!("live_commit_plan", render(&a));
     // At 80x24 the text wraps to more lines; the keys stay in sight.
@@ -984,6 +995,7 @@ fn a_commit_that_cannot_fit_is_refused_with_the_figures() {
         shared_with: Vec::new(),
         bytes: Some(Ok(24 << 20)),
         space: None,
+        searched: Vec::new(),
     };
     a.update(Msg::Planned {
         job,
@@ -1004,6 +1016,7 @@ fn a_long_scan_shows_how_far_it_has_come() {
         protect: Protect::new(false, &[] as &[&str]).unwrap(),
         keep_top: false,
         snapshot_cluster: 64 << 10,
+        read_only: false,
     });
     a.update(Msg::Resize(80, 24));
     a.update(Msg::Scanning(imgchain::forest::ScanCounts {
@@ -1083,4 +1096,18 @@ fn the_orphan_and_kept_filters_at_80x24() {
     key(&mut a, KeyCode::Esc);
     keys(&mut a, "/mode:kro fmt:qcow2");
     insta::assert_snapshot!("filter_mode_fmt", render(&a));
+}
+
+#[test]
+fn read_only_shows_a_banner_and_refuses_every_write_key() {
+    let mut a = app("readonly", 80, 24);
+    a.read_only = true;
+    select(&mut a, "vms/web.qcow2");
+    for k in ['c', 'S', 'M', 'F', 'D', 'L', 'R'] {
+        let fx = key(&mut a, KeyCode::Char(k));
+        assert!(fx.is_empty(), "{k} started {fx:?}");
+        assert!(a.popup.is_none(), "{k} opened a dialog");
+        assert!(a.status.contains("--read-only"), "{k}: {}", a.status);
+    }
+    insta::assert_snapshot!("read_only_80x24", render(&a));
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::dependents::Searched;
 use super::scope::{self, Scope};
 use super::{Event, Operation, Progress, Refusal, Report};
 use super::{delete, live, merge, rebase, repair, snapshot, space};
@@ -112,13 +113,20 @@ impl AnyPlan {
     }
 }
 
-/// Discovers the images around the request's image ([`scope::discover`]) and plans it.
-pub fn plan(ask: &Ask, scope: &Scope) -> Result<AnyPlan, Refusal> {
+/// Discovers the images around the request's image ([`scope::discover`]) and plans it; with
+/// the plan, where images built on its chain were looked for.
+pub fn plan(ask: &Ask, scope: &Scope) -> Result<(AnyPlan, Vec<Searched>), Refusal> {
     let mut scope = scope.clone();
     if let Ask::Rebase { backing, .. } = ask {
         scope.dirs.extend(backing.parent().map(PathBuf::from));
     }
     let found = scope::discover(ask.image(), &scope)?;
+    let plan = plan_in(ask, &found)?;
+    Ok((plan, found.searched))
+}
+
+/// Plans `ask` on the images discovered around it.
+fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
     let forest = &found.scan.forest;
     let image = found.image;
     Ok(match ask {

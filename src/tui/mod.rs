@@ -126,17 +126,18 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
             };
             std::thread::spawn(move || {
                 let force = matches!(ask, any::Ask::Merge { force: true, .. });
-                let (plan, space) = match any::plan(&ask, &scope) {
-                    Ok(p) => match any::space(&p, force) {
-                        Ok(s) => (Ok(p), s),
-                        Err(e) => (Err(e), None),
+                let (plan, space, searched) = match any::plan(&ask, &scope) {
+                    Ok((p, searched)) => match any::space(&p, force) {
+                        Ok(s) => (Ok(p), s, searched),
+                        Err(e) => (Err(e), None, searched),
                     },
-                    Err(e) => (Err(e), None),
+                    Err(e) => (Err(e), None, Vec::new()),
                 };
                 let _ = tx.send(Msg::OpPlanned {
                     job,
                     plan: Box::new(plan),
                     space,
+                    searched,
                 });
             });
         }

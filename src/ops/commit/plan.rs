@@ -272,6 +272,8 @@ pub struct Proposal {
     pub bytes: Option<Result<u64, String>>,
     /// What it writes and frees, and the room there (when measured).
     pub space: Option<crate::ops::space::Space>,
+    /// Where images built on the chain were looked for (empty when not discovered here).
+    pub searched: Vec<crate::ops::dependents::Searched>,
 }
 
 /// Discovers the images around `image` ([`scope::discover`]), plans its commit (into `base`,
@@ -283,7 +285,9 @@ pub fn propose(
     scope: &Scope,
 ) -> Result<Proposal, Refusal> {
     let found = scope::discover(image, scope)?;
-    Ok(propose_in(&found.scan.forest, found.image, base, keep_top))
+    let mut p = propose_in(&found.scan.forest, found.image, base, keep_top);
+    p.searched = found.searched;
+    Ok(p)
 }
 
 /// [`propose`] on a forest already discovered around `top`.
@@ -333,6 +337,7 @@ pub fn propose_in(forest: &Forest, top: NodeId, base: Option<PathBuf>, keep_top:
         shared_with,
         bytes,
         space,
+        searched: Vec::new(),
     }
 }
 

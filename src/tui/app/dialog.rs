@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::ops::Refusal;
 use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::commit::{Plan, Proposal};
+use crate::ops::dependents::Searched;
 use crate::ops::space::Space;
 
 /// A dialog over the forest.
@@ -48,6 +49,8 @@ pub struct PlanPopup {
     pub bytes: Option<Result<u64, String>>,
     /// What the commit writes and frees, and the room there.
     pub space: Option<Space>,
+    /// Where images built on the chain were looked for, and what was found.
+    pub searched: Vec<Searched>,
     pub keep_top: bool,
     /// A guard that refuses the commit, with its exit code.
     pub refusal: Option<(String, u8)>,
@@ -70,6 +73,7 @@ impl PlanPopup {
             plan: None,
             bytes: None,
             space: None,
+            searched: Vec::new(),
             keep_top,
             refusal: None,
             shared_with: Vec::new(),
@@ -88,6 +92,7 @@ impl PlanPopup {
                 self.shared_with = p.shared_with;
                 self.bytes = p.bytes;
                 self.space = p.space;
+                self.searched = p.searched;
                 match p.plan {
                     Ok(plan) => self.plan = Some(plan),
                     Err(e) => self.refusal = Some((e.to_string(), e.exit_code())),
@@ -123,6 +128,8 @@ pub struct OpPopup {
     pub chain: Vec<PathBuf>,
     /// What the run writes and frees (merge, delete).
     pub space: Option<Space>,
+    /// Where images built on the chain were looked for, and what was found.
+    pub searched: Vec<Searched>,
 }
 
 impl OpPopup {
@@ -137,6 +144,7 @@ impl OpPopup {
             confirmed_once: false,
             chain,
             space: None,
+            searched: Vec::new(),
         }
     }
 

@@ -59,6 +59,8 @@ pub enum Msg {
         plan: Box<Result<AnyPlan, Refusal>>,
         /// What it writes and frees (merge, delete).
         space: Option<crate::ops::space::Space>,
+        /// Where images built on its chain were looked for.
+        searched: Vec<crate::ops::dependents::Searched>,
     },
     /// Progress or the end of another running operation.
     Op {
@@ -149,6 +151,8 @@ pub struct App {
     /// The details pane: whether the keys scroll it, how far, and whether it fills the screen.
     pub details: DetailsView,
     pub quit: bool,
+    /// Started with `--read-only`: browsing only.
+    pub read_only: bool,
     keep_top_default: bool,
     /// Cluster size of the overlays `snapshot` makes.
     snapshot_cluster: usize,
@@ -185,6 +189,8 @@ pub struct Settings {
     pub keep_top: bool,
     /// Cluster size of new overlays (`[snapshot] cluster_size`).
     pub snapshot_cluster: usize,
+    /// Started with `--read-only`: browsing only, every write key is refused.
+    pub read_only: bool,
 }
 
 impl App {
@@ -203,6 +209,7 @@ impl App {
             quit: false,
             keep_top_default: s.keep_top,
             snapshot_cluster: s.snapshot_cluster,
+            read_only: s.read_only,
             announce_scan: true,
             status_seen: (String::new(), 0),
             leftover: None,
@@ -303,12 +310,18 @@ impl App {
                 Vec::new()
             }
             Msg::Commit { job, event } => self.on_commit(job, event),
-            Msg::OpPlanned { job, plan, space } => {
+            Msg::OpPlanned {
+                job,
+                plan,
+                space,
+                searched,
+            } => {
                 if let Some(Popup::Op(p)) = &mut self.popup
                     && p.job == job
                 {
                     p.fill(*plan);
                     p.space = space;
+                    p.searched = searched;
                 }
                 Vec::new()
             }
@@ -1092,6 +1105,20 @@ impl App {
                 Some(_) => self.popup = Some(Popup::ConfirmQuit),
                 None => self.quit = true,
             },
+            Action::Commit
+            | Action::Snapshot
+            | Action::Merge
+            | Action::Flatten
+            | Action::Rebase
+            | Action::Delete
+            | Action::Repair
+            | Action::Live
+                if self.read_only =>
+            {
+                self.status = "read-only: imgchain was started with --read-only, so nothing on \
+                               disk changes; quit and start it without --read-only to write"
+                    .into();
+            }
             Action::Commit => return self.plan_commit(),
             Action::Snapshot
             | Action::Merge

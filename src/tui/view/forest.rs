@@ -131,6 +131,11 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     } else {
         format!(" Forest — {} images ", app.browse.forest.nodes.len())
     };
+    let title = if app.read_only {
+        format!("{title}— READ-ONLY ")
+    } else {
+        title
+    };
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(t.border)

@@ -18,6 +18,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .title(" Job ");
     let Some(job) = &app.jobs.running else {
         let k = |a| app.keymap.keys_of(a);
+        if app.read_only {
+            let hint = format!(
+                "READ-ONLY (--read-only): browsing only, nothing on disk changes.  {} filter  \
+                 {} details  {} all keys",
+                k(Action::Filter),
+                k(Action::Details),
+                k(Action::Help)
+            );
+            frame.render_widget(Paragraph::new(hint).style(t.keep_ro), area);
+            return;
+        }
         let hint = format!(
             "Idle.  {} commit  {} snapshot  {} merge  {} flatten  {} delete  {} all keys",
             k(Action::Commit),

@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use super::centered;
 use crate::actions::Action;
 use crate::ops::any::{AnyPlan, Ask};
+use crate::ops::dependents::Searched;
 use crate::ops::live::LiveKind;
 use crate::output::human_size;
 use crate::text::Names;
@@ -158,6 +159,7 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         if let Some(sp) = &p.space {
             lines.push(kv("space", sp.describe()));
         }
+        searched_line(&p.searched, &mut lines, &kv);
         if let Some(g) = plan.grow_to {
             lines.push(kv(
                 "grow base",
@@ -348,6 +350,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             lines.push(Line::from(""));
             lines.push(kv("space", sp.describe()));
         }
+        searched_line(&p.searched, &mut lines, &kv);
         keys.insert(
             0,
             format!(
@@ -385,6 +388,20 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(keys.join("   "), t.dim)));
     dialog(app, title, lines, p.refusal.is_some(), frame, area);
+}
+
+/// Where images built on the plan's chain were looked for, and what was found (nothing when
+/// the plan was not discovered here).
+fn searched_line(
+    searched: &[Searched],
+    lines: &mut Vec<Line<'static>>,
+    kv: &dyn Fn(&str, String) -> Line<'static>,
+) {
+    if !searched.is_empty() {
+        let text = crate::output::searched_text(searched);
+        let text = text.trim_start_matches("Looked for other images built on this chain in: ");
+        lines.push(kv("looked in", text.to_string()));
+    }
 }
 
 /// What a plan will do, line by line.
