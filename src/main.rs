@@ -720,18 +720,27 @@ fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
             left += 1;
             continue;
         }
-        for (i, (c, m)) in fix.candidates.iter().enumerate() {
+        for (i, c) in fix.candidates.iter().enumerate() {
             println!(
                 "  {}) {} ({})",
                 i + 1,
-                forest.node(*c).path.shown(),
-                m.describe()
+                forest.node(c.id).path.shown(),
+                c.describe()
             );
         }
+        let sure = fix.candidates.first().is_some_and(|c| c.sure());
         let chosen = if a.dry_run {
             None
-        } else if a.yes {
+        } else if a.yes && sure {
             Some(0)
+        } else if a.yes {
+            println!(
+                "  --yes applies only a file with the missing file's name and size that no VM \
+                 uses and nothing else is built on; none is, so nothing was changed: choose one \
+                 on a terminal, or name it with imgchain rebase -u -b FILE {}",
+                image.quoted()
+            );
+            None
         } else if interactive {
             ask_choice(fix.candidates.len())?
         } else {
@@ -744,7 +753,7 @@ fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
         };
         let req = Request {
             image: fix.image,
-            backing: Some(fix.candidates[k].0),
+            backing: Some(fix.candidates[k].id),
             format: None,
             unsafe_names: true,
             name: None,

@@ -115,3 +115,62 @@ fn an_image_with_no_candidate_is_left_alone() {
     let out = imgchain_ok(&["repair", arg(&d.join("other.qcow2"))]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("No image"));
 }
+
+/// An Ubuntu overlay whose base `debian-11.qcow2` is gone, beside six other images of the same
+/// size: `--yes` picks none of them (none has the missing name), and every one is listed.
+#[test]
+fn yes_never_picks_a_file_of_another_name_and_nothing_is_left_off_the_list() {
+    if !have("qemu-img") {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    create(d, "debian-11.qcow2", "qcow2", "32M", None, &[]);
+    create(
+        d,
+        "vm/ubuntu.qcow2",
+        "qcow2",
+        "32M",
+        Some(("../debian-11.qcow2", "qcow2")),
+        &[],
+    );
+    let gone = tempdir();
+    std::fs::rename(
+        d.join("debian-11.qcow2"),
+        gone.path().join("debian-11.qcow2"),
+    )
+    .unwrap();
+    for i in 0..6 {
+        create(d, &format!("other-{i}.qcow2"), "qcow2", "32M", None, &[]);
+    }
+    let before = snapshot(d);
+    let out = imgchain(&["repair", "--yes", arg(d)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("nothing was changed"), "{text}");
+    for i in 0..6 {
+        assert!(text.contains(&format!("other-{i}.qcow2")), "{text}");
+    }
+    assert!(before == snapshot(d), "repair --yes changed something");
+    // The missing file turns up elsewhere under the scanned paths: it comes first and --yes
+    // applies it.
+    std::fs::create_dir(d.join("moved")).unwrap();
+    std::fs::rename(
+        gone.path().join("debian-11.qcow2"),
+        d.join("moved/debian-11.qcow2"),
+    )
+    .unwrap();
+    let out = imgchain(&["repair", "--yes", arg(d)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("1) ")
+            && text
+                .lines()
+                .any(|l| l.contains("1) ") && l.contains("moved/debian-11.qcow2")),
+        "{text}"
+    );
+    let (name, _) = backing_of(&d.join("vm/ubuntu.qcow2"));
+    assert!(name.ends_with("moved/debian-11.qcow2"), "{name}");
+    qemu_check(&d.join("vm/ubuntu.qcow2"));
+}

@@ -672,6 +672,23 @@ fn chain_operation_dialogs() {
         p.ask,
         imgchain::ops::any::Ask::Repair { pick: 1, .. }
     ));
+    // Digits pick a candidate, k and ↑ go back, j and ↓ on.
+    let pick = |a: &App| match &a.popup {
+        Some(Popup::Op(p)) => match p.ask {
+            imgchain::ops::any::Ask::Repair { pick, .. } => pick,
+            _ => usize::MAX,
+        },
+        _ => usize::MAX,
+    };
+    keys(&mut a, "4");
+    assert_eq!(pick(&a), 3);
+    keys(&mut a, "k");
+    assert_eq!(pick(&a), 2);
+    key(&mut a, KeyCode::Up);
+    assert_eq!(pick(&a), 1);
+    key(&mut a, KeyCode::Down);
+    keys(&mut a, "j");
+    assert_eq!(pick(&a), 3);
     key(&mut a, KeyCode::Esc);
     // A protected template cannot be flattened: the guard shows in the dialog.
     select(&mut a, "vms/win-dev.qcow2");

@@ -93,8 +93,8 @@ pub enum AnyPlan {
 pub struct RepairPlan {
     pub rebase: rebase::Plan,
     pub missing: PathBuf,
-    /// Each candidate's path and why it is offered, best first.
-    pub candidates: Vec<(PathBuf, repair::Match)>,
+    /// Each candidate's path and why it is offered (and what speaks against it), best first.
+    pub candidates: Vec<(PathBuf, String)>,
     pub pick: usize,
 }
 
@@ -179,7 +179,12 @@ fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
                     path: ask.image().clone(),
                     what: "has no missing backing file to repair".into(),
                 })?;
-            let Some(&(candidate, _)) = fix.candidates.get(*pick).or(fix.candidates.first()) else {
+            let Some(candidate) = fix
+                .candidates
+                .get(*pick)
+                .or(fix.candidates.first())
+                .map(|c| c.id)
+            else {
                 return Err(Refusal::BadTarget {
                     path: fix.missing.clone(),
                     what: format!(
@@ -206,7 +211,7 @@ fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
                 candidates: fix
                     .candidates
                     .iter()
-                    .map(|&(c, m)| (forest.node(c).path.clone(), m))
+                    .map(|c| (forest.node(c.id).path.clone(), c.describe()))
                     .collect(),
                 pick: (*pick).min(fix.candidates.len() - 1),
             }))

@@ -1,12 +1,14 @@
 //! Repair: for each image whose backing file is missing, the images of the forest that could
-//! be that file (ARCHITECTURE.md §3), best first: the same name, then the same size and format;
-//! base images before overlays. Applying one is an unsafe rebase (`-u`) onto it, with all
-//! of rebase's guards: a candidate of another virtual size is refused there.
+//! be that file (ARCHITECTURE.md §3), best first: those nothing speaks against before those
+//! a VM uses, other images are built on or another user owns; then the same name, then the
+//! same size and format; base images before overlays. Applying one is an unsafe rebase (`-u`)
+//! onto it, with all of rebase's guards: a candidate of another virtual size is refused there.
 
 use std::path::PathBuf;
 
 use super::guards;
 use crate::forest::diag::ProblemKind;
+use crate::forest::model::{Backing, Node};
 use crate::forest::{Forest, NodeId};
 
 /// Why an image is offered as the missing backing file.
@@ -31,17 +33,41 @@ impl Match {
     }
 }
 
-/// A missing backing file and what could stand in for it, best first.
+/// An image that could be the missing backing file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: NodeId,
+    pub how: Match,
+    /// Evidence against it (a VM uses it, other images are built on it, another user owns
+    /// it): such a candidate is never offered as the equal of one without.
+    pub caveat: Option<String>,
+}
+
+impl Candidate {
+    /// Why it is offered, and what speaks against it.
+    pub fn describe(&self) -> String {
+        match &self.caveat {
+            None => self.how.describe().to_string(),
+            Some(c) => format!("{}; but {c}", self.how.describe()),
+        }
+    }
+
+    /// Whether `repair --yes` may apply it: it has the missing file's name and size, and
+    /// nothing speaks against it.
+    pub fn sure(&self) -> bool {
+        self.how == Match::SameNameAndSize && self.caveat.is_none()
+    }
+}
+
+/// A missing backing file and what could stand in for it, best first: every candidate, none
+/// left out.
 #[derive(Clone, Debug)]
 pub struct Fix {
     pub image: NodeId,
     /// The path the header's backing name resolves to.
     pub missing: PathBuf,
-    pub candidates: Vec<(NodeId, Match)>,
+    pub candidates: Vec<Candidate>,
 }
-
-/// At most this many candidates per image.
-const MOST: usize = 5;
 
 /// Every image of `forest` with a missing backing file, with its candidates.
 pub fn find(forest: &Forest) -> Vec<Fix> {
@@ -57,39 +83,32 @@ pub fn find(forest: &Forest) -> Vec<Fix> {
             continue;
         }
         let above = guards::descendants(forest, id);
-        let wanted_name = b.path.file_name();
-        let wanted_format = b.format.as_deref();
-        let mut candidates: Vec<(NodeId, Match)> = forest
+        let mut candidates: Vec<Candidate> = forest
             .nodes
             .iter()
             .enumerate()
             .map(|(j, c)| (NodeId(j), c))
             .filter(|(j, _)| *j != id && !above.contains(j))
             .filter_map(|(j, c)| {
-                let same_size = c.virtual_size.is_some() && c.virtual_size == n.virtual_size;
-                let same_format =
-                    wanted_format.is_none_or(|f| c.format.is_some_and(|cf| cf.as_str() == f));
-                let m = if c.path.file_name() == wanted_name && same_format {
-                    if same_size {
-                        Match::SameNameAndSize
-                    } else {
-                        Match::SameName
-                    }
-                } else if same_size && same_format && wanted_format.is_some() {
-                    Match::SameSizeAndFormat
-                } else {
-                    return None;
-                };
-                Some((j, m))
+                let how = matches(n, b, c)?;
+                let mut caveat = caveat(forest, n, c);
+                if caveat.is_none() && how == Match::SameSizeAndFormat && c.backing.is_some() {
+                    caveat = Some("it is an overlay itself, as a VM's disk is".into());
+                }
+                Some(Candidate { id: j, how, caveat })
             })
             .collect();
         // Within a kind of match, base images (no backing file of their own) come first: a
         // moved base is more likely one than some VM's overlay is.
-        candidates.sort_by_key(|&(c, m)| {
-            let n = forest.node(c);
-            (m, n.backing.is_some(), n.path.clone())
+        candidates.sort_by_key(|c| {
+            let n = forest.node(c.id);
+            (
+                c.caveat.is_some(),
+                c.how,
+                n.backing.is_some(),
+                n.path.clone(),
+            )
         });
-        candidates.truncate(MOST);
         fixes.push(Fix {
             image: id,
             missing: b.path.clone(),
@@ -97,4 +116,54 @@ pub fn find(forest: &Forest) -> Vec<Fix> {
         });
     }
     fixes
+}
+
+/// How `c` matches the backing file `b` of `n` names, if at all.
+fn matches(n: &Node, b: &Backing, c: &Node) -> Option<Match> {
+    let wanted_format = b.format.as_deref();
+    let same_size = c.virtual_size.is_some() && c.virtual_size == n.virtual_size;
+    let same_format = wanted_format.is_none_or(|f| c.format.is_some_and(|cf| cf.as_str() == f));
+    if c.path.file_name() == b.path.file_name() && same_format {
+        Some(if same_size {
+            Match::SameNameAndSize
+        } else {
+            Match::SameName
+        })
+    } else if same_size && same_format && wanted_format.is_some() {
+        Some(Match::SameSizeAndFormat)
+    } else {
+        None
+    }
+}
+
+/// What speaks against `c` being what `n` was built on: a base holds no VM's running disk,
+/// nothing else built on it (the broken image would be its only overlay), and belongs to the
+/// same user as the image built on it.
+fn caveat(forest: &Forest, n: &Node, c: &Node) -> Option<String> {
+    if let Some(h) = c.holders.first() {
+        return Some(format!("it is in use by {h}"));
+    }
+    if c.in_use() {
+        return Some("it is in use by another process".into());
+    }
+    if let Some(d) = c.vm_disks.first() {
+        return Some(format!(
+            "it is disk {} of the libvirt VM {}",
+            crate::text::escape(&d.target),
+            crate::text::escape(&d.domain)
+        ));
+    }
+    if !c.overlays.is_empty() {
+        return Some(format!(
+            "other images are built on it ({})",
+            forest.node(c.overlays[0]).name()
+        ));
+    }
+    match (n.owner, c.owner) {
+        (Some(a), Some(b)) if a.uid != b.uid => Some(format!(
+            "it belongs to uid {}, the image to uid {}",
+            b.uid, a.uid
+        )),
+        _ => None,
+    }
 }

@@ -859,16 +859,26 @@ impl App {
                     };
                     return self.op_popup(ask, Vec::new());
                 }
-                (Ask::Repair { image, pick }, KeyCode::Char('b')) if p.plan.is_some() => {
+                (Ask::Repair { image, pick }, code) if p.plan.is_some() => {
                     let n = match &p.plan {
-                        Some(AnyPlan::Repair(r)) => r.candidates.len(),
+                        Some(AnyPlan::Repair(r)) => r.candidates.len().max(1),
                         _ => 1,
                     };
-                    let ask = Ask::Repair {
-                        image: image.clone(),
-                        pick: (pick + 1) % n.max(1),
+                    let to = match code {
+                        KeyCode::Char('b' | 'j') | KeyCode::Down => Some((pick + 1) % n),
+                        KeyCode::Char('k') | KeyCode::Up => Some((pick + n - 1) % n),
+                        KeyCode::Char(d @ '1'..='9') => {
+                            Some((d as usize - '1' as usize).min(n - 1))
+                        }
+                        _ => None,
                     };
-                    return self.op_popup(ask, Vec::new());
+                    if let Some(to) = to.filter(|to| to != pick) {
+                        let ask = Ask::Repair {
+                            image: image.clone(),
+                            pick: to,
+                        };
+                        return self.op_popup(ask, Vec::new());
+                    }
                 }
                 (Ask::Rebase { image, backing }, KeyCode::Char('b')) if !p.pending => {
                     let at = p.chain.iter().position(|c| c == backing);

@@ -367,7 +367,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             keys.insert(1, "b deeper image".into());
         }
         if matches!(plan, AnyPlan::Repair(r) if r.candidates.len() > 1) {
-            keys.insert(1, "b next candidate".into());
+            keys.insert(1, "j/k ↑/↓ 1-9 choose".into());
         }
         if p.confirmed_once {
             lines.push(Line::from(""));
@@ -475,7 +475,7 @@ fn describe(
                     if i == r.pick { "→" } else { " " },
                     i + 1,
                     c.shown(),
-                    m.describe()
+                    m
                 )));
             }
             lines.push(Line::from(""));
