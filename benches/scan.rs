@@ -119,7 +119,33 @@ fn main() {
         qemu_per / ours_per
     );
     println!("imgchain tree --json: peak RSS {rss}");
+    plan(dir, &tops, bin, ours);
     ui(dir, total, bin);
+}
+
+/// Planning a write: `delete --dry-run` of one top, whose dependents search walks the tree
+/// around its directory, beside browsing (`tree --json`, measured above): median of five.
+fn plan(dir: &Path, tops: &[PathBuf], bin: &str, tree: Duration) {
+    let top = &tops[tops.len() / 2];
+    let run = || {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .args(["delete", "--dry-run"])
+            .arg(top)
+            .output()
+            .expect("run imgchain");
+        assert!(out.status.success(), "imgchain delete --dry-run failed");
+        t.elapsed()
+    };
+    run();
+    let mut runs: Vec<Duration> = (0..5).map(|_| run()).collect();
+    runs.sort();
+    println!(
+        "plan a delete (dependents searched around {}): {:.3} s (median of 5) = {:.2}x tree --json",
+        dir.display(),
+        runs[2].as_secs_f64(),
+        runs[2].as_secs_f64() / tree.as_secs_f64()
+    );
 }
 
 /// The UI on the same images: frames drawn in this process from a real scan (250×70), and

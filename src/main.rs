@@ -579,6 +579,7 @@ fn rebase(
         );
         return Ok(exit::OK);
     }
+    note_outside(&found);
     run_planned::<rebase::Rebase>(ctx, &plan, a.progress, a.json, output::json_rebase)
 }
 
@@ -679,6 +680,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
             c.json,
         ));
     }
+    note_outside(&found);
     run_planned::<merge::Merge>(ctx, &plan, c.progress, c.json, output::json_merge)
 }
 
@@ -1003,7 +1005,26 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
             a.json,
         ));
     }
+    note_outside(&found);
     run_planned::<Commit>(ctx, &plan, a.progress, a.json, output::json_outcome)
+}
+
+/// Says on stderr which images of the chain lie outside everything imgchain was pointed at,
+/// reached only through backing names in headers, before a run writes.
+fn note_outside(found: &imgchain::ops::scope::Discovered) {
+    let outside: Vec<&str> = found
+        .searched
+        .iter()
+        .filter(|s| s.kind == imgchain::ops::dependents::OUTSIDE)
+        .map(|s| s.place.as_str())
+        .collect();
+    if !outside.is_empty() {
+        eprintln!(
+            "imgchain: note: {} lies outside everything imgchain was pointed at, reached only \
+             through a backing name in a header",
+            outside.join(", ")
+        );
+    }
 }
 
 /// Prints what a dry run would do, its space, and where it looked for images built on the
@@ -1017,13 +1038,15 @@ fn dry_run(
     json: bool,
 ) -> u8 {
     if json {
+        let (searched, outside) = output::json_searched(&found.searched);
         let v = serde_json::json!({
             "operation": op,
             "dry_run": true,
             "image": image,
             "would": would,
             "space": space,
-            "searched": output::json_searched(&found.searched),
+            "searched": searched,
+            "outside": outside,
             "exit_code": exit::OK,
             "summary": would,
         });
@@ -1049,7 +1072,7 @@ fn refused_found(
 ) -> u8 {
     if json {
         let mut v = output::json_refusal(e);
-        v["searched"] = output::json_searched(&found.searched);
+        (v["searched"], v["outside"]) = output::json_searched(&found.searched);
         if let Err(err) = print_json(&v) {
             eprintln!("imgchain: {:#}", err.error);
         }

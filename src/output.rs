@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::forest::diag::Severity;
 use crate::forest::scan::Skipped;
 use crate::forest::{Forest, Mode, Node, NodeId};
-use crate::ops::dependents::Searched;
+use crate::ops::dependents::{OUTSIDE, Searched};
 use crate::text::Names;
 pub use crate::units::human_size;
 
@@ -575,9 +575,11 @@ pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
 /// Where a plan looked for images built on its target, in one paragraph: each kind of place
 /// with its places (or how many, when there are many), then what was found where (each image
 /// once), or "none found".
-pub fn searched_text(searched: &[Searched]) -> String {
+pub fn searched_text(all: &[Searched]) -> String {
+    let (outside, searched): (Vec<&Searched>, Vec<&Searched>) =
+        all.iter().partition(|s| s.kind == OUTSIDE);
     let mut kinds: Vec<&str> = Vec::new();
-    for s in searched {
+    for s in &searched {
         if !kinds.contains(&s.kind) {
             kinds.push(s.kind);
         }
@@ -600,7 +602,7 @@ pub fn searched_text(searched: &[Searched]) -> String {
         .collect();
     let mut told: Vec<&Path> = Vec::new();
     let mut found: Vec<String> = Vec::new();
-    for s in searched {
+    for s in &searched {
         let names: Vec<String> = s
             .found
             .iter()
@@ -617,15 +619,31 @@ pub fn searched_text(searched: &[Searched]) -> String {
     } else {
         format!("found {}", found.join("; "))
     };
-    format!(
+    let mut text = format!(
         "Looked for other images built on this chain in: {}; {result}.",
         parts.join("; ")
-    )
+    );
+    if !outside.is_empty() {
+        let names: Vec<&str> = outside.iter().map(|s| s.place.as_str()).collect();
+        text.push_str(&format!(
+            " Outside everything imgchain was pointed at, reached only through a backing name \
+             in a header: {}.",
+            names.join(", ")
+        ));
+    }
+    text
 }
 
-/// The same as JSON: `[{kind, place, found}]`.
-pub fn json_searched(searched: &[Searched]) -> serde_json::Value {
-    serde_json::to_value(searched).unwrap_or_default()
+/// The places searched as JSON, `[{kind, place, found}]`, and the images of the chain outside
+/// everything imgchain was pointed at, `[path]`.
+pub fn json_searched(all: &[Searched]) -> (serde_json::Value, serde_json::Value) {
+    let (outside, searched): (Vec<&Searched>, Vec<&Searched>) =
+        all.iter().partition(|s| s.kind == OUTSIDE);
+    let outside: Vec<&str> = outside.iter().map(|s| s.place.as_str()).collect();
+    (
+        serde_json::to_value(searched).unwrap_or_default(),
+        serde_json::to_value(outside).unwrap_or_default(),
+    )
 }
 
 /// ANSI styling for text output; a no-op without colour.

@@ -247,3 +247,34 @@ fn another_host_s_vm_through_libvirt_keeps_its_base() {
     );
     assert!(v["searched"].to_string().contains("skipped"), "{v}");
 }
+
+#[test]
+fn a_base_only_a_header_leads_to_is_named_as_outside_everything_looked_at() {
+    if !have("qemu-img") {
+        return;
+    }
+    let (t, elsewhere) = (tempdir(), tempdir());
+    let base = create(elsewhere.path(), "base.qcow2", "qcow2", "4M", None, &[]);
+    let top = overlay(t.path(), "vm/top.qcow2", &base);
+    let v = imgchain_json(&["commit", "--dry-run", "--json", arg(&top)], 0);
+    assert_eq!(v["outside"], serde_json::json!([arg(&base)]), "{v}");
+    let out = imgchain(&["commit", "--dry-run", arg(&top)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Outside everything imgchain was pointed at"),
+        "{text}"
+    );
+    // Beside the image (or under a path the user names), it is not.
+    let v = imgchain_json(
+        &[
+            "commit",
+            "--dry-run",
+            "--json",
+            "--scan",
+            arg(elsewhere.path()),
+            arg(&top),
+        ],
+        0,
+    );
+    assert_eq!(v["outside"], serde_json::json!([]), "{v}");
+}

@@ -89,7 +89,7 @@ fn steady_space(app: &mut App) {
         _ => None,
     };
     if let Some(s) = searched {
-        s.retain(|p| matches!(p.kind, "scanned" | "around" | "overlay_dirs"));
+        s.retain(|p| matches!(p.kind, "scanned" | "around" | "overlay_dirs" | "outside"));
     }
     let space = match &mut app.popup {
         Some(Popup::Plan(p)) => p.space.as_mut(),

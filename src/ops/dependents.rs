@@ -28,6 +28,10 @@ pub struct Search {
 
 static SEARCH: Mutex<Option<Search>> = Mutex::new(None);
 
+/// The kind of a [`Searched`] that is no place searched but an image of the chain reached
+/// only through a name in a header: outside everything imgchain was pointed at.
+pub const OUTSIDE: &str = "outside";
+
 /// Sets where every later plan and re-check looks.
 pub fn set_search(s: Search) {
     if let Ok(mut g) = SEARCH.lock() {

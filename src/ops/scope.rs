@@ -98,8 +98,30 @@ pub fn discover(image: &Path, scope: &Scope) -> Result<Discovered, Refusal> {
         .flat_map(|s| s.paths.iter().cloned())
         .collect();
     let scan = scan_all(&paths, &opts)?;
+    let image_path = image;
     let image = scan.forest.find(image).ok_or_else(lost)?;
     dependents::fill(&mut searched, &scan.forest, image);
+    // What the chain reaches only through names in headers: outside the image's tree, the
+    // paths the user named and the overlay directories.
+    let mut asked: Vec<&Path> = scope.dirs.iter().map(PathBuf::as_path).collect();
+    asked.extend(scope.scan.overlay_dirs.iter().map(PathBuf::as_path));
+    asked.extend(
+        image_path
+            .parent()
+            .and_then(Path::parent)
+            .filter(|p| p.parent().is_some()),
+    );
+    for c in scan.forest.chain(image) {
+        let path = &scan.forest.node(c).path;
+        if !asked.iter().any(|a| path.starts_with(a)) {
+            searched.push(Searched {
+                kind: dependents::OUTSIDE,
+                place: path.shown().to_string(),
+                paths: Vec::new(),
+                found: Vec::new(),
+            });
+        }
+    }
     Ok(Discovered {
         scan,
         image,
