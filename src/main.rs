@@ -245,9 +245,8 @@ impl Session {
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    serde_json::to_writer_pretty(imgchain::text::JsonSafe(&mut out), value)
-        .context("cannot write JSON")?;
+    let mut out = std::io::BufWriter::new(imgchain::text::JsonSafe::new(std::io::stdout().lock()));
+    serde_json::to_writer_pretty(&mut out, value).context("cannot write JSON")?;
     writeln!(out)
         .and_then(|()| out.flush())
         .context("cannot write JSON")?;

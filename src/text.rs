@@ -111,21 +111,47 @@ pub fn json_safe(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A writer of JSON that passes each piece through [`json_safe`]. serde_json writes string
-/// pieces whole, so no character is split between two writes.
-pub struct JsonSafe<W>(pub W);
+/// A writer of JSON that passes what it is given through [`json_safe`]; a character split
+/// between two writes waits for its end. Flush it to write everything.
+pub struct JsonSafe<W: std::io::Write> {
+    inner: W,
+    carry: Vec<u8>,
+}
+
+impl<W: std::io::Write> JsonSafe<W> {
+    pub fn new(inner: W) -> JsonSafe<W> {
+        JsonSafe {
+            inner,
+            carry: Vec::new(),
+        }
+    }
+}
 
 impl<W: std::io::Write> std::io::Write for JsonSafe<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match std::str::from_utf8(buf) {
-            Ok(s) => self.0.write_all(json_safe(s).as_bytes()),
-            Err(_) => self.0.write_all(buf),
-        }?;
+        // Every bidi control starts with one of these bytes in UTF-8.
+        if self.carry.is_empty() && !buf.iter().any(|&b| b == 0xe2 || b == 0xd8) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut data = std::mem::take(&mut self.carry);
+        data.extend_from_slice(buf);
+        let whole = match std::str::from_utf8(&data) {
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            _ => data.len(),
+        };
+        match std::str::from_utf8(&data[..whole]) {
+            Ok(s) => self.inner.write_all(json_safe(s).as_bytes())?,
+            Err(_) => self.inner.write_all(&data[..whole])?,
+        }
+        self.carry = data.split_off(whole);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        let rest = std::mem::take(&mut self.carry);
+        self.inner.write_all(&rest)?;
+        self.inner.flush()
     }
 }
 
@@ -213,5 +239,12 @@ mod tests {
         assert!(!safe.contains('\u{202e}'));
         let back: serde_json::Value = serde_json::from_str(&safe).expect("still JSON");
         assert_eq!(back, v);
+        // Written a byte at a time, the characters split between writes are still escaped.
+        let mut w = JsonSafe::new(Vec::new());
+        for b in text.as_bytes() {
+            std::io::Write::write_all(&mut w, std::slice::from_ref(b)).expect("write");
+        }
+        std::io::Write::flush(&mut w).expect("flush");
+        assert_eq!(String::from_utf8(w.inner).expect("utf-8"), safe);
     }
 }

@@ -70,19 +70,22 @@ impl Looked {
             OpenMode::ReadOnly => OFlags::RDONLY,
             OpenMode::ReadWrite => OFlags::RDWR,
         };
-        let flags = access | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-        Ok(rustix::fs::open(self.fd_path(), flags, FileMode::empty())?)
+        self.reopen(access | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK)
     }
 
     /// Whether this process may write the file (permissions, a read-only mount, the immutable
     /// flag), asked of the kernel without opening it.
     pub fn writable(&self) -> bool {
-        rustix::fs::accessat(
-            rustix::fs::CWD,
-            self.fd_path(),
-            rustix::fs::Access::WRITE_OK,
-            rustix::fs::AtFlags::EACCESS,
-        )
+        use rustix::fs::{Access, AtFlags, accessat};
+        let (access, flags) = (Access::WRITE_OK, AtFlags::EACCESS);
+        // On the fd itself (faccessat2, Linux 5.8); else through /proc.
+        match accessat(&self.fd, "", access, flags | AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => match proc_fds() {
+                Some(dir) => accessat(dir, self.fd_name().as_str(), access, flags),
+                None => accessat(rustix::fs::CWD, self.fd_path(), access, flags),
+            },
+            other => other,
+        }
         .is_ok()
     }
 
@@ -94,12 +97,37 @@ impl Looked {
         }
     }
 
-    fn fd_path(&self) -> String {
-        format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&self.fd)
-        )
+    /// Opens the file behind the `O_PATH` fd again, in `flags`: through this process's
+    /// `/proc/self/fd`, opened once, so each reopen looks up one name.
+    fn reopen(&self, flags: OFlags) -> io::Result<OwnedFd> {
+        let name = self.fd_name();
+        Ok(match proc_fds() {
+            Some(dir) => rustix::fs::openat(dir, name.as_str(), flags, FileMode::empty())?,
+            None => rustix::fs::open(self.fd_path(), flags, FileMode::empty())?,
+        })
     }
+
+    fn fd_name(&self) -> String {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd).to_string()
+    }
+
+    fn fd_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd_name())
+    }
+}
+
+/// This process's `/proc/self/fd`, opened once (`None` where /proc cannot be opened).
+fn proc_fds() -> Option<&'static OwnedFd> {
+    static FDS: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    FDS.get_or_init(|| {
+        rustix::fs::open(
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            FileMode::empty(),
+        )
+        .ok()
+    })
+    .as_ref()
 }
 
 /// What a file of this `st_mode` is, when it is not a regular file.
