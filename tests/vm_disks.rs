@@ -83,7 +83,7 @@ fn a_stopped_vm_s_disk_is_labelled_and_not_deleted_without_force() {
         13,
         &[
             "disk vda of the libvirt VM web03",
-            "virsh detach-disk web03 vda --config",
+            "virsh detach-disk --domain web03 vda --config",
         ],
     );
     imgchain_ok(&["--config", c, "delete", "--force", arg(&top)]);

@@ -35,6 +35,17 @@ pub fn open(path: &Path, mode: OpenMode) -> io::Result<OwnedFd> {
     look(path)?.open(mode)
 }
 
+/// Opens `path` in `mode` only if it names the file `expect`: the identity is checked on the
+/// `O_PATH` fd before the file is opened, so a name swapped for another file is never opened
+/// read-write.
+pub fn open_as(path: &Path, mode: OpenMode, expect: FileId) -> io::Result<OwnedFd> {
+    let looked = look(path)?;
+    if looked.ident() != expect {
+        return Err(io::Error::other("the path now names another file"));
+    }
+    looked.open(mode)
+}
+
 /// What a name leads to, seen through an `O_PATH` fd: nothing is read and the open has no
 /// side effect, so a FIFO, a device or a `/proc` file named in a header is never opened.
 #[derive(Debug)]

@@ -185,13 +185,14 @@ fn reread_header(fd: &OwnedFd, format: Format) -> Result<probe::Probed, String> 
 
 impl Handle {
     /// Opens `path` as a `format` image in `mode`, taking QEMU's locks for that mode when
-    /// `lock` is set. `backing` is the image's backing file, already open (qcow2 only); without
-    /// it, partial-cluster writes would fill the rest of the cluster with zeroes.
+    /// `lock` is set; with `expect`, only if the path names that file (checked before it is
+    /// opened). `backing` is the image's backing file, already open (qcow2 only); without it,
+    /// partial-cluster writes would fill the rest of the cluster with zeroes.
     pub fn open(
         path: &Path,
         format: Format,
         mode: OpenMode,
-        lock: bool,
+        (lock, expect): (bool, Option<file::FileId>),
         backing: Option<Arc<ImageAccess>>,
     ) -> Result<Handle, OpenError> {
         let io = |source| OpenError::Io {
@@ -199,7 +200,11 @@ impl Handle {
             mode,
             source,
         };
-        let fd = file::open(path, mode).map_err(io)?;
+        let fd = match expect {
+            Some(id) => file::open_as(path, mode, id),
+            None => file::open(path, mode),
+        }
+        .map_err(io)?;
         let ident = file::identity(&fd).map_err(io)?;
         let lock = if lock {
             Some(ImageLock::acquire(fd.as_fd(), path, access(mode))?)

@@ -16,8 +16,8 @@ const MAX_LOOKUPS: usize = 200_000;
 /// allocates (data, compressed data or explicit zeroes), in percent. Opens the image
 /// read-only without locks. `Ok(None)` when the image is too fragmented to map cheaply.
 pub fn allocation(path: &Path, format: Format, buckets: usize) -> io::Result<Option<Vec<u8>>> {
-    let h =
-        Handle::open(path, format, OpenMode::ReadOnly, false, None).map_err(io::Error::other)?;
+    let h = Handle::open(path, format, OpenMode::ReadOnly, (false, None), None)
+        .map_err(io::Error::other)?;
     let size = h.access().size();
     let buckets = buckets.max(1);
     let mut filled = vec![0u64; buckets];

@@ -200,13 +200,7 @@ pub(super) fn lock_unused(img: &PlanImage) -> Result<ImageLock, Refusal> {
         path: img.path.clone(),
         what: format!("it cannot be opened again: {e}"),
     };
-    let fd = file::open(&img.path, OpenMode::ReadOnly).map_err(io)?;
-    if file::identity(&fd).map_err(io)? != img.ident {
-        return Err(Refusal::Changed {
-            path: img.path.clone(),
-            what: "the path now names another file".into(),
-        });
-    }
+    let fd = file::open_as(&img.path, OpenMode::ReadOnly, img.ident).map_err(io)?;
     let lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), &img.path, Access::READ_ONLY)?;
     let foreign = crate::image::lock::probe(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
     if foreign.in_use() {

@@ -182,7 +182,7 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
             path: n.path.clone(),
             what: format!(
                 "has the dirty bit set (not closed cleanly); repair it first with qemu-img check -r all {}",
-                n.path.shown()
+                n.path.quoted()
             ),
         });
     }

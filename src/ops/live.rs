@@ -170,8 +170,10 @@ fn holder_via<'f>(
             format!(
                 "is used by {h}; imgchain never talks to libvirt's monitor and asks libvirt \
                  through virsh, which is not installed here (Debian: libvirt-clients); run: \
-                 virsh -c {uri} {} (virsh domblklist {domain} names the disk's target)",
-                virsh(domain)
+                 virsh -c {} {} (virsh domblklist --domain {} names the disk's target)",
+                uri.quoted(),
+                virsh(domain),
+                domain.quoted()
             ),
         ));
     }
@@ -199,9 +201,12 @@ pub fn plan(forest: &Forest, top: NodeId, force: bool) -> Result<LivePlan, Refus
             op: OpKind::Commit,
         });
     };
-    let path = n.path.display().to_string();
+    let path = n.path.quoted().to_string();
     let (h, via) = holder_via(forest, top, OpKind::Commit, Wanted::Writer, &|d| {
-        format!("blockcommit {d} {path} --active --pivot --verbose")
+        format!(
+            "blockcommit --domain {} {path} --active --pivot --verbose",
+            d.quoted()
+        )
     })?;
     guards::writable(forest, &[base])?;
     guards::other_overlays(forest, base, &[top], force)?;
@@ -266,14 +271,15 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
         forest.node(base).path.clone(),
     );
     let (mid_path, active_str, base_str) = (
-        n.path.display().to_string(),
-        active_path.display().to_string(),
-        base_path.display().to_string(),
+        n.path.quoted().to_string(),
+        active_path.quoted().to_string(),
+        base_path.quoted().to_string(),
     );
     let (h, via) = holder_via(forest, mid, OpKind::Merge, Wanted::Pid(pid), &|d| {
         format!(
-            "blockcommit {d} {active_str} --top {mid_path} --base {base_str} --keep-relative \
-             --wait --verbose"
+            "blockcommit --domain {} {active_str} --top {mid_path} --base {base_str} \
+             --keep-relative --wait --verbose",
+            d.quoted()
         )
     })?;
     guards::writable(forest, &[base, overlay])?;
@@ -303,10 +309,11 @@ pub fn plan_snapshot(forest: &Forest, req: &snapshot::Request) -> Result<LivePla
             .new
             .as_ref()
             .map_or_else(|| snapshot::default_name(&n.path), PathBuf::clone);
+        let spec = format!("TARGET,file={}", new.display());
         format!(
-            "snapshot-create-as {d} --disk-only --atomic --no-metadata --diskspec \
-             TARGET,file={}",
-            new.shown()
+            "snapshot-create-as --domain {} --disk-only --atomic --no-metadata --diskspec {}",
+            d.quoted(),
+            spec.quoted()
         )
     })?;
     let holder = h.to_string();

@@ -50,11 +50,21 @@ impl PlanImage {
         mode: OpenMode,
         backing: Option<Arc<ImageAccess>>,
     ) -> Result<Handle, Refusal> {
-        let h = Handle::open(&self.path, self.format, mode, true, backing)?;
         let changed = |what: String| Refusal::Changed {
             path: self.path.clone(),
             what,
         };
+        // Another file under the name is never opened (least of all read-write).
+        if crate::image::file::look(&self.path).is_ok_and(|l| l.ident() != self.ident) {
+            return Err(changed("the path now names another file".into()));
+        }
+        let h = Handle::open(
+            &self.path,
+            self.format,
+            mode,
+            (true, Some(self.ident)),
+            backing,
+        )?;
         if h.ident() != self.ident {
             return Err(changed("the path now names another file".into()));
         }
@@ -74,7 +84,7 @@ impl PlanImage {
             &self.path,
             self.format,
             OpenMode::ReadOnly,
-            false,
+            (false, Some(self.ident)),
             None,
         )?)
     }

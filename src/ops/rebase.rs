@@ -639,11 +639,8 @@ fn zero_range(image: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result
 /// on the very file the plan saw.
 pub(super) fn relink(image: &PlanImage, name: Option<&(String, Format)>) -> Result<(), String> {
     let path = image.path.shown();
-    let fd = file::open(&image.path, OpenMode::ReadWrite)
+    let fd = file::open_as(&image.path, OpenMode::ReadWrite, image.ident)
         .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
-    if file::identity(&fd).map_err(|e| e.to_string())? != image.ident {
-        return Err(format!("{path} now names another file"));
-    }
     let _lock = ImageLock::acquire(
         std::os::fd::AsFd::as_fd(&fd),
         &image.path,

@@ -53,7 +53,7 @@ pub enum Refusal {
     #[error("{} {what}", path.shown())]
     HeldElsewhere { path: PathBuf, what: String },
     /// The image to remove is a disk of a defined libvirt VM, which could no longer start.
-    #[error("{} is disk {target} of the libvirt VM {domain} (defined in {}); removing it leaves that VM unable to start: detach it first (virsh detach-disk {domain} {target} --config), or add --force if the VM is disposable", path.shown(), definition.shown())]
+    #[error("{} is disk {} of the libvirt VM {} (defined in {}); removing it leaves that VM unable to start: detach it first (virsh detach-disk --domain {} {} --config), or add --force if the VM is disposable", path.shown(), target.shown(), domain.shown(), definition.shown(), domain.quoted(), target.quoted())]
     VmDisk {
         path: PathBuf,
         domain: String,
@@ -82,7 +82,7 @@ pub enum Refusal {
     #[error("nothing was written: {0}")]
     ReopenRw(Box<ReopenError>),
     /// A bug stopped the operation: it may have written part of the data.
-    #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", path.shown(), path.shown())]
+    #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", path.shown(), path.quoted())]
     Internal { path: PathBuf, what: String },
     /// The trust boundary (ARCHITECTURE.md §8): a file the images' owners could not touch.
     #[error("{} {what}", path.shown())]

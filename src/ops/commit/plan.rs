@@ -200,7 +200,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
                  rewrites its header and L1 table, and v2 has no dirty bit to keep that safe \
                  from a crash; convert it first with qemu-img amend -f qcow2 -o compat=1.1 {}",
                 top_img.virtual_size,
-                base_img.path.shown()
+                base_img.path.quoted()
             ),
         });
     }

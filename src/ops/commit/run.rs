@@ -529,7 +529,7 @@ fn empty(top: &mut Handle) -> Result<(), String> {
         if dirty {
             format!(
                 "{e}; it is marked dirty: repair it with qemu-img check -r all {}",
-                path.shown()
+                path.quoted()
             )
         } else {
             e.to_string()
