@@ -253,9 +253,15 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Names every path the scan passed over, with the reason, then counts them in one line.
 fn report_skipped(scan: &Scan) {
     for s in &scan.skipped {
         eprintln!("imgchain: skipped {}: {}", s.path.shown(), s.reason);
+    }
+    match scan.skipped.len() {
+        0 => {}
+        1 => eprintln!("imgchain: 1 path was passed over (named above, with the reason)"),
+        n => eprintln!("imgchain: {n} paths were passed over (named above, with the reasons)"),
     }
 }
 

@@ -332,6 +332,7 @@ fn a_directory_deeper_than_max_depth_is_reported_with_the_setting() {
         String::from_utf8_lossy(&text.stderr)
     );
     assert!(all.contains("scan.max_depth"), "{all}");
+    assert!(all.contains("1 path was passed over"), "{all}");
 }
 
 /// Names a tenant can give files, each with something a terminal or a shell would act on.

@@ -515,25 +515,10 @@ impl Scanner<'_> {
                 let path = entry.path();
                 let Ok(ft) = entry.file_type() else { continue };
                 let md = if ft.is_symlink() {
-                    if !self.opts.follow_symlinks {
+                    let Some(m) = self.follow(&path) else {
                         continue;
-                    }
-                    match std::fs::metadata(&path) {
-                        Ok(m) if m.is_dir() && !self.inside_roots(&path) => {
-                            self.skip(
-                                path,
-                                "a link to a directory outside the scanned paths: name its \
-                                 target as a path to scan it"
-                                    .into(),
-                            );
-                            continue;
-                        }
-                        Ok(m) => m,
-                        Err(e) => {
-                            self.skip(path, format!("broken symlink: {e}"));
-                            continue;
-                        }
-                    }
+                    };
+                    m
                 } else if ft.is_dir() {
                     match std::fs::symlink_metadata(&path) {
                         Ok(m) => m,
@@ -553,18 +538,7 @@ impl Scanner<'_> {
                     continue;
                 };
                 if md.is_dir() {
-                    if let Some(what) = pseudo_dir(&path) {
-                        self.skip(path, format!("{what}: never walked"));
-                    } else if depth >= self.opts.max_depth {
-                        self.skip(
-                            path,
-                            format!(
-                                "deeper than scan.max_depth ({}) below the scanned path: raise \
-                                 it or name this directory to scan it",
-                                self.opts.max_depth
-                            ),
-                        );
-                    } else if self.walked.insert(FileId::of(&md)) {
+                    if self.enters(&path, &md, depth) {
                         stack.push((path, depth + 1));
                     }
                 } else if md.is_file() {
@@ -578,6 +552,52 @@ impl Scanner<'_> {
             all.extend(files);
         }
         self.add_walked(&all);
+    }
+
+    /// What a symlink met while walking leads to, when the walk follows it: links are followed
+    /// when `follow_symlinks` is on, a directory link only into the scanned paths; a broken one
+    /// and one leading out are reported as skipped.
+    fn follow(&mut self, path: &Path) -> Option<Metadata> {
+        if !self.opts.follow_symlinks {
+            return None;
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() && !self.inside_roots(path) => {
+                self.skip(
+                    path.to_path_buf(),
+                    "a link to a directory outside the scanned paths: name its target as a \
+                     path to scan it"
+                        .into(),
+                );
+                None
+            }
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.skip(path.to_path_buf(), format!("broken symlink: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Whether the walk goes into the directory `path` met at `depth`: not on a kernel
+    /// filesystem, not deeper than `max_depth` (both reported as skipped), not walked yet.
+    fn enters(&mut self, path: &Path, md: &Metadata, depth: usize) -> bool {
+        if let Some(what) = pseudo_dir(path) {
+            self.skip(path.to_path_buf(), format!("{what}: never walked"));
+            false
+        } else if depth >= self.opts.max_depth {
+            self.skip(
+                path.to_path_buf(),
+                format!(
+                    "deeper than scan.max_depth ({}) below the scanned path: raise it or name \
+                     this directory to scan it",
+                    self.opts.max_depth
+                ),
+            );
+            false
+        } else {
+            self.walked.insert(FileId::of(md))
+        }
     }
 
     /// Whether the directory `path` names lies under one of the scanned paths.

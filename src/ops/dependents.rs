@@ -77,8 +77,7 @@ pub fn places(dirs: &[PathBuf]) -> Result<Vec<Searched>, String> {
     };
     let mut around: Vec<PathBuf> = dirs
         .iter()
-        .filter_map(|d| d.parent())
-        .filter(|p| wide_enough(p))
+        .filter_map(|d| around(d))
         .map(Path::to_path_buf)
         .collect();
     around.sort();
@@ -102,22 +101,8 @@ pub fn places(dirs: &[PathBuf]) -> Result<Vec<Searched>, String> {
         }
     }
     for uri in &s.libvirt_uris {
-        match remote_disks(uri) {
-            Ok(domains) => {
-                for (domain, disks) in domains {
-                    place("libvirt-uri", format!("{uri} {}", domain.shown()), disks);
-                }
-            }
-            Err(e) if s.skip_unreachable => {
-                place("libvirt-uri", format!("{uri} (skipped: {e})"), Vec::new())
-            }
-            Err(e) => {
-                return Err(format!(
-                    "the libvirt connection {uri} (scan.libvirt_uris) cannot be reached ({e}), so \
-                     the VMs there cannot be checked for disks built on it; fix the connection, \
-                     or add --skip-unreachable to go on without them"
-                ));
-            }
+        for (place_name, disks) in uri_places(uri, s.skip_unreachable)? {
+            place("libvirt-uri", place_name, disks);
         }
     }
     let open = qemu_open_files();
@@ -136,13 +121,15 @@ pub fn places(dirs: &[PathBuf]) -> Result<Vec<Searched>, String> {
     Ok(out)
 }
 
-/// Whether the directory above an image's directory is searched: not `/`, and not a shared
-/// scratch directory (world-writable and sticky, as `/tmp`), whose other directories belong to
-/// unrelated users and jobs.
-fn wide_enough(dir: &Path) -> bool {
+/// The directory above an image's directory `dir`, searched around it: not `/`, and not a
+/// shared scratch directory (world-writable and sticky, as `/tmp`), whose other directories
+/// belong to unrelated users and jobs.
+pub fn around(dir: &Path) -> Option<&Path> {
     use std::os::unix::fs::MetadataExt;
-    dir.parent().is_some()
-        && std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.mode() & 0o1002 != 0o1002)
+    let up = dir.parent()?;
+    let wide = up.parent().is_some()
+        && std::fs::metadata(up).is_ok_and(|m| m.is_dir() && m.mode() & 0o1002 != 0o1002);
+    wide.then_some(up)
 }
 
 /// Fills in what each place holds of `forest`'s images built on `image` or on any image of its
@@ -216,23 +203,47 @@ fn xml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Runs `virsh -q -c URI ARGS...` without input: its output, or what it printed as error
+/// (one line, without virsh's `error: ` prefixes).
+pub fn virsh(uri: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("virsh")
+        .args(["-q", "-c", uri])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run virsh: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(err
+            .trim()
+            .trim_start_matches("error: ")
+            .replace("\nerror: ", ": ")
+            .replace('\n', "; "))
+    }
+}
+
+/// The places of libvirt connection `uri`: each domain with its file disks. One that cannot be
+/// reached is an error, or with `skip`, a place that says so.
+fn uri_places(uri: &str, skip: bool) -> Result<Vec<(String, Vec<PathBuf>)>, String> {
+    match remote_disks(uri) {
+        Ok(domains) => Ok(domains
+            .into_iter()
+            .map(|(domain, disks)| (format!("{uri} {}", domain.shown()), disks))
+            .collect()),
+        Err(e) if skip => Ok(vec![(format!("{uri} (skipped: {e})"), Vec::new())]),
+        Err(e) => Err(format!(
+            "the libvirt connection {uri} (scan.libvirt_uris) cannot be reached ({e}), so the \
+             VMs there cannot be checked for disks built on it; fix the connection, or add \
+             --skip-unreachable to go on without them"
+        )),
+    }
+}
+
 /// The file disks of every domain of libvirt connection `uri`, by domain name.
 fn remote_disks(uri: &str) -> Result<Vec<(String, Vec<PathBuf>)>, String> {
-    let virsh = |args: &[&str]| -> Result<String, String> {
-        let out = std::process::Command::new("virsh")
-            .args(["-q", "-c", uri])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run virsh: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', "; "))
-        }
-    };
+    let virsh = |args: &[&str]| virsh(uri, args);
     let names = virsh(&["list", "--all", "--name"])?;
     names
         .lines()

@@ -660,24 +660,12 @@ struct Virsh<'a> {
 }
 
 impl Virsh<'_> {
-    /// Runs `virsh -q -c URI COMMAND DOMAIN ARGS...`: its output, or what it printed as error.
+    /// Runs `virsh -q -c URI COMMAND --domain DOMAIN ARGS...`: its output, or what it printed
+    /// as error.
     fn run(&self, command: &str, args: &[&str]) -> Result<String, String> {
-        let out = std::process::Command::new("virsh")
-            .args(["-q", "-c", self.uri, command, "--domain", self.domain])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run virsh: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let err = err
-                .trim()
-                .trim_start_matches("error: ")
-                .replace("\nerror: ", ": ");
-            Err(format!("virsh {command}: {err}"))
-        }
+        let mut all = vec![command, "--domain", self.domain];
+        all.extend_from_slice(args);
+        super::dependents::virsh(self.uri, &all).map_err(|e| format!("virsh {command}: {e}"))
     }
 
     /// The target (`vda`) of the domain's disk whose active layer is `path`.

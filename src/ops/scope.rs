@@ -98,35 +98,34 @@ pub fn discover(image: &Path, scope: &Scope) -> Result<Discovered, Refusal> {
         .flat_map(|s| s.paths.iter().cloned())
         .collect();
     let scan = scan_all(&paths, &opts)?;
-    let image_path = image;
-    let image = scan.forest.find(image).ok_or_else(lost)?;
-    dependents::fill(&mut searched, &scan.forest, image);
-    // What the chain reaches only through names in headers: outside the image's tree, the
-    // paths the user named and the overlay directories.
-    let mut asked: Vec<&Path> = scope.dirs.iter().map(PathBuf::as_path).collect();
-    asked.extend(scope.scan.overlay_dirs.iter().map(PathBuf::as_path));
-    asked.extend(
-        image_path
-            .parent()
-            .and_then(Path::parent)
-            .filter(|p| p.parent().is_some()),
-    );
-    for c in scan.forest.chain(image) {
-        let path = &scan.forest.node(c).path;
-        if !asked.iter().any(|a| path.starts_with(a)) {
-            searched.push(Searched {
-                kind: dependents::OUTSIDE,
-                place: path.shown().to_string(),
-                paths: Vec::new(),
-                found: Vec::new(),
-            });
-        }
-    }
+    let id = scan.forest.find(image).ok_or_else(lost)?;
+    dependents::fill(&mut searched, &scan.forest, id);
+    searched.extend(outside(&scan, id, image, scope));
     Ok(Discovered {
         scan,
-        image,
+        image: id,
         searched,
     })
+}
+
+/// The images of `id`'s chain reached only through names in headers: outside the tree around
+/// `image`, the paths the user named and the overlay directories.
+fn outside(scan: &Scan, id: NodeId, image: &Path, scope: &Scope) -> Vec<Searched> {
+    let mut asked: Vec<&Path> = scope.dirs.iter().map(PathBuf::as_path).collect();
+    asked.extend(scope.scan.overlay_dirs.iter().map(PathBuf::as_path));
+    asked.extend(image.parent());
+    asked.extend(image.parent().and_then(dependents::around));
+    scan.forest
+        .chain(id)
+        .map(|c| &scan.forest.node(c).path)
+        .filter(|path| !asked.iter().any(|a| path.starts_with(a)))
+        .map(|path| Searched {
+            kind: dependents::OUTSIDE,
+            place: path.shown().to_string(),
+            paths: Vec::new(),
+            found: Vec::new(),
+        })
+        .collect()
 }
 
 fn place(kind: &'static str, dir: &Path) -> Searched {
