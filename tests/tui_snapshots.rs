@@ -1128,3 +1128,24 @@ fn read_only_shows_a_banner_and_refuses_every_write_key() {
     }
     insta::assert_snapshot!("read_only_80x24", render(&a));
 }
+
+#[test]
+fn the_idle_status_names_what_the_scan_passed_over_and_why() {
+    let mut a = app("passedover", 100, 30);
+    let opts = imgchain::forest::ScanOptions {
+        max_depth: 0,
+        ..Default::default()
+    };
+    let s = scan(
+        &[PathBuf::from("/tmp/imgchain-snapshots/passedover")],
+        &opts,
+    )
+    .unwrap();
+    assert!(!s.skipped.is_empty(), "the demo has subdirectories");
+    a.update(Msg::Scanned(Box::new(Ok(s))));
+    for _ in 0..5 {
+        a.update(Msg::Tick);
+    }
+    assert!(a.status.contains("passed over"), "{}", a.status);
+    assert!(a.status.contains("scan.max_depth"), "{}", a.status);
+}

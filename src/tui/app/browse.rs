@@ -39,8 +39,8 @@ pub struct Browse {
     pub scanning: bool,
     /// How far the running scan has come, once it has said.
     pub scan_counts: Option<crate::forest::ScanCounts>,
-    /// Paths the last scan passed over.
-    pub skipped: usize,
+    /// Paths the last scan passed over, with why.
+    pub skipped: Vec<crate::forest::scan::Skipped>,
     /// Protect rules, with the `p` toggles of this session.
     pub protect: Protect,
     /// Column widths and subtree totals, recomputed when the forest changes.
@@ -103,7 +103,7 @@ impl Browse {
             sort: Sort::Name,
             scanning: true,
             scan_counts: None,
-            skipped: 0,
+            skipped: Vec::new(),
             protect,
             columns: Columns::default(),
             name_width: 0,
@@ -147,7 +147,7 @@ impl Browse {
     pub fn set_forest(&mut self, scan: Scan) {
         let keep = self.selected_path();
         self.forest = scan.forest;
-        self.skipped = scan.skipped.len();
+        self.skipped = scan.skipped;
         self.protect.apply(&mut self.forest);
         self.columns = Columns::of(&self.forest);
         self.rows = query::rows(&self.forest, self.sort);

@@ -364,18 +364,22 @@ impl App {
         }
     }
 
-    /// What the status line says when nothing happened lately.
+    /// What the status line says when nothing happened lately: the count of images, and of
+    /// the paths passed over with the first one's reason (which names the setting).
     fn idle_status(&self) -> String {
-        let skipped = self.browse.skipped;
-        format!(
-            "{} images{}",
-            self.browse.forest.nodes.len(),
-            if skipped > 0 {
-                format!(", {skipped} paths passed over")
-            } else {
-                String::new()
-            }
-        )
+        let images = self.browse.forest.nodes.len();
+        match self.browse.skipped.as_slice() {
+            [] => format!("{images} images"),
+            [first, rest @ ..] => format!(
+                "{images} images; passed over {}: {}{}",
+                first.path.shown(),
+                first.reason,
+                match rest.len() {
+                    0 => String::new(),
+                    n => format!(" (and {n} more: imgchain tree names them)"),
+                }
+            ),
+        }
     }
 
     /// On each tick: a message that stayed three ticks (about 6 s) gives way to the idle
