@@ -526,7 +526,7 @@ fn merge_of_an_image_nothing_is_built_on_is_refused() {
         d,
         &["merge", arg(&d.join("top.qcow2"))],
         2,
-        &["imgchain commit", "imgchain delete"],
+        &["commit it", "delete it"],
     );
 }
 

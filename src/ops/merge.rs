@@ -193,8 +193,8 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
         return Err(Refusal::BadTarget {
             path: n.path.clone(),
             what: "has no overlays, so there is nothing to merge it into them; it is likely a \
-                   VM's disk: to move its data into its backing file use imgchain commit, to \
-                   remove it use imgchain delete"
+                   VM's disk: commit it to move its data into its backing file, or delete it to \
+                   remove it"
                 .into(),
         });
     }
