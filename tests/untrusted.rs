@@ -716,3 +716,57 @@ fn a_name_flipping_between_a_file_and_a_fifo_link_is_never_opened_as_the_fifo() 
     }
     assert!(!opened, "a scan opened the FIFO behind a flipping name");
 }
+
+#[test]
+fn a_snapshot_is_synced_before_it_gets_its_name_and_never_opened_by_it() {
+    if !have("qemu-img") || !have("strace") {
+        return;
+    }
+    let t = tempdir();
+    let d = t.path();
+    create(d, "b.qcow2", "qcow2", "1M", None, &[]);
+    let log = d.join("trace");
+    common::run(
+        Command::new("strace")
+            .args([
+                "-f",
+                "-e",
+                "trace=openat,open,fsync,fdatasync,linkat,renameat2",
+                "-o",
+            ])
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_imgchain"))
+            .args([
+                "snapshot",
+                arg(&d.join("b.qcow2")),
+                arg(&d.join("new.qcow2")),
+            ])
+            .env("HOME", "/nonexistent"),
+    );
+    let trace = std::fs::read_to_string(&log).expect("trace");
+    let lines: Vec<&str> = trace.lines().collect();
+    let at = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
+    let made = at(&|l| l.contains("O_TMPFILE")).expect("an unnamed file");
+    let fd = lines[made].rsplit("= ").next().expect("fd").trim();
+    let dir = lines[made]
+        .split('(')
+        .nth(1)
+        .and_then(|a| a.split(',').next())
+        .expect("dirfd")
+        .trim();
+    let synced = at(&|l| l.contains(&format!("fsync({fd})"))).expect("the file synced");
+    let named = at(&|l| l.contains("linkat(") && l.contains(&format!("/proc/self/fd/{fd}\"")))
+        .expect("linked from its fd");
+    let dir_synced = at(&|l| l.contains(&format!("fsync({dir})"))).expect("the directory synced");
+    assert!(
+        made < synced && synced < named && named < dir_synced,
+        "{trace}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| (l.contains("openat(") || l.contains("open(")) && l.contains("new.qcow2")),
+        "the new overlay was opened by its name: {trace}"
+    );
+    qemu_check(&d.join("new.qcow2"));
+}
