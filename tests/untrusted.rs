@@ -155,13 +155,13 @@ fn a_new_overlay_takes_its_base_owner_and_no_wider_mode() {
 
 /// `top.qcow2`, the tenant's, with its own data, whose header names `victim` (raw).
 fn tenant_overlay_on(dir: &Path, name: &str, victim: &Path) -> PathBuf {
-    let top = dir.join(name);
-    common::run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
-            .arg(victim)
-            .arg(&top)
-            .arg("1M"),
+    let top = create(
+        dir,
+        name,
+        "qcow2",
+        "1M",
+        Some((arg(victim), "raw")),
+        &["-u"],
     );
     qemu_io(&top, "write -P 0x41 0 64k");
     chown(&top);
@@ -221,12 +221,7 @@ fn a_scan_never_opens_fifos_or_proc_files_and_never_walks_into_proc() {
     let (_t, dir) = tenant_dir();
     common::run(Command::new("mkfifo").arg(dir.join("pipe")));
     for (name, backing) in [("kmsg.qcow2", "/proc/kmsg"), ("fifo.qcow2", "pipe")] {
-        common::run(
-            Command::new("qemu-img")
-                .current_dir(&dir)
-                .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
-                .args([backing, name, "1M"]),
-        );
+        create(&dir, name, "qcow2", "1M", Some((backing, "raw")), &["-u"]);
     }
     std::os::unix::fs::symlink("/proc", dir.join("proc-link")).expect("symlink");
     // A writer blocks on the FIFO until somebody opens it for reading.
@@ -370,16 +365,13 @@ fn names_never_reach_the_terminal_raw_and_suggested_commands_paste_safely() {
         create(d, name, "qcow2", "1M", None, &[]);
     }
     // A missing backing file and a dirty image: both problems suggest a command.
-    common::run(
-        Command::new("qemu-img")
-            .current_dir(d)
-            .args(["create", "-q", "-f", "qcow2", "-u", "-F", "qcow2"])
-            .args([
-                "-b",
-                "gone$(touch INJ2).qcow2",
-                "e'$(touch INJ3)'.qcow2",
-                "1M",
-            ]),
+    create(
+        d,
+        "e'$(touch INJ3)'.qcow2",
+        "qcow2",
+        "1M",
+        Some(("gone$(touch INJ2).qcow2", "qcow2")),
+        &["-u"],
     );
     common::patch(&d.join(HOSTILE[3]), 72, &[0, 0, 0, 0, 0, 0, 0, 1]);
     for args in [
@@ -673,21 +665,13 @@ fn a_name_flipping_between_a_file_and_a_fifo_link_is_never_opened_as_the_fifo() 
     let d = t.path();
     create(d, "real.qcow2", "qcow2", "1M", None, &[]);
     common::run(Command::new("mkfifo").arg(d.join("pipe")));
-    common::run(
-        Command::new("qemu-img")
-            .current_dir(d)
-            .args([
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-u",
-                "-F",
-                "qcow2",
-                "-b",
-                "flip.qcow2",
-            ])
-            .args(["over.qcow2", "1M"]),
+    create(
+        d,
+        "over.qcow2",
+        "qcow2",
+        "1M",
+        Some(("flip.qcow2", "qcow2")),
+        &["-u"],
     );
     // The tenant flips flip.qcow2 between the image and a link to the FIFO, as fast as it can;
     // a writer waits on the FIFO and leaves a mark once somebody opens it for reading.

@@ -22,7 +22,7 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -231,22 +231,7 @@ fn pseudo_dir(path: &Path) -> Option<&'static str> {
 
 /// Describes a non-regular file for messages.
 fn kind_of(md: &Metadata) -> &'static str {
-    let ft = md.file_type();
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
+    file::special_kind(md.mode()).unwrap_or("a regular file")
 }
 
 fn extension(path: &Path) -> Option<String> {

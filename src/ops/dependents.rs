@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::forest::{Forest, NodeId, domains};
+use crate::image::file::FileId;
 use crate::text::Names;
 
 /// Where the dependents search looks besides the image's own tree (from the configuration).
@@ -143,16 +144,20 @@ pub fn fill(places: &mut [Searched], forest: &Forest, image: NodeId) {
         .collect();
     built_on.sort();
     built_on.dedup();
+    if built_on.is_empty() {
+        return;
+    }
     for p in places {
+        // Each place's files by identity, looked up once (a disk may be named by a link).
+        let ids: Vec<FileId> = p.paths.iter().filter_map(|q| FileId::of_path(q)).collect();
         p.found = built_on
             .iter()
             .map(|&d| forest.node(d))
             .filter(|n| {
-                p.paths.iter().any(|q| {
-                    n.path.starts_with(q)
-                        || n.aliases.iter().any(|a| a.starts_with(q))
-                        || (n.ident.is_some() && crate::image::file::FileId::of_path(q) == n.ident)
-                })
+                n.ident.is_some_and(|i| ids.contains(&i))
+                    || p.paths.iter().any(|q| {
+                        n.path.starts_with(q) || n.aliases.iter().any(|a| a.starts_with(q))
+                    })
             })
             .map(|n| n.path.clone())
             .collect();
