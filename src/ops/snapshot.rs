@@ -18,7 +18,7 @@ use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, NodeId};
 use crate::image::create::{NewImage, create_in};
 use crate::image::file::OpenMode;
-use crate::image::file::Owner;
+use crate::image::file::{FileId, Owner};
 use crate::image::lock::Access;
 use crate::image::newfile::{self, NewFile};
 use crate::image::probe::Format;
@@ -233,7 +233,23 @@ pub(super) fn create_in_place(plan: &Plan) -> io::Result<()> {
     let dir = plan.new.parent().unwrap_or(Path::new("/"));
     let name = plan.new.file_name().unwrap_or_default();
     let owner = Owner::of_path(&plan.image.path, plan.image.ident)?;
-    let new = NewFile::create(newfile::open_dir(dir)?, name)?;
+    let dir_fd = newfile::open_dir(dir)?;
+    // Beside the image, the overlay names it by its file name: the directory opened must be
+    // the one that holds the image, not one swapped in for it since the plan.
+    if plan.new.parent() == plan.image.path.parent() {
+        let image_name = plan.image.path.file_name().unwrap_or_default();
+        let there = rustix::fs::statat(&dir_fd, image_name, rustix::fs::AtFlags::empty())?;
+        if (FileId {
+            dev: there.st_dev,
+            ino: there.st_ino,
+        }) != plan.image.ident
+        {
+            return Err(io::Error::other(
+                "its directory changed since the plan: it no longer holds the image",
+            ));
+        }
+    }
+    let new = NewFile::create(dir_fd, name)?;
     new.set_owner(&owner, owner.overlay_mode())?;
     create_in(
         &new.file,
