@@ -650,7 +650,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused_live_hint(&e, &found, c.json)),
     };
-    let space = imgchain::ops::space::of_merge(&plan).ok();
+    let space = imgchain::ops::merge::space(&plan).ok();
     if !a.force
         && let Some(Err(e)) = space.as_ref().map(|s| s.check())
     {
@@ -950,7 +950,7 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         .collect();
     if a.dry_run {
         let would = format!("Would delete, in this order: {}.", list.join(", "));
-        let space = Some(imgchain::ops::space::of_delete(&plan).describe());
+        let space = Some(imgchain::ops::delete::space(&plan).describe());
         let image = found.scan.forest.node(found.image).path.clone();
         return Ok(dry_run("delete", &image, would, space, &found, a.json));
     }
@@ -985,7 +985,7 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     // Without a measure (an unreadable map) the run itself reports what it cannot read.
     if !a.force
         && let Ok(data) = commit::measure_plan(&plan)
-        && let Err(e) = imgchain::ops::space::of_commit(&plan, data).check()
+        && let Err(e) = commit::space_of(&plan, data).check()
     {
         return Ok(refused(&e, a.json));
     }

@@ -402,7 +402,7 @@ impl ProgressLine {
 /// `commit --json` when the commit ran.
 pub fn json_outcome(o: &crate::ops::commit::Outcome) -> serde_json::Value {
     use crate::image::file::OpenMode;
-    use crate::ops::commit::CopyError;
+    use crate::ops::datapath::CopyError;
     let p = |x: &Path| path_str(x);
     let top = match &o.top_emptied {
         Some(Ok(())) => "emptied",

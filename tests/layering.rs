@@ -55,6 +55,7 @@ fn code_of(p: &Path) -> String {
 /// Every module path `text` refers to through `crate::` or `super::`, resolved from `module`,
 /// with `use` groups (`use crate::{a, b::c}`) expanded.
 fn references(module: &str, text: &str) -> BTreeSet<String> {
+    let children = declared_children(text);
     let mut refs = BTreeSet::new();
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let bytes = flat.as_bytes();
@@ -62,15 +63,34 @@ fn references(module: &str, text: &str) -> BTreeSet<String> {
     while i < flat.len() {
         let rest = &flat[i..];
         let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        let start = ["crate::", "super::"]
+        let after_path = i >= 2 && &flat[i - 2..i] == "::";
+        let child = children
+            .iter()
+            .map(|c| format!("{c}::"))
+            .find(|c| boundary && !after_path && rest.starts_with(c.as_str()));
+        let start = ["crate::", "super::", "self::"]
             .into_iter()
-            .find(|s| boundary && rest.starts_with(s));
+            .map(String::from)
+            .chain(child)
+            .find(|s| boundary && rest.starts_with(s.as_str()));
         let Some(start) = start else {
             i += 1;
             continue;
         };
+        let mut at_child = false;
+        let own: Vec<String> = module
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         let base: Vec<String> = if start == "crate::" {
             Vec::new()
+        } else if start == "self::" {
+            own.clone()
+        } else if start != "super::" {
+            // A child module named without a prefix (`job::spawn` in `ops/mod.rs`).
+            at_child = true;
+            own.clone()
         } else {
             // `super` of a file module is its parent; of a mod.rs, the mod.rs's parent too
             // (the file is the module, so `super` leaves it).
@@ -79,7 +99,7 @@ fn references(module: &str, text: &str) -> BTreeSet<String> {
             m
         };
         let mut base = base;
-        let mut at = i + start.len();
+        let mut at = if at_child { i } else { i + start.len() };
         while flat[at..].starts_with("super::") {
             base.pop();
             at += "super::".len();
@@ -109,8 +129,11 @@ fn expand(s: &str) -> (Vec<Vec<String>>, usize) {
         if i > start {
             prefix.push(s[start..i].to_string());
         }
-        if s[i..].starts_with("::") {
-            i += 2;
+        let group = i == 0 && s.starts_with('{');
+        if group || s[i..].starts_with("::") {
+            if !group {
+                i += 2;
+            }
             if s[i..].starts_with('{') {
                 i += 1;
                 let mut out = Vec::new();
@@ -138,15 +161,76 @@ fn expand(s: &str) -> (Vec<Vec<String>>, usize) {
     }
 }
 
-/// The module a reference lands in: its longest prefix that is a module.
-fn owner<'a>(mods: &'a BTreeMap<String, String>, path: &str) -> Option<&'a str> {
-    let mut parts: Vec<&str> = path.split("::").collect();
-    while !parts.is_empty() {
-        let candidate = parts.join("::");
-        if let Some((k, _)) = mods.get_key_value(&candidate) {
-            return Some(k);
+/// The child modules a file declares (`mod job;`, `pub mod job;`).
+fn declared_children(text: &str) -> Vec<String> {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.split(';')
+        .filter_map(|stmt| {
+            let stmt = stmt.trim();
+            let tail = stmt.rsplit_once("mod ")?;
+            let head = tail.0.trim_end().trim_end_matches("pub(crate)").trim_end();
+            let head = head.trim_end_matches("pub").trim();
+            let name = tail.1.trim();
+            let ident = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+            (ident && (head.is_empty() || head.ends_with('}') || head.ends_with(']')))
+                .then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// What a module's `pub use` statements make it re-export: name → the full path it stands for.
+fn reexports(module: &str, text: &str) -> BTreeMap<String, String> {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let children = declared_children(text).join(";\n mod ");
+    let mut out = BTreeMap::new();
+    for stmt in flat.split(';') {
+        let stmt = stmt.trim();
+        let Some(body) = ["pub use ", "pub(crate) use "]
+            .iter()
+            .find_map(|p| stmt.find(p).map(|at| &stmt[at + p.len()..]))
+        else {
+            continue;
+        };
+        let (body, alias) = match body.split_once(" as ") {
+            Some((b, a)) if !body.contains('{') => (b, Some(a.trim())),
+            _ => (body, None),
+        };
+        let context = format!("mod {children};\n use {body};");
+        for full in references(module, &context) {
+            let name = alias.unwrap_or_else(|| full.rsplit("::").next().unwrap_or(""));
+            out.insert(name.to_string(), full.clone());
         }
-        parts.pop();
+    }
+    out
+}
+
+/// The module a reference lands in: its longest prefix that is a module, followed through
+/// that module's re-exports (`crate::ops::Refusal` is `ops::refusal`'s).
+fn owner<'a>(mods: &'a BTreeMap<String, String>, path: &str) -> Option<&'a str> {
+    let mut path = path.to_string();
+    for _ in 0..16 {
+        let parts: Vec<&str> = path.split("::").collect();
+        let (k, text) = (1..=parts.len())
+            .rev()
+            .find_map(|n| mods.get_key_value(&parts[..n].join("::")))?;
+        let depth = if k.is_empty() {
+            0
+        } else {
+            k.split("::").count()
+        };
+        let Some(next) = parts.get(depth) else {
+            return Some(k);
+        };
+        match reexports(k, text).get(*next) {
+            Some(target) if *target != path => {
+                let mut full = target.clone();
+                for p in &parts[depth + 1..] {
+                    full = format!("{full}::{p}");
+                }
+                path = full;
+            }
+            _ => return Some(k),
+        }
     }
     None
 }
@@ -265,4 +349,48 @@ fn the_checker_sees_a_cycle() {
     assert_eq!(g["a"], BTreeSet::from(["b".into(), "b::c".into()]));
     assert_eq!(g["b::c"], BTreeSet::from(["a".into()]));
     assert_eq!(cycles(&g), vec![vec!["a".to_string(), "b::c".to_string()]]);
+}
+
+#[test]
+fn the_checker_follows_re_exports_groups_and_child_paths() {
+    let mut mods = BTreeMap::new();
+    // `ops` defines `Kind` and re-exports its child's `Job`; the child imports `Kind` back.
+    mods.insert(
+        "ops".to_string(),
+        "pub mod job; pub enum Kind {} pub use job::Job;".to_string(),
+    );
+    mods.insert("ops::job".to_string(), "use super::{Kind};".to_string());
+    mods.insert(
+        "ui".to_string(),
+        "use crate::ops::Job; fn f() { crate::ops::job::Job::new() }".to_string(),
+    );
+    let g = file_graph(&mods);
+    assert_eq!(g["ops"], BTreeSet::from(["ops::job".into()]));
+    assert_eq!(g["ops::job"], BTreeSet::from(["ops".into()]));
+    assert_eq!(
+        g["ui"],
+        BTreeSet::from(["ops::job".into()]),
+        "through the re-export"
+    );
+    assert_eq!(
+        cycles(&g),
+        vec![vec!["ops".to_string(), "ops::job".to_string()]]
+    );
+    // With `Kind` in a leaf of its own, the re-export is no cycle.
+    mods.insert(
+        "ops".to_string(),
+        "pub mod job; pub mod kind; pub use job::Job; pub use kind::Kind;".to_string(),
+    );
+    mods.insert("ops::kind".to_string(), String::new());
+    assert!(cycles(&file_graph(&mods)).is_empty());
+    // A child module named inline, without `use`, is an edge too.
+    mods.insert(
+        "ops::kind".to_string(),
+        "fn g() { crate::ops::Job::new() }".to_string(),
+    );
+    mods.insert(
+        "ops::job".to_string(),
+        "use super::Kind; fn h() { kind::x() }".to_string(),
+    );
+    assert!(!cycles(&file_graph(&mods)).is_empty());
 }

@@ -249,13 +249,13 @@ fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
 pub fn space(plan: &AnyPlan, force: bool) -> Result<Option<space::Space>, Refusal> {
     match plan {
         AnyPlan::Merge(m) => {
-            let s = space::of_merge(m)?;
+            let s = merge::space(m)?;
             if !force {
                 s.check()?;
             }
             Ok(Some(s))
         }
-        AnyPlan::Delete(d) => Ok(Some(space::of_delete(d))),
+        AnyPlan::Delete(d) => Ok(Some(delete::space(d))),
         _ => Ok(None),
     }
 }

@@ -7,12 +7,14 @@
 //! tier moved it.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use imago::Mapping;
 
 use crate::image::handle::Handle;
 use crate::image::ordered::{KernelTiers, Moved};
+use crate::text::Names;
 
 /// Whether cloning may be tried (`commit.clone`), and copying in the kernel
 /// (`commit.kernel_copy`).
@@ -42,6 +44,21 @@ pub fn tiers() -> KernelTiers {
         no_clone: !CLONE.load(Ordering::Relaxed),
         no_copy: !KERNEL.load(Ordering::Relaxed),
     }
+}
+
+/// Why the copy stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{op} {} at offset {offset}: {source}", path.shown())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Bytes moved by each tier.

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::plan_image::PlanImage;
 use super::scope::recheck_overlays;
+use super::space::{self, Space};
 use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, guards};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::{self, FileId, OpenMode};
@@ -296,6 +297,16 @@ impl Report for Outcome {
         }
         s
     }
+}
+
+/// A delete of `plan`: every file it removes.
+pub fn space(plan: &Plan) -> Space {
+    let frees = plan.images.iter().map(|i| space::on_disk(&i.path)).sum();
+    let first = plan
+        .images
+        .first()
+        .map_or_else(PathBuf::new, |i| i.path.clone());
+    Space::delete(&first, frees)
 }
 
 #[cfg(test)]

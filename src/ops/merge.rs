@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::commit;
 use super::plan_image::PlanImage;
 use super::rebase::{self, backing_name};
+use super::space::{self, Space};
 use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, delete, guards};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::FileId;
@@ -512,4 +513,25 @@ fn journal_fits(forest: &Forest, image: NodeId, j: &Journal) -> Result<(), Refus
             n.path.shown()
         ),
     })
+}
+
+/// A merge of `plan`: its commit's data into the backing file; frees the merged layer.
+pub fn space(plan: &Plan) -> Result<Space, Refusal> {
+    let frees = if plan.keep {
+        0
+    } else {
+        space::on_disk(&plan.image.path)
+    };
+    let Some(c) = &plan.commit else {
+        return Ok(Space::copy(
+            &plan.image,
+            &plan.base,
+            (0, 0),
+            space::cluster_of(&plan.base),
+            frees,
+        ));
+    };
+    let mut s = commit::space_of(c, commit::measure_plan(c)?);
+    s.frees = frees;
+    Ok(s)
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use imago::ShallowMapping;
 
-use super::commit::CopyError;
+use super::datapath::CopyError;
 use super::guards::{self, Role};
 use super::plan_image::PlanImage;
 use super::window::RwWindow;

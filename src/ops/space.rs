@@ -123,58 +123,8 @@ impl Space {
     }
 }
 
-/// A commit of `plan` that copies `data` bytes into the base; frees the top's data when it
-/// empties the top.
-pub fn of_commit(plan: &super::commit::Plan, data: u64) -> Space {
-    let frees = if plan.keep_top || !plan.intermediates.is_empty() {
-        0
-    } else {
-        on_disk(&plan.top.path)
-    };
-    // Unmeasurable: as if every byte needed new room.
-    let new_data = super::commit::measure_new(plan).unwrap_or(data);
-    Space::copy(
-        &plan.top,
-        &plan.base,
-        (data, new_data),
-        cluster_of(&plan.base),
-        frees,
-    )
-}
-
-/// A merge of `plan`: its commit's data into the backing file; frees the merged layer.
-pub fn of_merge(plan: &super::merge::Plan) -> Result<Space, Refusal> {
-    let frees = if plan.keep {
-        0
-    } else {
-        on_disk(&plan.image.path)
-    };
-    let Some(c) = &plan.commit else {
-        return Ok(Space::copy(
-            &plan.image,
-            &plan.base,
-            (0, 0),
-            cluster_of(&plan.base),
-            frees,
-        ));
-    };
-    let mut s = of_commit(c, super::commit::measure_plan(c)?);
-    s.frees = frees;
-    Ok(s)
-}
-
-/// A delete of `plan`: every file it removes.
-pub fn of_delete(plan: &super::delete::Plan) -> Space {
-    let frees = plan.images.iter().map(|i| on_disk(&i.path)).sum();
-    let first = plan
-        .images
-        .first()
-        .map_or_else(PathBuf::new, |i| i.path.clone());
-    Space::delete(&first, frees)
-}
-
 /// The cluster size of a qcow2 image (64 KiB when it cannot be read).
-fn cluster_of(img: &PlanImage) -> u64 {
+pub fn cluster_of(img: &PlanImage) -> u64 {
     std::fs::File::open(&img.path)
         .ok()
         .and_then(|f| crate::image::file::read_prefix(&f, 4096).ok())
@@ -187,7 +137,7 @@ fn cluster_of(img: &PlanImage) -> u64 {
 }
 
 /// Bytes the file at `path` takes on disk.
-fn on_disk(path: &Path) -> u64 {
+pub fn on_disk(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }

@@ -39,3 +39,15 @@ pub fn areas(area: Rect, busy: bool) -> Areas {
         status,
     }
 }
+
+/// A rectangle of `w` × `h` (clamped) centred in `area`.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}

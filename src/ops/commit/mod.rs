@@ -14,8 +14,10 @@ use std::path::PathBuf;
 use super::{OpKind, Operation, Refusal, Report, Run};
 use crate::forest::Forest;
 
-pub use plan::{Plan, Proposal, Request, measure_new, measure_plan, plan, propose, propose_in};
-pub use run::{CopyError, Outcome, run};
+pub use plan::{
+    Plan, Proposal, Request, measure_new, measure_plan, plan, propose, propose_in, space_of,
+};
+pub use run::{Outcome, run};
 
 /// The commit operation.
 #[derive(Debug)]

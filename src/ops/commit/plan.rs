@@ -16,6 +16,7 @@ use crate::image::lock::Access;
 use crate::ops::extents::measure;
 use crate::ops::guards::{self, Role};
 use crate::ops::scope::{self, Scope};
+use crate::ops::space::{self, Space};
 use crate::ops::{OpKind, PlanImage, Refusal};
 use crate::text::Names;
 
@@ -321,7 +322,7 @@ pub fn propose_in(forest: &Forest, top: NodeId, base: Option<PathBuf>, keep_top:
         .ok()
         .map(|p| measure_plan(p).map_err(|e| e.to_string()));
     let space = match (&plan, &bytes) {
-        (Ok(p), Some(Ok(b))) => Some(crate::ops::space::of_commit(p, *b)),
+        (Ok(p), Some(Ok(b))) => Some(space_of(p, *b)),
         _ => None,
     };
     // A commit that cannot fit is refused here, as the CLI refuses it without --force.
@@ -368,4 +369,23 @@ pub fn measure_plan(plan: &Plan) -> Result<u64, Refusal> {
         path: plan.top.path.clone(),
         source,
     })
+}
+
+/// A commit of `plan` that copies `data` bytes into the base; frees the top's data when it
+/// empties the top.
+pub fn space_of(plan: &Plan, data: u64) -> Space {
+    let frees = if plan.keep_top || !plan.intermediates.is_empty() {
+        0
+    } else {
+        space::on_disk(&plan.top.path)
+    };
+    // Unmeasurable: as if every byte needed new room.
+    let new_data = measure_new(plan).unwrap_or(data);
+    Space::copy(
+        &plan.top,
+        &plan.base,
+        (data, new_data),
+        space::cluster_of(&plan.base),
+        frees,
+    )
 }

@@ -19,7 +19,6 @@
 //! reopen never hides a failed copy, and a failed reopen never hides a successful one.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use crate::exit;
 use crate::image::file::OpenMode;
 use crate::image::handle::{Handle, ReopenError};
 use crate::image::probe::Format;
-use crate::ops::datapath::{Tally, kernel_move};
+use crate::ops::datapath::{CopyError, Tally, kernel_move};
 use crate::ops::extents::{Extent, measure, next_extent, own_ranges};
 use crate::ops::window::RwWindow;
 use crate::ops::{OpKind, Phase, Progress, Refusal};
@@ -39,21 +38,6 @@ use crate::units::human_size;
 
 /// How often progress is reported during the copy (at least 5 Hz).
 const REPORT_EVERY: Duration = Duration::from_millis(100);
-
-/// Why the copy stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    #[error("cancelled")]
-    Cancelled,
-    #[error("{op} {} at offset {offset}: {source}", path.shown())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        offset: u64,
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// What a commit that started did. Built only once the base was reopened read-write.
 #[derive(Debug)]

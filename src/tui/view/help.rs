@@ -6,9 +6,9 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
-use super::centered;
 use crate::actions::{ACTIONS, Action};
 use crate::tui::app::App;
+use crate::tui::layout::centered;
 
 pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
     let t = &app.theme;

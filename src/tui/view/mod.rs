@@ -7,7 +7,6 @@ mod jobs;
 mod popup;
 
 use ratatui::Frame;
-use ratatui::layout::Rect;
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Popup};
@@ -49,16 +48,4 @@ pub fn draw(app: &App, frame: &mut Frame) {
             popup::confirm_unprotect(app, path, rule, frame, area)
         }
     }
-}
-
-/// A rectangle of `w` × `h` (clamped) centred in `area`.
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
-    let w = w.min(area.width);
-    let h = h.min(area.height);
-    Rect::new(
-        area.x + (area.width - w) / 2,
-        area.y + (area.height - h) / 2,
-        w,
-        h,
-    )
 }

@@ -6,7 +6,6 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
-use super::centered;
 use crate::actions::Action;
 use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::dependents::Searched;
@@ -15,6 +14,7 @@ use crate::output::human_size;
 use crate::text::Names;
 use crate::tui::app::SHARED_KEY;
 use crate::tui::app::{App, OpPopup, PlanPopup};
+use crate::tui::layout::centered;
 
 fn dialog(
     app: &App,

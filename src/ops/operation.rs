@@ -1,0 +1,40 @@
+//! The shape every write operation has: request → plan (guards) → run (job) → report
+//! (ARCHITECTURE.md §3).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::kind::OpKind;
+use super::progress::Run;
+use super::refusal::Refusal;
+use crate::forest::Forest;
+
+/// What a run that started did, told the same way in the CLI and the UI.
+pub trait Report {
+    /// The process exit code (ARCHITECTURE.md §5).
+    fn exit_code(&self) -> u8;
+    /// One paragraph for people: what happened to each image, and what to do next.
+    fn summary(&self) -> String;
+}
+
+/// One write operation: request → plan (guards) → run (job) → report.
+pub trait Operation: fmt::Debug + Sized + 'static {
+    const KIND: OpKind;
+    /// What the user asks for, against a scanned forest.
+    type Request;
+    /// A request that passed every guard: exactly what the run will write.
+    type Plan: Clone + fmt::Debug + Send + 'static;
+    /// What a run that started did.
+    type Outcome: Report + fmt::Debug + Send + 'static;
+
+    /// Checks the guards in order and works out the plan; nothing is written.
+    fn plan(forest: &Forest, req: &Self::Request) -> Result<Self::Plan, Refusal>;
+
+    /// The images the run writes, the one whose data changes first.
+    fn writes(plan: &Self::Plan) -> Vec<PathBuf>;
+
+    /// Carries the plan out in this thread. Returns a refusal only when nothing was written
+    /// (or, [`Refusal::Internal`], a bug stopped it); everything after the first write is in
+    /// the outcome.
+    fn run(plan: &Self::Plan, run: Run<'_>) -> Result<Self::Outcome, Refusal>;
+}
