@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use imgchain::config::{self, Config};
 use imgchain::forest::diag::Severity;
 use imgchain::forest::{self, Protect, Scan, ScanOptions};
+use imgchain::ops::live;
 use imgchain::text::Names;
 use imgchain::{exit, output};
 
@@ -638,8 +639,12 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Err(e) => return Ok(refused(&e, c.json)),
     };
     if a.live {
-        let plan = imgchain::ops::live::plan_merge(&found.scan.forest, found.image, a.force);
-        return run_live(plan, a.speed, c.progress, c.json);
+        let req = live::Request {
+            image: found.image,
+            force: a.force,
+            speed: a.speed.unwrap_or(0),
+        };
+        return run_live::<live::LiveMerge>(ctx, &found, &req, c.progress, c.json);
     }
     let req = Request {
         image: found.image,
@@ -898,8 +903,7 @@ fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
         cluster_size: ctx.config.snapshot.cluster_size.0,
     };
     if a.live {
-        let plan = imgchain::ops::live::plan_snapshot(&found.scan.forest, &req);
-        return run_live(plan, None, false, a.json);
+        return run_live::<live::LiveSnapshot>(ctx, &found, &req, false, a.json);
     }
     let plan = match snapshot::plan(&found.scan.forest, &req) {
         Ok(p) => p,
@@ -969,8 +973,12 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Err(e) => return Ok(refused(&e, a.json)),
     };
     if a.live {
-        let plan = imgchain::ops::live::plan(&found.scan.forest, found.image, a.force);
-        return run_live(plan, a.speed, a.progress, a.json);
+        let req = live::Request {
+            image: found.image,
+            force: a.force,
+            speed: a.speed.unwrap_or(0),
+        };
+        return run_live::<live::LiveCommit>(ctx, &found, &req, a.progress, a.json);
     }
     let req = Request {
         top: found.image,
@@ -1119,33 +1127,20 @@ fn refused_live_hint(
     code
 }
 
-/// `--live`: the QEMU holding the image does the job, through its QMP socket; Ctrl-C
-/// cancels a block job.
-fn run_live(
-    plan: Result<imgchain::ops::live::LivePlan, imgchain::ops::Refusal>,
-    speed: Option<u64>,
+/// `--live`: the QEMU holding the image does the job, through its QMP socket or virsh;
+/// Ctrl-C cancels a block job.
+fn run_live<O>(
+    ctx: &Session,
+    found: &imgchain::ops::scope::Discovered,
+    req: &O::Request,
     progress: bool,
     json: bool,
-) -> Result<u8, Failure> {
-    use imgchain::ops::{Report, live};
-    let mut plan = match plan {
-        Ok(p) => p,
-        Err(e) => return Ok(refused(&e, json)),
-    };
-    plan.speed = speed.unwrap_or(0);
-    let cancel = ctrl_c()?;
-    let mut bar = output::ProgressLine::new(progress, &plan.target);
-    let result = live::run(&plan, &cancel, &mut |p| bar.update(&p));
-    bar.finish();
-    match result {
-        Ok(o) => {
-            if json {
-                print_json(&output::json_live(&o))?;
-            } else {
-                println!("{}", o.summary());
-            }
-            Ok(o.exit_code())
-        }
+) -> Result<u8, Failure>
+where
+    O: imgchain::ops::Operation<Plan = live::LivePlan, Outcome = live::LiveOutcome>,
+{
+    match O::plan(&found.scan.forest, req) {
+        Ok(plan) => run_planned::<O>(ctx, &plan, progress, json, output::json_live),
         Err(e) => Ok(refused(&e, json)),
     }
 }

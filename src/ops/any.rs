@@ -3,10 +3,13 @@
 //! (ARCHITECTURE.md §3), and a finished run is told the same way by [`Finished`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use super::dependents::Searched;
+use super::job::{self, Job, JobId};
 use super::scope::{self, Scope};
-use super::{Event, Operation, Progress, Refusal, Report};
+use super::{Event, OpKind, Operation, Progress, Refusal, Report};
 use super::{delete, live, merge, rebase, repair, snapshot, space};
 use crate::text::Names;
 
@@ -113,6 +116,57 @@ impl AnyPlan {
     }
 }
 
+impl AnyPlan {
+    /// The operation, as its progress names it.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            AnyPlan::Snapshot(_) => OpKind::Snapshot,
+            AnyPlan::Delete(_) => OpKind::Delete,
+            AnyPlan::Rebase(r) => r.kind,
+            AnyPlan::Merge(_) => OpKind::Merge,
+            AnyPlan::Repair(_) => OpKind::Rebase,
+            AnyPlan::Live(l) => l.op(),
+        }
+    }
+
+    /// A job for this plan, with a fresh cancel flag.
+    pub fn job(&self, id: JobId) -> Job {
+        Job {
+            id,
+            op: self.kind(),
+            writes: self.writes(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Runs `plan` as `job` on a worker, with [`job::spawn`]'s guard that turns a panic into a
+/// report; `on` receives its progress and, last, how it ended.
+pub fn spawn(job: &Job, plan: AnyPlan, chunk: u64, mut on: impl FnMut(Finished) + Send + 'static) {
+    let send = move |e| on(e);
+    match plan {
+        AnyPlan::Snapshot(p) => run_as::<snapshot::Snapshot>(job, p, chunk, send),
+        AnyPlan::Delete(p) => run_as::<delete::Delete>(job, p, chunk, send),
+        AnyPlan::Rebase(p) => run_as::<rebase::Rebase>(job, p, chunk, send),
+        AnyPlan::Repair(p) => run_as::<rebase::Rebase>(job, p.rebase, chunk, send),
+        AnyPlan::Merge(p) => run_as::<merge::Merge>(job, *p, chunk, send),
+        AnyPlan::Live(p) => match p.kind {
+            live::LiveKind::Commit => run_as::<live::LiveCommit>(job, p, chunk, send),
+            live::LiveKind::Merge { .. } => run_as::<live::LiveMerge>(job, p, chunk, send),
+            live::LiveKind::Snapshot(_) => run_as::<live::LiveSnapshot>(job, p, chunk, send),
+        },
+    }
+}
+
+fn run_as<O: Operation>(
+    job: &Job,
+    plan: O::Plan,
+    chunk: u64,
+    mut on: impl FnMut(Finished) + Send + 'static,
+) {
+    job::spawn::<O>(job, plan, chunk, move |e| on(Finished::of(e)));
+}
+
 /// Discovers the images around the request's image ([`scope::discover`]) and plans it; with
 /// the plan, where images built on its chain were looked for.
 pub fn plan(ask: &Ask, scope: &Scope) -> Result<(AnyPlan, Vec<Searched>), Refusal> {
@@ -216,9 +270,23 @@ fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
                 pick: (*pick).min(fix.candidates.len() - 1),
             }))
         }
-        Ask::LiveCommit { .. } => AnyPlan::Live(live::plan(forest, image, false)?),
-        Ask::LiveMerge { .. } => AnyPlan::Live(live::plan_merge(forest, image, false)?),
-        Ask::LiveSnapshot { cluster_size, .. } => AnyPlan::Live(live::plan_snapshot(
+        Ask::LiveCommit { .. } => AnyPlan::Live(live::LiveCommit::plan(
+            forest,
+            &live::Request {
+                image,
+                force: false,
+                speed: 0,
+            },
+        )?),
+        Ask::LiveMerge { .. } => AnyPlan::Live(live::LiveMerge::plan(
+            forest,
+            &live::Request {
+                image,
+                force: false,
+                speed: 0,
+            },
+        )?),
+        Ask::LiveSnapshot { cluster_size, .. } => AnyPlan::Live(live::LiveSnapshot::plan(
             forest,
             &snapshot::Request {
                 image,

@@ -13,10 +13,9 @@ use std::sync::mpsc::{self, Sender};
 use app::{App, Effect, Msg, Settings};
 
 use crate::forest::{self, ScanOptions};
-use crate::ops::any::{self, AnyPlan, Finished};
+use crate::ops::any;
 use crate::ops::commit::{self, Commit};
 use crate::ops::scope::Scope;
-use crate::ops::{Report, delete, live, merge, rebase, snapshot};
 
 /// How the UI starts.
 pub struct Options {
@@ -143,50 +142,9 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
         }
         Effect::RunOp { job, plan } => {
             let id = job.id;
-            let send = move |event: Finished| {
+            any::spawn(&job, *plan, chunk, move |event| {
                 let _ = tx.send(Msg::Op { job: id, event });
-            };
-            match *plan {
-                AnyPlan::Snapshot(p) => {
-                    crate::ops::spawn::<snapshot::Snapshot>(&job, p, chunk, move |e| {
-                        send(Finished::of(e))
-                    });
-                }
-                AnyPlan::Delete(p) => {
-                    crate::ops::spawn::<delete::Delete>(&job, p, chunk, move |e| {
-                        send(Finished::of(e))
-                    });
-                }
-                AnyPlan::Rebase(p) => {
-                    crate::ops::spawn::<rebase::Rebase>(&job, p, chunk, move |e| {
-                        send(Finished::of(e))
-                    });
-                }
-                AnyPlan::Repair(p) => {
-                    crate::ops::spawn::<rebase::Rebase>(&job, p.rebase, chunk, move |e| {
-                        send(Finished::of(e))
-                    });
-                }
-                AnyPlan::Live(p) => {
-                    let cancel = std::sync::Arc::clone(&job.cancel);
-                    std::thread::spawn(move || {
-                        let mut progress = |p| send(Finished::Progress(p));
-                        let end = match live::run(&p, &cancel, &mut progress) {
-                            Ok(o) => Finished::Done {
-                                exit_code: o.exit_code(),
-                                summary: o.summary(),
-                            },
-                            Err(e) => Finished::refused(&e),
-                        };
-                        send(end);
-                    });
-                }
-                AnyPlan::Merge(p) => {
-                    crate::ops::spawn::<merge::Merge>(&job, *p, chunk, move |e| {
-                        send(Finished::of(e))
-                    });
-                }
-            }
+            });
         }
     }
 }

@@ -905,20 +905,8 @@ impl App {
         let Some(plan) = p.plan else {
             return Vec::new();
         };
-        let writes = plan.writes();
-        let job = ops::Job {
-            id: p.job,
-            op: match plan {
-                AnyPlan::Snapshot(_) => ops::OpKind::Snapshot,
-                AnyPlan::Delete(_) => ops::OpKind::Delete,
-                AnyPlan::Rebase(ref r) => r.kind,
-                AnyPlan::Merge(_) => ops::OpKind::Merge,
-                AnyPlan::Repair(_) => ops::OpKind::Rebase,
-                AnyPlan::Live(ref l) => l.op(),
-            },
-            writes: writes.clone(),
-            cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
+        let job = plan.job(p.job);
+        let writes = job.writes.clone();
         self.jobs.running = Some(Job {
             id: p.job,
             top: p.ask.image().clone(),
