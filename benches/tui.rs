@@ -121,11 +121,11 @@ fn main() {
     }
     // The plan, made on a worker, comes back before Enter can start it.
     let planned = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    assert!(matches!(planned, Msg::Planned { .. }), "{planned:?}");
+    assert!(matches!(planned, Msg::OpPlanned { .. }), "{planned:?}");
     a.update(planned);
     let mut effects = a.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
     assert!(
-        matches!(effects[..], [Effect::Commit { .. }]),
+        matches!(effects[..], [Effect::RunOp { .. }]),
         "the commit starts"
     );
     for e in effects.drain(..) {
@@ -143,7 +143,7 @@ fn main() {
         loop {
             let msg = rx.recv().unwrap();
             let is_key = matches!(msg, Msg::Key(_));
-            if matches!(msg, Msg::Commit { .. }) {
+            if matches!(msg, Msg::Op { .. }) {
                 progress_msgs += 1;
             }
             for e in a.update(msg) {

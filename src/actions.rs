@@ -37,6 +37,13 @@ pub enum Action {
     Quit,
     Confirm,
     Close,
+    Shared,
+    KeepTop,
+    Deeper,
+    Next,
+    Prev,
+    WithOverlays,
+    Anyway,
 }
 
 /// Where an action's keys work: keys of one place may not repeat.
@@ -44,7 +51,7 @@ pub enum Action {
 pub enum Place {
     /// The forest, with no dialog open.
     Browse,
-    /// A dialog (confirm or close it).
+    /// A dialog: confirm or close it, or change what it asks.
     Dialog,
 }
 
@@ -81,7 +88,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 31] = [
+pub const ACTIONS: [ActionDef; 38] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -263,6 +270,56 @@ pub const ACTIONS: [ActionDef; 31] = [
         Dialog,
     ),
     def(Action::Close, "close", "in a dialog: close", None, Dialog),
+    def(
+        Action::Shared,
+        "shared",
+        "in the commit dialog: commit into a base other images are built on (confirm never does)",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::KeepTop,
+        "keep_top",
+        "in the commit dialog: keep the top's data, or empty it",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Deeper,
+        "deeper",
+        "in the commit and rebase dialogs: an image further down the chain (after the last, \
+         back up)",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Next,
+        "next",
+        "in a dialog with a list (repair): the next choice",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Prev,
+        "prev",
+        "in a dialog with a list (repair): the previous choice",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::WithOverlays,
+        "with_overlays",
+        "in the delete dialog: delete the images built on it too",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Anyway,
+        "anyway",
+        "in the delete dialog: delete a stopped VM's disk anyway (the VM loses it)",
+        None,
+        Dialog,
+    ),
 ];
 
 impl Action {

@@ -14,8 +14,8 @@ use imgchain::image::file::OpenMode;
 use imgchain::image::handle::{ReopenError, ReopenStep};
 use imgchain::image::lock::{Foreign, Holder, Perms};
 use imgchain::image::snapshots::InternalSnapshot;
-use imgchain::ops::any::Finished;
-use imgchain::ops::commit::{self, Outcome};
+use imgchain::ops::any::{AnyPlan, CommitPlan, Ended, Finished};
+use imgchain::ops::commit::{self, Commit, Outcome};
 use imgchain::ops::{Event, OpKind, Phase, Progress, Refusal};
 use imgchain::tui::app::{App, Effect, Msg, Popup, Settings};
 use imgchain::tui::keymap::Keymap;
@@ -64,13 +64,10 @@ fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut rest = Vec::new();
     for e in fx {
-        if matches!(e, Effect::Plan { .. } | Effect::PlanOp { .. }) {
+        if matches!(e, Effect::PlanOp { .. }) {
             imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-            assert!(
-                matches!(msg, Msg::Planned { .. } | Msg::OpPlanned { .. }),
-                "{msg:?}"
-            );
+            assert!(matches!(msg, Msg::OpPlanned { .. }), "{msg:?}");
             rest.extend(app.update(msg));
             steady_space(app);
         } else {
@@ -84,7 +81,6 @@ fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
 /// do the places searched that depend on the machine (running QEMUs, libvirt).
 fn steady_space(app: &mut App) {
     let searched = match &mut app.popup {
-        Some(Popup::Plan(p)) => Some(&mut p.searched),
         Some(Popup::Op(p)) => Some(&mut p.searched),
         _ => None,
     };
@@ -92,7 +88,6 @@ fn steady_space(app: &mut App) {
         s.retain(|p| matches!(p.kind, "scanned" | "around" | "overlay_dirs" | "outside"));
     }
     let space = match &mut app.popup {
-        Some(Popup::Plan(p)) => p.space.as_mut(),
         Some(Popup::Op(p)) => p.space.as_mut(),
         _ => None,
     };
@@ -280,7 +275,7 @@ fn commit_plans_with_each_guard() {
         KeyModifiers::NONE,
     )));
     assert!(
-        matches!(fx[..], [Effect::Plan { .. }]),
+        matches!(fx[..], [Effect::PlanOp { .. }]),
         "planned off-thread, on a fresh scan"
     );
     insta::assert_snapshot!("plan_pending", render(&a));
@@ -305,10 +300,10 @@ fn commit_plans_with_each_guard() {
     // Enter, even twice, does not commit into a shared base: only the distinct key does.
     assert!(key(&mut a, KeyCode::Enter).is_empty());
     assert!(key(&mut a, KeyCode::Enter).is_empty());
-    assert!(matches!(a.popup, Some(Popup::Plan(_))));
+    assert!(matches!(a.popup, Some(Popup::Op(_))));
     assert!(a.status.contains("F commits anyway"), "{}", a.status);
     let fx = key(&mut a, KeyCode::Char('F'));
-    assert!(matches!(fx[..], [Effect::Commit { .. }]), "{fx:?}");
+    assert!(matches!(fx[..], [Effect::RunOp { .. }]), "{fx:?}");
     a.jobs.running = None;
 
     select(&mut a, "vms/orphan.qcow2");
@@ -329,13 +324,23 @@ fn commit_plans_with_each_guard() {
         KeyCode::Char('c'),
         KeyModifiers::NONE,
     )));
-    let [Effect::Plan { job, .. }] = fx[..] else {
+    let [Effect::PlanOp { job, .. }] = fx[..] else {
         panic!("expected a plan effect, got {fx:?}")
     };
     let proposal = commit::propose_in(&a.browse.forest, id, None, false);
-    a.update(Msg::Planned {
+    let plan = proposal.plan.map(|plan| {
+        AnyPlan::Commit(Box::new(CommitPlan {
+            plan,
+            shared_with: proposal.shared_with,
+            bytes: Ok(0),
+            space: None,
+        }))
+    });
+    a.update(Msg::OpPlanned {
         job,
-        proposal: Box::new(Ok(proposal)),
+        plan: Box::new(plan),
+        space: None,
+        searched: Vec::new(),
     });
     insta::assert_snapshot!("plan_in_use", render(&a));
 }
@@ -346,7 +351,7 @@ fn start(a: &mut App) -> u64 {
     keys(a, "c");
     let fx = key(a, KeyCode::Enter);
     match &fx[..] {
-        [Effect::Commit { job, .. }] => job.id,
+        [Effect::RunOp { job, .. }] => job.id,
         other => panic!("expected a commit effect, got {other:?}"),
     }
 }
@@ -356,9 +361,9 @@ fn progress_mid_commit_and_the_live_badge() {
     let mut a = app("progress", 120, 30);
     let job = start(&mut a);
     let base = a.browse.roots[0].join("snapshots/app-snap2.qcow2");
-    a.update(Msg::Commit {
+    a.update(Msg::Op {
         job,
-        event: Event::Progress(Progress {
+        event: Finished::Progress(Progress {
             op: OpKind::Commit,
             phase: Phase::Copy,
             done: 10 << 20,
@@ -381,9 +386,9 @@ fn progress_mid_commit_and_the_live_badge() {
             .load(std::sync::atomic::Ordering::Relaxed)
     );
     // Back to RO once the engine reports it.
-    a.update(Msg::Commit {
+    a.update(Msg::Op {
         job,
-        event: Event::Progress(Progress {
+        event: Finished::Progress(Progress {
             op: OpKind::Commit,
             phase: Phase::ReopenRo,
             done: 24 << 20,
@@ -401,26 +406,34 @@ fn the_plan_cycles_down_the_chain_to_a_deeper_base() {
     select(&mut a, "snapshots/app-snap3.qcow2");
     keys(&mut a, "c");
     keys(&mut a, "b");
-    let Some(Popup::Plan(p)) = &a.popup else {
+    let Some(Popup::Op(p)) = &a.popup else {
         panic!("the plan stays open")
     };
-    assert!(p.base.as_ref().unwrap().ends_with("app-snap1.qcow2"));
+    let Some(AnyPlan::Commit(c)) = &p.plan else {
+        panic!("a commit plan: {p:?}")
+    };
+    assert!(c.plan.base.path.ends_with("app-snap1.qcow2"));
     assert!(
-        p.keep_top,
+        c.plan.keep_top && p.deeper(),
         "a deeper base keeps the top, as qemu-img -b does"
     );
     assert!(
-        p.shared_with.iter().any(|o| o.ends_with("app-snap2.qcow2")),
+        p.shared_with()
+            .iter()
+            .any(|o| o.ends_with("app-snap2.qcow2")),
         "the image in between reads differently: {:?}",
-        p.shared_with
+        p.shared_with()
     );
     insta::assert_snapshot!("plan_deeper_base", render(&a));
     keys(&mut a, "bb");
-    let Some(Popup::Plan(p)) = &a.popup else {
+    let Some(Popup::Op(p)) = &a.popup else {
         panic!("the plan stays open")
     };
+    let Some(AnyPlan::Commit(c)) = &p.plan else {
+        panic!("a commit plan: {p:?}")
+    };
     assert!(
-        p.base.as_ref().unwrap().ends_with("app-snap2.qcow2"),
+        c.plan.base.path.ends_with("app-snap2.qcow2"),
         "past the root it starts again at the backing file"
     );
 }
@@ -437,9 +450,9 @@ fn cancel_during_the_flush_is_too_late_and_says_so() {
         elapsed: Duration::from_millis(700),
         writing: true,
     };
-    a.update(Msg::Commit {
+    a.update(Msg::Op {
         job,
-        event: Event::Progress(flush(24 << 20)),
+        event: Finished::Progress(flush(24 << 20)),
     });
     keys(&mut a, "x");
     let cancel = &a.jobs.running.as_ref().unwrap().cancel;
@@ -484,9 +497,9 @@ fn quitting_during_a_commit_asks_then_waits_for_its_cleanup() {
         top: PathBuf::from("/x"),
         op: OpKind::Commit,
     };
-    let fx = a.update(Msg::Commit {
+    let fx = a.update(Msg::Op {
         job,
-        event: Event::Done(Box::new(Err(err))),
+        event: Finished::of::<Commit>(Event::Done(Box::new(Err(err)))),
     });
     assert!(a.quit, "quits once the commit reports it is done");
     assert!(fx.is_empty(), "no rescan on the way out");
@@ -543,9 +556,9 @@ fn reopen_failure_popup() {
         elapsed: Duration::from_secs(1),
         plan,
     };
-    let fx = a.update(Msg::Commit {
+    let fx = a.update(Msg::Op {
         job,
-        event: Event::Done(Box::new(Ok(outcome))),
+        event: Finished::of::<Commit>(Event::Done(Box::new(Ok(outcome)))),
     });
     assert!(
         matches!(fx[..], [Effect::Scan(_)]),
@@ -566,12 +579,12 @@ fn a_run_that_finds_a_new_overlay_shows_the_plan_again() {
     let mut new = imgchain::image::create::NewImage::qcow2(2 << 30);
     new.backing = Some(("app-snap2.qcow2", imgchain::image::probe::Format::Qcow2));
     imgchain::image::create::create(&other, &new).unwrap();
-    let fx = a.update(Msg::Commit {
+    let fx = a.update(Msg::Op {
         job,
-        event: Event::Done(Box::new(Err(Refusal::SharedBase {
+        event: Finished::of::<Commit>(Event::Done(Box::new(Err(Refusal::SharedBase {
             base,
             others: vec![other.clone()],
-        }))),
+        })))),
     });
     assert!(a.jobs.running.is_none());
     assert!(
@@ -580,20 +593,23 @@ fn a_run_that_finds_a_new_overlay_shows_the_plan_again() {
     );
     let (tx, rx) = std::sync::mpsc::channel();
     for e in fx {
-        if matches!(e, Effect::Plan { .. }) {
+        if matches!(e, Effect::PlanOp { .. }) {
             imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
             a.update(msg);
             steady_space(&mut a);
         }
     }
-    let Some(Popup::Plan(p)) = &a.popup else {
+    let Some(Popup::Op(p)) = &a.popup else {
         panic!("the plan dialog again, not a refusal: {:?}", a.popup);
     };
     assert!(p.notice.as_deref().unwrap().contains("other-vm.qcow2"));
-    assert_eq!(p.shared_with, vec![other]);
-    assert!(!p.forced, "asks for the distinct key again");
+    assert_eq!(p.shared_with(), [other]);
     insta::assert_snapshot!("replan_after_new_overlay", render(&a));
+    assert!(
+        key(&mut a, KeyCode::Enter).is_empty(),
+        "asks for the distinct key again"
+    );
 }
 
 /// Each chain operation's dialog, planned on the demo as the app loop plans it.
@@ -700,7 +716,7 @@ fn chain_operation_dialogs() {
     assert!(
         p.refusal
             .as_ref()
-            .is_some_and(|(m, _)| m.contains("read-only")),
+            .is_some_and(|e| e.to_string().contains("read-only")),
         "{:?}",
         p.refusal
     );
@@ -735,7 +751,6 @@ fn n_jumps_to_the_next_image_with_a_problem() {
 /// be the same twice).
 #[test]
 fn a_live_commit_plan_and_its_progress() {
-    use imgchain::ops::any::AnyPlan;
     use imgchain::ops::live::{LiveKind, LivePlan, Via};
     let mut a = app("live", 100, 30);
     // The VM "app" writes app-snap3 (its locks put in the model, as a real one's would show).
@@ -812,12 +827,16 @@ fn a_live_commit_plan_and_its_progress() {
     insta::assert_snapshot!("live_commit_progress", render(&a));
     a.update(Msg::Op {
         job,
-        event: Finished::Done {
+        event: Finished::Done(Box::new(Ended {
             exit_code: 0,
             summary: "app (QEMU VM, pid 4242, writing) committed 64.0 MiB of app-snap3.qcow2 \
                       into app-snap2.qcow2 itself and now runs on app-snap2.qcow2."
                 .into(),
-        },
+            refused: None,
+            headline: None,
+            title: None,
+            left_writable: Vec::new(),
+        })),
     });
     insta::assert_snapshot!("live_commit_done", render(&a));
     // D there plans deleting the layer the VM no longer runs on.
@@ -879,7 +898,7 @@ fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
     assert!(
         p.refusal
             .as_ref()
-            .is_some_and(|(m, c)| m.contains("ci") && *c == 13),
+            .is_some_and(|e| e.to_string().contains("ci") && e.exit_code() == 13),
         "{:?}",
         p.refusal
     );
@@ -996,27 +1015,20 @@ fn a_commit_that_cannot_fit_is_refused_with_the_figures() {
         KeyCode::Char('c'),
         KeyModifiers::NONE,
     )));
-    let Some(Popup::Plan(p)) = &a.popup else {
+    let Some(Popup::Op(p)) = &a.popup else {
         panic!("the commit dialog")
     };
-    let (job, top, base) = (p.job, p.top.clone(), p.base.clone());
-    let proposal = commit::Proposal {
-        top,
-        base: base.clone(),
-        chain: base.iter().cloned().collect(),
-        plan: Err(Refusal::NoSpace {
-            path: base.unwrap(),
+    let job = p.job;
+    let base = a.browse.roots[0].join("snapshots/app-snap2.qcow2");
+    a.update(Msg::OpPlanned {
+        job,
+        plan: Box::new(Err(Refusal::NoSpace {
+            path: base,
             need: 25 << 20,
             free: 3 << 20,
-        }),
-        shared_with: Vec::new(),
-        bytes: Some(Ok(24 << 20)),
+        })),
         space: None,
         searched: Vec::new(),
-    };
-    a.update(Msg::Planned {
-        job,
-        proposal: Box::new(Ok(proposal)),
     });
     let screen = render(&a);
     assert!(screen.contains("only 3 MiB free"), "{screen}");

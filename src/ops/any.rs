@@ -10,12 +10,18 @@ use super::dependents::Searched;
 use super::job::{self, Job, JobId};
 use super::scope::{self, Scope};
 use super::{Event, OpKind, Operation, Progress, Refusal, Report};
-use super::{delete, live, merge, rebase, repair, snapshot, space};
+use super::{commit, delete, live, merge, rebase, repair, snapshot, space};
 use crate::text::Names;
 
 /// What the user asks of one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ask {
+    /// Commit it into its backing file, or into `base` further down its chain.
+    Commit {
+        image: PathBuf,
+        base: Option<PathBuf>,
+        keep_top: bool,
+    },
     /// A new overlay beside it, named by default.
     Snapshot {
         image: PathBuf,
@@ -65,7 +71,8 @@ impl Ask {
     /// The image the request is about.
     pub fn image(&self) -> &PathBuf {
         match self {
-            Ask::Snapshot { image, .. }
+            Ask::Commit { image, .. }
+            | Ask::Snapshot { image, .. }
             | Ask::Delete { image, .. }
             | Ask::Flatten { image }
             | Ask::Rebase { image, .. }
@@ -81,6 +88,7 @@ impl Ask {
 /// A plan of any of them.
 #[derive(Clone, Debug)]
 pub enum AnyPlan {
+    Commit(Box<CommitPlan>),
     Snapshot(snapshot::Plan),
     Delete(delete::Plan),
     Rebase(rebase::Plan),
@@ -89,6 +97,20 @@ pub enum AnyPlan {
     Repair(Box<RepairPlan>),
     /// Done by the running QEMU that holds the image.
     Live(live::LivePlan),
+}
+
+/// A commit, with what its dialog shows beside the plan.
+#[derive(Clone, Debug)]
+pub struct CommitPlan {
+    /// Forced over `shared_with` when the base has other overlays: confirming must accept
+    /// them with a key of its own.
+    pub plan: commit::Plan,
+    /// Other overlays of the base whose disks the commit would change.
+    pub shared_with: Vec<PathBuf>,
+    /// Bytes it copies, or why they could not be measured.
+    pub bytes: Result<u64, String>,
+    /// What it writes and frees, and the room there (when measured).
+    pub space: Option<space::Space>,
 }
 
 /// A repair: the rebase it runs, and the candidates it was picked from.
@@ -105,6 +127,7 @@ impl AnyPlan {
     /// The images the run writes, the one whose data changes first.
     pub fn writes(&self) -> Vec<PathBuf> {
         match self {
+            AnyPlan::Commit(c) => commit::Commit::writes(&c.plan),
             AnyPlan::Snapshot(p) => snapshot::Snapshot::writes(p),
             AnyPlan::Delete(p) => delete::Delete::writes(p),
             AnyPlan::Rebase(p) => rebase::Rebase::writes(p),
@@ -120,6 +143,7 @@ impl AnyPlan {
     /// The operation, as its progress names it.
     pub fn kind(&self) -> OpKind {
         match self {
+            AnyPlan::Commit(_) => OpKind::Commit,
             AnyPlan::Snapshot(_) => OpKind::Snapshot,
             AnyPlan::Delete(_) => OpKind::Delete,
             AnyPlan::Rebase(r) => r.kind,
@@ -145,6 +169,7 @@ impl AnyPlan {
 pub fn spawn(job: &Job, plan: AnyPlan, chunk: u64, mut on: impl FnMut(Finished) + Send + 'static) {
     let send = move |e| on(e);
     match plan {
+        AnyPlan::Commit(c) => run_as::<commit::Commit>(job, c.plan, chunk, send),
         AnyPlan::Snapshot(p) => run_as::<snapshot::Snapshot>(job, p, chunk, send),
         AnyPlan::Delete(p) => run_as::<delete::Delete>(job, p, chunk, send),
         AnyPlan::Rebase(p) => run_as::<rebase::Rebase>(job, p, chunk, send),
@@ -184,6 +209,15 @@ fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
     let forest = &found.scan.forest;
     let image = found.image;
     Ok(match ask {
+        Ask::Commit { base, keep_top, .. } => {
+            let p = commit::propose_in(forest, image, base.clone(), *keep_top);
+            AnyPlan::Commit(Box::new(CommitPlan {
+                plan: p.plan?,
+                shared_with: p.shared_with,
+                bytes: p.bytes.unwrap_or_else(|| Err("not measured".into())),
+                space: p.space,
+            }))
+        }
         Ask::Snapshot { cluster_size, .. } => AnyPlan::Snapshot(snapshot::plan(
             forest,
             &snapshot::Request {
@@ -324,6 +358,7 @@ pub fn space(plan: &AnyPlan, force: bool) -> Result<Option<space::Space>, Refusa
             Ok(Some(s))
         }
         AnyPlan::Delete(d) => Ok(Some(delete::space(d))),
+        AnyPlan::Commit(c) => Ok(c.space.clone()),
         _ => Ok(None),
     }
 }
@@ -332,16 +367,35 @@ pub fn space(plan: &AnyPlan, force: bool) -> Result<Option<space::Space>, Refusa
 #[derive(Debug)]
 pub enum Finished {
     Progress(Progress),
-    Done { exit_code: u8, summary: String },
+    Done(Box<Ended>),
+}
+
+/// How a run ended, told without the operation's own outcome type.
+#[derive(Debug)]
+pub struct Ended {
+    pub exit_code: u8,
+    pub summary: String,
+    /// Why it did not start: nothing was written.
+    pub refused: Option<Refusal>,
+    /// [`Report::headline`].
+    pub headline: Option<String>,
+    /// [`Report::title`].
+    pub title: Option<String>,
+    /// [`Report::left_writable`].
+    pub left_writable: Vec<PathBuf>,
 }
 
 impl Finished {
     /// How a run that could not start is told.
-    pub fn refused(e: &Refusal) -> Finished {
-        Finished::Done {
+    pub fn refused(e: Refusal) -> Finished {
+        Finished::Done(Box::new(Ended {
             exit_code: e.exit_code(),
             summary: e.to_string(),
-        }
+            refused: Some(e),
+            headline: None,
+            title: None,
+            left_writable: Vec::new(),
+        }))
     }
 
     /// The same event, told without the operation's own outcome type.
@@ -349,14 +403,15 @@ impl Finished {
         match e {
             Event::Progress(p) => Finished::Progress(p),
             Event::Done(r) => match *r {
-                Ok(o) => Finished::Done {
+                Ok(o) => Finished::Done(Box::new(Ended {
                     exit_code: o.exit_code(),
                     summary: o.summary(),
-                },
-                Err(e) => Finished::Done {
-                    exit_code: e.exit_code(),
-                    summary: e.to_string(),
-                },
+                    refused: None,
+                    headline: o.headline(),
+                    title: o.title(),
+                    left_writable: o.left_writable(),
+                })),
+                Err(e) => Finished::refused(e),
             },
         }
     }

@@ -15,6 +15,20 @@ pub trait Report {
     fn exit_code(&self) -> u8;
     /// One paragraph for people: what happened to each image, and what to do next.
     fn summary(&self) -> String;
+    /// One line that says all when it went well, for a status line (`None`: the summary is
+    /// shown in full).
+    fn headline(&self) -> Option<String> {
+        None
+    }
+    /// The title of the dialog that tells the summary (`None`: the operation's name and
+    /// whether it finished).
+    fn title(&self) -> Option<String> {
+        None
+    }
+    /// Images the run left open read-write or in doubt (a reopen to read-only that failed).
+    fn left_writable(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// One write operation: request → plan (guards) → run (job) → report.

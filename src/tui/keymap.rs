@@ -12,21 +12,22 @@ use crate::config::{KeyCode, KeySpec, Keys, NamedKey};
 pub struct Keymap {
     /// Browsing bindings in help order.
     pub browsing: Vec<(Action, Vec<KeySpec>)>,
-    pub confirm: Vec<KeySpec>,
-    pub close: Vec<KeySpec>,
+    /// The dialog layer's bindings: confirm, close, and what changes a dialog's request.
+    pub dialogs: Vec<(Action, Vec<KeySpec>)>,
 }
 
 impl Keymap {
     /// The keymap of the `[keys]` table.
     pub fn new(keys: &Keys) -> Keymap {
-        Keymap {
-            browsing: keys
-                .all()
-                .filter(|(a, _)| a.def().place == Place::Browse)
+        let layer = |place| {
+            keys.all()
+                .filter(|(a, _)| a.def().place == place)
                 .map(|(a, k)| (a, k.to_vec()))
-                .collect(),
-            confirm: keys.of(Action::Confirm).to_vec(),
-            close: keys.of(Action::Close).to_vec(),
+                .collect()
+        };
+        Keymap {
+            browsing: layer(Place::Browse),
+            dialogs: layer(Place::Dialog),
         }
     }
 
@@ -39,27 +40,40 @@ impl Keymap {
             .map(|(a, _)| *a)
     }
 
-    /// The dialog action bound to `key` (confirm or close).
+    /// The dialog action bound to `key`.
     pub fn dialog(&self, key: &KeyEvent) -> Option<Action> {
         let spec = spec_of(key)?;
-        if self.confirm.contains(&spec) {
-            Some(Action::Confirm)
-        } else if self.close.contains(&spec) {
-            Some(Action::Close)
-        } else {
-            None
-        }
+        self.dialogs
+            .iter()
+            .find(|(_, ks)| ks.contains(&spec))
+            .map(|(a, _)| *a)
+    }
+
+    /// Whether `key` confirms or closes a dialog (any other dialog key leaves a message
+    /// or a question open).
+    pub fn answers(&self, key: &KeyEvent) -> Option<Action> {
+        self.dialog(key)
+            .filter(|a| matches!(a, Action::Confirm | Action::Close))
+    }
+
+    /// The first key of an action, as a dialog's key line shows it: `j`.
+    pub fn first_key_of(&self, action: Action) -> String {
+        self.keys_of(action)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The keys of an action, as the help and the hints show them: `j/Down`.
     pub fn keys_of(&self, action: Action) -> String {
-        let ks = match action {
-            Action::Confirm => &self.confirm,
-            Action::Close => &self.close,
-            a => match self.browsing.iter().find(|(b, _)| *b == a) {
-                Some((_, ks)) => ks,
-                None => return String::new(),
-            },
+        let Some((_, ks)) = self
+            .browsing
+            .iter()
+            .chain(&self.dialogs)
+            .find(|(b, _)| *b == action)
+        else {
+            return String::new();
         };
         ks.iter()
             .map(KeySpec::to_string)

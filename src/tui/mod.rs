@@ -14,7 +14,6 @@ use app::{App, Effect, Msg, Settings};
 
 use crate::forest::{self, ScanOptions};
 use crate::ops::any;
-use crate::ops::commit::{self, Commit};
 use crate::ops::scope::Scope;
 
 /// How the UI starts.
@@ -85,33 +84,6 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 });
             });
         }
-        Effect::Plan {
-            job,
-            top,
-            base,
-            keep_top,
-            dirs,
-            protect,
-        } => {
-            let scope = Scope {
-                dirs,
-                scan: scan.clone(),
-                protect,
-            };
-            std::thread::spawn(move || {
-                let proposal = commit::propose(&top, base, keep_top, &scope);
-                let _ = tx.send(Msg::Planned {
-                    job,
-                    proposal: Box::new(proposal),
-                });
-            });
-        }
-        Effect::Commit { job, plan } => {
-            let id = job.id;
-            crate::ops::spawn::<Commit>(&job, *plan, chunk, move |event| {
-                let _ = tx.send(Msg::Commit { job: id, event });
-            });
-        }
         Effect::PlanOp {
             job,
             ask,
@@ -121,7 +93,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
             let scope = Scope {
                 dirs,
                 scan: scan.clone(),
-                protect,
+                protect: *protect,
             };
             std::thread::spawn(move || {
                 let force = matches!(ask, any::Ask::Merge { force: true, .. });

@@ -54,4 +54,47 @@ impl Report for Outcome {
     fn summary(&self) -> String {
         Outcome::summary(self)
     }
+
+    fn headline(&self) -> Option<String> {
+        (Outcome::exit_code(self) == crate::exit::OK).then(|| {
+            let name = crate::forest::model::file_name;
+            format!(
+                "{}Committed {} of {} into {}; base read-only again; top {}",
+                if self.cancel_too_late {
+                    "Too late to cancel: "
+                } else {
+                    ""
+                },
+                crate::units::human_size(self.total),
+                name(&self.plan.top.path),
+                name(&self.plan.base.path),
+                if self.top_emptied.is_some() {
+                    "emptied"
+                } else {
+                    "kept"
+                }
+            )
+        })
+    }
+
+    fn title(&self) -> Option<String> {
+        let code = Outcome::exit_code(self);
+        (code != crate::exit::OK).then(|| {
+            if code == crate::exit::CANCELLED {
+                "Commit cancelled"
+            } else if self.copy.is_ok() {
+                "Committed, but the base could not be reopened read-only"
+            } else {
+                "Commit failed"
+            }
+            .into()
+        })
+    }
+
+    fn left_writable(&self) -> Vec<PathBuf> {
+        match self.reopen_ro {
+            Some(Err(_)) => vec![self.plan.base.path.clone()],
+            _ => Vec::new(),
+        }
+    }
 }

@@ -6,17 +6,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::ops::Progress;
+use crate::ops::any::Ask;
+use crate::ops::{OpKind, Progress};
 
-/// A running commit.
+/// The running operation.
 #[derive(Debug)]
 pub struct Job {
     pub id: u64,
+    pub op: OpKind,
+    /// What was asked, to plan it again when the run finds the chain changed.
+    pub ask: Ask,
+    /// The dialog's choices down the chain, for that plan.
+    pub chain: Vec<PathBuf>,
+    /// The image it is about.
     pub top: PathBuf,
+    /// The image whose data it changes first.
     pub base: PathBuf,
-    /// The base the user picked down the chain (`None`: the top's backing file).
-    pub deeper: Option<PathBuf>,
-    pub keep_top: bool,
     pub progress: Option<Progress>,
     pub cancel: Arc<AtomicBool>,
     /// What a live commit or merge leaves out of its VM's chain, to offer deleting.

@@ -9,14 +9,13 @@ pub mod browse;
 pub mod dialog;
 pub mod jobs;
 pub mod locks;
+mod operate;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ratatui::crossterm::event::{
-    KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
-};
+use ratatui::crossterm::event::{KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 
 use super::keymap::{Action, Keymap};
@@ -27,11 +26,10 @@ use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
 use crate::image::snapshots::InternalSnapshot;
 use crate::ops::any::{AnyPlan, Ask, Finished};
-use crate::ops::commit::{Commit, Outcome, Plan, Proposal};
-use crate::ops::{self, Event, Refusal};
+use crate::ops::{self, Refusal};
 use crate::text::Names;
 pub use browse::Browse;
-pub use dialog::{OpPopup, PlanPopup, Popup};
+pub use dialog::{OpPopup, Popup};
 pub use jobs::{Job, Jobs};
 pub use locks::{Allocations, Locks};
 
@@ -43,17 +41,7 @@ pub enum Msg {
     Resize(u16, u16),
     /// A scan finished (or failed: the message says why).
     Scanned(Box<Result<Scan, String>>),
-    /// A commit planned on a fresh scan around its top (or why it could not be).
-    Planned {
-        job: u64,
-        proposal: Box<Result<Proposal, Refusal>>,
-    },
-    /// Progress or the end of a running commit.
-    Commit {
-        job: u64,
-        event: Event<Commit>,
-    },
-    /// Another operation planned on a fresh scan (or why it cannot run).
+    /// An operation planned on a fresh scan (or why it cannot run).
     OpPlanned {
         job: u64,
         plan: Box<Result<AnyPlan, Refusal>>,
@@ -62,7 +50,7 @@ pub enum Msg {
         /// Where images built on its chain were looked for.
         searched: Vec<crate::ops::dependents::Searched>,
     },
-    /// Progress or the end of another running operation.
+    /// Progress or the end of the running operation.
     Op {
         job: u64,
         event: Finished,
@@ -90,9 +78,6 @@ pub enum Msg {
 /// or renamed in one changes it.
 pub type Stamps = Arc<Vec<(PathBuf, Option<std::time::SystemTime>)>>;
 
-/// The key that commits into a base other images are built on (Enter never does).
-pub const SHARED_KEY: char = 'F';
-
 /// Work the loop must start for the app.
 #[derive(Debug)]
 pub enum Effect {
@@ -110,26 +95,12 @@ pub enum Effect {
         format: crate::image::probe::Format,
         snapshots: Option<Box<crate::image::probe::Qcow2Header>>,
     },
-    /// Plan the commit of `top` (into `base`, or its backing file) on a fresh scan around
-    /// it and the UI's paths, with the UI's protections: the CLI's planning path.
-    Plan {
-        job: u64,
-        top: PathBuf,
-        base: Option<PathBuf>,
-        keep_top: bool,
-        dirs: Vec<PathBuf>,
-        protect: Protect,
-    },
-    Commit {
-        job: ops::Job,
-        plan: Box<Plan>,
-    },
-    /// Plan another operation on a fresh scan around its image, with the UI's protections.
+    /// Plan an operation on a fresh scan around its image, with the UI's protections.
     PlanOp {
         job: u64,
         ask: Ask,
         dirs: Vec<PathBuf>,
-        protect: Protect,
+        protect: Box<Protect>,
     },
     RunOp {
         job: ops::Job,
@@ -301,15 +272,6 @@ impl App {
                 }
                 Vec::new()
             }
-            Msg::Planned { job, proposal } => {
-                if let Some(Popup::Plan(p)) = &mut self.popup
-                    && p.job == job
-                {
-                    p.fill(*proposal);
-                }
-                Vec::new()
-            }
-            Msg::Commit { job, event } => self.on_commit(job, event),
             Msg::OpPlanned {
                 job,
                 plan,
@@ -464,160 +426,6 @@ impl App {
         vec![Effect::Scan(self.browse.roots.clone())]
     }
 
-    fn on_commit(&mut self, id: u64, event: Event<Commit>) -> Vec<Effect> {
-        let Some(job) = self.jobs.running.as_mut().filter(|j| j.id == id) else {
-            return Vec::new();
-        };
-        let result = match event {
-            Event::Progress(p) => {
-                job.progress = Some(p);
-                return Vec::new();
-            }
-            Event::Done(result) => *result,
-        };
-        let Some(job) = self.jobs.running.take() else {
-            return Vec::new();
-        };
-        if self.jobs.quit_pending {
-            self.jobs.exit_report = Some(match &result {
-                Ok(o) => (o.summary(), o.exit_code()),
-                Err(e) => (e.to_string(), e.exit_code()),
-            });
-            self.quit = true;
-            return Vec::new();
-        }
-        match result {
-            Ok(outcome) => self.on_outcome(outcome),
-            // The run found an overlay the plan had not seen, and wrote nothing: plan again
-            // on a fresh scan, so the dialog shows the overlay and asks as for any shared base.
-            Err(Refusal::SharedBase { others, .. }) => {
-                let names: Vec<String> = others
-                    .iter()
-                    .map(|p| crate::forest::model::file_name(p))
-                    .collect();
-                self.status = "the chain changed since the plan; nothing was written".into();
-                let mut fx = self.plan_popup(job.top, job.deeper, job.keep_top);
-                if let Some(Popup::Plan(p)) = &mut self.popup {
-                    p.notice = Some(format!(
-                        "Nothing was written: since the plan, the base gained {} ({}). Here is \
-                         the plan again, made on a fresh scan.",
-                        if others.len() == 1 {
-                            "an overlay"
-                        } else {
-                            "overlays"
-                        },
-                        names.join(", ")
-                    ));
-                }
-                fx.extend(self.rescan());
-                return fx;
-            }
-            Err(e) => {
-                self.status = "commit refused".into();
-                self.popup = Some(Popup::Message {
-                    title: if matches!(e, Refusal::Internal { .. }) {
-                        "Commit stopped by an internal error".into()
-                    } else {
-                        "Commit refused".into()
-                    },
-                    body: e.to_string(),
-                    error: true,
-                });
-            }
-        }
-        self.rescan()
-    }
-
-    fn on_op(&mut self, id: u64, event: Finished) -> Vec<Effect> {
-        let Some(job) = self.jobs.running.as_mut().filter(|j| j.id == id) else {
-            return Vec::new();
-        };
-        let (exit_code, summary) = match event {
-            Finished::Progress(p) => {
-                job.progress = Some(p);
-                return Vec::new();
-            }
-            Finished::Done { exit_code, summary } => (exit_code, summary),
-        };
-        let Some(job) = self.jobs.running.take() else {
-            return Vec::new();
-        };
-        let op = job.progress.map_or("Operation", |p| p.op.title());
-        if self.jobs.quit_pending {
-            self.jobs.exit_report = Some((summary, exit_code));
-            self.quit = true;
-            return Vec::new();
-        }
-        let ok = exit_code == crate::exit::OK;
-        self.status = format!(
-            "{} {}",
-            op.to_lowercase(),
-            if ok { "done" } else { "did not finish" }
-        );
-        self.leftover = job.leftover.filter(|_| ok);
-        let body = match &self.leftover {
-            Some(l) => format!(
-                "{summary}\n\n{} deletes {} now (planned and asked first, as any delete).",
-                self.keymap.keys_of(Action::Delete),
-                crate::forest::model::file_name(l)
-            ),
-            None => summary,
-        };
-        self.popup = Some(Popup::Message {
-            title: format!("{op}: {}", if ok { "done" } else { "stopped" }),
-            body,
-            error: !ok,
-        });
-        self.rescan()
-    }
-
-    /// The status line and, unless all went well, a dialog for a finished commit.
-    fn on_outcome(&mut self, outcome: Outcome) {
-        let summary = outcome.summary();
-        if matches!(outcome.reopen_ro, Some(Err(_))) {
-            self.jobs
-                .reopen_failed
-                .insert(outcome.plan.base.path.clone());
-        }
-        if outcome.exit_code() == crate::exit::OK {
-            let name = crate::forest::model::file_name;
-            self.status = format!(
-                "{}Committed {} of {} into {}; base read-only again; top {}",
-                if outcome.cancel_too_late {
-                    "Too late to cancel: "
-                } else {
-                    ""
-                },
-                crate::output::human_size(outcome.total),
-                name(&outcome.plan.top.path),
-                name(&outcome.plan.base.path),
-                if outcome.top_emptied.is_some() {
-                    "emptied"
-                } else {
-                    "kept"
-                }
-            );
-            return;
-        }
-        let cancelled = outcome.exit_code() == crate::exit::CANCELLED;
-        self.status = if cancelled {
-            "commit cancelled".into()
-        } else {
-            "commit failed".into()
-        };
-        self.popup = Some(Popup::Message {
-            title: if cancelled {
-                "Commit cancelled".into()
-            } else if outcome.copy.is_ok() {
-                "Committed, but the base could not be reopened read-only".into()
-            } else {
-                "Commit failed".into()
-            },
-            body: summary,
-            error: !cancelled,
-        });
-    }
-
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
         if self.browse.filtering {
             self.browse.filter_key(key);
@@ -727,7 +535,9 @@ impl App {
     }
 
     fn on_popup_key(&mut self, popup: Popup, key: KeyEvent) -> Vec<Effect> {
-        let dialog = self.keymap.dialog(&key);
+        // Messages and questions take confirm and close; the other dialog keys change an
+        // operation's request.
+        let dialog = self.keymap.answers(&key);
         let browse = self.keymap.browse(&key);
         match popup {
             Popup::Help(scroll) => {
@@ -784,286 +594,8 @@ impl App {
                 self.popup = Some(p);
                 Vec::new()
             }
-            Popup::Op(p) => self.on_op_key(*p, dialog, key),
-            Popup::Plan(mut p) => match dialog {
-                Some(Action::Close) => {
-                    self.status = "commit not started".into();
-                    Vec::new()
-                }
-                Some(Action::Confirm) => self.confirm_plan(*p),
-                _ if key.code == KeyCode::Char(SHARED_KEY) && !p.shared_with.is_empty() => {
-                    p.forced = true;
-                    self.confirm_plan(*p)
-                }
-                _ if key.code == KeyCode::Char('b') => self.deeper_base(*p),
-                _ => {
-                    if key.code == KeyCode::Char('d') && p.refusal.is_none() && !p.deeper() {
-                        p.keep_top = !p.keep_top;
-                        if let Some(plan) = &mut p.plan {
-                            plan.keep_top = p.keep_top;
-                        }
-                    }
-                    self.popup = Some(Popup::Plan(p));
-                    Vec::new()
-                }
-            },
+            Popup::Op(p) => self.on_op_key(*p, key),
         }
-    }
-
-    fn on_op_key(&mut self, mut p: OpPopup, dialog: Option<Action>, key: KeyEvent) -> Vec<Effect> {
-        match dialog {
-            Some(Action::Close) => {
-                self.status = format!("{} not started", p.name().to_lowercase());
-                return Vec::new();
-            }
-            Some(Action::Confirm) if p.pending => {
-                self.status = "still checking the chain, its locks and its overlays".into();
-            }
-            Some(Action::Confirm) if p.refusal.is_some() => {
-                self.status = format!("{} refused", p.name().to_lowercase());
-                return Vec::new();
-            }
-            Some(Action::Confirm) if p.asks_twice() && !p.confirmed_once => {
-                p.confirmed_once = true;
-            }
-            Some(Action::Confirm) => return self.start_op(p),
-            _ => match (&p.ask, key.code) {
-                (
-                    Ask::Delete {
-                        image,
-                        with_overlays: false,
-                        force,
-                    },
-                    KeyCode::Char('a'),
-                ) if !p.pending => {
-                    let ask = Ask::Delete {
-                        image: image.clone(),
-                        with_overlays: true,
-                        force: *force,
-                    };
-                    return self.op_popup(ask, Vec::new());
-                }
-                // A defined VM's disk: deleting it anyway is a deliberate key of its own.
-                (
-                    Ask::Delete {
-                        image,
-                        with_overlays,
-                        force: false,
-                    },
-                    KeyCode::Char('f'),
-                ) if p
-                    .refusal
-                    .as_ref()
-                    .is_some_and(|(m, _)| m.contains("detach-disk")) =>
-                {
-                    let ask = Ask::Delete {
-                        image: image.clone(),
-                        with_overlays: *with_overlays,
-                        force: true,
-                    };
-                    return self.op_popup(ask, Vec::new());
-                }
-                (Ask::Repair { image, pick }, code) if p.plan.is_some() => {
-                    let n = match &p.plan {
-                        Some(AnyPlan::Repair(r)) => r.candidates.len().max(1),
-                        _ => 1,
-                    };
-                    let to = match code {
-                        KeyCode::Char('b' | 'j') | KeyCode::Down => Some((pick + 1) % n),
-                        KeyCode::Char('k') | KeyCode::Up => Some((pick + n - 1) % n),
-                        KeyCode::Char(d @ '1'..='9') => {
-                            Some((d as usize - '1' as usize).min(n - 1))
-                        }
-                        _ => None,
-                    };
-                    if let Some(to) = to.filter(|to| to != pick) {
-                        let ask = Ask::Repair {
-                            image: image.clone(),
-                            pick: to,
-                        };
-                        return self.op_popup(ask, Vec::new());
-                    }
-                }
-                (Ask::Rebase { image, backing }, KeyCode::Char('b')) if !p.pending => {
-                    let at = p.chain.iter().position(|c| c == backing);
-                    let next = p.chain[at.map_or(0, |i| (i + 1) % p.chain.len())].clone();
-                    let ask = Ask::Rebase {
-                        image: image.clone(),
-                        backing: next,
-                    };
-                    return self.op_popup(ask, p.chain);
-                }
-                _ => {}
-            },
-        }
-        self.popup = Some(Popup::Op(Box::new(p)));
-        Vec::new()
-    }
-
-    fn start_op(&mut self, p: OpPopup) -> Vec<Effect> {
-        let name = p.name().to_lowercase();
-        let Some(plan) = p.plan else {
-            return Vec::new();
-        };
-        let job = plan.job(p.job);
-        let writes = job.writes.clone();
-        self.jobs.running = Some(Job {
-            id: p.job,
-            top: p.ask.image().clone(),
-            base: writes.first().cloned().unwrap_or_default(),
-            deeper: None,
-            keep_top: true,
-            progress: None,
-            cancel: Arc::clone(&job.cancel),
-            leftover: match &plan {
-                AnyPlan::Live(l) if !matches!(l.kind, ops::live::LiveKind::Snapshot(_)) => {
-                    Some(l.top.clone())
-                }
-                _ => None,
-            },
-        });
-        self.status = format!(
-            "{name}: {}… ({} cancels)",
-            crate::forest::model::file_name(p.ask.image()),
-            self.keymap.keys_of(Action::Cancel)
-        );
-        vec![Effect::RunOp {
-            job,
-            plan: Box::new(plan),
-        }]
-    }
-
-    /// The dialog of `ask`, planned by a worker on a fresh scan.
-    fn op_popup(&mut self, ask: Ask, chain: Vec<PathBuf>) -> Vec<Effect> {
-        let job = self.jobs.next_id();
-        self.popup = Some(Popup::Op(Box::new(OpPopup::pending(
-            job,
-            ask.clone(),
-            chain,
-        ))));
-        vec![Effect::PlanOp {
-            job,
-            ask,
-            dirs: self.browse.roots.clone(),
-            protect: self.browse.protect.clone(),
-        }]
-    }
-
-    /// Opens the dialog of `action` for the selected image.
-    fn ask(&mut self, action: Action) -> Vec<Effect> {
-        if self.jobs.running.is_some() {
-            self.status = "an operation is running; wait for it or cancel it first".into();
-            return Vec::new();
-        }
-        let Some(id) = self.browse.selected_node() else {
-            return Vec::new();
-        };
-        let forest = &self.browse.forest;
-        let image = forest.node(id).path.clone();
-        let written = forest.node(id).holders.iter().any(|h| h.foreign.writer());
-        // Rebase onto an image further down: the backing file's backing first.
-        let chain: Vec<PathBuf> = forest
-            .chain(id)
-            .skip(1)
-            .map(|c| forest.node(c).path.clone())
-            .collect();
-        let ask = match action {
-            // A VM writes it: the VM moves onto the new overlay itself.
-            Action::Snapshot if written => Ask::LiveSnapshot {
-                image,
-                cluster_size: self.snapshot_cluster,
-            },
-            Action::Snapshot => Ask::Snapshot {
-                image,
-                cluster_size: self.snapshot_cluster,
-            },
-            Action::Delete => Ask::Delete {
-                image,
-                with_overlays: false,
-                force: false,
-            },
-            Action::Flatten => Ask::Flatten { image },
-            Action::Repair => Ask::Repair { image, pick: 0 },
-            // The image a VM writes is committed; a middle layer of its chain is merged.
-            Action::Live if written => Ask::LiveCommit { image },
-            Action::Live => Ask::LiveMerge { image },
-
-            Action::Merge => Ask::Merge {
-                image,
-                force: false,
-            },
-            _ => match chain.first() {
-                Some(b) => Ask::Rebase {
-                    image,
-                    backing: b.clone(),
-                },
-                None => {
-                    self.status = format!(
-                        "{} has no image below its backing file to rebase onto",
-                        crate::forest::model::file_name(&image)
-                    );
-                    return Vec::new();
-                }
-            },
-        };
-        self.op_popup(ask, chain)
-    }
-
-    /// The plan popup again, into the next image down the top's chain (after the last one,
-    /// back to its backing file).
-    fn deeper_base(&mut self, p: PlanPopup) -> Vec<Effect> {
-        if p.pending || p.chain.is_empty() {
-            self.popup = Some(Popup::Plan(Box::new(p)));
-            return Vec::new();
-        }
-        let at = p.chain.iter().position(|c| Some(c) == p.base.as_ref());
-        let next = at.map_or(0, |i| (i + 1) % p.chain.len());
-        let deeper = (next > 0).then(|| p.chain[next].clone());
-        self.plan_popup(p.top, deeper, p.keep_top)
-    }
-
-    fn confirm_plan(&mut self, p: PlanPopup) -> Vec<Effect> {
-        if p.pending {
-            self.status = "still checking the chain and its overlays".into();
-            self.popup = Some(Popup::Plan(Box::new(p)));
-            return Vec::new();
-        }
-        if p.refusal.is_some() {
-            self.status = "commit refused".into();
-            return Vec::new();
-        }
-        if !p.shared_with.is_empty() && !p.forced {
-            self.status = format!(
-                "other images are built on this base: {SHARED_KEY} commits anyway, Esc cancels"
-            );
-            self.popup = Some(Popup::Plan(Box::new(p)));
-            return Vec::new();
-        }
-        let deeper = p.deeper().then(|| p.base.clone()).flatten();
-        let Some(mut plan) = p.plan else {
-            return Vec::new();
-        };
-        plan.keep_top = p.keep_top;
-        let job = ops::Job::new::<Commit>(p.job, &plan);
-        self.jobs.running = Some(Job {
-            id: p.job,
-            top: plan.top.path.clone(),
-            base: plan.base.path.clone(),
-            deeper,
-            keep_top: p.keep_top,
-            progress: None,
-            cancel: Arc::clone(&job.cancel),
-            leftover: None,
-        });
-        self.status = format!(
-            "committing {}… ({} cancels)",
-            crate::forest::model::file_name(&plan.top.path),
-            self.keymap.keys_of(Action::Cancel)
-        );
-        vec![Effect::Commit {
-            job,
-            plan: Box::new(plan),
-        }]
     }
 
     fn on_action(&mut self, action: Action) -> Vec<Effect> {
@@ -1121,15 +653,23 @@ impl App {
                                disk changes; quit and start it without --read-only to write"
                     .into();
             }
-            Action::Commit => return self.plan_commit(),
-            Action::Snapshot
+            Action::Commit
+            | Action::Snapshot
             | Action::Merge
             | Action::Flatten
             | Action::Rebase
             | Action::Delete
             | Action::Repair
             | Action::Live => return self.ask(action),
-            Action::Confirm | Action::Close => {}
+            Action::Confirm
+            | Action::Close
+            | Action::Shared
+            | Action::KeepTop
+            | Action::Deeper
+            | Action::Next
+            | Action::Prev
+            | Action::WithOverlays
+            | Action::Anyway => {}
             Action::Details => {
                 self.details.focus = !self.details.focus;
                 self.status = if self.details.focus {
@@ -1155,47 +695,5 @@ impl App {
             }
         }
         Vec::new()
-    }
-
-    /// Opens the commit dialog for the selected node, with every guard that fires.
-    fn plan_commit(&mut self) -> Vec<Effect> {
-        if self.jobs.running.is_some() {
-            self.status = "a commit is running; wait for it or cancel it first".into();
-            return Vec::new();
-        }
-        let Some(top) = self.browse.selected_path() else {
-            return Vec::new();
-        };
-        self.plan_popup(top, None, self.keep_top_default)
-    }
-
-    /// The commit dialog for `top` into `deeper` (a base further down its chain; `None`: its
-    /// backing file), planned by a worker on a fresh scan.
-    fn plan_popup(&mut self, top: PathBuf, deeper: Option<PathBuf>, keep_top: bool) -> Vec<Effect> {
-        let job = self.jobs.next_id();
-        // Shown until the worker answers: the backing file as the forest on screen knows it.
-        let forest = &self.browse.forest;
-        let shown_base = deeper.clone().or_else(|| {
-            let n = forest.node(forest.find(&top)?);
-            Some(match n.backing_node() {
-                Some(b) => forest.node(b).path.clone(),
-                None => n.backing.as_ref()?.path.clone(),
-            })
-        });
-        let keep = keep_top || deeper.is_some();
-        self.popup = Some(Popup::Plan(Box::new(PlanPopup::pending(
-            job,
-            top.clone(),
-            shown_base,
-            keep,
-        ))));
-        vec![Effect::Plan {
-            job,
-            top,
-            base: deeper,
-            keep_top,
-            dirs: self.browse.roots.clone(),
-            protect: self.browse.protect.clone(),
-        }]
     }
 }

@@ -38,7 +38,6 @@ pub fn draw(app: &App, frame: &mut Frame) {
     match &app.popup {
         None => {}
         Some(Popup::Help(scroll)) => help::draw(app, *scroll, frame, area),
-        Some(Popup::Plan(p)) => popup::plan(app, p, frame, area),
         Some(Popup::Op(p)) => popup::op(app, p, frame, area),
         Some(Popup::Message { title, body, error }) => {
             popup::message(app, title, body, *error, frame, area)

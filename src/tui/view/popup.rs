@@ -1,4 +1,4 @@
-//! Dialogs: the commit plan with its guards, and result or error messages.
+//! Dialogs: an operation's plan with its guards, and result or error messages.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -7,13 +7,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use crate::actions::Action;
+use crate::ops::Refusal;
 use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::dependents::Searched;
 use crate::ops::live::LiveKind;
 use crate::output::human_size;
 use crate::text::Names;
-use crate::tui::app::SHARED_KEY;
-use crate::tui::app::{App, OpPopup, PlanPopup};
+use crate::tui::app::{App, OpPopup};
 use crate::tui::layout::centered;
 
 fn dialog(
@@ -63,7 +63,8 @@ fn dialog(
     frame.render_widget(Paragraph::new(keys).wrap(Wrap { trim: false }), foot);
 }
 
-pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
+/// The commit dialog: top and base, what the copy does, and every guard that fires.
+fn commit(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let kv =
@@ -73,14 +74,14 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         lines.push(Line::from(Span::styled(n.clone(), t.in_use)));
         lines.push(Line::from(""));
     }
-    lines.push(kv("top", p.top.shown().to_string()));
+    let top = p.ask.image();
+    lines.push(kv("top", top.shown().to_string()));
     lines.push(kv(
         "into",
-        p.base
-            .as_ref()
-            .map_or("(no backing file)".into(), |b| b.shown().to_string()),
+        commit_base(app, p).map_or("(no backing file)".into(), |b| b.shown().to_string()),
     ));
     let k = |a| app.keymap.keys_of(a);
+    let first = |a| app.keymap.first_key_of(a);
     // A dialog with nothing to confirm: its text, then how to close it.
     let closing = |mut lines: Vec<Line<'static>>, body: Vec<Line<'static>>| {
         lines.push(Line::from(""));
@@ -107,12 +108,12 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         return;
     }
     // Exit codes are for scripts (the CLI); a dialog says what and why in words.
-    if let Some((msg, code)) = &p.refusal {
+    if let Some(e) = &p.refusal {
         let mut body = vec![Line::from(Span::styled("Refused:", t.problem))];
-        body.extend(msg.lines().map(|l| Line::from(l.to_string())));
+        body.extend(e.to_string().lines().map(|l| Line::from(l.to_string())));
         // In use by a QEMU imgchain can ask (its QMP socket, or libvirt): the live commit.
-        let askable = *code == crate::exit::IN_USE
-            && app.browse.forest.find(&p.top).is_some_and(|id| {
+        let askable = e.exit_code() == crate::exit::IN_USE
+            && app.browse.forest.find(top).is_some_and(|id| {
                 app.browse.forest.node(id).holders.iter().any(|h| {
                     h.owner.qmp.is_some() || h.owner.manager == crate::image::lock::Manager::Libvirt
                 })
@@ -137,7 +138,9 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         );
         return;
     }
-    if let Some(plan) = &p.plan {
+    let (shared_with, keep_top) = (p.shared_with(), p.keeps_top());
+    if let Some(AnyPlan::Commit(c)) = &p.plan {
+        let plan = &c.plan;
         for m in &plan.intermediates {
             lines.push(kv(
                 "through",
@@ -150,10 +153,9 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
         ));
         lines.push(kv(
             "to copy",
-            match &p.bytes {
-                None => "measuring…".into(),
-                Some(Ok(b)) => format!("{} ({b} bytes of data and zeroes)", human_size(*b)),
-                Some(Err(e)) => format!("unknown: {e}"),
+            match &c.bytes {
+                Ok(b) => format!("{} ({b} bytes of data and zeroes)", human_size(*b)),
+                Err(e) => format!("unknown: {e}"),
             },
         ));
         if let Some(sp) = &p.space {
@@ -174,10 +176,16 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
             "top after",
             if !plan.intermediates.is_empty() {
                 "keeps its data (always, with a deeper base)".into()
-            } else if p.keep_top {
-                "keeps its data (d: empty it, as qemu-img commit does)".into()
+            } else if keep_top {
+                format!(
+                    "keeps its data ({}: empty it, as qemu-img commit does)",
+                    first(Action::KeepTop)
+                )
             } else {
-                "emptied, its data now in the base (d: keep it)".into()
+                format!(
+                    "emptied, its data now in the base ({}: keep it)",
+                    first(Action::KeepTop)
+                )
             },
         ));
         if plan.forced_bitmaps {
@@ -187,19 +195,21 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
             )));
         }
     }
-    if !p.shared_with.is_empty() {
+    if !shared_with.is_empty() {
         lines.push(Line::from(""));
         lines.push(Line::from(Span::styled(
             "Other images are built on this base; their disks change if you commit:",
             t.problem,
         )));
-        for o in &p.shared_with {
+        for o in shared_with {
             lines.push(Line::from(format!("  {}", o.shown())));
         }
         lines.push(Line::from(Span::styled(
             format!(
-                "To commit anyway, press {SHARED_KEY} (Enter does not): {}.",
-                match p.shared_with.len() {
+                "To commit anyway, press {} ({} does not): {}.",
+                first(Action::Shared),
+                first(Action::Confirm),
+                match shared_with.len() {
                     1 => "1 other disk changes".to_string(),
                     n => format!("{n} other disks change"),
                 }
@@ -209,28 +219,44 @@ pub fn plan(app: &App, p: &PlanPopup, frame: &mut Frame, area: Rect) {
     }
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
-        if p.shared_with.is_empty() {
-            format!(
-                "{} commit   d keep/empty top   b deeper base   {} cancel",
-                k(Action::Confirm),
-                k(Action::Close)
-            )
-        } else {
-            format!(
-                "{SHARED_KEY} commit into the shared base   d keep/empty top   b deeper base   {} cancel",
-                k(Action::Close)
-            )
-        },
+        format!(
+            "{}   {} keep/empty top   {} deeper base   {} cancel",
+            if shared_with.is_empty() {
+                format!("{} commit", k(Action::Confirm))
+            } else {
+                format!("{} commit into the shared base", k(Action::Shared))
+            },
+            first(Action::KeepTop),
+            first(Action::Deeper),
+            k(Action::Close)
+        ),
         bold,
     )));
     dialog(
         app,
         " Commit ".into(),
         lines,
-        !p.shared_with.is_empty(),
+        !shared_with.is_empty(),
         frame,
         area,
     );
+}
+
+/// The base a commit goes into: the plan's, else the one asked for, else the top's backing
+/// file as the forest on screen knows it.
+fn commit_base(app: &App, p: &OpPopup) -> Option<std::path::PathBuf> {
+    if let Some(AnyPlan::Commit(c)) = &p.plan {
+        return Some(c.plan.base.path.clone());
+    }
+    if let Ask::Commit { base: Some(b), .. } = &p.ask {
+        return Some(b.clone());
+    }
+    let forest = &app.browse.forest;
+    let n = forest.node(forest.find(p.ask.image())?);
+    Some(match n.backing_node() {
+        Some(b) => forest.node(b).path.clone(),
+        None => n.backing.as_ref()?.path.clone(),
+    })
 }
 
 pub fn message(app: &App, title: &str, body: &str, error: bool, frame: &mut Frame, area: Rect) {
@@ -265,22 +291,28 @@ pub fn confirm_unprotect(
 }
 
 pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect) {
-    let what = app
-        .jobs
-        .running
-        .as_ref()
-        .map(|j| {
+    let name = crate::forest::model::file_name;
+    let (op, body) = match &app.jobs.running {
+        Some(j) if j.op == crate::ops::OpKind::Commit => (
+            "commit".to_string(),
             format!(
-                "{} is being committed into {}.",
-                crate::forest::model::file_name(&j.top),
-                crate::forest::model::file_name(&j.base)
-            )
-        })
-        .unwrap_or_default();
-    let body = format!(
-        "{what}\nCancel the commit and quit? The base is flushed and made read-only again \
-         first; the top keeps its data."
-    );
+                "{} is being committed into {}.\nCancel the commit and quit? The base is \
+                 flushed and made read-only again first; the top keeps its data.",
+                name(&j.top),
+                name(&j.base)
+            ),
+        ),
+        Some(j) => (
+            j.op.as_str().to_string(),
+            format!(
+                "{} of {} is running.\nCancel it and quit? It stops at its next safe point, \
+                 with every image consistent.",
+                j.op.title(),
+                name(&j.top)
+            ),
+        ),
+        None => ("job".to_string(), String::new()),
+    };
     let hint = format!(
         "{} cancel and quit   {} keep committing",
         app.keymap.keys_of(Action::Confirm),
@@ -288,7 +320,7 @@ pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect) {
     );
     text(
         app,
-        "Quit during a commit?",
+        &format!("Quit during a {op}?"),
         &body,
         hint,
         false,
@@ -312,13 +344,17 @@ fn text(
     dialog(app, format!(" {title} "), lines, error, frame, area);
 }
 
-/// The dialog of a snapshot, delete, flatten, rebase or merge.
+/// The dialog of an operation.
 pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
+    if matches!(p.ask, Ask::Commit { .. }) {
+        return commit(app, p, frame, area);
+    }
     let t = &app.theme;
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), bold), Span::raw(v)]);
     let k = |a| app.keymap.keys_of(a);
+    let first = |a| app.keymap.first_key_of(a);
     let title = format!(" {} ", p.name());
     let mut lines = vec![kv("image", p.ask.image().shown().to_string())];
     let mut keys = vec![format!("{} cancel", k(Action::Close))];
@@ -327,22 +363,32 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         lines.push(Line::from(
             "Checking the chain, its locks and its overlays on a fresh scan…",
         ));
-    } else if let Some((msg, _)) = &p.refusal {
+    } else if let Some(e) = &p.refusal {
         lines.push(Line::from(""));
         lines.push(Line::from(Span::styled("Refused:", t.problem)));
-        lines.extend(msg.lines().map(|l| Line::from(l.to_string())));
-        if matches!(
-            p.ask,
+        lines.extend(e.to_string().lines().map(|l| Line::from(l.to_string())));
+        let (overlays, forced) = match p.ask {
             Ask::Delete {
-                with_overlays: false,
+                with_overlays,
+                force,
                 ..
-            }
-        ) && msg.contains("overlays built on it")
-        {
-            keys.insert(0, "a delete them too".into());
+            } => (Some(with_overlays), Some(force)),
+            _ => (None, None),
+        };
+        if overlays == Some(false) && matches!(e, Refusal::HasOverlays { .. }) {
+            keys.insert(
+                0,
+                format!("{} delete them too", first(Action::WithOverlays)),
+            );
         }
-        if matches!(p.ask, Ask::Delete { force: false, .. }) && msg.contains("detach-disk") {
-            keys.insert(0, "f delete it anyway (the VM loses its disk)".into());
+        if forced == Some(false) && matches!(e, Refusal::VmDisk { .. }) {
+            keys.insert(
+                0,
+                format!(
+                    "{} delete it anyway (the VM loses its disk)",
+                    first(Action::Anyway)
+                ),
+            );
         }
     } else if let Some(plan) = &p.plan {
         describe(plan, &mut lines, &kv);
@@ -364,10 +410,17 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             ),
         );
         if matches!(p.ask, Ask::Rebase { .. }) && p.chain.len() > 1 {
-            keys.insert(1, "b deeper image".into());
+            keys.insert(1, format!("{} deeper image", first(Action::Deeper)));
         }
         if matches!(plan, AnyPlan::Repair(r) if r.candidates.len() > 1) {
-            keys.insert(1, "j/k ↑/↓ 1-9 choose".into());
+            keys.insert(
+                1,
+                format!(
+                    "{}/{} ↑/↓ 1-9 choose",
+                    first(Action::Next),
+                    first(Action::Prev)
+                ),
+            );
         }
         if p.confirmed_once {
             lines.push(Line::from(""));
@@ -412,6 +465,8 @@ fn describe(
 ) {
     let name = crate::forest::model::file_name;
     match plan {
+        // Drawn by its own dialog.
+        AnyPlan::Commit(_) => {}
         AnyPlan::Snapshot(s) => {
             lines.push(kv("new", s.new.shown().to_string()));
             lines.push(kv(

@@ -1,0 +1,446 @@
+//! The operation dialogs and the running job. A request ([`Ask`]) is planned by a worker on a
+//! fresh scan ([`Effect::PlanOp`]), shown in its dialog, changed or confirmed with the dialog
+//! layer's keys, and run ([`Effect::RunOp`]); its progress and its end come back as
+//! [`Msg::Op`](super::Msg::Op). Every operation, commit included, goes this one way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+
+use super::dialog::{OpPopup, Popup};
+use super::jobs::Job;
+use super::{App, Effect};
+use crate::actions::Action;
+use crate::forest::model::file_name;
+use crate::ops::Refusal;
+use crate::ops::any::{AnyPlan, Ask, Ended, Finished};
+
+impl App {
+    /// Opens the dialog of `action` for the selected image.
+    pub(super) fn ask(&mut self, action: Action) -> Vec<Effect> {
+        if self.jobs.running.is_some() {
+            self.status = "an operation is running; wait for it or cancel it first".into();
+            return Vec::new();
+        }
+        let Some(id) = self.browse.selected_node() else {
+            return Vec::new();
+        };
+        let forest = &self.browse.forest;
+        let image = forest.node(id).path.clone();
+        let written = forest.node(id).holders.iter().any(|h| h.foreign.writer());
+        let below: Vec<PathBuf> = forest
+            .chain(id)
+            .map(|c| forest.node(c).path.clone())
+            .collect();
+        // A rebase goes onto an image further down: the backing file's backing first.
+        let further: Vec<PathBuf> = below.iter().skip(1).cloned().collect();
+        let cluster_size = self.snapshot_cluster;
+        let (ask, chain) = match action {
+            Action::Commit => (
+                Ask::Commit {
+                    image,
+                    base: None,
+                    keep_top: self.keep_top_default,
+                },
+                below,
+            ),
+            // A VM writes it: the VM moves onto the new overlay itself.
+            Action::Snapshot if written => (
+                Ask::LiveSnapshot {
+                    image,
+                    cluster_size,
+                },
+                further,
+            ),
+            Action::Snapshot => (
+                Ask::Snapshot {
+                    image,
+                    cluster_size,
+                },
+                further,
+            ),
+            Action::Delete => (
+                Ask::Delete {
+                    image,
+                    with_overlays: false,
+                    force: false,
+                },
+                further,
+            ),
+            Action::Flatten => (Ask::Flatten { image }, further),
+            Action::Repair => (Ask::Repair { image, pick: 0 }, further),
+            // The image a VM writes is committed; a middle layer of its chain is merged.
+            Action::Live if written => (Ask::LiveCommit { image }, further),
+            Action::Live => (Ask::LiveMerge { image }, further),
+            Action::Merge => (
+                Ask::Merge {
+                    image,
+                    force: false,
+                },
+                further,
+            ),
+            _ => match further.first() {
+                Some(b) => (
+                    Ask::Rebase {
+                        image,
+                        backing: b.clone(),
+                    },
+                    further,
+                ),
+                None => {
+                    self.status = format!(
+                        "{} has no image below its backing file to rebase onto",
+                        file_name(&image)
+                    );
+                    return Vec::new();
+                }
+            },
+        };
+        self.op_popup(ask, chain)
+    }
+
+    /// The dialog of `ask`, planned by a worker on a fresh scan.
+    pub(super) fn op_popup(&mut self, ask: Ask, chain: Vec<PathBuf>) -> Vec<Effect> {
+        let job = self.jobs.next_id();
+        self.popup = Some(Popup::Op(Box::new(OpPopup::pending(
+            job,
+            ask.clone(),
+            chain,
+        ))));
+        vec![Effect::PlanOp {
+            job,
+            ask,
+            dirs: self.browse.roots.clone(),
+            protect: Box::new(self.browse.protect.clone()),
+        }]
+    }
+
+    /// A key in an operation's dialog.
+    pub(super) fn on_op_key(&mut self, mut p: OpPopup, key: KeyEvent) -> Vec<Effect> {
+        let name = p.name().to_lowercase();
+        match self.keymap.dialog(&key) {
+            Some(Action::Close) => {
+                self.status = format!("{name} not started");
+                return Vec::new();
+            }
+            Some(Action::Confirm | Action::Shared) if p.pending => {
+                self.status = "still checking the chain, its locks and its overlays".into();
+            }
+            Some(Action::Confirm | Action::Shared) if p.refusal.is_some() => {
+                self.status = format!("{name} refused");
+                return Vec::new();
+            }
+            // Enter never commits into a base other images are built on.
+            Some(Action::Confirm) if !p.shared_with().is_empty() => {
+                self.status = format!(
+                    "other images are built on this base: {} commits anyway, {} cancels",
+                    self.keymap.keys_of(Action::Shared),
+                    self.keymap.keys_of(Action::Close)
+                );
+            }
+            Some(Action::Confirm) if p.asks_twice() && !p.confirmed_once => {
+                p.confirmed_once = true;
+            }
+            Some(Action::Confirm) => return self.start_op(p),
+            Some(Action::Shared) if !p.shared_with().is_empty() => return self.start_op(p),
+            Some(a) if !p.pending => {
+                if let Some((ask, chain)) = changed_ask(&mut p, a) {
+                    return self.op_popup(ask, chain);
+                }
+            }
+            _ => {
+                if let Some((ask, chain)) = picked(&p, &key) {
+                    return self.op_popup(ask, chain);
+                }
+            }
+        }
+        self.popup = Some(Popup::Op(Box::new(p)));
+        Vec::new()
+    }
+
+    fn start_op(&mut self, mut p: OpPopup) -> Vec<Effect> {
+        let Some(plan) = p.plan.take() else {
+            return Vec::new();
+        };
+        let job = plan.job(p.job);
+        let top = p.ask.image().clone();
+        let doing = match p.ask {
+            Ask::Commit { .. } => "committing".to_string(),
+            _ => format!("{}:", p.name().to_lowercase()),
+        };
+        self.status = format!(
+            "{doing} {}… ({} cancels)",
+            file_name(&top),
+            self.keymap.keys_of(Action::Cancel)
+        );
+        let leftover = match &plan {
+            AnyPlan::Live(l) if !matches!(l.kind, crate::ops::live::LiveKind::Snapshot(_)) => {
+                Some(l.top.clone())
+            }
+            _ => None,
+        };
+        self.jobs.running = Some(Job {
+            id: p.job,
+            op: job.op,
+            top,
+            base: job.writes.first().cloned().unwrap_or_default(),
+            ask: p.ask,
+            chain: p.chain,
+            progress: None,
+            cancel: Arc::clone(&job.cancel),
+            leftover,
+        });
+        vec![Effect::RunOp {
+            job,
+            plan: Box::new(plan),
+        }]
+    }
+
+    /// Progress or the end of the running operation.
+    pub(super) fn on_op(&mut self, id: u64, event: Finished) -> Vec<Effect> {
+        let Some(job) = self.jobs.running.as_mut().filter(|j| j.id == id) else {
+            return Vec::new();
+        };
+        let ended = match event {
+            Finished::Progress(p) => {
+                job.progress = Some(p);
+                return Vec::new();
+            }
+            Finished::Done(e) => *e,
+        };
+        let Some(job) = self.jobs.running.take() else {
+            return Vec::new();
+        };
+        if self.jobs.quit_pending {
+            self.jobs.exit_report = Some((ended.summary, ended.exit_code));
+            self.quit = true;
+            return Vec::new();
+        }
+        self.jobs
+            .reopen_failed
+            .extend(ended.left_writable.iter().cloned());
+        match ended.refused {
+            // The run found an overlay the plan had not seen, and wrote nothing: plan again
+            // on a fresh scan, so the dialog shows the overlay and asks as for any shared base.
+            Some(Refusal::SharedBase { others, .. }) => {
+                let mut fx = self.replan(job, &others);
+                fx.extend(self.rescan());
+                fx
+            }
+            Some(e) => {
+                let op = job.op.title();
+                self.status = format!("{} refused", op.to_lowercase());
+                self.popup = Some(Popup::Message {
+                    title: if matches!(e, Refusal::Internal { .. }) {
+                        format!("{op} stopped by an internal error")
+                    } else {
+                        format!("{op} refused")
+                    },
+                    body: e.to_string(),
+                    error: true,
+                });
+                self.rescan()
+            }
+            None => {
+                self.on_ended(&job, ended);
+                self.rescan()
+            }
+        }
+    }
+
+    /// The plan of `job` again, with a notice of the overlays the run found.
+    fn replan(&mut self, job: Job, others: &[PathBuf]) -> Vec<Effect> {
+        let names: Vec<String> = others.iter().map(|p| file_name(p)).collect();
+        self.status = "the chain changed since the plan; nothing was written".into();
+        let fx = self.op_popup(job.ask, job.chain);
+        if let Some(Popup::Op(p)) = &mut self.popup {
+            p.notice = Some(format!(
+                "Nothing was written: since the plan, the base gained {} ({}). Here is the \
+                 plan again, made on a fresh scan.",
+                if others.len() == 1 {
+                    "an overlay"
+                } else {
+                    "overlays"
+                },
+                names.join(", ")
+            ));
+        }
+        fx
+    }
+
+    /// The status line and, unless one line says it all, a dialog for a run that started.
+    fn on_ended(&mut self, job: &Job, ended: Ended) {
+        let op = job.op.title();
+        let ok = ended.exit_code == crate::exit::OK;
+        let cancelled = ended.exit_code == crate::exit::CANCELLED;
+        if let (true, Some(line)) = (ok, &ended.headline) {
+            self.status = line.clone();
+            return;
+        }
+        self.status = format!(
+            "{} {}",
+            op.to_lowercase(),
+            match (ok, cancelled) {
+                (true, _) => "done",
+                (_, true) => "cancelled",
+                _ => "failed",
+            }
+        );
+        self.leftover = job.leftover.clone().filter(|_| ok);
+        let body = match &self.leftover {
+            Some(l) => format!(
+                "{}\n\n{} deletes {} now (planned and asked first, as any delete).",
+                ended.summary,
+                self.keymap.keys_of(Action::Delete),
+                file_name(l)
+            ),
+            None => ended.summary,
+        };
+        self.popup = Some(Popup::Message {
+            title: ended
+                .title
+                .unwrap_or_else(|| format!("{op}: {}", if ok { "done" } else { "stopped" })),
+            body,
+            error: !ok && !cancelled,
+        });
+    }
+}
+
+/// The request a dialog key turns `p`'s into, with the chain to keep offering; `None` when
+/// the key changes nothing here (or only the plan in place: keeping a commit's top).
+fn changed_ask(p: &mut OpPopup, action: Action) -> Option<(Ask, Vec<PathBuf>)> {
+    let chain = p.chain.clone();
+    let step = |at: Option<usize>, back: bool| {
+        let n = chain.len();
+        let i = at.map_or(0, |i| if back { (i + n - 1) % n } else { (i + 1) % n });
+        chain[i].clone()
+    };
+    let back = action == Action::Prev;
+    let cycle = action == Action::Deeper && !chain.is_empty();
+    if action == Action::KeepTop {
+        keep_or_empty_top(p);
+        return None;
+    }
+    match (&p.ask, action) {
+        // Down the top's chain; past its root, back to the backing file.
+        (
+            Ask::Commit {
+                image,
+                base,
+                keep_top,
+            },
+            _,
+        ) if cycle => {
+            let at = chain.iter().position(|c| Some(c) == base.as_ref());
+            let next = step(at.or(Some(0)), back);
+            let deeper = (next != chain[0]).then_some(next);
+            Some((
+                Ask::Commit {
+                    image: image.clone(),
+                    base: deeper,
+                    keep_top: *keep_top,
+                },
+                chain,
+            ))
+        }
+        (Ask::Rebase { image, backing }, _) if cycle => {
+            let at = chain.iter().position(|c| c == backing);
+            let ask = Ask::Rebase {
+                image: image.clone(),
+                backing: step(at, back),
+            };
+            Some((ask, chain))
+        }
+        (
+            Ask::Delete {
+                image,
+                with_overlays: false,
+                force,
+            },
+            Action::WithOverlays,
+        ) => Some((
+            Ask::Delete {
+                image: image.clone(),
+                with_overlays: true,
+                force: *force,
+            },
+            chain,
+        )),
+        // A defined VM's disk: deleting it anyway is a deliberate key of its own.
+        (
+            Ask::Delete {
+                image,
+                with_overlays,
+                force: false,
+            },
+            Action::Anyway,
+        ) if matches!(p.refusal, Some(Refusal::VmDisk { .. })) => Some((
+            Ask::Delete {
+                image: image.clone(),
+                with_overlays: *with_overlays,
+                force: true,
+            },
+            chain,
+        )),
+        (Ask::Repair { .. }, Action::Deeper | Action::Next | Action::Prev) => {
+            let n = candidates(p);
+            let Ask::Repair { pick, .. } = p.ask else {
+                return None;
+            };
+            repick(
+                p,
+                if back {
+                    (pick + n - 1) % n
+                } else {
+                    (pick + 1) % n
+                },
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Keeps a commit's top, or empties it: the plan changes in place.
+fn keep_or_empty_top(p: &mut OpPopup) {
+    let (refused, deeper) = (p.refusal.is_some(), p.deeper());
+    if let (Ask::Commit { keep_top, .. }, false, false) = (&mut p.ask, refused, deeper) {
+        *keep_top = !*keep_top;
+        if let Some(AnyPlan::Commit(c)) = &mut p.plan {
+            c.plan.keep_top = *keep_top;
+        }
+    }
+}
+
+/// A repair's candidate picked by its number (1 to 9).
+fn picked(p: &OpPopup, key: &KeyEvent) -> Option<(Ask, Vec<PathBuf>)> {
+    match key.code {
+        KeyCode::Char(d @ '1'..='9') if matches!(p.ask, Ask::Repair { .. }) => {
+            let n = candidates(p);
+            repick(p, (d as usize - '1' as usize).min(n - 1))
+        }
+        _ => None,
+    }
+}
+
+/// How many candidates a repair's plan offers (at least one).
+fn candidates(p: &OpPopup) -> usize {
+    match &p.plan {
+        Some(AnyPlan::Repair(r)) => r.candidates.len().max(1),
+        _ => 1,
+    }
+}
+
+/// The repair of `p` with candidate `to`, unless that is the one picked already.
+fn repick(p: &OpPopup, to: usize) -> Option<(Ask, Vec<PathBuf>)> {
+    match &p.ask {
+        Ask::Repair { image, pick } if p.plan.is_some() && *pick != to => Some((
+            Ask::Repair {
+                image: image.clone(),
+                pick: to,
+            },
+            Vec::new(),
+        )),
+        _ => None,
+    }
+}
