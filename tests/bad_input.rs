@@ -30,10 +30,8 @@ fn message<'a>(n: &'a Value, kind: &str) -> &'a str {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn damaged_and_hostile_images_are_diagnosed_and_untouched() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     create(dir, "base.qcow2", "qcow2", "16M", None, &[]);
@@ -194,10 +192,8 @@ fn damaged_and_hostile_images_are_diagnosed_and_untouched() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn permissions_are_reported_not_bypassed() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     base_and_top(dir);
@@ -267,10 +263,8 @@ fn paths_that_are_not_images_or_directories_are_refused() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_damaged_header_is_named_as_such_by_commit() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     base_and_top(dir);
@@ -288,10 +282,8 @@ fn a_damaged_header_is_named_as_such_by_commit() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_clean_forest_checks_clean() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     base_and_top(dir);
@@ -301,10 +293,8 @@ fn a_clean_forest_checks_clean() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn symlinks_are_followed_once_and_depth_is_bounded() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     create(dir, "a/b/c/deep.qcow2", "qcow2", "1M", None, &[]);

@@ -10,14 +10,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-/// `qemu-img map --output=json` of one image (its own layer and the chain below).
-fn map(path: &Path) -> Value {
-    let out = run(Command::new("qemu-img")
-        .args(["map", "--output=json", "-U"])
-        .arg(path));
-    serde_json::from_slice(&out.stdout).expect("map JSON")
-}
-
 fn is_qcow2(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|d| d.starts_with(b"QFI\xfb"))
 }
@@ -25,13 +17,11 @@ fn is_qcow2(path: &Path) -> bool {
 /// Builds the chain with `setup` in one directory, copies it, commits `top` with imgchain in
 /// one copy and with qemu-img in the other (same `-d`/`-b`), and compares.
 fn against_qemu(setup: impl Fn(&Path), top: &str, base: &str, args: &[&str]) {
-    let ours = tempdir();
-    let theirs = tempdir();
-    setup(ours.path());
-    copy_dir(ours.path(), theirs.path());
-    let top_map_before = map(&ours.path().join(top));
+    let twins = twins(setup);
+    let (ours, theirs) = (twins.ours.as_path(), twins.theirs.as_path());
+    let top_map_before = qemu_map(&ours.join(top));
 
-    let t = ours.path().join(top);
+    let t = ours.join(top);
     let mut a: Vec<&str> = vec!["commit", "--json"];
     a.extend_from_slice(args);
     // qemu-img changes the images in between silently; imgchain wants --force for that.
@@ -52,13 +42,13 @@ fn against_qemu(setup: impl Fn(&Path), top: &str, base: &str, args: &[&str]) {
     assert_eq!(outcome["reopen"]["base_mode"], "ro");
 
     let mut q = Command::new("qemu-img");
-    q.current_dir(theirs.path())
+    q.current_dir(theirs)
         .args(["commit", "-q"])
         .args(args)
         .arg(top);
     run(&mut q);
 
-    let (b_ours, b_theirs) = (ours.path().join(base), theirs.path().join(base));
+    let (b_ours, b_theirs) = (ours.join(base), theirs.join(base));
     run(Command::new("qemu-img")
         .args(["compare", "-U"])
         .arg(&b_ours)
@@ -75,9 +65,9 @@ fn against_qemu(setup: impl Fn(&Path), top: &str, base: &str, args: &[&str]) {
     run(Command::new("qemu-img")
         .args(["compare", "-U"])
         .arg(&t)
-        .arg(theirs.path().join(top)));
+        .arg(theirs.join(top)));
     let keep = args.contains(&"-d") || args.contains(&"-b");
-    let top_map = map(&t);
+    let top_map = qemu_map(&t);
     if keep {
         assert_eq!(top_map, top_map_before, "the top keeps its data");
         assert_eq!(outcome["top_state"], "kept");
@@ -101,10 +91,11 @@ fn base_with_data(dir: &Path, fmt: &str, size: &str, opts: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn qcow2_base_default_and_keep() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let setup = |d: &Path| {
         base_with_data(d, "qcow2", "64M", &[]);
         create(
@@ -126,10 +117,11 @@ fn qcow2_base_default_and_keep() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn raw_base() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     against_qemu(
         |d| {
             base_with_data(d, "raw", "32M", &[]);
@@ -153,10 +145,11 @@ fn raw_base() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn cluster_sizes_and_unaligned_writes() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     for (top_cs, base_cs) in [("4k", "64k"), ("64k", "4k"), ("2M", "64k"), ("64k", "2M")] {
         against_qemu(
             |d| {
@@ -188,10 +181,11 @@ fn cluster_sizes_and_unaligned_writes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn zero_writes_and_discards_over_base_data() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     against_qemu(
         |d| {
             base_with_data(d, "qcow2", "32M", &[]);
@@ -217,10 +211,11 @@ fn zero_writes_and_discards_over_base_data() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn compressed_clusters_in_the_top() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     against_qemu(
         |d| {
             base_with_data(d, "qcow2", "16M", &[]);
@@ -244,7 +239,7 @@ fn compressed_clusters_in_the_top() {
                 ])
                 .args(["full.qcow2", "top.qcow2"]));
             std::fs::remove_file(f).unwrap();
-            let m = map(&d.join("top.qcow2"));
+            let m = qemu_map(&d.join("top.qcow2"));
             assert!(
                 m.as_array()
                     .unwrap()
@@ -260,10 +255,11 @@ fn compressed_clusters_in_the_top() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn zero_clusters_into_a_v2_base() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     // A v3 top can hold zero clusters; a v2 base cannot, so the zeroes must be written.
     for with_root in [false, true] {
         against_qemu(
@@ -305,10 +301,11 @@ fn zero_clusters_into_a_v2_base() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn qcow2_v2_top_and_base() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     against_qemu(
         |d| {
             base_with_data(d, "qcow2", "16M", &["-o", "compat=0.10"]);
@@ -331,10 +328,11 @@ fn qcow2_v2_top_and_base() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn a_smaller_base_grows() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     for fmt in ["qcow2", "raw"] {
         let base = if fmt == "raw" {
             "base.img"
@@ -357,10 +355,11 @@ fn a_smaller_base_grows() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn commit_with_b_across_a_four_deep_chain() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let setup = |d: &Path| {
         base_with_data(d, "qcow2", "32M", &[]);
         create(
@@ -416,10 +415,11 @@ fn commit_with_b_across_a_four_deep_chain() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn an_empty_top() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     against_qemu(
         |d| {
             base_with_data(d, "qcow2", "16M", &[]);
@@ -439,10 +439,11 @@ fn an_empty_top() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn a_one_gib_top_with_scattered_data() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     against_qemu(
         |d| {
             base_with_data(d, "qcow2", "1G", &[]);
@@ -478,10 +479,11 @@ fn a_one_gib_top_with_scattered_data() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn a_base_with_its_own_backing_file_and_smaller_top_clusters() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     // root (data everywhere) <- base (64 KiB clusters, a little data) <- top (4 KiB clusters):
     // a 4 KiB write committed into an unallocated 64 KiB base cluster must keep the other
     // 60 KiB reading from root, not zeroes.
@@ -518,10 +520,11 @@ fn a_base_with_its_own_backing_file_and_smaller_top_clusters() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn a_base_smaller_than_its_own_backing_grows_with_zeroes() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     // root is 64 MiB of data; base shows only its first 16 MiB; the top is 64 MiB. After the
     // commit the base is 64 MiB and its grown part reads as zeroes, not as root's data.
     let setup = |d: &Path, compat: &str| {
@@ -569,10 +572,11 @@ fn bitmaps(path: &Path) -> Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn persistent_bitmaps_are_never_silently_dropped() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let chain = |d: &Path, on: &str| {
         sized_base_and_top(d, "64M");
         qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 4M");
@@ -630,10 +634,11 @@ fn on_disk(path: &Path) -> u64 {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn an_emptied_top_gives_its_space_back_like_qemu_img() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let setup = |d: &Path| {
         sized_base_and_top(d, "2G");
         let mut q = Command::new("qemu-io");
@@ -665,10 +670,11 @@ fn an_emptied_top_gives_its_space_back_like_qemu_img() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn a_v2_base_that_would_need_a_new_refcount_block_is_refused_before_writing() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     // 4 KiB clusters: one refcount block counts 8 MiB of file; 32 MiB of data needs more.
     let setup = |d: &Path| {
         create(
@@ -719,10 +725,11 @@ fn a_v2_base_that_would_need_a_new_refcount_block_is_refused_before_writing() {
 /// `qemu-img commit` (they read the base where they have no data), and the emptied top's
 /// shared clusters stay with its snapshot.
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn internal_snapshots_of_base_and_top_are_kept() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let root = tempdir();
     let (ours, theirs) = (root.path().join("ours"), root.path().join("theirs"));
     std::fs::create_dir(&ours).unwrap();

@@ -15,8 +15,10 @@ use serde_json::Value;
 
 /// base.qcow2 (8 MiB of data) <- top.qcow2 with `mib` MiB of data in 1 MiB stripes.
 fn chain(dir: &Path, mib: u64) {
-    sized_base_and_top(dir, "1G");
-    qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 8M");
+    Chain::new(dir, "1G")
+        .base("base.qcow2")
+        .io("write -P 0x11 0 8M")
+        .on("top.qcow2");
     let mut q = Command::new("qemu-io");
     for i in 0..mib {
         q.args(["-c", &format!("write -P {} {}M 1M", 0x40 + i % 64, i * 3)]);
@@ -48,10 +50,11 @@ fn config_with_chunk(dir: &Path, chunk: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_prlimit)),
+    ignore = "needs qemu-img, qemu-io, prlimit"
+)]
 fn a_full_disk_is_reported_and_the_base_stays_consistent() {
-    if !have("qemu-img") || !have("qemu-io") || !have("prlimit") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     chain(d, 16);
@@ -133,10 +136,11 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<String>, needle: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn ctrl_c_cancels_cleanly() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     chain(d, 160);
@@ -171,10 +175,11 @@ fn ctrl_c_cancels_cleanly() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn ctrl_c_after_the_copy_is_too_late_and_says_so() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     // The signal must land during the flush; on a very fast disk it may land after the end,
     // so a few attempts are allowed. Every attempt must finish the commit.
     let mut landed = false;
@@ -255,9 +260,6 @@ fn after_kill(d: &Path, name: &str, args: &[&str]) {
 /// in `piece`-sized extents, then runs it again: the top's disk never changes, no file is left
 /// corrupt, and the final base and top equal qemu-img commit's.
 fn killed_then_rerun(mib: u64, piece_kib: u64, points: u32) {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let orig = tempdir();
     pieces(orig.path(), mib, piece_kib);
     let reference = tempdir();
@@ -389,6 +391,10 @@ fn pieces(dir: &Path, mib: u64, piece_kib: u64) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn killed_at_many_points_then_rerun_equals_qemu_img() {
     killed_then_rerun(48, 256, 12);
 }
@@ -401,10 +407,11 @@ fn soak_killed_at_50_points_of_a_512_mib_commit() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, mkfs.xfs"
+)]
 fn a_full_filesystem_is_reported_honestly_and_the_rerun_finishes() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let Some(fs) = SmallFs::new(300) else { return };
     let d = fs.path();
     // Through memory, as qemu-img copies: the data needs room of its own.

@@ -11,9 +11,11 @@ use common::*;
 
 /// `base_and_top` with data in both.
 fn chain(dir: &Path) {
-    base_and_top(dir);
-    qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 1M");
-    qemu_io(&dir.join("top.qcow2"), "write -P 0x22 0 512k");
+    Chain::new(dir, "16M")
+        .base("base.qcow2")
+        .io("write -P 0x11 0 1M")
+        .on("top.qcow2")
+        .io("write -P 0x22 0 512k");
 }
 
 /// Runs `args` (with the top path appended) through `runner`; asserts the exit code, that
@@ -37,10 +39,11 @@ fn p(dir: &Path, name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn guards_in_order() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     chain(d);
@@ -109,10 +112,11 @@ fn guards_in_order() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn in_use_by_qemu() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     chain(d);
@@ -155,10 +159,8 @@ fn in_use_by_qemu() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_missing_backing_file_is_a_clear_error() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     create(
@@ -179,10 +181,11 @@ fn a_missing_backing_file_is_a_clear_error() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn a_base_that_is_not_writable_is_keep_ro() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     chain(d);
@@ -198,10 +201,11 @@ fn a_base_that_is_not_writable_is_keep_ro() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn features_imago_cannot_write_are_refused() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     type Setup = fn(&Path);
     let cases: [(&str, Setup, &[&str]); 7] = [
         (

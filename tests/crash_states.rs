@@ -11,15 +11,11 @@ mod harness;
 use std::path::Path;
 use std::process::Command;
 
-use common::{copy_dir, create, have, qemu_io};
+use common::{copy_dir, create, qemu_io};
 use harness::{Tally, Trace, judge_qcow2, tally_qcow2, traced};
 
 /// Random subsets tried in each window between two syncs, besides its prefixes.
 const SUBSETS: usize = 20;
-
-fn tools() -> bool {
-    have("qemu-img") && have("qemu-io") && have("cc")
-}
 
 /// The guest view of `name` in `dir` equals that of `name` in `orig_dir`.
 fn same_guest_view(orig_dir: &Path, dir: &Path, name: &str) -> Result<(), String> {
@@ -129,9 +125,6 @@ fn qemu_img(args: &[&str]) -> Command {
 /// Runs both tools on identical copies of the chain `build` makes, prints both tallies and
 /// asserts that ours has no corrupt state.
 fn compare(name: &str, build: impl Fn(&Path), args: &[&str]) {
-    if !tools() {
-        return;
-    }
     let root = common::tempdir();
     compare_in(root.path(), name, build, args, None);
 }
@@ -213,10 +206,11 @@ fn scattered_writes_that_need_new_l2_tables() {
 
 /// With `commit.kernel_copy` the kernel copies the data (copy_file_range), then it is mapped.
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
 fn scattered_writes_copied_in_the_kernel() {
-    if !tools() {
-        return;
-    }
     let root = common::tempdir();
     let cfg = root.path().join("config.toml");
     std::fs::write(&cfg, "[commit]\nkernel_copy = true\n").expect("config");
@@ -231,10 +225,11 @@ fn scattered_writes_copied_in_the_kernel() {
 
 /// On XFS the data is cloned (reflinks), then mapped: the same states must all be clean.
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, cc, mkfs.xfs"
+)]
 fn scattered_writes_cloned_on_xfs() {
-    if !tools() {
-        return;
-    }
     let Some(fs) = common::SmallFs::new(1024) else {
         return;
     };
@@ -250,10 +245,11 @@ fn scattered_writes_cloned_on_xfs() {
 /// Writeback started while the copy goes on (`commit.write_behind`) makes nothing durable:
 /// every state is still clean, and the trace shows that writeback was started.
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
 fn writeback_started_during_the_copy() {
-    if !tools() {
-        return;
-    }
     let root = common::tempdir();
     let cfg = root.path().join("config.toml");
     std::fs::write(&cfg, "[commit]\nwrite_behind = \"1MiB\"\n").expect("config");
@@ -369,6 +365,10 @@ fn keeping_the_top_and_committing_across_three_layers() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
 fn a_raw_base() {
     compare(
         "raw base",
@@ -404,9 +404,6 @@ fn tally_relinked(trace: &Trace, orig_dir: &Path) -> Tally {
 /// `imgchain ARGS top.qcow2` and `qemu-img rebase QARGS top.qcow2` on identical copies of the
 /// chain `build` makes, each traced and judged in every power-loss state.
 fn compare_rebase(name: &str, build: impl Fn(&Path), ours: &[&str], theirs: &[&str]) {
-    if !tools() {
-        return;
-    }
     let root = common::tempdir();
     compare_rebase_in(root.path(), name, build, ours, theirs);
 }
@@ -505,10 +502,11 @@ fn relink_chain(d: &Path, opts: &[&str]) {
 
 /// On XFS a flatten clones the clusters it takes from the backing chain.
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, cc, mkfs.xfs"
+)]
 fn flatten_cloned_on_xfs() {
-    if !tools() {
-        return;
-    }
     let Some(fs) = common::SmallFs::new(1024) else {
         return;
     };
@@ -551,10 +549,11 @@ fn flatten_and_safe_rebase() {
 
 /// A flatten with writeback started every MiB (`commit.write_behind`): still clean.
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
 fn flatten_with_writeback_started_during_the_copy() {
-    if !tools() {
-        return;
-    }
     let root = common::tempdir();
     let cfg = root.path().join("config.toml");
     std::fs::write(&cfg, "[commit]\nwrite_behind = \"1MiB\"\n").expect("config");
@@ -612,10 +611,11 @@ fn traced_steps(d: &Path, steps: Vec<(Command, Vec<&str>)>) -> Vec<Trace> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
 fn merging_a_middle_layer() {
-    if !tools() {
-        return;
-    }
     let names = ["a.qcow2", "b.qcow2", "c.qcow2"];
     let root = common::tempdir();
     let orig = root.path().join("orig");
@@ -666,6 +666,10 @@ fn merging_a_middle_layer() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
 fn a_base_and_a_top_with_internal_snapshots() {
     compare(
         "internal snapshots",

@@ -9,10 +9,11 @@ use imgchain::image::create::{NewImage, create, write};
 use imgchain::image::probe::Format;
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn imago_images_pass_qemu_img_check_and_read_back() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     let base = dir.join("base.img");

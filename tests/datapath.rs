@@ -157,19 +157,21 @@ fn cases(root: &Path, tier: Tier, cfg: Option<&Path>) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, mkfs.xfs"
+)]
 fn on_xfs_the_data_is_cloned_and_the_result_equals_qemu_img() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let Some(fs) = SmallFs::new(1024) else { return };
     cases(fs.path(), Tier::Cloned, None);
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn elsewhere_the_data_goes_through_memory_or_the_kernel_and_equals_qemu_img() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     cases(&tmp.path().join("memory"), Tier::Memory, None);
     let cfg = config(tmp.path(), "kernel_copy = true");
@@ -177,10 +179,11 @@ fn elsewhere_the_data_goes_through_memory_or_the_kernel_and_equals_qemu_img() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, mkfs.xfs"
+)]
 fn with_clone_off_xfs_copies_too() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let Some(fs) = SmallFs::new(1024) else { return };
     let cfg = config(fs.path(), "clone = false");
     cases(&fs.path().join("memory"), Tier::Memory, Some(&cfg));
@@ -189,10 +192,11 @@ fn with_clone_off_xfs_copies_too() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, mkfs.xfs"
+)]
 fn on_a_full_xfs_a_cloned_commit_fits_where_a_copy_cannot() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let Some(fs) = SmallFs::new(300) else { return };
     let d = fs.path();
     create(d, "base", "qcow2", "256M", None, &[]);
@@ -220,10 +224,11 @@ fn on_a_full_xfs_a_cloned_commit_fits_where_a_copy_cannot() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, mkfs.xfs"
+)]
 fn a_flatten_takes_its_backing_data_through_the_kernel_and_equals_qemu_img() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let Some(fs) = SmallFs::new(1024) else { return };
     let tmp = tempdir();
     let kernel = config(tmp.path(), "kernel_copy = true");

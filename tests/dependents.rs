@@ -7,9 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{
-    arg, create, have, imgchain, imgchain_json, qemu_compare, qemu_io, refused_in, tempdir,
-};
+use common::{arg, create, imgchain, imgchain_json, qemu_compare, qemu_io, refused_in, tempdir};
 
 /// `templates/golden.qcow2` under `root`, with data.
 fn golden(root: &Path) -> PathBuf {
@@ -40,10 +38,8 @@ fn config(dir: &Path, scan: &str) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn golden_images_beside_their_vms_directory_are_never_deleted_or_written() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let r = t.path();
     let g = golden(r);
@@ -89,10 +85,8 @@ fn golden_images_beside_their_vms_directory_are_never_deleted_or_written() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn an_overlay_deeper_in_the_tree_is_re_pointed_by_a_merge() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let r = t.path();
     let base = create(r, "vm/base.qcow2", "qcow2", "16M", None, &[]);
@@ -143,10 +137,8 @@ fn an_overlay_deeper_in_the_tree_is_re_pointed_by_a_merge() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_stopped_libvirt_vm_elsewhere_keeps_its_base() {
-    if !have("qemu-img") {
-        return;
-    }
     let (t, elsewhere, defs) = (tempdir(), tempdir(), tempdir());
     let g = golden(t.path());
     let disk = overlay(elsewhere.path(), "web03.qcow2", &g);
@@ -178,10 +170,11 @@ fn a_stopped_libvirt_vm_elsewhere_keeps_its_base() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_storage_daemon)),
+    ignore = "needs qemu-img, qemu-storage-daemon"
+)]
 fn an_image_a_running_qemu_has_open_elsewhere_keeps_its_base() {
-    if !have("qemu-img") || !have("qemu-storage-daemon") {
-        return;
-    }
     let (t, elsewhere) = (tempdir(), tempdir());
     let g = golden(t.path());
     let disk = overlay(elsewhere.path(), "running.qcow2", &g);
@@ -196,10 +189,8 @@ fn an_image_a_running_qemu_has_open_elsewhere_keeps_its_base() {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_qemu_img, tool_virsh)), ignore = "needs qemu-img, virsh")]
 fn another_host_s_vm_through_libvirt_keeps_its_base() {
-    if !have("qemu-img") || !have("virsh") {
-        return;
-    }
     let (t, elsewhere, host) = (tempdir(), tempdir(), tempdir());
     let g = golden(t.path());
     let disk = overlay(elsewhere.path(), "remote.qcow2", &g);
@@ -249,10 +240,8 @@ fn another_host_s_vm_through_libvirt_keeps_its_base() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_base_only_a_header_leads_to_is_named_as_outside_everything_looked_at() {
-    if !have("qemu-img") {
-        return;
-    }
     let (t, elsewhere) = (tempdir(), tempdir());
     let base = create(elsewhere.path(), "base.qcow2", "qcow2", "4M", None, &[]);
     let top = overlay(t.path(), "vm/top.qcow2", &base);

@@ -184,10 +184,11 @@ fn assert_agrees_with_qemu(n: &Value) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn forest_agrees_with_qemu_img() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let outside = tempdir();
     let dir = tmp.path();
@@ -316,10 +317,11 @@ fn forest_agrees_with_qemu_img() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn protect_globs_and_read_only() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let outside = tempdir();
     let dir = tmp.path();
@@ -366,10 +368,8 @@ fn protect_globs_and_read_only() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn text_tree_draws_the_forest() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     create(dir, "base.qcow2", "qcow2", "1G", None, &[]);
@@ -451,10 +451,8 @@ fn text_tree_draws_the_forest() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_symlink_never_takes_over_the_identity_of_the_file_it_names() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     let golden = create(
@@ -501,10 +499,8 @@ fn a_symlink_never_takes_over_the_identity_of_the_file_it_names() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn paths_shown_have_no_dot_dot() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     create(d, "golden/base.qcow2", "qcow2", "8M", None, &[]);
@@ -550,10 +546,11 @@ fn paths_shown_have_no_dot_dot() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn disk_usage_counts_an_image_and_everything_built_on_it() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     create(d, "base.qcow2", "qcow2", "64M", None, &[]);
@@ -575,10 +572,8 @@ fn disk_usage_counts_an_image_and_everything_built_on_it() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn overlay_dirs_bring_in_the_overlays_kept_elsewhere() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let (pool, vms, unrelated) = (
         tmp.path().join("pool"),
@@ -666,10 +661,11 @@ fn overlay_dirs_bring_in_the_overlays_kept_elsewhere() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn internal_snapshots_match_qemu_img() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     create(d, "s.qcow2", "qcow2", "64M", None, &[]);

@@ -74,10 +74,11 @@ fn qmp(dir: &Path, command: &str) -> Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-storage-daemon, qemu-img, qemu-io"
+)]
 fn a_live_commit_is_done_by_the_daemon_and_loses_no_write() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -127,10 +128,11 @@ fn a_live_commit_is_done_by_the_daemon_and_loses_no_write() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img)),
+    ignore = "needs qemu-storage-daemon, qemu-img"
+)]
 fn a_live_commit_without_a_qmp_socket_or_a_holder_is_refused() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -151,10 +153,11 @@ fn a_live_commit_without_a_qmp_socket_or_a_holder_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-storage-daemon, qemu-img, qemu-io"
+)]
 fn a_cancelled_live_commit_leaves_the_daemon_on_the_old_chain() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     sized_base_and_top(d, "2G");
@@ -223,10 +226,11 @@ fn file_of(n: &Value) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-storage-daemon, qemu-img, qemu-io"
+)]
 fn a_live_merge_commits_the_middle_layer_and_re_points_the_top() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     create(d, "base.qcow2", "qcow2", "16M", None, &[]);
@@ -294,10 +298,11 @@ fn a_live_merge_commits_the_middle_layer_and_re_points_the_top() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-storage-daemon, qemu-img, qemu-io"
+)]
 fn a_live_snapshot_moves_the_guest_onto_the_new_overlay() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -334,10 +339,11 @@ fn a_live_snapshot_moves_the_guest_onto_the_new_overlay() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img)),
+    ignore = "needs qemu-storage-daemon, qemu-img"
+)]
 fn a_live_snapshot_whose_name_is_taken_changes_nothing() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -359,10 +365,11 @@ fn a_live_snapshot_whose_name_is_taken_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-storage-daemon, qemu-img, qemu-io"
+)]
 fn a_live_snapshot_can_be_committed_back_live() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -380,10 +387,11 @@ fn a_live_snapshot_can_be_committed_back_live() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-storage-daemon, qemu-img, qemu-io"
+)]
 fn what_the_guest_writes_during_a_live_commit_ends_up_in_the_base() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     sized_base_and_top(d, "1G");

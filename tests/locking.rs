@@ -65,10 +65,11 @@ fn assert_reports_holder(dir: &Path, pid: u32) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn qemu_io_holding_a_chain_is_seen_and_respected() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     base_and_top(tmp.path());
     let held = hold_with_qemu_io(&tmp.path().join("top.qcow2"));
@@ -76,10 +77,11 @@ fn qemu_io_holding_a_chain_is_seen_and_respected() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_storage_daemon)),
+    ignore = "needs qemu-img, qemu-storage-daemon"
+)]
 fn storage_daemon_holding_a_chain_is_seen_and_respected() {
-    if !have("qemu-img") || !have("qemu-storage-daemon") {
-        return;
-    }
     let tmp = tempdir();
     base_and_top(tmp.path());
     let held = hold_with_storage_daemon(&tmp.path().join("top.qcow2"));
@@ -87,10 +89,11 @@ fn storage_daemon_holding_a_chain_is_seen_and_respected() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn qemu_respects_our_commit_target_locks() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     base_and_top(dir);
@@ -132,10 +135,11 @@ fn qemu_respects_our_commit_target_locks() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn browsing_holds_no_locks() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     base_and_top(dir);
@@ -164,11 +168,12 @@ fn browsing_holds_no_locks() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
     use imgchain::tui::app::{App, Effect, Msg, Settings};
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     base_and_top(dir);
@@ -210,10 +215,11 @@ fn the_ui_sees_a_vm_start_and_stop_while_it_is_open() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_storage_daemon, tool_qemu_img)),
+    ignore = "needs qemu-storage-daemon, qemu-img"
+)]
 fn a_storage_daemon_s_qmp_socket_and_a_vm_name_are_reported() {
-    if !have("qemu-storage-daemon") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let dir = tmp.path();
     base_and_top(dir);

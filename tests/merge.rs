@@ -52,10 +52,11 @@ fn overlays_unchanged(orig: &Path, d: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn merge_equals_the_qemu_img_sequence() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     for (fmt, opts) in [
         ("qcow2", &[][..]),
         ("qcow2", &["-o", "compat=0.10"][..]),
@@ -109,10 +110,11 @@ fn merge_equals_the_qemu_img_sequence() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn merging_a_layer_of_a_deep_chain_and_keeping_the_file() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let root = tempdir();
     let (orig, d) = (root.path().join("orig"), root.path().join("d"));
     std::fs::create_dir(&orig).unwrap();
@@ -156,10 +158,11 @@ fn merging_a_layer_of_a_deep_chain_and_keeping_the_file() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn merge_guards_change_nothing() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     middle(d, "qcow2", &[], 4);
@@ -226,10 +229,11 @@ fn merge_guards_change_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn an_interrupted_merge_is_reported_and_the_next_run_finishes_it() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let root = tempdir();
     let (orig, d) = (root.path().join("orig"), root.path().join("d"));
     std::fs::create_dir(&orig).unwrap();
@@ -302,10 +306,11 @@ fn finish(d: &Path) -> u32 {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn killed_at_30_points_then_the_next_run_finishes() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let root = tempdir();
     let orig = root.path().join("orig");
     std::fs::create_dir(&orig).unwrap();

@@ -17,10 +17,7 @@ use serde_json::Value;
 /// from below. Where both chains read zeroes but differ, qemu-img writes zero data and we a
 /// zero cluster: both are allocated in the image, so only that is compared.
 fn map(image: &Path) -> Vec<Value> {
-    let out = run(Command::new("qemu-img")
-        .args(["map", "-U", "--output=json"])
-        .arg(image));
-    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Vec<Value> = serde_json::from_value(qemu_map(image)).unwrap();
     let mut merged: Vec<Value> = Vec::new();
     for mut e in v {
         let o = e.as_object_mut().unwrap();
@@ -43,52 +40,30 @@ fn map(image: &Path) -> Vec<Value> {
 /// base (0x11 at 0-8M) <- mid (0x22 at 4-12M, zeroes at 20M) <- top (0x33 at 10-11M, zeroes
 /// at 0-64k), of `size`, with `opts` for every layer.
 fn three(d: &Path, size: &str, opts: &[&str]) {
-    create(d, "base.qcow2", "qcow2", size, None, opts);
-    qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 8M");
-    qemu_io(&d.join("base.qcow2"), "write -P 0x12 20M 1M");
-    create(
-        d,
-        "mid.qcow2",
-        "qcow2",
-        size,
-        Some(("base.qcow2", "qcow2")),
-        opts,
-    );
-    qemu_io(&d.join("mid.qcow2"), "write -P 0x22 4M 8M");
-    qemu_io(&d.join("mid.qcow2"), "write -z 20M 512k");
-    create(
-        d,
-        "top.qcow2",
-        "qcow2",
-        size,
-        Some(("mid.qcow2", "qcow2")),
-        opts,
-    );
-    qemu_io(&d.join("top.qcow2"), "write -P 0x33 10M 1M");
-    qemu_io(&d.join("top.qcow2"), "write -z 0 64k");
+    Chain::new(d, size)
+        .opts(opts)
+        .base("base.qcow2")
+        .io("write -P 0x11 0 8M")
+        .io("write -P 0x12 20M 1M")
+        .on("mid.qcow2")
+        .io("write -P 0x22 4M 8M")
+        .io("write -z 20M 512k")
+        .on("top.qcow2")
+        .io("write -P 0x33 10M 1M")
+        .io("write -z 0 64k");
 }
 
 /// Runs ours on one copy of the chain `build` makes and `qemu-img rebase QARGS IMAGE` on
 /// another, then compares the image (and its overlays) across copies and with the original.
 fn against_qemu(build: &dyn Fn(&Path), ours: &[&str], qemu: &[&str], image: &str) {
-    let root = tempdir();
-    let (orig, a, b) = (
-        root.path().join("orig"),
-        root.path().join("ours"),
-        root.path().join("theirs"),
-    );
-    for d in [&orig, &a, &b] {
-        std::fs::create_dir(d).unwrap();
-    }
-    build(&orig);
-    copy_dir(&orig, &a);
-    copy_dir(&orig, &b);
+    let t = twins(build);
+    let (orig, a, b) = (&t.orig, &t.ours, &t.theirs);
     let mut args: Vec<String> = ours.iter().map(|x| x.to_string()).collect();
     args.push(arg(&a.join(image)).to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     imgchain_ok(&args);
     run(Command::new("qemu-img")
-        .current_dir(&b)
+        .current_dir(b)
         .arg("rebase")
         .args(qemu)
         .arg(image));
@@ -105,10 +80,11 @@ fn against_qemu(build: &dyn Fn(&Path), ours: &[&str], qemu: &[&str], image: &str
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn flatten_and_rebase_equal_qemu_img_rebase() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     for (size, opts) in [
         ("64M", &[][..]),
         ("64M", &["-o", "cluster_size=4k"][..]),
@@ -128,10 +104,11 @@ fn flatten_and_rebase_equal_qemu_img_rebase() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn rebase_onto_unrelated_data_and_raw_bases() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     // Another image with other data: what differs is copied, what agrees is not.
     let build = |d: &Path| {
         three(d, "64M", &[]);
@@ -183,10 +160,11 @@ fn rebase_onto_unrelated_data_and_raw_bases() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn rebasing_a_middle_layer_keeps_its_overlays_disks() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let root = tempdir();
     let (d, orig) = (root.path().join("d"), root.path().join("orig"));
     std::fs::create_dir(&d).unwrap();
@@ -240,10 +218,11 @@ fn rebasing_a_middle_layer_keeps_its_overlays_disks() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn unsafe_rebase_names_a_moved_backing_file_as_qemu_img_does() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let root = tempdir();
     let (a, b) = (root.path().join("a"), root.path().join("b"));
     for d in [&a, &b] {
@@ -302,10 +281,11 @@ fn unsafe_rebase_names_a_moved_backing_file_as_qemu_img_does() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn rebase_guards_change_nothing() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     three(d, "64M", &[]);

@@ -41,10 +41,11 @@ fn moved(root: &Path) -> tempfile::TempDir {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn a_moved_base_is_found_and_repaired_as_qemu_img_would() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     let before = moved(d);
@@ -90,10 +91,8 @@ fn a_moved_base_is_found_and_repaired_as_qemu_img_would() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn an_image_with_no_candidate_is_left_alone() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     create(d, "gone.qcow2", "qcow2", "16M", None, &[]);
@@ -119,10 +118,8 @@ fn an_image_with_no_candidate_is_left_alone() {
 /// An Ubuntu overlay whose base `debian-11.qcow2` is gone, beside six other images of the same
 /// size: `--yes` picks none of them (none has the missing name), and every one is listed.
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn yes_never_picks_a_file_of_another_name_and_nothing_is_left_off_the_list() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     create(d, "debian-11.qcow2", "qcow2", "32M", None, &[]);

@@ -27,10 +27,11 @@ fn info_of(path: &Path) -> (String, String, u64, u64, String) {
 /// A base of each kind with data, snapshotted by us and by qemu-img into the same directory
 /// (relative backing name) and into another one (absolute name).
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn snapshot_equals_qemu_img_create() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     for (fmt, opts) in [
         ("qcow2", &[][..]),
         ("qcow2", &["-o", "compat=0.10"][..]),
@@ -69,10 +70,11 @@ fn snapshot_equals_qemu_img_create() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn snapshot_names_its_overlays_and_stacks_them() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     let disk = create(d, "disk.qcow2", "qcow2", "16M", None, &[]);
@@ -116,10 +118,11 @@ fn snapshot_names_its_overlays_and_stacks_them() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn snapshot_guards_change_nothing() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -168,10 +171,11 @@ fn forest(d: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn delete_refuses_what_others_need_and_changes_nothing() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     forest(d);
@@ -226,10 +230,11 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
 fn delete_removes_leaves_first_and_only_the_subtree() {
-    if !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     forest(d);

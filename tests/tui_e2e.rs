@@ -91,10 +91,8 @@ impl Drop for Tmux {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
 fn commit_by_keypress_equals_qemu_img_commit() {
-    if !have("tmux") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let demo = tmp.path().join("demo");
     let t = Tmux::start("commit", &format!("--demo --dir {}", demo.display()));
@@ -139,10 +137,8 @@ fn commit_by_keypress_equals_qemu_img_commit() {
 }
 
 #[test]
+#[cfg_attr(not(tool_tmux), ignore = "needs tmux")]
 fn committing_into_a_protected_template_is_refused() {
-    if !have("tmux") {
-        return;
-    }
     let tmp = tempdir();
     let demo = tmp.path().join("demo");
     let t = Tmux::start("protected", &format!("--demo --dir {}", demo.display()));
@@ -166,10 +162,8 @@ fn committing_into_a_protected_template_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
 fn a_ui_opened_on_one_image_never_commits_over_its_siblings() {
-    if !have("tmux") || !have("qemu-img") {
-        return;
-    }
     // The UI sees only db.qcow2's chain; ci and web share its golden base from the same
     // directory. One Enter must not change their disks.
     let tmp = tempdir();
@@ -196,10 +190,8 @@ fn a_ui_opened_on_one_image_never_commits_over_its_siblings() {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
 fn a_ui_plan_made_before_another_vm_appeared_is_planned_again() {
-    if !have("tmux") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -239,10 +231,11 @@ fn a_ui_plan_made_before_another_vm_appeared_is_planned_again() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_tmux, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs tmux, qemu-img, qemu-io"
+)]
 fn quitting_during_a_commit_asks_and_prints_the_report() {
-    if !have("tmux") || !have("qemu-img") || !have("qemu-io") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -303,10 +296,8 @@ fn quitting_during_a_commit_asks_and_prints_the_report() {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
 fn merging_a_middle_snapshot_by_keypress_keeps_the_top_s_disk() {
-    if !have("tmux") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let demo = tmp.path().join("demo");
     let t = Tmux::start("merge", &format!("--demo --dir {}", demo.display()));
@@ -340,10 +331,11 @@ fn merging_a_middle_snapshot_by_keypress_keeps_the_top_s_disk() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_tmux, tool_qemu_storage_daemon, tool_qemu_img)),
+    ignore = "needs tmux, qemu-storage-daemon, qemu-img"
+)]
 fn a_live_commit_by_keypress_is_done_by_the_running_daemon() {
-    if !have("tmux") || !have("qemu-storage-daemon") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     base_and_top(d);
@@ -370,10 +362,8 @@ fn a_live_commit_by_keypress_is_done_by_the_running_daemon() {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
 fn n_reaches_a_broken_image_among_3000_at_80x24() {
-    if !have("tmux") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     for i in 0..3000 {
@@ -402,10 +392,8 @@ fn n_reaches_a_broken_image_among_3000_at_80x24() {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
 fn a_mouse_click_selects_a_row_and_the_wheel_moves() {
-    if !have("tmux") || !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path();
     for name in ["alpha.qcow2", "bravo.qcow2", "charlie.qcow2", "delta.qcow2"] {

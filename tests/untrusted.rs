@@ -8,21 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{arg, create, have, imgchain, qemu_check, qemu_io, refused_in, tempdir};
+use common::{arg, create, imgchain, qemu_check, qemu_io, refused_in, tempdir};
 
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
 
 /// Whether the test can play root against a tenant: it must run as root, and CI always does.
-fn as_root() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    assert!(
-        root || std::env::var("CI").is_err(),
-        "the tenant tests need root in CI"
-    );
-    root && have("qemu-img") && have("setpriv")
-}
-
 /// A scratch directory the tenant owns (0755), inside a root-owned one others can search.
 fn tenant_dir() -> (tempfile::TempDir, PathBuf) {
     let t = tempdir();
@@ -69,10 +60,11 @@ fn tenant(cmd: &str) -> Command {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(as_root, tool_qemu_img, tool_setpriv)),
+    ignore = "needs root, qemu-img, setpriv"
+)]
 fn the_snapshot_temporary_file_cannot_be_swapped_for_a_link() {
-    if !as_root() {
-        return;
-    }
     let (t, dir) = tenant_dir();
     let victim = root_only(t.path());
     let before = std::fs::read(&victim).expect("read");
@@ -125,10 +117,11 @@ fn the_snapshot_temporary_file_cannot_be_swapped_for_a_link() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(as_root, tool_qemu_img, tool_setpriv)),
+    ignore = "needs root, qemu-img, setpriv"
+)]
 fn a_new_overlay_takes_its_base_owner_and_no_wider_mode() {
-    if !as_root() {
-        return;
-    }
     let (_t, dir) = tenant_dir();
     for (mode, want) in [
         (0o600, 0o600),
@@ -169,10 +162,11 @@ fn tenant_overlay_on(dir: &Path, name: &str, victim: &Path) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(as_root, tool_qemu_img, tool_setpriv)),
+    ignore = "needs root, qemu-img, setpriv"
+)]
 fn commit_never_writes_a_file_the_tenant_could_not_write() {
-    if !as_root() {
-        return;
-    }
     let (t, dir) = tenant_dir();
     let victim = root_only(t.path());
     let top = tenant_overlay_on(&dir, "top.qcow2", &victim);
@@ -190,10 +184,11 @@ fn commit_never_writes_a_file_the_tenant_could_not_write() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(as_root, tool_qemu_img, tool_setpriv)),
+    ignore = "needs root, qemu-img, setpriv"
+)]
 fn flatten_and_rebase_never_copy_a_file_the_tenant_could_not_read() {
-    if !as_root() {
-        return;
-    }
     let (t, dir) = tenant_dir();
     let victim = root_only(t.path());
     let top = tenant_overlay_on(&dir, "leak.qcow2", &victim);
@@ -214,10 +209,11 @@ fn flatten_and_rebase_never_copy_a_file_the_tenant_could_not_read() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(as_root, tool_qemu_img, tool_setpriv, tool_mkfifo)),
+    ignore = "needs root, qemu-img, setpriv, mkfifo"
+)]
 fn a_scan_never_opens_fifos_or_proc_files_and_never_walks_into_proc() {
-    if !as_root() || !have("mkfifo") {
-        return;
-    }
     let (_t, dir) = tenant_dir();
     common::run(Command::new("mkfifo").arg(dir.join("pipe")));
     for (name, backing) in [("kmsg.qcow2", "/proc/kmsg"), ("fifo.qcow2", "pipe")] {
@@ -253,10 +249,8 @@ fn a_scan_never_opens_fifos_or_proc_files_and_never_walks_into_proc() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_missing_or_protocol_layer_deeper_in_the_chain_refuses_flatten_as_qemu_img_does() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     create(d, "mid.qcow2", "qcow2", "1M", None, &[]);
@@ -302,10 +296,8 @@ fn a_missing_or_protocol_layer_deeper_in_the_chain_refuses_flatten_as_qemu_img_d
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_directory_deeper_than_max_depth_is_reported_with_the_setting() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let mut deep = t.path().to_path_buf();
     for i in 0..20 {
@@ -355,10 +347,8 @@ fn no_raw_control(out: &[u8], what: &str) {
 }
 
 #[test]
+#[cfg_attr(not(all(tool_qemu_img, tool_bash)), ignore = "needs qemu-img, bash")]
 fn names_never_reach_the_terminal_raw_and_suggested_commands_paste_safely() {
-    if !have("qemu-img") || !have("bash") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     for name in HOSTILE {
@@ -425,10 +415,8 @@ fn names_never_reach_the_terminal_raw_and_suggested_commands_paste_safely() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn read_only_refuses_every_write_command() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     common::base_and_top(d);
@@ -450,10 +438,11 @@ fn read_only_refuses_every_write_command() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_mkfifo)),
+    ignore = "needs qemu-img, mkfifo"
+)]
 fn a_planted_fifo_or_linked_merge_journal_changes_nothing() {
-    if !have("qemu-img") || !have("mkfifo") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     create(d, "base.qcow2", "qcow2", "4M", None, &[]);
@@ -506,10 +495,8 @@ fn a_planted_fifo_or_linked_merge_journal_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn merge_of_an_image_nothing_is_built_on_is_refused() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     common::base_and_top(d);
@@ -549,10 +536,11 @@ while True:
 "#;
 
 #[test]
+#[cfg_attr(
+    not(all(as_root, tool_qemu_img, tool_setpriv, tool_python3, tool_bash)),
+    ignore = "needs root, qemu-img, setpriv, python3, bash"
+)]
 fn a_fake_qemu_holding_the_image_is_not_believed() {
-    if !as_root() || !have("python3") || !have("bash") {
-        return;
-    }
     let (t, dir) = tenant_dir();
     create(&dir, "base.qcow2", "qcow2", "4M", None, &[]);
     create(
@@ -604,10 +592,8 @@ fn a_fake_qemu_holding_the_image_is_not_believed() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn names_with_a_colon_and_symlinked_names_are_written_as_qemu_needs_them() {
-    if !have("qemu-img") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     create(d, "./b:0.qcow2", "qcow2", "4M", None, &[]);
@@ -657,10 +643,11 @@ fn names_with_a_colon_and_symlinked_names_are_written_as_qemu_needs_them() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_mkfifo)),
+    ignore = "needs qemu-img, mkfifo"
+)]
 fn a_name_flipping_between_a_file_and_a_fifo_link_is_never_opened_as_the_fifo() {
-    if !have("qemu-img") || !have("mkfifo") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     create(d, "real.qcow2", "qcow2", "1M", None, &[]);
@@ -702,10 +689,11 @@ fn a_name_flipping_between_a_file_and_a_fifo_link_is_never_opened_as_the_fifo() 
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_strace)),
+    ignore = "needs qemu-img, strace"
+)]
 fn a_snapshot_is_synced_before_it_gets_its_name_and_never_opened_by_it() {
-    if !have("qemu-img") || !have("strace") {
-        return;
-    }
     let t = tempdir();
     let d = t.path();
     create(d, "b.qcow2", "qcow2", "1M", None, &[]);

@@ -39,10 +39,8 @@ fn define(dir: &Path, name: &str, disk: &Path) {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn a_stopped_vm_s_disk_is_labelled_and_not_deleted_without_force() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path().join("images");
     std::fs::create_dir(&d).unwrap();
@@ -91,10 +89,8 @@ fn a_stopped_vm_s_disk_is_labelled_and_not_deleted_without_force() {
 }
 
 #[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
 fn merging_away_a_vm_s_disk_is_refused_without_force() {
-    if !have("qemu-img") {
-        return;
-    }
     let tmp = tempdir();
     let d = tmp.path().join("images");
     std::fs::create_dir(&d).unwrap();

@@ -96,6 +96,78 @@ pub fn qemu_check(path: &Path) {
     );
 }
 
+/// A backing chain built the way a host builds one: `qemu-img create` for each layer, on the
+/// one before it by relative name, and `qemu-io` for the data.
+///
+/// `Chain::new(dir, "64M").base("base.qcow2").io("write -P 0x11 0 4M").on("top.qcow2")`
+pub struct Chain {
+    dir: PathBuf,
+    size: String,
+    opts: Vec<String>,
+    /// The last layer made: its name and format.
+    last: Option<(String, String)>,
+}
+
+impl Chain {
+    /// A chain in `dir` whose layers are `size` large.
+    pub fn new(dir: &Path, size: &str) -> Chain {
+        Chain {
+            dir: dir.to_path_buf(),
+            size: size.to_string(),
+            opts: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// `qemu-img create` options for the layers made from now on (`-o cluster_size=4k`).
+    pub fn opts(mut self, opts: &[&str]) -> Chain {
+        self.opts = opts.iter().map(|o| o.to_string()).collect();
+        self
+    }
+
+    /// A layer of format `fmt` without a backing file.
+    pub fn base_fmt(mut self, name: &str, fmt: &str) -> Chain {
+        let opts: Vec<&str> = self.opts.iter().map(String::as_str).collect();
+        create(&self.dir, name, fmt, &self.size, None, &opts);
+        self.last = Some((name.to_string(), fmt.to_string()));
+        self
+    }
+
+    /// A qcow2 layer without a backing file.
+    pub fn base(self, name: &str) -> Chain {
+        self.base_fmt(name, "qcow2")
+    }
+
+    /// A qcow2 layer on the last one.
+    pub fn on(mut self, name: &str) -> Chain {
+        let (below, fmt) = self.last.clone().expect("a layer to build on");
+        let opts: Vec<&str> = self.opts.iter().map(String::as_str).collect();
+        create(
+            &self.dir,
+            name,
+            "qcow2",
+            &self.size,
+            Some((&below, &fmt)),
+            &opts,
+        );
+        self.last = Some((name.to_string(), "qcow2".to_string()));
+        self
+    }
+
+    /// A `qemu-io` command on the last layer (`write -P 0x11 0 4M`, `write -z 1M 64k`).
+    pub fn io(self, command: &str) -> Chain {
+        let (name, fmt) = self.last.clone().expect("a layer to write");
+        qemu_io_fmt(&self.dir.join(name), &fmt, command);
+        self
+    }
+
+    /// The path of the last layer.
+    pub fn top(&self) -> PathBuf {
+        let (name, _) = self.last.clone().expect("a layer");
+        self.dir.join(name)
+    }
+}
+
 /// The smallest chain: `base.qcow2` (16 MiB) <- `top.qcow2`, with relative names.
 pub fn base_and_top(dir: &Path) {
     sized_base_and_top(dir, "16M");
@@ -103,15 +175,47 @@ pub fn base_and_top(dir: &Path) {
 
 /// `base.qcow2` <- `top.qcow2`, both of `size`, with relative names; returns the top's path.
 pub fn sized_base_and_top(dir: &Path, size: &str) -> PathBuf {
-    create(dir, "base.qcow2", "qcow2", size, None, &[]);
-    create(
-        dir,
-        "top.qcow2",
-        "qcow2",
-        size,
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    )
+    Chain::new(dir, size)
+        .base("base.qcow2")
+        .on("top.qcow2")
+        .top()
+}
+
+/// `qemu-img map --output=json -U` of one image (its own layer and the chain below).
+pub fn qemu_map(path: &Path) -> Value {
+    let out = run(Command::new("qemu-img")
+        .args(["map", "--output=json", "-U"])
+        .arg(path));
+    serde_json::from_slice(&out.stdout).expect("qemu-img map prints JSON")
+}
+
+/// Three copies of one set of images: `orig` as `build` made it, and `ours` and `theirs` for
+/// running imgchain and its QEMU peer on the same input.
+pub struct Twins {
+    _root: tempfile::TempDir,
+    pub orig: PathBuf,
+    pub ours: PathBuf,
+    pub theirs: PathBuf,
+}
+
+/// Builds the images with `build` and copies them twice ([`Twins`]).
+pub fn twins(build: impl Fn(&Path)) -> Twins {
+    let root = tempdir();
+    let dir = |n: &str| {
+        let d = root.path().join(n);
+        std::fs::create_dir(&d).expect("mkdir");
+        d
+    };
+    let (orig, ours, theirs) = (dir("orig"), dir("ours"), dir("theirs"));
+    build(&orig);
+    copy_dir(&orig, &ours);
+    copy_dir(&orig, &theirs);
+    Twins {
+        _root: root,
+        orig,
+        ours,
+        theirs,
+    }
 }
 
 /// `qemu-io -f FMT -c COMMAND` on an image of a known format (raw needs it).
