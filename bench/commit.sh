@@ -11,8 +11,8 @@
 #
 #   bash bench/commit.sh [WORKDIR]     (RUNS=3 by default; needs ~8 GiB free in WORKDIR)
 #   IMGCHAIN=path uses that binary instead of building; KERNEL_COPY=true copies in the kernel,
-#   IN_FLIGHT=N keeps N reads under way (commit.in_flight), WRITE_BEHIND=0 leaves all writeback
-#   to the final sync (commit.write_behind); XFS=0 skips the XFS run
+#   IN_FLIGHT=N keeps N reads under way (copy.in_flight), WRITE_BEHIND=0 leaves all writeback
+#   to the final sync (copy.write_behind); XFS=0 skips the XFS run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -27,7 +27,7 @@ trap cleanup EXIT
 
 if [ -z "${IMGCHAIN:-}" ]; then cargo build --release --quiet; fi
 bin=${IMGCHAIN:-$PWD/target/release/imgchain}
-printf '[commit]\nkernel_copy = %s\nin_flight = %s\nwrite_behind = "%s"\n' "${KERNEL_COPY:-false}" \
+printf '[copy]\nkernel_copy = %s\nin_flight = %s\nwrite_behind = "%s"\n' "${KERNEL_COPY:-false}" \
     "${IN_FLIGHT:-4}" "${WRITE_BEHIND:-8MiB}" >"$work/config.toml"
 
 now() { date +%s.%N; }

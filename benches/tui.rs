@@ -115,9 +115,9 @@ fn main() {
     a.update(Msg::Scanned(Box::new(Ok(scan))));
     a.update(key('G'));
     let (tx, rx) = mpsc::channel();
-    let opts = imgchain::forest::ScanOptions::default();
+    let opts = imgchain::tui::Workers::default();
     for e in a.update(key('c')) {
-        execute(e, &tx, &opts, 1 << 20);
+        execute(e, &tx, &opts);
     }
     // The plan, made on a worker, comes back before Enter can start it.
     let planned = rx.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -129,7 +129,7 @@ fn main() {
         "the commit starts"
     );
     for e in effects.drain(..) {
-        execute(e, &tx, &opts, 1 << 20);
+        execute(e, &tx, &opts);
     }
     let mut term = Terminal::new(TestBackend::new(250, 70)).unwrap();
     let mut latencies = Vec::new();
@@ -147,7 +147,7 @@ fn main() {
                 progress_msgs += 1;
             }
             for e in a.update(msg) {
-                execute(e, &tx, &opts, 1 << 20);
+                execute(e, &tx, &opts);
             }
             if is_key {
                 break;

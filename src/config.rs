@@ -17,6 +17,51 @@ use toml::de::{DeTable, DeValue};
 use crate::actions::{ACTIONS, Action, Place};
 use crate::text::Names;
 
+/// The keys of `[copy]` that were once in `[commit]`.
+const COPY_KEYS: [&str; 5] = [
+    "chunk_size",
+    "clone",
+    "kernel_copy",
+    "in_flight",
+    "write_behind",
+];
+
+/// Reads the `[copy]` keys a file still sets in `[commit]` as if they were in `[copy]`, and
+/// says so; a key set in both places is an error.
+fn move_copy_keys(table: &mut DeTable<'_>) -> Result<Vec<String>, String> {
+    let mut moved = Vec::new();
+    if let Some(DeValue::Table(commit)) = table.get_mut("commit").map(|v| v.get_mut()) {
+        for key in COPY_KEYS {
+            if let Some(v) = commit.remove(key) {
+                moved.push((key, v));
+            }
+        }
+    }
+    if moved.is_empty() {
+        return Ok(Vec::new());
+    }
+    let copy = table
+        .entry(Spanned::new(0..0, toml::de::DeString::from("copy")))
+        .or_insert_with(|| Spanned::new(0..0, DeValue::Table(DeTable::new())));
+    let DeValue::Table(copy) = copy.get_mut() else {
+        return Err("[copy] must be a table".into());
+    };
+    let mut notes = Vec::new();
+    for (key, v) in moved {
+        if copy.contains_key(key) {
+            return Err(format!(
+                "[commit] {key} and [copy] {key} are both set: [copy] is its place now; \
+                 remove it from [commit]"
+            ));
+        }
+        copy.insert(Spanned::new(0..0, toml::de::DeString::from(key)), v);
+        notes.push(format!(
+            "[commit] {key} is read as [copy] {key}, its place now; move it there"
+        ));
+    }
+    Ok(notes)
+}
+
 /// The documented defaults, the same text users read.
 pub const DEFAULTS: &str = include_str!("../config.toml");
 
@@ -28,9 +73,14 @@ pub struct Config {
     pub scan: ScanConfig,
     pub protect: ProtectConfig,
     pub commit: CommitConfig,
+    pub copy: CopyConfig,
     pub snapshot: SnapshotConfig,
     pub keys: Keys,
     pub theme: Theme,
+    /// What the file says in a way that still works but should change (keys in their old
+    /// place), for the CLI to print.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// The embedded defaults, parsed once.
@@ -67,12 +117,18 @@ pub struct ProtectConfig {
     pub globs: Vec<Spanned<String>>,
 }
 
-/// `[commit]`: how commits copy and what they leave behind.
+/// `[commit]`: what commits leave behind.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CommitConfig {
-    pub chunk_size: ChunkSize,
     pub keep_top: bool,
+}
+
+/// `[copy]`: how data moves from one image into another, for every operation that copies.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CopyConfig {
+    pub chunk_size: ChunkSize,
     pub clone: bool,
     pub kernel_copy: bool,
     pub in_flight: InFlight,
@@ -534,9 +590,11 @@ pub fn parse(text: &str) -> Result<Config, String> {
         e.to_string()
     };
     let mut table = DeTable::parse(text).map_err(located)?;
+    let notes = move_copy_keys(table.get_mut())?;
     let defaults = DeTable::parse(DEFAULTS).map_err(|e| format!("built-in config.toml: {e}"))?;
     fill_in(table.get_mut(), defaults.into_inner());
-    let config = Config::deserialize(toml::de::Deserializer::from(table)).map_err(located)?;
+    let mut config = Config::deserialize(toml::de::Deserializer::from(table)).map_err(located)?;
+    config.notes = notes;
     for glob in &config.protect.globs {
         if let Err(e) = crate::forest::Protect::new(false, &[glob.get_ref()]) {
             let line = line_of(text, glob.span().start);
@@ -562,9 +620,10 @@ mod tests {
         let c = parse(DEFAULTS).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(parse("").unwrap(), c);
-        assert_eq!(c.commit.chunk_size, ChunkSize(2 << 20));
-        assert_eq!(c.commit.write_behind, WriteBehind(8 << 20));
+        assert_eq!(c.copy.chunk_size, ChunkSize(2 << 20));
+        assert_eq!(c.copy.write_behind, WriteBehind(8 << 20));
         assert!(!c.commit.keep_top);
+        assert!(c.notes.is_empty());
         assert_eq!(c.scan.raw_extensions, vec!["img", "raw"]);
         assert_eq!(c.keys.of(Action::Quit)[1].to_string(), "Ctrl-c");
         assert_eq!(c.theme.rw, Colour::Named("green"));
@@ -582,10 +641,10 @@ mod tests {
 
     #[test]
     fn write_behind_is_off_or_a_size() {
-        let of = |v: &str| parse(&format!("[commit]\nwrite_behind = {v}\n"));
-        assert_eq!(of("0").unwrap().commit.write_behind, WriteBehind(0));
+        let of = |v: &str| parse(&format!("[copy]\nwrite_behind = {v}\n"));
+        assert_eq!(of("0").unwrap().copy.write_behind, WriteBehind(0));
         assert_eq!(
-            of("\"64MiB\"").unwrap().commit.write_behind,
+            of("\"64MiB\"").unwrap().copy.write_behind,
             WriteBehind(64 << 20)
         );
         for bad in ["4096", "\"2GiB\"", "-1", "true"] {
@@ -594,10 +653,27 @@ mod tests {
     }
 
     #[test]
+    fn copy_keys_in_commit_are_read_in_their_new_place_with_a_note() {
+        let c = parse("[commit]\nkeep_top = true\nclone = false\nchunk_size = \"4MiB\"\n").unwrap();
+        assert!(c.commit.keep_top && !c.copy.clone);
+        assert_eq!(c.copy.chunk_size, ChunkSize(4 << 20));
+        assert_eq!(c.copy.in_flight, Config::default().copy.in_flight);
+        assert_eq!(c.notes.len(), 2, "{:?}", c.notes);
+        assert!(
+            c.notes.iter().any(|n| n.contains("[copy] clone")),
+            "{:?}",
+            c.notes
+        );
+        let both = parse("[commit]\nclone = false\n[copy]\nclone = true\n").unwrap_err();
+        assert!(both.contains("both set"), "{both}");
+        assert!(parse("[commit]\nnot_a_key = 1\n").is_err());
+    }
+
+    #[test]
     fn defaults_fill_in_a_partial_table() {
         let c = parse("[commit]\nkeep_top = true\n[keys]\nquit = [\"Q\"]\n").unwrap();
         assert!(c.commit.keep_top);
-        assert_eq!(c.commit.chunk_size, ChunkSize(2 << 20));
+        assert_eq!(c.copy.chunk_size, ChunkSize(2 << 20));
         assert_eq!(c.keys.of(Action::Quit)[0].to_string(), "Q");
         assert_eq!(c.keys.of(Action::Down)[0].to_string(), "j");
     }

@@ -11,6 +11,7 @@ use imgchain::config::{self, Config};
 use imgchain::forest::diag::Severity;
 use imgchain::forest::{self, Protect, Scan, ScanOptions};
 use imgchain::ops::live;
+use imgchain::ops::settings::Settings;
 use imgchain::text::Names;
 use imgchain::{exit, output};
 
@@ -167,6 +168,8 @@ fn main() -> ExitCode {
 
 struct Session {
     config: Config,
+    /// What every operation is planned and run with.
+    settings: std::sync::Arc<Settings>,
     protect: Protect,
     paint: output::Paint,
     /// --read-only, and the protect globs of the config and --protect (the demo adds its own).
@@ -179,20 +182,10 @@ struct Session {
 impl Session {
     fn new(g: &Global) -> Result<Session, Failure> {
         let config = config::load(config::locate(g.config.as_deref()).as_deref()).map_err(usage)?;
-        imgchain::ops::datapath::set(
-            config.commit.clone,
-            config.commit.kernel_copy,
-            config.commit.in_flight.0,
-            config.commit.write_behind.0,
-        );
-        imgchain::ops::scope::set_overlay_dirs(config.scan.overlay_dirs.clone());
-        imgchain::ops::dependents::set_search(imgchain::ops::dependents::Search {
-            libvirt_domains: config.scan.libvirt_domains.clone(),
-            libvirt_pools: config.scan.libvirt_pools.clone(),
-            libvirt_uris: config.scan.libvirt_uris.clone(),
-            proxmox: Some(config.scan.proxmox.clone()),
-            skip_unreachable: g.skip_unreachable,
-        });
+        for note in &config.notes {
+            eprintln!("imgchain: note: {note}");
+        }
+        let settings = std::sync::Arc::new(Settings::of(&config, g.skip_unreachable));
         let mut globs: Vec<String> = config
             .protect
             .globs
@@ -207,6 +200,7 @@ impl Session {
         };
         Ok(Session {
             config,
+            settings,
             protect,
             paint,
             read_only: g.read_only,
@@ -655,7 +649,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused_live_hint(&e, &found, c.json)),
     };
-    let space = imgchain::ops::merge::space(&plan).ok();
+    let space = imgchain::ops::merge::space(&plan, ctx.settings.copy.clone).ok();
     if !a.force
         && let Some(Err(e)) = space.as_ref().map(|s| s.check())
     {
@@ -773,9 +767,11 @@ fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
         let outcome = rebase::plan(forest, &req).and_then(|plan| {
             rebase::run(
                 &plan,
-                0,
-                &std::sync::atomic::AtomicBool::new(false),
-                &mut |_| {},
+                imgchain::ops::Run {
+                    settings: &ctx.settings,
+                    cancel: &std::sync::atomic::AtomicBool::new(false),
+                    progress: &mut |_| {},
+                },
             )
         });
         match outcome {
@@ -847,6 +843,7 @@ fn discover(
         dirs: scan.to_vec(),
         scan: opts,
         protect: ctx.protect.clone(),
+        settings: std::sync::Arc::clone(&ctx.settings),
     };
     Ok(scope::discover(&image, &scope))
 }
@@ -872,7 +869,7 @@ fn run_planned<O: imgchain::ops::Operation>(
     let result = O::run(
         plan,
         imgchain::ops::Run {
-            chunk: ctx.config.commit.chunk_size.0,
+            settings: &ctx.settings,
             cancel: &cancel,
             progress: &mut |p| bar.update(&p),
         },
@@ -993,7 +990,7 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     // Without a measure (an unreadable map) the run itself reports what it cannot read.
     if !a.force
         && let Ok(data) = commit::measure_plan(&plan)
-        && let Err(e) = commit::space_of(&plan, data).check()
+        && let Err(e) = commit::space_of(&plan, data, ctx.settings.copy.clone).check()
     {
         return Ok(refused(&e, a.json));
     }
@@ -1165,6 +1162,7 @@ fn refused(e: &imgchain::ops::Refusal, json: bool) -> u8 {
 /// Opens the interactive UI on `paths`, or on the demo forest.
 /// Runs the UI; the exit code is that of a commit the user quit during, else 0.
 fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> Result<u8, Failure> {
+    let mut engine = Settings::clone(&ctx.settings);
     use imgchain::tui;
     let mut protect_globs = ctx.protect_globs.clone();
     // Kept alive until the UI exits: a temporary demo directory is removed then.
@@ -1190,7 +1188,7 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
             .with_context(|| format!("cannot build the demo in {}", dir.shown()))?;
         protect_globs.extend(spec.protect);
         scan.overlay_dirs.push(imgchain::demo::elsewhere(&dir));
-        imgchain::ops::scope::set_overlay_dirs(scan.overlay_dirs.clone());
+        engine.overlay_dirs.push(imgchain::demo::elsewhere(&dir));
         vec![dir]
     } else if paths.is_empty() {
         vec![std::env::current_dir().context("cannot read the current directory")?]
@@ -1217,8 +1215,10 @@ fn ui(ctx: &Session, paths: Vec<PathBuf>, demo: bool, dir: Option<PathBuf>) -> R
     };
     let report = tui::run(tui::Options {
         settings,
-        scan,
-        chunk_size: ctx.config.commit.chunk_size.0,
+        workers: tui::Workers {
+            scan,
+            settings: std::sync::Arc::new(engine),
+        },
     })?;
     Ok(match report {
         Some((summary, code)) => {

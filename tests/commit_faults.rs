@@ -45,7 +45,7 @@ fn check_consistent(path: &Path) {
 
 fn config_with_chunk(dir: &Path, chunk: &str) -> String {
     let p = dir.join("imgchain.toml");
-    std::fs::write(&p, format!("[commit]\nchunk_size = \"{chunk}\"\n")).unwrap();
+    std::fs::write(&p, format!("[copy]\nchunk_size = \"{chunk}\"\n")).unwrap();
     p.to_str().unwrap().to_string()
 }
 
@@ -416,7 +416,7 @@ fn a_full_filesystem_is_reported_honestly_and_the_rerun_finishes() {
     let d = fs.path();
     // Through memory, as qemu-img copies: the data needs room of its own.
     let cfg = d.join("config.toml");
-    std::fs::write(&cfg, "[commit]\nclone = false\n").unwrap();
+    std::fs::write(&cfg, "[copy]\nclone = false\n").unwrap();
     let c = cfg.to_str().unwrap();
     chain(d, 96);
     // Leave about 40 MiB free: the 96 MiB of data cannot fit.

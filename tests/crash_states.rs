@@ -204,7 +204,7 @@ fn scattered_writes_that_need_new_l2_tables() {
     compare("scattered", |d| scattered(d, "64k", &[]), &[]);
 }
 
-/// With `commit.kernel_copy` the kernel copies the data (copy_file_range), then it is mapped.
+/// With `copy.kernel_copy` the kernel copies the data (copy_file_range), then it is mapped.
 #[test]
 #[cfg_attr(
     not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
@@ -213,7 +213,7 @@ fn scattered_writes_that_need_new_l2_tables() {
 fn scattered_writes_copied_in_the_kernel() {
     let root = common::tempdir();
     let cfg = root.path().join("config.toml");
-    std::fs::write(&cfg, "[commit]\nkernel_copy = true\n").expect("config");
+    std::fs::write(&cfg, "[copy]\nkernel_copy = true\n").expect("config");
     compare_in(
         root.path(),
         "copied in the kernel",
@@ -242,7 +242,7 @@ fn scattered_writes_cloned_on_xfs() {
     );
 }
 
-/// Writeback started while the copy goes on (`commit.write_behind`) makes nothing durable:
+/// Writeback started while the copy goes on (`copy.write_behind`) makes nothing durable:
 /// every state is still clean, and the trace shows that writeback was started.
 #[test]
 #[cfg_attr(
@@ -252,7 +252,7 @@ fn scattered_writes_cloned_on_xfs() {
 fn writeback_started_during_the_copy() {
     let root = common::tempdir();
     let cfg = root.path().join("config.toml");
-    std::fs::write(&cfg, "[commit]\nwrite_behind = \"1MiB\"\n").expect("config");
+    std::fs::write(&cfg, "[copy]\nwrite_behind = \"1MiB\"\n").expect("config");
     let us = compare_in(
         root.path(),
         "write-behind",
@@ -547,7 +547,7 @@ fn flatten_and_safe_rebase() {
     );
 }
 
-/// A flatten with writeback started every MiB (`commit.write_behind`): still clean.
+/// A flatten with writeback started every MiB (`copy.write_behind`): still clean.
 #[test]
 #[cfg_attr(
     not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
@@ -556,7 +556,7 @@ fn flatten_and_safe_rebase() {
 fn flatten_with_writeback_started_during_the_copy() {
     let root = common::tempdir();
     let cfg = root.path().join("config.toml");
-    std::fs::write(&cfg, "[commit]\nwrite_behind = \"1MiB\"\n").expect("config");
+    std::fs::write(&cfg, "[copy]\nwrite_behind = \"1MiB\"\n").expect("config");
     let cfg = cfg.to_str().expect("utf-8 path");
     let hints = compare_rebase_in(
         root.path(),

@@ -80,10 +80,10 @@ enum Tier {
     Memory,
 }
 
-/// A config file in `dir` with `[commit]` set to `settings`.
+/// A config file in `dir` with `[copy]` set to `settings`.
 fn config(dir: &Path, settings: &str) -> std::path::PathBuf {
     let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, format!("[commit]\n{settings}\n")).unwrap();
+    std::fs::write(&cfg, format!("[copy]\n{settings}\n")).unwrap();
     cfg
 }
 

@@ -249,7 +249,7 @@ fn quitting_during_a_commit_asks_and_prints_the_report() {
         .arg("1G"));
     qemu_io(&d.join("top.qcow2"), "write -P 0x5a 0 768M");
     let cfg = d.join("slow.toml");
-    std::fs::write(&cfg, "[commit]\nchunk_size = \"64KiB\"\n").unwrap();
+    std::fs::write(&cfg, "[copy]\nchunk_size = \"64KiB\"\n").unwrap();
     let t = Tmux::start(
         "quit",
         &format!("--config {} {}", cfg.display(), d.display()),

@@ -65,7 +65,7 @@ fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
     let mut rest = Vec::new();
     for e in fx {
         if matches!(e, Effect::PlanOp { .. }) {
-            imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
+            imgchain::tui::execute(e, &tx, &Default::default());
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
             assert!(matches!(msg, Msg::OpPlanned { .. }), "{msg:?}");
             rest.extend(app.update(msg));
@@ -327,7 +327,7 @@ fn commit_plans_with_each_guard() {
     let [Effect::PlanOp { job, .. }] = fx[..] else {
         panic!("expected a plan effect, got {fx:?}")
     };
-    let proposal = commit::propose_in(&a.browse.forest, id, None, false);
+    let proposal = commit::propose_in(&a.browse.forest, id, (None, false), true);
     let plan = proposal.plan.map(|plan| {
         AnyPlan::Commit(Box::new(CommitPlan {
             plan,
@@ -594,7 +594,7 @@ fn a_run_that_finds_a_new_overlay_shows_the_plan_again() {
     let (tx, rx) = std::sync::mpsc::channel();
     for e in fx {
         if matches!(e, Effect::PlanOp { .. }) {
-            imgchain::tui::execute(e, &tx, &Default::default(), 1 << 20);
+            imgchain::tui::execute(e, &tx, &Default::default());
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
             a.update(msg);
             steady_space(&mut a);
@@ -885,7 +885,14 @@ fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
         let fx = a.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
         let (tx, rx) = std::sync::mpsc::channel();
         for e in fx {
-            imgchain::tui::execute(e, &tx, &opts, 1 << 20);
+            imgchain::tui::execute(
+                e,
+                &tx,
+                &imgchain::tui::Workers {
+                    scan: opts.clone(),
+                    ..Default::default()
+                },
+            );
             let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
             a.update(msg);
             steady_space(a);

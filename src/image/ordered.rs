@@ -41,15 +41,6 @@ use imago::storage::drivers::CommonStorageHelper;
 const INCOMPATIBLE_FEATURES: u64 = 72;
 const DIRTY: u64 = 1;
 
-/// Data bytes written through the page cache after which their writeback is started
-/// ([`Ordered::write_behind`]); 0 never starts it early (`commit.write_behind`).
-static WRITE_BEHIND: AtomicU64 = AtomicU64::new(8 << 20);
-
-/// Sets [`WRITE_BEHIND`] for every image opened afterwards.
-pub fn set_write_behind(bytes: u64) {
-    WRITE_BEHIND.store(bytes, Ordering::Relaxed);
-}
-
 /// What a write changes, for ordering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
@@ -314,11 +305,17 @@ impl Ordered {
                 dirty: false,
                 strict,
                 deferred: Vec::new(),
-                behind_every: WRITE_BEHIND.load(Ordering::Relaxed),
+                behind_every: 0,
                 behind: None,
             }),
             syncs: AtomicU64::new(0),
         })))
+    }
+
+    /// Starts writeback after every `bytes` of data written (`copy.write_behind`; 0: only at
+    /// the next sync). A new image starts with 0.
+    pub fn set_write_behind(&self, bytes: u64) {
+        self.state().behind_every = bytes;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use super::dependents::Searched;
 use super::job::{self, Job, JobId};
 use super::scope::{self, Scope};
+use super::settings::Settings;
 use super::{Event, OpKind, Operation, Progress, Refusal, Report};
 use super::{commit, delete, live, merge, rebase, repair, snapshot, space};
 use crate::text::Names;
@@ -166,19 +167,24 @@ impl AnyPlan {
 
 /// Runs `plan` as `job` on a worker, with [`job::spawn`]'s guard that turns a panic into a
 /// report; `on` receives its progress and, last, how it ended.
-pub fn spawn(job: &Job, plan: AnyPlan, chunk: u64, mut on: impl FnMut(Finished) + Send + 'static) {
+pub fn spawn(
+    job: &Job,
+    plan: AnyPlan,
+    settings: Arc<Settings>,
+    mut on: impl FnMut(Finished) + Send + 'static,
+) {
     let send = move |e| on(e);
     match plan {
-        AnyPlan::Commit(c) => run_as::<commit::Commit>(job, c.plan, chunk, send),
-        AnyPlan::Snapshot(p) => run_as::<snapshot::Snapshot>(job, p, chunk, send),
-        AnyPlan::Delete(p) => run_as::<delete::Delete>(job, p, chunk, send),
-        AnyPlan::Rebase(p) => run_as::<rebase::Rebase>(job, p, chunk, send),
-        AnyPlan::Repair(p) => run_as::<rebase::Rebase>(job, p.rebase, chunk, send),
-        AnyPlan::Merge(p) => run_as::<merge::Merge>(job, *p, chunk, send),
+        AnyPlan::Commit(c) => run_as::<commit::Commit>(job, c.plan, settings, send),
+        AnyPlan::Snapshot(p) => run_as::<snapshot::Snapshot>(job, p, settings, send),
+        AnyPlan::Delete(p) => run_as::<delete::Delete>(job, p, settings, send),
+        AnyPlan::Rebase(p) => run_as::<rebase::Rebase>(job, p, settings, send),
+        AnyPlan::Repair(p) => run_as::<rebase::Rebase>(job, p.rebase, settings, send),
+        AnyPlan::Merge(p) => run_as::<merge::Merge>(job, *p, settings, send),
         AnyPlan::Live(p) => match p.kind {
-            live::LiveKind::Commit => run_as::<live::LiveCommit>(job, p, chunk, send),
-            live::LiveKind::Merge { .. } => run_as::<live::LiveMerge>(job, p, chunk, send),
-            live::LiveKind::Snapshot(_) => run_as::<live::LiveSnapshot>(job, p, chunk, send),
+            live::LiveKind::Commit => run_as::<live::LiveCommit>(job, p, settings, send),
+            live::LiveKind::Merge { .. } => run_as::<live::LiveMerge>(job, p, settings, send),
+            live::LiveKind::Snapshot(_) => run_as::<live::LiveSnapshot>(job, p, settings, send),
         },
     }
 }
@@ -186,10 +192,10 @@ pub fn spawn(job: &Job, plan: AnyPlan, chunk: u64, mut on: impl FnMut(Finished) 
 fn run_as<O: Operation>(
     job: &Job,
     plan: O::Plan,
-    chunk: u64,
+    settings: Arc<Settings>,
     mut on: impl FnMut(Finished) + Send + 'static,
 ) {
-    job::spawn::<O>(job, plan, chunk, move |e| on(Finished::of(e)));
+    job::spawn::<O>(job, plan, settings, move |e| on(Finished::of(e)));
 }
 
 /// Discovers the images around the request's image ([`scope::discover`]) and plans it; with
@@ -200,17 +206,17 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<(AnyPlan, Vec<Searched>), Refusa
         scope.dirs.extend(backing.parent().map(PathBuf::from));
     }
     let found = scope::discover(ask.image(), &scope)?;
-    let plan = plan_in(ask, &found)?;
+    let plan = plan_in(ask, &found, scope.settings.copy.clone)?;
     Ok((plan, found.searched))
 }
 
 /// Plans `ask` on the images discovered around it.
-fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
+fn plan_in(ask: &Ask, found: &scope::Discovered, clone: bool) -> Result<AnyPlan, Refusal> {
     let forest = &found.scan.forest;
     let image = found.image;
     Ok(match ask {
         Ask::Commit { base, keep_top, .. } => {
-            let p = commit::propose_in(forest, image, base.clone(), *keep_top);
+            let p = commit::propose_in(forest, image, (base.clone(), *keep_top), clone);
             AnyPlan::Commit(Box::new(CommitPlan {
                 plan: p.plan?,
                 shared_with: p.shared_with,
@@ -347,11 +353,11 @@ fn plan_in(ask: &Ask, found: &scope::Discovered) -> Result<AnyPlan, Refusal> {
 }
 
 /// What a planned merge or delete writes and frees, and the room there; a merge that cannot
-/// fit is refused unless `force`.
-pub fn space(plan: &AnyPlan, force: bool) -> Result<Option<space::Space>, Refusal> {
+/// fit is refused unless `force`; `clone` says whether data may be cloned (`copy.clone`).
+pub fn space(plan: &AnyPlan, force: bool, clone: bool) -> Result<Option<space::Space>, Refusal> {
     match plan {
         AnyPlan::Merge(m) => {
-            let s = merge::space(m)?;
+            let s = merge::space(m, clone)?;
             if !force {
                 s.check()?;
             }

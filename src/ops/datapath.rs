@@ -8,41 +8,20 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use imago::Mapping;
 
+use super::settings::Copy;
 use crate::image::handle::Handle;
 use crate::image::ordered::{KernelTiers, Moved};
 use crate::text::Names;
 
-/// Whether cloning may be tried (`commit.clone`), and copying in the kernel
-/// (`commit.kernel_copy`).
-static CLONE: AtomicBool = AtomicBool::new(true);
-static KERNEL: AtomicBool = AtomicBool::new(false);
-/// Reads under way at once in the memory tier (`commit.in_flight`).
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(4);
-
-/// Turns the clone and kernel-copy tiers on or off, sets the reads under way at once (1 to
-/// 64) and after how many written bytes their writeback starts (`commit.write_behind`, 0:
-/// at the next sync), for every copy that starts afterwards.
-pub fn set(clone: bool, kernel: bool, in_flight: usize, write_behind: u64) {
-    crate::image::ordered::set_write_behind(write_behind);
-    CLONE.store(clone, Ordering::Relaxed);
-    KERNEL.store(kernel, Ordering::Relaxed);
-    IN_FLIGHT.store(in_flight.clamp(1, 64), Ordering::Relaxed);
-}
-
-/// Reads a copy keeps under way at once in the memory tier.
-pub fn in_flight() -> usize {
-    IN_FLIGHT.load(Ordering::Relaxed)
-}
-
-/// The tiers one copy may try, as configured.
-pub fn tiers() -> KernelTiers {
+/// The tiers a copy may try, as configured: cloning (`copy.clone`) and copying in the
+/// kernel (`copy.kernel_copy`).
+pub fn tiers(c: &Copy) -> KernelTiers {
     KernelTiers {
-        no_clone: !CLONE.load(Ordering::Relaxed),
-        no_copy: !KERNEL.load(Ordering::Relaxed),
+        no_clone: !c.clone,
+        no_copy: !c.kernel_copy,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::plan_image::PlanImage;
 use super::scope::recheck_overlays;
+use super::settings::Settings;
 use super::space::{self, Space};
 use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, guards};
 use crate::forest::{Forest, KeepRoReason, NodeId};
@@ -71,7 +72,7 @@ impl Operation for Delete {
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
-        run(plan, r.progress)
+        run(plan, r.settings, r.progress)
     }
 }
 
@@ -150,7 +151,11 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
 /// are scanned again (a new one refuses the run) and each image is opened and locked as a
 /// reader — a VM that holds it, or starts to, refuses the run — and must be the file of the
 /// plan; the locks are held until the end.
-pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, Refusal> {
+pub fn run(
+    plan: &Plan,
+    settings: &Settings,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, Refusal> {
     let started = Instant::now();
     let total = plan.images.len() as u64;
     let mut report = |phase, done| {
@@ -166,7 +171,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
     report(Phase::Open, 0);
     let involved: Vec<&PlanImage> = plan.images.iter().collect();
     for img in &plan.images {
-        recheck_overlays(img, &involved, &[], &[])?;
+        recheck_overlays((img, &involved), &[], &[], settings)?;
     }
     let mut locks = Vec::new();
     for img in &plan.images {
@@ -341,7 +346,7 @@ mod tests {
         let other = tmp.path().join("other.qcow2");
         create(&other, &NewImage::qcow2(1 << 20)).unwrap();
         std::fs::rename(&other, &path).unwrap();
-        let e = run(&plan, &mut |_| {}).unwrap_err();
+        let e = run(&plan, &Settings::default(), &mut |_| {}).unwrap_err();
         assert!(matches!(e, Refusal::Changed { .. }), "{e}");
         assert!(path.exists());
         // Even past the run's check, removal by identity leaves the other file alone.

@@ -5,7 +5,6 @@
 //! open, and Proxmox's storages — and every plan says where it looked.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::forest::{Forest, NodeId, domains};
 use crate::image::file::FileId;
@@ -27,26 +26,9 @@ pub struct Search {
     pub skip_unreachable: bool,
 }
 
-static SEARCH: Mutex<Option<Search>> = Mutex::new(None);
-
 /// The kind of a [`Searched`] that is no place searched but an image of the chain reached
 /// only through a name in a header: outside everything imgchain was pointed at.
 pub const OUTSIDE: &str = "outside";
-
-/// Sets where every later plan and re-check looks.
-pub fn set_search(s: Search) {
-    if let Ok(mut g) = SEARCH.lock() {
-        *g = Some(s);
-    }
-}
-
-fn search() -> Search {
-    SEARCH
-        .lock()
-        .ok()
-        .and_then(|g| g.clone())
-        .unwrap_or_default()
-}
 
 /// One place searched, and the images built on the target found there.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -65,8 +47,7 @@ pub struct Searched {
 
 /// The places to search around images in `dirs`; a libvirt URI that cannot be reached is an
 /// error unless the search was set to skip it.
-pub fn places(dirs: &[PathBuf]) -> Result<Vec<Searched>, String> {
-    let s = search();
+pub fn places(dirs: &[PathBuf], s: &Search) -> Result<Vec<Searched>, String> {
     let mut out = Vec::new();
     let mut place = |kind, place: String, paths: Vec<PathBuf>| {
         out.push(Searched {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use super::progress::{Progress, Run};
+use super::settings::Settings;
 use super::{OpKind, Operation, Refusal};
 
 /// A job's number, unique in one process.
@@ -52,7 +53,7 @@ pub enum Event<O: Operation> {
 pub fn spawn<O: Operation>(
     job: &Job,
     plan: O::Plan,
-    chunk: u64,
+    settings: Arc<Settings>,
     mut on_event: impl FnMut(Event<O>) + Send + 'static,
 ) -> JoinHandle<()> {
     let cancel = Arc::clone(&job.cancel);
@@ -63,7 +64,7 @@ pub fn spawn<O: Operation>(
             O::run(
                 &plan,
                 Run {
-                    chunk,
+                    settings: &settings,
                     cancel: &cancel,
                     progress: &mut progress,
                 },

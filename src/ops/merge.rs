@@ -11,7 +11,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
@@ -176,7 +175,7 @@ impl Operation for Merge {
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
-        run(plan, r.chunk, r.cancel, r.progress)
+        run(plan, r)
     }
 }
 
@@ -297,12 +296,12 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
 
 /// Runs the merge: journal, commit, re-point each overlay, delete IMAGE, drop the journal.
 /// Returns a refusal only when nothing was written.
-pub fn run(
-    plan: &Plan,
-    chunk: u64,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<Outcome, Refusal> {
+pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+    let Run {
+        settings,
+        cancel,
+        progress,
+    } = r;
     let journal_error = |e: io::Error| Refusal::Changed {
         path: journal_path(&plan.image.path),
         what: format!("the merge journal cannot be written: {e}"),
@@ -329,7 +328,14 @@ pub fn run(
             p.op = OpKind::Merge;
             progress(p)
         };
-        let result = commit::run(c, chunk, cancel, &mut relabel);
+        let result = commit::run(
+            c,
+            Run {
+                settings,
+                cancel,
+                progress: &mut relabel,
+            },
+        );
         let done = match &result {
             Ok(o) => o.exit_code() == crate::exit::OK,
             Err(_) => false,
@@ -516,7 +522,7 @@ fn journal_fits(forest: &Forest, image: NodeId, j: &Journal) -> Result<(), Refus
 }
 
 /// A merge of `plan`: its commit's data into the backing file; frees the merged layer.
-pub fn space(plan: &Plan) -> Result<Space, Refusal> {
+pub fn space(plan: &Plan, clone: bool) -> Result<Space, Refusal> {
     let frees = if plan.keep {
         0
     } else {
@@ -524,14 +530,14 @@ pub fn space(plan: &Plan) -> Result<Space, Refusal> {
     };
     let Some(c) = &plan.commit else {
         return Ok(Space::copy(
-            &plan.image,
-            &plan.base,
+            (&plan.image, &plan.base),
             (0, 0),
             space::cluster_of(&plan.base),
             frees,
+            clone,
         ));
     };
-    let mut s = commit::space_of(c, commit::measure_plan(c)?);
+    let mut s = commit::space_of(c, commit::measure_plan(c)?, clone);
     s.frees = frees;
     Ok(s)
 }

@@ -25,6 +25,7 @@ pub mod rebase;
 pub mod refusal;
 pub mod repair;
 pub mod scope;
+pub mod settings;
 pub mod snapshot;
 pub mod space;
 pub mod trust;

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::kind::OpKind;
+use super::settings::Settings;
 
 /// What an operation is doing now. Each operation goes through the phases it needs, in this
 /// order.
@@ -108,10 +109,9 @@ impl Progress {
     }
 }
 
-/// How a run is carried out: its copy step and its cancel flag.
+/// How a run is carried out: the session's settings, its cancel flag, where progress goes.
 pub struct Run<'a> {
-    /// Copy step in bytes.
-    pub chunk: u64,
+    pub settings: &'a Settings,
     /// Checked between steps.
     pub cancel: &'a AtomicBool,
     /// Called at phase changes and at least every 100 ms while copying.

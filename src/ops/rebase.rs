@@ -104,7 +104,7 @@ impl Operation for Rebase {
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
-        run(plan, r.chunk, r.cancel, r.progress)
+        run(plan, r)
     }
 }
 
@@ -312,12 +312,13 @@ fn open_chain(
 }
 
 /// Runs the plan in this thread. Returns a refusal only when nothing was written.
-pub fn run(
-    plan: &Plan,
-    chunk: u64,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<Outcome, Refusal> {
+pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+    let Run {
+        settings,
+        cancel,
+        progress,
+    } = r;
+    let chunk = settings.copy.chunk;
     let start = Instant::now();
     let since = std::cell::Cell::new(start);
     let mut report = |phase, done, total, writing| {
@@ -362,7 +363,8 @@ pub fn run(
         }
         guards::v2_room(&image, &plan.image, total.min(allocated))?;
         report(Phase::ReopenRw, 0, total, false);
-        let mut window = RwWindow::open(&mut image).map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
+        let mut window = RwWindow::open(&mut image, settings.copy.write_behind)
+            .map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
         since.set(Instant::now());
         report(Phase::Copy, 0, total, true);
         let new_size = plan.new.first().map_or(0, |b| b.virtual_size);
@@ -391,7 +393,7 @@ pub fn run(
                         chunk: chunk.clamp(64 << 10, 64 << 20).max(plan.cluster),
                         v2: plan.image.version == Some(2),
                     },
-                    cancel,
+                    (cancel, &settings.copy),
                     &mut outcome,
                     &mut |done| report(Phase::Copy, done, total, true),
                 )
@@ -502,7 +504,7 @@ fn copy_differences(
     image: &mut Handle,
     chains: Chains<'_>,
     g: Geometry,
-    cancel: &AtomicBool,
+    (cancel, copy): (&AtomicBool, &crate::ops::settings::Copy),
     outcome: &mut Outcome,
     report: &mut dyn FnMut(u64),
 ) -> Result<(), CopyError> {
@@ -522,7 +524,7 @@ fn copy_differences(
     let mut old = vec![0u8; g.chunk as usize];
     let mut theirs = vec![0u8; g.chunk as usize];
     let mut last = Instant::now();
-    let mut tiers = crate::ops::datapath::tiers();
+    let mut tiers = crate::ops::datapath::tiers(copy);
     for (run_start, run_len) in runs {
         let mut at = run_start;
         while at < run_start + run_len {

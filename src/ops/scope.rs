@@ -6,26 +6,16 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use super::Refusal;
 use super::dependents::{self, Searched};
 use super::guards::descendants;
 use super::plan_image::PlanImage;
+use super::settings::Settings;
 use crate::forest::{NodeId, Protect, Scan, ScanOptions};
 use crate::image::file::FileId;
 use crate::text::Names;
-
-/// `scan.overlay_dirs`, for the re-check a run makes before its first write.
-static OVERLAY_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// Sets the directories every run's re-check also searches for overlays (`scan.overlay_dirs`),
-/// for the runs that start afterwards.
-pub fn set_overlay_dirs(dirs: Vec<PathBuf>) {
-    if let Ok(mut d) = OVERLAY_DIRS.lock() {
-        *d = dirs;
-    }
-}
 
 /// What to scan around an image.
 #[derive(Clone, Debug)]
@@ -36,6 +26,9 @@ pub struct Scope {
     pub scan: ScanOptions,
     /// What is keep-RO on request.
     pub protect: Protect,
+    /// The session's settings: where images built on the chain are looked for besides, and
+    /// how a copy may move data (for the space a plan needs).
+    pub settings: Arc<Settings>,
 }
 
 /// A fresh scan around one image.
@@ -90,7 +83,7 @@ pub fn discover(image: &Path, scope: &Scope) -> Result<Discovered, Refusal> {
                 .map(|d| place("overlay_dirs", d)),
         )
         .collect();
-    searched.extend(dependents::places(&dirs).map_err(failed)?);
+    searched.extend(dependents::places(&dirs, &scope.settings.search).map_err(failed)?);
     let mut opts = scope.scan.clone();
     opts.overlay_dirs = searched
         .iter()
@@ -142,10 +135,10 @@ fn place(kind: &'static str, dir: &Path) -> Searched {
 /// built on one of `spared`, and not among the `accepted` ones the plan was forced over —
 /// created since, or outside what the plan's scan saw — refuses the run, even with `--force`.
 pub fn recheck_overlays(
-    written: &PlanImage,
-    involved: &[&PlanImage],
+    (written, involved): (&PlanImage, &[&PlanImage]),
     spared: &[&PlanImage],
     accepted: &[PathBuf],
+    settings: &Settings,
 ) -> Result<(), Refusal> {
     let mut dirs: Vec<PathBuf> = involved
         .iter()
@@ -157,8 +150,8 @@ pub fn recheck_overlays(
         path: written.path.clone(),
         what,
     };
-    let mut overlay_dirs = OVERLAY_DIRS.lock().map(|d| d.clone()).unwrap_or_default();
-    for p in dependents::places(&dirs).map_err(changed)? {
+    let mut overlay_dirs = settings.overlay_dirs.clone();
+    for p in dependents::places(&dirs, &settings.search).map_err(changed)? {
         overlay_dirs.extend(p.paths);
     }
     let opts = ScanOptions {
@@ -237,13 +230,13 @@ mod tests {
         // Another VM's disk on the base appears in a directory of scan.overlay_dirs.
         let other = vms.join("other.qcow2");
         overlay(&other);
-        set_overlay_dirs(Vec::new());
-        assert!(recheck_overlays(&b, &[&b, &t], &[&t], &[]).is_ok());
-        set_overlay_dirs(vec![vms.clone()]);
-        let e = recheck_overlays(&b, &[&b, &t], &[&t], &[]).unwrap_err();
+        let mut settings = Settings::default();
+        let written = (&b, &[&b, &t][..]);
+        assert!(recheck_overlays(written, &[&t], &[], &settings).is_ok());
+        settings.overlay_dirs = vec![vms.clone()];
+        let e = recheck_overlays(written, &[&t], &[], &settings).unwrap_err();
         // One the user accepted (--force over it) passes.
-        let accepted = recheck_overlays(&b, &[&b, &t], &[&t], std::slice::from_ref(&other));
-        set_overlay_dirs(Vec::new());
+        let accepted = recheck_overlays(written, &[&t], std::slice::from_ref(&other), &settings);
         assert!(accepted.is_ok(), "{accepted:?}");
         assert!(
             matches!(&e, Refusal::SharedBase { others, .. } if others.as_slice() == std::slice::from_ref(&other)),

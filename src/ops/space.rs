@@ -37,17 +37,17 @@ pub struct Space {
 impl Space {
     /// A run that writes `data` bytes of `source`'s data into `target`, `new_data` of them
     /// where it has none yet (qcow2 metadata added: an L2 entry and a refcount per cluster),
-    /// and frees `frees`.
+    /// and frees `frees`; `clone` says whether the data may be cloned (`copy.clone`).
     pub fn copy(
-        source: &PlanImage,
-        target: &PlanImage,
+        (source, target): (&PlanImage, &PlanImage),
         (data, new_data): (u64, u64),
         cluster: u64,
         frees: u64,
+        clone: bool,
     ) -> Space {
         let cluster = cluster.max(512);
         let metadata = data.div_ceil(cluster) * 16 + 4 * cluster;
-        let clone_on = (!super::datapath::tiers().no_clone && source.ident.dev == target.ident.dev)
+        let clone_on = (clone && source.ident.dev == target.ident.dev)
             .then(|| cloning_filesystem(&target.path))
             .flatten();
         Space {

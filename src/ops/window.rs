@@ -28,8 +28,9 @@ pub struct Closed {
 
 impl<'a> RwWindow<'a> {
     /// Reopens `handle` read-write (the same file, its locks upgraded in place).
-    pub fn open(handle: &'a mut Handle) -> Result<RwWindow<'a>, ReopenError> {
+    pub fn open(handle: &'a mut Handle, write_behind: u64) -> Result<RwWindow<'a>, ReopenError> {
         handle.reopen(OpenMode::ReadWrite)?;
+        handle.storage().set_write_behind(write_behind);
         Ok(RwWindow {
             handle,
             marked: false,

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod theme;
 pub mod view;
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 
 use app::{App, Effect, Msg, Settings};
@@ -19,13 +20,21 @@ use crate::ops::scope::Scope;
 /// How the UI starts.
 pub struct Options {
     pub settings: Settings,
+    pub workers: Workers,
+}
+
+/// What the workers carry effects out with: how to scan, and the session's settings for
+/// planning and running operations.
+#[derive(Clone, Debug, Default)]
+pub struct Workers {
     pub scan: ScanOptions,
-    pub chunk_size: u64,
+    pub settings: Arc<crate::ops::settings::Settings>,
 }
 
 /// Carries out one effect on a worker thread; results come back as messages.
-pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64) {
+pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
     let tx = tx.clone();
+    let scan = &w.scan;
     match effect {
         Effect::Scan(paths) => {
             let mut opts = scan.clone();
@@ -94,11 +103,13 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
                 dirs,
                 scan: scan.clone(),
                 protect: *protect,
+                settings: Arc::clone(&w.settings),
             };
+            let clone = w.settings.copy.clone;
             std::thread::spawn(move || {
                 let force = matches!(ask, any::Ask::Merge { force: true, .. });
                 let (plan, space, searched) = match any::plan(&ask, &scope) {
-                    Ok((p, searched)) => match any::space(&p, force) {
+                    Ok((p, searched)) => match any::space(&p, force, clone) {
                         Ok(s) => (Ok(p), s, searched),
                         Err(e) => (Err(e), None, searched),
                     },
@@ -114,7 +125,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, scan: &ScanOptions, chunk: u64)
         }
         Effect::RunOp { job, plan } => {
             let id = job.id;
-            any::spawn(&job, *plan, chunk, move |event| {
+            any::spawn(&job, *plan, Arc::clone(&w.settings), move |event| {
                 let _ = tx.send(Msg::Op { job: id, event });
             });
         }
@@ -150,18 +161,13 @@ pub fn run(opts: Options) -> anyhow::Result<Option<(String, u8)>> {
         app.update(Msg::Resize(size.width, size.height));
         event::spawn_input(tx.clone());
         event::spawn_ticker(tx.clone(), std::time::Duration::from_secs(2));
-        execute(
-            Effect::Scan(app.browse.roots.clone()),
-            &tx,
-            &opts.scan,
-            opts.chunk_size,
-        );
+        execute(Effect::Scan(app.browse.roots.clone()), &tx, &opts.workers);
         terminal.draw(|f| view::draw(&app, f))?;
         while !app.quit {
             let mut msg = rx.recv()?;
             loop {
                 for e in app.update(msg) {
-                    execute(e, &tx, &opts.scan, opts.chunk_size);
+                    execute(e, &tx, &opts.workers);
                 }
                 // Coalesce what is already waiting into one frame.
                 match rx.try_recv() {

@@ -14,9 +14,7 @@ use std::path::PathBuf;
 use super::{OpKind, Operation, Refusal, Report, Run};
 use crate::forest::Forest;
 
-pub use plan::{
-    Plan, Proposal, Request, measure_new, measure_plan, plan, propose, propose_in, space_of,
-};
+pub use plan::{Plan, Proposal, Request, measure_new, measure_plan, plan, propose_in, space_of};
 pub use run::{Outcome, run};
 
 /// The commit operation.
@@ -42,7 +40,7 @@ impl Operation for Commit {
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
-        run(plan, r.chunk, r.cancel, r.progress)
+        run(plan, r)
     }
 }
 

@@ -15,7 +15,8 @@ use crate::image::file::FileId;
 use crate::image::lock::Access;
 use crate::ops::extents::measure;
 use crate::ops::guards::{self, Role};
-use crate::ops::scope::{self, Scope};
+use crate::ops::scope;
+use crate::ops::settings::Settings;
 use crate::ops::space::{self, Space};
 use crate::ops::{OpKind, PlanImage, Refusal};
 use crate::text::Names;
@@ -220,13 +221,18 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
 /// Guard 4 again, right before the first write, on a fresh scan of the directories of every
 /// image in the plan ([`scope::recheck_overlays`]): the top and the images in between are
 /// involved, the top's own overlays spared, the overlays `force` let through accepted.
-pub fn recheck_overlays(plan: &Plan) -> Result<(), Refusal> {
+pub fn recheck_overlays(plan: &Plan, settings: &Settings) -> Result<(), Refusal> {
     let involved: Vec<&PlanImage> = std::iter::once(&plan.top)
         .chain(&plan.intermediates)
         .chain(std::iter::once(&plan.base))
         .chain(&plan.below)
         .collect();
-    scope::recheck_overlays(&plan.base, &involved, &[&plan.top], &plan.forced_over)
+    scope::recheck_overlays(
+        (&plan.base, &involved),
+        &[&plan.top],
+        &plan.forced_over,
+        settings,
+    )
 }
 
 /// Where `-b BASE` is in the chain, matched as qemu-img does (`bdrv_find_backing_image`):
@@ -277,22 +283,15 @@ pub struct Proposal {
     pub searched: Vec<crate::ops::dependents::Searched>,
 }
 
-/// Discovers the images around `image` ([`scope::discover`]), plans its commit (into `base`,
-/// or its backing file), and measures it.
-pub fn propose(
-    image: &Path,
-    base: Option<PathBuf>,
-    keep_top: bool,
-    scope: &Scope,
-) -> Result<Proposal, Refusal> {
-    let found = scope::discover(image, scope)?;
-    let mut p = propose_in(&found.scan.forest, found.image, base, keep_top);
-    p.searched = found.searched;
-    Ok(p)
-}
-
-/// [`propose`] on a forest already discovered around `top`.
-pub fn propose_in(forest: &Forest, top: NodeId, base: Option<PathBuf>, keep_top: bool) -> Proposal {
+/// The commit of `top` (into `base`, or its backing file) as the UI offers it, planned on a
+/// forest discovered around it, and measured; `clone` says whether the data may be cloned
+/// (for the space it needs).
+pub fn propose_in(
+    forest: &Forest,
+    top: NodeId,
+    (base, keep_top): (Option<PathBuf>, bool),
+    clone: bool,
+) -> Proposal {
     let node = forest.node(top);
     let chain: Vec<PathBuf> = forest
         .chain(top)
@@ -322,7 +321,7 @@ pub fn propose_in(forest: &Forest, top: NodeId, base: Option<PathBuf>, keep_top:
         .ok()
         .map(|p| measure_plan(p).map_err(|e| e.to_string()));
     let space = match (&plan, &bytes) {
-        (Ok(p), Some(Ok(b))) => Some(space_of(p, *b)),
+        (Ok(p), Some(Ok(b))) => Some(space_of(p, *b, clone)),
         _ => None,
     };
     // A commit that cannot fit is refused here, as the CLI refuses it without --force.
@@ -373,7 +372,7 @@ pub fn measure_plan(plan: &Plan) -> Result<u64, Refusal> {
 
 /// A commit of `plan` that copies `data` bytes into the base; frees the top's data when it
 /// empties the top.
-pub fn space_of(plan: &Plan, data: u64) -> Space {
+pub fn space_of(plan: &Plan, data: u64, clone: bool) -> Space {
     let frees = if plan.keep_top || !plan.intermediates.is_empty() {
         0
     } else {
@@ -382,10 +381,10 @@ pub fn space_of(plan: &Plan, data: u64) -> Space {
     // Unmeasurable: as if every byte needed new room.
     let new_data = measure_new(plan).unwrap_or(data);
     Space::copy(
-        &plan.top,
-        &plan.base,
+        (&plan.top, &plan.base),
         (data, new_data),
         space::cluster_of(&plan.base),
         frees,
+        clone,
     )
 }

@@ -32,7 +32,7 @@ use crate::image::probe::Format;
 use crate::ops::datapath::{CopyError, Tally, kernel_move};
 use crate::ops::extents::{Extent, measure, next_extent, own_ranges};
 use crate::ops::window::RwWindow;
-use crate::ops::{OpKind, Phase, Progress, Refusal};
+use crate::ops::{OpKind, Phase, Progress, Refusal, Run};
 use crate::text::Names;
 use crate::units::human_size;
 
@@ -198,14 +198,14 @@ struct Layers {
 ///
 /// Returns an error only for a commit that wrote nothing (guards at open time, a refused
 /// read-write reopen); everything after the base became writable is in the [`Outcome`].
-pub fn run(
-    plan: &Plan,
-    chunk: u64,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<Outcome, Refusal> {
+pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+    let Run {
+        settings,
+        cancel,
+        progress,
+    } = r;
     let start = Instant::now();
-    let chunk = chunk.clamp(64 << 10, 64 << 20);
+    let chunk = settings.copy.chunk.clamp(64 << 10, 64 << 20);
     // Rates are measured from the start of the copy, not of the whole run.
     let since = std::cell::Cell::new(start);
     let mut report = |phase, done, total, writing| {
@@ -219,7 +219,7 @@ pub fn run(
         })
     };
     report(Phase::Open, 0, 0, false);
-    super::plan::recheck_overlays(plan)?;
+    super::plan::recheck_overlays(plan, settings)?;
 
     // 1. Open everything, locked as QEMU would lock it.
     let top_mode = if plan.keep_top {
@@ -253,7 +253,8 @@ pub fn run(
 
     // 2. Base read-write, as a transaction: a failure here has written nothing.
     report(Phase::ReopenRw, 0, total, false);
-    let mut window = RwWindow::open(&mut base).map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
+    let mut window = RwWindow::open(&mut base, settings.copy.write_behind)
+        .map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
     report(Phase::ReopenRw, 0, total, true);
 
     // 3.-5. Mark dirty, grow, copy: any failure stops here but still reopens read-only.
@@ -295,7 +296,7 @@ pub fn run(
         // of the writer, so reading and writing overlap; buffers go back to the reader.
         // A mapper walks the extents; data to read goes to `in_flight` readers, so that many
         // reads are under way at once; the writer takes pieces as they come.
-        let in_flight = crate::ops::datapath::in_flight();
+        let in_flight = settings.copy.in_flight.clamp(1, 64);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Piece, CopyError>>(in_flight);
         let (to_read, reads) = std::sync::mpsc::sync_channel::<(u64, u64, usize)>(in_flight);
         let reads = std::sync::Mutex::new(reads);
@@ -304,7 +305,7 @@ pub fn run(
         let handles = &layers.handles;
         let top_path = &plan.top.path;
         // Until the kernel refuses, data pieces are not read ahead: the writer moves them.
-        let mut tiers = crate::ops::datapath::tiers();
+        let mut tiers = crate::ops::datapath::tiers(&settings.copy);
         let kernel = AtomicBool::new(!(tiers.no_clone && tiers.no_copy));
         let kernel = &kernel;
         // Set when the writer stops, for whatever reason: the mapper stops too, and the
@@ -600,7 +601,9 @@ mod tests {
 
     use crate::image::handle::{ReopenStep, fault};
     use crate::ops::commit::{Commit, Request, plan};
+    use crate::ops::settings::Settings;
     use crate::ops::{Event, Job, spawn};
+    use std::sync::Arc;
 
     fn qemu() -> bool {
         let found = Command::new("qemu-img").arg("--version").output().is_ok();
@@ -674,6 +677,30 @@ mod tests {
         plan(&scan.forest, &req)
     }
 
+    /// The default settings with a copy step of `chunk`.
+    fn chunked(chunk: u64) -> Arc<Settings> {
+        let mut s = Settings::default();
+        s.copy.chunk = chunk;
+        Arc::new(s)
+    }
+
+    /// [`run`] with a copy step of `chunk`.
+    fn run_with(
+        plan: &Plan,
+        chunk: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Outcome, Refusal> {
+        run(
+            plan,
+            Run {
+                settings: &chunked(chunk),
+                cancel,
+                progress,
+            },
+        )
+    }
+
     fn sum(path: &Path) -> Vec<u8> {
         std::fs::read(path).unwrap()
     }
@@ -704,7 +731,7 @@ mod tests {
             let before = sum(&tmp.path().join("base.qcow2"));
             let mut saw_rw = false;
             fault::inject(step, OpenMode::ReadWrite);
-            let r = run(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
+            let r = run_with(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
                 saw_rw |= p.writing
             });
             fault::clear();
@@ -743,7 +770,7 @@ mod tests {
             let plan = chain(tmp.path());
             let mut last = None;
             fault::inject(step, OpenMode::ReadOnly);
-            let o = run(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
+            let o = run_with(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
                 last = Some(p)
             })
             .unwrap();
@@ -791,7 +818,7 @@ mod tests {
         let plan = chain(d);
         let (base, orig) = (d.join("base.qcow2"), d.join("base.orig"));
         let mut impostor = None;
-        let o = run(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
+        let o = run_with(&plan, 1 << 20, &AtomicBool::new(false), &mut |p| {
             if p.phase == Phase::ReopenRw && impostor.is_none() {
                 std::fs::rename(&base, &orig).unwrap();
                 sh(Command::new("qemu-img")
@@ -820,7 +847,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut first = true;
         let job = Job::new::<Commit>(1, &plan);
-        let worker = spawn::<Commit>(&job, plan, 1 << 20, move |e| {
+        let worker = spawn::<Commit>(&job, plan, chunked(1 << 20), move |e| {
             if std::mem::take(&mut first) {
                 panic!("injected");
             }
@@ -861,7 +888,7 @@ mod tests {
         overlay_of_base(d, "other-vm.qcow2");
         let before = sum(&d.join("base.qcow2"));
         for (name, p) in [("stale", &stale), ("narrow", &narrow)] {
-            match run(p, 1 << 20, &AtomicBool::new(false), &mut |_| {}) {
+            match run_with(p, 1 << 20, &AtomicBool::new(false), &mut |_| {}) {
                 Err(Refusal::SharedBase { others, .. }) => {
                     assert_eq!(others, vec![d.join("other-vm.qcow2")], "{name}")
                 }
@@ -871,7 +898,7 @@ mod tests {
         }
         // Forced over it knowingly, the plan names it, and the run goes ahead.
         let forced = plan_of(d, &d.join("top.qcow2"), true).unwrap();
-        assert!(run(&forced, 1 << 20, &AtomicBool::new(false), &mut |_| {}).is_ok());
+        assert!(run_with(&forced, 1 << 20, &AtomicBool::new(false), &mut |_| {}).is_ok());
     }
 
     #[test]
@@ -882,7 +909,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let plan = chain(tmp.path());
         let cancel = AtomicBool::new(false);
-        let o = run(&plan, 64 << 10, &cancel, &mut |p| {
+        let o = run_with(&plan, 64 << 10, &cancel, &mut |p| {
             if p.phase == Phase::Flush {
                 assert!(!p.phase.cancellable());
                 cancel.store(true, Ordering::Relaxed);
@@ -908,7 +935,7 @@ mod tests {
         let plan = chain(tmp.path());
         let before_top = sum(&tmp.path().join("top.qcow2"));
         let cancel = AtomicBool::new(false);
-        let o = run(&plan, 64 << 10, &cancel, &mut |p| {
+        let o = run_with(&plan, 64 << 10, &cancel, &mut |p| {
             if p.phase == Phase::Copy {
                 cancel.store(true, Ordering::Relaxed);
             }
