@@ -1,6 +1,7 @@
 //! The extent walk: what each stretch of a guest disk is, seen through the layers of a chain
 //! from the top down, and what one layer maps by itself.
 
+use std::borrow::Borrow;
 use std::io;
 
 use imago::ShallowMapping;
@@ -21,9 +22,13 @@ pub enum Extent {
 }
 
 /// The extent at `offset`, at most `max` bytes long.
-pub fn next_extent(layers: &[Handle], offset: u64, max: u64) -> io::Result<(Extent, u64)> {
+pub fn next_extent<H: Borrow<Handle>>(
+    layers: &[H],
+    offset: u64,
+    max: u64,
+) -> io::Result<(Extent, u64)> {
     let mut len = max;
-    for (i, layer) in layers.iter().enumerate() {
+    for (i, layer) in layers.iter().map(Borrow::borrow).enumerate() {
         let (mapping, l) = layer.access().get_shallow_mapping(offset, len)?;
         if l == 0 && !matches!(mapping, ShallowMapping::Eof { .. }) {
             return Err(io::Error::other(format!(

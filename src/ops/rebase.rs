@@ -10,7 +10,7 @@
 //! before it leaves the old backing file in place with a guest view that never changed, after
 //! it the new one with the same view.
 
-use crate::ops::datapath::{Tally, kernel_move};
+use crate::ops::datapath::{self, Done, Tally, Transfer, kernel_move};
 use crate::text::Names;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -479,27 +479,86 @@ struct Chains<'a> {
     new_size: u64,
 }
 
-/// Whether `layers` (a whole chain, top-down) read `offset..` as zeroes from their metadata
-/// alone, and for how many bytes (at most `max`) that holds.
-fn reads_zero(layers: &[&Handle], offset: u64, max: u64) -> io::Result<(bool, u64)> {
+/// What a whole chain (top-down) reads at `offset..` from its metadata alone — the data of
+/// layer `i` (`Some(i)`) or zeroes (`None`) — and for how many bytes (at most `max`).
+fn reader(layers: &[&Handle], offset: u64, max: u64) -> io::Result<(Option<usize>, u64)> {
     let mut len = max;
-    for layer in layers {
+    for (i, layer) in layers.iter().enumerate() {
         let (mapping, l) = layer.access().get_shallow_mapping(offset, len)?;
         match mapping {
-            ShallowMapping::Zero { explicit: true, .. } => return Ok((true, l.max(1).min(max))),
+            ShallowMapping::Zero { explicit: true, .. } => return Ok((None, l.max(1).min(max))),
             ShallowMapping::Zero { .. } | ShallowMapping::Indirect { .. } if l > 0 => len = l,
             // Past a layer's end its overlays read zeroes.
-            ShallowMapping::Eof { .. } => return Ok((true, len)),
-            _ if l == 0 => return Ok((false, len)),
-            _ => return Ok((false, l)),
+            ShallowMapping::Eof { .. } => return Ok((None, len)),
+            _ if l == 0 => return Ok((Some(i), len)),
+            _ => return Ok((Some(i), l)),
         }
     }
-    Ok((true, len))
+    Ok((None, len))
 }
 
-/// Writes into `image`, cluster by cluster, what its old chain shows where the new chain
-/// shows something else. Stretches that both chains' metadata say read as zeroes are skipped
-/// without reading.
+/// What one stretch of the image's unallocated runs needs, from both chains' metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Both chains read the same there: one layer's data, or zeroes.
+    Skip,
+    /// The old chain has data where the new one reads zeroes: it is taken as it is, through
+    /// the copy pipeline (cloned where the filesystem can), without reading the new chain.
+    Take,
+    /// Both may differ: read, compared cluster by cluster, and what differs written.
+    Compare,
+}
+
+/// Splits the runs into stretches by what they need. Every stretch but the last of a run ends
+/// on a cluster boundary of the image, so that a compared one covers whole clusters.
+fn classify(
+    chains: &Chains<'_>,
+    runs: &[(u64, u64)],
+    g: Geometry,
+) -> io::Result<Vec<(Step, u64, u64)>> {
+    let mut out: Vec<(Step, u64, u64)> = Vec::new();
+    for &(start, run) in runs {
+        let end = start + run;
+        let mut at = start;
+        while at < end {
+            let want = g.chunk.min(end - at);
+            let (old, lo) = reader(chains.old, at, want)?;
+            let (new, ln) = if chains.new_top.is_none() || at >= chains.new_size {
+                (None, want)
+            } else {
+                reader(chains.new, at, want.min(chains.new_size - at))?
+            };
+            let len = want.min(lo.max(1)).min(ln.max(1));
+            let step = match (old, new) {
+                (None, None) => Step::Skip,
+                (Some(i), Some(j)) if chains.old[i].ident() == chains.new[j].ident() => Step::Skip,
+                (Some(_), None) => Step::Take,
+                _ => Step::Compare,
+            };
+            let aligned = if at + len == end {
+                end
+            } else {
+                (at + len) / g.cluster * g.cluster
+            };
+            let (step, stop) = match step {
+                Step::Compare => (step, at + len.div_ceil(g.cluster) * g.cluster),
+                _ if aligned > at => (step, aligned),
+                _ => (Step::Compare, at + g.cluster),
+            };
+            let stop = stop.min(end).max(at + len.min(want));
+            match out.last_mut() {
+                Some((s, o, l)) if *s == step && *o + *l == at => *l += stop - at,
+                _ => out.push((step, at, stop - at)),
+            }
+            at = stop;
+        }
+    }
+    Ok(out)
+}
+
+/// Writes into `image` what its old chain shows where the new chain shows something else:
+/// stretches where the old chain has data over the new one's zeroes go through the copy
+/// pipeline as they are; the others the chains may read differently are compared.
 fn copy_differences(
     image: &mut Handle,
     chains: Chains<'_>,
@@ -509,109 +568,79 @@ fn copy_differences(
     report: &mut dyn FnMut(u64),
 ) -> Result<(), CopyError> {
     let path = outcome.plan.image.path.clone();
-    let io = |op, offset, source| CopyError::Io {
-        op,
-        path: path.clone(),
-        offset,
-        source,
-    };
     let mut runs = Vec::new();
     walk_unallocated(image, g.end, |o, l| {
         runs.push((o, l));
         Ok(())
     })
-    .map_err(|e| io("cannot map", 0, e))?;
-    let mut old = vec![0u8; g.chunk as usize];
-    let mut theirs = vec![0u8; g.chunk as usize];
+    .and_then(|()| classify(&chains, &runs, g))
+    .map(|steps| runs_of(&steps, &mut outcome.compared))
+    .map_err(|e| CopyError::Io {
+        op: "cannot map",
+        path: path.clone(),
+        offset: 0,
+        source: e,
+    })
+    .and_then(|(take, compare)| {
+        let t = Transfer {
+            layers: chains.old,
+            ranges: &take,
+            zeroes: false,
+            sparse: Some(g.cluster),
+            v2: g.v2,
+        };
+        let mut done = Done::default();
+        let skipped = outcome.compared;
+        let taken = datapath::copy(&t, image, (copy, cancel), &mut done, &mut |d| {
+            report(skipped + d)
+        });
+        outcome.compared += done.handled;
+        outcome.copied += done.written;
+        outcome.tally.add(&done.tally);
+        taken?;
+        compare_all(image, &chains, g, &compare, (cancel, copy), outcome, report)
+    })
+}
+
+/// Guest ranges: `(offset, length)`.
+type Ranges = Vec<(u64, u64)>;
+
+/// The stretches to take and to compare; the skipped ones are counted as compared already.
+fn runs_of(steps: &[(Step, u64, u64)], compared: &mut u64) -> (Ranges, Ranges) {
+    let (mut take, mut compare) = (Vec::new(), Vec::new());
+    for &(step, offset, len) in steps {
+        match step {
+            Step::Skip => *compared += len,
+            Step::Take => take.push((offset, len)),
+            Step::Compare => compare.push((offset, len)),
+        }
+    }
+    (take, compare)
+}
+
+/// Compares the stretches chunk by chunk, cluster by cluster, and writes what differs.
+fn compare_all(
+    image: &mut Handle,
+    chains: &Chains<'_>,
+    g: Geometry,
+    stretches: &[(u64, u64)],
+    (cancel, copy): (&AtomicBool, &crate::ops::settings::Copy),
+    outcome: &mut Outcome,
+    report: &mut dyn FnMut(u64),
+) -> Result<(), CopyError> {
+    let mut bufs = (vec![0u8; g.chunk as usize], vec![0u8; g.chunk as usize]);
+    let mut tiers = datapath::tiers(copy);
     let mut last = Instant::now();
-    let mut tiers = crate::ops::datapath::tiers(copy);
-    for (run_start, run_len) in runs {
-        let mut at = run_start;
-        while at < run_start + run_len {
+    for &(start, len) in stretches {
+        let mut at = start;
+        while at < start + len {
             if cancel.load(Ordering::Relaxed) {
                 return Err(CopyError::Cancelled);
             }
-            let want = g.chunk.min(run_start + run_len - at);
-            let (old_zero, lo) =
-                reads_zero(chains.old, at, want).map_err(|e| io("cannot map", at, e))?;
-            let (new_zero, ln) = if chains.new_top.is_none() || at >= chains.new_size {
-                (true, want)
-            } else {
-                reads_zero(chains.new, at, want.min(chains.new_size - at))
-                    .map_err(|e| io("cannot map the new backing chain at", at, e))?
-            };
-            let len = want.min(lo.max(1)).min(ln.max(1));
-            // Skipped stretches end on a cluster boundary of the image, so that `at` stays on
-            // one (runs start on one; only the disk's end may cut a cluster).
-            let skip_to = if at + len == run_start + run_len {
-                at + len
-            } else {
-                (at + len) / g.cluster * g.cluster
-            };
-            if old_zero && new_zero && skip_to > at {
-                outcome.compared += skip_to - at;
-                at = skip_to;
-                continue;
-            }
-            // Whole clusters from here on, so that a cluster is compared in one piece.
-            let len = if len < want {
-                (len.div_ceil(g.cluster) * g.cluster).min(want)
-            } else {
-                len
-            };
-            let n = len as usize;
-            image
-                .access()
-                .read(&mut old[..n], at)
-                .map_err(|e| io("cannot read", at, e))?;
-            theirs[..n].fill(0);
-            if let Some(new) = chains.new_top
-                && at < chains.new_size
-            {
-                let m = (chains.new_size - at).min(len) as usize;
-                new.read(&mut theirs[..m], at)
-                    .map_err(|e| io("cannot read the new backing chain at", at, e))?;
-            }
-            // Differing clusters, merged into runs, each written as data or as zeroes.
-            let mut c = 0;
-            while c < n {
-                let step = (g.cluster as usize).min(n - c);
-                if old[c..c + step] == theirs[c..c + step] {
-                    c += step;
-                    continue;
-                }
-                let from = c;
-                let zero = old[c..c + step].iter().all(|&b| b == 0);
-                while c < n {
-                    let step = (g.cluster as usize).min(n - c);
-                    let differs = old[c..c + step] != theirs[c..c + step];
-                    if !differs || old[c..c + step].iter().all(|&b| b == 0) != zero {
-                        break;
-                    }
-                    c += step;
-                }
-                let off = at + from as u64;
-                if zero {
-                    zero_range(image, g.v2, off, (c - from) as u64)
-                        .map_err(|e| io("cannot zero", off, e))?;
-                } else {
-                    // From the old backing file through the kernel where it can (the image
-                    // reads those clusters through it), the rest from memory.
-                    let len = (c - from) as u64;
-                    let moved = kernel_move(image, image, off, len, &mut tiers, &mut outcome.tally)
-                        .map_err(|e| io("cannot write", off, e))?;
-                    if moved < len {
-                        image
-                            .access()
-                            .write(&old[from + moved as usize..c], off + moved)
-                            .map_err(|e| io("cannot write", off + moved, e))?;
-                        outcome.tally.copied += len - moved;
-                    }
-                }
-                outcome.copied += (c - from) as u64;
-            }
-            at += len;
-            outcome.compared += len;
+            let n = g.chunk.min(start + len - at);
+            compare(image, chains, g, (at, n), &mut bufs, &mut tiers, outcome)?;
+            at += n;
+            outcome.compared += n;
             if last.elapsed() >= REPORT_EVERY {
                 last = Instant::now();
                 report(outcome.compared);
@@ -621,18 +650,67 @@ fn copy_differences(
     Ok(())
 }
 
-/// Makes a range read as zeroes whatever the backing file holds: zero clusters on v3, zero
-/// bytes written on v2 (which has no zero clusters).
-fn zero_range(image: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result<()> {
-    if !v2 {
-        return image.access_mut()?.discard_to_zero(offset, len);
+/// Reads `len` bytes at `at` through both chains and writes the clusters that differ, merged
+/// into runs, each as data or as zeroes.
+fn compare(
+    image: &mut Handle,
+    chains: &Chains<'_>,
+    g: Geometry,
+    (at, len): (u64, u64),
+    (old, theirs): &mut (Vec<u8>, Vec<u8>),
+    tiers: &mut crate::image::ordered::KernelTiers,
+    outcome: &mut Outcome,
+) -> Result<(), CopyError> {
+    let io = |op, offset, source| CopyError::Io {
+        op,
+        path: outcome.plan.image.path.clone(),
+        offset,
+        source,
+    };
+    let n = len as usize;
+    image
+        .access()
+        .read(&mut old[..n], at)
+        .map_err(|e| io("cannot read", at, e))?;
+    theirs[..n].fill(0);
+    if let Some(new) = chains.new_top
+        && at < chains.new_size
+    {
+        let m = (chains.new_size - at).min(len) as usize;
+        new.read(&mut theirs[..m], at)
+            .map_err(|e| io("cannot read the new backing chain at", at, e))?;
     }
-    let zeroes = vec![0u8; len.min(1 << 20) as usize];
-    let mut at = offset;
-    while at < offset + len {
-        let n = (1 << 20).min(offset + len - at);
-        image.access().write(&zeroes[..n as usize], at)?;
-        at += n;
+    let step = g.cluster as usize;
+    let differs = |c: usize| old[c..(c + step).min(n)] != theirs[c..(c + step).min(n)];
+    let zero = |c: usize| old[c..(c + step).min(n)].iter().all(|&b| b == 0);
+    let mut c = 0;
+    while c < n {
+        if !differs(c) {
+            c += step;
+            continue;
+        }
+        let (from, z) = (c, zero(c));
+        while c < n && differs(c) && zero(c) == z {
+            c += step;
+        }
+        let c = c.min(n);
+        let (off, run) = (at + from as u64, (c - from) as u64);
+        if z {
+            datapath::zero(image, g.v2, off, run).map_err(|e| io("cannot zero", off, e))?;
+        } else {
+            // From the old backing file through the kernel where it can (the image reads
+            // those clusters through it), the rest from memory.
+            let moved = kernel_move(image, image, off, run, tiers, &mut outcome.tally)
+                .map_err(|e| io("cannot write", off, e))?;
+            if moved < run {
+                image
+                    .access()
+                    .write(&old[from + moved as usize..c], off + moved)
+                    .map_err(|e| io("cannot write", off + moved, e))?;
+                outcome.tally.copied += run - moved;
+            }
+        }
+        outcome.copied += run;
     }
     Ok(())
 }

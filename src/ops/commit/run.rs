@@ -19,7 +19,7 @@
 //! reopen never hides a failed copy, and a failed reopen never hides a successful one.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use imago::Storage;
@@ -29,15 +29,12 @@ use crate::exit;
 use crate::image::file::OpenMode;
 use crate::image::handle::{Handle, ReopenError};
 use crate::image::probe::Format;
-use crate::ops::datapath::{CopyError, Tally, kernel_move};
-use crate::ops::extents::{Extent, measure, next_extent, own_ranges};
+use crate::ops::datapath::{self, CopyError, Done, Tally, Transfer};
+use crate::ops::extents::{measure, own_ranges};
 use crate::ops::window::RwWindow;
 use crate::ops::{OpKind, Phase, Progress, Refusal, Run};
 use crate::text::Names;
 use crate::units::human_size;
-
-/// How often progress is reported during the copy (at least 5 Hz).
-const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// What a commit that started did. Built only once the base was reopened read-write.
 #[derive(Debug)]
@@ -163,38 +160,19 @@ impl Outcome {
     }
 }
 
-/// A stretch the reader hands to the writer: data to write, or (`None`) zeroes.
-struct Piece {
-    offset: u64,
-    len: u64,
-    body: Body,
+/// The images of a commit, opened and locked.
+struct Opened {
+    /// The top and the images in between, top first, as the copy reads them.
+    layers: Vec<Handle>,
+    /// The base's own backing chain, bottom-up: held until the end.
+    below: Vec<Handle>,
+    base: Handle,
+    /// Bytes of data and zero ranges to commit.
+    total: u64,
 }
 
-/// What a piece of the copy holds.
-enum Body {
-    Zero,
-    /// Read into memory already.
-    Read(Vec<u8>),
-    /// Allocated in layer `i`, not read: the writer moves it through the kernel if it can.
-    Layer(usize),
-}
-
-/// Raises its flag when dropped: the copy's writer is done, whichever way it ended.
-struct Stopping<'a>(&'a AtomicBool);
-
-impl Drop for Stopping<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The layers above the base, top first, as the copy reads them.
-struct Layers {
-    handles: Vec<Handle>,
-}
-
-/// Runs `plan` in this thread. `chunk` is the copy step in bytes; `cancel` is checked between
-/// chunks; `progress` is called at phase changes and at least every 100 ms while copying.
+/// Runs `plan` in this thread, with `r`'s settings, cancel flag and progress (at phase changes
+/// and at least every 100 ms while copying).
 ///
 /// Returns an error only for a commit that wrote nothing (guards at open time, a refused
 /// read-write reopen); everything after the base became writable is in the [`Outcome`].
@@ -205,7 +183,6 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         progress,
     } = r;
     let start = Instant::now();
-    let chunk = settings.copy.chunk.clamp(64 << 10, 64 << 20);
     // Rates are measured from the start of the copy, not of the whole run.
     let since = std::cell::Cell::new(start);
     let mut report = |phase, done, total, writing| {
@@ -220,210 +197,49 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     };
     report(Phase::Open, 0, 0, false);
     super::plan::recheck_overlays(plan, settings)?;
-
-    // 1. Open everything, locked as QEMU would lock it.
-    let top_mode = if plan.keep_top {
-        OpenMode::ReadOnly
-    } else {
-        OpenMode::ReadWrite
-    };
-    let mut layers = Layers {
-        handles: vec![plan.top.open(top_mode, None)?],
-    };
-    for m in &plan.intermediates {
-        layers.handles.push(m.open(OpenMode::ReadOnly, None)?);
-    }
-    // The base's own backing chain, read-only and locked as QEMU locks backing files, from the
-    // bottom up: writing part of a cluster the base does not allocate copies the rest from it.
-    let mut below = Vec::new();
-    let mut backing = None;
-    for img in plan.below.iter().rev() {
-        let h = img.open(OpenMode::ReadOnly, backing.take())?;
-        backing = Some(h.shared_access());
-        below.push(h);
-    }
-    let mut base = plan.base.open(OpenMode::ReadOnly, backing)?;
-    let end = plan.top.virtual_size;
-    let total = measure(&layers.handles, end).map_err(|source| Refusal::Map {
-        path: plan.top.path.clone(),
-        source,
-    })?;
-
+    let Opened {
+        layers,
+        below,
+        mut base,
+        total,
+    } = open(plan)?;
     crate::ops::guards::v2_room(&base, &plan.base, total)?;
 
-    // 2. Base read-write, as a transaction: a failure here has written nothing.
+    // Base read-write, as a transaction: a failure here has written nothing.
     report(Phase::ReopenRw, 0, total, false);
     let mut window = RwWindow::open(&mut base, settings.copy.write_behind)
         .map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
     report(Phase::ReopenRw, 0, total, true);
 
-    // 3.-5. Mark dirty, grow, copy: any failure stops here but still reopens read-only.
-    let mut copied = 0;
-    let mut tally = Tally::default();
+    // Mark dirty, grow, copy: any failure stops here but still reopens read-only.
+    let mut done = Done::default();
     let mut grew = None;
-    let copy = (|| -> Result<(), CopyError> {
-        let io = |op, path: &std::path::Path, offset, source| CopyError::Io {
-            op,
-            path: path.to_path_buf(),
-            offset,
-            source,
-        };
-        window
-            .mark_dirty()
-            .map_err(|e| io("cannot mark dirty", &plan.base.path, 0, e))?;
-        let base = window.handle();
-        let v2_base = plan.base.version == Some(2);
-        if let Some(new) = plan.grow_to {
-            report(Phase::Grow, 0, total, true);
-            let old = base.access().size();
-            base.access_mut()
-                .and_then(|a| a.resize(new, imago::format::PreallocateMode::None))
-                .map_err(|e| io("cannot grow", &plan.base.path, old, e))?;
-            // The grown area must read as zeroes, not as whatever the base's own backing file
-            // has there (QEMU's bdrv_co_truncate does the same with BDRV_REQ_ZERO_WRITE).
-            let backing_len = plan.below.first().map_or(0, |b| b.virtual_size);
-            let visible_end = backing_len.min(new);
-            if visible_end > old {
-                zero(base, v2_base, old, visible_end - old)
-                    .map_err(|e| io("cannot zero the grown area of", &plan.base.path, old, e))?;
-            }
-            grew = Some((old, new));
+    let copy = fill(plan, &mut window, &mut grew, &mut |phase, d, w| {
+        if phase == Phase::Copy && d == 0 {
+            since.set(Instant::now());
         }
-        since.set(Instant::now());
-        report(Phase::Copy, 0, total, true);
-        let mut last = Instant::now();
-        // A reader thread maps and reads the layers above the base up to two chunks ahead
-        // of the writer, so reading and writing overlap; buffers go back to the reader.
-        // A mapper walks the extents; data to read goes to `in_flight` readers, so that many
-        // reads are under way at once; the writer takes pieces as they come.
-        let in_flight = settings.copy.in_flight.clamp(1, 64);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Piece, CopyError>>(in_flight);
-        let (to_read, reads) = std::sync::mpsc::sync_channel::<(u64, u64, usize)>(in_flight);
-        let reads = std::sync::Mutex::new(reads);
-        let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
-        let spare = std::sync::Mutex::new(spare);
-        let handles = &layers.handles;
-        let top_path = &plan.top.path;
-        // Until the kernel refuses, data pieces are not read ahead: the writer moves them.
-        let mut tiers = crate::ops::datapath::tiers(&settings.copy);
-        let kernel = AtomicBool::new(!(tiers.no_clone && tiers.no_copy));
-        let kernel = &kernel;
-        // Set when the writer stops, for whatever reason: the mapper stops too, and the
-        // readers only drain what it had queued, so that nobody waits for anybody.
-        let gone = AtomicBool::new(false);
-        let gone = &gone;
-        std::thread::scope(|s| {
-            for _ in 0..in_flight {
-                let (tx, reads, spare) = (tx.clone(), &reads, &spare);
-                s.spawn(move || {
-                    loop {
-                        let job = reads.lock().map(|r| r.recv());
-                        let Ok(Ok((offset, len, i))) = job else {
-                            return;
-                        };
-                        if gone.load(Ordering::Relaxed) {
-                            continue;
-                        }
-                        let reused = spare.lock().ok().and_then(|s| s.try_recv().ok());
-                        let mut buf = reused.unwrap_or_else(|| vec![0u8; chunk as usize]);
-                        let layer = &handles[i];
-                        let piece = match layer.access().read(&mut buf[..len as usize], offset) {
-                            Ok(()) => Ok(Piece {
-                                offset,
-                                len,
-                                body: Body::Read(buf),
-                            }),
-                            Err(e) => Err(io("cannot read", layer.path(), offset, e)),
-                        };
-                        if tx.send(piece).is_err() {
-                            gone.store(true, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-            s.spawn(move || {
-                let mut offset = 0;
-                while offset < end && !gone.load(Ordering::Relaxed) {
-                    if cancel.load(Ordering::Relaxed) {
-                        let _ = tx.send(Err(CopyError::Cancelled));
-                        return;
-                    }
-                    let (ext, len) = match next_extent(handles, offset, chunk.min(end - offset)) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            let _ = tx.send(Err(io("cannot map", top_path, offset, e)));
-                            return;
-                        }
-                    };
-                    let body = match ext {
-                        Extent::Eof => return,
-                        Extent::Below => {
-                            offset += len;
-                            continue;
-                        }
-                        Extent::Zero => Body::Zero,
-                        Extent::Data(i) if kernel.load(Ordering::Relaxed) => Body::Layer(i),
-                        Extent::Data(i) => {
-                            if to_read.send((offset, len, i)).is_err() {
-                                return;
-                            }
-                            offset += len;
-                            continue;
-                        }
-                    };
-                    if tx.send(Ok(Piece { offset, len, body })).is_err() {
-                        return;
-                    }
-                    offset += len;
-                }
-            });
-            let _stopping = Stopping(gone);
-            for piece in rx {
-                let p = piece?;
-                match p.body {
-                    Body::Read(buf) => {
-                        base.access()
-                            .write(&buf[..p.len as usize], p.offset)
-                            .map_err(|e| io("cannot write", &plan.base.path, p.offset, e))?;
-                        tally.copied += p.len;
-                        let _ = give_back.send(buf);
-                    }
-                    Body::Layer(i) => {
-                        let layer = &handles[i];
-                        let moved =
-                            kernel_move(base, layer, p.offset, p.len, &mut tiers, &mut tally)
-                                .map_err(|e| io("cannot write", &plan.base.path, p.offset, e))?;
-                        if tiers.no_clone && tiers.no_copy {
-                            kernel.store(false, Ordering::Relaxed);
-                        }
-                        // What the kernel did not take goes through memory.
-                        let (at, rest) = (p.offset + moved, p.len - moved);
-                        if rest > 0 {
-                            let mut buf = vec![0u8; rest as usize];
-                            layer
-                                .access()
-                                .read(&mut buf[..], at)
-                                .map_err(|e| io("cannot read", layer.path(), at, e))?;
-                            base.access()
-                                .write(&buf[..], at)
-                                .map_err(|e| io("cannot write", &plan.base.path, at, e))?;
-                            tally.copied += rest;
-                        }
-                    }
-                    Body::Zero => zero(base, v2_base, p.offset, p.len)
-                        .map_err(|e| io("cannot zero", &plan.base.path, p.offset, e))?,
-                }
-                copied += p.len;
-                if last.elapsed() >= REPORT_EVERY {
-                    last = Instant::now();
-                    report(Phase::Copy, copied, total, true);
-                }
-            }
-            Ok(())
-        })
-    })();
-    // 6. Flush whatever was written, whether the copy finished or not, then clear the dirty
-    // bit: only once every table is on disk.
+        report(phase, d, total, w)
+    })
+    .and_then(|()| {
+        let ranges = [(0, plan.top.virtual_size)];
+        let t = Transfer {
+            layers: &layers,
+            ranges: &ranges,
+            zeroes: true,
+            sparse: None,
+            v2: plan.base.version == Some(2),
+        };
+        datapath::copy(
+            &t,
+            window.handle(),
+            (&settings.copy, cancel),
+            &mut done,
+            &mut |d| report(Phase::Copy, d, total, true),
+        )
+    });
+    let copied = done.handled;
+    // Flush whatever was written, whether the copy finished or not, then clear the dirty bit:
+    // only once every table is on disk.
     report(Phase::Flush, copied, total, true);
     let flushed = window.flush().map_err(|e| CopyError::Io {
         op: "cannot flush",
@@ -433,32 +249,17 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     });
     let copy = copy.and(flushed);
     let cancel_too_late = copy.is_ok() && cancel.load(Ordering::Relaxed);
-
-    // 7. Back to read-only, on every path — unless the base stays dirty: then no tool may
-    // open it before a repair, and the read-write handle is closed instead.
-    report(Phase::ReopenRo, copied, total, true);
-    let closed = window.close();
-    let base_rw = matches!(closed.reopen_ro, Some(Err(_)));
-    report(Phase::ReopenRo, copied, total, base_rw);
-
-    // 8. Empty the top only once the base holds its data on disk.
-    let top_emptied = if copy.is_ok() && !plan.keep_top {
-        report(Phase::EmptyTop, copied, total, base_rw);
-        Some(empty(&mut layers.handles[0]))
-    } else {
-        None
-    };
-    report(Phase::Done, copied, total, base_rw);
-
-    // 9. Dropping the handles releases the locks.
-    drop(layers);
+    let (closed, top_emptied) = close(plan, window, layers, copy.is_ok(), &mut |p, w| {
+        report(p, copied, total, w)
+    });
+    // Dropping the handles releases the locks.
     drop(base);
     drop(below);
     Ok(Outcome {
         plan: plan.clone(),
         total,
         copied,
-        tally,
+        tally: done.tally,
         grew,
         copy,
         left_dirty: closed.left_dirty,
@@ -469,22 +270,101 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     })
 }
 
-/// Makes `len` bytes at `offset` of the base read as zeroes. qcow2 v2 has no zero clusters,
-/// so there the zeroes are written (QEMU falls back the same way); elsewhere the range is
-/// discarded to zero, which frees what it can.
-fn zero(base: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result<()> {
-    if !v2 {
-        return base.access_mut()?.discard_to_zero(offset, len);
+/// Opens every image of the plan, locked as QEMU would lock it: the top read-write unless it
+/// is kept, the rest read-only; the base gets its backing chain for copy-on-write.
+fn open(plan: &Plan) -> Result<Opened, Refusal> {
+    let top_mode = if plan.keep_top {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::ReadWrite
+    };
+    let mut layers = vec![plan.top.open(top_mode, None)?];
+    for m in &plan.intermediates {
+        layers.push(m.open(OpenMode::ReadOnly, None)?);
     }
-    const STEP: u64 = 1 << 20;
-    let zeroes = vec![0u8; STEP.min(len) as usize];
-    let mut at = offset;
-    while at < offset + len {
-        let n = STEP.min(offset + len - at);
-        base.access().write(&zeroes[..n as usize], at)?;
-        at += n;
+    // The base's own backing chain, read-only and locked as QEMU locks backing files, from the
+    // bottom up: writing part of a cluster the base does not allocate copies the rest from it.
+    let mut below = Vec::new();
+    let mut backing = None;
+    for img in plan.below.iter().rev() {
+        let h = img.open(OpenMode::ReadOnly, backing.take())?;
+        backing = Some(h.shared_access());
+        below.push(h);
     }
+    let base = plan.base.open(OpenMode::ReadOnly, backing)?;
+    let total = measure(&layers, plan.top.virtual_size).map_err(|source| Refusal::Map {
+        path: plan.top.path.clone(),
+        source,
+    })?;
+    Ok(Opened {
+        layers,
+        below,
+        base,
+        total,
+    })
+}
+
+/// Marks the base dirty and grows it when the top is larger (the grown part reads as
+/// zeroes); reports the phases with `(phase, done, writing)`.
+fn fill(
+    plan: &Plan,
+    window: &mut RwWindow<'_>,
+    grew: &mut Option<(u64, u64)>,
+    report: &mut dyn FnMut(Phase, u64, bool),
+) -> Result<(), CopyError> {
+    let io = |op, offset, source| CopyError::Io {
+        op,
+        path: plan.base.path.clone(),
+        offset,
+        source,
+    };
+    window
+        .mark_dirty()
+        .map_err(|e| io("cannot mark dirty", 0, e))?;
+    let base = window.handle();
+    if let Some(new) = plan.grow_to {
+        report(Phase::Grow, 0, true);
+        let old = base.access().size();
+        base.access_mut()
+            .and_then(|a| a.resize(new, imago::format::PreallocateMode::None))
+            .map_err(|e| io("cannot grow", old, e))?;
+        // The grown area must read as zeroes, not as whatever the base's own backing file has
+        // there (QEMU's bdrv_co_truncate does the same with BDRV_REQ_ZERO_WRITE).
+        let backing_len = plan.below.first().map_or(0, |b| b.virtual_size);
+        let visible_end = backing_len.min(new);
+        if visible_end > old {
+            let v2 = plan.base.version == Some(2);
+            datapath::zero(base, v2, old, visible_end - old)
+                .map_err(|e| io("cannot zero the grown area of", old, e))?;
+        }
+        *grew = Some((old, new));
+    }
+    report(Phase::Copy, 0, true);
     Ok(())
+}
+
+/// Back to read-only, on every path — unless the base stays dirty: then no tool may open it
+/// before a repair, and the read-write handle is closed instead. Then the top is emptied
+/// (unless kept), only once the base holds its data on disk (`copied`).
+fn close(
+    plan: &Plan,
+    window: RwWindow<'_>,
+    mut layers: Vec<Handle>,
+    copied: bool,
+    report: &mut dyn FnMut(Phase, bool),
+) -> (crate::ops::window::Closed, Option<Result<(), String>>) {
+    report(Phase::ReopenRo, true);
+    let closed = window.close();
+    let base_rw = matches!(closed.reopen_ro, Some(Err(_)));
+    report(Phase::ReopenRo, base_rw);
+    let top_emptied = if copied && !plan.keep_top {
+        report(Phase::EmptyTop, base_rw);
+        Some(empty(&mut layers[0]))
+    } else {
+        None
+    };
+    report(Phase::Done, base_rw);
+    (closed, top_emptied)
 }
 
 /// Makes every cluster of the top unallocated, so that reads fall through to the base
@@ -604,6 +484,7 @@ mod tests {
     use crate::ops::settings::Settings;
     use crate::ops::{Event, Job, spawn};
     use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
 
     fn qemu() -> bool {
         let found = Command::new("qemu-img").arg("--version").output().is_ok();

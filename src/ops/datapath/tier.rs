@@ -1,20 +1,13 @@
-//! How data moves from one image into another (ARCHITECTURE.md §3, §4), in three tiers chosen
-//! per range: the kernel shares the blocks (a reflink, on XFS and btrfs), or copies them
-//! itself (`copy_file_range`, when configured), or imgchain reads them and writes them through
-//! imago, with several reads in flight. Each
-//! range is mapped in the target first without being visible, filled, and only then made
-//! visible, so the storage layer syncs the data before the table that maps it, whichever
-//! tier moved it.
+//! The tiers one range moves through: a clone or a copy in the kernel, prepared in the target
+//! and made visible only once filled; what each tier moved; and making a range read zeroes.
 
 use std::io;
-use std::path::PathBuf;
 
 use imago::Mapping;
 
-use super::settings::Copy;
 use crate::image::handle::Handle;
 use crate::image::ordered::{KernelTiers, Moved};
-use crate::text::Names;
+use crate::ops::settings::Copy;
 
 /// The tiers a copy may try, as configured: cloning (`copy.clone`) and copying in the
 /// kernel (`copy.kernel_copy`).
@@ -23,21 +16,6 @@ pub fn tiers(c: &Copy) -> KernelTiers {
         no_clone: !c.clone,
         no_copy: !c.kernel_copy,
     }
-}
-
-/// Why the copy stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    #[error("cancelled")]
-    Cancelled,
-    #[error("{op} {} at offset {offset}: {source}", path.shown())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        offset: u64,
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// Bytes moved by each tier.
@@ -52,6 +30,13 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds what another copy moved.
+    pub fn add(&mut self, other: &Tally) {
+        self.cloned += other.cloned;
+        self.kernel += other.kernel;
+        self.copied += other.copied;
+    }
+
     /// "1.0 GiB cloned, 2 MiB copied"; only the tiers that moved something.
     pub fn describe(&self) -> String {
         let parts: Vec<String> = [
@@ -116,4 +101,22 @@ pub fn kernel_move(
         }
     }
     Ok(done)
+}
+
+/// Makes `len` bytes at `offset` of `target` read as zeroes. qcow2 v2 has no zero clusters,
+/// so there the zeroes are written (QEMU falls back the same way); elsewhere the range is
+/// discarded to zero, which frees what it can.
+pub fn zero(target: &mut Handle, v2: bool, offset: u64, len: u64) -> io::Result<()> {
+    if !v2 {
+        return target.access_mut()?.discard_to_zero(offset, len);
+    }
+    const STEP: u64 = 1 << 20;
+    let zeroes = vec![0u8; STEP.min(len) as usize];
+    let mut at = offset;
+    while at < offset + len {
+        let n = STEP.min(offset + len - at);
+        target.access().write(&zeroes[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
