@@ -268,3 +268,69 @@ fn a_flatten_takes_its_backing_data_through_the_kernel_and_equals_qemu_img() {
         assert!(moved >= 8 << 20, "{v}");
     }
 }
+
+/// base (0x11 over 0-8M) <- mid (0x22 over 4-12M, zeroes at 20M, 0x23 at 40M) <- top (0x33
+/// at 10M): mid's data over base's data, over base's zeroes, and mid's zeroes over base's data.
+fn three(d: &Path) {
+    Chain::new(d, "64M")
+        .base("base.qcow2")
+        .io("write -P 0x11 0 8M")
+        .io("write -P 0x12 20M 1M")
+        .on("mid.qcow2")
+        .io("write -P 0x22 4M 8M")
+        .io("write -z 20M 512k")
+        .io("write -P 0x23 40M 4M")
+        .on("top.qcow2")
+        .io("write -P 0x33 10M 1M");
+}
+
+/// On XFS a flatten and a rebase onto the base take the old chain's data by cloning it,
+/// without reading it, and the result reads as qemu-img's does.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_mkfs_xfs)),
+    ignore = "needs qemu-img, qemu-io, mkfs.xfs"
+)]
+fn on_xfs_flatten_and_rebase_clone_and_read_as_qemu_img_s() {
+    let Some(fs) = SmallFs::new(1024) else { return };
+    for (op, ours, qemu) in [
+        ("flatten", &["flatten"][..], &["-b", ""][..]),
+        (
+            "rebase",
+            &["rebase", "-b", "base.qcow2"][..],
+            &["-b", "base.qcow2", "-F", "qcow2"][..],
+        ),
+    ] {
+        let dir = |w: &str| {
+            let d = fs.path().join(format!("{op}-{w}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let (orig, a, b) = (dir("orig"), dir("a"), dir("b"));
+        three(&orig);
+        copy_dir(&orig, &a);
+        copy_dir(&orig, &b);
+        let top = a.join("top.qcow2");
+        let mut args = ours.to_vec();
+        args.extend(["--json", arg(&top)]);
+        let v = imgchain_json(&args, 0);
+        run(Command::new("qemu-img")
+            .current_dir(&b)
+            .arg("rebase")
+            .args(qemu)
+            .arg("top.qcow2"));
+        qemu_check(&top);
+        qemu_compare(&top, &b.join("top.qcow2"));
+        qemu_compare(&top, &orig.join("top.qcow2"));
+        let path = &v["data_path"];
+        assert!(
+            path["cloned_bytes"].as_u64().unwrap() >= 8 << 20,
+            "{op}: the old chain's data is cloned: {v}"
+        );
+        assert_eq!(
+            path["memory_bytes"].as_u64().unwrap(),
+            0,
+            "{op}: nothing read: {v}"
+        );
+    }
+}

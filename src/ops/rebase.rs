@@ -502,19 +502,25 @@ fn reader(layers: &[&Handle], offset: u64, max: u64) -> io::Result<(Option<usize
 enum Step {
     /// Both chains read the same there: one layer's data, or zeroes.
     Skip,
-    /// The old chain has data where the new one reads zeroes: it is taken as it is, through
-    /// the copy pipeline (cloned where the filesystem can), without reading the new chain.
+    /// The old chain has data where the new one reads zeroes, or where the data can be
+    /// cloned: it is taken as it is through the copy pipeline, without reading the new chain.
     Take,
+    /// The old chain reads zeroes where the new one has data: made zero, nothing read.
+    Zero,
     /// Both may differ: read, compared cluster by cluster, and what differs written.
     Compare,
 }
 
-/// Splits the runs into stretches by what they need. Every stretch but the last of a run ends
-/// on a cluster boundary of the image, so that a compared one covers whole clusters.
+/// Splits the runs into stretches by what they need. Where the old chain's layer `i` has data
+/// over the new chain's, it is taken without comparing when `cloned[i]` (the filesystem shares
+/// the blocks: taking identical data costs no room), and compared otherwise. Every stretch but
+/// the last of a run ends on a cluster boundary of the image, so that a compared one covers
+/// whole clusters.
 fn classify(
     chains: &Chains<'_>,
     runs: &[(u64, u64)],
     g: Geometry,
+    cloned: &[bool],
 ) -> io::Result<Vec<(Step, u64, u64)>> {
     let mut out: Vec<(Step, u64, u64)> = Vec::new();
     for &(start, run) in runs {
@@ -533,7 +539,9 @@ fn classify(
                 (None, None) => Step::Skip,
                 (Some(i), Some(j)) if chains.old[i].ident() == chains.new[j].ident() => Step::Skip,
                 (Some(_), None) => Step::Take,
-                _ => Step::Compare,
+                (Some(i), Some(_)) if cloned[i] => Step::Take,
+                (None, Some(_)) => Step::Zero,
+                (Some(_), Some(_)) => Step::Compare,
             };
             let aligned = if at + len == end {
                 end
@@ -573,7 +581,7 @@ fn copy_differences(
         runs.push((o, l));
         Ok(())
     })
-    .and_then(|()| classify(&chains, &runs, g))
+    .and_then(|()| classify(&chains, &runs, g, &cloneable(image, &chains, copy)))
     .map(|steps| runs_of(&steps, &mut outcome.compared))
     .map_err(|e| CopyError::Io {
         op: "cannot map",
@@ -581,7 +589,16 @@ fn copy_differences(
         offset: 0,
         source: e,
     })
-    .and_then(|(take, compare)| {
+    .and_then(|(take, zeroes, compare)| {
+        for &(offset, len) in &zeroes {
+            datapath::zero(image, g.v2, offset, len).map_err(|e| CopyError::Io {
+                op: "cannot zero",
+                path: path.clone(),
+                offset,
+                source: e,
+            })?;
+            outcome.compared += len;
+        }
         let t = Transfer {
             layers: chains.old,
             ranges: &take,
@@ -605,17 +622,30 @@ fn copy_differences(
 /// Guest ranges: `(offset, length)`.
 type Ranges = Vec<(u64, u64)>;
 
-/// The stretches to take and to compare; the skipped ones are counted as compared already.
-fn runs_of(steps: &[(Step, u64, u64)], compared: &mut u64) -> (Ranges, Ranges) {
-    let (mut take, mut compare) = (Vec::new(), Vec::new());
+/// The stretches to take, to make zero and to compare; the skipped ones are counted as
+/// compared already.
+fn runs_of(steps: &[(Step, u64, u64)], compared: &mut u64) -> (Ranges, Ranges, Ranges) {
+    let (mut take, mut zero, mut compare) = (Vec::new(), Vec::new(), Vec::new());
     for &(step, offset, len) in steps {
         match step {
             Step::Skip => *compared += len,
             Step::Take => take.push((offset, len)),
+            Step::Zero => zero.push((offset, len)),
             Step::Compare => compare.push((offset, len)),
         }
     }
-    (take, compare)
+    (take, zero, compare)
+}
+
+/// For each layer of the old chain, whether its data can be cloned into `image`: cloning is on,
+/// the image's filesystem shares blocks, and the layer is on the same one.
+fn cloneable(image: &Handle, chains: &Chains<'_>, copy: &crate::ops::settings::Copy) -> Vec<bool> {
+    let shares = copy.clone && super::space::cloning_filesystem(image.path()).is_some();
+    chains
+        .old
+        .iter()
+        .map(|l| shares && l.ident().dev == image.ident().dev)
+        .collect()
 }
 
 /// Compares the stretches chunk by chunk, cluster by cluster, and writes what differs.

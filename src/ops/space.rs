@@ -143,7 +143,7 @@ pub fn on_disk(path: &Path) -> u64 {
 }
 
 /// The cloning filesystem `path` is on, if it is one.
-fn cloning_filesystem(path: &Path) -> Option<&'static str> {
+pub fn cloning_filesystem(path: &Path) -> Option<&'static str> {
     let st = rustix::fs::statfs(path).ok()?;
     let kind = st.f_type;
     CLONING_FILESYSTEMS
