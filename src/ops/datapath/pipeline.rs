@@ -22,6 +22,10 @@ use crate::ops::settings::Copy;
 /// How often progress is reported while copying (at least 5 Hz).
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 
+/// The longest piece the kernel is asked to move at once: it reads nothing into memory, so
+/// the copy step does not bound it.
+const KERNEL_PIECE: u64 = 64 << 20;
+
 /// What one copy reads and how it writes.
 pub struct Transfer<'a, H> {
     /// The layers data comes from, top-down: an extent allocated in layer `i` is read there.
@@ -148,7 +152,8 @@ fn map<H: Borrow<Handle>>(
                 let _ = tx.send(Err(CopyError::Cancelled));
                 return;
             }
-            let max = sh.chunk.min(end - offset);
+            let kernel = sh.kernel.load(Ordering::Relaxed);
+            let max = if kernel { KERNEL_PIECE } else { sh.chunk }.min(end - offset);
             let (ext, len) = match next_extent(sh.t.layers, offset, max) {
                 Ok(x) => x,
                 Err(e) => {
@@ -160,12 +165,15 @@ fn map<H: Borrow<Handle>>(
                 Extent::Eof => return,
                 Extent::Below => None,
                 Extent::Zero => sh.t.zeroes.then_some(Body::Zero),
-                Extent::Data(i) if sh.kernel.load(Ordering::Relaxed) => Some(Body::Layer(i)),
+                Extent::Data(i) if kernel => Some(Body::Layer(i)),
                 Extent::Data(i) => {
+                    // Through memory: at most a buffer's worth at a time.
+                    let len = len.min(sh.chunk);
                     if to_read.send((offset, len, i)).is_err() {
                         return;
                     }
-                    None
+                    offset += len;
+                    continue;
                 }
             };
             if let Some(body) = body
@@ -230,15 +238,17 @@ fn write<H: Borrow<Handle>>(
             if tiers.no_clone && tiers.no_copy {
                 sh.kernel.store(false, Ordering::Relaxed);
             }
-            // What the kernel did not take goes through memory.
-            let (at, rest) = (p.offset + moved, p.len - moved);
-            if rest > 0 {
-                let mut buf = vec![0u8; rest as usize];
+            // What the kernel did not take goes through memory, a buffer at a time.
+            let mut at = p.offset + moved;
+            while at < p.offset + p.len {
+                let n = sh.chunk.min(p.offset + p.len - at);
+                let mut buf = vec![0u8; n as usize];
                 layer
                     .access()
                     .read(&mut buf, at)
                     .map_err(|e| io("cannot read", Some(layer.path()), at, e))?;
                 put(sh.t, target, &buf, at, done).map_err(|e| wrote(e, at))?;
+                at += n;
             }
         }
         Body::Zero => zero(target, sh.t.v2, p.offset, p.len).map_err(|e| wrote(e, p.offset))?,
