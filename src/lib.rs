@@ -2,7 +2,8 @@
 //! node's RW / RO / keep-RO state, and commit overlays into their backing files safely.
 //!
 //! Engine modules (`image`, `forest`, `ops`) never touch the terminal;
-//! `output` renders what the CLI prints, `tui` is the interactive UI.
+//! `words` tells images and plans in the words the CLI and the UI share, `tui` is the
+//! interactive UI; the CLI's printer is the binary's own.
 
 pub mod actions;
 pub mod config;
@@ -11,7 +12,7 @@ pub mod exit;
 pub mod forest;
 pub mod image;
 pub mod ops;
-pub mod output;
 pub mod text;
 pub mod tui;
 pub mod units;
+pub mod words;

@@ -206,6 +206,11 @@ impl Names for str {
     }
 }
 
+/// A path as a JSON string: its bytes read as UTF-8, invalid sequences replaced.
+pub fn lossy(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -272,13 +272,7 @@ fn a_flatten_takes_its_backing_data_through_the_kernel_and_equals_qemu_img() {
 /// base (0x11 over 0-8M) <- mid (0x22 over 4-12M, zeroes at 20M, 0x23 at 40M) <- top (0x33
 /// at 10M): mid's data over base's data, over base's zeroes, and mid's zeroes over base's data.
 fn three(d: &Path) {
-    Chain::new(d, "64M")
-        .base("base.qcow2")
-        .io("write -P 0x11 0 8M")
-        .io("write -P 0x12 20M 1M")
-        .on("mid.qcow2")
-        .io("write -P 0x22 4M 8M")
-        .io("write -z 20M 512k")
+    common::base_and_mid(d, "64M", &[])
         .io("write -P 0x23 40M 4M")
         .on("top.qcow2")
         .io("write -P 0x33 10M 1M");

@@ -40,14 +40,7 @@ fn map(image: &Path) -> Vec<Value> {
 /// base (0x11 at 0-8M) <- mid (0x22 at 4-12M, zeroes at 20M) <- top (0x33 at 10-11M, zeroes
 /// at 0-64k), of `size`, with `opts` for every layer.
 fn three(d: &Path, size: &str, opts: &[&str]) {
-    Chain::new(d, size)
-        .opts(opts)
-        .base("base.qcow2")
-        .io("write -P 0x11 0 8M")
-        .io("write -P 0x12 20M 1M")
-        .on("mid.qcow2")
-        .io("write -P 0x22 4M 8M")
-        .io("write -z 20M 512k")
+    common::base_and_mid(d, size, opts)
         .on("top.qcow2")
         .io("write -P 0x33 10M 1M")
         .io("write -z 0 64k");

@@ -10,8 +10,9 @@ use super::dependents::Searched;
 use super::job::{self, Job, JobId};
 use super::scope::{self, Scope};
 use super::settings::Settings;
-use super::{Event, OpKind, Operation, Progress, Refusal, Report};
+use super::{Description, Event, OpKind, Operation, Progress, Refusal, Report};
 use super::{commit, delete, live, merge, rebase, repair, snapshot, space};
+use crate::forest::{Forest, NodeId};
 use crate::text::Names;
 
 /// What the user asks of one image.
@@ -69,6 +70,22 @@ pub enum Ask {
 }
 
 impl Ask {
+    /// The request's name in dialog titles.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Ask::Commit { .. } => "Commit",
+            Ask::Snapshot { .. } => "Snapshot",
+            Ask::Delete { .. } => "Delete",
+            Ask::Flatten { .. } => "Flatten",
+            Ask::Rebase { .. } => "Rebase",
+            Ask::Merge { .. } => "Merge",
+            Ask::Repair { .. } => "Repair",
+            Ask::LiveCommit { .. } => "Live commit",
+            Ask::LiveMerge { .. } => "Live merge",
+            Ask::LiveSnapshot { .. } => "Live snapshot",
+        }
+    }
+
     /// The image the request is about.
     pub fn image(&self) -> &PathBuf {
         match self {
@@ -124,6 +141,34 @@ pub struct RepairPlan {
     pub pick: usize,
 }
 
+impl RepairPlan {
+    /// The missing file, the candidates with the pick marked, and what changes.
+    pub fn describe(&self) -> Description {
+        let image = crate::forest::model::file_name(&self.rebase.image.path);
+        let pick = self
+            .candidates
+            .get(self.pick)
+            .map(|(c, _)| c.shown().to_string());
+        let mut d = Description::new(format!(
+            "Would point {} at {} in place of the missing {}.",
+            self.rebase.image.path.shown(),
+            pick.unwrap_or_default(),
+            self.missing.shown()
+        ));
+        d.field("missing", self.missing.shown().to_string());
+        d.text("Files that could be it:");
+        for (i, (c, why)) in self.candidates.iter().enumerate() {
+            let mark = if i == self.pick { "→" } else { " " };
+            d.then(format!("{mark} {}) {} ({why})", i + 1, c.shown()));
+        }
+        d.text(format!(
+            "Only the header's backing name changes (as qemu-img rebase -u): pick the file \
+             that holds what {image} was built on."
+        ));
+        d
+    }
+}
+
 impl AnyPlan {
     /// The images the run writes, the one whose data changes first.
     pub fn writes(&self) -> Vec<PathBuf> {
@@ -141,6 +186,19 @@ impl AnyPlan {
 }
 
 impl AnyPlan {
+    /// What the run will do, as the dialog and a dry run both show it.
+    pub fn describe(&self) -> Description {
+        match self {
+            AnyPlan::Commit(c) => commit::describe_with(&c.plan, Some(&c.bytes)),
+            AnyPlan::Snapshot(p) => snapshot::describe(p),
+            AnyPlan::Delete(p) => delete::describe(p),
+            AnyPlan::Rebase(p) => rebase::describe(p),
+            AnyPlan::Merge(p) => merge::describe(p),
+            AnyPlan::Repair(p) => p.describe(),
+            AnyPlan::Live(p) => live::describe(p),
+        }
+    }
+
     /// The operation, as its progress names it.
     pub fn kind(&self) -> OpKind {
         match self {
@@ -214,6 +272,16 @@ pub fn plan(ask: &Ask, scope: &Scope) -> Result<(AnyPlan, Vec<Searched>), Refusa
 fn plan_in(ask: &Ask, found: &scope::Discovered, clone: bool) -> Result<AnyPlan, Refusal> {
     let forest = &found.scan.forest;
     let image = found.image;
+    let live = live::Request {
+        image,
+        force: false,
+        speed: 0,
+    };
+    let overlay = |cluster_size: usize| snapshot::Request {
+        image,
+        new: None,
+        cluster_size,
+    };
     Ok(match ask {
         Ask::Commit { base, keep_top, .. } => {
             let p = commit::propose_in(forest, image, (base.clone(), *keep_top), clone);
@@ -224,14 +292,9 @@ fn plan_in(ask: &Ask, found: &scope::Discovered, clone: bool) -> Result<AnyPlan,
                 space: p.space,
             }))
         }
-        Ask::Snapshot { cluster_size, .. } => AnyPlan::Snapshot(snapshot::plan(
-            forest,
-            &snapshot::Request {
-                image,
-                new: None,
-                cluster_size: *cluster_size,
-            },
-        )?),
+        Ask::Snapshot { cluster_size, .. } => {
+            AnyPlan::Snapshot(snapshot::plan(forest, &overlay(*cluster_size))?)
+        }
         Ask::Delete {
             with_overlays,
             force,
@@ -244,126 +307,102 @@ fn plan_in(ask: &Ask, found: &scope::Discovered, clone: bool) -> Result<AnyPlan,
                 force: *force,
             },
         )?),
-        Ask::Flatten { .. } | Ask::Rebase { .. } => {
-            let backing = match ask {
-                Ask::Rebase { backing, .. } => {
-                    Some(forest.find(backing).ok_or_else(|| Refusal::BadTarget {
-                        path: backing.clone(),
-                        what: "is not an image imgchain found".into(),
-                    })?)
-                }
-                _ => None,
-            };
-            AnyPlan::Rebase(rebase::plan(
-                forest,
-                &rebase::Request {
-                    image,
-                    backing,
-                    format: None,
-                    unsafe_names: false,
-                    name: None,
-                },
-            )?)
+        Ask::Flatten { .. } => AnyPlan::Rebase(plan_rebase(forest, image, None)?),
+        Ask::Rebase { backing, .. } => AnyPlan::Rebase(plan_rebase(forest, image, Some(backing))?),
+        Ask::Repair { pick, .. } => AnyPlan::Repair(Box::new(plan_repair(forest, image, *pick)?)),
+        Ask::LiveCommit { .. } => AnyPlan::Live(live::LiveCommit::plan(forest, &live)?),
+        Ask::LiveMerge { .. } => AnyPlan::Live(live::LiveMerge::plan(forest, &live)?),
+        Ask::LiveSnapshot { cluster_size, .. } => {
+            AnyPlan::Live(live::LiveSnapshot::plan(forest, &overlay(*cluster_size))?)
         }
-        Ask::Repair { pick, .. } => {
-            let fix = repair::find(forest)
-                .into_iter()
-                .find(|f| f.image == image)
-                .ok_or_else(|| Refusal::BadTarget {
-                    path: ask.image().clone(),
-                    what: "has no missing backing file to repair".into(),
-                })?;
-            let Some(candidate) = fix
-                .candidates
-                .get(*pick)
-                .or(fix.candidates.first())
-                .map(|c| c.id)
-            else {
-                return Err(Refusal::BadTarget {
-                    path: fix.missing.clone(),
-                    what: format!(
-                        "is missing, and no image under the scanned paths could be it; open \
-                         imgchain on the directory that holds it, or point {} at it with \
-                         imgchain rebase -u",
-                        ask.image().shown()
-                    ),
-                });
-            };
-            let plan = rebase::plan(
-                forest,
-                &rebase::Request {
-                    image,
-                    backing: Some(candidate),
-                    format: None,
-                    unsafe_names: true,
-                    name: None,
-                },
-            )?;
-            AnyPlan::Repair(Box::new(RepairPlan {
-                rebase: plan,
-                missing: fix.missing,
-                candidates: fix
-                    .candidates
-                    .iter()
-                    .map(|c| (forest.node(c.id).path.clone(), c.describe()))
-                    .collect(),
-                pick: (*pick).min(fix.candidates.len() - 1),
-            }))
-        }
-        Ask::LiveCommit { .. } => AnyPlan::Live(live::LiveCommit::plan(
-            forest,
-            &live::Request {
-                image,
-                force: false,
-                speed: 0,
-            },
-        )?),
-        Ask::LiveMerge { .. } => AnyPlan::Live(live::LiveMerge::plan(
-            forest,
-            &live::Request {
-                image,
-                force: false,
-                speed: 0,
-            },
-        )?),
-        Ask::LiveSnapshot { cluster_size, .. } => AnyPlan::Live(live::LiveSnapshot::plan(
-            forest,
-            &snapshot::Request {
-                image,
-                new: None,
-                cluster_size: *cluster_size,
-            },
-        )?),
         Ask::Merge { image: path, force } => {
             let journal = merge::read_journal(path).map_err(|e| Refusal::Changed {
                 path: merge::journal_path(path),
                 what: format!("the merge journal cannot be read: {e}"),
             })?;
-            AnyPlan::Merge(Box::new(merge::plan(
-                forest,
-                &merge::Request {
-                    image,
-                    force: *force,
-                    keep: false,
-                },
-                journal.as_ref(),
-            )?))
+            let req = merge::Request {
+                image,
+                force: *force,
+                keep: false,
+            };
+            AnyPlan::Merge(Box::new(merge::plan(forest, &req, journal.as_ref())?))
         }
     })
 }
 
-/// What a planned merge or delete writes and frees, and the room there; a merge that cannot
-/// fit is refused unless `force`; `clone` says whether data may be cloned (`copy.clone`).
+/// A safe rebase of `image` onto `backing`, or a flatten (`None`).
+fn plan_rebase(
+    forest: &Forest,
+    image: NodeId,
+    backing: Option<&PathBuf>,
+) -> Result<rebase::Plan, Refusal> {
+    let backing = match backing {
+        Some(b) => Some(forest.find(b).ok_or_else(|| Refusal::BadTarget {
+            path: b.clone(),
+            what: "is not an image imgchain found".into(),
+        })?),
+        None => None,
+    };
+    rebase::plan(
+        forest,
+        &rebase::Request {
+            image,
+            backing,
+            format: None,
+            unsafe_names: false,
+            name: None,
+        },
+    )
+}
+
+/// The repair of `image`'s missing backing file with candidate `pick` of [`repair::find`]'s.
+fn plan_repair(forest: &Forest, image: NodeId, pick: usize) -> Result<RepairPlan, Refusal> {
+    let path = &forest.node(image).path;
+    let fix = repair::find(forest)
+        .into_iter()
+        .find(|f| f.image == image)
+        .ok_or_else(|| Refusal::BadTarget {
+            path: path.clone(),
+            what: "has no missing backing file to repair".into(),
+        })?;
+    let Some(candidate) = fix.candidates.get(pick).or(fix.candidates.first()) else {
+        return Err(Refusal::BadTarget {
+            path: fix.missing.clone(),
+            what: format!(
+                "is missing, and no image under the scanned paths could be it; open imgchain on \
+                 the directory that holds it, or point {} at it with imgchain rebase -u",
+                path.shown()
+            ),
+        });
+    };
+    let rebase = rebase::plan(
+        forest,
+        &rebase::Request {
+            image,
+            backing: Some(candidate.id),
+            format: None,
+            unsafe_names: true,
+            name: None,
+        },
+    )?;
+    Ok(RepairPlan {
+        rebase,
+        candidates: fix
+            .candidates
+            .iter()
+            .map(|c| (forest.node(c.id).path.clone(), c.describe()))
+            .collect(),
+        pick: pick.min(fix.candidates.len() - 1),
+        missing: fix.missing,
+    })
+}
+
+/// What a planned commit, merge or delete writes and frees, and the room there, through the
+/// operation's own guard ([`Operation::room`]); `force` lets a merge that cannot fit through.
 pub fn space(plan: &AnyPlan, force: bool, clone: bool) -> Result<Option<space::Space>, Refusal> {
     match plan {
-        AnyPlan::Merge(m) => {
-            let s = merge::space(m, clone)?;
-            if !force {
-                s.check()?;
-            }
-            Ok(Some(s))
-        }
-        AnyPlan::Delete(d) => Ok(Some(delete::space(d))),
+        AnyPlan::Merge(m) => merge::Merge::room(m, force, clone),
+        AnyPlan::Delete(d) => delete::Delete::room(d, force, clone),
         AnyPlan::Commit(c) => Ok(c.space.clone()),
         _ => Ok(None),
     }

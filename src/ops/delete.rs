@@ -15,7 +15,7 @@ use super::plan_image::PlanImage;
 use super::scope::recheck_overlays;
 use super::settings::Settings;
 use super::space::{self, Space};
-use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, guards};
+use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, guards};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::{self, FileId, OpenMode};
 use crate::image::lock::{Access, ImageLock, LockError};
@@ -71,9 +71,38 @@ impl Operation for Delete {
         plan.images.iter().rev().map(|i| i.path.clone()).collect()
     }
 
+    fn describe(plan: &Plan) -> Description {
+        describe(plan)
+    }
+
+    fn space(plan: &Plan, _clone: bool) -> Result<Option<Space>, Refusal> {
+        Ok(Some(space(plan)))
+    }
+
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         run(plan, r.settings, r.progress)
     }
+}
+
+/// What goes, in order, and what is left behind.
+pub fn describe(p: &Plan) -> Description {
+    let list: Vec<String> = p
+        .images
+        .iter()
+        .map(|i| i.path.shown().to_string())
+        .collect();
+    let mut d = Description::new(format!("Would delete, in this order: {}.", list.join(", ")));
+    d.text("Deletes, in this order:");
+    for i in list {
+        d.item(i);
+    }
+    if let Some(b) = &p.backing {
+        d.field("then", format!("{} has one overlay fewer", b.shown()));
+    }
+    for a in &p.aliases {
+        d.field("dangling", format!("{} (a symlink to it)", a.shown()));
+    }
+    d
 }
 
 /// Checks the guards in order — overlays built on it (13, unless `with_overlays`), keep-RO
@@ -257,6 +286,18 @@ pub fn remove_by_identity(path: &Path, ident: FileId) -> io::Result<()> {
 }
 
 impl Report for Outcome {
+    /// `delete --json`: what was removed, in order, and what failed.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "planned": self.plan.images.iter().map(|i| crate::text::lossy(&i.path)).collect::<Vec<_>>(),
+            "deleted": self.deleted.iter().map(|p| crate::text::lossy(p)).collect::<Vec<_>>(),
+            "failed": self.failed.as_ref().map(|(p, e)| serde_json::json!({"path": crate::text::lossy(p), "error": e})),
+            "dangling_aliases": self.plan.aliases.iter().map(|p| crate::text::lossy(p)).collect::<Vec<_>>(),
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+        })
+    }
+
     fn exit_code(&self) -> u8 {
         if self.failed.is_some() {
             crate::exit::IO_ERROR

@@ -18,7 +18,9 @@ use super::commit;
 use super::plan_image::PlanImage;
 use super::rebase::{self, backing_name};
 use super::space::{self, Space};
-use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run, delete, guards};
+use super::{
+    Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, delete, guards,
+};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::FileId;
 use crate::image::lock::Access;
@@ -174,9 +176,56 @@ impl Operation for Merge {
         w
     }
 
+    fn describe(plan: &Plan) -> Description {
+        describe(plan)
+    }
+
+    fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
+        space(plan, clone).map(Some)
+    }
+
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         run(plan, r)
     }
+}
+
+/// What is committed where, which overlays move, and what goes.
+pub fn describe(p: &Plan) -> Description {
+    let name = crate::forest::model::file_name;
+    let (image, base) = (name(&p.image.path), name(&p.base.path));
+    let overlays: Vec<String> = p
+        .overlays
+        .iter()
+        .map(|(o, _)| o.path.shown().to_string())
+        .collect();
+    let mut d = Description::new(format!(
+        "Would commit {} into {}, point {} at {}, and {} {}.",
+        p.image.path.shown(),
+        p.base.path.shown(),
+        if overlays.is_empty() {
+            "no overlay".to_string()
+        } else {
+            overlays.join(", ")
+        },
+        p.base.path.shown(),
+        if p.keep { "keep" } else { "delete" },
+        p.image.path.shown()
+    ));
+    d.field("into", p.base.path.shown().to_string());
+    if p.resumed {
+        d.field("finishing", "a merge that was cut short");
+    }
+    d.text(format!(
+        "{image} is committed into {base}; then these are built on {base}:"
+    ));
+    for o in overlays {
+        d.item(o);
+    }
+    d.then(format!(
+        "and {image} is {}. No overlay's disk changes at any step.",
+        if p.keep { "kept" } else { "deleted" }
+    ));
+    d
 }
 
 /// Checks the guards and works out the merge; nothing is written. With `journal` (an
@@ -413,6 +462,24 @@ fn delete_image(img: &PlanImage) -> Result<(), String> {
 }
 
 impl Report for Outcome {
+    /// `merge --json`.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "image": crate::text::lossy(&self.plan.image.path),
+            "base": crate::text::lossy(&self.plan.base.path),
+            "resumed": self.plan.resumed,
+            "commit": self.commit.as_ref().map(Report::json),
+            "relinked": self.relinked.iter().map(|(p, r)| serde_json::json!({
+                "overlay": crate::text::lossy(p),
+                "ok": r.is_ok(),
+                "error": r.as_ref().err(),
+            })).collect::<Vec<_>>(),
+            "deleted": self.deleted.as_ref().map(|r| r.is_ok()),
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+        })
+    }
+
     fn exit_code(&self) -> u8 {
         if let Some(c) = &self.commit
             && c.exit_code() != crate::exit::OK

@@ -12,6 +12,7 @@ pub mod commit;
 pub mod datapath;
 pub mod delete;
 pub mod dependents;
+pub mod describe;
 pub mod extents;
 pub mod guards;
 pub mod job;
@@ -31,6 +32,7 @@ pub mod space;
 pub mod trust;
 pub mod window;
 
+pub use describe::{Description, Said};
 pub use job::{Event, Job, JobId, spawn};
 pub use kind::OpKind;
 pub use operation::{Operation, Report};

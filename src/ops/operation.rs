@@ -4,9 +4,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::describe::Description;
 use super::kind::OpKind;
 use super::progress::Run;
 use super::refusal::Refusal;
+use super::space::Space;
 use crate::forest::Forest;
 
 /// What a run that started did, told the same way in the CLI and the UI.
@@ -15,6 +17,8 @@ pub trait Report {
     fn exit_code(&self) -> u8;
     /// One paragraph for people: what happened to each image, and what to do next.
     fn summary(&self) -> String;
+    /// The run in JSON, as `--json` prints it (ARCHITECTURE.md §5).
+    fn json(&self) -> serde_json::Value;
     /// One line that says all when it went well, for a status line (`None`: the summary is
     /// shown in full).
     fn headline(&self) -> Option<String> {
@@ -46,6 +50,25 @@ pub trait Operation: fmt::Debug + Sized + 'static {
 
     /// The images the run writes, the one whose data changes first.
     fn writes(plan: &Self::Plan) -> Vec<PathBuf>;
+
+    /// What the run will do, as the dialog and the dry run both show it.
+    fn describe(plan: &Self::Plan) -> Description;
+
+    /// What the run writes and frees, and the room there (`None`: not worth measuring);
+    /// `clone` says whether data may be cloned (`copy.clone`).
+    fn space(_plan: &Self::Plan, _clone: bool) -> Result<Option<Space>, Refusal> {
+        Ok(None)
+    }
+
+    /// The space guard, the same for the CLI and the UI: [`Operation::space`], refused when
+    /// it cannot fit unless `force`.
+    fn room(plan: &Self::Plan, force: bool, clone: bool) -> Result<Option<Space>, Refusal> {
+        let space = Self::space(plan, clone)?;
+        if !force && let Some(s) = &space {
+            s.check()?;
+        }
+        Ok(space)
+    }
 
     /// Carries the plan out in this thread. Returns a refusal only when nothing was written
     /// (or, [`Refusal::Internal`], a bug stopped it); everything after the first write is in

@@ -23,7 +23,7 @@ use super::datapath::CopyError;
 use super::guards::{self, Role};
 use super::plan_image::PlanImage;
 use super::window::RwWindow;
-use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run};
+use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::{self, OpenMode};
 use crate::image::handle::{Handle, ReopenError};
@@ -103,9 +103,54 @@ impl Operation for Rebase {
         vec![plan.image.path.clone()]
     }
 
+    fn describe(plan: &Plan) -> Description {
+        describe(plan)
+    }
+
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         run(plan, r)
     }
+}
+
+/// The backing file now and after, and whether the guest view is kept.
+pub fn describe(p: &Plan) -> Description {
+    let image = crate::forest::model::file_name(&p.image.path);
+    let target = match &p.name {
+        Some((n, f)) => format!("\"{n}\" ({f})"),
+        None => "no backing file: independent".into(),
+    };
+    let mut d = Description::new(format!(
+        "Would give {} {}{}.",
+        p.image.path.shown(),
+        match &p.name {
+            Some((n, f)) => format!("the backing file \"{n}\" ({f})"),
+            None => "no backing file".into(),
+        },
+        if p.safe {
+            ", copying first what the two chains read differently"
+        } else {
+            " (names only)"
+        }
+    ));
+    d.field(
+        "now on",
+        p.old
+            .first()
+            .map_or("(its backing file)".into(), |o| o.path.shown().to_string()),
+    )
+    .field("then on", target);
+    d.text(if p.safe {
+        format!(
+            "What {image}'s guest reads does not change: every cluster the two chains read \
+             differently is copied into it first, and only then is its header changed."
+        )
+    } else {
+        format!(
+            "Only the header's backing name changes (as qemu-img rebase -u): what {image}'s \
+             guest reads changes unless the new backing file holds what it was built on."
+        )
+    });
+    d
 }
 
 /// The backing name to write for `backing` into `image`: the file name when both share a
@@ -770,6 +815,29 @@ impl Outcome {
 }
 
 impl Report for Outcome {
+    /// `rebase --json` and `flatten --json`.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "operation": self.plan.kind.as_str(),
+            "image": crate::text::lossy(&self.plan.image.path),
+            "old_backing": self.plan.old.first().map(|b| crate::text::lossy(&b.path)),
+            "backing": self.plan.name.as_ref().map(|(n, f)| serde_json::json!({"name": n, "format": f.as_str()})),
+            "safe": self.plan.safe,
+            "compared_bytes": self.compared,
+            "copied_bytes": self.copied,
+            "data_path": self.tally.json(),
+            "copy": {
+                "ok": self.copy.is_ok(),
+                "cancelled": self.cancelled(),
+                "error": self.copy.as_ref().err().map(|e| e.to_string()),
+            },
+            "left_dirty": self.left_dirty,
+            "relinked": matches!(self.relinked, Some(Ok(()))),
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+        })
+    }
+
     fn exit_code(&self) -> u8 {
         if self.cancelled() {
             crate::exit::CANCELLED

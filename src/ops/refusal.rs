@@ -169,6 +169,17 @@ impl Refusal {
         }
     }
 
+    /// An operation's `--json` when it was refused or could not start.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "kind": self.kind(),
+                "message": self.to_string(),
+                "exit_code": self.exit_code(),
+            }
+        })
+    }
+
     /// A stable name for JSON output.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::guards;
 use super::plan_image::PlanImage;
-use super::{OpKind, Operation, Phase, Progress, Refusal, Report, Run};
+use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run};
 use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, NodeId};
 use crate::image::create::{NewImage, create_in};
@@ -74,9 +74,42 @@ impl Operation for Snapshot {
         vec![plan.new.clone()]
     }
 
+    fn describe(plan: &Plan) -> Description {
+        describe(plan)
+    }
+
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         run(plan, r.progress)
     }
+}
+
+/// The overlay it creates and what becomes of the image.
+pub fn describe(p: &Plan) -> Description {
+    let name = crate::forest::model::file_name;
+    let mut d = Description::new(format!(
+        "Would create {} on {} (backing name \"{}\", format {}).",
+        p.new.shown(),
+        p.image.path.shown(),
+        p.backing_name,
+        p.image.format
+    ));
+    d.field("new", p.new.shown().to_string())
+        .field(
+            "backing",
+            format!(
+                "\"{}\" ({}), {} virtual, {} clusters",
+                p.backing_name,
+                p.image.format,
+                crate::units::human_size(p.image.virtual_size),
+                crate::units::human_size(p.cluster_size as u64)
+            ),
+        )
+        .text(format!(
+            "{} is never written and becomes a backing image (RO): point the VM at {}.",
+            name(&p.image.path),
+            name(&p.new)
+        ));
+    d
 }
 
 /// The next free `STEM.N.qcow2` beside `image`: `disk.qcow2` → `disk.1.qcow2`, and
@@ -265,6 +298,21 @@ pub(super) fn create_in_place(plan: &Plan) -> io::Result<()> {
 }
 
 impl Report for Outcome {
+    /// `snapshot --json`: the overlay made (or why not).
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "image": crate::text::lossy(&self.plan.image.path),
+            "new": crate::text::lossy(&self.plan.new),
+            "backing": {"name": self.plan.backing_name, "format": self.plan.image.format.as_str()},
+            "virtual_size": self.plan.image.virtual_size,
+            "cluster_size": self.plan.cluster_size,
+            "created": self.created.is_ok(),
+            "error": self.created.as_ref().err(),
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+        })
+    }
+
     fn exit_code(&self) -> u8 {
         match self.created {
             Ok(()) => crate::exit::OK,

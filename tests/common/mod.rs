@@ -597,3 +597,17 @@ impl Drop for SmallFs {
         let _ = Command::new("umount").arg(self.mnt.path()).status();
     }
 }
+
+/// `base.qcow2` (data at 0, 8 MiB, and at 20 MiB, 1 MiB) under `mid.qcow2` (data at 4 MiB,
+/// 8 MiB; zeroes at 20 MiB, 512 KiB), `size` virtual, made with `opts`: the chain is left at
+/// the middle layer, for a test to add to it and put its top on.
+pub fn base_and_mid(d: &Path, size: &str, opts: &[&str]) -> Chain {
+    Chain::new(d, size)
+        .opts(opts)
+        .base("base.qcow2")
+        .io("write -P 0x11 0 8M")
+        .io("write -P 0x12 20M 1M")
+        .on("mid.qcow2")
+        .io("write -P 0x22 4M 8M")
+        .io("write -z 20M 512k")
+}

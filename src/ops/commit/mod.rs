@@ -11,7 +11,8 @@ pub mod run;
 
 use std::path::PathBuf;
 
-use super::{OpKind, Operation, Refusal, Report, Run};
+use super::space::Space;
+use super::{Description, OpKind, Operation, Refusal, Report, Run};
 use crate::forest::Forest;
 
 pub use plan::{Plan, Proposal, Request, measure_new, measure_plan, plan, propose_in, space_of};
@@ -39,12 +40,119 @@ impl Operation for Commit {
         w
     }
 
+    fn describe(plan: &Plan) -> Description {
+        describe(plan)
+    }
+
+    /// Without a measure (an unreadable map) the run itself reports what it cannot read.
+    fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
+        Ok(measure_plan(plan).ok().map(|d| space_of(plan, d, clone)))
+    }
+
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         run(plan, r)
     }
 }
 
+/// What the commit does to each image; with the bytes it copies when they were measured.
+pub fn describe(plan: &Plan) -> Description {
+    describe_with(plan, None)
+}
+
+/// [`describe`], with the bytes it copies (or why they could not be measured).
+pub fn describe_with(plan: &Plan, bytes: Option<&Result<u64, String>>) -> Description {
+    use crate::text::Names;
+    use crate::units::human_size;
+    let top = plan.top.path.shown();
+    let mut d = Description::new(format!(
+        "Would commit {top} into {}{}{top}.",
+        plan.base.path.shown(),
+        if plan.keep_top {
+            ", keeping "
+        } else {
+            ", then empty "
+        },
+    ));
+    for m in &plan.intermediates {
+        d.field(
+            "through",
+            format!("{} (keeps its data; reads differently)", m.path.shown()),
+        );
+    }
+    d.field(
+        "base mode",
+        "RO → RW for the copy → RO again (reopened through its open handle)",
+    );
+    if let Some(b) = bytes {
+        d.field(
+            "to copy",
+            match b {
+                Ok(b) => format!("{} ({b} bytes of data and zeroes)", human_size(*b)),
+                Err(e) => format!("unknown: {e}"),
+            },
+        );
+    }
+    if let Some(g) = plan.grow_to {
+        let from = human_size(plan.base.virtual_size);
+        d.field("grow base", format!("from {from} to {}", human_size(g)));
+    }
+    d.field(
+        "top after",
+        if !plan.intermediates.is_empty() {
+            "keeps its data (always, with a deeper base)"
+        } else if plan.keep_top {
+            "keeps its data"
+        } else {
+            "emptied, its data now in the base"
+        },
+    );
+    if plan.forced_bitmaps {
+        d.warning("The base's persistent bitmaps will be invalidated.");
+    }
+    d
+}
+
 impl Report for Outcome {
+    /// `commit --json` when the commit ran.
+    fn json(&self) -> serde_json::Value {
+        use crate::image::file::OpenMode;
+        use crate::ops::datapath::CopyError;
+        let p = |x: &std::path::Path| crate::text::lossy(x);
+        let top = match &self.top_emptied {
+            Some(Ok(())) => "emptied",
+            Some(Err(_)) => "empty-failed",
+            None if self.copy.is_ok() => "kept",
+            None => "unchanged",
+        };
+        serde_json::json!({
+            "top": p(&self.plan.top.path),
+            "base": p(&self.plan.base.path),
+            "intermediates": self.plan.intermediates.iter().map(|i| p(&i.path)).collect::<Vec<_>>(),
+            "total_bytes": self.total,
+            "copied_bytes": self.copied,
+            "data_path": self.tally.json(),
+            "grew": self.grew.map(|(from, to)| serde_json::json!({"from": from, "to": to})),
+            "copy": {
+                "ok": self.copy.is_ok(),
+                "cancelled": matches!(self.copy, Err(CopyError::Cancelled)),
+                "error": self.copy.as_ref().err().map(|e| e.to_string()),
+            },
+            "left_dirty": self.left_dirty,
+            "cancel_too_late": self.cancel_too_late,
+            "reopen": {
+                "ok": matches!(self.reopen_ro, Some(Ok(()))),
+                "attempted": self.reopen_ro.is_some(),
+                "error": self.reopen_ro.as_ref().and_then(|r| r.as_ref().err()).map(|e| e.to_string()),
+                "base_mode": if self.base_mode() == OpenMode::ReadOnly { "ro" } else { "rw" },
+            },
+            "top_state": top,
+            "top_error": self.top_emptied.as_ref().and_then(|r| r.as_ref().err().cloned()),
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+        })
+    }
+
     fn exit_code(&self) -> u8 {
         Outcome::exit_code(self)
     }

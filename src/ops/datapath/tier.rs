@@ -30,6 +30,16 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// How the data moved, in JSON: `cloned_bytes` (blocks shared, a reflink), `kernel_bytes`
+    /// (copied by the kernel), `memory_bytes` (read and written by imgchain).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cloned_bytes": self.cloned,
+            "kernel_bytes": self.kernel,
+            "memory_bytes": self.copied,
+        })
+    }
+
     /// Adds what another copy moved.
     pub fn add(&mut self, other: &Tally) {
         self.cloned += other.cloned;

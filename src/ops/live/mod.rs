@@ -23,7 +23,7 @@ pub use run::{LiveOutcome, run};
 use std::path::PathBuf;
 
 use crate::forest::{Forest, NodeId};
-use crate::ops::{OpKind, Operation, Refusal, Run, snapshot};
+use crate::ops::{Description, OpKind, Operation, Refusal, Run, snapshot};
 
 /// What a live commit or merge is asked for.
 #[derive(Clone, Debug)]
@@ -36,82 +36,114 @@ pub struct Request {
     pub speed: u64,
 }
 
-/// The images a live operation changes, the one whose data changes first; the QEMU that
-/// holds them writes them, imgchain does not.
-fn changed(plan: &LivePlan) -> Vec<PathBuf> {
-    vec![plan.target.clone(), plan.top.clone()]
+/// What the running QEMU will do, and by whom it is asked.
+pub fn describe(l: &LivePlan) -> Description {
+    use crate::text::Names;
+    let name = crate::forest::model::file_name;
+    let (top, target) = (name(&l.top), name(&l.target));
+    let mut d = Description::new(format!(
+        "Would have {} {} {} {} through {}.",
+        l.holder,
+        match l.kind {
+            LiveKind::Snapshot(_) => "put",
+            _ => "commit",
+        },
+        l.top.shown(),
+        match l.kind {
+            LiveKind::Snapshot(_) => format!("under the new overlay {}", l.target.shown()),
+            _ => format!("into {}", l.target.shown()),
+        },
+        l.via
+    ));
+    let into = match l.kind {
+        LiveKind::Snapshot(_) => "new overlay",
+        _ => "into",
+    };
+    d.field(into, l.target.shown().to_string())
+        .field("done by", l.holder.clone())
+        .field("through", l.via.to_string());
+    d.text(match &l.kind {
+        LiveKind::Commit => format!(
+            "A live operation: the running QEMU copies {top} into {target} with its own \
+             block-commit job and then runs on {target}. imgchain writes nothing."
+        ),
+        LiveKind::Merge { overlay, .. } => format!(
+            "A live operation: the running QEMU copies {top} into {target} with its own \
+             block-commit job and points {} at {target}. imgchain writes nothing.",
+            name(overlay)
+        ),
+        LiveKind::Snapshot(_) => format!(
+            "A live operation: imgchain creates {target} on {top}, and the running QEMU opens \
+             it and writes there from then on. {top} is not written."
+        ),
+    });
+    d
 }
 
-/// The running QEMU commits the image it writes into its backing file, then runs on it.
-#[derive(Debug)]
-pub struct LiveCommit;
+/// One live operation: its name, the offline operation it stands for, its request, and how
+/// it is planned. The QEMU that holds the images writes them (the backing file or new
+/// overlay first); imgchain does not.
+macro_rules! live_operation {
+    ($(#[$doc:meta])* $name:ident, $kind:expr, $req:ty, $plan:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
 
-impl Operation for LiveCommit {
-    const KIND: OpKind = OpKind::Commit;
-    type Request = Request;
-    type Plan = LivePlan;
-    type Outcome = LiveOutcome;
+        impl Operation for $name {
+            const KIND: OpKind = $kind;
+            type Request = $req;
+            type Plan = LivePlan;
+            type Outcome = LiveOutcome;
 
-    fn plan(forest: &Forest, req: &Request) -> Result<LivePlan, Refusal> {
-        let mut p = plan(forest, req.image, req.force)?;
-        p.speed = req.speed;
-        Ok(p)
-    }
+            fn plan(forest: &Forest, req: &$req) -> Result<LivePlan, Refusal> {
+                $plan(forest, req)
+            }
 
-    fn writes(plan: &LivePlan) -> Vec<PathBuf> {
-        changed(plan)
-    }
+            fn writes(plan: &LivePlan) -> Vec<PathBuf> {
+                vec![plan.target.clone(), plan.top.clone()]
+            }
 
-    fn run(plan: &LivePlan, r: Run<'_>) -> Result<LiveOutcome, Refusal> {
-        run(plan, r.cancel, r.progress)
-    }
+            fn describe(plan: &LivePlan) -> Description {
+                describe(plan)
+            }
+
+            fn run(plan: &LivePlan, r: Run<'_>) -> Result<LiveOutcome, Refusal> {
+                run(plan, r.cancel, r.progress)
+            }
+        }
+    };
 }
 
-/// The running QEMU whose chain runs through a middle layer commits it into its backing
-/// file; the layer above is re-pointed.
-#[derive(Debug)]
-pub struct LiveMerge;
+live_operation!(
+    /// The running QEMU commits the image it writes into its backing file, then runs on it.
+    LiveCommit,
+    OpKind::Commit,
+    Request,
+    |forest, req: &Request| with_speed(plan(forest, req.image, req.force), req)
+);
 
-impl Operation for LiveMerge {
-    const KIND: OpKind = OpKind::Merge;
-    type Request = Request;
-    type Plan = LivePlan;
-    type Outcome = LiveOutcome;
+live_operation!(
+    /// The running QEMU whose chain runs through a middle layer commits it into its backing
+    /// file; the layer above is re-pointed.
+    LiveMerge,
+    OpKind::Merge,
+    Request,
+    |forest, req: &Request| with_speed(plan_merge(forest, req.image, req.force), req)
+);
 
-    fn plan(forest: &Forest, req: &Request) -> Result<LivePlan, Refusal> {
-        let mut p = plan_merge(forest, req.image, req.force)?;
-        p.speed = req.speed;
-        Ok(p)
-    }
+live_operation!(
+    /// imgchain creates an overlay on the image a running QEMU writes, and the QEMU moves
+    /// onto it.
+    LiveSnapshot,
+    OpKind::Snapshot,
+    snapshot::Request,
+    plan_snapshot
+);
 
-    fn writes(plan: &LivePlan) -> Vec<PathBuf> {
-        changed(plan)
-    }
-
-    fn run(plan: &LivePlan, r: Run<'_>) -> Result<LiveOutcome, Refusal> {
-        run(plan, r.cancel, r.progress)
-    }
-}
-
-/// imgchain creates an overlay on the image a running QEMU writes, and the QEMU moves onto it.
-#[derive(Debug)]
-pub struct LiveSnapshot;
-
-impl Operation for LiveSnapshot {
-    const KIND: OpKind = OpKind::Snapshot;
-    type Request = snapshot::Request;
-    type Plan = LivePlan;
-    type Outcome = LiveOutcome;
-
-    fn plan(forest: &Forest, req: &snapshot::Request) -> Result<LivePlan, Refusal> {
-        plan_snapshot(forest, req)
-    }
-
-    fn writes(plan: &LivePlan) -> Vec<PathBuf> {
-        changed(plan)
-    }
-
-    fn run(plan: &LivePlan, r: Run<'_>) -> Result<LiveOutcome, Refusal> {
-        run(plan, r.cancel, r.progress)
-    }
+/// The plan with the request's speed limit.
+fn with_speed(plan: Result<LivePlan, Refusal>, req: &Request) -> Result<LivePlan, Refusal> {
+    plan.map(|p| LivePlan {
+        speed: req.speed,
+        ..p
+    })
 }

@@ -332,6 +332,45 @@ fn run_virsh(
 }
 
 impl Report for LiveOutcome {
+    /// `--json` of `commit --live`, `merge --live` and `snapshot --live`: `target` is the backing
+    /// file (commit, merge) or the new overlay (snapshot).
+    fn json(&self) -> serde_json::Value {
+        use crate::ops::live::{LiveKind, Via};
+        let p = &self.plan;
+        let mut v = serde_json::json!({
+            "operation": p.op().as_str(),
+            "live": true,
+            "image": crate::text::lossy(&p.top),
+            "target": crate::text::lossy(&p.target),
+            "holder": p.holder,
+            "qmp": match &p.via {
+                Via::Qmp(s) => Some(crate::text::lossy(s)),
+                Via::Libvirt { .. } => None,
+            },
+            "libvirt": match &p.via {
+                Via::Libvirt { uri, domain } => serde_json::json!({"uri": uri, "domain": domain}),
+                Via::Qmp(_) => serde_json::Value::Null,
+            },
+            "copied_bytes": self.copied,
+            "completed": self.completed,
+            "pivoted": self.completed && matches!(p.kind, LiveKind::Commit),
+            "cancelled": self.cancelled,
+            "error": self.error,
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+        });
+        if let LiveKind::Merge {
+            overlay,
+            backing_name,
+            ..
+        } = &p.kind
+        {
+            v["overlay"] = crate::text::lossy(overlay).into();
+            v["backing_name"] = backing_name.as_str().into();
+        }
+        v
+    }
+
     fn exit_code(&self) -> u8 {
         if self.cancelled {
             crate::exit::CANCELLED

@@ -71,7 +71,7 @@ impl Columns {
         let mut c = Columns::default();
         for (i, n) in forest.nodes.iter().enumerate() {
             let subtree =
-                (!n.overlays.is_empty()).then(|| crate::output::disk_usage(forest, NodeId(i)).1);
+                (!n.overlays.is_empty()).then(|| crate::words::disk_usage(forest, NodeId(i)).1);
             c.format = c.format.max(n.format.map_or(1, |f| f.as_str().len()));
             c.virtual_size = c.virtual_size.max(size(n.virtual_size));
             c.file = c.file.max(size(n.file_size));

@@ -89,11 +89,6 @@ impl OpPopup {
         }
     }
 
-    /// Whether a commit keeps its top's data.
-    pub fn keeps_top(&self) -> bool {
-        matches!(self.ask, Ask::Commit { keep_top: true, .. })
-    }
-
     /// Whether a commit goes into a base below the top's backing file (the top then keeps
     /// its data, as qemu-img's `-b` does).
     pub fn deeper(&self) -> bool {
@@ -102,17 +97,6 @@ impl OpPopup {
 
     /// The operation's name in titles and messages.
     pub fn name(&self) -> &'static str {
-        match self.ask {
-            Ask::Commit { .. } => "Commit",
-            Ask::Snapshot { .. } => "Snapshot",
-            Ask::Delete { .. } => "Delete",
-            Ask::Flatten { .. } => "Flatten",
-            Ask::Rebase { .. } => "Rebase",
-            Ask::Merge { .. } => "Merge",
-            Ask::Repair { .. } => "Repair",
-            Ask::LiveCommit { .. } => "Live commit",
-            Ask::LiveMerge { .. } => "Live merge",
-            Ask::LiveSnapshot { .. } => "Live snapshot",
-        }
+        self.ask.title()
     }
 }

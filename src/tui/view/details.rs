@@ -7,13 +7,29 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use crate::actions::Action;
-use crate::forest::Mode;
 use crate::forest::diag::Severity;
-use crate::output::{human_size, in_use_text};
+use crate::forest::{Mode, Node, NodeId};
 use crate::text::Names;
 use crate::tui::app::App;
+use crate::units::human_size;
+use crate::words::in_use_text;
 
 use super::forest::badge;
+
+/// A labelled line: the label in bold, padded to the value's column.
+fn kv(k: &str, v: String) -> Line<'static> {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    Line::from(vec![Span::styled(format!("{k:<10}"), bold), Span::raw(v)])
+}
+
+/// A labelled line whose value has a style of its own.
+fn kv_styled(k: &str, v: String, style: Style) -> Line<'static> {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    Line::from(vec![
+        Span::styled(format!("{k:<10}"), bold),
+        Span::styled(v, style),
+    ])
+}
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let t = &app.theme;
@@ -34,80 +50,41 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .border_style(if d.focus { t.selection } else { t.border })
         .title(title);
     let Some(id) = app.selected_node() else {
-        let text = if app.browse.scanning {
-            match &app.browse.scan_counts {
-                Some(c) => format!("Scanning: {c}"),
-                None => "Scanning…".into(),
-            }
-        } else if !app.browse.filter.is_empty() {
-            "No image matches the filter. Esc clears it.".into()
-        } else {
-            "No images here. Run imgchain on a directory that holds disk images, or try --demo."
-                .into()
-        };
         frame.render_widget(
-            Paragraph::new(text).wrap(Wrap { trim: true }).block(block),
+            Paragraph::new(nothing_selected(app))
+                .wrap(Wrap { trim: true })
+                .block(block),
             area,
         );
         return;
     };
+    let text = Paragraph::new(lines(app, id, area.width)).wrap(Wrap { trim: false });
+    // Never scrolled past the end: the last line stays at the bottom.
+    let inner = block.inner(area);
+    let total = u16::try_from(text.line_count(inner.width)).unwrap_or(u16::MAX);
+    let scroll = d.scroll.min(total.saturating_sub(inner.height));
+    frame.render_widget(text.scroll((scroll, 0)).block(block), area);
+}
+
+/// What the pane says with no image selected.
+fn nothing_selected(app: &App) -> String {
+    if app.browse.scanning {
+        match &app.browse.scan_counts {
+            Some(c) => format!("Scanning: {c}"),
+            None => "Scanning…".into(),
+        }
+    } else if !app.browse.filter.is_empty() {
+        "No image matches the filter. Esc clears it.".into()
+    } else {
+        "No images here. Run imgchain on a directory that holds disk images, or try --demo.".into()
+    }
+}
+
+/// Every line about image `id`, for a pane `width` cells wide.
+fn lines(app: &App, id: NodeId, width: u16) -> Vec<Line<'static>> {
     let n = app.browse.forest.node(id);
-    let bold = Style::default().add_modifier(Modifier::BOLD);
-    let kv =
-        |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<10}"), bold), Span::raw(v)]);
-    let dir = n
-        .path
-        .parent()
-        .map_or_else(String::new, |d| d.shown().to_string());
-    let mut lines = vec![kv("image", n.name()), kv("in", dir)];
-    for a in &n.aliases {
-        lines.push(kv("also", a.shown().to_string()));
-    }
-    // Problems come first: at 80×24 they are what must be in sight.
-    for p in &n.problems {
-        let style = if p.severity() >= Severity::Warning {
-            t.problem
-        } else {
-            t.dim
-        };
-        lines.push(Line::from(vec![
-            Span::styled(
-                format!("{}[{}] ", p.severity().as_str(), p.kind.as_str()),
-                style,
-            ),
-            Span::raw(p.message.clone()),
-        ]));
-    }
-    let mut fmt = n.format.map_or("unknown".to_string(), |f| f.to_string());
-    if let Some(h) = &n.qcow2 {
-        fmt.push_str(&format!(
-            " v{} (compat {}), {} clusters, {}-bit refcounts, {}",
-            h.version,
-            h.compat(),
-            human_size(h.cluster_size()),
-            h.refcount_bits(),
-            h.compression_name()
-        ));
-        for (on, what) in [
-            (h.lazy_refcounts(), "lazy refcounts"),
-            (h.extended_l2(), "extended L2"),
-            (h.bitmaps(), "persistent bitmaps"),
-            (h.encrypted(), "encrypted"),
-            (h.external_data_file(), "external data file"),
-        ] {
-            if on {
-                fmt.push_str(", ");
-                fmt.push_str(what);
-            }
-        }
-        if h.nb_snapshots > 0 {
-            fmt.push_str(&format!(
-                ", {}",
-                crate::units::count(u64::from(h.nb_snapshots), "internal snapshot")
-            ));
-        }
-    }
-    lines.push(kv("format", fmt));
+    let mut lines = identity(app, n);
+    lines.push(kv("format", format_of(n)));
     lines.push(kv(
         "size",
         format!(
@@ -120,7 +97,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         ),
     ));
     if !n.overlays.is_empty() {
-        let (_, subtree) = crate::output::disk_usage(&app.browse.forest, id);
+        let (_, subtree) = crate::words::disk_usage(&app.browse.forest, id);
         lines.push(kv(
             "with all",
             format!(
@@ -129,22 +106,95 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             ),
         ));
     }
+    lines.extend(allocation(app, n, width));
+    lines.extend(chain(app, id, usize::from(width.saturating_sub(2))).unwrap_or_default());
+    lines.extend(snapshots(app, n));
+    lines.extend(backing(app, n));
+    lines.push(mode(app, id));
+    lines.extend(users(app, n));
+    if !n.overlays.is_empty() {
+        lines.push(kv("overlays", String::new()));
+        for &o in &n.overlays {
+            let path = app.browse.forest.node(o).path.shown().to_string();
+            lines.push(Line::from(format!("  {path}")));
+        }
+    }
+    lines
+}
+
+/// Its name, directory, other names and problems: at 80×24 the problems must be in sight.
+fn identity(app: &App, n: &Node) -> Vec<Line<'static>> {
+    let dir = n
+        .path
+        .parent()
+        .map_or_else(String::new, |d| d.shown().to_string());
+    let mut lines = vec![kv("image", n.name()), kv("in", dir)];
+    for a in &n.aliases {
+        lines.push(kv("also", a.shown().to_string()));
+    }
+    for p in &n.problems {
+        let style = if p.severity() >= Severity::Warning {
+            app.theme.problem
+        } else {
+            app.theme.dim
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{}[{}] ", p.severity().as_str(), p.kind.as_str()),
+                style,
+            ),
+            Span::raw(p.message.clone()),
+        ]));
+    }
+    lines
+}
+
+/// The format and, for qcow2, the header's facts.
+fn format_of(n: &Node) -> String {
+    let mut fmt = n.format.map_or("unknown".to_string(), |f| f.to_string());
+    let Some(h) = &n.qcow2 else {
+        return fmt;
+    };
+    fmt.push_str(&format!(
+        " v{} (compat {}), {} clusters, {}-bit refcounts, {}",
+        h.version,
+        h.compat(),
+        human_size(h.cluster_size()),
+        h.refcount_bits(),
+        h.compression_name()
+    ));
+    for (on, what) in [
+        (h.lazy_refcounts(), "lazy refcounts"),
+        (h.extended_l2(), "extended L2"),
+        (h.bitmaps(), "persistent bitmaps"),
+        (h.encrypted(), "encrypted"),
+        (h.external_data_file(), "external data file"),
+    ] {
+        if on {
+            fmt.push_str(", ");
+            fmt.push_str(what);
+        }
+    }
+    if h.nb_snapshots > 0 {
+        fmt.push_str(&format!(
+            ", {}",
+            crate::units::count(u64::from(h.nb_snapshots), "internal snapshot")
+        ));
+    }
+    fmt
+}
+
+/// The allocation strip, resampled to the pane's width: the fullest bucket of each cell wins,
+/// so small allocations stay visible.
+fn allocation(app: &App, n: &Node, width: u16) -> Option<Line<'static>> {
     match app.allocation.maps.get(&n.path) {
         Some(Some(map)) if !map.is_empty() => {
-            // Resample to the pane's width; the fullest bucket of each cell wins, so small
-            // allocations stay visible.
-            let cells = usize::from(area.width.saturating_sub(12)).clamp(1, map.len());
+            let cells = usize::from(width.saturating_sub(12)).clamp(1, map.len());
             let strip: String = (0..cells)
                 .map(|c| {
-                    let (from, to) = (
-                        c * map.len() / cells,
-                        ((c + 1) * map.len() / cells).max(c * map.len() / cells + 1),
-                    );
-                    map[from..to.min(map.len())]
-                        .iter()
-                        .copied()
-                        .max()
-                        .unwrap_or(0)
+                    let from = c * map.len() / cells;
+                    let to = ((c + 1) * map.len() / cells).max(from + 1).min(map.len());
+                    map[from..to].iter().copied().max().unwrap_or(0)
                 })
                 .map(|p| match p {
                     0 => '·',
@@ -154,54 +204,63 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
                     _ => '█',
                 })
                 .collect();
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:<10}", "allocated"), bold),
-                Span::styled(strip, t.gauge),
-            ]));
+            Some(kv_styled("allocated", strip, app.theme.gauge))
         }
-        Some(_) => lines.push(kv(
+        Some(_) => Some(kv(
             "allocated",
             "(not mapped: too fragmented or unreadable)".into(),
         )),
-        None => {}
+        None => None,
     }
-    if let Some(chain) = chain(app, id, usize::from(area.width.saturating_sub(2))) {
-        lines.extend(chain);
-    }
+}
+
+/// Its internal snapshots, once listed.
+fn snapshots(app: &App, n: &Node) -> Vec<Line<'static>> {
     match app.allocation.snapshots.get(&n.path) {
         Some(Ok(list)) => {
-            lines.push(kv(
+            let mut lines = vec![kv(
                 "snapshots",
                 crate::units::count(list.len() as u64, "internal snapshot"),
-            ));
+            )];
             for s in list {
-                lines.push(Line::from(format!("  {}", crate::output::snapshot_text(s))));
+                lines.push(Line::from(format!("  {}", crate::words::snapshot_text(s))));
             }
+            lines
         }
-        Some(Err(e)) => lines.push(Line::from(vec![
-            Span::styled(format!("{:<10}", "snapshots"), bold),
-            Span::styled(format!("not readable: {e}"), t.problem),
-        ])),
-        None => {}
+        Some(Err(e)) => vec![kv_styled(
+            "snapshots",
+            format!("not readable: {e}"),
+            app.theme.problem,
+        )],
+        None => Vec::new(),
     }
-    match &n.backing {
-        None => lines.push(kv("backing", "none (a base image)".into())),
-        Some(b) => {
-            lines.push(kv("backing", format!("\"{}\"", b.raw.shown())));
-            lines.push(kv(
-                "  →",
-                format!(
-                    "{}{}",
-                    app.browse.relative(&b.path),
-                    if b.exists { "" } else { "  (missing)" }
-                ),
-            ));
-            lines.push(kv(
-                "  format",
-                b.format.clone().unwrap_or_else(|| "not recorded".into()),
-            ));
-        }
-    }
+}
+
+/// Its backing file: the name in the header, where it leads, and its format.
+fn backing(app: &App, n: &Node) -> Vec<Line<'static>> {
+    let Some(b) = &n.backing else {
+        return vec![kv("backing", "none (a base image)".into())];
+    };
+    vec![
+        kv("backing", format!("\"{}\"", b.raw.shown())),
+        kv(
+            "  →",
+            format!(
+                "{}{}",
+                app.browse.relative(&b.path),
+                if b.exists { "" } else { "  (missing)" }
+            ),
+        ),
+        kv(
+            "  format",
+            b.format.clone().unwrap_or_else(|| "not recorded".into()),
+        ),
+    ]
+}
+
+/// Its mode badge and what the mode means for it now.
+fn mode(app: &App, id: NodeId) -> Line<'static> {
+    let n = app.browse.forest.node(id);
     let (badge, style) = badge(app, id);
     let words = if app.jobs.reopen_failed.contains(&n.path) {
         "a commit wrote into it, but reopening it read-only failed; the data is on disk and the \
@@ -212,7 +271,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             .to_string()
     } else {
         match (app.shown_mode(id), n.keep_ro_reason) {
-            (Mode::Rw, _) => crate::output::writable_because(n).into(),
+            (Mode::Rw, _) => crate::words::writable_because(n).into(),
             (Mode::Ro, _) => format!(
                 "a backing image: read-only, upgraded to read-write only while a commit writes into it ({})",
                 crate::units::count(n.overlays.len() as u64, "overlay")
@@ -221,18 +280,20 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             (Mode::KeepRo, None) => "keep-RO".into(),
         }
     };
-    lines.push(Line::from(vec![
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    Line::from(vec![
         Span::styled(format!("{:<10}", "mode"), bold),
         Span::styled(badge, style),
         Span::raw(format!(" — {words}")),
-    ]));
-    lines.push(match in_use_text(n) {
-        Some(u) => Line::from(vec![
-            Span::styled(format!("{:<10}", "in use"), bold),
-            Span::styled(u, t.in_use),
-        ]),
+    ])
+}
+
+/// Who uses it: the processes that hold it, and the libvirt VMs that name it as a disk.
+fn users(app: &App, n: &Node) -> Vec<Line<'static>> {
+    let mut lines = vec![match in_use_text(n) {
+        Some(u) => kv_styled("in use", u, app.theme.in_use),
         None => kv("in use", "no (no QEMU lock held by another process)".into()),
-    });
+    }];
     for d in &n.vm_disks {
         lines.push(kv(
             "vm disk",
@@ -251,26 +312,12 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         }
         lines.push(kv("  command", h.command.shown().to_string()));
     }
-    if !n.overlays.is_empty() {
-        lines.push(kv("overlays", String::new()));
-        for &o in &n.overlays {
-            lines.push(Line::from(format!(
-                "  {}",
-                app.browse.forest.node(o).path.shown()
-            )));
-        }
-    }
-    let text = Paragraph::new(lines).wrap(Wrap { trim: false });
-    // Never scrolled past the end: the last line stays at the bottom.
-    let inner = block.inner(area);
-    let total = u16::try_from(text.line_count(inner.width)).unwrap_or(u16::MAX);
-    let scroll = d.scroll.min(total.saturating_sub(inner.height));
-    frame.render_widget(text.scroll((scroll, 0)).block(block), area);
+    lines
 }
 
 /// The selected image's chain from it down to its base, each layer with its own bytes on
 /// disk, in `width` cells; `None` for a base image.
-fn chain(app: &App, id: crate::forest::NodeId, width: usize) -> Option<Vec<Line<'static>>> {
+fn chain(app: &App, id: NodeId, width: usize) -> Option<Vec<Line<'static>>> {
     let forest = &app.browse.forest;
     let n = forest.node(id);
     n.backing.as_ref()?;

@@ -9,8 +9,8 @@ use ratatui::widgets::{Block, Borders, Cell, Row, Table};
 
 use crate::forest::diag::Severity;
 use crate::forest::{KeepRoReason, Mode, Node, NodeId};
-use crate::output::human_size;
 use crate::tui::app::App;
+use crate::units::human_size;
 
 /// The badge of a node and its style: `RW`, `RO`, `KRO·req`, or a live/failed state.
 pub fn badge(app: &App, id: NodeId) -> (String, Style) {

@@ -6,8 +6,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph};
 
 use crate::actions::{ACTIONS, Action};
-use crate::output::human_size;
 use crate::tui::app::App;
+use crate::units::human_size;
 
 /// The running job's gauge in a bordered pane, or one dim line of hints when idle.
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {

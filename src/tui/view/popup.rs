@@ -7,11 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use crate::actions::Action;
-use crate::ops::Refusal;
 use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::dependents::Searched;
-use crate::ops::live::LiveKind;
-use crate::output::human_size;
+use crate::ops::{Description, Refusal, Said};
 use crate::text::Names;
 use crate::tui::app::{App, OpPopup};
 use crate::tui::layout::centered;
@@ -74,149 +72,32 @@ fn commit(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         lines.push(Line::from(Span::styled(n.clone(), t.in_use)));
         lines.push(Line::from(""));
     }
-    let top = p.ask.image();
-    lines.push(kv("top", top.shown().to_string()));
+    lines.push(kv("top", p.ask.image().shown().to_string()));
     lines.push(kv(
         "into",
         commit_base(app, p).map_or("(no backing file)".into(), |b| b.shown().to_string()),
     ));
-    let k = |a| app.keymap.keys_of(a);
-    let first = |a| app.keymap.first_key_of(a);
-    // A dialog with nothing to confirm: its text, then how to close it.
-    let closing = |mut lines: Vec<Line<'static>>, body: Vec<Line<'static>>| {
-        lines.push(Line::from(""));
-        lines.extend(body);
-        lines.push(Line::from(""));
-        lines.push(Line::from(Span::styled(
-            format!("{} closes", k(Action::Close)),
-            t.dim,
-        )));
-        lines
-    };
     if p.pending {
         let body = vec![Line::from(
             "Checking the chain, its locks and every overlay of the base on a fresh scan…",
         )];
-        dialog(
-            app,
-            " Commit ".into(),
-            closing(lines, body),
-            false,
-            frame,
-            area,
-        );
-        return;
+        return closing(app, (" Commit ", false), lines, body, (frame, area));
     }
     // Exit codes are for scripts (the CLI); a dialog says what and why in words.
     if let Some(e) = &p.refusal {
-        let mut body = vec![Line::from(Span::styled("Refused:", t.problem))];
-        body.extend(e.to_string().lines().map(|l| Line::from(l.to_string())));
-        // In use by a QEMU imgchain can ask (its QMP socket, or libvirt): the live commit.
-        let askable = e.exit_code() == crate::exit::IN_USE
-            && app.browse.forest.find(top).is_some_and(|id| {
-                app.browse.forest.node(id).holders.iter().any(|h| {
-                    h.owner.qmp.is_some() || h.owner.manager == crate::image::lock::Manager::Libvirt
-                })
-            });
-        if askable {
-            body.push(Line::from(""));
-            body.push(Line::from(Span::styled(
-                format!(
-                    "{} (after closing this) has that VM commit it itself, live.",
-                    k(Action::Live)
-                ),
-                bold,
-            )));
-        }
-        dialog(
-            app,
-            " Commit refused ".into(),
-            closing(lines, body),
-            true,
-            frame,
-            area,
-        );
-        return;
+        let body = commit_refused(app, p, e);
+        return closing(app, (" Commit refused ", true), lines, body, (frame, area));
     }
-    let (shared_with, keep_top) = (p.shared_with(), p.keeps_top());
-    if let Some(AnyPlan::Commit(c)) = &p.plan {
-        let plan = &c.plan;
-        for m in &plan.intermediates {
-            lines.push(kv(
-                "through",
-                format!("{} (keeps its data; reads differently)", m.path.shown()),
-            ));
-        }
-        lines.push(kv(
-            "base mode",
-            "RO → RW for the copy → RO again (reopened through its open handle)".into(),
-        ));
-        lines.push(kv(
-            "to copy",
-            match &c.bytes {
-                Ok(b) => format!("{} ({b} bytes of data and zeroes)", human_size(*b)),
-                Err(e) => format!("unknown: {e}"),
-            },
-        ));
+    if let Some(plan @ AnyPlan::Commit(_)) = &p.plan {
+        described(app, &plan.describe(), &mut lines, &kv);
         if let Some(sp) = &p.space {
             lines.push(kv("space", sp.describe()));
         }
         searched_line(&p.searched, &mut lines, &kv);
-        if let Some(g) = plan.grow_to {
-            lines.push(kv(
-                "grow base",
-                format!(
-                    "from {} to {}",
-                    human_size(plan.base.virtual_size),
-                    human_size(g)
-                ),
-            ));
-        }
-        lines.push(kv(
-            "top after",
-            if !plan.intermediates.is_empty() {
-                "keeps its data (always, with a deeper base)".into()
-            } else if keep_top {
-                format!(
-                    "keeps its data ({}: empty it, as qemu-img commit does)",
-                    first(Action::KeepTop)
-                )
-            } else {
-                format!(
-                    "emptied, its data now in the base ({}: keep it)",
-                    first(Action::KeepTop)
-                )
-            },
-        ));
-        if plan.forced_bitmaps {
-            lines.push(Line::from(Span::styled(
-                "The base's persistent bitmaps will be invalidated.",
-                t.problem,
-            )));
-        }
     }
-    if !shared_with.is_empty() {
-        lines.push(Line::from(""));
-        lines.push(Line::from(Span::styled(
-            "Other images are built on this base; their disks change if you commit:",
-            t.problem,
-        )));
-        for o in shared_with {
-            lines.push(Line::from(format!("  {}", o.shown())));
-        }
-        lines.push(Line::from(Span::styled(
-            format!(
-                "To commit anyway, press {} ({} does not): {}.",
-                first(Action::Shared),
-                first(Action::Confirm),
-                match shared_with.len() {
-                    1 => "1 other disk changes".to_string(),
-                    n => format!("{n} other disks change"),
-                }
-            ),
-            t.problem,
-        )));
-    }
+    let shared_with = p.shared_with();
+    shared_warning(app, shared_with, &mut lines);
+    let (k, first) = (|a| app.keymap.keys_of(a), |a| app.keymap.first_key_of(a));
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
         format!(
@@ -232,14 +113,79 @@ fn commit(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         ),
         bold,
     )));
-    dialog(
-        app,
-        " Commit ".into(),
-        lines,
-        !shared_with.is_empty(),
-        frame,
-        area,
-    );
+    let error = !shared_with.is_empty();
+    dialog(app, " Commit ".into(), lines, error, frame, area);
+}
+
+/// A dialog with nothing to confirm: `lines`, then `body`, then how to close it.
+fn closing(
+    app: &App,
+    (title, error): (&str, bool),
+    mut lines: Vec<Line<'static>>,
+    body: Vec<Line<'static>>,
+    (frame, area): (&mut Frame, Rect),
+) {
+    lines.push(Line::from(""));
+    lines.extend(body);
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        format!("{} closes", app.keymap.keys_of(Action::Close)),
+        app.theme.dim,
+    )));
+    dialog(app, title.into(), lines, error, frame, area);
+}
+
+/// Why a commit was refused; for an image a QEMU imgchain can ask holds (its QMP socket, or
+/// libvirt), the key of the live commit.
+fn commit_refused(app: &App, p: &OpPopup, e: &Refusal) -> Vec<Line<'static>> {
+    let mut body = vec![Line::from(Span::styled("Refused:", app.theme.problem))];
+    body.extend(e.to_string().lines().map(|l| Line::from(l.to_string())));
+    let forest = &app.browse.forest;
+    let askable = e.exit_code() == crate::exit::IN_USE
+        && forest.find(p.ask.image()).is_some_and(|id| {
+            forest.node(id).holders.iter().any(|h| {
+                h.owner.qmp.is_some() || h.owner.manager == crate::image::lock::Manager::Libvirt
+            })
+        });
+    if askable {
+        body.push(Line::from(""));
+        body.push(Line::from(Span::styled(
+            format!(
+                "{} (after closing this) has that VM commit it itself, live.",
+                app.keymap.keys_of(Action::Live)
+            ),
+            Style::default().add_modifier(Modifier::BOLD),
+        )));
+    }
+    body
+}
+
+/// The other images built on the base, and the key that commits over them.
+fn shared_warning(app: &App, shared_with: &[std::path::PathBuf], lines: &mut Vec<Line<'static>>) {
+    if shared_with.is_empty() {
+        return;
+    }
+    let (t, first) = (&app.theme, |a| app.keymap.first_key_of(a));
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        "Other images are built on this base; their disks change if you commit:",
+        t.problem,
+    )));
+    for o in shared_with {
+        lines.push(Line::from(format!("  {}", o.shown())));
+    }
+    lines.push(Line::from(Span::styled(
+        format!(
+            "To commit anyway, press {} ({} does not): {}.",
+            first(Action::Shared),
+            first(Action::Confirm),
+            match shared_with.len() {
+                1 => "1 other disk changes".to_string(),
+                n => format!("{n} other disks change"),
+            }
+        ),
+        t.problem,
+    )));
 }
 
 /// The base a commit goes into: the plan's, else the one asked for, else the top's backing
@@ -391,7 +337,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             );
         }
     } else if let Some(plan) = &p.plan {
-        describe(plan, &mut lines, &kv);
+        described(app, &plan.describe(), &mut lines, &kv);
         if let Some(sp) = &p.space {
             lines.push(Line::from(""));
             lines.push(kv("space", sp.describe()));
@@ -451,141 +397,24 @@ fn searched_line(
     kv: &dyn Fn(&str, String) -> Line<'static>,
 ) {
     if !searched.is_empty() {
-        let text = crate::output::searched_text(searched);
+        let text = crate::words::searched_text(searched);
         let text = text.trim_start_matches("Looked for other images built on this chain in: ");
         lines.push(kv("looked in", text.to_string()));
     }
 }
 
-/// What a plan will do, line by line.
-fn describe(
-    plan: &AnyPlan,
+/// A plan's description as dialog lines.
+fn described(
+    app: &App,
+    d: &Description,
     lines: &mut Vec<Line<'static>>,
     kv: &dyn Fn(&str, String) -> Line<'static>,
 ) {
-    let name = crate::forest::model::file_name;
-    match plan {
-        // Drawn by its own dialog.
-        AnyPlan::Commit(_) => {}
-        AnyPlan::Snapshot(s) => {
-            lines.push(kv("new", s.new.shown().to_string()));
-            lines.push(kv(
-                "backing",
-                format!(
-                    "\"{}\" ({}), {} virtual, {} clusters",
-                    s.backing_name,
-                    s.image.format,
-                    human_size(s.image.virtual_size),
-                    human_size(s.cluster_size as u64)
-                ),
-            ));
-            lines.push(Line::from(""));
-            lines.push(Line::from(format!(
-                "{} is never written and becomes a backing image (RO): point the VM at {}.",
-                name(&s.image.path),
-                name(&s.new)
-            )));
-        }
-        AnyPlan::Delete(d) => {
-            lines.push(Line::from(""));
-            lines.push(Line::from("Deletes, in this order:"));
-            for i in &d.images {
-                lines.push(Line::from(format!("  {}", i.path.shown())));
-            }
-            if let Some(b) = &d.backing {
-                lines.push(kv("then", format!("{} has one overlay fewer", b.shown())));
-            }
-            for a in &d.aliases {
-                lines.push(kv("dangling", format!("{} (a symlink to it)", a.shown())));
-            }
-        }
-        AnyPlan::Rebase(r) => {
-            lines.push(kv(
-                "now on",
-                r.old
-                    .first()
-                    .map_or("(its backing file)".into(), |o| o.path.shown().to_string()),
-            ));
-            lines.push(kv(
-                "then on",
-                match &r.name {
-                    Some((n, f)) => format!("\"{n}\" ({f})"),
-                    None => "no backing file: independent".into(),
-                },
-            ));
-            lines.push(Line::from(""));
-            lines.push(Line::from(format!(
-                "What {}'s guest reads does not change: every cluster the two chains read \
-                 differently is copied into it first, and only then is its header changed.",
-                name(&r.image.path)
-            )));
-        }
-        AnyPlan::Repair(r) => {
-            lines.push(kv("missing", r.missing.shown().to_string()));
-            lines.push(Line::from(""));
-            lines.push(Line::from("Files that could be it:"));
-            for (i, (c, m)) in r.candidates.iter().enumerate() {
-                lines.push(Line::from(format!(
-                    "{} {}) {} ({})",
-                    if i == r.pick { "→" } else { " " },
-                    i + 1,
-                    c.shown(),
-                    m
-                )));
-            }
-            lines.push(Line::from(""));
-            lines.push(Line::from(format!(
-                "Only the header's backing name changes (as qemu-img rebase -u): pick the file \
-                 that holds what {} was built on.",
-                name(&r.rebase.image.path)
-            )));
-        }
-        AnyPlan::Live(l) => {
-            let into = if matches!(l.kind, LiveKind::Snapshot(_)) {
-                "new overlay"
-            } else {
-                "into"
-            };
-            lines.push(kv(into, l.target.shown().to_string()));
-            lines.push(kv("done by", l.holder.clone()));
-            lines.push(kv("through", l.via.to_string()));
-            lines.push(Line::from(""));
-            let (top, target) = (name(&l.top), name(&l.target));
-            lines.push(Line::from(match &l.kind {
-                LiveKind::Commit => format!(
-                    "A live operation: the running QEMU copies {top} into {target} with its own \
-                     block-commit job and then runs on {target}. imgchain writes nothing."
-                ),
-                LiveKind::Merge { overlay, .. } => format!(
-                    "A live operation: the running QEMU copies {top} into {target} with its own \
-                     block-commit job and points {} at {target}. imgchain writes nothing.",
-                    name(overlay)
-                ),
-                LiveKind::Snapshot(_) => format!(
-                    "A live operation: imgchain creates {target} on {top}, and the running QEMU \
-                     opens it and writes there from then on. {top} is not written."
-                ),
-            }));
-        }
-        AnyPlan::Merge(m) => {
-            lines.push(kv("into", m.base.path.shown().to_string()));
-            if m.resumed {
-                lines.push(kv("finishing", "a merge that was cut short".into()));
-            }
-            lines.push(Line::from(""));
-            lines.push(Line::from(format!(
-                "{} is committed into {}; then these are built on {}:",
-                name(&m.image.path),
-                name(&m.base.path),
-                name(&m.base.path)
-            )));
-            for (o, _) in &m.overlays {
-                lines.push(Line::from(format!("  {}", o.path.shown())));
-            }
-            lines.push(Line::from(format!(
-                "and {} is deleted. No overlay's disk changes at any step.",
-                name(&m.image.path)
-            )));
-        }
-    }
+    lines.extend(d.lines.iter().map(|said| match said {
+        Said::Field(k, v) => kv(k, v.clone()),
+        Said::Text(t) => Line::from(t.clone()),
+        Said::Item(i) => Line::from(format!("  {i}")),
+        Said::Warning(w) => Line::from(Span::styled(w.clone(), app.theme.problem)),
+        Said::Gap => Line::from(""),
+    }));
 }

@@ -3,16 +3,17 @@
 //! The JSON field names are a stable contract; text output is for people and may change.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::forest::diag::Severity;
-use crate::forest::scan::Skipped;
-use crate::forest::{Forest, Mode, Node, NodeId};
-use crate::ops::dependents::{OUTSIDE, Searched};
-use crate::text::Names;
-pub use crate::units::human_size;
+use imgchain::forest::diag::Severity;
+use imgchain::forest::scan::Skipped;
+use imgchain::forest::{Forest, Mode, Node, NodeId};
+use imgchain::ops::dependents::{OUTSIDE, Searched};
+use imgchain::text::Names;
+pub use imgchain::units::human_size;
+use imgchain::words::{disk_usage, in_use_text, snapshot_text, writable_because};
 
 /// `info --json`, and each element of `tree --json`'s `nodes`.
 #[derive(Serialize)]
@@ -44,24 +45,6 @@ pub struct JsonNode {
 pub struct JsonDiskUsage {
     pub own: u64,
     pub subtree: u64,
-}
-
-/// Bytes on disk of `id`, and of `id` with everything built on it.
-pub fn disk_usage(forest: &Forest, id: NodeId) -> (u64, u64) {
-    let bytes = |i: NodeId| {
-        let n = forest.node(i);
-        n.allocated.or(n.file_size).unwrap_or(0)
-    };
-    let mut subtree = 0;
-    let mut stack = vec![id];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(i) = stack.pop() {
-        if seen.insert(i) {
-            subtree += bytes(i);
-            stack.extend(forest.node(i).overlays.iter().copied());
-        }
-    }
-    (bytes(id), subtree)
 }
 
 /// The `backing` object of a JSON node.
@@ -121,7 +104,7 @@ pub struct JsonOwner {
     pub qmp: Option<String>,
 }
 
-fn json_owner(o: &crate::image::lock::Owner) -> JsonOwner {
+fn json_owner(o: &imgchain::image::lock::Owner) -> JsonOwner {
     JsonOwner {
         kind: o.manager.as_str(),
         program: o.program.clone(),
@@ -200,7 +183,7 @@ pub struct JsonFinding {
 }
 
 fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
+    imgchain::text::lossy(p)
 }
 
 /// The JSON form of one node.
@@ -335,7 +318,7 @@ pub struct ProgressLine {
     /// The file name of the image whose data the operation changes, shown while it is RW.
     written: String,
     tty: bool,
-    last_phase: Option<crate::ops::Phase>,
+    last_phase: Option<imgchain::ops::Phase>,
     last_print: Option<std::time::Instant>,
 }
 
@@ -345,7 +328,7 @@ impl ProgressLine {
         use std::io::IsTerminal;
         ProgressLine {
             enabled,
-            written: crate::forest::model::file_name(written),
+            written: imgchain::forest::model::file_name(written),
             tty: std::io::stderr().is_terminal(),
             last_phase: None,
             last_print: None,
@@ -353,7 +336,7 @@ impl ProgressLine {
     }
 
     /// Shows a progress report (rate-limited).
-    pub fn update(&mut self, p: &crate::ops::Progress) {
+    pub fn update(&mut self, p: &imgchain::ops::Progress) {
         if !self.enabled {
             return;
         }
@@ -368,7 +351,7 @@ impl ProgressLine {
         self.last_print = Some(std::time::Instant::now());
         let eta = p
             .eta()
-            .filter(|_| p.phase == crate::ops::Phase::Copy)
+            .filter(|_| p.phase == imgchain::ops::Phase::Copy)
             .map(|d| format!(", ETA {}s", d.as_secs()))
             .unwrap_or_default();
         let line = format!(
@@ -397,241 +380,6 @@ impl ProgressLine {
             eprintln!();
         }
     }
-}
-
-/// `commit --json` when the commit ran.
-pub fn json_outcome(o: &crate::ops::commit::Outcome) -> serde_json::Value {
-    use crate::image::file::OpenMode;
-    use crate::ops::datapath::CopyError;
-    let p = |x: &Path| path_str(x);
-    let top = match &o.top_emptied {
-        Some(Ok(())) => "emptied",
-        Some(Err(_)) => "empty-failed",
-        None if o.copy.is_ok() => "kept",
-        None => "unchanged",
-    };
-    serde_json::json!({
-        "top": p(&o.plan.top.path),
-        "base": p(&o.plan.base.path),
-        "intermediates": o.plan.intermediates.iter().map(|i| p(&i.path)).collect::<Vec<_>>(),
-        "total_bytes": o.total,
-        "copied_bytes": o.copied,
-        "data_path": json_tally(&o.tally),
-        "grew": o.grew.map(|(from, to)| serde_json::json!({"from": from, "to": to})),
-        "copy": {
-            "ok": o.copy.is_ok(),
-            "cancelled": matches!(o.copy, Err(CopyError::Cancelled)),
-            "error": o.copy.as_ref().err().map(|e| e.to_string()),
-        },
-        "left_dirty": o.left_dirty,
-        "cancel_too_late": o.cancel_too_late,
-        "reopen": {
-            "ok": matches!(o.reopen_ro, Some(Ok(()))),
-            "attempted": o.reopen_ro.is_some(),
-            "error": o.reopen_ro.as_ref().and_then(|r| r.as_ref().err()).map(|e| e.to_string()),
-            "base_mode": if o.base_mode() == OpenMode::ReadOnly { "ro" } else { "rw" },
-        },
-        "top_state": top,
-        "top_error": o.top_emptied.as_ref().and_then(|r| r.as_ref().err().cloned()),
-        "elapsed_s": o.elapsed.as_secs_f64(),
-        "exit_code": o.exit_code(),
-        "summary": o.summary(),
-    })
-}
-
-/// How the data moved: `cloned_bytes` (blocks shared, a reflink), `kernel_bytes` (copied by
-/// the kernel), `memory_bytes` (read and written by imgchain).
-pub fn json_tally(t: &crate::ops::datapath::Tally) -> serde_json::Value {
-    serde_json::json!({
-        "cloned_bytes": t.cloned,
-        "kernel_bytes": t.kernel,
-        "memory_bytes": t.copied,
-    })
-}
-
-/// `snapshot --json`: the overlay made (or why not).
-pub fn json_snapshot(o: &crate::ops::snapshot::Outcome) -> serde_json::Value {
-    use crate::ops::Report;
-    serde_json::json!({
-        "image": path_str(&o.plan.image.path),
-        "new": path_str(&o.plan.new),
-        "backing": {"name": o.plan.backing_name, "format": o.plan.image.format.as_str()},
-        "virtual_size": o.plan.image.virtual_size,
-        "cluster_size": o.plan.cluster_size,
-        "created": o.created.is_ok(),
-        "error": o.created.as_ref().err(),
-        "exit_code": o.exit_code(),
-        "summary": o.summary(),
-    })
-}
-
-/// `delete --json`: what was removed, in order, and what failed.
-pub fn json_delete(o: &crate::ops::delete::Outcome) -> serde_json::Value {
-    use crate::ops::Report;
-    serde_json::json!({
-        "planned": o.plan.images.iter().map(|i| path_str(&i.path)).collect::<Vec<_>>(),
-        "deleted": o.deleted.iter().map(|p| path_str(p)).collect::<Vec<_>>(),
-        "failed": o.failed.as_ref().map(|(p, e)| serde_json::json!({"path": path_str(p), "error": e})),
-        "dangling_aliases": o.plan.aliases.iter().map(|p| path_str(p)).collect::<Vec<_>>(),
-        "exit_code": o.exit_code(),
-        "summary": o.summary(),
-    })
-}
-
-/// `rebase --json` and `flatten --json`.
-pub fn json_rebase(o: &crate::ops::rebase::Outcome) -> serde_json::Value {
-    use crate::ops::Report;
-    serde_json::json!({
-        "operation": o.plan.kind.as_str(),
-        "image": path_str(&o.plan.image.path),
-        "old_backing": o.plan.old.first().map(|b| path_str(&b.path)),
-        "backing": o.plan.name.as_ref().map(|(n, f)| serde_json::json!({"name": n, "format": f.as_str()})),
-        "safe": o.plan.safe,
-        "compared_bytes": o.compared,
-        "copied_bytes": o.copied,
-        "data_path": json_tally(&o.tally),
-        "copy": {
-            "ok": o.copy.is_ok(),
-            "cancelled": o.cancelled(),
-            "error": o.copy.as_ref().err().map(|e| e.to_string()),
-        },
-        "left_dirty": o.left_dirty,
-        "relinked": matches!(o.relinked, Some(Ok(()))),
-        "exit_code": o.exit_code(),
-        "summary": o.summary(),
-    })
-}
-
-/// `merge --json`.
-pub fn json_merge(o: &crate::ops::merge::Outcome) -> serde_json::Value {
-    use crate::ops::Report;
-    serde_json::json!({
-        "image": path_str(&o.plan.image.path),
-        "base": path_str(&o.plan.base.path),
-        "resumed": o.plan.resumed,
-        "commit": o.commit.as_ref().map(json_outcome),
-        "relinked": o.relinked.iter().map(|(p, r)| serde_json::json!({
-            "overlay": path_str(p),
-            "ok": r.is_ok(),
-            "error": r.as_ref().err(),
-        })).collect::<Vec<_>>(),
-        "deleted": o.deleted.as_ref().map(|r| r.is_ok()),
-        "exit_code": o.exit_code(),
-        "summary": o.summary(),
-    })
-}
-
-/// `commit --live`, `merge --live` and `snapshot --live` with `--json`: `target` is the
-/// backing file (commit, merge) or the new overlay (snapshot).
-pub fn json_live(o: &crate::ops::live::LiveOutcome) -> serde_json::Value {
-    use crate::ops::Report;
-    use crate::ops::live::{LiveKind, Via};
-    let p = &o.plan;
-    let mut v = serde_json::json!({
-        "operation": p.op().as_str(),
-        "live": true,
-        "image": path_str(&p.top),
-        "target": path_str(&p.target),
-        "holder": p.holder,
-        "qmp": match &p.via {
-            Via::Qmp(s) => Some(path_str(s)),
-            Via::Libvirt { .. } => None,
-        },
-        "libvirt": match &p.via {
-            Via::Libvirt { uri, domain } => serde_json::json!({"uri": uri, "domain": domain}),
-            Via::Qmp(_) => serde_json::Value::Null,
-        },
-        "copied_bytes": o.copied,
-        "completed": o.completed,
-        "pivoted": o.completed && matches!(p.kind, LiveKind::Commit),
-        "cancelled": o.cancelled,
-        "error": o.error,
-        "exit_code": o.exit_code(),
-        "summary": o.summary(),
-    });
-    if let LiveKind::Merge {
-        overlay,
-        backing_name,
-        ..
-    } = &p.kind
-    {
-        v["overlay"] = path_str(overlay).into();
-        v["backing_name"] = backing_name.as_str().into();
-    }
-    v
-}
-
-/// An operation's `--json` when it was refused or could not start.
-pub fn json_refusal(e: &crate::ops::Refusal) -> serde_json::Value {
-    serde_json::json!({
-        "error": {
-            "kind": e.kind(),
-            "message": e.to_string(),
-            "exit_code": e.exit_code(),
-        }
-    })
-}
-
-/// Where a plan looked for images built on its target, in one paragraph: each kind of place
-/// with its places (or how many, when there are many), then what was found where (each image
-/// once), or "none found".
-pub fn searched_text(all: &[Searched]) -> String {
-    let (outside, searched): (Vec<&Searched>, Vec<&Searched>) =
-        all.iter().partition(|s| s.kind == OUTSIDE);
-    let mut kinds: Vec<&str> = Vec::new();
-    for s in &searched {
-        if !kinds.contains(&s.kind) {
-            kinds.push(s.kind);
-        }
-    }
-    let parts: Vec<String> = kinds
-        .iter()
-        .map(|k| {
-            let places: Vec<&str> = searched
-                .iter()
-                .filter(|s| s.kind == *k)
-                .map(|s| s.place.as_str())
-                .collect();
-            let label = k.replace(['-', '_'], " ");
-            if places.len() <= 3 {
-                format!("{label} {}", places.join(", "))
-            } else {
-                format!("{label}: {} of them", places.len())
-            }
-        })
-        .collect();
-    let mut told: Vec<&Path> = Vec::new();
-    let mut found: Vec<String> = Vec::new();
-    for s in &searched {
-        let names: Vec<String> = s
-            .found
-            .iter()
-            .filter(|f| !told.contains(&f.as_path()))
-            .map(|f| f.shown().to_string())
-            .collect();
-        told.extend(s.found.iter().map(PathBuf::as_path));
-        if !names.is_empty() {
-            found.push(format!("{} in {} ({})", names.join(", "), s.place, s.kind));
-        }
-    }
-    let result = if found.is_empty() {
-        "none found".to_string()
-    } else {
-        format!("found {}", found.join("; "))
-    };
-    let mut text = format!(
-        "Looked for other images built on this chain in: {}; {result}.",
-        parts.join("; ")
-    );
-    if !outside.is_empty() {
-        let names: Vec<&str> = outside.iter().map(|s| s.place.as_str()).collect();
-        text.push_str(&format!(
-            " Outside everything imgchain was pointed at, reached only through a backing name \
-             in a header: {}.",
-            names.join(", ")
-        ));
-    }
-    text
 }
 
 /// The places searched as JSON, `[{kind, place, found}]`, and the images of the chain outside
@@ -687,28 +435,6 @@ pub fn badge(n: &Node) -> String {
         (Mode::KeepRo, Some(r)) => format!("KRO·{}", r.as_str()),
         (Mode::KeepRo, None) => "KRO".into(),
     }
-}
-
-/// A short note on who uses an image, e.g. `in use by qemu-io[4242], writing`.
-pub fn in_use_text(n: &Node) -> Option<String> {
-    if !n.in_use() {
-        return None;
-    }
-    let how = if n.foreign.writer() {
-        "writing"
-    } else {
-        "reading"
-    };
-    let who: Vec<String> = n
-        .holders
-        .iter()
-        .map(|h| format!("{}[{}]", h.label().shown(), h.pid))
-        .collect();
-    Some(if who.is_empty() {
-        format!("in use (holder unknown), {how}")
-    } else {
-        format!("in use by {}, {how}", who.join(", "))
-    })
 }
 
 /// The defined libvirt VMs an image not in use is a disk of, e.g. `disk vda of web03 (not
@@ -815,27 +541,12 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
     out
 }
 
-/// One internal snapshot in words: `1 "before-upgrade", 2026-12-02 14:05 UTC, 4 KiB VM state`.
-pub fn snapshot_text(s: &crate::image::snapshots::InternalSnapshot) -> String {
-    let state = if s.vm_state_size > 0 {
-        format!(", {} VM state", human_size(s.vm_state_size))
-    } else {
-        String::new()
-    };
-    format!(
-        "{} {:?}, {}{state}",
-        s.id,
-        s.name,
-        crate::units::utc_minute(i64::from(s.date_sec))
-    )
-}
-
 /// The internal snapshots of `info --json`, named as `qemu-img info --output=json` names them.
 pub fn json_internal_snapshots(n: &Node) -> serde_json::Value {
     let Some(h) = &n.qcow2 else {
         return serde_json::Value::Array(Vec::new());
     };
-    match crate::image::snapshots::list(&n.path, h) {
+    match imgchain::image::snapshots::list(&n.path, h) {
         Ok(list) => list
             .iter()
             .map(|s| {
@@ -849,17 +560,6 @@ pub fn json_internal_snapshots(n: &Node) -> serde_json::Value {
             })
             .collect(),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
-    }
-}
-
-/// Why an image is shown writable: nothing found is built on it, which holds only for the
-/// paths scanned.
-pub fn writable_because(n: &Node) -> &'static str {
-    if n.backing.is_some() {
-        "a top image: writable; nothing under the scanned paths is built on it"
-    } else {
-        "writable: no overlays found under the scanned paths (VMs elsewhere? add their \
-         directories to scan.overlay_dirs)"
     }
 }
 
@@ -912,13 +612,13 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
             }
         }
         if h.nb_snapshots > 0 {
-            flags.push(crate::units::count(
+            flags.push(imgchain::units::count(
                 u64::from(h.nb_snapshots),
                 "internal snapshot",
             ));
         }
         line("qcow2:", flags.join(", "));
-        match crate::image::snapshots::list(&n.path, h) {
+        match imgchain::image::snapshots::list(&n.path, h) {
             Ok(list) => {
                 for s in list {
                     line("  snapshot:", snapshot_text(&s));
@@ -960,7 +660,7 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     }
     let reason = match n.keep_ro_reason {
         Some(r) => format!(" — {}", r.describe()),
-        None if n.mode == crate::forest::Mode::Rw => format!(" — {}", writable_because(n)),
+        None if n.mode == imgchain::forest::Mode::Rw => format!(" — {}", writable_because(n)),
         None => String::new(),
     };
     line("mode:", format!("{}{reason}", paint.mode(n)));
@@ -1037,14 +737,14 @@ pub struct ScanMeter {
 
 impl ScanMeter {
     /// Starts showing the scan `opts` will run (it gets the counters).
-    pub fn start(opts: &mut crate::forest::ScanOptions) -> ScanMeter {
+    pub fn start(opts: &mut imgchain::forest::ScanOptions) -> ScanMeter {
         use std::io::IsTerminal;
         use std::sync::atomic::Ordering;
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if !std::io::stderr().is_terminal() {
             return ScanMeter { done, thread: None };
         }
-        let progress = std::sync::Arc::new(crate::forest::ScanProgress::default());
+        let progress = std::sync::Arc::new(imgchain::forest::ScanProgress::default());
         opts.progress = Some(std::sync::Arc::clone(&progress));
         let stop = std::sync::Arc::clone(&done);
         let thread = std::thread::spawn(move || {

@@ -1,0 +1,80 @@
+//! `imgchain merge`.
+
+use anyhow::Context;
+
+use imgchain::exit;
+use imgchain::ops::{OpKind, Operation, Refusal, live};
+use imgchain::text::Names;
+
+use super::args::MergeArgs;
+use super::failure::Failure;
+use super::runner::{
+    discover, dry_run, note_outside, refused, refused_live_hint, run_live, run_planned,
+};
+use super::session::Session;
+
+pub(crate) fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
+    use imgchain::ops::merge::{self, Request};
+    let c = &a.common;
+    let image = std::path::absolute(&c.image)
+        .with_context(|| format!("cannot resolve {}", c.image.shown()))?;
+    let journal = merge::read_journal(&image).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the merge journal {}: {e}",
+            merge::journal_path(&image).shown()
+        )
+    })?;
+    if let Some(j) = &journal
+        && !image.exists()
+    {
+        // Cut short after IMAGE was deleted: only the journal is left to remove.
+        std::fs::remove_file(merge::journal_path(&image))
+            .with_context(|| format!("cannot remove {}", merge::journal_path(&image).shown()))?;
+        println!(
+            "The merge of {} into {} had finished but for removing its journal; done.",
+            image.shown(),
+            j.base.shown()
+        );
+        return Ok(exit::OK);
+    }
+    let found = match discover(ctx, &image, &c.scan)? {
+        Ok(f) => f,
+        Err(e) => return Ok(refused(&e, c.json)),
+    };
+    if a.live {
+        let req = live::Request {
+            image: found.image,
+            force: a.force,
+            speed: a.speed.unwrap_or(0),
+        };
+        return run_live::<live::LiveMerge>(ctx, &found, &req, c.progress, c.json);
+    }
+    let req = Request {
+        image: found.image,
+        force: a.force,
+        keep: a.keep,
+    };
+    let plan = match merge::plan(&found.scan.forest, &req, journal.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused_live_hint(&e, &found, c.json)),
+    };
+    let space = match merge::Merge::room(&plan, a.force, ctx.settings.copy.clone) {
+        Ok(s) => s,
+        Err(e @ Refusal::NoSpace { .. }) => return Ok(refused(&e, c.json)),
+        Err(_) => None,
+    };
+    if c.dry_run {
+        let space = space.as_ref().map(|s| s.describe());
+        let d = merge::describe(&plan);
+        return Ok(dry_run(
+            OpKind::Merge,
+            &plan.image.path,
+            &d,
+            space,
+            &found,
+            c.json,
+        ));
+    }
+    note_outside(&found);
+    run_planned::<merge::Merge>(ctx, &plan, c.progress, c.json)
+}

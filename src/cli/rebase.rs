@@ -1,0 +1,96 @@
+//! `imgchain rebase` and `imgchain flatten`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use imgchain::text::Names;
+
+use super::args::ChainArgs;
+use super::failure::{Failure, usage};
+use super::runner::{discover, dry_run, note_outside, refused, run_planned};
+use super::session::Session;
+
+pub(crate) fn rebase(
+    ctx: &Session,
+    a: &ChainArgs,
+    backing: Option<PathBuf>,
+    format: Option<imgchain::image::probe::Format>,
+    unsafe_names: bool,
+) -> Result<u8, Failure> {
+    use imgchain::ops::Refusal;
+    use imgchain::ops::rebase::{self, Request};
+    let image_dir = std::path::absolute(&a.image)
+        .with_context(|| format!("cannot resolve {}", a.image.shown()))?
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut name = None;
+    let backing = match backing {
+        Some(b) if b.as_os_str().is_empty() => {
+            return Err(usage(anyhow::anyhow!(
+                "-b needs a file; to drop the backing file, use imgchain flatten"
+            )));
+        }
+        // A relative name, or one through a symlink, is written as given, as qemu-img does;
+        // a plain absolute one picks the shortest name that leads there.
+        Some(b) => {
+            let plain = b.is_absolute() && std::fs::canonicalize(&b).is_ok_and(|c| c == b);
+            name = (!plain).then(|| imgchain::forest::model::header_name(&b.to_string_lossy()));
+            Some(if b.is_relative() {
+                image_dir.join(b)
+            } else {
+                b
+            })
+        }
+        None => None,
+    };
+    let mut dirs = a.scan.clone();
+    dirs.extend(backing.iter().filter_map(|b| b.parent().map(PathBuf::from)));
+    let found = match discover(ctx, &a.image, &dirs)? {
+        Ok(f) => f,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    let forest = &found.scan.forest;
+    let backing_node = match &backing {
+        None => None,
+        Some(b) => match forest.find(b) {
+            Some(id) => Some(id),
+            None => {
+                let e = Refusal::BadTarget {
+                    path: b.clone(),
+                    what: if b.exists() {
+                        "is not an image imgchain can use as a backing file".into()
+                    } else {
+                        "does not exist".into()
+                    },
+                };
+                return Ok(refused(&e, a.json));
+            }
+        },
+    };
+    let req = Request {
+        image: found.image,
+        backing: backing_node,
+        format,
+        unsafe_names,
+        name,
+    };
+    let plan = match rebase::plan(forest, &req) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused(&e, a.json)),
+    };
+    if a.dry_run {
+        let d = rebase::describe(&plan);
+        return Ok(dry_run(
+            plan.kind,
+            &plan.image.path,
+            &d,
+            None,
+            &found,
+            a.json,
+        ));
+    }
+    note_outside(&found);
+    run_planned::<rebase::Rebase>(ctx, &plan, a.progress, a.json)
+}

@@ -1,0 +1,129 @@
+//! `imgchain repair`: the candidates for each missing backing file, asked for one by one.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+
+use imgchain::exit;
+use imgchain::text::Names;
+
+use super::args::RepairArgs;
+use super::failure::Failure;
+use super::session::Session;
+
+pub(crate) fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
+    use imgchain::ops::Report;
+    use imgchain::ops::rebase::{self, Request};
+    use imgchain::ops::repair;
+    let scan = ctx.scan(&a.paths, &ctx.scan_options())?;
+    let forest = &scan.forest;
+    let fixes = repair::find(forest);
+    if fixes.is_empty() {
+        println!("No image under the scanned paths has a missing backing file.");
+        return Ok(exit::OK);
+    }
+    let interactive = std::io::stdin().is_terminal() && !a.yes && !a.dry_run;
+    let mut left = 0;
+    let mut worst = exit::OK;
+    for fix in &fixes {
+        let image = &forest.node(fix.image).path;
+        println!(
+            "{} names {}, which does not exist.",
+            image.shown(),
+            fix.missing.shown()
+        );
+        if fix.candidates.is_empty() {
+            println!("  No image under the scanned paths could be it; scan more paths.");
+            left += 1;
+            continue;
+        }
+        for (i, c) in fix.candidates.iter().enumerate() {
+            println!(
+                "  {}) {} ({})",
+                i + 1,
+                forest.node(c.id).path.shown(),
+                c.describe()
+            );
+        }
+        let sure = fix.candidates.first().is_some_and(|c| c.sure());
+        let chosen = if a.dry_run {
+            None
+        } else if a.yes && sure {
+            Some(0)
+        } else if a.yes {
+            println!(
+                "  --yes applies only a file with the missing file's name and size that no VM \
+                 uses and nothing else is built on; none is, so nothing was changed: choose one \
+                 on a terminal, or name it with imgchain rebase -u -b FILE {}",
+                image.quoted()
+            );
+            None
+        } else if interactive {
+            ask_choice(fix.candidates.len())?
+        } else {
+            println!("  Run with --yes to point it at candidate 1, or on a terminal to choose.");
+            None
+        };
+        let Some(k) = chosen else {
+            left += 1;
+            continue;
+        };
+        let req = Request {
+            image: fix.image,
+            backing: Some(fix.candidates[k].id),
+            format: None,
+            unsafe_names: true,
+            name: None,
+        };
+        let outcome = rebase::plan(forest, &req).and_then(|plan| {
+            rebase::run(
+                &plan,
+                imgchain::ops::Run {
+                    settings: &ctx.settings,
+                    cancel: &std::sync::atomic::AtomicBool::new(false),
+                    progress: &mut |_| {},
+                },
+            )
+        });
+        match outcome {
+            Ok(o) => {
+                println!("  {}", o.summary());
+                if o.exit_code() != exit::OK {
+                    worst = worst.max(o.exit_code());
+                    left += 1;
+                }
+            }
+            Err(e) => {
+                eprintln!("imgchain: {e}");
+                worst = worst.max(e.exit_code());
+                left += 1;
+            }
+        }
+    }
+    Ok(if worst != exit::OK {
+        worst
+    } else if left > 0 {
+        exit::PROBLEMS
+    } else {
+        exit::OK
+    })
+}
+
+/// Asks which of `n` candidates to apply; `None`: none.
+pub(crate) fn ask_choice(n: usize) -> Result<Option<usize>, Failure> {
+    use std::io::Write;
+    print!("  Point it at which? [1-{n}, Enter for none] ");
+    std::io::stdout()
+        .flush()
+        .context("cannot write the question")?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    Ok(line
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|k| (1..=n).contains(k))
+        .map(|k| k - 1))
+}
