@@ -566,22 +566,23 @@ pub fn json_internal_snapshots(n: &Node) -> serde_json::Value {
 /// `info` in text: one fact per line.
 pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     let n = forest.node(id);
-    let mut out = String::new();
-    let mut line = |k: &str, v: String| {
-        let _ = writeln!(out, "{k:<16}{v}");
-    };
-    line("image:", n.path.shown().to_string());
-    line(
+    let mut text = String::new();
+    let out = &mut text;
+    kv(out, "image:", n.path.shown().to_string());
+    kv(
+        out,
         "format:",
         n.format.map_or("unknown".into(), |f| f.to_string()),
     );
-    line(
+    kv(
+        out,
         "virtual size:",
         n.virtual_size.map_or("unknown".into(), |v| {
             format!("{} ({v} bytes)", human_size(v))
         }),
     );
-    line(
+    kv(
+        out,
         "file size:",
         match (n.file_size, n.allocated) {
             (Some(f), Some(a)) => {
@@ -592,80 +593,31 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
         },
     );
     if let Some(c) = n.cluster_size {
-        line("cluster size:", c.to_string());
+        kv(out, "cluster size:", c.to_string());
     }
     if let Some(h) = &n.qcow2 {
-        let mut flags = vec![format!("compat {}", h.compat())];
-        flags.push(format!("refcount bits {}", h.refcount_bits()));
-        flags.push(format!("compression {}", h.compression_name()));
-        for (on, name) in [
-            (h.lazy_refcounts(), "lazy refcounts"),
-            (h.extended_l2(), "extended L2"),
-            (h.dirty(), "DIRTY"),
-            (h.corrupt(), "CORRUPT"),
-            (h.external_data_file(), "external data file"),
-            (h.encrypted(), "encrypted"),
-            (h.bitmaps(), "persistent bitmaps"),
-        ] {
-            if on {
-                flags.push(name.to_string());
-            }
-        }
-        if h.nb_snapshots > 0 {
-            flags.push(imgchain::units::count(
-                u64::from(h.nb_snapshots),
-                "internal snapshot",
-            ));
-        }
-        line("qcow2:", flags.join(", "));
-        match imgchain::image::snapshots::list(&n.path, h) {
-            Ok(list) => {
-                for s in list {
-                    line("  snapshot:", snapshot_text(&s));
-                }
-            }
-            Err(e) => line(
-                "  snapshots:",
-                format!("the snapshot table cannot be read: {e}"),
-            ),
-        }
+        info_qcow2(out, n, h);
     }
-    match &n.backing {
-        None => line("backing file:", "none".into()),
-        Some(b) => {
-            line("backing file:", b.raw.shown().to_string());
-            line(
-                "  resolved:",
-                format!(
-                    "{}{}",
-                    b.path.shown(),
-                    if b.exists { "" } else { " (missing)" }
-                ),
-            );
-            line(
-                "  format:",
-                b.format.clone().unwrap_or_else(|| "not recorded".into()),
-            );
-        }
-    }
+    info_backing(out, n);
     let chain: Vec<String> = forest
         .chain(id)
         .map(|c| forest.node(c).path.shown().to_string())
         .collect();
     if !chain.is_empty() {
-        line("chain:", chain.join(" -> "));
+        kv(out, "chain:", chain.join(" -> "));
     }
     for o in &n.overlays {
-        line("overlay:", forest.node(*o).path.shown().to_string());
+        kv(out, "overlay:", forest.node(*o).path.shown().to_string());
     }
     let reason = match n.keep_ro_reason {
         Some(r) => format!(" — {}", r.describe()),
         None if n.mode == imgchain::forest::Mode::Rw => format!(" — {}", writable_because(n)),
         None => String::new(),
     };
-    line("mode:", format!("{}{reason}", paint.mode(n)));
+    kv(out, "mode:", format!("{}{reason}", paint.mode(n)));
     for d in &n.vm_disks {
-        line(
+        kv(
+            out,
             "vm disk:",
             format!(
                 "{} of libvirt VM {} (defined in {})",
@@ -675,9 +627,84 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
             ),
         );
     }
+    info_use(out, n);
+    text
+}
+
+/// One `info` line: the key in a column, then the value.
+fn kv(out: &mut String, k: &str, v: String) {
+    let _ = writeln!(out, "{k:<16}{v}");
+}
+
+/// `info`'s qcow2 features and internal snapshots.
+fn info_qcow2(out: &mut String, n: &Node, h: &imgchain::image::probe::Qcow2Header) {
+    let mut flags = vec![format!("compat {}", h.compat())];
+    flags.push(format!("refcount bits {}", h.refcount_bits()));
+    flags.push(format!("compression {}", h.compression_name()));
+    for (on, name) in [
+        (h.lazy_refcounts(), "lazy refcounts"),
+        (h.extended_l2(), "extended L2"),
+        (h.dirty(), "DIRTY"),
+        (h.corrupt(), "CORRUPT"),
+        (h.external_data_file(), "external data file"),
+        (h.encrypted(), "encrypted"),
+        (h.bitmaps(), "persistent bitmaps"),
+    ] {
+        if on {
+            flags.push(name.to_string());
+        }
+    }
+    if h.nb_snapshots > 0 {
+        flags.push(imgchain::units::count(
+            u64::from(h.nb_snapshots),
+            "internal snapshot",
+        ));
+    }
+    kv(out, "qcow2:", flags.join(", "));
+    match imgchain::image::snapshots::list(&n.path, h) {
+        Ok(list) => {
+            for s in list {
+                kv(out, "  snapshot:", snapshot_text(&s));
+            }
+        }
+        Err(e) => kv(
+            out,
+            "  snapshots:",
+            format!("the snapshot table cannot be read: {e}"),
+        ),
+    }
+}
+
+/// `info`'s backing file: as the header names it, resolved, and its format.
+fn info_backing(out: &mut String, n: &Node) {
+    match &n.backing {
+        None => kv(out, "backing file:", "none".into()),
+        Some(b) => {
+            kv(out, "backing file:", b.raw.shown().to_string());
+            kv(
+                out,
+                "  resolved:",
+                format!(
+                    "{}{}",
+                    b.path.shown(),
+                    if b.exists { "" } else { " (missing)" }
+                ),
+            );
+            kv(
+                out,
+                "  format:",
+                b.format.clone().unwrap_or_else(|| "not recorded".into()),
+            );
+        }
+    }
+}
+
+/// `info`'s users and problems: who holds the image, and what is wrong with it.
+fn info_use(out: &mut String, n: &Node) {
     if let Some(t) = in_use_text(n) {
-        line("in use:", t);
-        line(
+        kv(out, "in use:", t);
+        kv(
+            out,
             "  locks:",
             format!(
                 "others hold [{}], refuse to share [{}]",
@@ -686,16 +713,16 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
             ),
         );
         for h in &n.holders {
-            line("  holder:", h.to_string());
+            kv(out, "  holder:", h.to_string());
         }
     }
     for p in &n.problems {
-        line(
+        kv(
+            out,
             &format!("{}:", p.severity().as_str()),
             format!("[{}] {}", p.kind.as_str(), p.message),
         );
     }
-    out
 }
 
 /// `check` in text: a line per problem and a summary.
