@@ -169,19 +169,61 @@ impl RepairPlan {
     }
 }
 
-impl AnyPlan {
-    /// The images the run writes, the one whose data changes first.
-    pub fn writes(&self) -> Vec<PathBuf> {
-        match self {
-            AnyPlan::Commit(c) => commit::Commit::writes(&c.plan),
-            AnyPlan::Snapshot(p) => snapshot::Snapshot::writes(p),
-            AnyPlan::Delete(p) => delete::Delete::writes(p),
-            AnyPlan::Rebase(p) => rebase::Rebase::writes(p),
-            AnyPlan::Merge(p) => merge::Merge::writes(p),
-            AnyPlan::Repair(p) => rebase::Rebase::writes(&p.rebase),
-            // The QEMU that holds them writes them; imgchain writes nothing.
-            AnyPlan::Live(p) => vec![p.target.clone(), p.top.clone()],
+/// The registry: every kind of plan, the operation that runs it, and where its plan is.
+/// `with_op!(plan, |p: O| body)` evaluates `body` with `O` the operation and `p` its plan.
+macro_rules! with_op {
+    ($plan:expr, |$p:ident: $O:ident| $body:expr) => {
+        match $plan {
+            AnyPlan::Commit(c) => {
+                type $O = commit::Commit;
+                let $p = &c.plan;
+                $body
+            }
+            AnyPlan::Snapshot($p) => {
+                type $O = snapshot::Snapshot;
+                $body
+            }
+            AnyPlan::Delete($p) => {
+                type $O = delete::Delete;
+                $body
+            }
+            AnyPlan::Rebase($p) => {
+                type $O = rebase::Rebase;
+                $body
+            }
+            AnyPlan::Merge(m) => {
+                type $O = merge::Merge;
+                let $p = &**m;
+                $body
+            }
+            AnyPlan::Repair(r) => {
+                type $O = rebase::Rebase;
+                let $p = &r.rebase;
+                $body
+            }
+            AnyPlan::Live($p) => match $p.kind {
+                live::LiveKind::Commit => {
+                    type $O = live::LiveCommit;
+                    $body
+                }
+                live::LiveKind::Merge { .. } => {
+                    type $O = live::LiveMerge;
+                    $body
+                }
+                live::LiveKind::Snapshot(_) => {
+                    type $O = live::LiveSnapshot;
+                    $body
+                }
+            },
         }
+    };
+}
+
+impl AnyPlan {
+    /// The images the run writes, the one whose data changes first (for a live operation,
+    /// those the QEMU that holds them writes).
+    pub fn writes(&self) -> Vec<PathBuf> {
+        with_op!(self, |p: O| O::writes(p))
     }
 }
 
@@ -190,25 +232,16 @@ impl AnyPlan {
     pub fn describe(&self) -> Description {
         match self {
             AnyPlan::Commit(c) => commit::describe_with(&c.plan, Some(&c.bytes)),
-            AnyPlan::Snapshot(p) => snapshot::describe(p),
-            AnyPlan::Delete(p) => delete::describe(p),
-            AnyPlan::Rebase(p) => rebase::describe(p),
-            AnyPlan::Merge(p) => merge::describe(p),
             AnyPlan::Repair(p) => p.describe(),
-            AnyPlan::Live(p) => live::describe(p),
+            _ => with_op!(self, |p: O| O::describe(p)),
         }
     }
 
     /// The operation, as its progress names it.
     pub fn kind(&self) -> OpKind {
         match self {
-            AnyPlan::Commit(_) => OpKind::Commit,
-            AnyPlan::Snapshot(_) => OpKind::Snapshot,
-            AnyPlan::Delete(_) => OpKind::Delete,
             AnyPlan::Rebase(r) => r.kind,
-            AnyPlan::Merge(_) => OpKind::Merge,
-            AnyPlan::Repair(_) => OpKind::Rebase,
-            AnyPlan::Live(l) => l.op(),
+            _ => with_op!(self, |_p: O| O::KIND),
         }
     }
 
@@ -232,19 +265,7 @@ pub fn spawn(
     mut on: impl FnMut(Finished) + Send + 'static,
 ) {
     let send = move |e| on(e);
-    match plan {
-        AnyPlan::Commit(c) => run_as::<commit::Commit>(job, c.plan, settings, send),
-        AnyPlan::Snapshot(p) => run_as::<snapshot::Snapshot>(job, p, settings, send),
-        AnyPlan::Delete(p) => run_as::<delete::Delete>(job, p, settings, send),
-        AnyPlan::Rebase(p) => run_as::<rebase::Rebase>(job, p, settings, send),
-        AnyPlan::Repair(p) => run_as::<rebase::Rebase>(job, p.rebase, settings, send),
-        AnyPlan::Merge(p) => run_as::<merge::Merge>(job, *p, settings, send),
-        AnyPlan::Live(p) => match p.kind {
-            live::LiveKind::Commit => run_as::<live::LiveCommit>(job, p, settings, send),
-            live::LiveKind::Merge { .. } => run_as::<live::LiveMerge>(job, p, settings, send),
-            live::LiveKind::Snapshot(_) => run_as::<live::LiveSnapshot>(job, p, settings, send),
-        },
-    }
+    with_op!(&plan, |p: O| run_as::<O>(job, p.clone(), settings, send))
 }
 
 fn run_as<O: Operation>(
@@ -397,14 +418,13 @@ fn plan_repair(forest: &Forest, image: NodeId, pick: usize) -> Result<RepairPlan
     })
 }
 
-/// What a planned commit, merge or delete writes and frees, and the room there, through the
-/// operation's own guard ([`Operation::room`]); `force` lets a merge that cannot fit through.
+/// What a plan writes and frees, and the room there, through the operation's own guard
+/// ([`Operation::room`]; a commit's was checked when it was proposed); `force` lets a merge
+/// that cannot fit through.
 pub fn space(plan: &AnyPlan, force: bool, clone: bool) -> Result<Option<space::Space>, Refusal> {
     match plan {
-        AnyPlan::Merge(m) => merge::Merge::room(m, force, clone),
-        AnyPlan::Delete(d) => delete::Delete::room(d, force, clone),
         AnyPlan::Commit(c) => Ok(c.space.clone()),
-        _ => Ok(None),
+        _ => with_op!(plan, |p: O| O::room(p, force, clone)),
     }
 }
 
