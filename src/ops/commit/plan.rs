@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::forest::diag::ProblemKind;
-use crate::forest::{Forest, NodeId};
+use crate::forest::{Forest, Node, NodeId};
 use crate::image::file::FileId;
 use crate::image::lock::Access;
 use crate::ops::extents::measure;
@@ -57,8 +57,49 @@ pub struct Plan {
 pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     let top = forest.node(req.top);
     let keep_top = req.keep_top || req.base.is_some();
+    // 1. A backing file to commit into, in a header that can be read at all, and a base in
+    // the chain whose own backing files open.
+    has_backing(top)?;
+    let chain: Vec<NodeId> = forest.chain(req.top).collect();
+    let base_at = match &req.base {
+        None => 0,
+        Some(b) => {
+            find_base(forest, req.top, &chain, b).ok_or_else(|| Refusal::BaseNotInChain {
+                top: top.path.clone(),
+                base: b.clone(),
+            })?
+        }
+    };
+    let (base_id, between, below) = (chain[base_at], &chain[..base_at], &chain[base_at + 1..]);
+    below_opens(forest, top, base_id, below)?;
+    // 2–5.
+    let others = writable_and_free(forest, req, keep_top, (between, base_id, below))?;
+    let top_img = PlanImage::of(forest, req.top)?;
+    let base_img = PlanImage::of(forest, base_id)?;
+    let images = |ids: &[NodeId]| {
+        ids.iter()
+            .map(|&m| PlanImage::of(forest, m))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (intermediates, below) = (images(between)?, images(below)?);
+    Ok(Plan {
+        grow_to: grow_to(&top_img, &base_img)?,
+        forced_bitmaps: forest
+            .node(base_id)
+            .qcow2
+            .as_ref()
+            .is_some_and(|h| h.bitmaps()),
+        top: top_img,
+        intermediates,
+        base: base_img,
+        below,
+        keep_top,
+        forced_over: others,
+    })
+}
 
-    // 1. A backing file to commit into, in a header that can be read at all.
+/// Guard 1: the top's header can be read, and it names a backing file imgchain opened.
+fn has_backing(top: &Node) -> Result<(), Refusal> {
     if let Some(p) = top
         .problems
         .iter()
@@ -102,20 +143,16 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             message,
         });
     }
-    let chain: Vec<NodeId> = forest.chain(req.top).collect();
-    let base_at = match &req.base {
-        None => 0,
-        Some(b) => {
-            find_base(forest, req.top, &chain, b).ok_or_else(|| Refusal::BaseNotInChain {
-                top: top.path.clone(),
-                base: b.clone(),
-            })?
-        }
-    };
-    let base_id = chain[base_at];
-    let between = &chain[..base_at];
-    let base = forest.node(base_id);
-    let below: Vec<NodeId> = chain[base_at + 1..].to_vec();
+    Ok(())
+}
+
+/// Guard 1 for the base: it and the images below it have the backing files they name.
+fn below_opens(
+    forest: &Forest,
+    top: &Node,
+    base_id: NodeId,
+    below: &[NodeId],
+) -> Result<(), Refusal> {
     if let Some(broken) = std::iter::once(base_id)
         .chain(below.iter().copied())
         .map(|id| forest.node(id))
@@ -136,6 +173,19 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         });
     }
 
+    Ok(())
+}
+
+/// Guards 2 to 5: nothing written is keep-RO or out of reach, nobody else holds what the
+/// commit needs, no other overlay's disk changes unless forced (those forced over are
+/// returned), and every format and feature is one imgchain handles.
+fn writable_and_free(
+    forest: &Forest,
+    req: &Request,
+    keep_top: bool,
+    (between, base_id, below): (&[NodeId], NodeId, &[NodeId]),
+) -> Result<Vec<PathBuf>, Refusal> {
+    let base = forest.node(base_id);
     // 2. Nothing written may be keep-RO.
     let mut written: Vec<NodeId> = between.to_vec();
     written.push(base_id);
@@ -145,7 +195,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     let mut whole: Vec<NodeId> = vec![req.top];
     whole.extend_from_slice(between);
     whole.push(base_id);
-    whole.extend_from_slice(&below);
+    whole.extend_from_slice(below);
     let sources: Vec<NodeId> = std::iter::once(req.top)
         .chain(between.iter().copied())
         .collect();
@@ -173,26 +223,21 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     let others = guards::other_overlays(forest, base_id, &[req.top], req.force)?;
 
     // 5. Formats and features we can read and write safely, and links that name their format.
-    guards::supported(top, Role::Overlay { emptied: !keep_top })?;
+    guards::supported(forest.node(req.top), Role::Overlay { emptied: !keep_top })?;
     for &m in between {
         guards::supported(forest.node(m), Role::Overlay { emptied: false })?;
     }
     guards::supported(base, Role::Written { force: req.force })?;
-    for &b in &below {
+    for &b in below {
         guards::supported(forest.node(b), Role::Backing)?;
     }
     guards::links_name_their_format(forest, &whole)?;
 
-    let top_img = PlanImage::of(forest, req.top)?;
-    let base_img = PlanImage::of(forest, base_id)?;
-    let intermediates = between
-        .iter()
-        .map(|&m| PlanImage::of(forest, m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let below = below
-        .iter()
-        .map(|&b| PlanImage::of(forest, b))
-        .collect::<Result<Vec<_>, _>>()?;
+    Ok(others)
+}
+
+/// The size the base grows to first (the top is larger); refused for a v2 base.
+fn grow_to(top_img: &PlanImage, base_img: &PlanImage) -> Result<Option<u64>, Refusal> {
     let grow_to = (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size);
     if grow_to.is_some() && base_img.version == Some(2) {
         return Err(Refusal::Unsupported {
@@ -206,16 +251,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             ),
         });
     }
-    Ok(Plan {
-        grow_to,
-        forced_bitmaps: base.qcow2.as_ref().is_some_and(|h| h.bitmaps()),
-        top: top_img,
-        intermediates,
-        base: base_img,
-        below,
-        keep_top,
-        forced_over: others,
-    })
+    Ok(grow_to)
 }
 
 /// Guard 4 again, right before the first write, on a fresh scan of the directories of every
