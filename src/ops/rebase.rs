@@ -181,10 +181,6 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     } else {
         OpKind::Rebase
     };
-    let bad = |path: &Path, what: String| Refusal::BadTarget {
-        path: path.to_path_buf(),
-        what,
-    };
     if n.format != Some(Format::Qcow2) {
         return Err(Refusal::Unsupported {
             path: n.path.clone(),
@@ -215,102 +211,11 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         ),
     )?;
     let safe = !req.unsafe_names;
-    guards::supported(
-        n,
-        if safe {
-            Role::Written { force: false }
-        } else {
-            Role::Backing
-        },
-    )?;
-    if safe {
-        if let Some(b) = &n.backing
-            && b.node.is_none()
-        {
-            return Err(Refusal::BrokenChain {
-                top: n.path.clone(),
-                op: kind,
-                message: format!(
-                    "its backing file {} cannot be read, so what its guest sees cannot be kept; \
-                     if the file moved, name the moved file with -u",
-                    b.resolved.shown()
-                ),
-            });
-        }
-        guards::whole_chain(forest, req.image, kind)?;
-        guards::links_name_their_format(forest, &with_chain(forest, req.image))?;
-        for &c in &old_chain {
-            guards::supported(forest.node(c), Role::Backing)?;
-        }
-    }
-    let mut name = None;
-    if let Some(b) = req.backing {
-        let bn = forest.node(b);
-        if b == req.image {
-            return Err(bad(
-                &bn.path,
-                "is the image itself: the chain would loop".into(),
-            ));
-        }
-        if guards::descendants(forest, req.image).contains(&b) {
-            return Err(bad(
-                &bn.path,
-                format!("is built on {}: the chain would loop", n.path.shown()),
-            ));
-        }
-        let fmt = bn
-            .format
-            .ok_or_else(|| bad(&bn.path, "could not be read as an image".into()))?;
-        if let Some(f) = req.format
-            && f != fmt
-        {
-            return Err(bad(
-                &bn.path,
-                format!("is a {fmt} image, not {f}: name its real format with -F"),
-            ));
-        }
-        for &c in &new_chain {
-            guards::supported(forest.node(c), Role::Backing)?;
-        }
-        if bn.problems.iter().any(|p| {
-            matches!(
-                p.kind,
-                crate::forest::diag::ProblemKind::MissingBacking
-                    | crate::forest::diag::ProblemKind::BackingLoop
-            )
-        }) {
-            return Err(bad(
-                &bn.path,
-                "cannot serve as a backing file: its own chain is broken; repair it first".into(),
-            ));
-        }
-        guards::links_name_their_format(forest, &new_chain)?;
-        guards::whole_chain(forest, b, kind)?;
-        if !safe {
-            // A moved chain: the new file stands in for the old one, so it must be as large.
-            let want = old_chain
-                .first()
-                .and_then(|&o| forest.node(o).virtual_size)
-                .or(n.virtual_size);
-            if bn.virtual_size != want {
-                return Err(bad(
-                    &bn.path,
-                    format!(
-                        "has a virtual size of {} bytes, not {} as the backing file it replaces: \
-                         with -u it must stand in for that file (rebase without -u to copy \
-                         what differs)",
-                        bn.virtual_size.unwrap_or(0),
-                        want.unwrap_or(0)
-                    ),
-                ));
-            }
-        }
-        let written = req
-            .name
-            .clone()
-            .unwrap_or_else(|| backing_name(&n.path, &bn.path));
-        name = Some((written, fmt));
-    }
+    old_chain_reads(forest, req.image, kind, safe)?;
+    let name = match req.backing {
+        Some(b) => Some(new_backing(forest, req, b, (&old_chain, &new_chain))?),
+        None => None,
+    };
     // The trust boundary: what lands in IMAGE is readable by IMAGE's owner.
     let mut involved = with_chain(forest, req.image);
     involved.extend_from_slice(&new_chain);
@@ -333,6 +238,118 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         safe,
         cluster: n.cluster_size.unwrap_or(64 << 10),
     })
+}
+
+/// The image can be written, and (in a safe run, which reads what its guest sees through the
+/// old chain) its old chain is whole and readable.
+fn old_chain_reads(
+    forest: &Forest,
+    image: NodeId,
+    kind: OpKind,
+    safe: bool,
+) -> Result<(), Refusal> {
+    let n = forest.node(image);
+    guards::supported(
+        n,
+        if safe {
+            Role::Written { force: false }
+        } else {
+            Role::Backing
+        },
+    )?;
+    if !safe {
+        return Ok(());
+    }
+    if let Some(b) = &n.backing
+        && b.node.is_none()
+    {
+        return Err(Refusal::BrokenChain {
+            top: n.path.clone(),
+            op: kind,
+            message: format!(
+                "its backing file {} cannot be read, so what its guest sees cannot be kept; if \
+                 the file moved, name the moved file with -u",
+                b.resolved.shown()
+            ),
+        });
+    }
+    guards::whole_chain(forest, image, kind)?;
+    guards::links_name_their_format(forest, &with_chain(forest, image))?;
+    for c in forest.chain(image) {
+        guards::supported(forest.node(c), Role::Backing)?;
+    }
+    Ok(())
+}
+
+/// Checks the new backing file `b` — no loop, its format as asked, a whole chain imgchain
+/// reads, and (with `-u`) the size of the file it stands in for — and gives the backing name
+/// and format to write.
+fn new_backing(
+    forest: &Forest,
+    req: &Request,
+    b: NodeId,
+    (old_chain, new_chain): (&[NodeId], &[NodeId]),
+) -> Result<(String, Format), Refusal> {
+    let (n, bn) = (forest.node(req.image), forest.node(b));
+    let bad = |what: String| Refusal::BadTarget {
+        path: bn.path.clone(),
+        what,
+    };
+    if b == req.image {
+        return Err(bad("is the image itself: the chain would loop".into()));
+    }
+    if guards::descendants(forest, req.image).contains(&b) {
+        return Err(bad(format!(
+            "is built on {}: the chain would loop",
+            n.path.shown()
+        )));
+    }
+    let fmt = bn
+        .format
+        .ok_or_else(|| bad("could not be read as an image".into()))?;
+    if let Some(f) = req.format
+        && f != fmt
+    {
+        return Err(bad(format!(
+            "is a {fmt} image, not {f}: name its real format with -F"
+        )));
+    }
+    for &c in new_chain {
+        guards::supported(forest.node(c), Role::Backing)?;
+    }
+    if bn.problems.iter().any(|p| {
+        matches!(
+            p.kind,
+            crate::forest::diag::ProblemKind::MissingBacking
+                | crate::forest::diag::ProblemKind::BackingLoop
+        )
+    }) {
+        return Err(bad(
+            "cannot serve as a backing file: its own chain is broken; repair it first".into(),
+        ));
+    }
+    guards::links_name_their_format(forest, new_chain)?;
+    guards::whole_chain(forest, b, OpKind::Rebase)?;
+    if req.unsafe_names {
+        // A moved chain: the new file stands in for the old one, so it must be as large.
+        let want = old_chain
+            .first()
+            .and_then(|&o| forest.node(o).virtual_size)
+            .or(n.virtual_size);
+        if bn.virtual_size != want {
+            return Err(bad(format!(
+                "has a virtual size of {} bytes, not {} as the backing file it replaces: with \
+                 -u it must stand in for that file (rebase without -u to copy what differs)",
+                bn.virtual_size.unwrap_or(0),
+                want.unwrap_or(0)
+            )));
+        }
+    }
+    let written = req
+        .name
+        .clone()
+        .unwrap_or_else(|| backing_name(&n.path, &bn.path));
+    Ok((written, fmt))
 }
 
 /// Opens `chain` (top-down) bottom-up, read-only with a reader's locks, each with its backing
