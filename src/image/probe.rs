@@ -405,12 +405,30 @@ fn probe_qcow2(prefix: &[u8], file_len: u64) -> Result<Qcow2Header, ProbeError> 
         buf: prefix,
         file_len,
     };
+    let mut header = qcow2_fields(&b)?;
+    check_tables(&header, file_len)?;
+    let backing_file_offset = b.be64(8)?;
+    header.backing_file =
+        backing_name(&b, backing_file_offset, b.be32(16)?, header.cluster_size())?;
+    let ext_end = if backing_file_offset != 0 {
+        backing_file_offset
+    } else {
+        header.cluster_size()
+    };
+    read_extensions(&b, u64::from(header.header_length), ext_end, &mut header)?;
+    if header.crypt_method == 0 && header.has_fde_ext {
+        return invalid("encryption header extension present in an unencrypted image");
+    }
+    Ok(header)
+}
+
+/// The fixed header fields, each within what QEMU accepts (the backing name and the header
+/// extensions not read yet).
+fn qcow2_fields(b: &Bytes<'_>) -> Result<Qcow2Header, ProbeError> {
     let version = b.be32(4)?;
     if version != 2 && version != 3 {
         return invalid(format!("unsupported qcow2 version {version}"));
     }
-    let backing_file_offset = b.be64(8)?;
-    let backing_file_size = b.be32(16)?;
     let cluster_bits = b.be32(20)?;
     if !(9..=21).contains(&cluster_bits) {
         return invalid(format!(
@@ -464,6 +482,46 @@ fn probe_qcow2(prefix: &[u8], file_len: u64) -> Result<Qcow2Header, ProbeError> 
     if incompatible & INCOMPAT_EXTL2 != 0 && cluster_bits < 14 {
         return invalid("extended L2 entries need clusters of at least 16 KiB");
     }
+    Ok(Qcow2Header {
+        version,
+        cluster_bits,
+        virtual_size,
+        crypt_method,
+        backing_file: None,
+        backing_format: None,
+        incompatible,
+        compatible,
+        autoclear,
+        compression_type,
+        refcount_order,
+        header_length,
+        l1_size,
+        l1_table_offset,
+        refcount_table_offset,
+        refcount_table_clusters,
+        nb_snapshots,
+        snapshots_offset,
+        has_bitmaps_ext: false,
+        has_fde_ext: false,
+        data_file: None,
+        feature_names: Vec::new(),
+    })
+}
+
+/// The L1 and refcount tables lie inside the file and are as large as the disk needs; the
+/// snapshot count and extended L2 entries are within QEMU's limits.
+fn check_tables(h: &Qcow2Header, file_len: u64) -> Result<(), ProbeError> {
+    let Qcow2Header {
+        nb_snapshots,
+        l1_size,
+        l1_table_offset,
+        incompatible,
+        virtual_size,
+        refcount_table_offset,
+        refcount_table_clusters,
+        ..
+    } = *h;
+    let cluster_size = h.cluster_size();
     if nb_snapshots > QCOW_MAX_SNAPSHOTS {
         return invalid(format!("too many snapshots ({nb_snapshots})"));
     }
@@ -500,8 +558,17 @@ fn probe_qcow2(prefix: &[u8], file_len: u64) -> Result<Qcow2Header, ProbeError> 
     if refcount_table_clusters == 0 {
         return invalid("refcount table is empty");
     }
+    Ok(())
+}
 
-    let backing_file = if backing_file_offset != 0 {
+/// The backing file name at `offset` (`size` bytes) inside the first cluster, if any.
+fn backing_name(
+    b: &Bytes<'_>,
+    backing_file_offset: u64,
+    backing_file_size: u32,
+    cluster_size: u64,
+) -> Result<Option<Vec<u8>>, ProbeError> {
+    Ok(if backing_file_offset != 0 {
         if backing_file_offset > cluster_size {
             return invalid("invalid backing file offset (beyond the first cluster)");
         }
@@ -516,42 +583,7 @@ fn probe_qcow2(prefix: &[u8], file_len: u64) -> Result<Qcow2Header, ProbeError> 
         )
     } else {
         None
-    };
-
-    let mut header = Qcow2Header {
-        version,
-        cluster_bits,
-        virtual_size,
-        crypt_method,
-        backing_file,
-        backing_format: None,
-        incompatible,
-        compatible,
-        autoclear,
-        compression_type,
-        refcount_order,
-        header_length,
-        l1_size,
-        l1_table_offset,
-        refcount_table_offset,
-        refcount_table_clusters,
-        nb_snapshots,
-        snapshots_offset,
-        has_bitmaps_ext: false,
-        has_fde_ext: false,
-        data_file: None,
-        feature_names: Vec::new(),
-    };
-    let ext_end = if backing_file_offset != 0 {
-        backing_file_offset
-    } else {
-        cluster_size
-    };
-    read_extensions(&b, u64::from(header_length), ext_end, &mut header)?;
-    if header.crypt_method == 0 && header.has_fde_ext {
-        return invalid("encryption header extension present in an unencrypted image");
-    }
-    Ok(header)
+    })
 }
 
 /// Mirrors QEMU's `validate_table_offset`: aligned, no overflow, and inside the file.
