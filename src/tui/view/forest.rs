@@ -107,7 +107,32 @@ fn flags(app: &App, n: &Node) -> Vec<Span<'static>> {
 }
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
-    let t = &app.theme;
+    let b = &app.browse;
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border)
+        .title(title(app));
+    let height = usize::from(area.height.saturating_sub(3));
+    let words: Vec<String> = b
+        .query
+        .as_ref()
+        .map(|q| q.words().map(String::from).collect())
+        .unwrap_or_default();
+    let cols = columns(app, area.width);
+    let end = (b.offset + height).min(b.visible.len());
+    let rows: Vec<Row> = b.visible[b.offset.min(end)..end]
+        .iter()
+        .enumerate()
+        .map(|(k, &ri)| row(app, b.offset + k, &b.rows[ri], (&cols, &words)))
+        .collect();
+    let table = Table::new(rows, cols.widths)
+        .header(Row::new(cols.header).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(block);
+    frame.render_widget(table, area);
+}
+
+/// The pane's title: the filter and its matches, the scan under way, or the image count.
+fn title(app: &App) -> String {
     let b = &app.browse;
     let title = if b.filtering || !b.filter.is_empty() {
         let cursor = if b.filtering { "▏" } else { "" };
@@ -131,94 +156,82 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     } else {
         format!(" Forest — {} images ", app.browse.forest.nodes.len())
     };
-    let title = if app.read_only {
+    if app.read_only {
         format!("{title}— READ-ONLY ")
     } else {
         title
-    };
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_style(t.border)
-        .title(title);
-    let height = usize::from(area.height.saturating_sub(3));
-    let words: Vec<String> = b
-        .query
-        .as_ref()
-        .map(|q| q.words().map(String::from).collect())
-        .unwrap_or_default();
-    let cols = columns(app, area.width);
+    }
+}
+
+/// Row `at` of the visible rows: the name with its guide, fold glyph and matched words, the
+/// sizes, the badge and the flags.
+fn row(
+    app: &App,
+    at: usize,
+    row: &crate::forest::Row,
+    (cols, words): (&Columns, &[String]),
+) -> Row<'static> {
+    let (t, b) = (&app.theme, &app.browse);
     let name_width = cols.name;
     let c = &b.columns;
-    let end = (app.browse.offset + height).min(app.browse.visible.len());
-    let rows: Vec<Row> = app.browse.visible[app.browse.offset.min(end)..end]
-        .iter()
-        .enumerate()
-        .map(|(k, &ri)| {
-            let row = &app.browse.rows[ri];
-            let n = app.browse.forest.node(row.id);
-            let folded = app.browse.folded.contains(&n.path) && !n.overlays.is_empty();
-            let matched = app.browse.matched.get(app.browse.offset + k).copied();
-            let suffix = if folded {
-                format!(" (+{})", n.overlays.len())
-            } else {
-                String::new()
-            };
-            // A fold glyph on images with overlays: a click on it folds or unfolds.
-            let glyph = match (n.overlays.is_empty(), folded) {
-                (true, _) => "",
-                (false, false) => "▾ ",
-                (false, true) => "▸ ",
-            };
-            let room = name_width.saturating_sub(row.guide.chars().count() + 2 + suffix.len());
-            let mut name = vec![
-                Span::styled(row.guide.clone(), t.dim),
-                Span::styled(glyph, t.dim),
-            ];
-            name.extend(highlighted(
-                &shorten(&b.label(row.id), room),
-                &words,
-                if matched == Some(false) {
-                    t.dim
-                } else {
-                    Style::default()
-                },
-            ));
-            name.push(Span::styled(suffix, t.dim));
-            let size = |v: Option<u64>| {
-                Cell::from(Line::from(v.map_or_else(|| "?".into(), human_size)).right_aligned())
-            };
-            let (badge, style) = badge(app, row.id);
-            let mut cells = vec![
-                Cell::from(Line::from(name)),
-                Cell::from(n.format.map_or("?", |f| f.as_str())),
-                size(n.virtual_size),
-            ];
-            if cols.file {
-                cells.push(size(n.file_size));
-            }
-            if cols.disk {
-                cells.push(size(n.allocated));
-            }
-            if cols.total {
-                cells.push(match c.subtree.get(row.id.0).copied().flatten() {
-                    Some(v) => size(Some(v)),
-                    None => Cell::from(""),
-                });
-            }
-            cells.push(Cell::from(Span::styled(badge, style)));
-            cells.push(Cell::from(Line::from(flags(app, n))));
-            let r = Row::new(cells);
-            if app.browse.offset + k == app.browse.selected {
-                r.style(t.selection)
-            } else {
-                r
-            }
-        })
-        .collect();
-    let table = Table::new(rows, cols.widths)
-        .header(Row::new(cols.header).style(Style::default().add_modifier(Modifier::BOLD)))
-        .block(block);
-    frame.render_widget(table, area);
+    let n = app.browse.forest.node(row.id);
+    let folded = app.browse.folded.contains(&n.path) && !n.overlays.is_empty();
+    let matched = b.matched.get(at).copied();
+    let suffix = if folded {
+        format!(" (+{})", n.overlays.len())
+    } else {
+        String::new()
+    };
+    // A fold glyph on images with overlays: a click on it folds or unfolds.
+    let glyph = match (n.overlays.is_empty(), folded) {
+        (true, _) => "",
+        (false, false) => "▾ ",
+        (false, true) => "▸ ",
+    };
+    let room = name_width.saturating_sub(row.guide.chars().count() + 2 + suffix.len());
+    let mut name = vec![
+        Span::styled(row.guide.clone(), t.dim),
+        Span::styled(glyph, t.dim),
+    ];
+    name.extend(highlighted(
+        &shorten(&b.label(row.id), room),
+        words,
+        if matched == Some(false) {
+            t.dim
+        } else {
+            Style::default()
+        },
+    ));
+    name.push(Span::styled(suffix, t.dim));
+    let size = |v: Option<u64>| {
+        Cell::from(Line::from(v.map_or_else(|| "?".into(), human_size)).right_aligned())
+    };
+    let (badge, style) = badge(app, row.id);
+    let mut cells = vec![
+        Cell::from(Line::from(name)),
+        Cell::from(n.format.map_or("?", |f| f.as_str())),
+        size(n.virtual_size),
+    ];
+    if cols.file {
+        cells.push(size(n.file_size));
+    }
+    if cols.disk {
+        cells.push(size(n.allocated));
+    }
+    if cols.total {
+        cells.push(match c.subtree.get(row.id.0).copied().flatten() {
+            Some(v) => size(Some(v)),
+            None => Cell::from(""),
+        });
+    }
+    cells.push(Cell::from(Span::styled(badge, style)));
+    cells.push(Cell::from(Line::from(flags(app, n))));
+    let r = Row::new(cells);
+    if at == b.selected {
+        r.style(t.selection)
+    } else {
+        r
+    }
 }
 
 /// The forest table's columns at a pane width: each sized to the widest value in the
