@@ -247,7 +247,31 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
                 .into(),
         });
     }
-    // IMAGE's overlays get new headers and IMAGE goes: none may be protected or held at all.
+    overlays_writable(forest, req, &overlays)?;
+    let commit = commit_plan(forest, req, journal)?;
+    overlays_keep_their_disks(forest, req.image, &overlays, &commit)?;
+    let overlays = overlays
+        .iter()
+        .map(|&o| {
+            let img = PlanImage::of(forest, o)?;
+            let name = kept_name(forest, o, req.image, &commit.base)
+                .unwrap_or_else(|| backing_name(&img.path, &commit.base.path));
+            Ok((img, name))
+        })
+        .collect::<Result<Vec<_>, Refusal>>()?;
+    Ok(Plan {
+        image: commit.top.clone(),
+        base: commit.base.clone(),
+        commit: (!committed).then_some(commit),
+        overlays,
+        keep: req.keep,
+        resumed,
+    })
+}
+
+/// IMAGE's overlays get new headers and IMAGE goes (unless kept): none may be protected,
+/// held, or a format imgchain cannot relink; IMAGE may be a VM's disk only when forced.
+fn overlays_writable(forest: &Forest, req: &Request, overlays: &[NodeId]) -> Result<(), Refusal> {
     for &id in overlays.iter().chain(std::iter::once(&req.image)) {
         let m = forest.node(id);
         if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
@@ -270,9 +294,21 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
             .map(|&o| (o, Access::READ_WRITE))
             .chain(std::iter::once((req.image, Access::READ_WRITE))),
     )?;
-    for &o in &overlays {
+    for &o in overlays {
         guards::supported(forest.node(o), guards::Role::Backing)?;
     }
+    Ok(())
+}
+
+/// The commit of IMAGE into its backing file, as the merge runs it: other overlays of the
+/// base are refused unless forced, but those an earlier run re-pointed (its journal) count
+/// as IMAGE's.
+fn commit_plan(
+    forest: &Forest,
+    req: &Request,
+    journal: Option<&Journal>,
+) -> Result<commit::Plan, Refusal> {
+    let committed = journal.is_some_and(|j| j.committed);
     let commit = commit::plan(
         forest,
         &commit::Request {
@@ -289,7 +325,7 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
         },
         e => e,
     });
-    let commit = match (commit, journal) {
+    Ok(match (commit, journal) {
         // The overlays an earlier run re-pointed are built on the base now: they are ours.
         (Err(Refusal::SharedBase { others, .. }), Some(j))
             if others.iter().all(|o| j.overlays.contains(o)) =>
@@ -305,8 +341,17 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
             )?
         }
         (c, _) => c?,
-    };
-    // Past IMAGE's end an overlay reads zeroes; through a larger base it would read its data.
+    })
+}
+
+/// Past IMAGE's end an overlay reads zeroes; through a larger base it would read its data.
+fn overlays_keep_their_disks(
+    forest: &Forest,
+    image: NodeId,
+    overlays: &[NodeId],
+    commit: &commit::Plan,
+) -> Result<(), Refusal> {
+    let n = forest.node(image);
     if commit.base.virtual_size > commit.top.virtual_size
         && let Some(&o) = overlays
             .iter()
@@ -324,23 +369,7 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
             ),
         });
     }
-    let overlays = overlays
-        .iter()
-        .map(|&o| {
-            let img = PlanImage::of(forest, o)?;
-            let name = kept_name(forest, o, req.image, &commit.base)
-                .unwrap_or_else(|| backing_name(&img.path, &commit.base.path));
-            Ok((img, name))
-        })
-        .collect::<Result<Vec<_>, Refusal>>()?;
-    Ok(Plan {
-        image: commit.top.clone(),
-        base: commit.base.clone(),
-        commit: (!committed).then_some(commit),
-        overlays,
-        keep: req.keep,
-        resumed,
-    })
+    Ok(())
 }
 
 /// Runs the merge: journal, commit, re-point each overlay, delete IMAGE, drop the journal.

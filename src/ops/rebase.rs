@@ -354,15 +354,7 @@ fn new_backing(
 
 /// Opens `chain` (top-down) bottom-up, read-only with a reader's locks, each with its backing
 /// attached; returns the handles and the top's access.
-fn open_chain(
-    chain: &[PlanImage],
-) -> Result<
-    (
-        Vec<Handle>,
-        Option<std::sync::Arc<crate::image::handle::ImageAccess>>,
-    ),
-    Refusal,
-> {
+fn open_chain(chain: &[PlanImage]) -> Result<Opened, Refusal> {
     let mut handles = Vec::new();
     let mut backing = None;
     for img in chain.iter().rev() {
@@ -380,7 +372,6 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         cancel,
         progress,
     } = r;
-    let chunk = settings.copy.chunk;
     let start = Instant::now();
     let since = std::cell::Cell::new(start);
     let mut report = |phase, done, total, writing| {
@@ -405,74 +396,18 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         relinked: None,
         elapsed: Duration::ZERO,
     };
-    let (old_handles, old_top) = open_chain(&plan.old)?;
-    let (new_handles, new_top) = open_chain(&plan.new)?;
+    let old = open_chain(&plan.old)?;
+    let new = open_chain(&plan.new)?;
     if plan.safe {
-        let mut image = plan.image.open(OpenMode::ReadOnly, old_top)?;
-        let total =
-            unallocated(&image, plan.image.virtual_size).map_err(|source| Refusal::Map {
-                path: plan.image.path.clone(),
-                source,
-            })?;
-        // What can differ is at most what either chain allocates.
-        let mut allocated = 0;
-        for h in old_handles.iter().chain(&new_handles) {
-            let own = super::extents::own_ranges(h).map_err(|source| Refusal::Map {
-                path: h.path().to_path_buf(),
-                source,
-            })?;
-            allocated += own.guest.iter().map(|(_, l)| l).sum::<u64>();
-        }
-        guards::v2_room(&image, &plan.image, total.min(allocated))?;
-        report(Phase::ReopenRw, 0, total, false);
-        let mut window = RwWindow::open(&mut image, settings.copy.write_behind)
-            .map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
-        since.set(Instant::now());
-        report(Phase::Copy, 0, total, true);
-        let new_size = plan.new.first().map_or(0, |b| b.virtual_size);
-        let copy = window
-            .mark_dirty()
-            .map_err(|source| CopyError::Io {
-                op: "cannot mark dirty",
-                path: plan.image.path.clone(),
-                offset: 0,
-                source,
-            })
-            .and_then(|()| {
-                let old_layers: Vec<&Handle> = old_handles.iter().rev().collect();
-                let new_layers: Vec<&Handle> = new_handles.iter().rev().collect();
-                copy_differences(
-                    window.handle(),
-                    Chains {
-                        old: &old_layers,
-                        new: &new_layers,
-                        new_top: new_top.as_deref(),
-                        new_size,
-                    },
-                    Geometry {
-                        end: plan.image.virtual_size,
-                        cluster: plan.cluster,
-                        chunk: chunk.clamp(64 << 10, 64 << 20).max(plan.cluster),
-                        v2: plan.image.version == Some(2),
-                    },
-                    (cancel, &settings.copy),
-                    &mut outcome,
-                    &mut |done| report(Phase::Copy, done, total, true),
-                )
-            });
-        report(Phase::Flush, outcome.copied, total, true);
-        let flushed = window.flush().map_err(|source| CopyError::Io {
-            op: "cannot flush",
-            path: plan.image.path.clone(),
-            offset: 0,
-            source,
-        });
-        outcome.copy = copy.and(flushed);
-        report(Phase::ReopenRo, outcome.copied, total, true);
-        let closed = window.close();
-        outcome.left_dirty = closed.left_dirty;
-        outcome.reopen_ro = closed.reopen_ro;
-        drop(image);
+        let restart = || since.set(Instant::now());
+        let run = (settings, cancel);
+        copy_safely(
+            plan,
+            (&old, &new),
+            run,
+            (&mut report, &restart),
+            &mut outcome,
+        )?;
         if outcome.copy.is_err() || !matches!(outcome.reopen_ro, Some(Ok(()))) {
             outcome.elapsed = start.elapsed();
             return Ok(outcome);
@@ -482,10 +417,94 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     report(Phase::Relink, 0, 0, true);
     outcome.relinked = Some(relink(&plan.image, plan.name.as_ref()));
     report(Phase::Done, 0, 0, false);
-    drop(new_handles);
-    drop(old_handles);
+    drop(new);
+    drop(old);
     outcome.elapsed = start.elapsed();
     Ok(outcome)
+}
+
+/// Reports a phase with bytes done, bytes in all, and whether the image is open to write.
+type Reporter<'a> = dyn FnMut(Phase, u64, u64, bool) + 'a;
+
+/// A chain opened by [`open_chain`]: its handles, top-down, and the top's access.
+type Opened = (
+    Vec<Handle>,
+    Option<std::sync::Arc<crate::image::handle::ImageAccess>>,
+);
+
+/// The safe part of a rebase: copies into the image what the old and new chains read
+/// differently, with the image read-write only for the copy, into `outcome`. A refusal means
+/// nothing was written.
+fn copy_safely(
+    plan: &Plan,
+    ((old_handles, old_top), (new_handles, new_top)): (&Opened, &Opened),
+    (settings, cancel): (&super::settings::Settings, &AtomicBool),
+    (report, restart): (&mut Reporter<'_>, &dyn Fn()),
+    outcome: &mut Outcome,
+) -> Result<(), Refusal> {
+    let mut image = plan.image.open(OpenMode::ReadOnly, old_top.clone())?;
+    let total = unallocated(&image, plan.image.virtual_size).map_err(|source| Refusal::Map {
+        path: plan.image.path.clone(),
+        source,
+    })?;
+    // What can differ is at most what either chain allocates.
+    let mut allocated = 0;
+    for h in old_handles.iter().chain(new_handles) {
+        let own = super::extents::own_ranges(h).map_err(|source| Refusal::Map {
+            path: h.path().to_path_buf(),
+            source,
+        })?;
+        allocated += own.guest.iter().map(|(_, l)| l).sum::<u64>();
+    }
+    guards::v2_room(&image, &plan.image, total.min(allocated))?;
+    report(Phase::ReopenRw, 0, total, false);
+    let mut window = RwWindow::open(&mut image, settings.copy.write_behind)
+        .map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
+    restart();
+    report(Phase::Copy, 0, total, true);
+    let io = |op, source| CopyError::Io {
+        op,
+        path: plan.image.path.clone(),
+        offset: 0,
+        source,
+    };
+    let copy = window
+        .mark_dirty()
+        .map_err(|e| io("cannot mark dirty", e))
+        .and_then(|()| {
+            let old_layers: Vec<&Handle> = old_handles.iter().rev().collect();
+            let new_layers: Vec<&Handle> = new_handles.iter().rev().collect();
+            copy_differences(
+                window.handle(),
+                Chains {
+                    old: &old_layers,
+                    new: &new_layers,
+                    new_top: new_top.as_deref(),
+                    new_size: plan.new.first().map_or(0, |b| b.virtual_size),
+                },
+                Geometry {
+                    end: plan.image.virtual_size,
+                    cluster: plan.cluster,
+                    chunk: settings
+                        .copy
+                        .chunk
+                        .clamp(64 << 10, 64 << 20)
+                        .max(plan.cluster),
+                    v2: plan.image.version == Some(2),
+                },
+                (cancel, &settings.copy),
+                outcome,
+                &mut |done| report(Phase::Copy, done, total, true),
+            )
+        });
+    report(Phase::Flush, outcome.copied, total, true);
+    let flushed = window.flush().map_err(|e| io("cannot flush", e));
+    outcome.copy = copy.and(flushed);
+    report(Phase::ReopenRo, outcome.copied, total, true);
+    let closed = window.close();
+    outcome.left_dirty = closed.left_dirty;
+    outcome.reopen_ro = closed.reopen_ro;
+    Ok(())
 }
 
 /// Bytes of `image` it does not allocate itself (its guest reads them from its backing chain).

@@ -162,6 +162,18 @@ fn run_qmp(
         }
     }
     q.execute("block-commit", args).map_err(failed)?;
+    Ok(follow(&mut q, plan, &id, (cancel, report), outcome))
+}
+
+/// Follows block-commit job `id` until it concludes: reports its progress, completes it
+/// (the pivot) when a commit is ready, and cancels it when asked.
+fn follow(
+    q: &mut Qmp,
+    plan: &LivePlan,
+    id: &str,
+    (cancel, report): (&AtomicBool, &mut Report3<'_>),
+    mut outcome: LiveOutcome,
+) -> LiveOutcome {
     let mut asked_to_complete = false;
     let mut asked_to_cancel = false;
     loop {
@@ -169,7 +181,7 @@ fn run_qmp(
             Ok(j) => j,
             Err(e) => {
                 outcome.error = Some(e);
-                return Ok(outcome);
+                return outcome;
             }
         };
         let Some(job) = jobs
@@ -177,7 +189,7 @@ fn run_qmp(
             .and_then(|a| a.iter().find(|j| j["id"] == id))
         else {
             outcome.error = Some("the job vanished before it concluded".into());
-            return Ok(outcome);
+            return outcome;
         };
         let done = job["current-progress"].as_u64().unwrap_or(0);
         let total = job["total-progress"].as_u64().unwrap_or(0);
@@ -210,7 +222,7 @@ fn run_qmp(
                         .then(|| q.errors.join("; "))
                 });
                 report(Phase::Done, done, total);
-                return Ok(outcome);
+                return outcome;
             }
             _ => {}
         }
@@ -246,25 +258,7 @@ fn run_virsh(
             snapshot::create_in_place(s)
                 .map_err(|e| failed(format!("cannot create {}: {e}", plan.target.shown())))?;
             report(Phase::Relink, 0, 0);
-            // virsh's option syntax doubles a comma inside a value.
-            let spec = format!("{target},file={}", base.replace(',', ",,"));
-            let made = v.run(
-                "snapshot-create-as",
-                &[
-                    "--disk-only",
-                    "--atomic",
-                    "--no-metadata",
-                    "--reuse-external",
-                    "--diskspec",
-                    &spec,
-                ],
-            );
-            if let Err(e) = made {
-                outcome.error = Some(match std::fs::remove_file(&plan.target) {
-                    Ok(()) => format!("{e}; {base} was removed again"),
-                    Err(r) => format!("{e}; {base} could not be removed ({r}): remove it by hand"),
-                });
-            }
+            outcome.error = virsh_snapshot(v, &target, &plan.target).err();
             outcome.completed = outcome.error.is_none();
             report(Phase::Done, 0, 0);
             return Ok(outcome);
@@ -278,13 +272,57 @@ fn run_virsh(
         args.extend(["--bandwidth", &bandwidth, "--bytes"]);
     }
     v.run("blockcommit", &args).map_err(failed)?;
+    Ok(follow_virsh(
+        v,
+        plan,
+        (&target, &mid),
+        (cancel, report),
+        outcome,
+    ))
+}
+
+/// Has libvirt move the VM's disk `target` onto the new overlay `new` (created already); on
+/// failure removes `new` again and says how that went.
+fn virsh_snapshot(v: &Virsh<'_>, target: &str, new: &Path) -> Result<(), String> {
+    let base = new.display().to_string();
+    // virsh's option syntax doubles a comma inside a value.
+    let spec = format!("{target},file={}", base.replace(',', ",,"));
+    let made = v.run(
+        "snapshot-create-as",
+        &[
+            "--disk-only",
+            "--atomic",
+            "--no-metadata",
+            "--reuse-external",
+            "--diskspec",
+            &spec,
+        ],
+    );
+    match made {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match std::fs::remove_file(new) {
+            Ok(()) => format!("{e}; {base} was removed again"),
+            Err(r) => format!("{e}; {base} could not be removed ({r}): remove it by hand"),
+        }),
+    }
+}
+
+/// Follows libvirt's block job on disk `target` (merging layer `mid`) until it ends:
+/// reports its progress, pivots a commit when it is ready, and aborts it when asked.
+fn follow_virsh(
+    v: &Virsh<'_>,
+    plan: &LivePlan,
+    (target, mid): (&str, &str),
+    (cancel, report): (&AtomicBool, &mut Report3<'_>),
+    mut outcome: LiveOutcome,
+) -> LiveOutcome {
     let mut last_total = 0;
     loop {
-        let raw = match v.run("blockjob", &[&target, "--raw"]) {
+        let raw = match v.run("blockjob", &[target, "--raw"]) {
             Ok(r) => r,
             Err(e) => {
                 outcome.error = Some(e);
-                return Ok(outcome);
+                return outcome;
             }
         };
         let Some((done, total)) = job_progress(&raw) else {
@@ -301,29 +339,29 @@ fn run_virsh(
                 ));
             }
             report(Phase::Done, outcome.copied, outcome.copied);
-            return Ok(outcome);
+            return outcome;
         };
         outcome.copied = done;
         last_total = total;
         report(Phase::Copy, done, total);
         if cancel.load(Ordering::Relaxed) {
             outcome.cancelled = true;
-            outcome.error = v.run("blockjob", &[&target, "--abort"]).err();
+            outcome.error = v.run("blockjob", &[target, "--abort"]).err();
             report(Phase::Done, done, total);
-            return Ok(outcome);
+            return outcome;
         }
         if matches!(plan.kind, LiveKind::Commit) && total > 0 && done == total {
             report(Phase::Flush, done, total);
-            match v.run("blockjob", &[&target, "--pivot"]) {
+            match v.run("blockjob", &[target, "--pivot"]) {
                 Ok(_) => {
                     outcome.completed = true;
                     report(Phase::Done, done, total);
-                    return Ok(outcome);
+                    return outcome;
                 }
                 Err(e) if e.contains("not ready") => {}
                 Err(e) => {
                     outcome.error = Some(e);
-                    return Ok(outcome);
+                    return outcome;
                 }
             }
         }
