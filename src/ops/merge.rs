@@ -375,11 +375,6 @@ fn overlays_keep_their_disks(
 /// Runs the merge: journal, commit, re-point each overlay, delete IMAGE, drop the journal.
 /// Returns a refusal only when nothing was written.
 pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
-    let Run {
-        settings,
-        cancel,
-        progress,
-    } = r;
     let journal_error = |e: io::Error| Refusal::Changed {
         path: journal_path(&plan.image.path),
         what: format!("the merge journal cannot be written: {e}"),
@@ -401,48 +396,85 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         relinked: Vec::new(),
         deleted: None,
     };
+    let Run {
+        settings,
+        cancel,
+        progress,
+    } = r;
     if let Some(c) = &plan.commit {
-        let mut relabel = |mut p: Progress| {
-            p.op = OpKind::Merge;
-            progress(p)
+        let run = Run {
+            settings,
+            cancel,
+            progress: &mut *progress,
         };
-        let result = commit::run(
-            c,
-            Run {
-                settings,
-                cancel,
-                progress: &mut relabel,
-            },
-        );
-        let done = match &result {
-            Ok(o) => o.exit_code() == crate::exit::OK,
-            Err(_) => false,
-        };
-        match result {
-            Ok(o) => outcome.commit = Some(o),
-            Err(e) => {
-                if !plan.resumed {
-                    let _ = remove_journal(&plan.image.path);
-                }
-                return Err(e);
-            }
-        }
-        if !done {
-            // Nothing was re-pointed: the journal has nothing to finish.
-            if !plan.resumed {
-                let _ = remove_journal(&plan.image.path);
-            }
-            return Ok(outcome);
-        }
-        journal.committed = true;
-        if let Err(e) = write_journal(&journal) {
-            outcome.relinked.push((
-                plan.image.path.clone(),
-                Err(format!("the merge journal cannot be updated: {e}")),
-            ));
+        if !commit_step(plan, c, run, &mut journal, &mut outcome)? {
             return Ok(outcome);
         }
     }
+    relink_and_delete(plan, progress, &mut outcome);
+    Ok(outcome)
+}
+
+/// Commits IMAGE into the base and marks it done in the journal; whether the merge goes on
+/// (`false`: the commit did not finish, or the journal could not say it did, as `outcome`
+/// tells). A refusal means nothing was written.
+fn commit_step(
+    plan: &Plan,
+    c: &commit::Plan,
+    Run {
+        settings,
+        cancel,
+        progress,
+    }: Run<'_>,
+    journal: &mut Journal,
+    outcome: &mut Outcome,
+) -> Result<bool, Refusal> {
+    let mut relabel = |mut p: Progress| {
+        p.op = OpKind::Merge;
+        progress(p)
+    };
+    let result = commit::run(
+        c,
+        Run {
+            settings,
+            cancel,
+            progress: &mut relabel,
+        },
+    );
+    let done = match &result {
+        Ok(o) => o.exit_code() == crate::exit::OK,
+        Err(_) => false,
+    };
+    match result {
+        Ok(o) => outcome.commit = Some(o),
+        Err(e) => {
+            if !plan.resumed {
+                let _ = remove_journal(&plan.image.path);
+            }
+            return Err(e);
+        }
+    }
+    if !done {
+        // Nothing was re-pointed: the journal has nothing to finish.
+        if !plan.resumed {
+            let _ = remove_journal(&plan.image.path);
+        }
+        return Ok(false);
+    }
+    journal.committed = true;
+    if let Err(e) = write_journal(journal) {
+        outcome.relinked.push((
+            plan.image.path.clone(),
+            Err(format!("the merge journal cannot be updated: {e}")),
+        ));
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Points each overlay at the base, then deletes IMAGE (unless kept) and the journal,
+/// stopping at the first failure, into `outcome`.
+fn relink_and_delete(plan: &Plan, progress: &mut dyn FnMut(Progress), outcome: &mut Outcome) {
     let report = |progress: &mut dyn FnMut(Progress), phase, done| {
         progress(Progress {
             op: OpKind::Merge,
@@ -461,7 +493,7 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         outcome.relinked.push((o.path.clone(), r));
         report(progress, Phase::Relink, i as u64 + 1);
         if failed {
-            return Ok(outcome);
+            return;
         }
     }
     if !plan.keep {
@@ -474,14 +506,13 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         let failed = r.is_err();
         outcome.deleted = Some(r);
         if failed {
-            return Ok(outcome);
+            return;
         }
     }
     if let Err(e) = remove_journal(&plan.image.path) {
         outcome.deleted = Some(Err(format!("the merge journal cannot be removed: {e}")));
     }
     report(progress, Phase::Done, plan.overlays.len() as u64);
-    Ok(outcome)
 }
 
 /// Deletes IMAGE by identity once no process holds it (delete's own checks and removal).

@@ -295,15 +295,11 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
     if matches!(p.ask, Ask::Commit { .. }) {
         return commit(app, p, frame, area);
     }
-    let t = &app.theme;
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<12}"), bold), Span::raw(v)]);
-    let k = |a| app.keymap.keys_of(a);
-    let first = |a| app.keymap.first_key_of(a);
-    let title = format!(" {} ", p.name());
     let mut lines = vec![kv("image", p.ask.image().shown().to_string())];
-    let mut keys = vec![format!("{} cancel", k(Action::Close))];
+    let mut keys = vec![format!("{} cancel", app.keymap.keys_of(Action::Close))];
     if p.pending {
         lines.push(Line::from(""));
         lines.push(Line::from(
@@ -311,31 +307,9 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         ));
     } else if let Some(e) = &p.refusal {
         lines.push(Line::from(""));
-        lines.push(Line::from(Span::styled("Refused:", t.problem)));
+        lines.push(Line::from(Span::styled("Refused:", app.theme.problem)));
         lines.extend(e.to_string().lines().map(|l| Line::from(l.to_string())));
-        let (overlays, forced) = match p.ask {
-            Ask::Delete {
-                with_overlays,
-                force,
-                ..
-            } => (Some(with_overlays), Some(force)),
-            _ => (None, None),
-        };
-        if overlays == Some(false) && matches!(e, Refusal::HasOverlays { .. }) {
-            keys.insert(
-                0,
-                format!("{} delete them too", first(Action::WithOverlays)),
-            );
-        }
-        if forced == Some(false) && matches!(e, Refusal::VmDisk { .. }) {
-            keys.insert(
-                0,
-                format!(
-                    "{} delete it anyway (the VM loses its disk)",
-                    first(Action::Anyway)
-                ),
-            );
-        }
+        keys.splice(0..0, refusal_keys(app, p, e));
     } else if let Some(plan) = &p.plan {
         described(app, &plan.describe(), &mut lines, &kv);
         if let Some(sp) = &p.space {
@@ -343,50 +317,74 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             lines.push(kv("space", sp.describe()));
         }
         searched_line(&p.searched, &mut lines, &kv);
-        keys.insert(
-            0,
-            format!(
-                "{} {}",
-                k(Action::Confirm),
-                if p.asks_twice() && !p.confirmed_once {
-                    "confirm (asks again)"
-                } else {
-                    "start"
-                }
-            ),
-        );
-        if matches!(p.ask, Ask::Rebase { .. }) && p.chain.len() > 1 {
-            keys.insert(1, format!("{} deeper image", first(Action::Deeper)));
-        }
-        if matches!(plan, AnyPlan::Repair(r) if r.candidates.len() > 1) {
-            keys.insert(
-                1,
-                format!(
-                    "{}/{} ↑/↓ 1-9 choose",
-                    first(Action::Next),
-                    first(Action::Prev)
-                ),
-            );
-        }
+        keys.splice(0..0, plan_keys(app, p, plan));
         if p.confirmed_once {
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled(
                 format!(
                     "Confirmed once. {} again {} for good.",
-                    k(Action::Confirm),
+                    app.keymap.keys_of(Action::Confirm),
                     if matches!(p.ask, Ask::Delete { .. }) {
                         "deletes"
                     } else {
                         "merges and deletes"
                     }
                 ),
-                t.problem,
+                app.theme.problem,
             )));
         }
     }
     lines.push(Line::from(""));
-    lines.push(Line::from(Span::styled(keys.join("   "), t.dim)));
+    lines.push(Line::from(Span::styled(keys.join("   "), app.theme.dim)));
+    let title = format!(" {} ", p.name());
     dialog(app, title, lines, p.refusal.is_some(), frame, area);
+}
+
+/// The keys that ask again past a refusal: a delete with its overlays, or of a VM's disk.
+fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
+    let first = |a| app.keymap.first_key_of(a);
+    let Ask::Delete {
+        with_overlays,
+        force,
+        ..
+    } = p.ask
+    else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    if !force && matches!(e, Refusal::VmDisk { .. }) {
+        keys.push(format!(
+            "{} delete it anyway (the VM loses its disk)",
+            first(Action::Anyway)
+        ));
+    }
+    if !with_overlays && matches!(e, Refusal::HasOverlays { .. }) {
+        keys.push(format!("{} delete them too", first(Action::WithOverlays)));
+    }
+    keys
+}
+
+/// The keys of a planned operation: start (or confirm once), a deeper image for a rebase,
+/// another candidate for a repair.
+fn plan_keys(app: &App, p: &OpPopup, plan: &AnyPlan) -> Vec<String> {
+    let first = |a| app.keymap.first_key_of(a);
+    let start = if p.asks_twice() && !p.confirmed_once {
+        "confirm (asks again)"
+    } else {
+        "start"
+    };
+    let mut keys = vec![format!("{} {start}", app.keymap.keys_of(Action::Confirm))];
+    if matches!(plan, AnyPlan::Repair(r) if r.candidates.len() > 1) {
+        keys.push(format!(
+            "{}/{} ↑/↓ 1-9 choose",
+            first(Action::Next),
+            first(Action::Prev)
+        ));
+    }
+    if matches!(p.ask, Ask::Rebase { .. }) && p.chain.len() > 1 {
+        keys.push(format!("{} deeper image", first(Action::Deeper)));
+    }
+    keys
 }
 
 /// Where images built on the plan's chain were looked for, and what was found (nothing when
