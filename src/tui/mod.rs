@@ -36,27 +36,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
     let tx = tx.clone();
     let scan = &w.scan;
     match effect {
-        Effect::Scan(paths) => {
-            let mut opts = scan.clone();
-            let progress = std::sync::Arc::new(forest::ScanProgress::default());
-            opts.progress = Some(std::sync::Arc::clone(&progress));
-            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (stop, counts_tx) = (std::sync::Arc::clone(&done), tx.clone());
-            // What the scan has found so far, a few times a second while it runs.
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(150));
-                    if counts_tx.send(Msg::Scanning(progress.counts())).is_err() {
-                        break;
-                    }
-                }
-            });
-            std::thread::spawn(move || {
-                let result = forest::scan(&paths, &opts).map_err(|e| e.to_string());
-                done.store(true, std::sync::atomic::Ordering::Relaxed);
-                let _ = tx.send(Msg::Scanned(Box::new(result)));
-            });
-        }
+        Effect::Scan(paths) => scan_in_background(paths, scan.clone(), tx),
         Effect::Stamp(mut dirs) => {
             dirs.extend(scan.overlay_dirs.iter().cloned());
             std::thread::spawn(move || {
@@ -98,31 +78,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
             ask,
             dirs,
             protect,
-        } => {
-            let scope = Scope {
-                dirs,
-                scan: scan.clone(),
-                protect: *protect,
-                settings: Arc::clone(&w.settings),
-            };
-            let clone = w.settings.copy.clone;
-            std::thread::spawn(move || {
-                let force = matches!(ask, any::Ask::Merge { force: true, .. });
-                let (plan, space, searched) = match any::plan(&ask, &scope) {
-                    Ok((p, searched)) => match any::space(&p, force, clone) {
-                        Ok(s) => (Ok(p), s, searched),
-                        Err(e) => (Err(e), None, searched),
-                    },
-                    Err(e) => (Err(e), None, Vec::new()),
-                };
-                let _ = tx.send(Msg::OpPlanned {
-                    job,
-                    plan: Box::new(plan),
-                    space,
-                    searched,
-                });
-            });
-        }
+        } => plan_in_background(job, ask, (dirs, *protect), w, tx),
         Effect::RunOp { job, plan } => {
             let id = job.id;
             any::spawn(&job, *plan, Arc::clone(&w.settings), move |event| {
@@ -130,6 +86,65 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
             });
         }
     }
+}
+
+/// Scans `paths` on a worker, sending what it has found so far a few times a second.
+fn scan_in_background(
+    paths: Vec<std::path::PathBuf>,
+    mut opts: forest::ScanOptions,
+    tx: Sender<Msg>,
+) {
+    let progress = std::sync::Arc::new(forest::ScanProgress::default());
+    opts.progress = Some(std::sync::Arc::clone(&progress));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop, counts_tx) = (std::sync::Arc::clone(&done), tx.clone());
+    // What the scan has found so far, a few times a second while it runs.
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            if counts_tx.send(Msg::Scanning(progress.counts())).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let result = forest::scan(&paths, &opts).map_err(|e| e.to_string());
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tx.send(Msg::Scanned(Box::new(result)));
+    });
+}
+
+/// Plans `ask` on a worker, on a fresh scan of `dirs`, and works out its space.
+fn plan_in_background(
+    job: crate::ops::JobId,
+    ask: any::Ask,
+    (dirs, protect): (Vec<std::path::PathBuf>, crate::forest::Protect),
+    w: &Workers,
+    tx: Sender<Msg>,
+) {
+    let scope = Scope {
+        dirs,
+        scan: w.scan.clone(),
+        protect,
+        settings: Arc::clone(&w.settings),
+    };
+    let clone = w.settings.copy.clone;
+    std::thread::spawn(move || {
+        let force = matches!(ask, any::Ask::Merge { force: true, .. });
+        let (plan, space, searched) = match any::plan(&ask, &scope) {
+            Ok((p, searched)) => match any::space(&p, force, clone) {
+                Ok(s) => (Ok(p), s, searched),
+                Err(e) => (Err(e), None, searched),
+            },
+            Err(e) => (Err(e), None, Vec::new()),
+        };
+        let _ = tx.send(Msg::OpPlanned {
+            job,
+            plan: Box::new(plan),
+            space,
+            searched,
+        });
+    });
 }
 
 /// Each directory with its modification time now.

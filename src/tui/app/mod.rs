@@ -611,18 +611,7 @@ impl App {
                     rule,
                 });
             }
-            Action::Cancel => {
-                self.status = match &self.jobs.running {
-                    Some(j) if !j.cancellable() => {
-                        "too late to cancel: the copy is done; finishing".into()
-                    }
-                    Some(j) => {
-                        j.cancel();
-                        "cancelling: the base is flushed and reopened read-only…".into()
-                    }
-                    None => "no commit is running".into(),
-                }
-            }
+            Action::Cancel => self.status = self.cancel_job(),
             Action::Rescan => {
                 if !self.browse.scanning {
                     self.announce_scan = true;
@@ -639,37 +628,14 @@ impl App {
                 Some(_) => self.popup = Some(Popup::ConfirmQuit),
                 None => self.quit = true,
             },
-            Action::Commit
-            | Action::Snapshot
-            | Action::Merge
-            | Action::Flatten
-            | Action::Rebase
-            | Action::Delete
-            | Action::Repair
-            | Action::Live
-                if self.read_only =>
-            {
+            a if a.is_operation() && self.read_only => {
                 self.status = "read-only: imgchain was started with --read-only, so nothing on \
                                disk changes; quit and start it without --read-only to write"
                     .into();
             }
-            Action::Commit
-            | Action::Snapshot
-            | Action::Merge
-            | Action::Flatten
-            | Action::Rebase
-            | Action::Delete
-            | Action::Repair
-            | Action::Live => return self.ask(action),
-            Action::Confirm
-            | Action::Close
-            | Action::Shared
-            | Action::KeepTop
-            | Action::Deeper
-            | Action::Next
-            | Action::Prev
-            | Action::WithOverlays
-            | Action::Anyway => {}
+            a if a.is_operation() => return self.ask(a),
+            // Dialog keys reach the dialog that is open, never the forest.
+            a if a.def().place == crate::actions::Place::Dialog => {}
             Action::Details => {
                 self.details.focus = !self.details.focus;
                 self.status = if self.details.focus {
@@ -695,5 +661,17 @@ impl App {
             }
         }
         Vec::new()
+    }
+
+    /// Cancels the running job, if it still can be; what the status line says.
+    fn cancel_job(&self) -> String {
+        match &self.jobs.running {
+            Some(j) if !j.cancellable() => "too late to cancel: the copy is done; finishing".into(),
+            Some(j) => {
+                j.cancel();
+                "cancelling: the base is flushed and reopened read-only…".into()
+            }
+            None => "nothing is running to cancel".into(),
+        }
     }
 }
