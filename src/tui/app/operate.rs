@@ -310,95 +310,59 @@ impl App {
 /// The request a dialog key turns `p`'s into, with the chain to keep offering; `None` when
 /// the key changes nothing here (or only the plan in place: keeping a commit's top).
 fn changed_ask(p: &mut OpPopup, action: Action) -> Option<(Ask, Vec<PathBuf>)> {
-    let chain = p.chain.clone();
-    let step = |at: Option<usize>, back: bool| {
-        let n = chain.len();
-        let i = at.map_or(0, |i| if back { (i + n - 1) % n } else { (i + 1) % n });
-        chain[i].clone()
-    };
-    let back = action == Action::Prev;
-    let cycle = action == Action::Deeper && !chain.is_empty();
     if action == Action::KeepTop {
         keep_or_empty_top(p);
         return None;
     }
-    match (&p.ask, action) {
+    let chain = p.chain.clone();
+    let back = action == Action::Prev;
+    let cycle = action == Action::Deeper && !chain.is_empty();
+    let mut ask = p.ask.clone();
+    match (&mut ask, action) {
         // Down the top's chain; past its root, back to the backing file.
-        (
-            Ask::Commit {
-                image,
-                base,
-                keep_top,
-            },
-            _,
-        ) if cycle => {
+        (Ask::Commit { base, .. }, _) if cycle => {
             let at = chain.iter().position(|c| Some(c) == base.as_ref());
-            let next = step(at.or(Some(0)), back);
-            let deeper = (next != chain[0]).then_some(next);
-            Some((
-                Ask::Commit {
-                    image: image.clone(),
-                    base: deeper,
-                    keep_top: *keep_top,
-                },
-                chain,
-            ))
+            let next = step(&chain, at.or(Some(0)), back);
+            *base = (next != chain[0]).then_some(next);
         }
-        (Ask::Rebase { image, backing }, _) if cycle => {
+        (Ask::Rebase { backing, .. }, _) if cycle => {
             let at = chain.iter().position(|c| c == backing);
-            let ask = Ask::Rebase {
-                image: image.clone(),
-                backing: step(at, back),
-            };
-            Some((ask, chain))
+            *backing = step(&chain, at, back);
         }
         (
             Ask::Delete {
-                image,
-                with_overlays: false,
-                force,
+                with_overlays: with @ false,
+                ..
             },
             Action::WithOverlays,
-        ) => Some((
-            Ask::Delete {
-                image: image.clone(),
-                with_overlays: true,
-                force: *force,
-            },
-            chain,
-        )),
+        ) => *with = true,
         // A defined VM's disk: deleting it anyway is a deliberate key of its own.
         (
             Ask::Delete {
-                image,
-                with_overlays,
-                force: false,
+                force: f @ false, ..
             },
             Action::Anyway,
-        ) if matches!(p.refusal, Some(Refusal::VmDisk { .. })) => Some((
-            Ask::Delete {
-                image: image.clone(),
-                with_overlays: *with_overlays,
-                force: true,
-            },
-            chain,
-        )),
-        (Ask::Repair { .. }, Action::Deeper | Action::Next | Action::Prev) => {
+        ) if matches!(p.refusal, Some(Refusal::VmDisk { .. })) => *f = true,
+        (Ask::Repair { pick, .. }, Action::Deeper | Action::Next | Action::Prev) => {
             let n = candidates(p);
-            let Ask::Repair { pick, .. } = p.ask else {
-                return None;
+            let to = if back {
+                (*pick + n - 1) % n
+            } else {
+                (*pick + 1) % n
             };
-            repick(
-                p,
-                if back {
-                    (pick + n - 1) % n
-                } else {
-                    (pick + 1) % n
-                },
-            )
+            return repick(p, to);
         }
-        _ => None,
+        _ => return None,
     }
+    Some((ask, chain))
+}
+
+/// The image after (or, `back`, before) `at` in `chain`, round the end; the first without
+/// `at`.
+fn step(chain: &[PathBuf], at: Option<usize>, back: bool) -> PathBuf {
+    let n = chain.len();
+    let i = at.map_or(0, |i| if back { (i + n - 1) % n } else { (i + 1) % n });
+    chain[i].clone()
 }
 
 /// Keeps a commit's top, or empties it: the plan changes in place.
