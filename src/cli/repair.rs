@@ -12,12 +12,9 @@ use super::failure::Failure;
 use super::session::Session;
 
 pub(crate) fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
-    use imgchain::ops::Report;
-    use imgchain::ops::rebase::{self, Request};
-    use imgchain::ops::repair;
     let scan = ctx.scan(&a.paths, &ctx.scan_options())?;
     let forest = &scan.forest;
-    let fixes = repair::find(forest);
+    let fixes = imgchain::ops::repair::find(forest);
     if fixes.is_empty() {
         println!("No image under the scanned paths has a missing backing file.");
         return Ok(exit::OK);
@@ -26,78 +23,13 @@ pub(crate) fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
     let mut left = 0;
     let mut worst = exit::OK;
     for fix in &fixes {
-        let image = &forest.node(fix.image).path;
-        println!(
-            "{} names {}, which does not exist.",
-            image.shown(),
-            fix.missing.shown()
-        );
-        if fix.candidates.is_empty() {
-            println!("  No image under the scanned paths could be it; scan more paths.");
-            left += 1;
-            continue;
-        }
-        for (i, c) in fix.candidates.iter().enumerate() {
-            println!(
-                "  {}) {} ({})",
-                i + 1,
-                forest.node(c.id).path.shown(),
-                c.describe()
-            );
-        }
-        let sure = fix.candidates.first().is_some_and(|c| c.sure());
-        let chosen = if a.dry_run {
-            None
-        } else if a.yes && sure {
-            Some(0)
-        } else if a.yes {
-            println!(
-                "  --yes applies only a file with the missing file's name and size that no VM \
-                 uses and nothing else is built on; none is, so nothing was changed: choose one \
-                 on a terminal, or name it with imgchain rebase -u -b FILE {}",
-                image.quoted()
-            );
-            None
-        } else if interactive {
-            ask_choice(fix.candidates.len())?
-        } else {
-            println!("  Run with --yes to point it at candidate 1, or on a terminal to choose.");
-            None
-        };
-        let Some(k) = chosen else {
-            left += 1;
-            continue;
-        };
-        let req = Request {
-            image: fix.image,
-            backing: Some(fix.candidates[k].id),
-            format: None,
-            unsafe_names: true,
-            name: None,
-        };
-        let outcome = rebase::plan(forest, &req).and_then(|plan| {
-            rebase::run(
-                &plan,
-                imgchain::ops::Run {
-                    settings: &ctx.settings,
-                    cancel: &std::sync::atomic::AtomicBool::new(false),
-                    progress: &mut |_| {},
-                },
-            )
-        });
-        match outcome {
-            Ok(o) => {
-                println!("  {}", o.summary());
-                if o.exit_code() != exit::OK {
-                    worst = worst.max(o.exit_code());
-                    left += 1;
-                }
-            }
-            Err(e) => {
-                eprintln!("imgchain: {e}");
-                worst = worst.max(e.exit_code());
+        match repair_one(ctx, forest, fix, (&a, interactive))? {
+            Some(exit::OK) => {}
+            Some(code) => {
+                worst = worst.max(code);
                 left += 1;
             }
+            None => left += 1,
         }
     }
     Ok(if worst != exit::OK {
@@ -107,6 +39,82 @@ pub(crate) fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
     } else {
         exit::OK
     })
+}
+
+/// Lists the candidates for one missing backing file and applies the one chosen (on a
+/// terminal, or the sure one with `--yes`); the run's exit code, or `None` when nothing was
+/// applied.
+fn repair_one(
+    ctx: &Session,
+    forest: &imgchain::forest::Forest,
+    fix: &imgchain::ops::repair::Fix,
+    (a, interactive): (&RepairArgs, bool),
+) -> Result<Option<u8>, Failure> {
+    use imgchain::ops::Report;
+    use imgchain::ops::rebase::{self, Request};
+    let image = &forest.node(fix.image).path;
+    println!(
+        "{} names {}, which does not exist.",
+        image.shown(),
+        fix.missing.shown()
+    );
+    if fix.candidates.is_empty() {
+        println!("  No image under the scanned paths could be it; scan more paths.");
+        return Ok(None);
+    }
+    for (i, c) in fix.candidates.iter().enumerate() {
+        let path = forest.node(c.id).path.shown();
+        println!("  {}) {path} ({})", i + 1, c.describe());
+    }
+    let sure = fix.candidates.first().is_some_and(|c| c.sure());
+    let chosen = if a.dry_run {
+        None
+    } else if a.yes && sure {
+        Some(0)
+    } else if a.yes {
+        println!(
+            "  --yes applies only a file with the missing file's name and size that no VM uses \
+             and nothing else is built on; none is, so nothing was changed: choose one on a \
+             terminal, or name it with imgchain rebase -u -b FILE {}",
+            image.quoted()
+        );
+        None
+    } else if interactive {
+        ask_choice(fix.candidates.len())?
+    } else {
+        println!("  Run with --yes to point it at candidate 1, or on a terminal to choose.");
+        None
+    };
+    let Some(k) = chosen else {
+        return Ok(None);
+    };
+    let req = Request {
+        image: fix.image,
+        backing: Some(fix.candidates[k].id),
+        format: None,
+        unsafe_names: true,
+        name: None,
+    };
+    let outcome = rebase::plan(forest, &req).and_then(|plan| {
+        rebase::run(
+            &plan,
+            imgchain::ops::Run {
+                settings: &ctx.settings,
+                cancel: &std::sync::atomic::AtomicBool::new(false),
+                progress: &mut |_| {},
+            },
+        )
+    });
+    Ok(Some(match outcome {
+        Ok(o) => {
+            println!("  {}", o.summary());
+            o.exit_code()
+        }
+        Err(e) => {
+            eprintln!("imgchain: {e}");
+            e.exit_code()
+        }
+    }))
 }
 
 /// Asks which of `n` candidates to apply; `None`: none.
