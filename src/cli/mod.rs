@@ -11,18 +11,16 @@ mod rebase;
 mod repair;
 mod runner;
 mod session;
+mod show;
 mod snapshot;
 mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 
 use imgchain::exit;
-use imgchain::forest::diag::Severity;
-use imgchain::text::Names;
 
 use args::{Cli, Command};
 use commit::commit;
@@ -31,7 +29,7 @@ use failure::Failure;
 use merge::merge;
 use rebase::rebase;
 use repair::repair;
-use session::{Session, print_json, report_skipped};
+use session::Session;
 use snapshot::snapshot;
 use ui::ui;
 
@@ -69,51 +67,8 @@ pub(crate) fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let code = match cli.command {
         None => ui(&ctx, cli.paths, cli.demo, cli.dir)?,
-        Some(Command::Tree { json, paths }) => {
-            let scan = ctx.scan(&paths, &ctx.scan_options())?;
-            if json {
-                print_json(&output::json_tree(&scan.forest, &scan.skipped))?;
-            } else {
-                print!("{}", output::text_tree(&scan.forest, ctx.paint));
-                report_skipped(&scan);
-                if scan.forest.nodes.is_empty() {
-                    let shown: Vec<String> = if paths.is_empty() {
-                        vec![".".into()]
-                    } else {
-                        paths.iter().map(|p| p.shown().to_string()).collect()
-                    };
-                    eprintln!(
-                        "imgchain: no disk images under {} (qcow2, vmdk, vdi, vhdx, vpc, qed, \
-                         luks by their headers; raw by the extensions in scan.raw_extensions)",
-                        shown.join(", ")
-                    );
-                }
-            }
-            exit::OK
-        }
-        Some(Command::Info { json, scan, image }) => {
-            let mut opts = ctx.scan_options();
-            opts.max_depth = 0;
-            opts.overlay_dirs.extend(scan);
-            let abs = std::path::absolute(&image)
-                .with_context(|| format!("cannot resolve {}", image.shown()))?;
-            let mut paths = vec![abs.clone()];
-            paths.extend(abs.parent().map(PathBuf::from));
-            let scan = ctx.scan(&paths, &opts)?;
-            let id = scan
-                .forest
-                .find(&abs)
-                .with_context(|| format!("{} was not found after scanning it", abs.shown()))?;
-            if json {
-                let mut node = serde_json::to_value(output::json_node(&scan.forest, id))
-                    .context("cannot encode the image as JSON")?;
-                node["internal_snapshots"] = output::json_internal_snapshots(scan.forest.node(id));
-                print_json(&node)?;
-            } else {
-                print!("{}", output::text_info(&scan.forest, id, ctx.paint));
-            }
-            exit::OK
-        }
+        Some(Command::Tree { json, paths }) => show::tree(&ctx, json, &paths)?,
+        Some(Command::Info { json, scan, image }) => show::info(&ctx, json, scan, &image)?,
         Some(Command::Commit(args)) => commit(&ctx, args)?,
         Some(Command::Snapshot(args)) => snapshot(&ctx, args)?,
         Some(Command::Delete(args)) => delete(&ctx, args)?,
@@ -127,22 +82,7 @@ pub(crate) fn run(cli: Cli) -> Result<u8, Failure> {
         Some(Command::Flatten(args)) => rebase(&ctx, &args.common, None, None, false)?,
         Some(Command::Merge(args)) => merge(&ctx, args)?,
         Some(Command::Repair(args)) => repair(&ctx, args)?,
-        Some(Command::Check { json, paths }) => {
-            let scan = ctx.scan(&paths, &ctx.scan_options())?;
-            if json {
-                print_json(&output::json_check(&scan.forest))?;
-            } else {
-                print!("{}", output::text_check(&scan.forest, ctx.paint));
-                report_skipped(&scan);
-            }
-            let bad = scan
-                .forest
-                .nodes
-                .iter()
-                .flat_map(|n| &n.problems)
-                .any(|p| p.severity() >= Severity::Warning);
-            if bad { exit::PROBLEMS } else { exit::OK }
-        }
+        Some(Command::Check { json, paths }) => show::check(&ctx, json, &paths)?,
     };
     Ok(code)
 }

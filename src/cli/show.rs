@@ -1,0 +1,85 @@
+//! The commands that only read: `tree`, `info` and `check`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use imgchain::exit;
+use imgchain::forest::diag::Severity;
+use imgchain::text::Names;
+
+use super::failure::Failure;
+use super::output;
+use super::session::{Session, print_json, report_skipped};
+
+/// `imgchain tree`: the forest, as text or JSON.
+pub(crate) fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
+    let scan = ctx.scan(paths, &ctx.scan_options())?;
+    if json {
+        print_json(&output::json_tree(&scan.forest, &scan.skipped))?;
+    } else {
+        print!("{}", output::text_tree(&scan.forest, ctx.paint));
+        report_skipped(&scan);
+        if scan.forest.nodes.is_empty() {
+            let shown: Vec<String> = if paths.is_empty() {
+                vec![".".into()]
+            } else {
+                paths.iter().map(|p| p.shown().to_string()).collect()
+            };
+            eprintln!(
+                "imgchain: no disk images under {} (qcow2, vmdk, vdi, vhdx, vpc, qed, \
+                 luks by their headers; raw by the extensions in scan.raw_extensions)",
+                shown.join(", ")
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `imgchain info`: one image, scanned with its directory and the `--scan` paths.
+pub(crate) fn info(
+    ctx: &Session,
+    json: bool,
+    scan: Vec<PathBuf>,
+    image: &Path,
+) -> Result<u8, Failure> {
+    let mut opts = ctx.scan_options();
+    opts.max_depth = 0;
+    opts.overlay_dirs.extend(scan);
+    let abs =
+        std::path::absolute(image).with_context(|| format!("cannot resolve {}", image.shown()))?;
+    let mut paths = vec![abs.clone()];
+    paths.extend(abs.parent().map(PathBuf::from));
+    let scan = ctx.scan(&paths, &opts)?;
+    let id = scan
+        .forest
+        .find(&abs)
+        .with_context(|| format!("{} was not found after scanning it", abs.shown()))?;
+    if json {
+        let mut node = serde_json::to_value(output::json_node(&scan.forest, id))
+            .context("cannot encode the image as JSON")?;
+        node["internal_snapshots"] = output::json_internal_snapshots(scan.forest.node(id));
+        print_json(&node)?;
+    } else {
+        print!("{}", output::text_info(&scan.forest, id, ctx.paint));
+    }
+    Ok(exit::OK)
+}
+
+/// `imgchain check`: every problem found, and exit code 2 when one is a warning or worse.
+pub(crate) fn check(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
+    let scan = ctx.scan(paths, &ctx.scan_options())?;
+    if json {
+        print_json(&output::json_check(&scan.forest))?;
+    } else {
+        print!("{}", output::text_check(&scan.forest, ctx.paint));
+        report_skipped(&scan);
+    }
+    let bad = scan
+        .forest
+        .nodes
+        .iter()
+        .flat_map(|n| &n.problems)
+        .any(|p| p.severity() >= Severity::Warning);
+    Ok(if bad { exit::PROBLEMS } else { exit::OK })
+}
