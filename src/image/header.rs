@@ -61,35 +61,7 @@ pub fn with_backing(cluster: &[u8], backing: Option<(&str, Format)>) -> io::Resu
     } else {
         usize::try_from(name_offset + name_len).unwrap_or(usize::MAX)
     };
-    // The extensions to keep, as they are. As QEMU reads them, they run up to the backing
-    // name (or the cluster's end), and fewer than 8 bytes left there, or a zero type, end them:
-    // images from old QEMU versions have their backing name right after the header.
-    let ext_end = match usize::try_from(name_offset) {
-        Ok(0) | Err(_) => area,
-        Ok(o) => o.min(area),
-    };
-    let mut kept: Vec<Vec<u8>> = Vec::new();
-    let mut off = header_length;
-    while off + 8 <= ext_end {
-        let ty = be32(cluster, off)?;
-        let len = be32(cluster, off + 4)? as usize;
-        if ty == 0 {
-            off += 8;
-            break;
-        }
-        let end = off + 8 + len.next_multiple_of(8);
-        if off + 8 + len > ext_end {
-            return Err(bad(format!(
-                "header extension {ty:#010x} runs past the extension area"
-            )));
-        }
-        if ty != EXT_BACKING_FORMAT {
-            let mut e = cluster[off..off + 8 + len].to_vec();
-            e.resize(e.len().next_multiple_of(8), 0);
-            kept.push(e);
-        }
-        off = end;
-    }
+    let (kept, off) = kept_extensions(cluster, header_length, (name_offset, area))?;
     let old_end = off.max(old_name_end).min(area);
 
     let mut out = cluster[..header_length].to_vec();
@@ -129,6 +101,45 @@ pub fn with_backing(cluster: &[u8], backing: Option<(&str, Format)>) -> io::Resu
         out.resize(old_end, 0);
     }
     Ok(out)
+}
+
+/// The header extensions to keep, as they are, and where the extension area ended. As QEMU
+/// reads them, they run up to the backing name (or the cluster's end, `area`), and fewer than
+/// 8 bytes left there, or a zero type, end them: images from old QEMU versions have their
+/// backing name right after the header. The backing format extension is left out (the caller
+/// writes its own).
+fn kept_extensions(
+    cluster: &[u8],
+    header_length: usize,
+    (name_offset, area): (u64, usize),
+) -> io::Result<(Vec<Vec<u8>>, usize)> {
+    let ext_end = match usize::try_from(name_offset) {
+        Ok(0) | Err(_) => area,
+        Ok(o) => o.min(area),
+    };
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let mut off = header_length;
+    while off + 8 <= ext_end {
+        let ty = be32(cluster, off)?;
+        let len = be32(cluster, off + 4)? as usize;
+        if ty == 0 {
+            off += 8;
+            break;
+        }
+        let end = off + 8 + len.next_multiple_of(8);
+        if off + 8 + len > ext_end {
+            return Err(bad(format!(
+                "header extension {ty:#010x} runs past the extension area"
+            )));
+        }
+        if ty != EXT_BACKING_FORMAT {
+            let mut e = cluster[off..off + 8 + len].to_vec();
+            e.resize(e.len().next_multiple_of(8), 0);
+            kept.push(e);
+        }
+        off = end;
+    }
+    Ok((kept, off))
 }
 
 /// Points the qcow2 image open read-write as `file` at `backing` (or at none), then syncs.
