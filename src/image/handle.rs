@@ -304,37 +304,7 @@ impl Handle {
                 None,
             ));
         }
-        // RO → RW: upgrade our lock in place first (this is where another process's lock
-        // refuses us), then copy it onto the new description. RW → RO: copy the RW bytes;
-        // they are narrowed once the old description is gone (commit_reopen).
-        let mut upgraded = false;
-        let lock = match &mut self.lock {
-            None => None,
-            Some(l) => {
-                if fault::hit(ReopenStep::Locks, to) {
-                    return Err(fail(ReopenStep::Locks, "injected fault".into(), None));
-                }
-                if to == OpenMode::ReadWrite && l.access() != Access::READ_WRITE {
-                    l.change(Access::READ_WRITE).map_err(|e| {
-                        fail(
-                            ReopenStep::Locks,
-                            e.to_string().lines().next().unwrap_or("").into(),
-                            Some(e),
-                        )
-                    })?;
-                    upgraded = true;
-                }
-                match l.duplicate_onto(fd.as_fd()) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        if upgraded {
-                            let _ = l.change(Access::READ_ONLY);
-                        }
-                        return Err(fail(ReopenStep::Locks, e.to_string(), Some(e)));
-                    }
-                }
-            }
-        };
+        let (lock, upgraded) = self.reopen_lock(&fd, to, &fail)?;
         let undo_lock = |h: &mut Handle| {
             if upgraded && let Some(l) = &mut h.lock {
                 let _ = l.change(Access::READ_ONLY);
@@ -366,6 +336,47 @@ impl Handle {
                 Err(fail(ReopenStep::Header, e.to_string(), None))
             }
         }
+    }
+
+    /// The reopen's lock step: RO → RW upgrades our lock in place first (this is where
+    /// another process's lock refuses us), then copies it onto the new description `fd`;
+    /// RW → RO copies the RW bytes, narrowed once the old description is gone
+    /// (`commit_reopen`). The copy, and whether the old lock was upgraded.
+    fn reopen_lock(
+        &mut self,
+        fd: &OwnedFd,
+        to: OpenMode,
+        fail: &dyn Fn(ReopenStep, String, Option<LockError>) -> ReopenError,
+    ) -> Result<(Option<ImageLock>, bool), ReopenError> {
+        let mut upgraded = false;
+        let lock = match &mut self.lock {
+            None => None,
+            Some(l) => {
+                if fault::hit(ReopenStep::Locks, to) {
+                    return Err(fail(ReopenStep::Locks, "injected fault".into(), None));
+                }
+                if to == OpenMode::ReadWrite && l.access() != Access::READ_WRITE {
+                    l.change(Access::READ_WRITE).map_err(|e| {
+                        fail(
+                            ReopenStep::Locks,
+                            e.to_string().lines().next().unwrap_or("").into(),
+                            Some(e),
+                        )
+                    })?;
+                    upgraded = true;
+                }
+                match l.duplicate_onto(fd.as_fd()) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        if upgraded {
+                            let _ = l.change(Access::READ_ONLY);
+                        }
+                        return Err(fail(ReopenStep::Locks, e.to_string(), Some(e)));
+                    }
+                }
+            }
+        };
+        Ok((lock, upgraded))
     }
 
     /// Swaps in the prepared fd and access and drops the old ones.
