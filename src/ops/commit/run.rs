@@ -19,7 +19,7 @@
 //! reopen never hides a failed copy, and a failed reopen never hides a successful one.
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use imago::Storage;
@@ -221,21 +221,10 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         report(phase, d, total, w)
     })
     .and_then(|()| {
-        let ranges = [(0, plan.top.virtual_size)];
-        let t = Transfer {
-            layers: &layers,
-            ranges: &ranges,
-            zeroes: true,
-            sparse: None,
-            v2: plan.base.version == Some(2),
-        };
-        datapath::copy(
-            &t,
-            window.handle(),
-            (&settings.copy, cancel),
-            &mut done,
-            &mut |d| report(Phase::Copy, d, total, true),
-        )
+        let run = (settings, cancel, &mut done);
+        copy_top(plan, &layers, window.handle(), run, &mut |d| {
+            report(Phase::Copy, d, total, true)
+        })
     });
     let copied = done.handled;
     // Flush whatever was written, whether the copy finished or not, then clear the dirty bit:
@@ -306,6 +295,26 @@ fn open(plan: &Plan) -> Result<Opened, Refusal> {
 
 /// Marks the base dirty and grows it when the top is larger (the grown part reads as
 /// zeroes); reports the phases with `(phase, done, writing)`.
+/// Copies the top's (and the layers in between) data and zeroes into the base through the
+/// data path, counting into `done`.
+fn copy_top(
+    plan: &Plan,
+    layers: &[Handle],
+    base: &mut Handle,
+    (settings, cancel, done): (&crate::ops::settings::Settings, &AtomicBool, &mut Done),
+    report: &mut dyn FnMut(u64),
+) -> Result<(), CopyError> {
+    let ranges = [(0, plan.top.virtual_size)];
+    let t = Transfer {
+        layers,
+        ranges: &ranges,
+        zeroes: true,
+        sparse: None,
+        v2: plan.base.version == Some(2),
+    };
+    datapath::copy(&t, base, (&settings.copy, cancel), done, report)
+}
+
 fn fill(
     plan: &Plan,
     window: &mut RwWindow<'_>,
