@@ -726,68 +726,101 @@ impl Scanner<'_> {
                 problems.push(Problem::protocol_backing(&raw_str));
             } else {
                 backing.resolved = resolve(&overlay_path, &raw_os);
-                let fmt_hint = declared.as_deref().unwrap_or("qcow2");
-                // Most backing names resolve to the very path a node was found by: no stat.
-                if let Some(&b) = self.by_path.get(&backing.resolved) {
-                    backing.exists = true;
-                    backing.node = Some(b);
-                } else {
-                    match std::fs::metadata(&backing.resolved) {
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            problems.push(Problem::missing_backing(
-                                &overlay_path,
-                                &raw_str,
-                                &normalised(&backing.resolved),
-                                fmt_hint,
-                            ))
-                        }
-                        Err(e) => problems.push(Problem::unreadable(&backing.resolved, &e)),
-                        Ok(md) if !md.is_file() => {
-                            backing.exists = true;
-                            problems.push(Problem::unsafe_backing_path(
-                                &backing.resolved,
-                                kind_of(&md),
-                            ));
-                        }
-                        Ok(md) => {
-                            backing.exists = true;
-                            let found = match self.by_ident.get(&FileId::of(&md)) {
-                                Some(&b) => Ok(Some(b)),
-                                None => self.add_file(&backing.resolved, true),
-                            };
-                            match found {
-                                Ok(Some(b)) => backing.node = Some(b),
-                                Ok(None) => {}
-                                Err(what) => problems
-                                    .push(Problem::unsafe_backing_path(&backing.resolved, what)),
-                            }
-                        }
-                    }
-                }
+                let hint = declared.as_deref().unwrap_or("qcow2");
+                self.locate(&overlay_path, (&raw_str, hint), &mut backing, &mut problems);
             }
-            if let Some(b) = backing.node {
-                let bn = &self.scan.forest.nodes[b.0];
-                let actual = bn.format.map(Format::as_str);
-                match (&declared, actual) {
-                    (None, _) => {
-                        problems.push(Problem::no_backing_format(&overlay_path, &raw_str, actual))
-                    }
-                    (Some(d), Some(a)) if d != a => problems.push(
-                        Problem::backing_format_mismatch(&overlay_path, &raw_str, d, a),
-                    ),
-                    _ => {}
-                }
-                if let (Some(o), Some(bs)) = (overlay_size, bn.virtual_size)
-                    && o > bs
-                {
-                    problems.push(Problem::size_mismatch(o, &backing.resolved, bs));
-                }
-            } else if declared.is_none() && !has_protocol(&raw) {
-                problems.push(Problem::no_backing_format(&overlay_path, &raw_str, None));
-            }
+            self.check_link(
+                (&overlay_path, overlay_size),
+                (&raw, &raw_str, declared.as_deref()),
+                &backing,
+                &mut problems,
+            );
             let node = &mut self.scan.forest.nodes[id.0];
             node.backing = Some(backing);
             node.problems.extend(problems);
+        }
+    }
+
+    /// Finds the file `backing` resolves to: a node found already (no stat), or a file added
+    /// to the scan now; what is wrong with it goes into `problems`.
+    fn locate(
+        &mut self,
+        overlay_path: &Path,
+        (raw_str, hint): (&str, &str),
+        backing: &mut Backing,
+        problems: &mut Vec<Problem>,
+    ) {
+        // Most backing names resolve to the very path a node was found by: no stat.
+        if let Some(&b) = self.by_path.get(&backing.resolved) {
+            backing.exists = true;
+            backing.node = Some(b);
+        } else {
+            match std::fs::metadata(&backing.resolved) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    problems.push(Problem::missing_backing(
+                        overlay_path,
+                        raw_str,
+                        &normalised(&backing.resolved),
+                        hint,
+                    ))
+                }
+                Err(e) => problems.push(Problem::unreadable(&backing.resolved, &e)),
+                Ok(md) if !md.is_file() => {
+                    backing.exists = true;
+                    problems.push(Problem::unsafe_backing_path(
+                        &backing.resolved,
+                        kind_of(&md),
+                    ));
+                }
+                Ok(md) => {
+                    backing.exists = true;
+                    let found = match self.by_ident.get(&FileId::of(&md)) {
+                        Some(&b) => Ok(Some(b)),
+                        None => self.add_file(&backing.resolved, true),
+                    };
+                    match found {
+                        Ok(Some(b)) => backing.node = Some(b),
+                        Ok(None) => {}
+                        Err(what) => {
+                            problems.push(Problem::unsafe_backing_path(&backing.resolved, what))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The link's own problems: no backing format, a format that is not the file's, an
+    /// overlay larger than its backing file.
+    fn check_link(
+        &self,
+        (overlay_path, overlay_size): (&Path, Option<u64>),
+        (raw, raw_str, declared): (&[u8], &str, Option<&str>),
+        backing: &Backing,
+        problems: &mut Vec<Problem>,
+    ) {
+        if let Some(b) = backing.node {
+            let bn = &self.scan.forest.nodes[b.0];
+            let actual = bn.format.map(Format::as_str);
+            match (declared, actual) {
+                (None, _) => {
+                    problems.push(Problem::no_backing_format(overlay_path, raw_str, actual))
+                }
+                (Some(d), Some(a)) if d != a => problems.push(Problem::backing_format_mismatch(
+                    overlay_path,
+                    raw_str,
+                    d,
+                    a,
+                )),
+                _ => {}
+            }
+            if let (Some(o), Some(bs)) = (overlay_size, bn.virtual_size)
+                && o > bs
+            {
+                problems.push(Problem::size_mismatch(o, &backing.resolved, bs));
+            }
+        } else if declared.is_none() && !has_protocol(raw) {
+            problems.push(Problem::no_backing_format(overlay_path, raw_str, None));
         }
     }
 }
