@@ -1168,3 +1168,62 @@ fn the_idle_status_names_what_the_scan_passed_over_and_why() {
     assert!(a.status.contains("passed over"), "{}", a.status);
     assert!(a.status.contains("scan.max_depth"), "{}", a.status);
 }
+
+/// A merge whose base has another overlay is refused with that overlay named and a key of
+/// its own (`F`); with it, the plan names the disks that change, and nothing is written
+/// until it is confirmed.
+#[test]
+fn a_merge_over_a_shared_base_goes_on_only_on_a_key_of_its_own() {
+    let mut a = app("mergeshared", 100, 34);
+    let root = a.browse.roots[0].clone();
+    let snaps = root.join("snapshots");
+    // Another overlay of app-snap1.qcow2: the same header names the same backing file.
+    std::fs::copy(snaps.join("app-snap2.qcow2"), snaps.join("other.qcow2")).unwrap();
+    let opts = imgchain::forest::ScanOptions {
+        overlay_dirs: vec![imgchain::demo::elsewhere(&root)],
+        ..Default::default()
+    };
+    let mut s = scan(std::slice::from_ref(&root), &opts).unwrap();
+    for n in &mut s.forest.nodes {
+        n.allocated = n.file_size;
+        n.writable = true;
+    }
+    a.update(Msg::Scanned(Box::new(Ok(s))));
+    select(&mut a, "snapshots/app-snap2.qcow2");
+    keys(&mut a, "M");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the merge dialog: {:?}", a.popup)
+    };
+    assert!(
+        matches!(&p.refusal, Some(Refusal::SharedBase { others, .. }) if others.len() == 1),
+        "{:?}",
+        p.refusal
+    );
+    let shown = render(&a);
+    assert!(
+        shown.contains("F merge anyway: 1 other disk changes"),
+        "{shown}"
+    );
+    assert!(!shown.contains("--force"), "UI words, not flags: {shown}");
+    insta::assert_snapshot!("op_merge_shared_refused", shown);
+    assert!(key(&mut a, KeyCode::Enter).is_empty());
+    assert!(
+        a.popup.is_none() && a.status.contains("merge refused"),
+        "Enter closes the refusal: {}",
+        a.status
+    );
+    keys(&mut a, "M");
+    keys(&mut a, "F");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the merge dialog again")
+    };
+    assert!(
+        matches!(p.ask, imgchain::ops::any::Ask::Merge { force: true, .. }),
+        "{:?}",
+        p.ask
+    );
+    assert!(p.plan.is_some(), "{:?}", p.refusal);
+    insta::assert_snapshot!("op_merge_shared_forced", render(&a));
+    key(&mut a, KeyCode::Esc);
+    assert!(snaps.join("app-snap2.qcow2").exists(), "nothing was merged");
+}

@@ -221,10 +221,21 @@ pub fn describe(p: &Plan) -> Description {
     for o in overlays {
         d.item(o);
     }
-    d.then(format!(
-        "and {image} is {}. No overlay's disk changes at any step.",
-        if p.keep { "kept" } else { "deleted" }
-    ));
+    let forced_over = p.commit.as_ref().map_or(&[][..], |c| &c.forced_over[..]);
+    let done = if p.keep { "kept" } else { "deleted" };
+    if forced_over.is_empty() {
+        d.then(format!(
+            "and {image} is {done}. No overlay's disk changes at any step."
+        ));
+    } else {
+        d.then(format!(
+            "and {image} is {done}. Its overlays' disks do not change, but these, built on \
+             {base} too, see their disks change:"
+        ));
+        for o in forced_over {
+            d.warning(format!("  {}", o.shown()));
+        }
+    }
     d
 }
 

@@ -35,7 +35,7 @@ pub enum Refusal {
     /// Another process holds what the commit needs (QEMU's lock message and the holder).
     #[error(transparent)]
     InUse(LockError),
-    #[error("{} has other overlays that would see their disk change: {}; commit with --force only if they are disposable", base.shown(), list(others))]
+    #[error("{} has other overlays that would see their disk change: {}; go on with --force only if they are disposable", base.shown(), list(others))]
     SharedBase { base: PathBuf, others: Vec<PathBuf> },
     /// Images are built on the one to remove or change, and the request does not cover them.
     #[error("{} has overlays built on it: {}; {what}", path.shown(), list(overlays))]
@@ -178,6 +178,40 @@ impl Refusal {
                 "exit_code": self.exit_code(),
             }
         })
+    }
+
+    /// What is wrong, without the command-line advice: for a dialog that offers its own key
+    /// to go on (other overlays, a VM's disk, an image with overlays).
+    pub fn fact(&self) -> String {
+        match self {
+            Refusal::SharedBase { base, others } => format!(
+                "{} has other overlays that would see their disk change: {}",
+                base.shown(),
+                list(others)
+            ),
+            Refusal::HasOverlays { path, overlays, .. } => format!(
+                "{} has overlays built on it: {}; deleting it alone would leave them without \
+                 their backing file",
+                path.shown(),
+                list(overlays)
+            ),
+            Refusal::VmDisk {
+                path,
+                domain,
+                target,
+                definition,
+            } => format!(
+                "{} is disk {} of the libvirt VM {} (defined in {}); removing it leaves that VM \
+                 unable to start: detach it first (virsh detach-disk --domain {} {} --config)",
+                path.shown(),
+                target.shown(),
+                domain.shown(),
+                definition.shown(),
+                domain.quoted(),
+                target.quoted()
+            ),
+            e => e.to_string(),
+        }
     }
 
     /// A stable name for JSON output.

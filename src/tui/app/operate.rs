@@ -127,6 +127,20 @@ impl App {
             Some(Action::Confirm | Action::Shared) if p.pending => {
                 self.status = "still checking the chain, its locks and its overlays".into();
             }
+            // A merge over the other overlays of its base: only its own key goes past that.
+            Some(Action::Shared)
+                if matches!(
+                    (&p.ask, &p.refusal),
+                    (
+                        Ask::Merge { force: false, .. },
+                        Some(Refusal::SharedBase { .. })
+                    )
+                ) =>
+            {
+                if let Some((ask, chain)) = changed_ask(&mut p, Action::Shared) {
+                    return self.op_popup(ask, chain);
+                }
+            }
             Some(Action::Confirm | Action::Shared) if p.refusal.is_some() => {
                 self.status = format!("{name} refused");
                 return Vec::new();
@@ -343,6 +357,14 @@ fn changed_ask(p: &mut OpPopup, action: Action) -> Option<(Ask, Vec<PathBuf>)> {
             },
             Action::Anyway,
         ) if matches!(p.refusal, Some(Refusal::VmDisk { .. })) => *f = true,
+        // Over the other overlays of the base: a key of its own, offered only for that
+        // refusal (a merge's VM-disk refusal is not lifted here).
+        (
+            Ask::Merge {
+                force: f @ false, ..
+            },
+            Action::Shared,
+        ) if matches!(p.refusal, Some(Refusal::SharedBase { .. })) => *f = true,
         (Ask::Repair { pick, .. }, Action::Deeper | Action::Next | Action::Prev) => {
             let n = candidates(p);
             let to = if back {

@@ -308,8 +308,14 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
     } else if let Some(e) = &p.refusal {
         lines.push(Line::from(""));
         lines.push(Line::from(Span::styled("Refused:", app.theme.problem)));
-        lines.extend(e.to_string().lines().map(|l| Line::from(l.to_string())));
-        keys.splice(0..0, refusal_keys(app, p, e));
+        let offered = refusal_keys(app, p, e);
+        let text = if offered.is_empty() {
+            e.to_string()
+        } else {
+            e.fact()
+        };
+        lines.extend(text.lines().map(|l| Line::from(l.to_string())));
+        keys.splice(0..0, offered);
     } else if let Some(plan) = &p.plan {
         described(app, &plan.describe(), &mut lines, &kv);
         if let Some(sp) = &p.space {
@@ -340,9 +346,20 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
     dialog(app, title, lines, p.refusal.is_some(), frame, area);
 }
 
-/// The keys that ask again past a refusal: a delete with its overlays, or of a VM's disk.
+/// The keys that ask again past a refusal: a delete with its overlays, or of a VM's disk; a
+/// merge over the other overlays of its base.
 fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
     let first = |a| app.keymap.first_key_of(a);
+    if let (Ask::Merge { force: false, .. }, Refusal::SharedBase { others, .. }) = (&p.ask, e) {
+        return vec![format!(
+            "{} merge anyway: {}",
+            first(Action::Shared),
+            match others.len() {
+                1 => "1 other disk changes".to_string(),
+                n => format!("{n} other disks change"),
+            }
+        )];
+    }
     let Ask::Delete {
         with_overlays,
         force,
