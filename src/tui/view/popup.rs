@@ -318,8 +318,10 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         keys.splice(0..0, offered);
     } else if let Some(plan) = &p.plan {
         described(app, &plan.describe(), &mut lines, &kv);
-        if let Some(sp) = &p.space {
+        if p.space.is_some() || !p.searched.is_empty() {
             lines.push(Line::from(""));
+        }
+        if let Some(sp) = &p.space {
             lines.push(kv("space", sp.describe()));
         }
         searched_line(&p.searched, &mut lines, &kv);
