@@ -326,35 +326,8 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
         gid: md.gid(),
         mode: md.mode() & 0o7777,
     });
-    match probed {
-        Ok(p) => {
-            if p.format == Format::Raw {
-                if !counts {
-                    return Inspected::NotImage;
-                }
-                if let Some(e) = &format_named {
-                    node.problems.push(Problem::not_an_image(e));
-                }
-            }
-            node.format = Some(p.format);
-            node.virtual_size = p.virtual_size;
-            node.cluster_size = p.cluster_size;
-            if let Some(h) = &p.qcow2 {
-                header_problems(&mut node, h);
-            }
-            node.qcow2 = p.qcow2;
-        }
-        Err(e) => {
-            // Only the qcow/qcow2 parsers report damage; everything else probes as raw.
-            let fmt = if path_is_qcow1(&file) {
-                Format::Qcow
-            } else {
-                Format::Qcow2
-            };
-            node.format = Some(fmt);
-            node.problems
-                .push(Problem::bad_header(path, fmt.as_str(), &e.to_string()));
-        }
+    if let Err(not) = describe_probe(&mut node, probed, (&file, format_named.as_deref(), counts)) {
+        return not;
     }
     // An image whose lock bytes cannot be probed (a file system without OFD locks) is
     // shown as not in use: nothing else would be able to lock it either.
@@ -362,6 +335,46 @@ fn inspect(path: &Path, explicit: bool, opts: &ScanOptions) -> Inspected {
     drop(file);
     node.writable = looked.writable();
     Inspected::Image(Box::new(node))
+}
+
+/// What the header probe found, into `node`: format, sizes and header problems, or a
+/// damaged header; `Err` when a file that does not count as an image probed as raw.
+fn describe_probe(
+    node: &mut Node,
+    probed: Result<crate::image::probe::Probed, ProbeError>,
+    (file, format_named, counts): (&File, Option<&str>, bool),
+) -> Result<(), Inspected> {
+    match probed {
+        Ok(p) => {
+            if p.format == Format::Raw {
+                if !counts {
+                    return Err(Inspected::NotImage);
+                }
+                if let Some(e) = format_named {
+                    node.problems.push(Problem::not_an_image(e));
+                }
+            }
+            node.format = Some(p.format);
+            node.virtual_size = p.virtual_size;
+            node.cluster_size = p.cluster_size;
+            if let Some(h) = &p.qcow2 {
+                header_problems(node, h);
+            }
+            node.qcow2 = p.qcow2;
+        }
+        Err(e) => {
+            // Only the qcow/qcow2 parsers report damage; everything else probes as raw.
+            let fmt = if path_is_qcow1(file) {
+                Format::Qcow
+            } else {
+                Format::Qcow2
+            };
+            node.format = Some(fmt);
+            let problem = Problem::bad_header(&node.path, fmt.as_str(), &e.to_string());
+            node.problems.push(problem);
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Scanner<'a> {
