@@ -12,7 +12,8 @@
 #   bash bench/commit.sh [WORKDIR]     (RUNS=3 by default; needs ~8 GiB free in WORKDIR)
 #   IMGCHAIN=path uses that binary instead of building; KERNEL_COPY=true copies in the kernel,
 #   IN_FLIGHT=N keeps N reads under way (copy.in_flight), WRITE_BEHIND=0 leaves all writeback
-#   to the final sync (copy.write_behind); XFS=0 skips the XFS run
+#   to the final sync (copy.write_behind); XFS=0 skips the XFS run; BASELINE=/path/to/imgchain
+#   also times another build in the same runs, to compare two versions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -20,13 +21,14 @@ work=${1:-$(mktemp -d /tmp/imgchain-bench-commit.XXXXXX)}
 mkdir -p "$work"
 mnt=
 cleanup() {
-    rm -rf "$work/src" "$work/a" "$work/b" "$work/dd.out" "$work/config.toml"
+    rm -rf "$work/src" "$work/a" "$work/b" "$work/c" "$work/dd.out" "$work/config.toml"
     if [ -n "$mnt" ]; then umount "$mnt" 2>/dev/null || true; rm -rf "$mnt" "$work/xfs.img"; fi
 }
 trap cleanup EXIT
 
 if [ -z "${IMGCHAIN:-}" ]; then cargo build --release --quiet; fi
 bin=${IMGCHAIN:-$PWD/target/release/imgchain}
+base_bin=${BASELINE:-}
 printf '[copy]\nkernel_copy = %s\nin_flight = %s\nwrite_behind = "%s"\n' "${KERNEL_COPY:-false}" \
     "${IN_FLIGHT:-4}" "${WRITE_BEHIND:-8MiB}" >"$work/config.toml"
 
@@ -69,7 +71,7 @@ bench() {
 import json,sys
 print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"]==0 and (e["data"] or e["zero"])))')
     echo "== $label: top: $extents extents, $alloc bytes allocated ($(du -h "$src/top.qcow2" | cut -f1) on disk)"
-    local ours=() theirs=() ocpu=() tcpu=()
+    local ours=() theirs=() ocpu=() tcpu=() base=()
     settle() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_caches; sleep 1; }
     run_ours() {
         local t0 c; t0=$(now)
@@ -81,16 +83,35 @@ print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"]==0 and (e["dat
         c=$(cd "$dir/b" && timed qemu-img commit -q -d top.qcow2)
         theirs+=("$(python3 -c "print($(now) - $t0)")"); tcpu+=("$(echo "$c" | awk '{print $1 + $2}')")
     }
+    run_base() {
+        local t0; t0=$(now)
+        timed "$base_bin" --config "$work/config.toml" commit -d "$dir/c/top.qcow2" >/dev/null
+        base+=("$(python3 -c "print($(now) - $t0)")")
+    }
+    local copies=(a b)
+    if [ -n "$base_bin" ]; then copies+=(c); fi
     for r in $(seq 1 "$RUNS"); do
-        for who in a b; do
+        for who in "${copies[@]}"; do
             rm -rf "$dir/$who"; mkdir -p "$dir/$who"
             cp --sparse=always --reflink=never "$src/base.qcow2" "$src/top.qcow2" "$dir/$who/"
         done
         # Each timed run starts with no dirty pages left by the copies or the other tool, and
         # (as root) with a cold page cache.
-        if [ $((r % 2)) -eq 1 ]; then settle; run_ours; settle; run_theirs; else settle; run_theirs; settle; run_ours; fi
+        # The baseline runs last in odd runs and first in even ones.
+        if [ $((r % 2)) -eq 1 ]; then
+            settle; run_ours; settle; run_theirs
+            if [ -n "$base_bin" ]; then settle; run_base; fi
+        else
+            if [ -n "$base_bin" ]; then settle; run_base; fi
+            settle; run_theirs; settle; run_ours
+        fi
         qemu-img compare -q "$dir/a/base.qcow2" "$dir/b/base.qcow2" || { echo "bases differ!"; exit 1; }
-        echo "run $r: imgchain ${ours[-1]} s (cpu ${ocpu[-1]} s), qemu-img ${theirs[-1]} s (cpu ${tcpu[-1]} s)"
+        local also=""
+        if [ -n "$base_bin" ]; then
+            qemu-img compare -q "$dir/c/base.qcow2" "$dir/b/base.qcow2" || { echo "baseline's base differs!"; exit 1; }
+            also=", baseline ${base[-1]} s"
+        fi
+        echo "run $r: imgchain ${ours[-1]} s (cpu ${ocpu[-1]} s), qemu-img ${theirs[-1]} s (cpu ${tcpu[-1]} s)$also"
     done
     if command -v strace >/dev/null; then
         local so st
@@ -112,7 +133,14 @@ mib = b / 2**20
 print(f"median: imgchain {o:.3f} s ({mib/o:.0f} MiB/s, cpu {oc:.2f} s), qemu-img {t:.3f} s ({mib/t:.0f} MiB/s, cpu {tc:.2f} s), dd {d:.3f} s ({mib/d:.0f} MiB/s)")
 print(f"ratio imgchain/qemu-img: {t/o:.2f}x faster; imgchain/dd: {d/o:.2f}x; qemu-img/dd: {d/t:.2f}x")
 PY
-    rm -rf "$dir/a" "$dir/b" "$src"
+    if [ -n "$base_bin" ]; then
+        python3 - "$(median "${ours[@]}")" "$(median "${base[@]}")" "$(median "${theirs[@]}")" <<'PY'
+import sys
+o, b, t = map(float, sys.argv[1:])
+print(f"baseline median {b:.3f} s: qemu-img/baseline {t/b:.2f}x (this build {t/o:.2f}x); baseline/this build {b/o:.2f}x")
+PY
+    fi
+    rm -rf "$dir/a" "$dir/b" "$dir/c" "$src"
 }
 
 # Successful syncs a command issues (one untimed run under strace, on a fresh copy).

@@ -47,14 +47,19 @@ fn app(name: &str, w: u16, h: u16) -> App {
         overlay_dirs: vec![imgchain::demo::elsewhere(&dir)],
         ..Default::default()
     };
-    let mut s = scan(&[dir], &opts).unwrap();
-    // Bytes on disk depend on the file system; the snapshots should not.
+    rescan(&mut app, &dir, &opts);
+    app
+}
+
+/// Scans `root` with `opts` and gives the app the forest, as a finished scan does. Bytes on
+/// disk depend on the file system; the snapshots should not.
+fn rescan(app: &mut App, root: &std::path::Path, opts: &imgchain::forest::ScanOptions) {
+    let mut s = scan(&[root.to_path_buf()], opts).unwrap();
     for n in &mut s.forest.nodes {
         n.allocated = n.file_size;
         n.writable = true;
     }
     app.update(Msg::Scanned(Box::new(Ok(s))));
-    app
 }
 
 /// A key, with any planning it starts carried out as the app loop does (a worker planning on
@@ -873,12 +878,7 @@ fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
         libvirt_domains: vec![defs.clone()],
         ..Default::default()
     };
-    let mut s = scan(std::slice::from_ref(&root), &opts).unwrap();
-    for n in &mut s.forest.nodes {
-        n.allocated = n.file_size;
-        n.writable = true;
-    }
-    a.update(Msg::Scanned(Box::new(Ok(s))));
+    rescan(&mut a, &root, &opts);
     select(&mut a, "vms/ci.qcow2");
     // Plans with the same scan options as the UI's workers.
     let plan_with = |a: &mut App, code: KeyCode| {
@@ -1183,12 +1183,7 @@ fn a_merge_over_a_shared_base_goes_on_only_on_a_key_of_its_own() {
         overlay_dirs: vec![imgchain::demo::elsewhere(&root)],
         ..Default::default()
     };
-    let mut s = scan(std::slice::from_ref(&root), &opts).unwrap();
-    for n in &mut s.forest.nodes {
-        n.allocated = n.file_size;
-        n.writable = true;
-    }
-    a.update(Msg::Scanned(Box::new(Ok(s))));
+    rescan(&mut a, &root, &opts);
     select(&mut a, "snapshots/app-snap2.qcow2");
     keys(&mut a, "M");
     let Some(Popup::Op(p)) = &a.popup else {

@@ -5,7 +5,8 @@ use imgchain::ops::{OpKind, Operation, live};
 use super::args::CommitArgs;
 use super::failure::Failure;
 use super::runner::{
-    discover, dry_run, note_outside, refused, refused_live_hint, run_live, run_planned,
+    discover, dry_run, live_request, note_outside, refused, refused_live_hint, run_live,
+    run_planned,
 };
 use super::session::Session;
 
@@ -18,11 +19,7 @@ pub(crate) fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Err(e) => return Ok(refused(&e, a.json)),
     };
     if a.live {
-        let req = live::Request {
-            image: found.image,
-            force: a.force,
-            speed: a.speed.unwrap_or(0),
-        };
+        let req = live_request(&found, a.force, a.speed);
         return run_live::<live::LiveCommit>(ctx, &found, &req, a.progress, a.json);
     }
     let req = Request {

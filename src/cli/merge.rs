@@ -9,7 +9,8 @@ use imgchain::text::Names;
 use super::args::MergeArgs;
 use super::failure::Failure;
 use super::runner::{
-    discover, dry_run, note_outside, refused, refused_live_hint, run_live, run_planned,
+    discover, dry_run, live_request, note_outside, refused, refused_live_hint, run_live,
+    run_planned,
 };
 use super::session::Session;
 
@@ -42,11 +43,7 @@ pub(crate) fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Err(e) => return Ok(refused(&e, c.json)),
     };
     if a.live {
-        let req = live::Request {
-            image: found.image,
-            force: a.force,
-            speed: a.speed.unwrap_or(0),
-        };
+        let req = live_request(&found, a.force, a.speed);
         return run_live::<live::LiveMerge>(ctx, &found, &req, c.progress, c.json);
     }
     let req = Request {

@@ -197,6 +197,19 @@ pub(crate) fn refused_live_hint(
     code
 }
 
+/// The request of `commit --live` or `merge --live` of the discovered image.
+pub(crate) fn live_request(
+    found: &imgchain::ops::scope::Discovered,
+    force: bool,
+    speed: Option<u64>,
+) -> live::Request {
+    live::Request {
+        image: found.image,
+        force,
+        speed: speed.unwrap_or(0),
+    }
+}
+
 /// `--live`: the QEMU holding the image does the job, through its QMP socket or virsh;
 /// Ctrl-C cancels a block job.
 pub(crate) fn run_live<O>(
