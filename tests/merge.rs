@@ -199,6 +199,26 @@ fn merge_guards_change_nothing() {
         &[],
     );
     refused_in(d, &["merge", &p("snap.qcow2")], 13, &["other.qcow2"]);
+    // Forced, with a persistent bitmap in the base: the plan names both losses.
+    run(Command::new("qemu-img")
+        .args(["bitmap", "--add"])
+        .arg(d.join("base.qcow2"))
+        .arg("b0"));
+    let before = snapshot(d);
+    let out = imgchain_ok(&["merge", "--force", "--dry-run", &p("snap.qcow2")]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("see their disks change:"), "{plan}");
+    assert!(plan.contains("other.qcow2"), "{plan}");
+    assert!(
+        plan.contains("persistent bitmaps will be invalidated"),
+        "{plan}"
+    );
+    assert!(!plan.contains("No overlay's disk changes"), "{plan}");
+    assert!(before == snapshot(d), "a dry run changes nothing");
+    run(Command::new("qemu-img")
+        .args(["bitmap", "--remove"])
+        .arg(d.join("base.qcow2"))
+        .arg("b0"));
     std::fs::remove_file(d.join("other.qcow2")).unwrap();
     // A larger base would show through past the end of a smaller middle layer.
     let tmp2 = tempdir();

@@ -236,6 +236,11 @@ pub fn describe(p: &Plan) -> Description {
             d.warning(format!("  {}", o.shown()));
         }
     }
+    if p.commit.as_ref().is_some_and(|c| c.forced_bitmaps) {
+        d.warning(format!(
+            "{base}'s persistent bitmaps will be invalidated (incremental backups start over)."
+        ));
+    }
     d
 }
 
