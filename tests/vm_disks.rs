@@ -116,6 +116,27 @@ fn merging_away_a_vm_s_disk_is_refused_without_force() {
     define(tmp.path(), "old-vm", &d.join("mid.qcow2"));
     let (c, mid) = (arg(&cfg).to_string(), d.join("mid.qcow2"));
     refused_in(&d, &["--config", &c, "merge", arg(&mid)], 13, &["old-vm"]);
+    // The UI's key past other overlays of the base never lifts this guard.
+    let scope = imgchain::ops::scope::Scope {
+        dirs: Vec::new(),
+        scan: imgchain::forest::ScanOptions {
+            libvirt_domains: vec![tmp.path().join("defs")],
+            ..Default::default()
+        },
+        protect: imgchain::forest::Protect::new(false, &[] as &[String]).unwrap(),
+        settings: Default::default(),
+    };
+    let ask = imgchain::ops::any::Ask::Merge {
+        image: mid.clone(),
+        force: true,
+    };
+    assert!(
+        matches!(
+            imgchain::ops::any::plan(&ask, &scope),
+            Err(imgchain::ops::Refusal::VmDisk { .. })
+        ),
+        "a forced merge from the UI still refuses a VM's disk"
+    );
     // Keeping the file keeps the VM's disk: allowed.
     imgchain_ok(&["--config", &c, "merge", "--keep", arg(&mid)]);
     assert!(mid.exists());

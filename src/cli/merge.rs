@@ -49,6 +49,7 @@ pub(crate) fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     let req = Request {
         image: found.image,
         force: a.force,
+        vm_disk: a.force,
         keep: a.keep,
     };
     let plan = match merge::plan(&found.scan.forest, &req, journal.as_ref()) {

@@ -344,6 +344,7 @@ fn plan_in(ask: &Ask, found: &scope::Discovered, clone: bool) -> Result<AnyPlan,
             let req = merge::Request {
                 image,
                 force: *force,
+                vm_disk: false,
                 keep: false,
             };
             AnyPlan::Merge(Box::new(merge::plan(forest, &req, journal.as_ref())?))

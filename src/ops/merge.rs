@@ -32,8 +32,12 @@ use rustix::fs::{Mode, OFlags};
 #[derive(Clone, Debug)]
 pub struct Request {
     pub image: NodeId,
-    /// Merge even though the backing file has other overlays (their disks change).
+    /// Merge even though the backing file has other overlays (their disks change), carries
+    /// persistent bitmaps, or may be too full.
     pub force: bool,
+    /// Remove IMAGE even though a defined libvirt VM names it as a disk (the CLI's `--force`;
+    /// the UI never lifts this).
+    pub vm_disk: bool,
     /// Keep IMAGE's file once nothing is built on it.
     pub keep: bool,
 }
@@ -301,7 +305,7 @@ fn overlays_writable(forest: &Forest, req: &Request, overlays: &[NodeId]) -> Res
         }
     }
     if !req.keep {
-        guards::not_a_vm_disk(forest, &[req.image], req.force)?;
+        guards::not_a_vm_disk(forest, &[req.image], req.vm_disk)?;
     }
     guards::not_in_use(
         forest,
