@@ -27,10 +27,19 @@ pub fn disk_usage(forest: &Forest, id: NodeId) -> (u64, u64) {
     (bytes(id), subtree)
 }
 
-/// Where a plan looked for images built on its target, in one paragraph: each kind of place
-/// with its places (or how many, when there are many), then what was found where (each image
-/// once), or "none found".
+/// Where a plan looked for images built on its target, in one paragraph: "Looked for other
+/// images built on this chain in: " and [`searched_places`].
 pub fn searched_text(all: &[Searched]) -> String {
+    format!(
+        "Looked for other images built on this chain in: {}",
+        searched_places(all)
+    )
+}
+
+/// Each kind of place searched with its places (or how many, when there are many), then what
+/// was found where (each image once), or "none found"; and the images reached only through a
+/// header's backing name.
+pub fn searched_places(all: &[Searched]) -> String {
     let (outside, searched): (Vec<&Searched>, Vec<&Searched>) =
         all.iter().partition(|s| s.kind == OUTSIDE);
     let mut kinds: Vec<&str> = Vec::new();
@@ -74,10 +83,7 @@ pub fn searched_text(all: &[Searched]) -> String {
     } else {
         format!("found {}", found.join("; "))
     };
-    let mut text = format!(
-        "Looked for other images built on this chain in: {}; {result}.",
-        parts.join("; ")
-    );
+    let mut text = format!("{}; {result}.", parts.join("; "));
     if !outside.is_empty() {
         let names: Vec<&str> = outside.iter().map(|s| s.place.as_str()).collect();
         text.push_str(&format!(
@@ -135,4 +141,27 @@ pub fn writable_because(n: &Node) -> &'static str {
         "writable: no overlays found under the scanned paths (VMs elsewhere? add their \
          directories to scan.overlay_dirs)"
     }
+}
+
+/// A qcow2 image's optional features that are on, and its internal snapshots: `lazy
+/// refcounts`, `persistent bitmaps`, `2 internal snapshots`.
+pub fn qcow2_features(h: &crate::image::probe::Qcow2Header) -> Vec<String> {
+    let mut on: Vec<String> = [
+        (h.lazy_refcounts(), "lazy refcounts"),
+        (h.extended_l2(), "extended L2"),
+        (h.bitmaps(), "persistent bitmaps"),
+        (h.encrypted(), "encrypted"),
+        (h.external_data_file(), "external data file"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, what)| what.to_string())
+    .collect();
+    if h.nb_snapshots > 0 {
+        on.push(crate::units::count(
+            u64::from(h.nb_snapshots),
+            "internal snapshot",
+        ));
+    }
+    on
 }

@@ -641,25 +641,12 @@ fn info_qcow2(out: &mut String, n: &Node, h: &imgchain::image::probe::Qcow2Heade
     let mut flags = vec![format!("compat {}", h.compat())];
     flags.push(format!("refcount bits {}", h.refcount_bits()));
     flags.push(format!("compression {}", h.compression_name()));
-    for (on, name) in [
-        (h.lazy_refcounts(), "lazy refcounts"),
-        (h.extended_l2(), "extended L2"),
-        (h.dirty(), "DIRTY"),
-        (h.corrupt(), "CORRUPT"),
-        (h.external_data_file(), "external data file"),
-        (h.encrypted(), "encrypted"),
-        (h.bitmaps(), "persistent bitmaps"),
-    ] {
+    for (on, state) in [(h.dirty(), "DIRTY"), (h.corrupt(), "CORRUPT")] {
         if on {
-            flags.push(name.to_string());
+            flags.push(state.to_string());
         }
     }
-    if h.nb_snapshots > 0 {
-        flags.push(imgchain::units::count(
-            u64::from(h.nb_snapshots),
-            "internal snapshot",
-        ));
-    }
+    flags.extend(imgchain::words::qcow2_features(h));
     kv(out, "qcow2:", flags.join(", "));
     match imgchain::image::snapshots::list(&n.path, h) {
         Ok(list) => {

@@ -1,7 +1,7 @@
 //! Why an operation does not run: the guards' refusals and the errors before its first write,
 //! each with its exit code (ARCHITECTURE.md §5).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::OpKind;
 use crate::exit;
@@ -35,10 +35,13 @@ pub enum Refusal {
     /// Another process holds what the commit needs (QEMU's lock message and the holder).
     #[error(transparent)]
     InUse(LockError),
-    #[error("{} has other overlays that would see their disk change: {}; go on with --force only if they are disposable", base.shown(), list(others))]
+    #[error(
+        "{}; go on with --force only if they are disposable",
+        shared_fact(base, others)
+    )]
     SharedBase { base: PathBuf, others: Vec<PathBuf> },
     /// Images are built on the one to remove or change, and the request does not cover them.
-    #[error("{} has overlays built on it: {}; {what}", path.shown(), list(overlays))]
+    #[error("{}; {what}", overlays_fact(path, overlays))]
     HasOverlays {
         path: PathBuf,
         overlays: Vec<PathBuf>,
@@ -53,7 +56,10 @@ pub enum Refusal {
     #[error("{} {what}", path.shown())]
     HeldElsewhere { path: PathBuf, what: String },
     /// The image to remove is a disk of a defined libvirt VM, which could no longer start.
-    #[error("{} is disk {} of the libvirt VM {} (defined in {}); removing it leaves that VM unable to start: detach it first (virsh detach-disk --domain {} {} --config), or add --force if the VM is disposable", path.shown(), target.shown(), domain.shown(), definition.shown(), domain.quoted(), target.quoted())]
+    #[error(
+        "{}, or add --force if the VM is disposable",
+        vm_disk_fact(path, domain, target, definition)
+    )]
     VmDisk {
         path: PathBuf,
         domain: String,
@@ -93,6 +99,38 @@ pub enum Refusal {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `BASE has other overlays that would see their disk change: A, B`.
+fn shared_fact(base: &Path, others: &[PathBuf]) -> String {
+    format!(
+        "{} has other overlays that would see their disk change: {}",
+        base.shown(),
+        list(others)
+    )
+}
+
+/// `IMAGE has overlays built on it: A, B`.
+fn overlays_fact(path: &Path, overlays: &[PathBuf]) -> String {
+    format!(
+        "{} has overlays built on it: {}",
+        path.shown(),
+        list(overlays)
+    )
+}
+
+/// Which VM's disk the image is, and how to detach it.
+fn vm_disk_fact(path: &Path, domain: &str, target: &str, definition: &Path) -> String {
+    format!(
+        "{} is disk {} of the libvirt VM {} (defined in {}); removing it leaves that VM unable \
+         to start: detach it first (virsh detach-disk --domain {} {} --config)",
+        path.shown(),
+        target.shown(),
+        domain.shown(),
+        definition.shown(),
+        domain.quoted(),
+        target.quoted()
+    )
 }
 
 fn list(paths: &[PathBuf]) -> String {
@@ -184,32 +222,17 @@ impl Refusal {
     /// to go on (other overlays, a VM's disk, an image with overlays).
     pub fn fact(&self) -> String {
         match self {
-            Refusal::SharedBase { base, others } => format!(
-                "{} has other overlays that would see their disk change: {}",
-                base.shown(),
-                list(others)
-            ),
+            Refusal::SharedBase { base, others } => shared_fact(base, others),
             Refusal::HasOverlays { path, overlays, .. } => format!(
-                "{} has overlays built on it: {}; deleting it alone would leave them without \
-                 their backing file",
-                path.shown(),
-                list(overlays)
+                "{}; deleting it alone would leave them without their backing file",
+                overlays_fact(path, overlays)
             ),
             Refusal::VmDisk {
                 path,
                 domain,
                 target,
                 definition,
-            } => format!(
-                "{} is disk {} of the libvirt VM {} (defined in {}); removing it leaves that VM \
-                 unable to start: detach it first (virsh detach-disk --domain {} {} --config)",
-                path.shown(),
-                target.shown(),
-                domain.shown(),
-                definition.shown(),
-                domain.quoted(),
-                target.quoted()
-            ),
+            } => vm_disk_fact(path, domain, target, definition),
             e => e.to_string(),
         }
     }

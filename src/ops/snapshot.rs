@@ -243,7 +243,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
     report(progress, Phase::Open);
     let held = plan.image.open(OpenMode::ReadOnly, None)?;
     report(progress, Phase::Create);
-    let created = create_in_place(plan).map_err(|e| e.to_string());
+    let created = create_in_place(plan).map(|_| ()).map_err(|e| e.to_string());
     drop(held);
     report(progress, Phase::Done);
     match created {
@@ -262,7 +262,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
 /// Writes the overlay into a new unnamed file in its directory, gives it the image's owner
 /// and no wider mode than the image's, syncs it, links it as `plan.new` unless that name is
 /// taken, and syncs the directory. Every step goes through the fds (ARCHITECTURE.md §8).
-pub(super) fn create_in_place(plan: &Plan) -> io::Result<()> {
+pub(super) fn create_in_place(plan: &Plan) -> io::Result<FileId> {
     let dir = plan.new.parent().unwrap_or(Path::new("/"));
     let name = plan.new.file_name().unwrap_or_default();
     let owner = Owner::of_path(&plan.image.path, plan.image.ident)?;
@@ -294,7 +294,9 @@ pub(super) fn create_in_place(plan: &Plan) -> io::Result<()> {
         },
     )?;
     new.file.sync_all()?;
-    new.link(name)
+    let ident = FileId::of(&new.file.metadata()?);
+    new.link(name)?;
+    Ok(ident)
 }
 
 impl Report for Outcome {

@@ -293,8 +293,6 @@ fn open(plan: &Plan) -> Result<Opened, Refusal> {
     })
 }
 
-/// Marks the base dirty and grows it when the top is larger (the grown part reads as
-/// zeroes); reports the phases with `(phase, done, writing)`.
 /// Copies the top's (and the layers in between) data and zeroes into the base through the
 /// data path, counting into `done`.
 fn copy_top(
@@ -315,6 +313,8 @@ fn copy_top(
     datapath::copy(&t, base, (&settings.copy, cancel), done, report)
 }
 
+/// Marks the base dirty and grows it when the top is larger (the grown part reads as
+/// zeroes); reports the phases with `(phase, done, writing)`.
 fn fill(
     plan: &Plan,
     window: &mut RwWindow<'_>,

@@ -122,8 +122,7 @@ pub(super) fn node_of(nodes: &Value, path: &Path) -> Option<String> {
 }
 
 /// Has the QEMU open the new overlay `new` (without its backing chain) and move the guest
-/// onto it from `top`. If it cannot, the node is removed again and so is the file, which
-/// nothing else has used.
+/// onto it from `top`. If it cannot, the node is removed again (the file is the caller's).
 pub(super) fn switch_to_overlay(q: &mut Qmp, top: &str, new: &Path) -> Result<(), String> {
     // Node names are at most 31 characters, and unique in the QEMU.
     static ADDED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -147,16 +146,7 @@ pub(super) fn switch_to_overlay(q: &mut Qmp, top: &str, new: &Path) -> Result<()
                 let _ = q.execute("blockdev-del", json!({"node-name": node}));
             })
     });
-    match switched {
-        Ok(_) => Ok(()),
-        Err(e) => match std::fs::remove_file(new) {
-            Ok(()) => Err(format!("{e}; {} was removed again", new.shown())),
-            Err(r) => Err(format!(
-                "{e}; {} could not be removed ({r}): nothing uses it, remove it by hand",
-                new.shown()
-            )),
-        },
-    }
+    switched.map(|_| ())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::plan::{LiveKind, LivePlan, Via};
 use super::qmp::{Qmp, node_of, switch_to_overlay};
 use super::virsh::{Virsh, job_progress, libvirt_pid};
+use crate::image::file::FileId;
 use crate::ops::{Phase, Progress, Refusal, Report, snapshot};
 use crate::text::Names;
 
@@ -138,10 +139,12 @@ fn run_qmp(
     match &plan.kind {
         LiveKind::Snapshot(s) => {
             report(Phase::Create, 0, 0);
-            snapshot::create_in_place(s)
+            let made = snapshot::create_in_place(s)
                 .map_err(|e| failed(format!("cannot create {}: {e}", plan.target.shown())))?;
             report(Phase::Relink, 0, 0);
-            outcome.error = switch_to_overlay(&mut q, &top, &plan.target).err();
+            outcome.error = switch_to_overlay(&mut q, &top, &plan.target)
+                .map_err(|e| undo_overlay(&plan.target, made, e))
+                .err();
             outcome.completed = outcome.error.is_none();
             report(Phase::Done, 0, 0);
             return Ok(outcome);
@@ -255,10 +258,12 @@ fn run_virsh(
     match &plan.kind {
         LiveKind::Snapshot(s) => {
             report(Phase::Create, 0, 0);
-            snapshot::create_in_place(s)
+            let made = snapshot::create_in_place(s)
                 .map_err(|e| failed(format!("cannot create {}: {e}", plan.target.shown())))?;
             report(Phase::Relink, 0, 0);
-            outcome.error = virsh_snapshot(v, &target, &plan.target).err();
+            outcome.error = virsh_snapshot(v, &target, &plan.target)
+                .map_err(|e| undo_overlay(&plan.target, made, e))
+                .err();
             outcome.completed = outcome.error.is_none();
             report(Phase::Done, 0, 0);
             return Ok(outcome);
@@ -281,13 +286,14 @@ fn run_virsh(
     ))
 }
 
-/// Has libvirt move the VM's disk `target` onto the new overlay `new` (created already); on
-/// failure removes `new` again and says how that went.
+/// Has libvirt move the VM's disk `target` onto the new overlay `new` (created already).
 fn virsh_snapshot(v: &Virsh<'_>, target: &str, new: &Path) -> Result<(), String> {
-    let base = new.display().to_string();
     // virsh's option syntax doubles a comma inside a value.
-    let spec = format!("{target},file={}", base.replace(',', ",,"));
-    let made = v.run(
+    let spec = format!(
+        "{target},file={}",
+        new.display().to_string().replace(',', ",,")
+    );
+    v.run(
         "snapshot-create-as",
         &[
             "--disk-only",
@@ -297,13 +303,19 @@ fn virsh_snapshot(v: &Virsh<'_>, target: &str, new: &Path) -> Result<(), String>
             "--diskspec",
             &spec,
         ],
-    );
-    match made {
-        Ok(_) => Ok(()),
-        Err(e) => Err(match std::fs::remove_file(new) {
-            Ok(()) => format!("{e}; {base} was removed again"),
-            Err(r) => format!("{e}; {base} could not be removed ({r}): remove it by hand"),
-        }),
+    )
+    .map(|_| ())
+}
+
+/// After the VM did not move onto the new overlay `new` (created as `made`), removes it again
+/// — only if the name still holds that file — and says so after `e`.
+fn undo_overlay(new: &Path, made: FileId, e: String) -> String {
+    match crate::ops::delete::remove_by_identity(new, made) {
+        Ok(()) => format!("{e}; {} was removed again", new.shown()),
+        Err(r) => format!(
+            "{e}; {} could not be removed ({r}): nothing uses it, remove it by hand",
+            new.shown()
+        ),
     }
 }
 
@@ -457,5 +469,36 @@ impl Report for LiveOutcome {
                 p.holder
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(p: &Path) -> FileId {
+        FileId::of(&std::fs::symlink_metadata(p).unwrap())
+    }
+
+    #[test]
+    fn an_overlay_the_vm_did_not_take_is_removed_only_if_the_name_still_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let new = tmp.path().join("vm.1.qcow2");
+        std::fs::write(&new, b"ours").unwrap();
+        let made = ident(&new);
+        let said = undo_overlay(&new, made, "no".into());
+        assert!(
+            !new.exists() && said.ends_with("was removed again"),
+            "{said}"
+        );
+
+        // The name swapped for another file since: that file stays, and the message says so.
+        std::fs::write(&new, b"ours").unwrap();
+        let made = ident(&new);
+        std::fs::rename(&new, tmp.path().join("moved")).unwrap();
+        std::fs::write(&new, b"theirs").unwrap();
+        let said = undo_overlay(&new, made, "no".into());
+        assert_eq!(std::fs::read(&new).unwrap(), b"theirs");
+        assert!(said.contains("could not be removed"), "{said}");
     }
 }

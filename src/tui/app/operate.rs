@@ -127,21 +127,12 @@ impl App {
             Some(Action::Confirm | Action::Shared) if p.pending => {
                 self.status = "still checking the chain, its locks and its overlays".into();
             }
-            // A merge over the other overlays of its base: only its own key goes past that.
-            Some(Action::Shared)
-                if matches!(
-                    (&p.ask, &p.refusal),
-                    (
-                        Ask::Merge { force: false, .. },
-                        Some(Refusal::SharedBase { .. })
-                    )
-                ) =>
-            {
-                if let Some((ask, chain)) = changed_ask(&mut p, Action::Shared) {
+            // Past a refusal only a key of its own goes on (a merge over the other overlays
+            // of its base, `changed_ask`); anything else closes the dialog.
+            Some(a @ (Action::Confirm | Action::Shared)) if p.refusal.is_some() => {
+                if let Some((ask, chain)) = changed_ask(&mut p, a) {
                     return self.op_popup(ask, chain);
                 }
-            }
-            Some(Action::Confirm | Action::Shared) if p.refusal.is_some() => {
                 self.status = format!("{name} refused");
                 return Vec::new();
             }

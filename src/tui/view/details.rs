@@ -163,23 +163,9 @@ fn format_of(n: &Node) -> String {
         h.refcount_bits(),
         h.compression_name()
     ));
-    for (on, what) in [
-        (h.lazy_refcounts(), "lazy refcounts"),
-        (h.extended_l2(), "extended L2"),
-        (h.bitmaps(), "persistent bitmaps"),
-        (h.encrypted(), "encrypted"),
-        (h.external_data_file(), "external data file"),
-    ] {
-        if on {
-            fmt.push_str(", ");
-            fmt.push_str(what);
-        }
-    }
-    if h.nb_snapshots > 0 {
-        fmt.push_str(&format!(
-            ", {}",
-            crate::units::count(u64::from(h.nb_snapshots), "internal snapshot")
-        ));
+    for what in crate::words::qcow2_features(h) {
+        fmt.push_str(", ");
+        fmt.push_str(&what);
     }
     fmt
 }

@@ -179,10 +179,7 @@ fn shared_warning(app: &App, shared_with: &[std::path::PathBuf], lines: &mut Vec
             "To commit anyway, press {} ({} does not): {}.",
             first(Action::Shared),
             first(Action::Confirm),
-            match shared_with.len() {
-                1 => "1 other disk changes".to_string(),
-                n => format!("{n} other disks change"),
-            }
+            other_disks_change(shared_with.len())
         ),
         t.problem,
     )));
@@ -348,6 +345,12 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
     dialog(app, title, lines, p.refusal.is_some(), frame, area);
 }
 
+/// "1 other disk changes", "2 other disks change".
+fn other_disks_change(n: usize) -> String {
+    let verb = if n == 1 { "changes" } else { "change" };
+    format!("{} {verb}", crate::units::count(n as u64, "other disk"))
+}
+
 /// The keys that ask again past a refusal: a delete with its overlays, or of a VM's disk; a
 /// merge over the other overlays of its base.
 fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
@@ -356,10 +359,7 @@ fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
         return vec![format!(
             "{} merge anyway: {}",
             first(Action::Shared),
-            match others.len() {
-                1 => "1 other disk changes".to_string(),
-                n => format!("{n} other disks change"),
-            }
+            other_disks_change(others.len())
         )];
     }
     let Ask::Delete {
@@ -414,9 +414,7 @@ fn searched_line(
     kv: &dyn Fn(&str, String) -> Line<'static>,
 ) {
     if !searched.is_empty() {
-        let text = crate::words::searched_text(searched);
-        let text = text.trim_start_matches("Looked for other images built on this chain in: ");
-        lines.push(kv("looked in", text.to_string()));
+        lines.push(kv("looked in", crate::words::searched_places(searched)));
     }
 }
 
