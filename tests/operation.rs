@@ -2,15 +2,18 @@
 //! gets the engine's job, panic guard, description, JSON and space guard (ARCHITECTURE.md §3,
 //! "Adding an operation").
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use imgchain::forest::Forest;
+use imgchain::ops::scope::Discovered;
+use imgchain::ops::settings::Settings;
 use imgchain::ops::space::Space;
 use imgchain::ops::{
     Description, Event, Job, OpKind, Operation, Phase, Progress, Refusal, Report, Run, Said,
+    Selected,
 };
 
 /// Touches nothing: reports one step of progress, or panics when asked to.
@@ -44,8 +47,10 @@ impl Report for Outcome {
 }
 
 impl Operation for Noop {
-    const KIND: OpKind = OpKind::Snapshot;
+    const KIND: OpKind = OpKind::new("noop", "No-op", "be left alone");
+    const ACTION: Option<&'static str> = Some("noop");
     type Request = PathBuf;
+    type Ask = PathBuf;
     type Plan = Plan;
     type Outcome = Outcome;
 
@@ -56,6 +61,18 @@ impl Operation for Noop {
             need: 0,
             free: 1,
         })
+    }
+
+    fn ask_for(sel: &Selected) -> Result<PathBuf, String> {
+        Ok(sel.image.clone())
+    }
+
+    fn asked(ask: &PathBuf) -> &Path {
+        ask
+    }
+
+    fn plan_asked(ask: &PathBuf, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
+        Self::plan(&found.scan.forest, ask)
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {
@@ -122,6 +139,23 @@ fn a_new_operation_runs_through_the_engine_with_nothing_registered() {
     let d = Noop::describe(&plan());
     assert_eq!(d.would, "Would do nothing to /nowhere/x.qcow2.");
     assert_eq!(d.lines, [Said::Field("image", "/nowhere/x.qcow2".into())]);
+    assert_eq!(
+        (Noop::TITLE, Noop::kind(&plan()).as_str()),
+        ("No-op", "noop")
+    );
+}
+
+#[test]
+fn its_key_asks_for_the_selected_image() {
+    let sel = Selected {
+        image: PathBuf::from("/nowhere/x.qcow2"),
+        written: false,
+        below: Vec::new(),
+        keep_top: false,
+        cluster_size: 65536,
+    };
+    let ask = Noop::ask_for(&sel).expect("applies");
+    assert_eq!(Noop::asked(&ask), Path::new("/nowhere/x.qcow2"));
 }
 
 #[test]

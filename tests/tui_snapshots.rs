@@ -14,8 +14,9 @@ use imgchain::image::file::OpenMode;
 use imgchain::image::handle::{ReopenError, ReopenStep};
 use imgchain::image::lock::{Foreign, Holder, Perms};
 use imgchain::image::snapshots::InternalSnapshot;
-use imgchain::ops::any::{AnyPlan, CommitPlan, Ended, Finished};
 use imgchain::ops::commit::{self, Commit, Outcome};
+use imgchain::ops::finished::{Ended, Finished};
+use imgchain::ops::{AnyPlan, Ask};
 use imgchain::ops::{Event, OpKind, Phase, Progress, Refusal};
 use imgchain::tui::app::{App, Effect, Msg, Popup, Settings};
 use imgchain::tui::keymap::Keymap;
@@ -332,13 +333,10 @@ fn commit_plans_with_each_guard() {
     let [Effect::PlanOp { job, .. }] = fx[..] else {
         panic!("expected a plan effect, got {fx:?}")
     };
-    let proposal = commit::propose_in(&a.browse.forest, id, (None, false), true);
-    let plan = proposal.plan.map(|plan| {
-        AnyPlan::Commit(Box::new(CommitPlan {
-            plan,
-            shared_with: proposal.shared_with,
-            bytes: Ok(0),
-            space: None,
+    let plan = commit::propose(&a.browse.forest, id, (None, false), true).map(|plan| {
+        AnyPlan::Commit(Box::new(commit::Plan {
+            measured: Some(Ok(0)),
+            ..plan
         }))
     });
     a.update(Msg::OpPlanned {
@@ -369,7 +367,7 @@ fn progress_mid_commit_and_the_live_badge() {
     a.update(Msg::Op {
         job,
         event: Finished::Progress(Progress {
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
             phase: Phase::Copy,
             done: 10 << 20,
             total: 24 << 20,
@@ -394,7 +392,7 @@ fn progress_mid_commit_and_the_live_badge() {
     a.update(Msg::Op {
         job,
         event: Finished::Progress(Progress {
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
             phase: Phase::ReopenRo,
             done: 24 << 20,
             total: 24 << 20,
@@ -417,9 +415,9 @@ fn the_plan_cycles_down_the_chain_to_a_deeper_base() {
     let Some(AnyPlan::Commit(c)) = &p.plan else {
         panic!("a commit plan: {p:?}")
     };
-    assert!(c.plan.base.path.ends_with("app-snap1.qcow2"));
+    assert!(c.base.path.ends_with("app-snap1.qcow2"));
     assert!(
-        c.plan.keep_top && p.deeper(),
+        c.keep_top && p.deeper(),
         "a deeper base keeps the top, as qemu-img -b does"
     );
     assert!(
@@ -438,7 +436,7 @@ fn the_plan_cycles_down_the_chain_to_a_deeper_base() {
         panic!("a commit plan: {p:?}")
     };
     assert!(
-        c.plan.base.path.ends_with("app-snap2.qcow2"),
+        c.base.path.ends_with("app-snap2.qcow2"),
         "past the root it starts again at the backing file"
     );
 }
@@ -448,7 +446,7 @@ fn cancel_during_the_flush_is_too_late_and_says_so() {
     let mut a = app("flush-cancel", 120, 30);
     let job = start(&mut a);
     let flush = |done| Progress {
-        op: OpKind::Commit,
+        op: OpKind::COMMIT,
         phase: Phase::Flush,
         done,
         total: 24 << 20,
@@ -500,7 +498,7 @@ fn quitting_during_a_commit_asks_then_waits_for_its_cleanup() {
     assert!(a.status.contains("before quitting"), "{}", a.status);
     let err = Refusal::NoBacking {
         top: PathBuf::from("/x"),
-        op: OpKind::Commit,
+        op: OpKind::COMMIT,
     };
     let fx = a.update(Msg::Op {
         job,
@@ -648,9 +646,7 @@ fn chain_operation_dialogs() {
     let Some(Popup::Op(p)) = &a.popup else {
         panic!("the delete dialog again")
     };
-    assert!(
-        matches!(p.plan, Some(imgchain::ops::any::AnyPlan::Delete(ref d)) if d.images.len() == 2)
-    );
+    assert!(matches!(p.plan, Some(imgchain::ops::AnyPlan::Delete(ref d)) if d.images.len() == 2));
     insta::assert_snapshot!("op_delete_with_overlays", render(&a));
     key(&mut a, KeyCode::Esc);
 
@@ -665,7 +661,7 @@ fn chain_operation_dialogs() {
         panic!("the rebase dialog again")
     };
     assert!(
-        matches!(&p.ask, imgchain::ops::any::Ask::Rebase { backing, .. } if backing.ends_with("app-base.qcow2")),
+        matches!(&p.ask, Ask::Rebase(r) if r.backing.ends_with("app-base.qcow2")),
         "{:?}",
         p.ask
     );
@@ -676,7 +672,7 @@ fn chain_operation_dialogs() {
     let Some(Popup::Op(p)) = &a.popup else {
         panic!("the repair dialog")
     };
-    let Some(imgchain::ops::any::AnyPlan::Repair(r)) = &p.plan else {
+    let Some(imgchain::ops::AnyPlan::Repair(r)) = &p.plan else {
         panic!("a repair plan: {:?}", p.refusal)
     };
     assert!(
@@ -690,13 +686,13 @@ fn chain_operation_dialogs() {
         panic!("the repair dialog again")
     };
     assert!(matches!(
-        p.ask,
-        imgchain::ops::any::Ask::Repair { pick: 1, .. }
+        &p.ask,
+        Ask::Repair(r) if r.pick == 1
     ));
     // Digits pick a candidate, k and ↑ go back, j and ↓ on.
     let pick = |a: &App| match &a.popup {
-        Some(Popup::Op(p)) => match p.ask {
-            imgchain::ops::any::Ask::Repair { pick, .. } => pick,
+        Some(Popup::Op(p)) => match &p.ask {
+            Ask::Repair(r) => r.pick,
             _ => usize::MAX,
         },
         _ => usize::MAX,
@@ -784,7 +780,7 @@ fn a_live_commit_plan_and_its_progress() {
         panic!("the live dialog")
     };
     assert!(
-        matches!(p.ask, imgchain::ops::any::Ask::LiveCommit { .. }),
+        matches!(p.ask, Ask::LiveCommit { .. }),
         "the image a VM writes is committed live: {:?}",
         p.ask
     );
@@ -799,7 +795,7 @@ fn a_live_commit_plan_and_its_progress() {
     };
     a.update(Msg::OpPlanned {
         job,
-        plan: Box::new(Ok(AnyPlan::Live(plan))),
+        plan: Box::new(Ok(AnyPlan::LiveCommit(Box::new(plan)))),
         space: None,
         searched: Vec::new(),
     });
@@ -817,7 +813,7 @@ fn a_live_commit_plan_and_its_progress() {
     );
     let progress = |phase, done| {
         Finished::Progress(Progress {
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
             phase,
             done,
             total: 64 << 20,
@@ -850,7 +846,7 @@ fn a_live_commit_plan_and_its_progress() {
         KeyModifiers::NONE,
     )));
     assert!(
-        matches!(&fx[..], [Effect::PlanOp { ask: imgchain::ops::any::Ask::Delete { image, .. }, .. }]
+        matches!(&fx[..], [Effect::PlanOp { ask: Ask::Delete(imgchain::ops::delete::Ask { image, .. }), .. }]
             if image.ends_with("app-snap3.qcow2")),
         "{fx:?}"
     );
@@ -915,11 +911,7 @@ fn a_stopped_vm_s_disk_is_flagged_and_deleted_only_on_a_key_of_its_own() {
         panic!("the delete dialog again")
     };
     assert!(p.plan.is_some(), "{:?}", p.refusal);
-    assert!(
-        matches!(p.ask, imgchain::ops::any::Ask::Delete { force: true, .. }),
-        "{:?}",
-        p.ask
-    );
+    assert!(matches!(&p.ask, Ask::Delete(d) if d.force), "{:?}", p.ask);
     key(&mut a, KeyCode::Esc);
     assert!(root.join("vms/ci.qcow2").exists(), "nothing was deleted");
 }
@@ -1212,11 +1204,7 @@ fn a_merge_over_a_shared_base_goes_on_only_on_a_key_of_its_own() {
     let Some(Popup::Op(p)) = &a.popup else {
         panic!("the merge dialog again")
     };
-    assert!(
-        matches!(p.ask, imgchain::ops::any::Ask::Merge { force: true, .. }),
-        "{:?}",
-        p.ask
-    );
+    assert!(matches!(&p.ask, Ask::Merge(m) if m.force), "{:?}", p.ask);
     assert!(p.plan.is_some(), "{:?}", p.refusal);
     insta::assert_snapshot!("op_merge_shared_forced", render(&a));
     key(&mut a, KeyCode::Esc);

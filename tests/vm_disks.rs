@@ -126,13 +126,13 @@ fn merging_away_a_vm_s_disk_is_refused_without_force() {
         protect: imgchain::forest::Protect::new(false, &[] as &[String]).unwrap(),
         settings: Default::default(),
     };
-    let ask = imgchain::ops::any::Ask::Merge {
+    let ask = imgchain::ops::Ask::Merge(imgchain::ops::merge::Ask {
         image: mid.clone(),
         force: true,
-    };
+    });
     assert!(
         matches!(
-            imgchain::ops::any::plan(&ask, &scope),
+            imgchain::ops::plan(&ask, &scope),
             Err(imgchain::ops::Refusal::VmDisk { .. })
         ),
         "a forced merge from the UI still refuses a VM's disk"

@@ -1,8 +1,13 @@
 //! `imgchain commit`.
 
+use std::path::PathBuf;
+
+use clap::Args;
+
 use imgchain::ops::{OpKind, Operation, live};
 
-use super::args::CommitArgs;
+use super::args::parse_rate;
+use super::command::Command;
 use super::failure::Failure;
 use super::runner::{
     discover, dry_run, live_request, note_outside, refused, refused_live_hint, run_live,
@@ -10,9 +15,58 @@ use super::runner::{
 };
 use super::session::Session;
 
+#[derive(Args)]
+pub(crate) struct CommitArgs {
+    /// Commit into BASE, an image further down IMAGE's backing chain; the images in
+    /// between keep their data (implies -d, as in qemu-img)
+    #[arg(short = 'b', value_name = "BASE")]
+    pub(crate) base: Option<PathBuf>,
+    /// Keep IMAGE's data after committing it (default: empty IMAGE, as qemu-img does)
+    #[arg(short = 'd')]
+    pub(crate) keep: bool,
+    /// Commit even if the base has other overlays (their disks change) or persistent
+    /// bitmaps (they become invalid), or its filesystem may be too full
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Show progress
+    #[arg(short = 'p')]
+    pub(crate) progress: bool,
+    /// IMAGE is in use by a running QEMU or qemu-storage-daemon with a QMP socket: have it
+    /// commit IMAGE into its backing file itself (block-commit) and pivot onto it
+    #[arg(long, conflicts_with_all = ["base", "keep"])]
+    pub(crate) live: bool,
+    /// With --live: limit the job to RATE bytes per second (64M, 1G)
+    #[arg(long, value_name = "RATE", requires = "live", value_parser = parse_rate)]
+    pub(crate) speed: Option<u64>,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Print what would be committed where, and where other overlays were looked for, and
+    /// change nothing
+    #[arg(long, conflicts_with = "live")]
+    pub(crate) dry_run: bool,
+    /// Also look for other overlays of the base under PATH (repeatable; the directories
+    /// of IMAGE and of its backing chain are always looked at)
+    #[arg(long = "scan", value_name = "PATH")]
+    pub(crate) scan: Vec<PathBuf>,
+    /// The overlay to commit
+    pub(crate) image: PathBuf,
+}
+
+impl Command for CommitArgs {
+    /// Even a dry run: a commit is refused under `--read-only` before it is planned.
+    fn writing(&self) -> Option<&'static str> {
+        Some("commit")
+    }
+
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        commit(ctx, self)
+    }
+}
+
 /// Scans what a commit needs to see (the image, its directory, the directories of its chain
 /// and any --scan paths), plans, and runs it with Ctrl-C as cancel.
-pub(crate) fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
+fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     use imgchain::ops::commit::{self, Commit, Request};
     let found = match discover(ctx, &a.image, &a.scan)? {
         Ok(f) => f,
@@ -40,7 +94,7 @@ pub(crate) fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         let d = commit::describe(&plan);
         let space = space.map(|s| s.describe());
         return Ok(dry_run(
-            OpKind::Commit,
+            OpKind::COMMIT,
             &plan.top.path,
             &d,
             space,

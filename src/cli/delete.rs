@@ -1,16 +1,52 @@
 //! `imgchain delete`.
 
+use std::path::PathBuf;
+
+use clap::Args;
+
 use anyhow::Context;
 
 use imgchain::ops::OpKind;
 use imgchain::text::Names;
 
-use super::args::DeleteArgs;
+use super::command::Command;
 use super::failure::{Failure, usage};
 use super::runner::{discover, dry_run, refused, refused_found, run_planned};
 use super::session::Session;
 
-pub(crate) fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
+#[derive(Args)]
+pub(crate) struct DeleteArgs {
+    /// Also delete every image built on IMAGE, at any distance (listed first)
+    #[arg(long)]
+    pub(crate) with_overlays: bool,
+    /// Delete even an image a defined libvirt VM names as its disk
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Print what would be deleted, and delete nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Also look for images built on IMAGE under PATH (repeatable; the directories of IMAGE
+    /// and of its backing chain are always looked at)
+    #[arg(long = "scan", value_name = "PATH")]
+    pub(crate) scan: Vec<PathBuf>,
+    /// The image to delete
+    pub(crate) image: PathBuf,
+}
+
+impl Command for DeleteArgs {
+    fn writing(&self) -> Option<&'static str> {
+        (!self.dry_run).then_some("delete")
+    }
+
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        delete(ctx, self)
+    }
+}
+
+fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
     use imgchain::ops::delete::{self, Request};
     let md = std::fs::symlink_metadata(&a.image)
         .with_context(|| format!("cannot delete {}", a.image.shown()))?;
@@ -39,7 +75,7 @@ pub(crate) fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         let space = Some(delete::space(&plan).describe());
         let image = found.scan.forest.node(found.image).path.clone();
         let d = delete::describe(&plan);
-        return Ok(dry_run(OpKind::Delete, &image, &d, space, &found, a.json));
+        return Ok(dry_run(OpKind::DELETE, &image, &d, space, &found, a.json));
     }
     if plan.images.len() > 1 && !a.json {
         let list: Vec<String> = plan

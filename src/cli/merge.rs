@@ -1,12 +1,15 @@
 //! `imgchain merge`.
 
+use clap::Args;
+
 use anyhow::Context;
 
 use imgchain::exit;
 use imgchain::ops::{OpKind, Operation, Refusal, live};
 use imgchain::text::Names;
 
-use super::args::MergeArgs;
+use super::args::{ChainArgs, parse_rate};
+use super::command::Command;
 use super::failure::Failure;
 use super::runner::{
     discover, dry_run, live_request, note_outside, refused, refused_live_hint, run_live,
@@ -14,7 +17,38 @@ use super::runner::{
 };
 use super::session::Session;
 
-pub(crate) fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
+#[derive(Args)]
+pub(crate) struct MergeArgs {
+    /// Merge even though the backing file has other overlays (their disks change), IMAGE
+    /// is a disk a defined libvirt VM names, or the backing file's filesystem may be too full
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Keep IMAGE's file once nothing is built on it
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// IMAGE is a middle layer of a running QEMU's or qemu-storage-daemon's chain, with a
+    /// QMP socket: have it commit IMAGE into its backing file itself (block-commit), which
+    /// re-points the layer above; IMAGE's file is kept
+    #[arg(long, conflicts_with_all = ["keep", "dry_run"])]
+    pub(crate) live: bool,
+    /// With --live: limit the job to RATE bytes per second (64M, 1G)
+    #[arg(long, value_name = "RATE", requires = "live", value_parser = parse_rate)]
+    pub(crate) speed: Option<u64>,
+    #[command(flatten)]
+    pub(crate) common: ChainArgs,
+}
+
+impl Command for MergeArgs {
+    fn writing(&self) -> Option<&'static str> {
+        (!self.common.dry_run).then_some("merge")
+    }
+
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        merge(ctx, self)
+    }
+}
+
+fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     use imgchain::ops::merge::{self, Request};
     let c = &a.common;
     let image = std::path::absolute(&c.image)
@@ -65,7 +99,7 @@ pub(crate) fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         let space = space.as_ref().map(|s| s.describe());
         let d = merge::describe(&plan);
         return Ok(dry_run(
-            OpKind::Merge,
+            OpKind::MERGE,
             &plan.image.path,
             &d,
             space,

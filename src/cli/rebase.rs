@@ -3,15 +3,61 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Args;
 
 use imgchain::text::Names;
 
-use super::args::ChainArgs;
+use super::args::{ChainArgs, parse_format};
+use super::command::Command;
 use super::failure::{Failure, usage};
 use super::runner::{discover, dry_run, note_outside, refused, run_planned};
 use super::session::Session;
 
-pub(crate) fn rebase(
+#[derive(Args)]
+pub(crate) struct RebaseArgs {
+    /// The new backing file; a relative name is taken from IMAGE's directory and written as
+    /// it is, as qemu-img does
+    #[arg(short = 'b', value_name = "NEWBASE", value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub(crate) backing: std::ffi::OsString,
+    /// The new backing file's format (checked against what the file is)
+    #[arg(short = 'F', value_name = "FMT", value_parser = parse_format)]
+    pub(crate) format: Option<imgchain::image::probe::Format>,
+    /// Only rewrite the backing name and format: the new file must hold what the old one
+    /// held (a moved or copied backing file), and must have its virtual size
+    #[arg(short = 'u')]
+    pub(crate) unsafe_names: bool,
+    #[command(flatten)]
+    pub(crate) common: ChainArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct FlattenArgs {
+    #[command(flatten)]
+    pub(crate) common: ChainArgs,
+}
+
+impl Command for RebaseArgs {
+    fn writing(&self) -> Option<&'static str> {
+        (!self.common.dry_run).then_some("rebase")
+    }
+
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        let backing = Some(PathBuf::from(self.backing));
+        rebase(ctx, &self.common, backing, self.format, self.unsafe_names)
+    }
+}
+
+impl Command for FlattenArgs {
+    fn writing(&self) -> Option<&'static str> {
+        (!self.common.dry_run).then_some("flatten")
+    }
+
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        rebase(ctx, &self.common, None, None, false)
+    }
+}
+
+fn rebase(
     ctx: &Session,
     a: &ChainArgs,
     backing: Option<PathBuf>,

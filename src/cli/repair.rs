@@ -1,5 +1,9 @@
 //! `imgchain repair`: the candidates for each missing backing file, asked for one by one.
 
+use std::path::PathBuf;
+
+use clap::Args;
+
 use std::io::IsTerminal;
 
 use anyhow::Context;
@@ -7,11 +11,33 @@ use anyhow::Context;
 use imgchain::exit;
 use imgchain::text::Names;
 
-use super::args::RepairArgs;
+use super::command::Command;
 use super::failure::Failure;
 use super::session::Session;
 
-pub(crate) fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
+#[derive(Args)]
+pub(crate) struct RepairArgs {
+    /// Apply the best candidate of each image without asking
+    #[arg(long, conflicts_with = "dry_run")]
+    pub(crate) yes: bool,
+    /// Print the candidates, and change nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Directories or images to scan for broken images and candidates [default: .]
+    pub(crate) paths: Vec<PathBuf>,
+}
+
+impl Command for RepairArgs {
+    fn writing(&self) -> Option<&'static str> {
+        (!self.dry_run).then_some("repair")
+    }
+
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        repair(ctx, self)
+    }
+}
+
+fn repair(ctx: &Session, a: RepairArgs) -> Result<u8, Failure> {
     let scan = ctx.scan(&a.paths, &ctx.scan_options())?;
     let forest = &scan.forest;
     let fixes = imgchain::ops::repair::find(forest);

@@ -3,17 +3,68 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::Args;
 
 use imgchain::exit;
 use imgchain::forest::diag::Severity;
 use imgchain::text::Names;
 
+use super::command::Command;
 use super::failure::Failure;
 use super::output;
 use super::session::{Session, print_json, report_skipped};
 
+#[derive(Args)]
+pub(crate) struct TreeArgs {
+    /// Print JSON: {"roots": [...], "nodes": [...]}
+    #[arg(long)]
+    json: bool,
+    /// Directories or images [default: .]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct InfoArgs {
+    /// Print the node as JSON
+    #[arg(long)]
+    json: bool,
+    /// Also search DIR (recursively) for overlays of IMAGE, as scan.overlay_dirs does;
+    /// repeatable
+    #[arg(long = "scan", value_name = "DIR")]
+    scan: Vec<PathBuf>,
+    /// The image file
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub(crate) struct CheckArgs {
+    /// Print JSON: {"images": N, "problems": [...]}
+    #[arg(long)]
+    json: bool,
+    /// Directories or images [default: .]
+    paths: Vec<PathBuf>,
+}
+
+impl Command for TreeArgs {
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        tree(ctx, self.json, &self.paths)
+    }
+}
+
+impl Command for InfoArgs {
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        info(ctx, self.json, self.scan, &self.image)
+    }
+}
+
+impl Command for CheckArgs {
+    fn run(self, ctx: &Session) -> Result<u8, Failure> {
+        check(ctx, self.json, &self.paths)
+    }
+}
+
 /// `imgchain tree`: the forest, as text or JSON.
-pub(crate) fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
+fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
     let scan = ctx.scan(paths, &ctx.scan_options())?;
     if json {
         print_json(&output::json_tree(&scan.forest, &scan.skipped))?;
@@ -37,12 +88,7 @@ pub(crate) fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, F
 }
 
 /// `imgchain info`: one image, scanned with its directory and the `--scan` paths.
-pub(crate) fn info(
-    ctx: &Session,
-    json: bool,
-    scan: Vec<PathBuf>,
-    image: &Path,
-) -> Result<u8, Failure> {
+fn info(ctx: &Session, json: bool, scan: Vec<PathBuf>, image: &Path) -> Result<u8, Failure> {
     let mut opts = ctx.scan_options();
     opts.max_depth = 0;
     opts.overlay_dirs.extend(scan);
@@ -67,7 +113,7 @@ pub(crate) fn info(
 }
 
 /// `imgchain check`: every problem found, and exit code 2 when one is a warning or worse.
-pub(crate) fn check(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
+fn check(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
     let scan = ctx.scan(paths, &ctx.scan_options())?;
     if json {
         print_json(&output::json_check(&scan.forest))?;

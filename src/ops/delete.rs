@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::plan_image::PlanImage;
-use super::scope::recheck_overlays;
+use super::scope::{Discovered, recheck_overlays};
 use super::settings::Settings;
 use super::space::{self, Space};
-use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, guards};
+use super::{
+    Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, Selected, guards,
+};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::{self, FileId, OpenMode};
 use crate::image::lock::{Access, ImageLock, LockError};
@@ -28,6 +30,14 @@ pub struct Request {
     /// Also delete every image built on it, at any distance.
     pub with_overlays: bool,
     /// Also when a defined libvirt VM names one of them as its disk.
+    pub force: bool,
+}
+
+/// What the UI asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
+    pub with_overlays: bool,
     pub force: bool,
 }
 
@@ -58,13 +68,37 @@ pub struct Outcome {
 pub struct Delete;
 
 impl Operation for Delete {
-    const KIND: OpKind = OpKind::Delete;
+    const KIND: OpKind = OpKind::DELETE;
     type Request = Request;
+    type Ask = Ask;
     type Plan = Plan;
     type Outcome = Outcome;
 
     fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         plan(forest, req)
+    }
+
+    const ACTION: Option<&'static str> = Some("delete");
+
+    fn ask_for(sel: &Selected) -> Result<Ask, String> {
+        Ok(Ask {
+            image: sel.image.clone(),
+            with_overlays: false,
+            force: false,
+        })
+    }
+
+    fn asked(ask: &Ask) -> &Path {
+        &ask.image
+    }
+
+    fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
+        let req = Request {
+            image: found.image,
+            with_overlays: ask.with_overlays,
+            force: ask.force,
+        };
+        plan(&found.scan.forest, &req)
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {
@@ -189,7 +223,7 @@ pub fn run(
     let total = plan.images.len() as u64;
     let mut report = |phase, done| {
         progress(Progress {
-            op: OpKind::Delete,
+            op: OpKind::DELETE,
             phase,
             done,
             total,

@@ -28,7 +28,7 @@ impl Job {
     pub fn new<O: Operation>(id: JobId, plan: &O::Plan) -> Job {
         Job {
             id,
-            op: O::KIND,
+            op: O::kind(plan),
             writes: O::writes(plan),
             cancel: Arc::new(AtomicBool::new(false)),
         }

@@ -1,71 +1,68 @@
-//! Which operation a job runs, and the words each is named with.
+//! The words an operation is named with. An operation defines its own as
+//! [`Operation::KIND`](super::Operation::KIND); the ones other operations refer to are here.
 
 use std::fmt;
 
-/// Which operation a job runs.
+/// Which operation a job runs, and the words each is named with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpKind {
-    Commit,
-    Snapshot,
-    Delete,
-    Rebase,
-    Flatten,
-    Merge,
+pub struct OpKind {
+    name: &'static str,
+    title: &'static str,
+    refused_as: &'static str,
+    nothing_to: &'static str,
 }
 
 impl OpKind {
-    /// The name in progress output and JSON (`commit`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Commit => "commit",
-            OpKind::Snapshot => "snapshot",
-            OpKind::Delete => "delete",
-            OpKind::Rebase => "rebase",
-            OpKind::Flatten => "flatten",
-            OpKind::Merge => "merge",
+    /// An operation named `name` ("resize") in progress and JSON, `title` ("Resize") in
+    /// titles, whose refused image cannot `refused_as` ("be resized").
+    pub const fn new(name: &'static str, title: &'static str, refused_as: &'static str) -> Self {
+        OpKind {
+            name,
+            title,
+            refused_as,
+            nothing_to: "do with it",
         }
     }
-}
 
-impl OpKind {
+    /// The same, with what an image without a backing file gives it nothing to do.
+    pub const fn with_nothing_to(self, nothing_to: &'static str) -> Self {
+        OpKind { nothing_to, ..self }
+    }
+
+    pub const COMMIT: OpKind =
+        OpKind::new("commit", "Commit", "be committed").with_nothing_to("commit it into");
+    pub const SNAPSHOT: OpKind = OpKind::new("snapshot", "Snapshot", "take an overlay");
+    pub const DELETE: OpKind = OpKind::new("delete", "Delete", "be deleted");
+    pub const REBASE: OpKind = OpKind::new("rebase", "Rebase", "be rebased");
+    pub const FLATTEN: OpKind = OpKind::new("flatten", "Flatten", "be flattened")
+        .with_nothing_to("flatten (it is independent already)");
+    pub const MERGE: OpKind =
+        OpKind::new("merge", "Merge", "be merged").with_nothing_to("merge it into");
+
+    /// The name in progress output and JSON (`commit`).
+    pub const fn as_str(self) -> &'static str {
+        self.name
+    }
+
     /// The name in titles: "Commit", "Snapshot".
-    pub fn title(self) -> &'static str {
-        match self {
-            OpKind::Commit => "Commit",
-            OpKind::Snapshot => "Snapshot",
-            OpKind::Delete => "Delete",
-            OpKind::Rebase => "Rebase",
-            OpKind::Flatten => "Flatten",
-            OpKind::Merge => "Merge",
-        }
+    pub const fn title(self) -> &'static str {
+        self.title
     }
 
     /// What the image of a refused request cannot do: "be committed", "take an overlay".
     pub fn refused_as(self) -> &'static str {
-        match self {
-            OpKind::Commit => "be committed",
-            OpKind::Snapshot => "take an overlay",
-            OpKind::Delete => "be deleted",
-            OpKind::Rebase => "be rebased",
-            OpKind::Flatten => "be flattened",
-            OpKind::Merge => "be merged",
-        }
+        self.refused_as
     }
 
     /// What an image without a backing file gives this operation nothing to do: "commit it
     /// into", "flatten".
     pub fn nothing_to(self) -> &'static str {
-        match self {
-            OpKind::Commit => "commit it into",
-            OpKind::Merge => "merge it into",
-            OpKind::Flatten => "flatten (it is independent already)",
-            _ => "do with it",
-        }
+        self.nothing_to
     }
 }
 
 impl fmt::Display for OpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name)
     }
 }

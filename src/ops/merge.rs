@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 use super::commit;
 use super::plan_image::PlanImage;
 use super::rebase::{self, backing_name};
+use super::scope::Discovered;
+use super::settings::Settings;
 use super::space::{self, Space};
 use super::{
-    Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, delete, guards,
+    Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, Selected, delete, guards,
 };
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::FileId;
@@ -43,6 +45,13 @@ pub struct Request {
 }
 
 /// A merge that passed every guard.
+/// What the UI asks for; `force` lifts the shared-base guard only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
+    pub force: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// The commit of IMAGE into its backing file (IMAGE keeps its data); `None` when a
@@ -162,13 +171,42 @@ fn remove_journal(image: &Path) -> io::Result<()> {
 pub struct Merge;
 
 impl Operation for Merge {
-    const KIND: OpKind = OpKind::Merge;
+    const KIND: OpKind = OpKind::MERGE;
     type Request = Request;
+    type Ask = Ask;
     type Plan = Plan;
     type Outcome = Outcome;
 
     fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         plan(forest, req, None)
+    }
+
+    const ACTION: Option<&'static str> = Some("merge");
+
+    fn ask_for(sel: &Selected) -> Result<Ask, String> {
+        Ok(Ask {
+            image: sel.image.clone(),
+            force: false,
+        })
+    }
+
+    fn asked(ask: &Ask) -> &Path {
+        &ask.image
+    }
+
+    /// Finishes a merge its journal says was cut short.
+    fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
+        let journal = read_journal(&ask.image).map_err(|e| Refusal::Changed {
+            path: journal_path(&ask.image),
+            what: format!("the merge journal cannot be read: {e}"),
+        })?;
+        let req = Request {
+            image: found.image,
+            force: ask.force,
+            vm_disk: false,
+            keep: false,
+        };
+        plan(&found.scan.forest, &req, journal.as_ref())
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {
@@ -341,7 +379,7 @@ fn commit_plan(
     let commit = commit.map_err(|e| match e {
         Refusal::NoBacking { top, .. } => Refusal::NoBacking {
             top,
-            op: OpKind::Merge,
+            op: OpKind::MERGE,
         },
         e => e,
     });
@@ -450,7 +488,7 @@ fn commit_step(
     outcome: &mut Outcome,
 ) -> Result<bool, Refusal> {
     let mut relabel = |mut p: Progress| {
-        p.op = OpKind::Merge;
+        p.op = OpKind::MERGE;
         progress(p)
     };
     let result = commit::run(
@@ -497,7 +535,7 @@ fn commit_step(
 fn relink_and_delete(plan: &Plan, progress: &mut dyn FnMut(Progress), outcome: &mut Outcome) {
     let report = |progress: &mut dyn FnMut(Progress), phase, done| {
         progress(Progress {
-            op: OpKind::Merge,
+            op: OpKind::MERGE,
             phase,
             done,
             total: plan.overlays.len() as u64,

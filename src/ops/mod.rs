@@ -6,14 +6,19 @@
 //!
 //! The UI and the CLI discover the images around a request with [`scope::discover`] and plan
 //! it with the operation's [`Operation::plan`]: they cannot reach different decisions.
+//!
+//! Every operation is registered here: its module, and one line of [`registry!`], from which
+//! the UI's [`Ask`] and [`AnyPlan`] and everything done with them follow (ARCHITECTURE.md §3,
+//! "Adding an operation").
 
-pub mod any;
 pub mod commit;
 pub mod datapath;
 pub mod delete;
 pub mod dependents;
 pub mod describe;
 pub mod extents;
+pub mod finished;
+pub mod flatten;
 pub mod guards;
 pub mod job;
 pub mod kind;
@@ -35,7 +40,167 @@ pub mod window;
 pub use describe::{Description, Said};
 pub use job::{Event, Job, JobId, spawn};
 pub use kind::OpKind;
-pub use operation::{Operation, Report};
+pub use operation::{Operation, Report, Selected};
 pub use plan_image::PlanImage;
 pub use progress::{Phase, Progress, Run};
 pub use refusal::Refusal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use dependents::Searched;
+use finished::Finished;
+use scope::{Discovered, Scope};
+use settings::Settings;
+
+/// The registry: every operation the UI offers, one line each (`Variant => operation`).
+/// From it follow [`Ask`] (a request of any of them), [`AnyPlan`] (a plan of any of them) and
+/// everything done with them without knowing which: planning, describing, the space guard,
+/// the job and its worker.
+macro_rules! registry {
+    ($($(#[$doc:meta])* $V:ident => $O:ty),* $(,)?) => {
+        /// What the user asks of one image.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Ask {
+            $($(#[$doc])* $V(<$O as Operation>::Ask)),*
+        }
+
+        /// A plan of any of them.
+        #[derive(Clone, Debug)]
+        pub enum AnyPlan {
+            $($V(Box<<$O as Operation>::Plan>)),*
+        }
+
+        impl Ask {
+            /// The request's name in dialog titles.
+            pub fn title(&self) -> &'static str {
+                match self {
+                    $(Ask::$V(_) => <$O>::TITLE),*
+                }
+            }
+
+            /// The image the request is about.
+            pub fn image(&self) -> &Path {
+                match self {
+                    $(Ask::$V(a) => <$O>::asked(a)),*
+                }
+            }
+
+            /// What the UI key `action` asks for `sel`: the first operation registered for
+            /// it that applies, or why the last one does not (`None`: no operation's key).
+            pub fn for_action(action: &str, sel: &Selected) -> Option<Result<Ask, String>> {
+                let mut not = None;
+                $(if <$O>::ACTION == Some(action) {
+                    match <$O>::ask_for(sel) {
+                        Ok(a) => return Some(Ok(Ask::$V(a))),
+                        Err(e) => not = Some(Err(e)),
+                    }
+                })*
+                not
+            }
+
+            fn widen(&self, scope: &mut Scope) {
+                match self {
+                    $(Ask::$V(a) => <$O>::widen(a, scope)),*
+                }
+            }
+
+            fn plan_in(&self, found: &Discovered, settings: &Settings) -> Result<AnyPlan, Refusal> {
+                Ok(match self {
+                    $(Ask::$V(a) => AnyPlan::$V(Box::new(<$O>::plan_asked(a, found, settings)?))),*
+                })
+            }
+        }
+
+        impl AnyPlan {
+            /// The images the run writes, the one whose data changes first (for a live
+            /// operation, those the QEMU that holds them writes).
+            pub fn writes(&self) -> Vec<PathBuf> {
+                match self {
+                    $(AnyPlan::$V(p) => <$O>::writes(p)),*
+                }
+            }
+
+            /// What the run will do, as the dialog and a dry run both show it.
+            pub fn describe(&self) -> Description {
+                match self {
+                    $(AnyPlan::$V(p) => <$O>::describe(p)),*
+                }
+            }
+
+            /// The operation, as its progress names it.
+            pub fn kind(&self) -> OpKind {
+                match self {
+                    $(AnyPlan::$V(p) => <$O>::kind(p)),*
+                }
+            }
+
+            /// What the plan writes and frees, and the room there, through the operation's
+            /// own guard ([`Operation::room`]); `force` lets a plan that cannot fit through.
+            pub fn room(&self, force: bool, clone: bool) -> Result<Option<space::Space>, Refusal> {
+                match self {
+                    $(AnyPlan::$V(p) => <$O>::room(p, force, clone)),*
+                }
+            }
+
+            /// Runs the plan as `job` on a worker, with [`job::spawn`]'s guard that turns a
+            /// panic into a report; `on` receives its progress and, last, how it ended.
+            pub fn spawn(
+                self,
+                job: &Job,
+                settings: Arc<Settings>,
+                mut on: impl FnMut(Finished) + Send + 'static,
+            ) {
+                match self {
+                    $(AnyPlan::$V(p) => {
+                        job::spawn::<$O>(job, *p, settings, move |e| on(Finished::of(e)));
+                    })*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    Commit => commit::Commit,
+    /// Put an overlay on the image a running QEMU writes and move it there (before
+    /// `Snapshot`: the same key, for an image a VM writes).
+    LiveSnapshot => live::LiveSnapshot,
+    /// A new overlay beside it, named by default.
+    Snapshot => snapshot::Snapshot,
+    Delete => delete::Delete,
+    Flatten => flatten::Flatten,
+    /// Rebase onto another image (safe), keeping the guest view.
+    Rebase => rebase::Rebase,
+    /// Remove a middle layer.
+    Merge => merge::Merge,
+    /// Point an image whose backing file is missing at a candidate.
+    Repair => repair::Repair,
+    /// Have the running QEMU that writes the image commit it (`commit --live`).
+    LiveCommit => live::LiveCommit,
+    /// Have the running QEMU whose chain runs through the image merge it (`merge --live`).
+    LiveMerge => live::LiveMerge,
+}
+
+impl AnyPlan {
+    /// A job for this plan, with a fresh cancel flag.
+    pub fn job(&self, id: JobId) -> Job {
+        Job {
+            id,
+            op: self.kind(),
+            writes: self.writes(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Discovers the images around the request's image ([`scope::discover`]) and plans it; with
+/// the plan, where images built on its chain were looked for.
+pub fn plan(ask: &Ask, scope: &Scope) -> Result<(AnyPlan, Vec<Searched>), Refusal> {
+    let mut scope = scope.clone();
+    ask.widen(&mut scope);
+    let found = scope::discover(ask.image(), &scope)?;
+    let plan = ask.plan_in(&found, &scope.settings)?;
+    Ok((plan, found.searched))
+}

@@ -2,12 +2,14 @@
 //! (ARCHITECTURE.md §3).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::describe::Description;
 use super::kind::OpKind;
 use super::progress::Run;
 use super::refusal::Refusal;
+use super::scope::{Discovered, Scope};
+use super::settings::Settings;
 use super::space::Space;
 use crate::forest::Forest;
 
@@ -35,11 +37,31 @@ pub trait Report {
     }
 }
 
+/// The image a UI key was pressed on, as [`Operation::ask_for`] sees it.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    pub image: PathBuf,
+    /// A running QEMU writes it.
+    pub written: bool,
+    /// Its backing chain, top-down.
+    pub below: Vec<PathBuf>,
+    /// Keep a committed top's data (`[ui] keep_top`).
+    pub keep_top: bool,
+    /// A new overlay's cluster size (`[snapshot] cluster_size`).
+    pub cluster_size: usize,
+}
+
 /// One write operation: request → plan (guards) → run (job) → report.
 pub trait Operation: fmt::Debug + Sized + 'static {
     const KIND: OpKind;
+    /// The title of its dialog.
+    const TITLE: &'static str = Self::KIND.title();
     /// What the user asks for, against a scanned forest.
     type Request;
+    /// The `[keys]` action that opens it in the UI (`None`: not offered there).
+    const ACTION: Option<&'static str> = None;
+    /// What the UI asks for: the image by path, and what its dialog's keys change.
+    type Ask: Clone + fmt::Debug + PartialEq + Eq + Send + 'static;
     /// A request that passed every guard: exactly what the run will write.
     type Plan: Clone + fmt::Debug + Send + 'static;
     /// What a run that started did.
@@ -47,6 +69,30 @@ pub trait Operation: fmt::Debug + Sized + 'static {
 
     /// Checks the guards in order and works out the plan; nothing is written.
     fn plan(forest: &Forest, req: &Self::Request) -> Result<Self::Plan, Refusal>;
+
+    /// The image `ask` is about.
+    fn asked(ask: &Self::Ask) -> &Path;
+
+    /// What [`Operation::ACTION`]'s key asks for the selected image; `Err`: why this
+    /// operation does not apply to it (the next one registered for the key is tried).
+    fn ask_for(_sel: &Selected) -> Result<Self::Ask, String> {
+        Err(String::new())
+    }
+
+    /// Where else to look for the images `ask` needs (default: nowhere else).
+    fn widen(_ask: &Self::Ask, _scope: &mut Scope) {}
+
+    /// Plans `ask` on the images discovered around its image, as the UI offers it.
+    fn plan_asked(
+        ask: &Self::Ask,
+        found: &Discovered,
+        settings: &Settings,
+    ) -> Result<Self::Plan, Refusal>;
+
+    /// The operation a plan runs, as its progress names it.
+    fn kind(_plan: &Self::Plan) -> OpKind {
+        Self::KIND
+    }
 
     /// The images the run writes, the one whose data changes first.
     fn writes(plan: &Self::Plan) -> Vec<PathBuf>;

@@ -22,8 +22,10 @@ use imago::ShallowMapping;
 use super::datapath::CopyError;
 use super::guards::{self, Role};
 use super::plan_image::PlanImage;
+use super::scope::{Discovered, Scope};
+use super::settings::Settings;
 use super::window::RwWindow;
-use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run};
+use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, Selected};
 use crate::forest::{Forest, KeepRoReason, NodeId};
 use crate::image::file::{self, OpenMode};
 use crate::image::handle::{Handle, ReopenError};
@@ -45,6 +47,13 @@ pub struct Request {
     /// The backing name to write, when the user gave a relative one (QEMU resolves it from the
     /// image's directory); otherwise [`backing_name`] picks it.
     pub name: Option<String>,
+}
+
+/// What the UI asks for: a safe rebase of `image` onto `backing`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
+    pub backing: PathBuf,
 }
 
 /// A rebase that passed every guard.
@@ -90,13 +99,47 @@ pub struct Outcome {
 pub struct Rebase;
 
 impl Operation for Rebase {
-    const KIND: OpKind = OpKind::Rebase;
+    const KIND: OpKind = OpKind::REBASE;
     type Request = Request;
+    type Ask = Ask;
     type Plan = Plan;
     type Outcome = Outcome;
 
     fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         plan(forest, req)
+    }
+
+    const ACTION: Option<&'static str> = Some("rebase");
+
+    /// Onto the image below the backing file.
+    fn ask_for(sel: &Selected) -> Result<Ask, String> {
+        match sel.below.get(1) {
+            Some(b) => Ok(Ask {
+                image: sel.image.clone(),
+                backing: b.clone(),
+            }),
+            None => Err(format!(
+                "{} has no image below its backing file to rebase onto",
+                crate::forest::model::file_name(&sel.image)
+            )),
+        }
+    }
+
+    fn asked(ask: &Ask) -> &Path {
+        &ask.image
+    }
+
+    /// The new backing file's directory too.
+    fn widen(ask: &Ask, scope: &mut Scope) {
+        scope.dirs.extend(ask.backing.parent().map(PathBuf::from));
+    }
+
+    fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
+        safe(&found.scan.forest, found.image, Some(&ask.backing))
+    }
+
+    fn kind(plan: &Plan) -> OpKind {
+        plan.kind
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {
@@ -153,6 +196,25 @@ pub fn describe(p: &Plan) -> Description {
     d
 }
 
+/// A safe rebase of `image` onto `backing`, or a flatten (`None`).
+pub fn safe(forest: &Forest, image: NodeId, backing: Option<&Path>) -> Result<Plan, Refusal> {
+    let backing = match backing {
+        Some(b) => Some(forest.find(b).ok_or_else(|| Refusal::BadTarget {
+            path: b.to_path_buf(),
+            what: "is not an image imgchain found".into(),
+        })?),
+        None => None,
+    };
+    let req = Request {
+        image,
+        backing,
+        format: None,
+        unsafe_names: false,
+        name: None,
+    };
+    plan(forest, &req)
+}
+
 /// The backing name to write for `backing` into `image`: the file name when both share a
 /// directory, else the absolute path.
 pub fn backing_name(image: &Path, backing: &Path) -> String {
@@ -177,9 +239,9 @@ fn plan_images(forest: &Forest, ids: &[NodeId]) -> Result<Vec<PlanImage>, Refusa
 pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     let n = forest.node(req.image);
     let kind = if req.backing.is_none() {
-        OpKind::Flatten
+        OpKind::FLATTEN
     } else {
-        OpKind::Rebase
+        OpKind::REBASE
     };
     if n.format != Some(Format::Qcow2) {
         return Err(Refusal::Unsupported {
@@ -187,10 +249,10 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             what: "is not a qcow2 image: only qcow2 images name a backing file".into(),
         });
     }
-    if kind == OpKind::Flatten && n.backing.is_none() {
+    if kind == OpKind::FLATTEN && n.backing.is_none() {
         return Err(Refusal::NoBacking {
             top: n.path.clone(),
-            op: OpKind::Flatten,
+            op: OpKind::FLATTEN,
         });
     }
     // Keep-RO on request, or not writable: its own clusters or header change. Its guest view
@@ -329,7 +391,7 @@ fn new_backing(
         ));
     }
     guards::links_name_their_format(forest, new_chain)?;
-    guards::whole_chain(forest, b, OpKind::Rebase)?;
+    guards::whole_chain(forest, b, OpKind::REBASE)?;
     if req.unsafe_names {
         // A moved chain: the new file stands in for the old one, so it must be as large.
         let want = old_chain

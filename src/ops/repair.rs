@@ -4,12 +4,17 @@
 //! same size and format; base images before overlays. Applying one is an unsafe rebase (`-u`)
 //! onto it, with all of rebase's guards: a candidate of another virtual size is refused there.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::guards;
+use super::rebase::{self, Outcome, Rebase};
+use super::scope::Discovered;
+use super::settings::Settings;
+use super::space::Space;
+use super::{Description, OpKind, Operation, Refusal, Run, Selected, guards};
 use crate::forest::diag::ProblemKind;
 use crate::forest::model::{Backing, Node};
 use crate::forest::{Forest, NodeId};
+use crate::text::Names;
 
 /// Why an image is offered as the missing backing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -166,4 +171,141 @@ fn caveat(forest: &Forest, n: &Node, c: &Node) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// Repairing one image: the unsafe rebase onto candidate `pick` of [`find`]'s list.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub image: NodeId,
+    pub pick: usize,
+}
+
+/// What the UI asks for: the repair of `image` with candidate `pick` (from 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
+    pub pick: usize,
+}
+
+/// A repair: the rebase it runs, and the candidates it was picked from.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub rebase: rebase::Plan,
+    pub missing: PathBuf,
+    /// Each candidate's path and why it is offered (and what speaks against it), best first.
+    pub candidates: Vec<(PathBuf, String)>,
+    pub pick: usize,
+}
+
+/// The repair operation: a rebase that only rewrites names ([`Rebase`] runs it).
+#[derive(Debug)]
+pub struct Repair;
+
+impl Operation for Repair {
+    const KIND: OpKind = OpKind::REBASE;
+    const TITLE: &'static str = "Repair";
+    type Request = Request;
+    type Ask = Ask;
+    type Plan = Plan;
+    type Outcome = Outcome;
+
+    fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
+        plan(forest, req.image, req.pick)
+    }
+
+    const ACTION: Option<&'static str> = Some("repair");
+
+    fn ask_for(sel: &Selected) -> Result<Ask, String> {
+        Ok(Ask {
+            image: sel.image.clone(),
+            pick: 0,
+        })
+    }
+
+    fn asked(ask: &Ask) -> &Path {
+        &ask.image
+    }
+
+    fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
+        plan(&found.scan.forest, found.image, ask.pick)
+    }
+
+    fn writes(plan: &Plan) -> Vec<PathBuf> {
+        Rebase::writes(&plan.rebase)
+    }
+
+    fn describe(plan: &Plan) -> Description {
+        describe(plan)
+    }
+
+    fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
+        Rebase::space(&plan.rebase, clone)
+    }
+
+    fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+        Rebase::run(&plan.rebase, r)
+    }
+}
+
+/// The missing file, the candidates with the pick marked, and what changes.
+pub fn describe(p: &Plan) -> Description {
+    let image = crate::forest::model::file_name(&p.rebase.image.path);
+    let pick = p.candidates.get(p.pick).map(|(c, _)| c.shown().to_string());
+    let mut d = Description::new(format!(
+        "Would point {} at {} in place of the missing {}.",
+        p.rebase.image.path.shown(),
+        pick.unwrap_or_default(),
+        p.missing.shown()
+    ));
+    d.field("missing", p.missing.shown().to_string());
+    d.text("Files that could be it:");
+    for (i, (c, why)) in p.candidates.iter().enumerate() {
+        let mark = if i == p.pick { "→" } else { " " };
+        d.then(format!("{mark} {}) {} ({why})", i + 1, c.shown()));
+    }
+    d.text(format!(
+        "Only the header's backing name changes (as qemu-img rebase -u): pick the file that \
+         holds what {image} was built on."
+    ));
+    d
+}
+
+/// The repair of `image`'s missing backing file with candidate `pick` of [`find`]'s.
+pub fn plan(forest: &Forest, image: NodeId, pick: usize) -> Result<Plan, Refusal> {
+    let path = &forest.node(image).path;
+    let fix = find(forest)
+        .into_iter()
+        .find(|f| f.image == image)
+        .ok_or_else(|| Refusal::BadTarget {
+            path: path.clone(),
+            what: "has no missing backing file to repair".into(),
+        })?;
+    let Some(candidate) = fix.candidates.get(pick).or(fix.candidates.first()) else {
+        return Err(Refusal::BadTarget {
+            path: fix.missing.clone(),
+            what: format!(
+                "is missing, and no image under the scanned paths could be it; open imgchain on \
+                 the directory that holds it, or point {} at it with imgchain rebase -u",
+                path.shown()
+            ),
+        });
+    };
+    let req = rebase::Request {
+        image,
+        backing: Some(candidate.id),
+        format: None,
+        unsafe_names: true,
+        name: None,
+    };
+    let rebase = rebase::plan(forest, &req)?;
+    Ok(Plan {
+        rebase,
+        candidates: fix
+            .candidates
+            .iter()
+            .map(|c| (forest.node(c.id).path.clone(), c.describe()))
+            .collect(),
+        pick: pick.min(fix.candidates.len() - 1),
+        missing: fix.missing,
+    })
 }

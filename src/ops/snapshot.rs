@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use super::guards;
 use super::plan_image::PlanImage;
-use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run};
+use super::scope::Discovered;
+use super::settings::Settings;
+use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, Selected};
 use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, NodeId};
 use crate::image::create::{NewImage, create_in};
@@ -33,6 +35,32 @@ pub struct Request {
     pub new: Option<PathBuf>,
     /// Cluster size of the new overlay, in bytes.
     pub cluster_size: usize,
+}
+
+/// What the UI asks for: an overlay on `image` with the next free name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
+    pub cluster_size: usize,
+}
+
+impl Ask {
+    /// An overlay on the selected image.
+    pub fn of(sel: &Selected) -> Ask {
+        Ask {
+            image: sel.image.clone(),
+            cluster_size: sel.cluster_size,
+        }
+    }
+
+    /// The request for the image it names, found in `found`.
+    pub fn request(&self, found: &Discovered) -> Request {
+        Request {
+            image: found.image,
+            new: None,
+            cluster_size: self.cluster_size,
+        }
+    }
 }
 
 /// A snapshot that passed every guard.
@@ -61,13 +89,28 @@ pub struct Outcome {
 pub struct Snapshot;
 
 impl Operation for Snapshot {
-    const KIND: OpKind = OpKind::Snapshot;
+    const KIND: OpKind = OpKind::SNAPSHOT;
     type Request = Request;
+    type Ask = Ask;
     type Plan = Plan;
     type Outcome = Outcome;
 
     fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         plan(forest, req)
+    }
+
+    const ACTION: Option<&'static str> = Some("snapshot");
+
+    fn ask_for(sel: &Selected) -> Result<Ask, String> {
+        Ok(Ask::of(sel))
+    }
+
+    fn asked(ask: &Ask) -> &Path {
+        &ask.image
+    }
+
+    fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
+        plan(&found.scan.forest, &ask.request(found))
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {
@@ -178,7 +221,7 @@ pub(super) fn plan_for(forest: &Forest, req: &Request, live: bool) -> Result<Pla
     }) {
         return Err(Refusal::BrokenChain {
             top: n.path.clone(),
-            op: OpKind::Snapshot,
+            op: OpKind::SNAPSHOT,
             message: format!("its own chain is broken ({}); repair it first", p.message),
         });
     }
@@ -232,7 +275,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
     let started = Instant::now();
     let report = |progress: &mut dyn FnMut(Progress), phase| {
         progress(Progress {
-            op: OpKind::Snapshot,
+            op: OpKind::SNAPSHOT,
             phase,
             done: 0,
             total: 0,

@@ -14,8 +14,7 @@ use std::sync::mpsc::{self, Sender};
 use app::{App, Effect, Msg, Settings};
 
 use crate::forest::{self, ScanOptions};
-use crate::ops::any;
-use crate::ops::scope::Scope;
+use crate::ops::{self, scope::Scope};
 
 /// How the UI starts.
 pub struct Options {
@@ -81,7 +80,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
         } => plan_in_background(job, ask, (dirs, *protect), w, tx),
         Effect::RunOp { job, plan } => {
             let id = job.id;
-            any::spawn(&job, *plan, Arc::clone(&w.settings), move |event| {
+            plan.spawn(&job, Arc::clone(&w.settings), move |event| {
                 let _ = tx.send(Msg::Op { job: id, event });
             });
         }
@@ -117,7 +116,7 @@ fn scan_in_background(
 /// Plans `ask` on a worker, on a fresh scan of `dirs`, and works out its space.
 fn plan_in_background(
     job: crate::ops::JobId,
-    ask: any::Ask,
+    ask: ops::Ask,
     (dirs, protect): (Vec<std::path::PathBuf>, crate::forest::Protect),
     w: &Workers,
     tx: Sender<Msg>,
@@ -130,9 +129,9 @@ fn plan_in_background(
     };
     let clone = w.settings.copy.clone;
     std::thread::spawn(move || {
-        let force = matches!(ask, any::Ask::Merge { force: true, .. });
-        let (plan, space, searched) = match any::plan(&ask, &scope) {
-            Ok((p, searched)) => match any::space(&p, force, clone) {
+        let force = matches!(&ask, ops::Ask::Merge(m) if m.force);
+        let (plan, space, searched) = match ops::plan(&ask, &scope) {
+            Ok((p, searched)) => match p.room(force, clone) {
                 Ok(s) => (Ok(p), s, searched),
                 Err(e) => (Err(e), None, searched),
             },

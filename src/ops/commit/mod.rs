@@ -9,13 +9,15 @@
 pub mod plan;
 pub mod run;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::scope::Discovered;
+use super::settings::Settings;
 use super::space::Space;
-use super::{Description, OpKind, Operation, Refusal, Report, Run};
+use super::{Description, OpKind, Operation, Refusal, Report, Run, Selected};
 use crate::forest::Forest;
 
-pub use plan::{Plan, Proposal, Request, measure_new, measure_plan, plan, propose_in, space_of};
+pub use plan::{Ask, Plan, Request, measure_new, measure_plan, plan, propose, space_of};
 pub use run::{Outcome, run};
 
 /// The commit operation.
@@ -23,13 +25,33 @@ pub use run::{Outcome, run};
 pub struct Commit;
 
 impl Operation for Commit {
-    const KIND: OpKind = OpKind::Commit;
+    const KIND: OpKind = OpKind::COMMIT;
     type Request = Request;
+    type Ask = Ask;
     type Plan = Plan;
     type Outcome = Outcome;
 
     fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         plan(forest, req)
+    }
+
+    const ACTION: Option<&'static str> = Some("commit");
+
+    fn ask_for(sel: &Selected) -> Result<Ask, String> {
+        Ok(Ask {
+            image: sel.image.clone(),
+            base: None,
+            keep_top: sel.keep_top,
+        })
+    }
+
+    fn asked(ask: &Ask) -> &Path {
+        &ask.image
+    }
+
+    fn plan_asked(ask: &Ask, found: &Discovered, settings: &Settings) -> Result<Plan, Refusal> {
+        let asked = (ask.base.clone(), ask.keep_top);
+        propose(&found.scan.forest, found.image, asked, settings.copy.clone)
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {
@@ -46,7 +68,11 @@ impl Operation for Commit {
 
     /// Without a measure (an unreadable map) the run itself reports what it cannot read.
     fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
-        Ok(measure_plan(plan).ok().map(|d| space_of(plan, d, clone)))
+        let bytes = match &plan.measured {
+            Some(measured) => measured.as_ref().ok().copied(),
+            None => measure_plan(plan).ok(),
+        };
+        Ok(bytes.map(|d| space_of(plan, d, clone)))
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
@@ -56,11 +82,7 @@ impl Operation for Commit {
 
 /// What the commit does to each image; with the bytes it copies when they were measured.
 pub fn describe(plan: &Plan) -> Description {
-    describe_with(plan, None)
-}
-
-/// [`describe`], with the bytes it copies (or why they could not be measured).
-pub fn describe_with(plan: &Plan, bytes: Option<&Result<u64, String>>) -> Description {
+    let bytes = plan.measured.as_ref();
     use crate::text::Names;
     use crate::units::human_size;
     let top = plan.top.path.shown();

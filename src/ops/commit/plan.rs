@@ -51,6 +51,8 @@ pub struct Plan {
     pub forced_over: Vec<PathBuf>,
     /// The base carries persistent bitmaps that `force` lets the commit invalidate.
     pub forced_bitmaps: bool,
+    /// Bytes it copies, or why they could not be measured (`None`: not measured).
+    pub measured: Option<Result<u64, String>>,
 }
 
 /// Checks the guards and works out the commit of `req.top`.
@@ -95,6 +97,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         below,
         keep_top,
         forced_over: others,
+        measured: None,
     })
 }
 
@@ -113,7 +116,7 @@ fn has_backing(top: &Node) -> Result<(), Refusal> {
     let Some(backing) = &top.backing else {
         return Err(Refusal::NoBacking {
             top: top.path.clone(),
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
         });
     };
     if backing.node.is_none() {
@@ -139,7 +142,7 @@ fn has_backing(top: &Node) -> Result<(), Refusal> {
             });
         return Err(Refusal::BrokenChain {
             top: top.path.clone(),
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
             message,
         });
     }
@@ -160,7 +163,7 @@ fn below_opens(
     {
         return Err(Refusal::BrokenChain {
             top: top.path.clone(),
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
             message: format!(
                 "the backing file of {} cannot be opened ({}), and a commit needs it to keep \
                  what the base's guests see",
@@ -297,84 +300,41 @@ fn find_base(forest: &Forest, top: NodeId, chain: &[NodeId], base: &Path) -> Opt
     None
 }
 
-/// A commit as the UI offers it: planned on a fresh [`scope::discover`] around the top, like
-/// the CLI's, with what confirming it would mean.
-#[derive(Debug)]
-pub struct Proposal {
-    pub top: PathBuf,
-    /// The base asked for, or the top's backing file.
+/// What the UI asks for: commit `image` into `base` (`None`: its backing file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
     pub base: Option<PathBuf>,
-    /// The top's backing chain below it, top-down: the bases one can choose.
-    pub chain: Vec<PathBuf>,
-    /// The plan, forced over `shared_with` when there are other overlays; or the refusal.
-    pub plan: Result<Plan, Refusal>,
-    /// Other overlays of the base whose disks the commit would change: confirming must
-    /// accept them explicitly.
-    pub shared_with: Vec<PathBuf>,
-    /// Bytes the commit would copy, when it is planned.
-    pub bytes: Option<Result<u64, String>>,
-    /// What it writes and frees, and the room there (when measured).
-    pub space: Option<crate::ops::space::Space>,
-    /// Where images built on the chain were looked for (empty when not discovered here).
-    pub searched: Vec<crate::ops::dependents::Searched>,
+    pub keep_top: bool,
 }
 
-/// The commit of `top` (into `base`, or its backing file) as the UI offers it, planned on a
-/// forest discovered around it, and measured; `clone` says whether the data may be cloned
-/// (for the space it needs).
-pub fn propose_in(
+/// The commit of `top` (into `base`, or its backing file) as the UI offers it: forced over
+/// the base's other overlays (confirming must accept [`Plan::forced_over`] with a key of its
+/// own), measured, and refused when it cannot fit; `clone` says whether the data may be
+/// cloned (for the space it needs).
+pub fn propose(
     forest: &Forest,
     top: NodeId,
     (base, keep_top): (Option<PathBuf>, bool),
     clone: bool,
-) -> Proposal {
-    let node = forest.node(top);
-    let chain: Vec<PathBuf> = forest
-        .chain(top)
-        .map(|id| forest.node(id).path.clone())
-        .collect();
-    let named_base = match (&base, node.backing_node()) {
-        (Some(b), _) => Some(b.clone()),
-        (None, Some(b)) => Some(forest.node(b).path.clone()),
-        (None, None) => node.backing.as_ref().map(|b| b.path.clone()),
-    };
+) -> Result<Plan, Refusal> {
     let req = Request {
         top,
         base,
         keep_top,
         force: false,
     };
-    let mut shared_with = Vec::new();
-    let plan = match plan(forest, &req) {
-        Err(Refusal::SharedBase { others, .. }) => {
-            shared_with = others;
-            plan(forest, &Request { force: true, ..req })
-        }
+    let mut plan = match plan(forest, &req) {
+        Err(Refusal::SharedBase { .. }) => plan(forest, &Request { force: true, ..req }),
         other => other,
-    };
-    let bytes = plan
-        .as_ref()
-        .ok()
-        .map(|p| measure_plan(p).map_err(|e| e.to_string()));
-    let space = match (&plan, &bytes) {
-        (Ok(p), Some(Ok(b))) => Some(space_of(p, *b, clone)),
-        _ => None,
-    };
-    // A commit that cannot fit is refused here, as the CLI refuses it without --force.
-    let plan = match (plan, space.as_ref().map(|s| s.check())) {
-        (Ok(_), Some(Err(no_room))) => Err(no_room),
-        (plan, _) => plan,
-    };
-    Proposal {
-        top: node.path.clone(),
-        base: named_base,
-        chain,
-        plan,
-        shared_with,
-        bytes,
-        space,
-        searched: Vec::new(),
+    }?;
+    let bytes = measure_plan(&plan).map_err(|e| e.to_string());
+    if let Ok(b) = bytes {
+        // A commit that cannot fit is refused here, as the CLI refuses it without --force.
+        space_of(&plan, b, clone).check()?;
     }
+    plan.measured = Some(bytes);
+    Ok(plan)
 }
 
 /// Bytes of that copy that land where the base has no data of its own yet (the new room the

@@ -187,7 +187,7 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     let since = std::cell::Cell::new(start);
     let mut report = |phase, done, total, writing| {
         progress(Progress {
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
             phase,
             done,
             total,

@@ -20,10 +20,36 @@ mod virsh;
 pub use plan::{LiveKind, LivePlan, Via, plan, plan_merge, plan_snapshot};
 pub use run::{LiveOutcome, run};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::forest::{Forest, NodeId};
-use crate::ops::{Description, OpKind, Operation, Refusal, Run, snapshot};
+use crate::ops::scope::Discovered;
+use crate::ops::settings::Settings;
+use crate::ops::{Description, OpKind, Operation, Refusal, Run, Selected, snapshot};
+
+/// What the UI asks of the running QEMU that holds `image`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
+}
+
+impl Ask {
+    fn of(sel: &Selected) -> Ask {
+        Ask {
+            image: sel.image.clone(),
+        }
+    }
+
+    /// The request for the image it names, found in `found`: without `force` or a speed
+    /// limit.
+    fn request(&self, found: &Discovered) -> Request {
+        Request {
+            image: found.image,
+            force: false,
+            speed: 0,
+        }
+    }
+}
 
 /// What a live commit or merge is asked for.
 #[derive(Clone, Debug)]
@@ -84,19 +110,42 @@ pub fn describe(l: &LivePlan) -> Description {
 /// it is planned. The QEMU that holds the images writes them (the backing file or new
 /// overlay first); imgchain does not.
 macro_rules! live_operation {
-    ($(#[$doc:meta])* $name:ident, $kind:expr, $req:ty, $plan:expr) => {
+    (
+        $(#[$doc:meta])* $name:ident, $kind:expr, $title:expr, $req:ty, $ask:ty, $plan:expr,
+        $action:literal, $ask_for:expr
+    ) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name;
 
         impl Operation for $name {
             const KIND: OpKind = $kind;
+            const TITLE: &'static str = $title;
             type Request = $req;
+            type Ask = $ask;
             type Plan = LivePlan;
             type Outcome = LiveOutcome;
 
             fn plan(forest: &Forest, req: &$req) -> Result<LivePlan, Refusal> {
                 $plan(forest, req)
+            }
+
+            const ACTION: Option<&'static str> = Some($action);
+
+            fn ask_for(sel: &Selected) -> Result<$ask, String> {
+                $ask_for(sel)
+            }
+
+            fn asked(ask: &$ask) -> &Path {
+                &ask.image
+            }
+
+            fn plan_asked(
+                ask: &$ask,
+                found: &Discovered,
+                _: &Settings,
+            ) -> Result<LivePlan, Refusal> {
+                Self::plan(&found.scan.forest, &ask.request(found))
             }
 
             fn writes(plan: &LivePlan) -> Vec<PathBuf> {
@@ -117,28 +166,48 @@ macro_rules! live_operation {
 live_operation!(
     /// The running QEMU commits the image it writes into its backing file, then runs on it.
     LiveCommit,
-    OpKind::Commit,
+    OpKind::COMMIT,
+    "Live commit",
     Request,
-    |forest, req: &Request| with_speed(plan(forest, req.image, req.force), req)
+    Ask,
+    |forest, req: &Request| with_speed(plan(forest, req.image, req.force), req),
+    "live",
+    |sel: &Selected| written(sel).map(|()| Ask::of(sel))
 );
 
 live_operation!(
     /// The running QEMU whose chain runs through a middle layer commits it into its backing
     /// file; the layer above is re-pointed.
     LiveMerge,
-    OpKind::Merge,
+    OpKind::MERGE,
+    "Live merge",
     Request,
-    |forest, req: &Request| with_speed(plan_merge(forest, req.image, req.force), req)
+    Ask,
+    |forest, req: &Request| with_speed(plan_merge(forest, req.image, req.force), req),
+    "live",
+    |sel: &Selected| Ok::<_, String>(Ask::of(sel))
 );
 
 live_operation!(
     /// imgchain creates an overlay on the image a running QEMU writes, and the QEMU moves
     /// onto it.
     LiveSnapshot,
-    OpKind::Snapshot,
+    OpKind::SNAPSHOT,
+    "Live snapshot",
     snapshot::Request,
-    plan_snapshot
+    snapshot::Ask,
+    plan_snapshot,
+    "snapshot",
+    |sel: &Selected| written(sel).map(|()| snapshot::Ask::of(sel))
 );
+
+/// The image a key was pressed on is written by a running QEMU: that QEMU does the job.
+fn written(sel: &Selected) -> Result<(), String> {
+    match sel.written {
+        true => Ok(()),
+        false => Err(String::new()),
+    }
+}
 
 /// The plan with the request's speed limit.
 fn with_speed(plan: Result<LivePlan, Refusal>, req: &Request) -> Result<LivePlan, Refusal> {

@@ -66,9 +66,9 @@ impl LivePlan {
     /// The operation, as the offline one is named.
     pub fn op(&self) -> OpKind {
         match self.kind {
-            LiveKind::Commit => OpKind::Commit,
-            LiveKind::Merge { .. } => OpKind::Merge,
-            LiveKind::Snapshot(_) => OpKind::Snapshot,
+            LiveKind::Commit => OpKind::COMMIT,
+            LiveKind::Merge { .. } => OpKind::MERGE,
+            LiveKind::Snapshot(_) => OpKind::SNAPSHOT,
         }
     }
 }
@@ -168,11 +168,11 @@ pub fn plan(forest: &Forest, top: NodeId, force: bool) -> Result<LivePlan, Refus
     let Some(base) = n.backing_node() else {
         return Err(Refusal::NoBacking {
             top: n.path.clone(),
-            op: OpKind::Commit,
+            op: OpKind::COMMIT,
         });
     };
     let path = n.path.quoted().to_string();
-    let (h, via) = holder_via(forest, top, OpKind::Commit, Wanted::Writer, &|d| {
+    let (h, via) = holder_via(forest, top, OpKind::COMMIT, Wanted::Writer, &|d| {
         format!(
             "blockcommit --domain {} {path} --active --pivot --verbose",
             d.quoted()
@@ -199,7 +199,7 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
     let Some(base) = n.backing_node() else {
         return Err(Refusal::NoBacking {
             top: n.path.clone(),
-            op: OpKind::Merge,
+            op: OpKind::MERGE,
         });
     };
     // The VM's chain above `mid`: the overlays the same process holds, up to the one it
@@ -245,7 +245,7 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
         active_path.quoted().to_string(),
         base_path.quoted().to_string(),
     );
-    let (h, via) = holder_via(forest, mid, OpKind::Merge, Wanted::Pid(pid), &|d| {
+    let (h, via) = holder_via(forest, mid, OpKind::MERGE, Wanted::Pid(pid), &|d| {
         format!(
             "blockcommit --domain {} {active_str} --top {mid_path} --base {base_str} \
              --keep-relative --wait --verbose",
@@ -274,7 +274,7 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
 /// new overlay is planned as an offline snapshot's, and the QEMU moves onto it.
 pub fn plan_snapshot(forest: &Forest, req: &snapshot::Request) -> Result<LivePlan, Refusal> {
     let n = forest.node(req.image);
-    let (h, via) = holder_via(forest, req.image, OpKind::Snapshot, Wanted::Writer, &|d| {
+    let (h, via) = holder_via(forest, req.image, OpKind::SNAPSHOT, Wanted::Writer, &|d| {
         let new = req
             .new
             .as_ref()

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use crate::ops::Refusal;
-use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::dependents::Searched;
 use crate::ops::space::Space;
+use crate::ops::{AnyPlan, Ask};
 
 /// A dialog over the forest.
 #[derive(Debug)]
@@ -77,14 +77,14 @@ impl OpPopup {
 
     /// Whether the run needs a second, deliberate confirmation: it removes files.
     pub fn asks_twice(&self) -> bool {
-        matches!(self.ask, Ask::Delete { .. } | Ask::Merge { .. })
+        matches!(self.ask, Ask::Delete(_) | Ask::Merge(_))
     }
 
     /// Other images built on a commit's base, whose disks it changes: only the shared-base
     /// key confirms it.
     pub fn shared_with(&self) -> &[PathBuf] {
         match &self.plan {
-            Some(AnyPlan::Commit(c)) => &c.shared_with,
+            Some(AnyPlan::Commit(c)) => &c.forced_over,
             _ => &[],
         }
     }
@@ -92,7 +92,7 @@ impl OpPopup {
     /// Whether a commit goes into a base below the top's backing file (the top then keeps
     /// its data, as qemu-img's `-b` does).
     pub fn deeper(&self) -> bool {
-        matches!(&self.plan, Some(AnyPlan::Commit(c)) if !c.plan.intermediates.is_empty())
+        matches!(&self.plan, Some(AnyPlan::Commit(c)) if !c.intermediates.is_empty())
     }
 
     /// The operation's name in titles and messages.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::ops::any::Ask;
+use crate::ops::Ask;
 use crate::ops::{OpKind, Progress};
 
 /// The running operation.

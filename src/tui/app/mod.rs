@@ -25,8 +25,9 @@ use crate::forest::{Mode, NodeId, Protect};
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
 use crate::image::snapshots::InternalSnapshot;
-use crate::ops::any::{AnyPlan, Ask, Finished};
-use crate::ops::{self, Refusal};
+use crate::ops::finished::Finished;
+use crate::ops::{self, Refusal, delete};
+use crate::ops::{AnyPlan, Ask};
 use crate::text::Names;
 pub use browse::Browse;
 pub use dialog::{OpPopup, Popup};
@@ -579,11 +580,11 @@ impl App {
             }
             Popup::Message { .. } if browse == Some(Action::Delete) && self.leftover.is_some() => {
                 let image = self.leftover.take().unwrap_or_default();
-                let ask = Ask::Delete {
+                let ask = Ask::Delete(delete::Ask {
                     image,
                     with_overlays: false,
                     force: false,
-                };
+                });
                 self.op_popup(ask, Vec::new())
             }
             Popup::Message { .. } if dialog.is_some() || browse == Some(Action::Quit) => {

@@ -13,8 +13,9 @@ use super::jobs::Job;
 use super::{App, Effect};
 use crate::actions::Action;
 use crate::forest::model::file_name;
-use crate::ops::Refusal;
-use crate::ops::any::{AnyPlan, Ask, Ended, Finished};
+use crate::ops::finished::{Ended, Finished};
+use crate::ops::{AnyPlan, Ask};
+use crate::ops::{Refusal, Selected, repair};
 
 impl App {
     /// Opens the dialog of `action` for the selected image.
@@ -27,76 +28,28 @@ impl App {
             return Vec::new();
         };
         let forest = &self.browse.forest;
-        let image = forest.node(id).path.clone();
-        let written = forest.node(id).holders.iter().any(|h| h.foreign.writer());
-        let below: Vec<PathBuf> = forest
-            .chain(id)
-            .map(|c| forest.node(c).path.clone())
-            .collect();
-        // A rebase goes onto an image further down: the backing file's backing first.
-        let further: Vec<PathBuf> = below.iter().skip(1).cloned().collect();
-        let cluster_size = self.snapshot_cluster;
-        let (ask, chain) = match action {
-            Action::Commit => (
-                Ask::Commit {
-                    image,
-                    base: None,
-                    keep_top: self.keep_top_default,
-                },
-                below,
-            ),
-            // A VM writes it: the VM moves onto the new overlay itself.
-            Action::Snapshot if written => (
-                Ask::LiveSnapshot {
-                    image,
-                    cluster_size,
-                },
-                further,
-            ),
-            Action::Snapshot => (
-                Ask::Snapshot {
-                    image,
-                    cluster_size,
-                },
-                further,
-            ),
-            Action::Delete => (
-                Ask::Delete {
-                    image,
-                    with_overlays: false,
-                    force: false,
-                },
-                further,
-            ),
-            Action::Flatten => (Ask::Flatten { image }, further),
-            Action::Repair => (Ask::Repair { image, pick: 0 }, further),
-            // The image a VM writes is committed; a middle layer of its chain is merged.
-            Action::Live if written => (Ask::LiveCommit { image }, further),
-            Action::Live => (Ask::LiveMerge { image }, further),
-            Action::Merge => (
-                Ask::Merge {
-                    image,
-                    force: false,
-                },
-                further,
-            ),
-            _ => match further.first() {
-                Some(b) => (
-                    Ask::Rebase {
-                        image,
-                        backing: b.clone(),
-                    },
-                    further,
-                ),
-                None => {
-                    self.status = format!(
-                        "{} has no image below its backing file to rebase onto",
-                        file_name(&image)
-                    );
-                    return Vec::new();
-                }
-            },
+        let sel = Selected {
+            image: forest.node(id).path.clone(),
+            written: forest.node(id).holders.iter().any(|h| h.foreign.writer()),
+            below: forest
+                .chain(id)
+                .map(|c| forest.node(c).path.clone())
+                .collect(),
+            keep_top: self.keep_top_default,
+            cluster_size: self.snapshot_cluster,
         };
+        let ask = match Ask::for_action(action.def().name, &sel) {
+            Some(Ok(ask)) => ask,
+            Some(Err(why)) => {
+                self.status = why;
+                return Vec::new();
+            }
+            None => return Vec::new(),
+        };
+        // A commit's base is chosen down the whole chain; a rebase goes onto an image further
+        // down, the backing file's backing first.
+        let skip = usize::from(!matches!(ask, Ask::Commit(_)));
+        let chain = sel.below.into_iter().skip(skip).collect();
         self.op_popup(ask, chain)
     }
 
@@ -169,9 +122,9 @@ impl App {
             return Vec::new();
         };
         let job = plan.job(p.job);
-        let top = p.ask.image().clone();
+        let top = p.ask.image().to_path_buf();
         let doing = match p.ask {
-            Ask::Commit { .. } => "committing".to_string(),
+            Ask::Commit(_) => "committing".to_string(),
             _ => format!("{}:", p.name().to_lowercase()),
         };
         self.status = format!(
@@ -180,9 +133,7 @@ impl App {
             self.keymap.keys_of(Action::Cancel)
         );
         let leftover = match &plan {
-            AnyPlan::Live(l) if !matches!(l.kind, crate::ops::live::LiveKind::Snapshot(_)) => {
-                Some(l.top.clone())
-            }
+            AnyPlan::LiveCommit(l) | AnyPlan::LiveMerge(l) => Some(l.top.clone()),
             _ => None,
         };
         self.jobs.running = Some(Job {
@@ -325,43 +276,35 @@ fn changed_ask(p: &mut OpPopup, action: Action) -> Option<(Ask, Vec<PathBuf>)> {
     let mut ask = p.ask.clone();
     match (&mut ask, action) {
         // Down the top's chain; past its root, back to the backing file.
-        (Ask::Commit { base, .. }, _) if cycle => {
-            let at = chain.iter().position(|c| Some(c) == base.as_ref());
+        (Ask::Commit(c), _) if cycle => {
+            let at = chain.iter().position(|b| Some(b) == c.base.as_ref());
             let next = step(&chain, at.or(Some(0)), back);
-            *base = (next != chain[0]).then_some(next);
+            c.base = (next != chain[0]).then_some(next);
         }
-        (Ask::Rebase { backing, .. }, _) if cycle => {
-            let at = chain.iter().position(|c| c == backing);
-            *backing = step(&chain, at, back);
+        (Ask::Rebase(r), _) if cycle => {
+            let at = chain.iter().position(|b| *b == r.backing);
+            r.backing = step(&chain, at, back);
         }
-        (
-            Ask::Delete {
-                with_overlays: with @ false,
-                ..
-            },
-            Action::WithOverlays,
-        ) => *with = true,
+        (Ask::Delete(d), Action::WithOverlays) if !d.with_overlays => d.with_overlays = true,
         // A defined VM's disk: deleting it anyway is a deliberate key of its own.
-        (
-            Ask::Delete {
-                force: f @ false, ..
-            },
-            Action::Anyway,
-        ) if matches!(p.refusal, Some(Refusal::VmDisk { .. })) => *f = true,
+        (Ask::Delete(d), Action::Anyway)
+            if !d.force && matches!(p.refusal, Some(Refusal::VmDisk { .. })) =>
+        {
+            d.force = true
+        }
         // Over the other overlays of the base: a key of its own, offered only for that
         // refusal (a merge's VM-disk refusal is not lifted here).
-        (
-            Ask::Merge {
-                force: f @ false, ..
-            },
-            Action::Shared,
-        ) if matches!(p.refusal, Some(Refusal::SharedBase { .. })) => *f = true,
-        (Ask::Repair { pick, .. }, Action::Deeper | Action::Next | Action::Prev) => {
+        (Ask::Merge(m), Action::Shared)
+            if !m.force && matches!(p.refusal, Some(Refusal::SharedBase { .. })) =>
+        {
+            m.force = true
+        }
+        (Ask::Repair(r), Action::Deeper | Action::Next | Action::Prev) => {
             let n = candidates(p);
             let to = if back {
-                (*pick + n - 1) % n
+                (r.pick + n - 1) % n
             } else {
-                (*pick + 1) % n
+                (r.pick + 1) % n
             };
             return repick(p, to);
         }
@@ -381,10 +324,10 @@ fn step(chain: &[PathBuf], at: Option<usize>, back: bool) -> PathBuf {
 /// Keeps a commit's top, or empties it: the plan changes in place.
 fn keep_or_empty_top(p: &mut OpPopup) {
     let (refused, deeper) = (p.refusal.is_some(), p.deeper());
-    if let (Ask::Commit { keep_top, .. }, false, false) = (&mut p.ask, refused, deeper) {
-        *keep_top = !*keep_top;
+    if let (Ask::Commit(a), false, false) = (&mut p.ask, refused, deeper) {
+        a.keep_top = !a.keep_top;
         if let Some(AnyPlan::Commit(c)) = &mut p.plan {
-            c.plan.keep_top = *keep_top;
+            c.keep_top = a.keep_top;
         }
     }
 }
@@ -392,7 +335,7 @@ fn keep_or_empty_top(p: &mut OpPopup) {
 /// A repair's candidate picked by its number (1 to 9).
 fn picked(p: &OpPopup, key: &KeyEvent) -> Option<(Ask, Vec<PathBuf>)> {
     match key.code {
-        KeyCode::Char(d @ '1'..='9') if matches!(p.ask, Ask::Repair { .. }) => {
+        KeyCode::Char(d @ '1'..='9') if matches!(p.ask, Ask::Repair(_)) => {
             let n = candidates(p);
             repick(p, (d as usize - '1' as usize).min(n - 1))
         }
@@ -411,11 +354,11 @@ fn candidates(p: &OpPopup) -> usize {
 /// The repair of `p` with candidate `to`, unless that is the one picked already.
 fn repick(p: &OpPopup, to: usize) -> Option<(Ask, Vec<PathBuf>)> {
     match &p.ask {
-        Ask::Repair { image, pick } if p.plan.is_some() && *pick != to => Some((
-            Ask::Repair {
-                image: image.clone(),
+        Ask::Repair(r) if p.plan.is_some() && r.pick != to => Some((
+            Ask::Repair(repair::Ask {
+                image: r.image.clone(),
                 pick: to,
-            },
+            }),
             Vec::new(),
         )),
         _ => None,

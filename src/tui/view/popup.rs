@@ -7,9 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use crate::actions::Action;
-use crate::ops::any::{AnyPlan, Ask};
 use crate::ops::dependents::Searched;
-use crate::ops::{Description, Refusal, Said};
+use crate::ops::{AnyPlan, Ask};
+use crate::ops::{Description, Refusal, Said, commit, delete, merge};
 use crate::text::Names;
 use crate::tui::app::{App, OpPopup};
 use crate::tui::layout::centered;
@@ -189,9 +189,9 @@ fn shared_warning(app: &App, shared_with: &[std::path::PathBuf], lines: &mut Vec
 /// file as the forest on screen knows it.
 fn commit_base(app: &App, p: &OpPopup) -> Option<std::path::PathBuf> {
     if let Some(AnyPlan::Commit(c)) = &p.plan {
-        return Some(c.plan.base.path.clone());
+        return Some(c.base.path.clone());
     }
-    if let Ask::Commit { base: Some(b), .. } = &p.ask {
+    if let Ask::Commit(commit::Ask { base: Some(b), .. }) = &p.ask {
         return Some(b.clone());
     }
     let forest = &app.browse.forest;
@@ -236,7 +236,7 @@ pub fn confirm_unprotect(
 pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect) {
     let name = crate::forest::model::file_name;
     let (op, body) = match &app.jobs.running {
-        Some(j) if j.op == crate::ops::OpKind::Commit => (
+        Some(j) if j.op == crate::ops::OpKind::COMMIT => (
             "commit".to_string(),
             format!(
                 "{} is being committed into {}.\nCancel the commit and quit? The base is \
@@ -289,7 +289,7 @@ fn text(
 
 /// The dialog of an operation.
 pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
-    if matches!(p.ask, Ask::Commit { .. }) {
+    if matches!(p.ask, Ask::Commit(_)) {
         return commit(app, p, frame, area);
     }
     let bold = Style::default().add_modifier(Modifier::BOLD);
@@ -329,7 +329,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
                 format!(
                     "Confirmed once. {} again {} for good.",
                     app.keymap.keys_of(Action::Confirm),
-                    if matches!(p.ask, Ask::Delete { .. }) {
+                    if matches!(p.ask, Ask::Delete(_)) {
                         "deletes"
                     } else {
                         "merges and deletes"
@@ -355,18 +355,20 @@ fn other_disks_change(n: usize) -> String {
 /// merge over the other overlays of its base.
 fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
     let first = |a| app.keymap.first_key_of(a);
-    if let (Ask::Merge { force: false, .. }, Refusal::SharedBase { others, .. }) = (&p.ask, e) {
+    if let (Ask::Merge(merge::Ask { force: false, .. }), Refusal::SharedBase { others, .. }) =
+        (&p.ask, e)
+    {
         return vec![format!(
             "{} merge anyway: {}",
             first(Action::Shared),
             other_disks_change(others.len())
         )];
     }
-    let Ask::Delete {
+    let Ask::Delete(delete::Ask {
         with_overlays,
         force,
         ..
-    } = p.ask
+    }) = p.ask
     else {
         return Vec::new();
     };
@@ -400,7 +402,7 @@ fn plan_keys(app: &App, p: &OpPopup, plan: &AnyPlan) -> Vec<String> {
             first(Action::Prev)
         ));
     }
-    if matches!(p.ask, Ask::Rebase { .. }) && p.chain.len() > 1 {
+    if matches!(p.ask, Ask::Rebase(_)) && p.chain.len() > 1 {
         keys.push(format!("{} deeper image", first(Action::Deeper)));
     }
     keys
