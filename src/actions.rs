@@ -331,21 +331,6 @@ impl Action {
             .unwrap_or(&ACTIONS[0])
     }
 
-    /// Whether it asks for a chain operation: its dialog opens on the selected image.
-    pub fn is_operation(self) -> bool {
-        matches!(
-            self,
-            Action::Commit
-                | Action::Snapshot
-                | Action::Merge
-                | Action::Flatten
-                | Action::Rebase
-                | Action::Delete
-                | Action::Repair
-                | Action::Live
-        )
-    }
-
     /// The action a `[keys]` entry of this name binds.
     pub fn named(name: &str) -> Option<Action> {
         ACTIONS.iter().find(|d| d.name == name).map(|d| d.action)

@@ -175,3 +175,16 @@ fn its_panic_is_reported_and_its_space_guarded() {
     ));
     assert!(Noop::room(&big, true, false).is_ok(), "forced through");
 }
+
+#[test]
+fn every_registered_operation_has_a_key_row_and_a_default() {
+    let defaults = imgchain::config::Config::default();
+    for name in imgchain::ops::actions() {
+        let action = imgchain::actions::Action::named(name)
+            .unwrap_or_else(|| panic!("{name}: no row in actions.rs"));
+        assert!(
+            !defaults.keys.of(action).is_empty(),
+            "{name}: no default key in config.toml"
+        );
+    }
+}

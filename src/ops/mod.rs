@@ -113,6 +113,12 @@ macro_rules! registry {
             }
         }
 
+        /// The UI actions that open an operation, in the registry's order (a key two
+        /// operations share, more than once).
+        pub fn actions() -> impl Iterator<Item = &'static str> {
+            [$(<$O>::ACTION),*].into_iter().flatten()
+        }
+
         impl AnyPlan {
             /// The images the run writes, the one whose data changes first (for a live
             /// operation, those the QEMU that holds them writes).
@@ -193,6 +199,11 @@ impl AnyPlan {
             cancel: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+/// Whether the UI action `name` opens an operation.
+pub fn offers(name: &str) -> bool {
+    actions().any(|a| a == name)
 }
 
 /// Discovers the images around the request's image ([`scope::discover`]) and plans it; with

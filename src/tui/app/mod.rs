@@ -629,12 +629,12 @@ impl App {
                 Some(_) => self.popup = Some(Popup::ConfirmQuit),
                 None => self.quit = true,
             },
-            a if a.is_operation() && self.read_only => {
+            a if ops::offers(a.def().name) && self.read_only => {
                 self.status = "read-only: imgchain was started with --read-only, so nothing on \
                                disk changes; quit and start it without --read-only to write"
                     .into();
             }
-            a if a.is_operation() => return self.ask(a),
+            a if ops::offers(a.def().name) => return self.ask(a),
             // Dialog keys reach the dialog that is open, never the forest.
             a if a.def().place == crate::actions::Place::Dialog => {}
             Action::Details => {
