@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Commit benchmark: a 4 GiB top with ~1 GiB of data in extents of mixed sizes over a 4 GiB
 # qcow2 base. Times `imgchain commit -d` and `qemu-img commit -d` on identical fresh copies,
-# alternating which goes first, RUNS times each, with a final sync inside every timing, and
+# rotating which goes first, RUNS times each, with a final sync inside every timing, and
 # `dd` of the same number of bytes with fsync as the disk's ceiling. Prints the times, the
 # CPU time (user+sys) of each tool, the syncs each issues and the longest wait in one, and
 # the ratios.
@@ -96,15 +96,14 @@ print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"]==0 and (e["dat
             cp --sparse=always --reflink=never "$src/base.qcow2" "$src/top.qcow2" "$dir/$who/"
         done
         # Each timed run starts with no dirty pages left by the copies or the other tool, and
-        # (as root) with a cold page cache.
-        # The baseline runs last in odd runs and first in even ones.
-        if [ $((r % 2)) -eq 1 ]; then
-            settle; run_ours; settle; run_theirs
-            if [ -n "$base_bin" ]; then settle; run_base; fi
-        else
-            if [ -n "$base_bin" ]; then settle; run_base; fi
-            settle; run_theirs; settle; run_ours
-        fi
+        # (as root) with a cold page cache. Who goes first changes every run: the first timing
+        # after the copies pays for the filesystem's background work on them.
+        local order=(ours theirs base)
+        case $((r % 3)) in 2) order=(theirs base ours) ;; 0) order=(base ours theirs) ;; esac
+        for who in "${order[@]}"; do
+            [ "$who" = base ] && [ -z "$base_bin" ] && continue
+            settle; "run_$who"
+        done
         qemu-img compare -q "$dir/a/base.qcow2" "$dir/b/base.qcow2" || { echo "bases differ!"; exit 1; }
         local also=""
         if [ -n "$base_bin" ]; then
