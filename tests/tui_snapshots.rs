@@ -333,7 +333,7 @@ fn commit_plans_with_each_guard() {
     let [Effect::PlanOp { job, .. }] = fx[..] else {
         panic!("expected a plan effect, got {fx:?}")
     };
-    let plan = commit::propose(&a.browse.forest, id, (None, false), true).map(|plan| {
+    let plan = commit::propose(&a.browse.forest, id, (None, false)).map(|plan| {
         AnyPlan::Commit(Box::new(commit::Plan {
             measured: Some(Ok(0)),
             ..plan

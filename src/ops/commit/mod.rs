@@ -49,9 +49,9 @@ impl Operation for Commit {
         &ask.image
     }
 
-    fn plan_asked(ask: &Ask, found: &Discovered, settings: &Settings) -> Result<Plan, Refusal> {
+    fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
         let asked = (ask.base.clone(), ask.keep_top);
-        propose(&found.scan.forest, found.image, asked, settings.copy.clone)
+        propose(&found.scan.forest, found.image, asked)
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {

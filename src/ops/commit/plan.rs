@@ -310,13 +310,14 @@ pub struct Ask {
 
 /// The commit of `top` (into `base`, or its backing file) as the UI offers it: forced over
 /// the base's other overlays (confirming must accept [`Plan::forced_over`] with a key of its
-/// own), measured, and refused when it cannot fit; `clone` says whether the data may be
-/// cloned (for the space it needs).
+/// own) and measured. Whether it fits is the space guard's ([`Operation::room`], which
+/// reuses the measure), as for every plan.
+///
+/// [`Operation::room`]: crate::ops::Operation::room
 pub fn propose(
     forest: &Forest,
     top: NodeId,
     (base, keep_top): (Option<PathBuf>, bool),
-    clone: bool,
 ) -> Result<Plan, Refusal> {
     let req = Request {
         top,
@@ -328,12 +329,7 @@ pub fn propose(
         Err(Refusal::SharedBase { .. }) => plan(forest, &Request { force: true, ..req }),
         other => other,
     }?;
-    let bytes = measure_plan(&plan).map_err(|e| e.to_string());
-    if let Ok(b) = bytes {
-        // A commit that cannot fit is refused here, as the CLI refuses it without --force.
-        space_of(&plan, b, clone).check()?;
-    }
-    plan.measured = Some(bytes);
+    plan.measured = Some(measure_plan(&plan).map_err(|e| e.to_string()));
     Ok(plan)
 }
 
