@@ -132,6 +132,22 @@ pub fn snapshot_text(s: &crate::image::snapshots::InternalSnapshot) -> String {
     )
 }
 
+/// One persistent bitmap, for `info` and the details pane: name, granularity, whether QEMU
+/// records writes in it, and how much it marks dirty.
+pub fn bitmap_text(b: &crate::image::bitmaps::Bitmap, dirty: u64) -> String {
+    let state = match (b.enabled, b.in_use) {
+        (_, true) => "inconsistent (in use when its QEMU stopped; QEMU will not use it)",
+        (true, false) => "enabled",
+        (false, false) => "disabled",
+    };
+    format!(
+        "{:?}, {} granularity, {state}, {} dirty",
+        b.name,
+        human_size(b.granularity),
+        human_size(dirty)
+    )
+}
+
 /// Why an image is shown writable: nothing found is built on it, which holds only for the
 /// paths scanned.
 pub fn writable_because(n: &Node) -> &'static str {

@@ -271,15 +271,23 @@ fn features_imago_cannot_write_are_refused() {
             &["corrupt"],
         ),
         (
-            "bitmap",
+            "bitmaps in a base that would grow",
             |d| {
-                chain(d);
+                create(d, "base.qcow2", "qcow2", "16M", None, &[]);
                 run(Command::new("qemu-img")
                     .args(["bitmap", "--add"])
                     .arg(d.join("base.qcow2"))
                     .arg("b0"));
+                create(
+                    d,
+                    "top.qcow2",
+                    "qcow2",
+                    "32M",
+                    Some(("base.qcow2", "qcow2")),
+                    &[],
+                );
             },
-            &["persistent dirty bitmaps", "--force"],
+            &["persistent dirty bitmaps", "qemu-img resize"],
         ),
     ];
     for (name, setup, needles) in cases {

@@ -710,3 +710,30 @@ fn a_base_and_a_top_with_internal_snapshots() {
         &[],
     );
 }
+
+/// Bitmaps in the base and the top: the base's are marked by QEMU's code (a child process on
+/// the same file, traced too) before the copy, and both stay valid through it.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
+fn a_base_and_a_top_with_persistent_bitmaps() {
+    compare(
+        "bitmaps",
+        |d| {
+            scattered(d, "64k", &[]);
+            for (image, name) in [("base.qcow2", "bb"), ("top.qcow2", "tb")] {
+                common::run(
+                    Command::new("qemu-img")
+                        .args(["bitmap", "--add"])
+                        .arg(d.join(image))
+                        .arg(name),
+                );
+            }
+            qemu_io(&d.join("base.qcow2"), "write -P 0x12 100M 4M");
+            qemu_io(&d.join("top.qcow2"), "write -P 0x14 200M 1M");
+        },
+        &[],
+    );
+}

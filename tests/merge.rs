@@ -199,7 +199,8 @@ fn merge_guards_change_nothing() {
         &[],
     );
     refused_in(d, &["merge", &p("snap.qcow2")], 13, &["other.qcow2"]);
-    // Forced, with a persistent bitmap in the base: the plan names both losses.
+    // Forced, with a persistent bitmap in the base: the plan names the changed disks and says
+    // the bitmap is marked with what the merge writes.
     run(Command::new("qemu-img")
         .args(["bitmap", "--add"])
         .arg(d.join("base.qcow2"))
@@ -210,7 +211,7 @@ fn merge_guards_change_nothing() {
     assert!(plan.contains("see their disks change:"), "{plan}");
     assert!(plan.contains("other.qcow2"), "{plan}");
     assert!(
-        plan.contains("persistent bitmaps will be invalidated"),
+        plan.contains("bitmaps \"b0\" are marked with what it writes"),
         "{plan}"
     );
     assert!(!plan.contains("No overlay's disk changes"), "{plan}");

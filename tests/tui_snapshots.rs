@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -192,6 +194,7 @@ fn forest_and_details() {
         path,
         map,
         snapshots: Ok(Vec::new()),
+        bitmaps: Ok(Vec::new()),
     });
     insta::assert_snapshot!("details_allocation", render(&a));
     // Folding the golden image hides its three VMs.
@@ -975,6 +978,37 @@ fn filter_tokens_sort_and_details_focus() {
     assert!(!a.details.zoom && !a.details.focus);
 }
 
+/// The bitmaps (with dirty bytes) of an image qemu-img made: `daily` (enabled, 1 MiB dirty)
+/// and `weekly` (disabled); none where qemu-img is missing.
+fn bitmaps_of_a_real_image() -> Result<imgchain::image::bitmaps::Counted, String> {
+    if !common::have("qemu-img") {
+        return Ok(Vec::new());
+    }
+    let dir = common::tempdir();
+    let img = common::create(dir.path(), "b.qcow2", "qcow2", "64M", None, &[]);
+    common::run(
+        std::process::Command::new("qemu-img")
+            .args(["bitmap", "--add"])
+            .arg(&img)
+            .arg("daily"),
+    );
+    common::run(
+        std::process::Command::new("qemu-img")
+            .args(["bitmap", "--add", "--disable"])
+            .arg(&img)
+            .arg("weekly"),
+    );
+    common::qemu_io(&img, "write 0 1M");
+    let file = std::fs::File::open(&img).unwrap();
+    let len = file.metadata().unwrap().len();
+    let h = imgchain::image::file::read_header(&file, len)
+        .unwrap()
+        .unwrap()
+        .qcow2
+        .unwrap();
+    imgchain::image::bitmaps::read(&img, &h).map_err(|e| e.to_string())
+}
+
 #[test]
 fn details_show_the_whole_chain_and_internal_snapshots() {
     let mut a = app("chain", 100, 40);
@@ -995,8 +1029,13 @@ fn details_show_the_whole_chain_and_internal_snapshots() {
             snap("1", "before-upgrade", 1_764_000_000, 0),
             snap("2", "running", 1_764_086_400, 512 << 20),
         ]),
+        bitmaps: bitmaps_of_a_real_image(),
     });
     insta::assert_snapshot!("details_chain_snapshots", render(&a));
+    // Zoomed, the details show the bitmaps below the snapshots.
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Enter);
+    insta::assert_snapshot!("details_chain_snapshots_bitmaps_zoomed", render(&a));
 }
 
 #[test]

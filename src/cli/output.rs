@@ -13,7 +13,7 @@ use imgchain::forest::{Forest, Mode, Node, NodeId};
 use imgchain::ops::dependents::{OUTSIDE, Searched};
 use imgchain::text::Names;
 pub use imgchain::units::human_size;
-use imgchain::words::{disk_usage, in_use_text, snapshot_text, writable_because};
+use imgchain::words::{bitmap_text, disk_usage, in_use_text, snapshot_text, writable_because};
 
 /// `info --json`, and each element of `tree --json`'s `nodes`.
 #[derive(Serialize)]
@@ -563,6 +563,30 @@ pub fn json_internal_snapshots(n: &Node) -> serde_json::Value {
     }
 }
 
+/// The persistent bitmaps of `info --json`: name, granularity, `recording` (enabled and
+/// consistent), `enabled`, `in_use`, and `count`, the dirty bytes as QEMU counts them.
+pub fn json_bitmaps(n: &Node) -> serde_json::Value {
+    let Some(h) = &n.qcow2 else {
+        return serde_json::Value::Array(Vec::new());
+    };
+    match imgchain::image::bitmaps::read(&n.path, h) {
+        Ok(list) => list
+            .iter()
+            .map(|(b, dirty)| {
+                serde_json::json!({
+                    "name": b.name,
+                    "granularity": b.granularity,
+                    "enabled": b.enabled,
+                    "in_use": b.in_use,
+                    "recording": b.recording(),
+                    "count": dirty,
+                })
+            })
+            .collect(),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
 /// `info` in text: one fact per line.
 pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     let n = forest.node(id);
@@ -658,6 +682,18 @@ fn info_qcow2(out: &mut String, n: &Node, h: &imgchain::image::probe::Qcow2Heade
             out,
             "  snapshots:",
             format!("the snapshot table cannot be read: {e}"),
+        ),
+    }
+    match imgchain::image::bitmaps::read(&n.path, h) {
+        Ok(list) => {
+            for (b, dirty) in list {
+                kv(out, "  bitmap:", bitmap_text(&b, dirty));
+            }
+        }
+        Err(e) => kv(
+            out,
+            "  bitmaps:",
+            format!("the bitmap directory cannot be read: {e}"),
         ),
     }
 }

@@ -105,6 +105,7 @@ fn info(ctx: &Session, json: bool, scan: Vec<PathBuf>, image: &Path) -> Result<u
         let mut node = serde_json::to_value(output::json_node(&scan.forest, id))
             .context("cannot encode the image as JSON")?;
         node["internal_snapshots"] = output::json_internal_snapshots(scan.forest.node(id));
+        node["bitmaps"] = output::json_bitmaps(scan.forest.node(id));
         print_json(&node)?;
     } else {
         print!("{}", output::text_info(&scan.forest, id, ctx.paint));

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -109,6 +109,8 @@ pub struct Handle {
     /// the access on reopen.
     backing: Option<Arc<ImageAccess>>,
     lock: Option<ImageLock>,
+    /// Reopened read-write, the image keeps its persistent bitmaps valid ([`Handle::keep_bitmaps`]).
+    keep_bitmaps: bool,
 }
 
 impl fmt::Debug for Handle {
@@ -140,6 +142,7 @@ fn imago_access(
     format: Format,
     mode: OpenMode,
     backing: Option<Arc<ImageAccess>>,
+    keep_bitmaps: bool,
 ) -> io::Result<(ImageAccess, Ordered)> {
     let file = std::fs::File::from(fd.try_clone()?);
     let writable = mode == OpenMode::ReadWrite;
@@ -148,6 +151,7 @@ fn imago_access(
         ImagoFile::from_open_file(file, opts)?,
         fd.try_clone()?,
         format == Format::Qcow2,
+        keep_bitmaps && writable,
     )?;
     let gate = DenyImplicitOpenGate::default();
     match format {
@@ -212,7 +216,7 @@ impl Handle {
             None
         };
         let (access, storage) =
-            imago_access(&fd, path, format, mode, backing.clone()).map_err(io)?;
+            imago_access(&fd, path, format, mode, backing.clone(), false).map_err(io)?;
         Ok(Handle {
             path: path.to_path_buf(),
             format,
@@ -223,7 +227,20 @@ impl Handle {
             storage,
             backing,
             lock,
+            keep_bitmaps: false,
         })
+    }
+
+    /// Keeps the image's persistent bitmaps valid when it is next written: the caller has
+    /// marked in every recording bitmap each range it will write (`ops::bitmaps`). Without
+    /// this, a read-write reopen leaves them invalid (imago clears the autoclear bits).
+    pub fn keep_bitmaps(&mut self) {
+        self.keep_bitmaps = true;
+    }
+
+    /// The open file, for the QEMU tools that write what imago cannot (`ops::bitmaps`).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// The path the image was opened by.
@@ -322,7 +339,15 @@ impl Handle {
                 return Err(fail(ReopenStep::Header, detail, None));
             }
         }
-        match imago_access(&fd, &self.path, self.format, to, self.backing.clone()) {
+        let access = imago_access(
+            &fd,
+            &self.path,
+            self.format,
+            to,
+            self.backing.clone(),
+            self.keep_bitmaps,
+        );
+        match access {
             Ok((access, storage)) => Ok(Prepared {
                 mode: to,
                 fd,

@@ -1,5 +1,6 @@
 //! Image files: header probing, creation, and open handles.
 
+pub mod bitmaps;
 pub mod create;
 pub mod file;
 pub mod handle;

@@ -40,6 +40,9 @@ use imago::storage::drivers::CommonStorageHelper;
 /// Byte offset of the qcow2 v3 incompatible-features field; bit 0 is the dirty bit.
 const INCOMPATIBLE_FEATURES: u64 = 72;
 const DIRTY: u64 = 1;
+/// Byte offset of the autoclear-features field; bit 0 says the persistent bitmaps are valid.
+const AUTOCLEAR_FEATURES: u64 = 88;
+const AUTOCLEAR_BITMAPS: u64 = 1;
 
 /// What a write changes, for ordering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +218,9 @@ struct State {
     unsynced: Option<Class>,
     /// While set, every header write keeps the dirty bit set.
     dirty: bool,
+    /// Autoclear bits every header write keeps: the bitmaps bit, when the caller marked what it
+    /// writes in the bitmaps first (imago clears every autoclear bit it opens read-write).
+    keep_autoclear: u64,
     /// L1 entry writes, held until the next flush (or a write to the header or the refcount
     /// table), when every table and refcount they point at is on disk first. imago flushes
     /// when its access is dropped; if that flush fails before reaching this layer, they are
@@ -289,11 +295,26 @@ impl fmt::Display for Ordered {
 impl Ordered {
     /// Wraps `file`, whose open file `fd` also is; `qcow2` says whether it holds a qcow2 image
     /// (whose layout is read now).
-    pub fn new(file: ImagoFile, fd: OwnedFd, qcow2: bool) -> io::Result<Ordered> {
+    ///
+    /// With `keep_bitmaps`, the image's persistent bitmaps stay valid while it is written: the
+    /// caller has marked in them every range it will write (`ops::bitmaps`).
+    pub fn new(
+        file: ImagoFile,
+        fd: OwnedFd,
+        qcow2: bool,
+        keep_bitmaps: bool,
+    ) -> io::Result<Ordered> {
         let layout = if qcow2 {
             Some(Layout::load(&file)?)
         } else {
             None
+        };
+        let keep_autoclear = if keep_bitmaps && layout.as_ref().is_some_and(|l| l.version >= 3) {
+            let mut field = [0u8; 8];
+            file.read(&mut field[..], AUTOCLEAR_FEATURES)?;
+            u64::from_be_bytes(field) & AUTOCLEAR_BITMAPS
+        } else {
+            0
         };
         let strict = layout.as_ref().is_some_and(|l| l.version < 3);
         Ok(Ordered(Arc::new(Inner {
@@ -303,6 +324,7 @@ impl Ordered {
                 layout,
                 unsynced: None,
                 dirty: false,
+                keep_autoclear,
                 strict,
                 deferred: Vec::new(),
                 behind_every: 0,
@@ -613,8 +635,15 @@ impl Ordered {
 }
 
 /// Whether a write of `len` bytes at `offset` covers the dirty bit's byte.
-fn covers_dirty_bit(offset: u64, len: u64) -> bool {
-    Layout::overlaps(offset, len, INCOMPATIBLE_FEATURES + 7, 1)
+/// Sets `bits` of the big-endian 8-byte field at `field` in `buf`, written at `offset`, where
+/// the write covers them.
+fn keep_bits(buf: &mut [u8], offset: u64, field: u64, bits: u64) {
+    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        let at = field + i as u64;
+        if byte != 0 && at >= offset && at < offset + buf.len() as u64 {
+            buf[(at - offset) as usize] |= byte;
+        }
+    }
 }
 
 impl Storage for Ordered {
@@ -679,12 +708,20 @@ impl Storage for Ordered {
             self.release(&mut st)?;
         }
         let class = self.barrier(&mut st, offset, len)?;
-        if st.dirty && covers_dirty_bit(offset, len) {
-            // A header write while the dirty bit must stay set: write it with the bit set.
+        let keep = [
+            (INCOMPATIBLE_FEATURES, if st.dirty { DIRTY } else { 0 }),
+            (AUTOCLEAR_FEATURES, st.keep_autoclear),
+        ];
+        if keep
+            .iter()
+            .any(|&(field, bits)| bits != 0 && Layout::overlaps(offset, len, field, 8))
+        {
+            // A header write while the dirty bit or the bitmaps bit must stay set.
             let mut buf = vec![0u8; len as usize];
             bufv.copy_into_slice(&mut buf);
-            let at = (INCOMPATIBLE_FEATURES + 7 - offset) as usize;
-            buf[at] |= DIRTY as u8;
+            for (field, bits) in keep {
+                keep_bits(&mut buf, offset, field, bits);
+            }
             self.0.file.write(&buf[..], offset)?;
         } else {
             // SAFETY: forwarded as received.
@@ -786,10 +823,17 @@ mod tests {
     }
 
     #[test]
-    fn only_writes_over_byte_79_touch_the_dirty_bit() {
-        assert!(covers_dirty_bit(0, 104));
-        assert!(covers_dirty_bit(72, 8));
-        assert!(!covers_dirty_bit(0, 72));
-        assert!(!covers_dirty_bit(80, 8));
+    fn kept_bits_are_set_only_where_the_write_covers_them() {
+        let mut header = vec![0u8; 104];
+        keep_bits(&mut header, 0, INCOMPATIBLE_FEATURES, DIRTY);
+        keep_bits(&mut header, 0, AUTOCLEAR_FEATURES, AUTOCLEAR_BITMAPS);
+        assert_eq!((header[79], header[95]), (1, 1));
+        assert_eq!(header.iter().filter(|&&b| b != 0).count(), 2);
+        let mut early = vec![0u8; 72];
+        keep_bits(&mut early, 0, INCOMPATIBLE_FEATURES, DIRTY);
+        assert!(early.iter().all(|&b| b == 0));
+        let mut tail = vec![0u8; 8];
+        keep_bits(&mut tail, 90, AUTOCLEAR_FEATURES, AUTOCLEAR_BITMAPS);
+        assert_eq!(tail[5], 1);
     }
 }

@@ -128,6 +128,14 @@ pub struct Probed {
     pub qcow2: Option<Qcow2Header>,
 }
 
+/// The bitmaps header extension (0x23852875), as the header records it; unchecked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitmapsExt {
+    pub count: u32,
+    pub directory_size: u64,
+    pub directory_offset: u64,
+}
+
 /// A qcow2 header (v2 or v3) with its extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Qcow2Header {
@@ -153,8 +161,8 @@ pub struct Qcow2Header {
     pub refcount_table_clusters: u32,
     pub nb_snapshots: u32,
     pub snapshots_offset: u64,
-    /// The bitmaps extension is present.
-    pub has_bitmaps_ext: bool,
+    /// The bitmaps extension: where the bitmap directory is (`image::bitmaps` reads it).
+    pub bitmaps_ext: Option<BitmapsExt>,
     /// The full-disk-encryption (LUKS) header pointer extension is present.
     pub has_fde_ext: bool,
     /// External data file name from extension 0x44415441.
@@ -501,7 +509,7 @@ fn qcow2_fields(b: &Bytes<'_>) -> Result<Qcow2Header, ProbeError> {
         refcount_table_clusters,
         nb_snapshots,
         snapshots_offset,
-        has_bitmaps_ext: false,
+        bitmaps_ext: None,
         has_fde_ext: false,
         data_file: None,
         feature_names: Vec::new(),
@@ -652,7 +660,14 @@ fn read_extensions(
                     })
                     .collect();
             }
-            EXT_BITMAPS => h.has_bitmaps_ext = true,
+            EXT_BITMAPS if len >= 24 => {
+                h.bitmaps_ext = Some(BitmapsExt {
+                    count: b.be32(off)?,
+                    directory_size: b.be64(off + 8)?,
+                    directory_offset: b.be64(off + 16)?,
+                });
+            }
+            EXT_BITMAPS => return invalid("the bitmaps header extension is too short"),
             EXT_FDE => h.has_fde_ext = true,
             EXT_DATA_FILE => h.data_file = Some(b.slice(off, u64::from(len))?.to_vec()),
             _ => {}
@@ -732,7 +747,7 @@ mod tests {
         let next = put_ext(&mut h, 112, EXT_FEATURE_TABLE, &entry);
         put_ext(&mut h, next, EXT_BITMAPS, &[0; 24]);
         let q = probe(&h, h.len() as u64).unwrap().qcow2.unwrap();
-        assert!(q.dirty() && q.extended_l2() && q.bitmaps() && q.has_bitmaps_ext);
+        assert!(q.dirty() && q.extended_l2() && q.bitmaps() && q.bitmaps_ext.is_some());
         assert!(!q.corrupt() && !q.external_data_file());
         assert_eq!(q.feature_name(0, 4), Some("extended L2"));
         assert_eq!(q.unknown_incompatible(), 0);

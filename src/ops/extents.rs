@@ -76,6 +76,18 @@ pub fn measure_new(layers: &[Handle], base: &Handle, end: u64) -> io::Result<u64
     })
 }
 
+/// The guest ranges allocated above the base (data and zeroes): what a commit writes.
+pub fn above_base(layers: &[Handle], end: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut ranges = Vec::new();
+    sum_extents(layers, end, |ext, offset, len| {
+        if matches!(ext, Extent::Data(_) | Extent::Zero) {
+            push_merged(&mut ranges, offset, len);
+        }
+        Ok(0)
+    })?;
+    Ok(ranges)
+}
+
 /// The sum of `count(extent, offset, len)` over the extents above the base up to `end`.
 fn sum_extents(
     layers: &[Handle],

@@ -140,8 +140,9 @@ pub fn not_a_vm_disk(forest: &Forest, removed: &[NodeId], force: bool) -> Result
 pub enum Role {
     /// An overlay read through (and, when `emptied`, emptied afterwards).
     Overlay { emptied: bool },
-    /// The image written; `force` accepts invalidating its persistent bitmaps.
-    Written { force: bool },
+    /// The image written; `carries_bitmaps`: the operation marks what it writes in the image's
+    /// persistent bitmaps (`ops::bitmaps`), else an image with bitmaps is refused.
+    Written { carries_bitmaps: bool },
     /// Below the written image: only read, for copy-on-write.
     Backing,
 }
@@ -189,23 +190,24 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
     if let Some(f) = h.unwritable_features().first() {
         return refuse(format!("uses {f}, which imgchain cannot commit"));
     }
-    match role {
-        Role::Written { force: false } if h.bitmaps() => {
-            return refuse(
-                "has persistent dirty bitmaps, which writing it through imgchain would invalidate \
-                 (incremental backups would have to start over); commit with --force to accept that"
-                    .into(),
-            );
-        }
-        Role::Overlay { emptied: true } if h.bitmaps() => {
+    if let Role::Written { carries_bitmaps } = role
+        && h.bitmaps()
+    {
+        let missing = if carries_bitmaps {
+            crate::ops::bitmaps::tools_found().err()
+        } else {
+            Some(
+                "this operation cannot keep them valid yet (they would be dropped); remove them \
+                 first (qemu-img bitmap --remove) or let qemu-img do it"
+                    .to_string(),
+            )
+        };
+        if let Some(why) = missing {
             return Err(Refusal::Unsupported {
                 path: n.path.clone(),
-                what: "has persistent dirty bitmaps, which emptying it would invalidate; commit \
-                       with -d to keep it as it is, or drop them first (qemu-img bitmap --remove)"
-                    .into(),
+                what: format!("has persistent dirty bitmaps: {why}"),
             });
         }
-        _ => {}
     }
     Ok(())
 }

@@ -278,9 +278,18 @@ pub fn describe(p: &Plan) -> Description {
             d.warning(format!("  {}", o.shown()));
         }
     }
-    if p.commit.as_ref().is_some_and(|c| c.forced_bitmaps) {
-        d.warning(format!(
-            "{base}'s persistent bitmaps will be invalidated (incremental backups start over)."
+    if let Some(c) = p.commit.as_ref().filter(|c| !c.merged_bitmaps.is_empty()) {
+        d.then(format!(
+            "{image}'s bitmaps {} are merged into {base}'s of the same name first (added where \
+             missing), as libvirt does when it deletes a snapshot layer.",
+            super::commit::names_list(&c.merged_bitmaps)
+        ));
+    }
+    if let Some(c) = p.commit.as_ref().filter(|c| !c.marks.is_empty()) {
+        d.then(format!(
+            "{base}'s bitmaps {} are marked with what it writes (by qemu-img, before the first \
+             write).",
+            super::commit::names_list(&c.marks)
         ));
     }
     d
@@ -383,7 +392,7 @@ fn commit_plan(
         },
         e => e,
     });
-    Ok(match (commit, journal) {
+    let mut commit = match (commit, journal) {
         // The overlays an earlier run re-pointed are built on the base now: they are ours.
         (Err(Refusal::SharedBase { others, .. }), Some(j))
             if others.iter().all(|o| j.overlays.contains(o)) =>
@@ -399,7 +408,43 @@ fn commit_plan(
             )?
         }
         (c, _) => c?,
-    })
+    };
+    if let Some(base) = forest.chain(req.image).next() {
+        commit.merged_bitmaps = merged_bitmaps(forest.node(req.image), forest.node(base))?;
+    }
+    Ok(commit)
+}
+
+/// The bitmaps of IMAGE a merge carries into the base (those QEMU can still use); refused
+/// when the base cannot hold bitmaps (raw).
+fn merged_bitmaps(
+    image: &crate::forest::Node,
+    base: &crate::forest::Node,
+) -> Result<Vec<String>, Refusal> {
+    let Some(h) = image.qcow2.as_ref().filter(|h| h.bitmaps()) else {
+        return Ok(Vec::new());
+    };
+    let list = crate::image::bitmaps::read(&image.path, h).map_err(|e| Refusal::Unsupported {
+        path: image.path.clone(),
+        what: format!("has persistent bitmaps whose directory cannot be read ({e})"),
+    })?;
+    let names: Vec<String> = list
+        .into_iter()
+        .filter(|(b, _)| !b.in_use)
+        .map(|(b, _)| b.name)
+        .collect();
+    if !names.is_empty() && base.qcow2.is_none() {
+        return Err(Refusal::Unsupported {
+            path: image.path.clone(),
+            what: format!(
+                "has persistent bitmaps ({}) that a merge moves into its backing file, but {} is \
+                 not qcow2 and cannot hold them; remove them first (qemu-img bitmap --remove)",
+                commit::names_list(&names),
+                base.path.shown()
+            ),
+        });
+    }
+    Ok(names)
 }
 
 /// Past IMAGE's end an overlay reads zeroes; through a larger base it would read its data.

@@ -18,6 +18,8 @@ pub enum Phase {
     Create,
     /// Removing images.
     Delete,
+    /// Marking what it will write in the image's persistent bitmaps.
+    Bitmaps,
     /// Reopening the image to write read-write.
     ReopenRw,
     /// Growing it to a larger virtual size.
@@ -43,6 +45,7 @@ impl Phase {
             Phase::Open => "open",
             Phase::Create => "create",
             Phase::Delete => "delete",
+            Phase::Bitmaps => "bitmaps",
             Phase::ReopenRw => "reopen-rw",
             Phase::Grow => "grow",
             Phase::Copy => "copy",
@@ -59,7 +62,12 @@ impl Phase {
     pub fn cancellable(self) -> bool {
         matches!(
             self,
-            Phase::Open | Phase::Create | Phase::ReopenRw | Phase::Grow | Phase::Copy
+            Phase::Open
+                | Phase::Create
+                | Phase::Bitmaps
+                | Phase::ReopenRw
+                | Phase::Grow
+                | Phase::Copy
         )
     }
 }

@@ -90,6 +90,10 @@ pub enum Refusal {
     /// A bug stopped the operation: it may have written part of the data.
     #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", path.shown(), path.quoted())]
     Internal { path: PathBuf, what: String },
+    /// Marking what an operation writes in an image's persistent bitmaps failed: its data was
+    /// not written (the bitmaps may mark more than changed, never less).
+    #[error("{}: its persistent bitmaps could not be marked before the write, so nothing else was written ({what}); the bitmaps may mark more than changed; check the image with qemu-img check {}", path.shown(), path.quoted())]
+    Bitmaps { path: PathBuf, what: String },
     /// The trust boundary (ARCHITECTURE.md §8): a file the images' owners could not touch.
     #[error("{} {what}", path.shown())]
     Untrusted { path: PathBuf, what: String },
@@ -203,6 +207,7 @@ impl Refusal {
             | Refusal::Open(_)
             | Refusal::ReopenRw(_)
             | Refusal::Internal { .. }
+            | Refusal::Bitmaps { .. }
             | Refusal::Map { .. } => exit::FAILURE,
         }
     }
@@ -259,6 +264,7 @@ impl Refusal {
             Refusal::Open(_) => "open",
             Refusal::ReopenRw(_) => "reopen-rw",
             Refusal::Internal { .. } => "internal",
+            Refusal::Bitmaps { .. } => "bitmaps",
             Refusal::Map { .. } => "map",
         }
     }

@@ -62,6 +62,9 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
                 let map = crate::image::map::allocation(&path, format, 64)
                     .ok()
                     .flatten();
+                let bitmaps = snapshots.as_ref().map_or(Ok(Vec::new()), |h| {
+                    crate::image::bitmaps::read(&path, h).map_err(|e| e.to_string())
+                });
                 let snapshots = snapshots.map_or(Ok(Vec::new()), |h| {
                     crate::image::snapshots::list(&path, &h).map_err(|e| e.to_string())
                 });
@@ -69,6 +72,7 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
                     path,
                     map,
                     snapshots,
+                    bitmaps,
                 });
             });
         }

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -44,7 +45,10 @@ static int ntargets;
 static dev_t tdev[MAX_TARGETS];
 static ino_t tino[MAX_TARGETS];
 static int tlog[MAX_TARGETS];
-static uint64_t tcount[MAX_TARGETS];
+/* Records so far per target, shared (a mapped file beside the log) with the child processes
+ * that inherit the shim, such as the QEMU tools imgchain runs on the same image: their records
+ * append to the same log, so the indices of sync records must count theirs too. */
+static uint64_t *tcount[MAX_TARGETS];
 
 static ssize_t (*real_pwrite64)(int, const void *, size_t, off_t);
 static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
@@ -99,6 +103,16 @@ static void init(void) {
             fprintf(stderr, "trace: cannot open %s\n", path);
             abort();
         }
+        snprintf(path, sizeof path, "%s/%d.count", dir, ntargets);
+        int cfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (cfd < 0 || real_ftruncate64(cfd, sizeof(uint64_t)) != 0) {
+            fprintf(stderr, "trace: cannot open %s\n", path);
+            abort();
+        }
+        void *count = mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
+        if (count == MAP_FAILED) abort();
+        close(cfd);
+        tcount[ntargets] = count;
         tdev[ntargets] = st.st_dev;
         tino[ntargets] = st.st_ino;
         tlog[ntargets] = fd;
@@ -136,7 +150,7 @@ static void emit(int t, char kind, uint64_t a, uint64_t b, uint64_t c, const str
         }
         left -= n;
     }
-    tcount[t]++;
+    __atomic_add_fetch(tcount[t], 1, __ATOMIC_SEQ_CST);
 }
 
 static void record_write(int fd, const struct iovec *iov, int iovcnt, off_t off, ssize_t done) {
@@ -158,7 +172,7 @@ static void record(int fd, char kind, uint64_t a, uint64_t b, uint64_t c) {
 
 static uint64_t count_of(int t) {
     pthread_mutex_lock(&mu);
-    uint64_t n = tcount[t];
+    uint64_t n = __atomic_load_n(tcount[t], __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&mu);
     return n;
 }

@@ -81,6 +81,15 @@ impl Operation for Commit {
 }
 
 /// What the commit does to each image; with the bytes it copies when they were measured.
+/// Bitmap names for a sentence: `"bb", "daily"` (quoted and escaped).
+pub fn names_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn describe(plan: &Plan) -> Description {
     let bytes = plan.measured.as_ref();
     use crate::text::Names;
@@ -128,8 +137,14 @@ pub fn describe(plan: &Plan) -> Description {
             "emptied, its data now in the base"
         },
     );
-    if plan.forced_bitmaps {
-        d.warning("The base's persistent bitmaps will be invalidated.");
+    if !plan.marks.is_empty() {
+        d.field(
+            "bitmaps",
+            format!(
+                "{} of the base marked with what it writes (by qemu-img, before the first write)",
+                names_list(&plan.marks)
+            ),
+        );
     }
     d
 }

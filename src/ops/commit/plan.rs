@@ -49,8 +49,12 @@ pub struct Plan {
     pub grow_to: Option<u64>,
     /// Other overlays of the base that `force` let through.
     pub forced_over: Vec<PathBuf>,
-    /// The base carries persistent bitmaps that `force` lets the commit invalidate.
-    pub forced_bitmaps: bool,
+    /// The base's bitmaps that QEMU records writes in: the commit marks what it writes in
+    /// them (`ops::bitmaps`) before it writes.
+    pub marks: Vec<String>,
+    /// The top's bitmaps are merged into the base's of the same name first (a merge, which
+    /// removes the top afterwards): their names.
+    pub merged_bitmaps: Vec<String>,
     /// Bytes it copies, or why they could not be measured (`None`: not measured).
     pub measured: Option<Result<u64, String>>,
 }
@@ -85,18 +89,15 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     };
     let (intermediates, below) = (images(between)?, images(below)?);
     Ok(Plan {
-        grow_to: grow_to(&top_img, &base_img)?,
-        forced_bitmaps: forest
-            .node(base_id)
-            .qcow2
-            .as_ref()
-            .is_some_and(|h| h.bitmaps()),
+        grow_to: grow_to(forest.node(base_id), &top_img, &base_img)?,
+        marks: recording_names(forest.node(base_id))?,
         top: top_img,
         intermediates,
         base: base_img,
         below,
         keep_top,
         forced_over: others,
+        merged_bitmaps: Vec::new(),
         measured: None,
     })
 }
@@ -230,7 +231,12 @@ fn writable_and_free(
     for &m in between {
         guards::supported(forest.node(m), Role::Overlay { emptied: false })?;
     }
-    guards::supported(base, Role::Written { force: req.force })?;
+    guards::supported(
+        base,
+        Role::Written {
+            carries_bitmaps: true,
+        },
+    )?;
     for &b in below {
         guards::supported(forest.node(b), Role::Backing)?;
     }
@@ -240,8 +246,41 @@ fn writable_and_free(
 }
 
 /// The size the base grows to first (the top is larger); refused for a v2 base.
-fn grow_to(top_img: &PlanImage, base_img: &PlanImage) -> Result<Option<u64>, Refusal> {
+/// The names of `n`'s bitmaps that QEMU records writes in.
+pub fn recording_names(n: &crate::forest::Node) -> Result<Vec<String>, Refusal> {
+    let Some(h) = n.qcow2.as_ref().filter(|h| h.bitmaps()) else {
+        return Ok(Vec::new());
+    };
+    let list = crate::image::bitmaps::read(&n.path, h).map_err(|e| Refusal::Unsupported {
+        path: n.path.clone(),
+        what: format!("has persistent bitmaps whose directory cannot be read ({e})"),
+    })?;
+    Ok(list
+        .into_iter()
+        .filter(|(b, _)| b.recording())
+        .map(|(b, _)| b.name)
+        .collect())
+}
+
+fn grow_to(
+    base: &crate::forest::Node,
+    top_img: &PlanImage,
+    base_img: &PlanImage,
+) -> Result<Option<u64>, Refusal> {
     let grow_to = (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size);
+    if grow_to.is_some() && base.qcow2.as_ref().is_some_and(|h| h.bitmaps()) {
+        return Err(Refusal::Unsupported {
+            path: base_img.path.clone(),
+            what: format!(
+                "has persistent dirty bitmaps and would have to grow to {} bytes, which would \
+                 leave them the wrong size; grow it first so that QEMU resizes them: qemu-img \
+                 resize -f qcow2 {} {}",
+                top_img.virtual_size,
+                base_img.path.quoted(),
+                top_img.virtual_size
+            ),
+        });
+    }
     if grow_to.is_some() && base_img.version == Some(2) {
         return Err(Refusal::Unsupported {
             path: base_img.path.clone(),

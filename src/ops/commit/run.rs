@@ -204,6 +204,9 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         total,
     } = open(plan)?;
     crate::ops::guards::v2_room(&base, &plan.base, total)?;
+    carry_bitmaps(plan, &layers, &mut base, &mut || {
+        report(Phase::Bitmaps, 0, total, true)
+    })?;
 
     // Base read-write, as a transaction: a failure here has written nothing.
     report(Phase::ReopenRw, 0, total, false);
@@ -259,6 +262,55 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     })
 }
 
+/// Marks everything the commit will write in the base's recording bitmaps (before any data
+/// write), so that the base may keep them valid while it is written.
+fn carry_bitmaps(
+    plan: &Plan,
+    layers: &[Handle],
+    base: &mut Handle,
+    marking: &mut dyn FnMut(),
+) -> Result<(), Refusal> {
+    use crate::ops::bitmaps;
+    let failed = |what: String| Refusal::Bitmaps {
+        path: plan.base.path.clone(),
+        what,
+    };
+    let Some(h) = bitmaps::header_of(base.fd()).map_err(failed)? else {
+        return Ok(());
+    };
+    let recording = match h.bitmaps() {
+        true => bitmaps::recording(base.fd(), &h).map_err(failed)?,
+        false => Vec::new(),
+    };
+    if !plan.merged_bitmaps.is_empty() || !recording.is_empty() {
+        marking();
+    }
+    if !plan.merged_bitmaps.is_empty() {
+        let top = &layers[0];
+        let top_h = bitmaps::header_of(top.fd())
+            .map_err(failed)?
+            .ok_or_else(|| failed("the top is no longer qcow2".into()))?;
+        bitmaps::merge_into((top.fd(), &top_h), (base.fd(), &h)).map_err(failed)?;
+    }
+    if !recording.is_empty() {
+        let ranges =
+            crate::ops::extents::above_base(layers, plan.top.virtual_size).map_err(|source| {
+                Refusal::Map {
+                    path: plan.top.path.clone(),
+                    source,
+                }
+            })?;
+        bitmaps::mark(base.fd(), h.virtual_size, &recording, &ranges).map_err(failed)?;
+    }
+    if bitmaps::header_of(base.fd())
+        .map_err(failed)?
+        .is_some_and(|h| h.bitmaps())
+    {
+        base.keep_bitmaps();
+    }
+    Ok(())
+}
+
 /// Opens every image of the plan, locked as QEMU would lock it: the top read-write unless it
 /// is kept, the rest read-only; the base gets its backing chain for copy-on-write.
 fn open(plan: &Plan) -> Result<Opened, Refusal> {
@@ -267,7 +319,15 @@ fn open(plan: &Plan) -> Result<Opened, Refusal> {
     } else {
         OpenMode::ReadWrite
     };
-    let mut layers = vec![plan.top.open(top_mode, None)?];
+    // The top opens read-only first: read-write, it keeps its bitmaps (emptying it does not
+    // change its disk), which a handle must know before it is writable.
+    let mut top = plan.top.open(OpenMode::ReadOnly, None)?;
+    if top_mode == OpenMode::ReadWrite {
+        top.keep_bitmaps();
+        top.reopen(OpenMode::ReadWrite)
+            .map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
+    }
+    let mut layers = vec![top];
     for m in &plan.intermediates {
         layers.push(m.open(OpenMode::ReadOnly, None)?);
     }

@@ -360,7 +360,7 @@ mod tests {
                 let msg = e.to_string();
                 assert!(
                     msg.contains(
-                        "virsh -c qemu:///system blockcommit web03 /vm/top.qcow2 --active --pivot"
+                        "virsh -c qemu:///system blockcommit --domain web03 /vm/top.qcow2 --active --pivot"
                     ),
                     "{msg}"
                 );
@@ -399,8 +399,8 @@ mod tests {
             let msg = plan_snapshot(&f, &req).unwrap_err().to_string();
             assert!(
                 msg.contains(
-                    "snapshot-create-as web03 --disk-only --atomic --no-metadata --diskspec \
-                     TARGET,file=/vm/top.snap.qcow2"
+                    "snapshot-create-as --domain web03 --disk-only --atomic --no-metadata \
+                     --diskspec TARGET,file=/vm/top.snap.qcow2"
                 ),
                 "{msg}"
             );

@@ -168,7 +168,9 @@ fn old_chain_reads(
     guards::supported(
         n,
         if safe {
-            Role::Written { force: false }
+            Role::Written {
+                carries_bitmaps: false,
+            }
         } else {
             Role::Backing
         },

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::forest::Forest;
+use crate::image::bitmaps::Counted;
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
 use crate::image::probe::Format;
@@ -52,6 +53,8 @@ pub struct Allocations {
     pub maps: HashMap<PathBuf, Option<Vec<u8>>>,
     /// Internal snapshots of the images mapped (qcow2 images that have some).
     pub snapshots: HashMap<PathBuf, Result<Vec<InternalSnapshot>, String>>,
+    /// Persistent bitmaps (with their dirty bytes) of the images mapped that have some.
+    pub bitmaps: HashMap<PathBuf, Result<Counted, String>>,
     computing: HashSet<PathBuf>,
 }
 
@@ -68,16 +71,22 @@ impl Allocations {
         Some((path.clone(), format))
     }
 
-    /// A map (and snapshot list) a worker computed.
+    /// A map (and the snapshot and bitmap lists) a worker computed.
     pub fn insert(
         &mut self,
         path: PathBuf,
         map: Option<Vec<u8>>,
-        snapshots: Result<Vec<InternalSnapshot>, String>,
+        (snapshots, bitmaps): (
+            Result<Vec<InternalSnapshot>, String>,
+            Result<Counted, String>,
+        ),
     ) {
         self.computing.remove(&path);
         if snapshots.as_ref().map_or(true, |s| !s.is_empty()) {
             self.snapshots.insert(path.clone(), snapshots);
+        }
+        if bitmaps.as_ref().map_or(true, |b| !b.is_empty()) {
+            self.bitmaps.insert(path.clone(), bitmaps);
         }
         self.maps.insert(path, map);
     }

@@ -62,6 +62,8 @@ pub enum Msg {
         path: PathBuf,
         map: Option<Vec<u8>>,
         snapshots: Result<Vec<InternalSnapshot>, String>,
+        /// Its persistent bitmaps with their dirty bytes.
+        bitmaps: Result<crate::image::bitmaps::Counted, String>,
     },
     /// Time for a lock sweep (every few seconds).
     Tick,
@@ -317,8 +319,9 @@ impl App {
                 path,
                 map,
                 snapshots,
+                bitmaps,
             } => {
-                self.allocation.insert(path, map, snapshots);
+                self.allocation.insert(path, map, (snapshots, bitmaps));
                 Vec::new()
             }
             Msg::Mouse(m) => self.on_mouse(m),
@@ -381,6 +384,7 @@ impl App {
                 // Sizes and allocations may have changed (a commit, or anything else on disk).
                 self.allocation.maps.clear();
                 self.allocation.snapshots.clear();
+                self.allocation.bitmaps.clear();
                 self.locks.retarget(&self.browse.forest);
                 // A rescan after a commit keeps the commit's result on the status line.
                 if std::mem::take(&mut self.announce_scan) {

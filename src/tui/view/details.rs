@@ -109,6 +109,7 @@ fn lines(app: &App, id: NodeId, width: u16) -> Vec<Line<'static>> {
     lines.extend(allocation(app, n, width));
     lines.extend(chain(app, id, usize::from(width.saturating_sub(2))).unwrap_or_default());
     lines.extend(snapshots(app, n));
+    lines.extend(bitmaps(app, n));
     lines.extend(backing(app, n));
     lines.push(mode(app, id));
     lines.extend(users(app, n));
@@ -215,6 +216,31 @@ fn snapshots(app: &App, n: &Node) -> Vec<Line<'static>> {
         }
         Some(Err(e)) => vec![kv_styled(
             "snapshots",
+            format!("not readable: {e}"),
+            app.theme.problem,
+        )],
+        None => Vec::new(),
+    }
+}
+
+/// Its persistent bitmaps, once read.
+fn bitmaps(app: &App, n: &Node) -> Vec<Line<'static>> {
+    match app.allocation.bitmaps.get(&n.path) {
+        Some(Ok(list)) => {
+            let mut lines = vec![kv(
+                "bitmaps",
+                crate::units::count(list.len() as u64, "persistent bitmap"),
+            )];
+            for (b, dirty) in list {
+                lines.push(Line::from(format!(
+                    "  {}",
+                    crate::words::bitmap_text(b, *dirty)
+                )));
+            }
+            lines
+        }
+        Some(Err(e)) => vec![kv_styled(
+            "bitmaps",
             format!("not readable: {e}"),
             app.theme.problem,
         )],

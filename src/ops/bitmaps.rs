@@ -1,0 +1,248 @@
+//! Persistent dirty bitmaps carried through a write (ARCHITECTURE.md §3, "Bitmaps"): before an
+//! operation writes an image, every range it will write is marked in each bitmap QEMU records
+//! writes in, by QEMU's own code (`qemu-img bitmap --merge` from a scratch image whose bitmap
+//! `qemu-io` marks), on the image's fd. Marked first, a bitmap never misses a write a power
+//! loss keeps; it may mark a range the run then left as it was, which costs a backup a copy.
+//! Each mark is read back by `image::bitmaps` before the first data write.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::image::bitmaps::{self, Bitmap};
+use crate::image::probe::Qcow2Header;
+
+/// The QEMU tools this module drives.
+pub const TOOLS: [&str; 2] = ["qemu-img", "qemu-io"];
+
+/// Whether the QEMU tools are installed: without them an image with bitmaps is not written.
+pub fn tools_found() -> Result<(), String> {
+    for tool in TOOLS {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return Err(format!(
+                "{tool} is not installed, and imgchain has QEMU's own code mark what it writes \
+                 in persistent bitmaps; install qemu-utils (qemu-img, qemu-io)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A qcow2 image as QEMU opens it through our fd `fd`: never its backing file, and none of
+/// QEMU's locks (we hold them).
+fn on_fd(fd: RawFd) -> String {
+    format!(
+        "json:{{\"driver\":\"qcow2\",\"backing\":null,\"file\":{{\"driver\":\"file\",\
+         \"filename\":\"/proc/self/fd/{fd}\",\"locking\":\"off\"}}}}"
+    )
+}
+
+/// Runs a QEMU tool with `fds` kept open in it and `input` on its stdin.
+fn tool(cmd: &mut Command, fds: &[RawFd], input: &str) -> Result<(), String> {
+    let keep = fds.to_vec();
+    // SAFETY: between fork and exec only fcntl(2), which is async-signal-safe, is called.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &keep {
+                let fd = BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
+            Ok(())
+        });
+    }
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| format!("cannot feed {shown}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{shown} did not finish: {e}"))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{shown} failed ({}): {}", out.status, said.trim()));
+    }
+    Ok(())
+}
+
+/// A private directory for the scratch image, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let base = std::env::temp_dir();
+        for n in 0..100u32 {
+            let dir = base.join(format!("imgchain-bitmaps.{}.{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(Scratch(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            }
+        }
+        Err(format!("no free scratch directory in {}", base.display()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A scratch image of `size` bytes whose bitmap `m` (of `granularity`) marks `ranges`, checked.
+fn marks_image(
+    dir: &Path,
+    size: u64,
+    granularity: u64,
+    ranges: &[(u64, u64)],
+) -> Result<PathBuf, String> {
+    let path = dir.join("marks.qcow2");
+    let p = path.to_string_lossy().into_owned();
+    tool(
+        Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", &p, &size.to_string()]),
+        &[],
+        "",
+    )?;
+    let g = granularity.to_string();
+    tool(
+        Command::new("qemu-img").args(["bitmap", "--add", "-g", &g, &p, "m"]),
+        &[],
+        "",
+    )?;
+    let script: String = ranges
+        .iter()
+        .filter(|r| r.1 > 0)
+        .map(|(o, l)| format!("write -z {o} {l}\n"))
+        .collect();
+    tool(
+        Command::new("qemu-io").args(["-f", "qcow2", &p]),
+        &[],
+        &script,
+    )?;
+    let file = File::open(&path).map_err(|e| format!("cannot read back {p}: {e}"))?;
+    let marked = read_back(&file, "m", ranges)?;
+    if !marked {
+        return Err(format!("qemu-io did not mark every range in {p}"));
+    }
+    Ok(path)
+}
+
+/// Whether bitmap `name` of the qcow2 image open as `file` marks every range.
+fn read_back(file: &File, name: &str, ranges: &[(u64, u64)]) -> Result<bool, String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let h = crate::image::file::read_header(file, len)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .qcow2
+        .ok_or("not a qcow2 image")?;
+    let list = bitmaps::list(file, &h).map_err(|e| e.to_string())?;
+    let b = list
+        .iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| format!("bitmap {name:?} is gone"))?;
+    bitmaps::covers(file, &h, b, ranges).map_err(|e| e.to_string())
+}
+
+/// Marks `ranges` (guest bytes) in each of `recording` (bitmaps of the image open as `fd`, of
+/// virtual size `size`), through QEMU; each is read back. Returns their names.
+pub fn mark(
+    fd: BorrowedFd<'_>,
+    size: u64,
+    recording: &[Bitmap],
+    ranges: &[(u64, u64)],
+) -> Result<Vec<String>, String> {
+    let Some(granularity) = recording.iter().map(|b| b.granularity).min() else {
+        return Ok(Vec::new());
+    };
+    let scratch = Scratch::new()?;
+    let marks = marks_image(&scratch.0, size, granularity, ranges)?;
+    let target = on_fd(fd.as_raw_fd());
+    for b in recording {
+        tool(
+            Command::new("qemu-img")
+                .args(["bitmap", "--merge", "m", "-b"])
+                .arg(&marks)
+                .args(["-F", "qcow2", &target, &b.name]),
+            &[fd.as_raw_fd()],
+            "",
+        )?;
+    }
+    let file = File::from(fd.try_clone_to_owned().map_err(|e| e.to_string())?);
+    for b in recording {
+        if !read_back(&file, &b.name, ranges)? {
+            return Err(format!(
+                "bitmap {:?} does not mark every range after the merge",
+                b.name
+            ));
+        }
+    }
+    Ok(recording.iter().map(|b| b.name.clone()).collect())
+}
+
+/// Merges every bitmap of the image open as `from` into the bitmap of the same name of the
+/// image open as `into`, adding it there (same granularity, enabled or not) when missing:
+/// what libvirt does with a layer it merges away. Returns the names.
+pub fn merge_into(
+    from: (BorrowedFd<'_>, &Qcow2Header),
+    into: (BorrowedFd<'_>, &Qcow2Header),
+) -> Result<Vec<String>, String> {
+    let from_file = File::from(from.0.try_clone_to_owned().map_err(|e| e.to_string())?);
+    let into_file = File::from(into.0.try_clone_to_owned().map_err(|e| e.to_string())?);
+    let theirs = bitmaps::list(&from_file, from.1).map_err(|e| e.to_string())?;
+    let ours = bitmaps::list(&into_file, into.1).map_err(|e| e.to_string())?;
+    let (source, target) = (on_fd(from.0.as_raw_fd()), on_fd(into.0.as_raw_fd()));
+    for b in theirs.iter().filter(|b| !b.in_use) {
+        let mut cmd = Command::new("qemu-img");
+        cmd.arg("bitmap");
+        if !ours.iter().any(|o| o.name == b.name) {
+            cmd.args(["--add", "-g", &b.granularity.to_string()]);
+            if !b.enabled {
+                cmd.arg("--disable");
+            }
+        }
+        cmd.args(["--merge", &b.name, "-b", &source, &target, &b.name]);
+        tool(&mut cmd, &[from.0.as_raw_fd(), into.0.as_raw_fd()], "")?;
+    }
+    Ok(theirs
+        .into_iter()
+        .filter(|b| !b.in_use)
+        .map(|b| b.name)
+        .collect())
+}
+
+/// The bitmaps of the image open as `fd` that QEMU records writes in.
+pub fn recording(fd: impl AsFd, h: &Qcow2Header) -> Result<Vec<Bitmap>, String> {
+    let file = File::from(fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?);
+    Ok(bitmaps::list(&file, h)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(Bitmap::recording)
+        .collect())
+}
+
+/// The qcow2 header of the image open as `fd`, read now (`None`: not qcow2).
+pub fn header_of(fd: BorrowedFd<'_>) -> Result<Option<Qcow2Header>, String> {
+    let file = File::from(fd.try_clone_to_owned().map_err(|e| e.to_string())?);
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    Ok(crate::image::file::read_header(&file, len)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .qcow2)
+}
