@@ -276,28 +276,85 @@ fn info_shows_each_bitmap_with_its_dirty_bytes() {
 }
 
 #[test]
-fn rebase_and_flatten_of_an_image_with_bitmaps_refuse_with_advice_that_applies() {
+fn flatten_and_rebase_mark_what_they_copy_as_qemu_img_does() {
+    if !tools() {
+        return;
+    }
+    let with_new_base = |dir: &Path| {
+        build(dir);
+        Chain::new(dir, "64M")
+            .base("new.qcow2")
+            .io("write -P 0x55 8M 2M")
+            .io("write -P 0x66 40M 1M");
+    };
+    for (ours, theirs) in [
+        (vec!["flatten"], vec!["rebase", "-b", ""]),
+        (
+            vec!["rebase", "-b", "new.qcow2"],
+            vec!["rebase", "-b", "new.qcow2", "-F", "qcow2"],
+        ),
+    ] {
+        let t = twins(with_new_base);
+        let mut args = ours.clone();
+        let top = t.ours.join("top.qcow2");
+        args.push(arg(&top));
+        imgchain_ok(&args);
+        run(Command::new("qemu-img")
+            .current_dir(&t.theirs)
+            .args(&theirs)
+            .arg("top.qcow2"));
+        assert_eq!(
+            counts(&top),
+            counts(&t.theirs.join("top.qcow2")),
+            "{ours:?}"
+        );
+        assert!(
+            counts(&top)["tb"].0 > 1310720,
+            "{ours:?}: the copy is marked"
+        );
+        clean(&top);
+        qemu_compare(&top, &t.theirs.join("top.qcow2"));
+    }
+}
+
+#[test]
+fn a_header_only_rebase_keeps_the_bitmaps_as_they_are() {
     if !tools() {
         return;
     }
     let dir = tempdir();
     build(dir.path());
-    Chain::new(dir.path(), "64M").base("other.qcow2");
-    for op in ["flatten", "rebase"] {
-        let top = dir.path().join("top.qcow2");
-        let mut args = vec![op];
-        if op == "rebase" {
-            args.extend(["-b", "other.qcow2"]);
-        }
-        args.push(arg(&top));
-        let out = imgchain(&args);
-        let said = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(16), "{op}: {said}");
-        assert!(said.contains("persistent dirty bitmaps"), "{said}");
-        assert!(
-            !said.contains("--force") && !said.contains("commit"),
-            "{said}"
-        );
+    std::fs::copy(
+        dir.path().join("base.qcow2"),
+        dir.path().join("moved.qcow2"),
+    )
+    .expect("cp");
+    let top = dir.path().join("top.qcow2");
+    let before = counts(&top);
+    imgchain_ok(&["rebase", "-u", "-b", "moved.qcow2", arg(&top)]);
+    assert_eq!(counts(&top), before);
+    clean(&top);
+}
+
+#[test]
+fn without_qemu_img_an_image_with_bitmaps_is_not_written() {
+    if !tools() {
+        return;
     }
-    assert_eq!(counts(&dir.path().join("top.qcow2"))["tb"].0, 1310720);
+    let dir = tempdir();
+    build(dir.path());
+    let top = dir.path().join("top.qcow2");
+    let before = snapshot(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_imgchain"))
+        .env("PATH", "/nonexistent")
+        .args(["flatten", arg(&top)])
+        .output()
+        .expect("imgchain");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{said}");
+    assert!(
+        said.contains("qemu-img is not installed") && said.contains("qemu-utils"),
+        "{said}"
+    );
+    assert_eq!(before, snapshot(dir.path()));
 }

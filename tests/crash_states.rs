@@ -737,3 +737,34 @@ fn a_base_and_a_top_with_persistent_bitmaps() {
         &[],
     );
 }
+
+/// A flatten and a rebase of a top with a persistent bitmap: marked by QEMU's code (traced
+/// too) before the copy, valid through it.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
+fn flatten_and_rebase_of_a_top_with_a_bitmap() {
+    let build = |d: &Path| {
+        relink_chain(d, &[]);
+        common::run(
+            Command::new("qemu-img")
+                .args(["bitmap", "--add"])
+                .arg(d.join("top.qcow2"))
+                .arg("tb"),
+        );
+    };
+    compare_rebase(
+        "flatten, bitmap",
+        build,
+        &["flatten"],
+        &["rebase", "-b", ""],
+    );
+    compare_rebase(
+        "rebase onto base, bitmap",
+        build,
+        &["rebase", "-b", "base.qcow2"],
+        &["rebase", "-F", "qcow2", "-b", "base.qcow2"],
+    );
+}

@@ -140,9 +140,9 @@ pub fn not_a_vm_disk(forest: &Forest, removed: &[NodeId], force: bool) -> Result
 pub enum Role {
     /// An overlay read through (and, when `emptied`, emptied afterwards).
     Overlay { emptied: bool },
-    /// The image written; `carries_bitmaps`: the operation marks what it writes in the image's
-    /// persistent bitmaps (`ops::bitmaps`), else an image with bitmaps is refused.
-    Written { carries_bitmaps: bool },
+    /// The image written: the operation marks what it writes in the image's persistent
+    /// bitmaps (`ops::bitmaps`), which needs QEMU's tools.
+    Written,
     /// Below the written image: only read, for copy-on-write.
     Backing,
 }
@@ -164,7 +164,7 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
         return refuse(format!("looks damaged ({})", p.message));
     }
     match (n.format, role) {
-        (Some(Format::Qcow2), _) | (Some(Format::Raw), Role::Written { .. } | Role::Backing) => {}
+        (Some(Format::Qcow2), _) | (Some(Format::Raw), Role::Written | Role::Backing) => {}
         (Some(f), _) => {
             return refuse(format!(
                 "is a {f} image; imgchain commits qcow2 overlays into qcow2 or raw bases"
@@ -190,24 +190,14 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
     if let Some(f) = h.unwritable_features().first() {
         return refuse(format!("uses {f}, which imgchain cannot commit"));
     }
-    if let Role::Written { carries_bitmaps } = role
+    if role == Role::Written
         && h.bitmaps()
+        && let Err(why) = crate::ops::bitmaps::tools_found()
     {
-        let missing = if carries_bitmaps {
-            crate::ops::bitmaps::tools_found().err()
-        } else {
-            Some(
-                "this operation cannot keep them valid yet (they would be dropped); remove them \
-                 first (qemu-img bitmap --remove) or let qemu-img do it"
-                    .to_string(),
-            )
-        };
-        if let Some(why) = missing {
-            return Err(Refusal::Unsupported {
-                path: n.path.clone(),
-                what: format!("has persistent dirty bitmaps: {why}"),
-            });
-        }
+        return Err(Refusal::Unsupported {
+            path: n.path.clone(),
+            what: format!("has persistent dirty bitmaps: {why}"),
+        });
     }
     Ok(())
 }

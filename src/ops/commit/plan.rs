@@ -231,12 +231,7 @@ fn writable_and_free(
     for &m in between {
         guards::supported(forest.node(m), Role::Overlay { emptied: false })?;
     }
-    guards::supported(
-        base,
-        Role::Written {
-            carries_bitmaps: true,
-        },
-    )?;
+    guards::supported(base, Role::Written)?;
     for &b in below {
         guards::supported(forest.node(b), Role::Backing)?;
     }

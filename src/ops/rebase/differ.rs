@@ -55,6 +55,27 @@ pub(super) fn copy_safely(
         allocated += own.guest.iter().map(|(_, l)| l).sum::<u64>();
     }
     guards::v2_room(&image, &plan.image, total.min(allocated))?;
+    let old_layers: Vec<&Handle> = old_handles.iter().rev().collect();
+    let new_layers: Vec<&Handle> = new_handles.iter().rev().collect();
+    let chains = Chains {
+        old: &old_layers,
+        new: &new_layers,
+        new_top: new_top.as_deref(),
+        new_size: plan.new.first().map_or(0, |b| b.virtual_size),
+    };
+    let g = Geometry {
+        end: plan.image.virtual_size,
+        cluster: plan.cluster,
+        chunk: settings
+            .copy
+            .chunk
+            .clamp(64 << 10, 64 << 20)
+            .max(plan.cluster),
+        v2: plan.image.version == Some(2),
+    };
+    carry_bitmaps(plan, &mut image, (&chains, g, &settings.copy), &mut || {
+        report(Phase::Bitmaps, 0, total, true)
+    })?;
     report(Phase::ReopenRw, 0, total, false);
     let mut window = RwWindow::open(&mut image, settings.copy.write_behind)
         .map_err(|e| Refusal::ReopenRw(Box::new(e)))?;
@@ -70,26 +91,10 @@ pub(super) fn copy_safely(
         .mark_dirty()
         .map_err(|e| io("cannot mark dirty", e))
         .and_then(|()| {
-            let old_layers: Vec<&Handle> = old_handles.iter().rev().collect();
-            let new_layers: Vec<&Handle> = new_handles.iter().rev().collect();
             copy_differences(
                 window.handle(),
-                Chains {
-                    old: &old_layers,
-                    new: &new_layers,
-                    new_top: new_top.as_deref(),
-                    new_size: plan.new.first().map_or(0, |b| b.virtual_size),
-                },
-                Geometry {
-                    end: plan.image.virtual_size,
-                    cluster: plan.cluster,
-                    chunk: settings
-                        .copy
-                        .chunk
-                        .clamp(64 << 10, 64 << 20)
-                        .max(plan.cluster),
-                    v2: plan.image.version == Some(2),
-                },
+                chains,
+                g,
                 (cancel, &settings.copy),
                 outcome,
                 &mut |done| report(Phase::Copy, done, total, true),
@@ -103,6 +108,58 @@ pub(super) fn copy_safely(
     outcome.left_dirty = closed.left_dirty;
     outcome.reopen_ro = closed.reopen_ro;
     Ok(())
+}
+
+/// Marks every stretch the copy may write (all but those both chains read alike) in the
+/// image's recording bitmaps before the image is written, so that they stay valid through it.
+fn carry_bitmaps(
+    plan: &Plan,
+    image: &mut Handle,
+    (chains, g, copy): (&Chains<'_>, Geometry, &crate::ops::settings::Copy),
+    marking: &mut dyn FnMut(),
+) -> Result<(), Refusal> {
+    use crate::ops::bitmaps;
+    let failed = |what: String| Refusal::Bitmaps {
+        path: plan.image.path.clone(),
+        what,
+    };
+    let Some(h) = bitmaps::header_of(image.fd())
+        .map_err(failed)?
+        .filter(|h| h.bitmaps())
+    else {
+        return Ok(());
+    };
+    let recording = bitmaps::recording(image.fd(), &h).map_err(failed)?;
+    if !recording.is_empty() {
+        marking();
+        let steps = steps(image, chains, g, copy).map_err(|source| Refusal::Map {
+            path: plan.image.path.clone(),
+            source,
+        })?;
+        let written: Ranges = steps
+            .into_iter()
+            .filter(|(step, _, _)| *step != Step::Skip)
+            .map(|(_, offset, len)| (offset, len))
+            .collect();
+        bitmaps::mark(image.fd(), h.virtual_size, &recording, &written).map_err(failed)?;
+    }
+    image.keep_bitmaps();
+    Ok(())
+}
+
+/// The image's unallocated runs, split by what each stretch needs ([`classify`]).
+fn steps(
+    image: &Handle,
+    chains: &Chains<'_>,
+    g: Geometry,
+    copy: &crate::ops::settings::Copy,
+) -> io::Result<Vec<(Step, u64, u64)>> {
+    let mut runs = Vec::new();
+    walk_unallocated(image, g.end, |o, l| {
+        runs.push((o, l));
+        Ok(())
+    })?;
+    classify(chains, &runs, g, &cloneable(image, chains, copy))
 }
 
 /// Bytes of `image` it does not allocate itself (its guest reads them from its backing chain).
@@ -255,47 +312,42 @@ fn copy_differences(
     report: &mut dyn FnMut(u64),
 ) -> Result<(), CopyError> {
     let path = outcome.plan.image.path.clone();
-    let mut runs = Vec::new();
-    walk_unallocated(image, g.end, |o, l| {
-        runs.push((o, l));
-        Ok(())
-    })
-    .and_then(|()| classify(&chains, &runs, g, &cloneable(image, &chains, copy)))
-    .map(|steps| runs_of(&steps, &mut outcome.compared))
-    .map_err(|e| CopyError::Io {
-        op: "cannot map",
-        path: path.clone(),
-        offset: 0,
-        source: e,
-    })
-    .and_then(|(take, zeroes, compare)| {
-        for &(offset, len) in &zeroes {
-            datapath::zero(image, g.v2, offset, len).map_err(|e| CopyError::Io {
-                op: "cannot zero",
-                path: path.clone(),
-                offset,
-                source: e,
-            })?;
-            outcome.compared += len;
-        }
-        let t = Transfer {
-            layers: chains.old,
-            ranges: &take,
-            zeroes: false,
-            sparse: Some(g.cluster),
-            v2: g.v2,
-        };
-        let mut done = Done::default();
-        let skipped = outcome.compared;
-        let taken = datapath::copy(&t, image, (copy, cancel), &mut done, &mut |d| {
-            report(skipped + d)
-        });
-        outcome.compared += done.handled;
-        outcome.copied += done.written;
-        outcome.tally.add(&done.tally);
-        taken?;
-        compare_all(image, &chains, g, &compare, (cancel, copy), outcome, report)
-    })
+    steps(image, &chains, g, copy)
+        .map(|steps| runs_of(&steps, &mut outcome.compared))
+        .map_err(|e| CopyError::Io {
+            op: "cannot map",
+            path: path.clone(),
+            offset: 0,
+            source: e,
+        })
+        .and_then(|(take, zeroes, compare)| {
+            for &(offset, len) in &zeroes {
+                datapath::zero(image, g.v2, offset, len).map_err(|e| CopyError::Io {
+                    op: "cannot zero",
+                    path: path.clone(),
+                    offset,
+                    source: e,
+                })?;
+                outcome.compared += len;
+            }
+            let t = Transfer {
+                layers: chains.old,
+                ranges: &take,
+                zeroes: false,
+                sparse: Some(g.cluster),
+                v2: g.v2,
+            };
+            let mut done = Done::default();
+            let skipped = outcome.compared;
+            let taken = datapath::copy(&t, image, (copy, cancel), &mut done, &mut |d| {
+                report(skipped + d)
+            });
+            outcome.compared += done.handled;
+            outcome.copied += done.written;
+            outcome.tally.add(&done.tally);
+            taken?;
+            compare_all(image, &chains, g, &compare, (cancel, copy), outcome, report)
+        })
 }
 
 /// Guest ranges: `(offset, length)`.

@@ -165,16 +165,7 @@ fn old_chain_reads(
     safe: bool,
 ) -> Result<(), Refusal> {
     let n = forest.node(image);
-    guards::supported(
-        n,
-        if safe {
-            Role::Written {
-                carries_bitmaps: false,
-            }
-        } else {
-            Role::Backing
-        },
-    )?;
+    guards::supported(n, if safe { Role::Written } else { Role::Backing })?;
     if !safe {
         return Ok(());
     }
