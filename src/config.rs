@@ -104,6 +104,8 @@ pub struct ScanConfig {
     pub follow_symlinks: bool,
     pub raw_extensions: Vec<String>,
     pub libvirt_domains: Vec<PathBuf>,
+    pub libvirt_snapshots: Vec<PathBuf>,
+    pub libvirt_checkpoints: Vec<PathBuf>,
     pub overlay_dirs: Vec<PathBuf>,
     pub libvirt_pools: Vec<PathBuf>,
     pub libvirt_uris: Vec<String>,

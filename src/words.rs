@@ -132,6 +132,41 @@ pub fn snapshot_text(s: &crate::image::snapshots::InternalSnapshot) -> String {
     )
 }
 
+/// A libvirt snapshot that records an image, for `info` and the details pane.
+pub fn snapshot_record_text(r: &crate::forest::model::SnapshotRecord) -> String {
+    let role = match r.role {
+        crate::forest::model::RecordRole::Overlay => "created this file for",
+        crate::forest::model::RecordRole::State => "keeps in this file",
+    };
+    let when = match r.role {
+        crate::forest::model::RecordRole::Overlay => "the disk after it",
+        crate::forest::model::RecordRole::State => "the disk as it was",
+    };
+    format!(
+        "snapshot {:?} of {} {role} {} ({when}; {})",
+        r.snapshot,
+        r.domain.shown(),
+        r.target.shown(),
+        r.definition.shown()
+    )
+}
+
+/// The checkpoints that use bitmap `name`, for `info` and the details pane: ` (libvirt
+/// checkpoint "c1" of web01)`, or nothing.
+pub fn checkpoint_note(n: &Node, name: &str) -> String {
+    n.checkpoints
+        .iter()
+        .filter(|c| c.bitmap == name)
+        .map(|c| {
+            format!(
+                " (libvirt checkpoint {:?} of {})",
+                c.checkpoint,
+                c.domain.shown()
+            )
+        })
+        .collect()
+}
+
 /// One persistent bitmap, for `info` and the details pane: name, granularity, whether QEMU
 /// records writes in it, and how much it marks dirty.
 pub fn bitmap_text(b: &crate::image::bitmaps::Bitmap, dirty: u64) -> String {

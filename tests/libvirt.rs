@@ -137,3 +137,94 @@ fn a_libvirt_vm_snapshots_merges_and_commits_live_through_virsh() {
     );
     qemu_check(&base);
 }
+
+/// A persistent domain, undefined with its snapshot metadata however the test ends.
+struct Defined(String);
+
+impl Drop for Defined {
+    fn drop(&mut self) {
+        let _ = Command::new("virsh")
+            .args(["-q", "-c", URI, "undefine", "--snapshots-metadata", &self.0])
+            .output();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(tool_virsh, tool_qemu_system_x86_64, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs virsh, qemu-system-x86_64, qemu-img, qemu-io"
+)]
+fn a_layer_libvirt_snapshot_metadata_records_is_merged_through_libvirt() {
+    if !have_libvirt() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let base = d.join("base.qcow2");
+    create(d, "base.qcow2", "qcow2", "64M", None, &[]);
+    let name = format!("imgchain-snap-{}", std::process::id());
+    let xml = format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>\
+         <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+        base.display()
+    );
+    std::fs::write(d.join("domain.xml"), xml).unwrap();
+    virsh(&["define", d.join("domain.xml").to_str().unwrap()]);
+    let _vm = Defined(name.clone());
+    for s in ["s1", "s2"] {
+        virsh(&["snapshot-create-as", "--domain", &name, s, "--disk-only"]);
+    }
+    let (s1, s2) = (d.join("base.s1"), d.join("base.s2"));
+    qemu_io(&s1, "write -P 0x33 0 1M");
+    let info = imgchain_json(&["info", "--json", arg(&s1)], 0);
+    let roles: Vec<(String, String)> = info["libvirt_snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["snapshot"].as_str().unwrap().into(),
+                r["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("s1".into(), "overlay".into()),
+            ("s2".into(), "state".into())
+        ]
+    );
+    // What would leave libvirt's metadata wrong is refused, naming the snapshot and command.
+    let before = snapshot(d);
+    for args in [vec!["flatten", arg(&s2)], vec!["commit", arg(&s2)]] {
+        let out = imgchain(&args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(13), "{args:?}: {said}");
+        assert!(
+            said.contains("snapshot-delete --domain") && said.contains("s2"),
+            "{said}"
+        );
+    }
+    assert_eq!(before, snapshot(d), "refusals change nothing");
+    // The merge of the layer s1 created is libvirt's own snapshot-delete.
+    let out = imgchain_ok(&["merge", arg(&s1)]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("libvirt merged") && said.contains("\"s1\""),
+        "{said}"
+    );
+    assert!(!s1.exists());
+    assert_eq!(
+        virsh(&["snapshot-list", "--domain", &name, "--name"]).trim(),
+        "s2"
+    );
+    assert_eq!(backing_of(&s2).0, base.to_str().unwrap());
+    run(Command::new("qemu-io")
+        .args(["-r", "-U", "-c", "read -P 0x33 0 1M"])
+        .arg(&s2));
+    qemu_check(&base);
+}

@@ -36,6 +36,11 @@ pub struct JsonNode {
     pub in_use: Option<JsonInUse>,
     /// The defined libvirt VMs that name it as a disk, running or not.
     pub vm_disks: Vec<JsonVmDisk>,
+    /// The libvirt snapshots that record it (`role`: `overlay`, the disk written after the
+    /// snapshot; `state`, the disk as it was).
+    pub libvirt_snapshots: Vec<JsonSnapshotRecord>,
+    /// The libvirt checkpoints of the disks whose chain holds it, with their bitmap names.
+    pub checkpoints: Vec<JsonCheckpoint>,
     pub problems: Vec<JsonProblem>,
     pub qcow2: Option<JsonQcow2>,
 }
@@ -111,6 +116,24 @@ fn json_owner(o: &imgchain::image::lock::Owner) -> JsonOwner {
         name: o.name.clone(),
         qmp: o.qmp.as_deref().map(path_str),
     }
+}
+
+/// A libvirt snapshot that records a JSON node.
+#[derive(Serialize)]
+pub struct JsonSnapshotRecord {
+    pub domain: String,
+    pub snapshot: String,
+    pub role: &'static str,
+    pub target: String,
+    pub definition: String,
+}
+
+/// A libvirt checkpoint of a JSON node's disk.
+#[derive(Serialize)]
+pub struct JsonCheckpoint {
+    pub domain: String,
+    pub checkpoint: String,
+    pub bitmap: String,
 }
 
 /// One problem of a JSON node.
@@ -241,6 +264,29 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
                 domain: d.domain.clone(),
                 target: d.target.clone(),
                 definition: path_str(&d.definition),
+            })
+            .collect(),
+        libvirt_snapshots: n
+            .libvirt_snapshots
+            .iter()
+            .map(|r| JsonSnapshotRecord {
+                domain: r.domain.clone(),
+                snapshot: r.snapshot.clone(),
+                role: match r.role {
+                    imgchain::forest::model::RecordRole::Overlay => "overlay",
+                    imgchain::forest::model::RecordRole::State => "state",
+                },
+                target: r.target.clone(),
+                definition: path_str(&r.definition),
+            })
+            .collect(),
+        checkpoints: n
+            .checkpoints
+            .iter()
+            .map(|c| JsonCheckpoint {
+                domain: c.domain.clone(),
+                checkpoint: c.checkpoint.clone(),
+                bitmap: c.bitmap.clone(),
             })
             .collect(),
         problems: n
@@ -437,6 +483,17 @@ pub fn badge(n: &Node) -> String {
     }
 }
 
+/// The libvirt snapshots that created an image, e.g. `snapshot "s2" of web03`.
+pub fn snapshot_names(n: &Node) -> Option<String> {
+    let names: Vec<String> = n
+        .libvirt_snapshots
+        .iter()
+        .filter(|r| r.role == imgchain::forest::model::RecordRole::Overlay)
+        .map(|r| format!("snapshot {:?} of {}", r.snapshot, r.domain.shown()))
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
+}
+
 /// The defined libvirt VMs an image not in use is a disk of, e.g. `disk vda of web03 (not
 /// running on it)`; `None` when it is in use (the holder tells) or no definition names it.
 pub fn vm_text(n: &Node) -> Option<String> {
@@ -497,7 +554,10 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
         let busy = in_use_text(n)
             .map(|t| format!("  {}", paint.wrap("33", &t)))
             .or_else(|| vm_text(n).map(|t| format!("  {}", paint.wrap("2", &t))))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &snapshot_names(n)
+                .map(|t| format!("  {}", paint.wrap("2", &t)))
+                .unwrap_or_default();
         let _ = writeln!(
             out,
             "{lab}{:pad$}  {:<6} {:>9} {:>9}  {}{mark}{busy}",
@@ -651,6 +711,9 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
             ),
         );
     }
+    for r in &n.libvirt_snapshots {
+        kv(out, "libvirt:", imgchain::words::snapshot_record_text(r));
+    }
     info_use(out, n);
     text
 }
@@ -687,7 +750,12 @@ fn info_qcow2(out: &mut String, n: &Node, h: &imgchain::image::probe::Qcow2Heade
     match imgchain::image::bitmaps::read(&n.path, h) {
         Ok(list) => {
             for (b, dirty) in list {
-                kv(out, "  bitmap:", bitmap_text(&b, dirty));
+                let note = imgchain::words::checkpoint_note(n, &b.name);
+                kv(
+                    out,
+                    "  bitmap:",
+                    format!("{}{note}", bitmap_text(&b, dirty)),
+                );
             }
         }
         Err(e) => kv(

@@ -64,6 +64,8 @@ impl Session {
             follow_symlinks: self.config.scan.follow_symlinks,
             raw_extensions: self.config.scan.raw_extensions.clone(),
             libvirt_domains: self.config.scan.libvirt_domains.clone(),
+            libvirt_snapshots: self.config.scan.libvirt_snapshots.clone(),
+            libvirt_checkpoints: self.config.scan.libvirt_checkpoints.clone(),
             overlay_dirs: self.config.scan.overlay_dirs.clone(),
             overlay_depth: self.config.scan.max_depth,
             progress: None,

@@ -24,6 +24,7 @@ pub enum ProblemKind {
     BadHeader,
     NotAnImage,
     InterruptedMerge,
+    MixedSnapshots,
 }
 
 impl ProblemKind {
@@ -44,6 +45,7 @@ impl ProblemKind {
             ProblemKind::BadHeader => "bad-header",
             ProblemKind::NotAnImage => "not-an-image",
             ProblemKind::InterruptedMerge => "interrupted-merge",
+            ProblemKind::MixedSnapshots => "mixed-snapshots",
         }
     }
 
@@ -61,7 +63,8 @@ impl ProblemKind {
             | ProblemKind::Dirty
             | ProblemKind::UnsupportedFeature
             | ProblemKind::NotAnImage
-            | ProblemKind::InterruptedMerge => Severity::Warning,
+            | ProblemKind::InterruptedMerge
+            | ProblemKind::MixedSnapshots => Severity::Warning,
             ProblemKind::ProtocolBacking | ProblemKind::SizeMismatch => Severity::Note,
         }
     }
@@ -100,7 +103,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(kind: ProblemKind, message: String) -> Problem {
+    pub(crate) fn new(kind: ProblemKind, message: String) -> Problem {
         Problem { kind, message }
     }
 

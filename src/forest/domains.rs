@@ -21,7 +21,12 @@ pub fn parse(xml: &str) -> Result<(String, Vec<(PathBuf, String)>), String> {
         .ok_or("its <domain> has no <name>")?
         .trim()
         .to_string();
-    let disks = child(domain, "devices")
+    Ok((name, disks_of(domain)))
+}
+
+/// The file disks (source, target) of a `<domain>` element.
+pub fn disks_of(domain: roxmltree::Node<'_, '_>) -> Vec<(PathBuf, String)> {
+    child(domain, "devices")
         .into_iter()
         .flat_map(|d| d.children().filter(|c| c.has_tag_name("disk")))
         .filter(|d| d.attribute("type") == Some("file"))
@@ -32,8 +37,7 @@ pub fn parse(xml: &str) -> Result<(String, Vec<(PathBuf, String)>), String> {
                 .unwrap_or("?");
             Some((PathBuf::from(source), target.to_string()))
         })
-        .collect();
-    Ok((name, disks))
+        .collect()
 }
 
 /// Labels the forest's images with the disks of the domains defined under `dirs`. A directory

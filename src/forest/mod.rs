@@ -6,6 +6,7 @@ pub mod model;
 pub mod protect;
 pub mod query;
 pub mod scan;
+pub mod snapmeta;
 pub mod state;
 
 pub use model::{Backing, Forest, Node, NodeId, Row};

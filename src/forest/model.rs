@@ -45,6 +45,35 @@ pub struct VmDisk {
     pub definition: PathBuf,
 }
 
+/// How a libvirt snapshot records an image (`forest::snapmeta`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordRole {
+    /// The file the snapshot created: the disk as written after it.
+    Overlay,
+    /// The file that holds the disk as it was when the snapshot was taken.
+    State,
+}
+
+/// A libvirt snapshot that records an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub domain: String,
+    pub snapshot: String,
+    pub role: RecordRole,
+    /// The disk's target (`vda`).
+    pub target: String,
+    /// The metadata file it was read from.
+    pub definition: PathBuf,
+}
+
+/// A libvirt checkpoint of a disk whose chain holds the image: its bitmap's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub domain: String,
+    pub checkpoint: String,
+    pub bitmap: String,
+}
+
 /// An image's backing file as its header names it and as it resolves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backing {
@@ -97,6 +126,10 @@ pub struct Node {
     pub holders: Vec<Holder>,
     /// The disks of defined libvirt domains this image is (running or not).
     pub vm_disks: Vec<VmDisk>,
+    /// The libvirt snapshots that record this image.
+    pub libvirt_snapshots: Vec<SnapshotRecord>,
+    /// The libvirt checkpoints of the disks whose chain holds this image.
+    pub checkpoints: Vec<CheckpointRecord>,
     /// The file's modification time.
     pub modified: Option<std::time::SystemTime>,
     /// Its owner, group and permission bits, as the scan saw them.
@@ -126,6 +159,8 @@ impl Node {
             foreign: Foreign::default(),
             holders: Vec::new(),
             vm_disks: Vec::new(),
+            libvirt_snapshots: Vec::new(),
+            checkpoints: Vec::new(),
             modified: None,
             owner: None,
         }

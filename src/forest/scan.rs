@@ -45,6 +45,9 @@ pub struct ScanOptions {
     pub raw_extensions: Vec<String>,
     /// Directories of libvirt domain definitions whose disks are labelled.
     pub libvirt_domains: Vec<PathBuf>,
+    /// Directories of libvirt's snapshot and checkpoint metadata (`DIR/DOMAIN/*.xml`).
+    pub libvirt_snapshots: Vec<PathBuf>,
+    pub libvirt_checkpoints: Vec<PathBuf>,
     /// Directories always searched (to `overlay_depth` levels) for overlays of the images
     /// found: their images join the forest when their chain leads into it.
     pub overlay_dirs: Vec<PathBuf>,
@@ -111,6 +114,8 @@ impl Default for ScanOptions {
             follow_symlinks: true,
             raw_extensions: vec!["img".into(), "raw".into()],
             libvirt_domains: Vec::new(),
+            libvirt_snapshots: Vec::new(),
+            libvirt_checkpoints: Vec::new(),
             overlay_dirs: Vec::new(),
             overlay_depth: 16,
             progress: None,
@@ -180,6 +185,10 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
     find_holders(&mut scan.forest);
     cut_loops(&mut scan.forest);
     scan.forest.relink();
+    let meta = (&opts.libvirt_snapshots[..], &opts.libvirt_checkpoints[..]);
+    for (path, reason) in super::snapmeta::label(&mut scan.forest, meta) {
+        scan.skipped.push(Skipped { path, reason });
+    }
     name_backings(&mut scan.forest);
     scan.forest.apply_state();
     Ok(scan)

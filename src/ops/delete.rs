@@ -176,6 +176,13 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         }
     }
     guards::not_a_vm_disk(forest, &order, req.force)?;
+    {
+        use crate::forest::model::RecordRole;
+        let roles = [RecordRole::Overlay, RecordRole::State];
+        crate::ops::libvirt_snapshots::not_recorded(forest, &order, &roles, "deleting it")?;
+    }
+    keeps_no_data_file(forest, &order)?;
+    keeps_no_data_file(forest, &order)?;
     for &id in &order {
         let m = forest.node(id);
         if m.foreign.in_use() {
@@ -208,6 +215,47 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         aliases,
         backing,
     })
+}
+
+/// An image whose guest data lives in an external data file is refused (16), naming the file:
+/// deleting the image alone would leave the data behind, and the name comes from the header,
+/// which imgchain never follows to delete what it leads to.
+fn keeps_no_data_file(forest: &Forest, order: &[NodeId]) -> Result<(), Refusal> {
+    for &id in order {
+        let m = forest.node(id);
+        let Some(h) = m
+            .qcow2
+            .as_ref()
+            .filter(|h| h.external_data_file() || h.data_file.is_some())
+        else {
+            continue;
+        };
+        let name = h.data_file.as_deref().map(String::from_utf8_lossy);
+        let what = match name.as_deref().map(std::path::Path::new) {
+            Some(d) if d.is_absolute() => format!(
+                "keeps its guest data in an external data file, {}, which imgchain does not \
+                 delete with it (the name comes from its header); once nothing uses them, remove \
+                 both yourself: rm -- {} {}",
+                d.shown(),
+                m.path.quoted(),
+                d.quoted()
+            ),
+            Some(d) => format!(
+                "keeps its guest data in an external data file its header names {} (QEMU opens \
+                 a relative name from the directory it runs in), which imgchain does not delete \
+                 with it; once nothing uses them, remove both yourself",
+                d.shown()
+            ),
+            None => "is marked as keeping its guest data in an external data file but names \
+                     none; inspect it with qemu-img info"
+                .into(),
+        };
+        return Err(Refusal::Unsupported {
+            path: m.path.clone(),
+            what,
+        });
+    }
+    Ok(())
 }
 
 /// Removes the plan's images in order. Before the first removal, the overlays of every image

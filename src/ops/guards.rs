@@ -143,6 +143,9 @@ pub enum Role {
     /// The image written: the operation marks what it writes in the image's persistent
     /// bitmaps (`ops::bitmaps`), which needs QEMU's tools.
     Written,
+    /// Only its header is read or rewritten (a header-only rebase and its new chain): any qcow2
+    /// feature will do.
+    Header,
     /// Below the written image: only read, for copy-on-write.
     Backing,
 }
@@ -164,7 +167,8 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
         return refuse(format!("looks damaged ({})", p.message));
     }
     match (n.format, role) {
-        (Some(Format::Qcow2), _) | (Some(Format::Raw), Role::Written | Role::Backing) => {}
+        (Some(Format::Qcow2), _)
+        | (Some(Format::Raw), Role::Written | Role::Backing | Role::Header) => {}
         (Some(f), _) => {
             return refuse(format!(
                 "is a {f} image; imgchain commits qcow2 overlays into qcow2 or raw bases"
@@ -187,7 +191,9 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
             ),
         });
     }
-    if let Some(f) = h.unwritable_features().first() {
+    if let Some(f) = h.unwritable_features().first()
+        && role != Role::Header
+    {
         return refuse(format!("uses {f}, which imgchain cannot commit"));
     }
     if role == Role::Written

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::commit;
+use super::libvirt_snapshots::{self, ThroughLibvirt};
 use super::plan_image::PlanImage;
 use super::rebase::{self, backing_name};
 use super::scope::Discovered;
@@ -64,6 +65,8 @@ pub struct Plan {
     pub keep: bool,
     /// Finishing a merge its journal says was cut short.
     pub resumed: bool,
+    /// IMAGE is the file a libvirt snapshot created: libvirt merges it (`commit` is `None`).
+    pub libvirt: Option<ThroughLibvirt>,
 }
 
 /// What a run did.
@@ -76,6 +79,8 @@ pub struct Outcome {
     pub relinked: Vec<(PathBuf, Result<(), String>)>,
     /// Deleting IMAGE (`None`: kept, or not reached).
     pub deleted: Option<Result<(), String>>,
+    /// The merge libvirt did: what it said, or why it failed.
+    pub libvirt: Option<Result<String, String>>,
 }
 
 /// The journal of a merge under way.
@@ -233,6 +238,9 @@ impl Operation for Merge {
 
 /// What is committed where, which overlays move, and what goes.
 pub fn describe(p: &Plan) -> Description {
+    if let Some(t) = &p.libvirt {
+        return describe_through_libvirt(p, t);
+    }
     let name = crate::forest::model::file_name;
     let (image, base) = (name(&p.image.path), name(&p.base.path));
     let overlays: Vec<String> = p
@@ -295,6 +303,34 @@ pub fn describe(p: &Plan) -> Description {
     d
 }
 
+/// A merge libvirt does: the command, and what it changes.
+fn describe_through_libvirt(p: &Plan, t: &ThroughLibvirt) -> Description {
+    let mut d = Description::new(format!(
+        "Would have libvirt merge {} into {}: {}.",
+        p.image.path.shown(),
+        p.base.path.shown(),
+        t.command()
+    ));
+    d.field("into", p.base.path.shown().to_string());
+    d.field(
+        "through",
+        format!("libvirt ({}), domain {}", t.uri, t.domain.shown()),
+    );
+    d.then(format!(
+        "{} is the file libvirt snapshot {:?} of {} created: libvirt commits it into {}, points \
+         what is built on it there, deletes it and the snapshot's metadata, so that its snapshot \
+         list stays true.",
+        p.image.path.shown(),
+        t.snapshot,
+        t.domain.shown(),
+        p.base.path.shown()
+    ));
+    for (o, _) in &p.overlays {
+        d.item(o.path.shown().to_string());
+    }
+    d
+}
+
 /// Checks the guards and works out the merge; nothing is written. With `journal` (an
 /// interrupted merge of the same image), the overlays it re-pointed to the base already count
 /// as IMAGE's, and a finished commit is not done again.
@@ -303,6 +339,13 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
     let resumed = journal.is_some();
     let committed = journal.is_some_and(|j| j.committed);
     let overlays: Vec<NodeId> = n.overlays.clone();
+    if journal.is_none() {
+        if let Some(through) = libvirt_snapshots::merge_of(forest, req.image)? {
+            return plan_through_libvirt(forest, req, through);
+        }
+        let state = [crate::forest::model::RecordRole::State];
+        libvirt_snapshots::not_recorded(forest, &[req.image], &state, "merging it away")?;
+    }
     if let Some(j) = journal {
         journal_fits(forest, req.image, j)?;
     } else if overlays.is_empty() {
@@ -333,6 +376,63 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
         overlays,
         keep: req.keep,
         resumed,
+        libvirt: None,
+    })
+}
+
+/// The merge of a layer a libvirt snapshot created, which libvirt does (`virsh
+/// snapshot-delete`): imgchain's guards on what it changes (keep-RO, other overlays of the
+/// base), not its lock checks: libvirt asks its own running VM, or takes QEMU's locks.
+fn plan_through_libvirt(
+    forest: &Forest,
+    req: &Request,
+    through: ThroughLibvirt,
+) -> Result<Plan, Refusal> {
+    let n = forest.node(req.image);
+    let base = n.backing_node().ok_or_else(|| Refusal::NoBacking {
+        top: n.path.clone(),
+        op: OpKind::MERGE,
+    })?;
+    if req.keep {
+        return Err(Refusal::BadTarget {
+            path: n.path.clone(),
+            what: format!(
+                "is merged by libvirt ({}), which deletes it: --keep cannot be honoured",
+                through.command()
+            ),
+        });
+    }
+    for &id in n.overlays.iter().chain([&req.image, &base]) {
+        let m = forest.node(id);
+        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
+            m.keep_ro_reason
+        {
+            return Err(Refusal::KeepReadOnly {
+                path: m.path.clone(),
+                reason,
+                protected_by: None,
+            });
+        }
+    }
+    guards::other_overlays(forest, base, &[req.image], req.force)?;
+    let base_img = PlanImage::of(forest, base)?;
+    let overlays = n
+        .overlays
+        .iter()
+        .map(|&o| {
+            let img = PlanImage::of(forest, o)?;
+            let name = backing_name(&img.path, &base_img.path);
+            Ok((img, name))
+        })
+        .collect::<Result<Vec<_>, Refusal>>()?;
+    Ok(Plan {
+        image: PlanImage::of(forest, req.image)?,
+        base: base_img,
+        commit: None,
+        overlays,
+        keep: false,
+        resumed: false,
+        libvirt: Some(through),
     })
 }
 
@@ -478,6 +578,23 @@ fn overlays_keep_their_disks(
 /// Runs the merge: journal, commit, re-point each overlay, delete IMAGE, drop the journal.
 /// Returns a refusal only when nothing was written.
 pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+    if let Some(through) = &plan.libvirt {
+        (r.progress)(Progress {
+            op: OpKind::MERGE,
+            phase: Phase::Copy,
+            done: 0,
+            total: 0,
+            elapsed: std::time::Duration::ZERO,
+            writing: true,
+        });
+        return Ok(Outcome {
+            plan: plan.clone(),
+            commit: None,
+            relinked: Vec::new(),
+            deleted: None,
+            libvirt: Some(libvirt_snapshots::run(through, &plan.image.path)),
+        });
+    }
     let journal_error = |e: io::Error| Refusal::Changed {
         path: journal_path(&plan.image.path),
         what: format!("the merge journal cannot be written: {e}"),
@@ -498,6 +615,7 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         commit: None,
         relinked: Vec::new(),
         deleted: None,
+        libvirt: None,
     };
     let Run {
         settings,
@@ -638,12 +756,22 @@ impl Report for Outcome {
                 "error": r.as_ref().err(),
             })).collect::<Vec<_>>(),
             "deleted": self.deleted.as_ref().map(|r| r.is_ok()),
+            "libvirt": self.plan.libvirt.as_ref().map(|t| serde_json::json!({
+                "domain": t.domain,
+                "snapshot": t.snapshot,
+                "command": t.command(),
+                "ok": self.libvirt.as_ref().is_some_and(|r| r.is_ok()),
+                "error": self.libvirt.as_ref().and_then(|r| r.as_ref().err()),
+            })),
             "exit_code": self.exit_code(),
             "summary": self.summary(),
         })
     }
 
     fn exit_code(&self) -> u8 {
+        if let Some(Err(_)) = &self.libvirt {
+            return crate::exit::IO_ERROR;
+        }
         if let Some(c) = &self.commit
             && c.exit_code() != crate::exit::OK
         {
@@ -658,6 +786,22 @@ impl Report for Outcome {
     fn summary(&self) -> String {
         let p = &self.plan;
         let (image, base) = (p.image.path.shown(), p.base.path.shown());
+        if let (Some(t), Some(r)) = (&p.libvirt, &self.libvirt) {
+            return match r {
+                Ok(_) => format!(
+                    "libvirt merged {image} into {base} and deleted snapshot {:?} of {} ({}).",
+                    t.snapshot,
+                    t.domain.shown(),
+                    t.command()
+                ),
+                Err(e) => format!(
+                    "libvirt could not merge {image}: {e}. See what it left with virsh -c {} \
+                     snapshot-list --domain {} and imgchain tree.",
+                    t.uri.quoted(),
+                    t.domain.quoted()
+                ),
+            };
+        }
         if let Some(c) = &self.commit
             && c.exit_code() != crate::exit::OK
         {

@@ -23,6 +23,7 @@ pub mod flatten;
 pub mod guards;
 pub mod job;
 pub mod kind;
+pub mod libvirt_snapshots;
 pub mod live;
 pub mod merge;
 pub mod operation;

@@ -10,6 +10,13 @@ use crate::image::file::{FileId, OpenMode};
 use crate::image::handle::{Handle, ImageAccess};
 use crate::image::probe::Format;
 
+/// An image held with a reader's locks ([`PlanImage::hold`]) until dropped.
+#[derive(Debug)]
+pub struct Held {
+    _file: std::fs::File,
+    _lock: crate::image::lock::ImageLock,
+}
+
 /// One image taking part in an operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanImage {
@@ -76,6 +83,39 @@ impl PlanImage {
             )));
         }
         Ok(h)
+    }
+
+    /// Holds it with a reader's QEMU locks without opening it as an image, for an operation
+    /// that reads nothing but its header (a snapshot, a header-only rebase), whatever features
+    /// it uses: the same file, the same format and virtual size, read from the header now.
+    pub fn hold(&self) -> Result<Held, Refusal> {
+        use crate::image::file;
+        let changed = |what: String| Refusal::Changed {
+            path: self.path.clone(),
+            what,
+        };
+        let fd = file::open_as(&self.path, OpenMode::ReadOnly, self.ident)
+            .map_err(|e| changed(format!("it cannot be opened again: {e}")))?;
+        let lock = crate::image::lock::ImageLock::acquire(
+            std::os::fd::AsFd::as_fd(&fd),
+            &self.path,
+            crate::image::lock::Access::READ_ONLY,
+        )?;
+        let f = std::fs::File::from(fd);
+        let len = f.metadata().map_err(|e| changed(e.to_string()))?.len();
+        let probed = file::read_header(&f, len)
+            .map_err(|e| changed(e.to_string()))?
+            .map_err(|e| changed(format!("its header no longer reads: {e}")))?;
+        if probed.format != self.format || probed.virtual_size != Some(self.virtual_size) {
+            return Err(changed(format!(
+                "its header now says a {} image of {:?} bytes, not {} of {}",
+                probed.format, probed.virtual_size, self.format, self.virtual_size
+            )));
+        }
+        Ok(Held {
+            _file: f,
+            _lock: lock,
+        })
     }
 
     /// Opens it read-only without locks, to read metadata (measuring a plan).

@@ -90,6 +90,9 @@ pub enum Refusal {
     /// A bug stopped the operation: it may have written part of the data.
     #[error("imgchain stopped on an internal error ({what}); {} may hold part of the data and be marked dirty: check it with qemu-img check {} (and repair with -r all if it says so) before using it, and please report this", path.shown(), path.quoted())]
     Internal { path: PathBuf, what: String },
+    /// A layer libvirt's snapshot metadata records, and libvirt cannot do the change (exit 13).
+    #[error("{} {what}", path.shown())]
+    Libvirt { path: PathBuf, what: String },
     /// Marking what an operation writes in an image's persistent bitmaps failed: its data was
     /// not written (the bitmaps may mark more than changed, never less).
     #[error("{}: its persistent bitmaps could not be marked before the write, so nothing else was written ({what}); the bitmaps may mark more than changed; check the image with qemu-img check {}", path.shown(), path.quoted())]
@@ -191,9 +194,10 @@ impl Refusal {
             Refusal::NoBacking { .. } => exit::NO_BACKING,
             Refusal::KeepReadOnly { .. } => exit::KEEP_READ_ONLY,
             Refusal::InUse(_) | Refusal::HeldElsewhere { .. } => exit::IN_USE,
-            Refusal::SharedBase { .. } | Refusal::HasOverlays { .. } | Refusal::VmDisk { .. } => {
-                exit::SHARED_BASE
-            }
+            Refusal::SharedBase { .. }
+            | Refusal::HasOverlays { .. }
+            | Refusal::VmDisk { .. }
+            | Refusal::Libvirt { .. } => exit::SHARED_BASE,
             Refusal::Exists { .. } | Refusal::BadTarget { .. } => exit::USAGE,
             Refusal::NoSpace { .. } => exit::NO_SPACE,
             Refusal::Untrusted { .. } => exit::UNTRUSTED,
@@ -265,6 +269,7 @@ impl Refusal {
             Refusal::ReopenRw(_) => "reopen-rw",
             Refusal::Internal { .. } => "internal",
             Refusal::Bitmaps { .. } => "bitmaps",
+            Refusal::Libvirt { .. } => "libvirt-snapshot",
             Refusal::Map { .. } => "map",
         }
     }

@@ -19,7 +19,6 @@ use super::{Description, OpKind, Operation, Phase, Progress, Refusal, Report, Ru
 use crate::forest::diag::ProblemKind;
 use crate::forest::{Forest, NodeId};
 use crate::image::create::{NewImage, create_in};
-use crate::image::file::OpenMode;
 use crate::image::file::{FileId, Owner};
 use crate::image::lock::Access;
 use crate::image::newfile::{self, NewFile};
@@ -284,7 +283,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, R
         })
     };
     report(progress, Phase::Open);
-    let held = plan.image.open(OpenMode::ReadOnly, None)?;
+    let held = plan.image.hold()?;
     report(progress, Phase::Create);
     let created = create_in_place(plan).map(|_| ()).map_err(|e| e.to_string());
     drop(held);

@@ -194,6 +194,12 @@ fn writable_and_free(
     let mut written: Vec<NodeId> = between.to_vec();
     written.push(base_id);
     guards::writable(forest, &written)?;
+    crate::ops::libvirt_snapshots::not_recorded(
+        forest,
+        &written,
+        &[crate::forest::model::RecordRole::State],
+        "committing into it",
+    )?;
     // The trust boundary (never lifted by --force): the base is a file the images' owners
     // could write themselves, and the data moved into it one its owner could read.
     let mut whole: Vec<NodeId> = vec![req.top];

@@ -112,6 +112,12 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     // Keep-RO on request, or not writable: its own clusters or header change. Its guest view
     // does not (in a safe run), so the overlays' protections do not forbid it.
     guards::openable_rw(forest, req.image)?;
+    crate::ops::libvirt_snapshots::not_recorded(
+        forest,
+        &[req.image],
+        &[crate::forest::model::RecordRole::Overlay],
+        "re-pointing it",
+    )?;
     if n.keep_ro_reason == Some(KeepRoReason::Requested) {
         guards::writable(forest, &[req.image])?;
     }
@@ -165,7 +171,7 @@ fn old_chain_reads(
     safe: bool,
 ) -> Result<(), Refusal> {
     let n = forest.node(image);
-    guards::supported(n, if safe { Role::Written } else { Role::Backing })?;
+    guards::supported(n, if safe { Role::Written } else { Role::Header })?;
     if !safe {
         return Ok(());
     }
@@ -223,8 +229,13 @@ fn new_backing(
             "is a {fmt} image, not {f}: name its real format with -F"
         )));
     }
+    let role = if req.unsafe_names {
+        Role::Header
+    } else {
+        Role::Backing
+    };
     for &c in new_chain {
-        guards::supported(forest.node(c), Role::Backing)?;
+        guards::supported(forest.node(c), role)?;
     }
     if bn.problems.iter().any(|p| {
         matches!(

@@ -59,22 +59,23 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         relinked: None,
         elapsed: Duration::ZERO,
     };
+    if !plan.safe {
+        return relink_only(plan, outcome, &mut report, start);
+    }
     let old = open_chain(&plan.old)?;
     let new = open_chain(&plan.new)?;
-    if plan.safe {
-        let restart = || since.set(Instant::now());
-        let run = (settings, cancel);
-        copy_safely(
-            plan,
-            (&old, &new),
-            run,
-            (&mut report, &restart),
-            &mut outcome,
-        )?;
-        if outcome.copy.is_err() || !matches!(outcome.reopen_ro, Some(Ok(()))) {
-            outcome.elapsed = start.elapsed();
-            return Ok(outcome);
-        }
+    let restart = || since.set(Instant::now());
+    let run = (settings, cancel);
+    copy_safely(
+        plan,
+        (&old, &new),
+        run,
+        (&mut report, &restart),
+        &mut outcome,
+    )?;
+    if outcome.copy.is_err() || !matches!(outcome.reopen_ro, Some(Ok(()))) {
+        outcome.elapsed = start.elapsed();
+        return Ok(outcome);
     }
     // The backing files stay open and locked as readers until the header names the new one.
     report(Phase::Relink, 0, 0, true);
@@ -82,6 +83,28 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     report(Phase::Done, 0, 0, false);
     drop(new);
     drop(old);
+    outcome.elapsed = start.elapsed();
+    Ok(outcome)
+}
+
+/// A header-only rebase: both chains held with readers' locks (never opened as images, so any
+/// qcow2 feature will do), then the header rewritten.
+fn relink_only(
+    plan: &Plan,
+    mut outcome: Outcome,
+    report: &mut dyn FnMut(Phase, u64, u64, bool),
+    start: Instant,
+) -> Result<Outcome, Refusal> {
+    let held = plan
+        .old
+        .iter()
+        .chain(&plan.new)
+        .map(PlanImage::hold)
+        .collect::<Result<Vec<_>, Refusal>>()?;
+    report(Phase::Relink, 0, 0, true);
+    outcome.relinked = Some(relink(&plan.image, plan.name.as_ref()));
+    drop(held);
+    report(Phase::Done, 0, 0, false);
     outcome.elapsed = start.elapsed();
     Ok(outcome)
 }

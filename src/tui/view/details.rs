@@ -232,8 +232,9 @@ fn bitmaps(app: &App, n: &Node) -> Vec<Line<'static>> {
                 crate::units::count(list.len() as u64, "persistent bitmap"),
             )];
             for (b, dirty) in list {
+                let note = crate::words::checkpoint_note(n, &b.name);
                 lines.push(Line::from(format!(
-                    "  {}",
+                    "  {}{note}",
                     crate::words::bitmap_text(b, *dirty)
                 )));
             }
@@ -306,6 +307,9 @@ fn users(app: &App, n: &Node) -> Vec<Line<'static>> {
         Some(u) => kv_styled("in use", u, app.theme.in_use),
         None => kv("in use", "no (no QEMU lock held by another process)".into()),
     }];
+    for r in &n.libvirt_snapshots {
+        lines.push(kv("libvirt", crate::words::snapshot_record_text(r)));
+    }
     for d in &n.vm_disks {
         lines.push(kv(
             "vm disk",

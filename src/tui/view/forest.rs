@@ -100,6 +100,12 @@ fn flags(app: &App, n: &Node) -> Vec<Span<'static>> {
     } else if !n.vm_disks.is_empty() {
         out.push(Span::styled("⚐", t.dim));
     }
+    if n.libvirt_snapshots
+        .iter()
+        .any(|r| r.role == crate::forest::model::RecordRole::Overlay)
+    {
+        out.push(Span::styled("◷", t.dim));
+    }
     if n.problems.iter().any(|p| p.severity() >= Severity::Warning) {
         out.push(Span::styled("!", t.problem));
     }
