@@ -551,7 +551,7 @@ fn a_base_smaller_than_its_own_backing_grows_with_zeroes() {
     against_qemu(|d| setup(d, "1.1"), "top.qcow2", "base.qcow2", &[]);
     // qemu-img commit refuses a v2 base here ("Operation not supported": it cannot zero the
     // grown area). imgchain refuses too, before writing: growing rewrites the header and the
-    // L1 table, which a v2 image (no dirty bit) cannot survive a crash in.
+    // L1 table, which a v2 image (no dirty bit) cannot survive a crash in; it names --amend.
     let tmp = tempdir();
     let d = tmp.path();
     setup(d, "0.10");
@@ -559,11 +559,33 @@ fn a_base_smaller_than_its_own_backing_grows_with_zeroes() {
     let out = common::imgchain(&["commit", d.join("top.qcow2").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(16));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("qemu-img amend -f qcow2 -o compat=1.1"),
-        "{err}"
-    );
+    assert!(err.contains("add --amend"), "{err}");
     assert_eq!(before, common::snapshot(d), "nothing changed");
+    // With --amend the base is upgraded first, then committed into as qemu-img does into a
+    // base upgraded by hand.
+    let out = imgchain_ok(&[
+        "commit",
+        "--amend",
+        "--json",
+        d.join("top.qcow2").to_str().unwrap(),
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["amended"], true);
+    assert_eq!(
+        qemu_info(&d.join("base.qcow2"))["format-specific"]["data"]["compat"],
+        "1.1"
+    );
+    qemu_check(&d.join("base.qcow2"));
+    let theirs = tempdir();
+    setup(theirs.path(), "0.10");
+    run(Command::new("qemu-img")
+        .args(["amend", "-f", "qcow2", "-o", "compat=1.1"])
+        .arg(theirs.path().join("base.qcow2")));
+    run(Command::new("qemu-img")
+        .arg("commit")
+        .arg(theirs.path().join("top.qcow2")));
+    qemu_compare(&d.join("top.qcow2"), &theirs.path().join("top.qcow2"));
+    qemu_compare(&d.join("base.qcow2"), &theirs.path().join("base.qcow2"));
 }
 
 /// The `bitmaps` list of an image, as qemu-img info reports it.

@@ -332,6 +332,51 @@ fn a_base_that_grows() {
     );
 }
 
+/// A growing qcow2 v2 base, upgraded first with `--amend` (QEMU's amend, traced as a child
+/// process), beside `qemu-img commit` into the same base upgraded by hand before the trace.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
+fn a_v2_base_that_grows_amended_first() {
+    let build = |d: &Path| {
+        create(d, "base.qcow2", "qcow2", "1G", None, &["-o", "compat=0.10"]);
+        qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 1M");
+        create(
+            d,
+            "top.qcow2",
+            "qcow2",
+            "3G",
+            Some(("base.qcow2", "qcow2")),
+            &[],
+        );
+        qemu_io(&d.join("top.qcow2"), "write -P 0x22 512k 1M");
+        qemu_io(&d.join("top.qcow2"), "write -P 0x33 2100M 1M");
+    };
+    let root = common::tempdir();
+    let orig = root.path().join("orig");
+    std::fs::create_dir(&orig).expect("mkdir");
+    build(&orig);
+    let (ours, theirs) = (root.path().join("ours"), root.path().join("theirs"));
+    copy_dir(&orig, &ours);
+    copy_dir(&orig, &theirs);
+    common::run(
+        Command::new("qemu-img")
+            .args(["amend", "-o", "compat=1.1"])
+            .arg(theirs.join("base.qcow2")),
+    );
+    let us = crash_states(&ours, &orig, imgchain(&["--amend"]), true);
+    let them = crash_states(&theirs, &orig, qemu_img(&[]), true);
+    println!(
+        "v2 amended: imgchain base {} | qemu-img (amended by hand) base {}",
+        us.base, them.base
+    );
+    let mut bad = us.base.corrupt.clone();
+    bad.extend(us.top.iter().flat_map(|t| t.corrupt.clone()));
+    assert!(bad.is_empty(), "corrupt crash states:\n{}", bad.join("\n"));
+}
+
 #[test]
 fn keeping_the_top_and_committing_across_three_layers() {
     compare(

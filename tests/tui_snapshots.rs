@@ -534,6 +534,7 @@ fn reopen_failure_popup() {
                 base: None,
                 keep_top: false,
                 force: false,
+                amend: false,
             },
         )
         .unwrap()

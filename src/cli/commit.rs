@@ -24,10 +24,14 @@ pub(crate) struct CommitArgs {
     /// Keep IMAGE's data after committing it (default: empty IMAGE, as qemu-img does)
     #[arg(short = 'd')]
     pub(crate) keep: bool,
-    /// Commit even if the base has other overlays (their disks change) or persistent
-    /// bitmaps (they become invalid), or its filesystem may be too full
+    /// Commit even if the base has other overlays (their disks change), or its filesystem
+    /// may be too full
     #[arg(long)]
     pub(crate) force: bool,
+    /// Upgrade a qcow2 v2 (compat=0.10) base to compat=1.1 first (qemu-img amend, under
+    /// imgchain's locks), so that it can grow and gain refcount blocks crash-safely
+    #[arg(long, conflicts_with = "live")]
+    pub(crate) amend: bool,
     /// Show progress
     #[arg(short = 'p')]
     pub(crate) progress: bool,
@@ -81,6 +85,7 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         base: a.base,
         keep_top: a.keep || ctx.config.commit.keep_top,
         force: a.force,
+        amend: a.amend,
     };
     let plan = match commit::plan(&found.scan.forest, &req) {
         Ok(p) => p,

@@ -6,80 +6,23 @@
 //! Each mark is read back by `image::bitmaps` before the first data write.
 
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use super::qemu_tools::{on_fd, tool};
 use crate::image::bitmaps::{self, Bitmap};
 use crate::image::probe::Qcow2Header;
 
-/// The QEMU tools this module drives.
-pub const TOOLS: [&str; 2] = ["qemu-img", "qemu-io"];
-
 /// Whether the QEMU tools are installed: without them an image with bitmaps is not written.
 pub fn tools_found() -> Result<(), String> {
-    for tool in TOOLS {
-        if Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            return Err(format!(
-                "{tool} is not installed, and imgchain has QEMU's own code mark what it writes \
-                 in persistent bitmaps; install qemu-utils (qemu-img, qemu-io)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A qcow2 image as QEMU opens it through our fd `fd`: never its backing file, and none of
-/// QEMU's locks (we hold them).
-fn on_fd(fd: RawFd) -> String {
-    format!(
-        "json:{{\"driver\":\"qcow2\",\"backing\":null,\"file\":{{\"driver\":\"file\",\
-         \"filename\":\"/proc/self/fd/{fd}\",\"locking\":\"off\"}}}}"
-    )
-}
-
-/// Runs a QEMU tool with `fds` kept open in it and `input` on its stdin.
-fn tool(cmd: &mut Command, fds: &[RawFd], input: &str) -> Result<(), String> {
-    let keep = fds.to_vec();
-    // SAFETY: between fork and exec only fcntl(2), which is async-signal-safe, is called.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &fd in &keep {
-                let fd = BorrowedFd::borrow_raw(fd);
-                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-            }
-            Ok(())
-        });
-    }
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| format!("cannot feed {shown}: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{shown} did not finish: {e}"))?;
-    if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("{shown} failed ({}): {}", out.status, said.trim()));
-    }
-    Ok(())
+    super::qemu_tools::found(&["qemu-img", "qemu-io"]).map_err(|tool| {
+        format!(
+            "{tool} is not installed, and imgchain has QEMU's own code mark what it writes in \
+             persistent bitmaps; install qemu-utils (qemu-img, qemu-io)"
+        )
+    })
 }
 
 /// A private directory for the scratch image, removed on drop.

@@ -483,6 +483,7 @@ fn commit_plan(
             base: None,
             keep_top: true,
             force: req.force || committed,
+            amend: false,
         },
     );
     let commit = commit.map_err(|e| match e {
@@ -504,6 +505,7 @@ fn commit_plan(
                     base: None,
                     keep_top: true,
                     force: true,
+                    amend: false,
                 },
             )?
         }

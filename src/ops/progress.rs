@@ -18,6 +18,8 @@ pub enum Phase {
     Create,
     /// Removing images.
     Delete,
+    /// Upgrading a qcow2 v2 image to compat=1.1.
+    Amend,
     /// Marking what it will write in the image's persistent bitmaps.
     Bitmaps,
     /// Reopening the image to write read-write.
@@ -45,6 +47,7 @@ impl Phase {
             Phase::Open => "open",
             Phase::Create => "create",
             Phase::Delete => "delete",
+            Phase::Amend => "amend",
             Phase::Bitmaps => "bitmaps",
             Phase::ReopenRw => "reopen-rw",
             Phase::Grow => "grow",
@@ -64,6 +67,7 @@ impl Phase {
             self,
             Phase::Open
                 | Phase::Create
+                | Phase::Amend
                 | Phase::Bitmaps
                 | Phase::ReopenRw
                 | Phase::Grow

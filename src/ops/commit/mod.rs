@@ -137,6 +137,13 @@ pub fn describe(plan: &Plan) -> Description {
             "emptied, its data now in the base"
         },
     );
+    if plan.amend {
+        d.field(
+            "base format",
+            "qcow2 v2, upgraded to compat=1.1 first (qemu-img amend; QEMU before 1.1 cannot open \
+             it then)",
+        );
+    }
     if !plan.marks.is_empty() {
         d.field(
             "bitmaps",
@@ -169,6 +176,7 @@ impl Report for Outcome {
             "copied_bytes": self.copied,
             "data_path": self.tally.json(),
             "grew": self.grew.map(|(from, to)| serde_json::json!({"from": from, "to": to})),
+            "amended": self.plan.amend,
             "copy": {
                 "ok": self.copy.is_ok(),
                 "cancelled": matches!(self.copy, Err(CopyError::Cancelled)),

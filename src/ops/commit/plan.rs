@@ -33,6 +33,8 @@ pub struct Request {
     pub keep_top: bool,
     /// Commit even though the base has other overlays.
     pub force: bool,
+    /// Upgrade a qcow2 v2 base to compat=1.1 first (`--amend`).
+    pub amend: bool,
 }
 
 /// A commit that passed every guard.
@@ -57,6 +59,8 @@ pub struct Plan {
     pub merged_bitmaps: Vec<String>,
     /// Bytes it copies, or why they could not be measured (`None`: not measured).
     pub measured: Option<Result<u64, String>>,
+    /// The base is qcow2 v2 and is upgraded to compat=1.1 first (`qemu-img amend`).
+    pub amend: bool,
 }
 
 /// Checks the guards and works out the commit of `req.top`.
@@ -89,7 +93,8 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     };
     let (intermediates, below) = (images(between)?, images(below)?);
     Ok(Plan {
-        grow_to: grow_to(forest.node(base_id), &top_img, &base_img)?,
+        grow_to: grow_to(forest.node(base_id), &top_img, &base_img, req.amend)?,
+        amend: req.amend && base_img.version == Some(2),
         marks: recording_names(forest.node(base_id))?,
         top: top_img,
         intermediates,
@@ -267,6 +272,7 @@ fn grow_to(
     base: &crate::forest::Node,
     top_img: &PlanImage,
     base_img: &PlanImage,
+    amend: bool,
 ) -> Result<Option<u64>, Refusal> {
     let grow_to = (top_img.virtual_size > base_img.virtual_size).then_some(top_img.virtual_size);
     if grow_to.is_some() && base.qcow2.as_ref().is_some_and(|h| h.bitmaps()) {
@@ -282,15 +288,15 @@ fn grow_to(
             ),
         });
     }
-    if grow_to.is_some() && base_img.version == Some(2) {
+    if grow_to.is_some() && base_img.version == Some(2) && !amend {
         return Err(Refusal::Unsupported {
             path: base_img.path.clone(),
             what: format!(
                 "is a qcow2 v2 (compat=0.10) image that would have to grow to {} bytes: growing \
                  rewrites its header and L1 table, and v2 has no dirty bit to keep that safe \
-                 from a crash; convert it first with qemu-img amend -f qcow2 -o compat=1.1 {}",
-                top_img.virtual_size,
-                base_img.path.quoted()
+                 from a crash; add --amend to have it upgraded to compat=1.1 first (qemu-img \
+                 amend under imgchain's locks; QEMU older than 1.1 cannot open it then)",
+                top_img.virtual_size
             ),
         });
     }
@@ -364,6 +370,7 @@ pub fn propose(
         base,
         keep_top,
         force: false,
+        amend: false,
     };
     let mut plan = match plan(forest, &req) {
         Err(Refusal::SharedBase { .. }) => plan(forest, &Request { force: true, ..req }),

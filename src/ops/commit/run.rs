@@ -91,6 +91,9 @@ impl Outcome {
         let base = self.plan.base.path.shown();
         let top = self.plan.top.path.shown();
         let mut s = String::new();
+        if self.plan.amend {
+            s.push_str(&format!("{base} was upgraded to compat=1.1 first. "));
+        }
         if self.cancel_too_late {
             s.push_str("Too late to cancel: the copy had finished, so the commit was completed. ");
         }
@@ -203,6 +206,10 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         mut base,
         total,
     } = open(plan)?;
+    if plan.amend {
+        report(Phase::Amend, 0, total, true);
+        amend(plan, &mut base)?;
+    }
     crate::ops::guards::v2_room(&base, &plan.base, total)?;
     carry_bitmaps(plan, &layers, &mut base, &mut || {
         report(Phase::Bitmaps, 0, total, true)
@@ -260,6 +267,33 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         top_emptied,
         elapsed: start.elapsed(),
     })
+}
+
+/// Upgrades the qcow2 v2 base to compat=1.1 through QEMU (`qemu-img amend` on the base's fd,
+/// under our locks), then reopens it so that imgchain sees the new header. Nothing else has
+/// been written when it fails.
+fn amend(plan: &Plan, base: &mut Handle) -> Result<(), Refusal> {
+    use crate::ops::qemu_tools;
+    let failed = |what: String| Refusal::Changed {
+        path: plan.base.path.clone(),
+        what: format!("it could not be upgraded to compat=1.1: {what}"),
+    };
+    qemu_tools::found(&["qemu-img"])
+        .map_err(|t| failed(format!("{t} is not installed (qemu-utils)")))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&base.fd());
+    qemu_tools::tool(
+        std::process::Command::new("qemu-img").args([
+            "amend",
+            "-o",
+            "compat=1.1",
+            &qemu_tools::on_fd(fd),
+        ]),
+        &[fd],
+        "",
+    )
+    .map_err(failed)?;
+    base.reopen(OpenMode::ReadOnly)
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// Marks everything the commit will write in the base's recording bitmaps (before any data
@@ -623,6 +657,7 @@ mod tests {
             base: None,
             keep_top: true,
             force,
+            amend: false,
         };
         plan(&scan.forest, &req)
     }
