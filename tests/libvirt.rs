@@ -228,3 +228,55 @@ fn a_layer_libvirt_snapshot_metadata_records_is_merged_through_libvirt() {
         .arg(&s2));
     qemu_check(&base);
 }
+
+#[test]
+#[cfg_attr(
+    not(all(tool_virsh, tool_qemu_system_x86_64, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs virsh, qemu-system-x86_64, qemu-img, qemu-io"
+)]
+fn a_checkpoint_s_bitmap_is_shown_and_stays_valid_through_a_commit() {
+    if !have_libvirt() {
+        return;
+    }
+    let tmp = tempdir();
+    let d = tmp.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    base_and_top(d);
+    let (base, top) = (d.join("base.qcow2"), d.join("top.qcow2"));
+    qemu_io(&base, "write -P 0x11 0 4M");
+    let name = format!("imgchain-ckpt-{}", std::process::id());
+    let xml = format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>\
+         <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+        top.display()
+    );
+    std::fs::write(d.join("domain.xml"), xml).unwrap();
+    virsh(&["define", d.join("domain.xml").to_str().unwrap()]);
+    let _defined = Defined(name.clone());
+    virsh(&["start", &name]);
+    let running = Domain(name.clone());
+    virsh(&["checkpoint-create-as", "--domain", &name, "c1"]);
+    virsh(&["destroy", &name]);
+    drop(running);
+    qemu_io(&top, "write -P 0x22 1M 1M");
+    let info = imgchain_json(&["info", "--json", arg(&top)], 0);
+    assert_eq!(info["checkpoints"][0]["checkpoint"], "c1", "{info}");
+    assert_eq!(info["bitmaps"][0]["name"], "c1", "{info}");
+    let text = String::from_utf8_lossy(&imgchain_ok(&["info", arg(&top)]).stdout).to_string();
+    assert!(text.contains("(libvirt checkpoint \"c1\" of"), "{text}");
+    let dirty = info["bitmaps"][0]["count"].as_u64().unwrap();
+    imgchain_ok(&["commit", arg(&top)]);
+    let after = imgchain_json(&["info", "--json", arg(&top)], 0);
+    assert_eq!(after["bitmaps"][0]["name"], "c1");
+    assert_eq!(after["bitmaps"][0]["recording"], true);
+    assert_eq!(
+        after["bitmaps"][0]["count"].as_u64(),
+        Some(dirty),
+        "the top's disk did not change"
+    );
+    assert!(virsh(&["checkpoint-list", "--domain", &name, "--name"]).contains("c1"));
+    qemu_check(&top);
+    qemu_check(&base);
+}

@@ -141,3 +141,70 @@ fn merging_away_a_vm_s_disk_is_refused_without_force() {
     imgchain_ok(&["--config", &c, "merge", "--keep", arg(&mid)]);
     assert!(mid.exists());
 }
+
+/// A domain whose snapshot metadata (under `scan.libvirt_snapshots`) mixes internal and
+/// external snapshots: its disk carries a `mixed-snapshots` problem; the layer an external
+/// snapshot created is named in `tree` and refused for a delete, naming the snapshot.
+#[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
+fn snapshot_metadata_labels_layers_and_flags_mixed_snapshots() {
+    let tmp = tempdir();
+    let d = tmp.path().join("imgs");
+    std::fs::create_dir(&d).unwrap();
+    base_and_top(&d);
+    let (base, top) = (d.join("base.qcow2"), d.join("top.qcow2"));
+    let cfg = config(tmp.path());
+    let snaps = tmp.path().join("snap");
+    std::fs::create_dir_all(snaps.join("web01")).unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("libvirt_snapshots = [\"{}\"]\n", snaps.display()));
+    std::fs::write(&cfg, text).unwrap();
+    define(tmp.path(), "web01", &top);
+    let record = |name: &str, disks: &str| {
+        format!(
+            "<domainsnapshot><name>{name}</name><disks>{disks}</disks><domain type='kvm'>\
+             <name>web01</name><devices><disk type='file' device='disk'><source file='{}'/>\
+             <target dev='vda'/></disk></devices></domain></domainsnapshot>",
+            base.display()
+        )
+    };
+    let external = format!(
+        "<disk name='vda' snapshot='external' type='file'><source file='{}'/></disk>",
+        top.display()
+    );
+    std::fs::write(snaps.join("web01/s1.xml"), record("s1", &external)).unwrap();
+    std::fs::write(
+        snaps.join("web01/i1.xml"),
+        record("i1", "<disk name='vda' snapshot='internal'/>"),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let t = tree(&d, &["--config", c]);
+    let top_node = node(&t, &d, "top.qcow2");
+    assert_eq!(top_node["libvirt_snapshots"][0]["snapshot"], "s1");
+    assert_eq!(top_node["libvirt_snapshots"][0]["role"], "overlay");
+    assert_eq!(
+        node(&t, &d, "base.qcow2")["libvirt_snapshots"][0]["role"],
+        "state"
+    );
+    assert!(
+        top_node["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "mixed-snapshots"),
+        "{top_node}"
+    );
+    let text =
+        String::from_utf8_lossy(&imgchain_ok(&["--config", c, "tree", arg(&d)]).stdout).to_string();
+    assert!(text.contains("snapshot \"s1\" of web01"), "{text}");
+    let before = snapshot(&d);
+    let out = imgchain(&["--config", c, "delete", "--force", arg(&top)]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(13), "{said}");
+    assert!(
+        said.contains("snapshot-delete --domain web01 --snapshotname s1"),
+        "{said}"
+    );
+    assert_eq!(before, snapshot(&d));
+}
