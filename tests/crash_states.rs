@@ -813,3 +813,43 @@ fn flatten_and_rebase_of_a_top_with_a_bitmap() {
         &["rebase", "-F", "qcow2", "-b", "base.qcow2"],
     );
 }
+
+/// Chains with features only QEMU's own code handles (a zstd top, an extended-L2 base): the
+/// commit is qemu-img's, run by imgchain on its fds (traced as a child process), with the base
+/// synced before the top is emptied.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
+fn chains_with_features_only_qemu_handles() {
+    let chain = |d: &Path, base_opts: &[&str], top_opts: &[&str], compressed: bool| {
+        create(d, "base.qcow2", "qcow2", "1G", None, base_opts);
+        qemu_io(&d.join("base.qcow2"), "write -P 0x11 0 1M");
+        create(
+            d,
+            "top.qcow2",
+            "qcow2",
+            "1G",
+            Some(("base.qcow2", "qcow2")),
+            top_opts,
+        );
+        let c = if compressed { "-c " } else { "" };
+        for (i, off) in [512u64 << 10, 100 << 20, 700 << 20].iter().enumerate() {
+            qemu_io(
+                &d.join("top.qcow2"),
+                &format!("write {c}-P {} {off} 128k", 0x40 + i),
+            );
+        }
+    };
+    compare(
+        "zstd top",
+        |d| chain(d, &[], &["-o", "compression_type=zstd"], true),
+        &[],
+    );
+    compare(
+        "extended L2 base",
+        |d| chain(d, &["-o", "extended_l2=on"], &[], false),
+        &[],
+    );
+}

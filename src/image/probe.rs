@@ -240,6 +240,28 @@ impl Qcow2Header {
         }
         features
     }
+    /// Of [`Qcow2Header::unwritable_features`], those QEMU 10's own tools handle (extended L2
+    /// entries, zstd compression, an external data file): an operation on such an image runs
+    /// qemu-img under imgchain's plan and guards.
+    pub fn qemu_features(&self) -> Vec<String> {
+        let mut features = Vec::new();
+        if self.extended_l2() {
+            features.push("extended L2 entries".to_string());
+        }
+        if self.compression_type == 1 {
+            features.push("zstd compression".to_string());
+        }
+        if self.external_data_file() || self.data_file.is_some() {
+            features.push("an external data file".to_string());
+        }
+        features
+    }
+
+    /// Whether every feature imgchain cannot write is one QEMU's tools handle.
+    pub fn only_qemu_features(&self) -> bool {
+        self.unwritable_features().len() == self.qemu_features().len()
+    }
+
     /// `qemu-img info`'s `compat` string.
     pub fn compat(&self) -> &'static str {
         if self.version == 2 { "0.10" } else { "1.1" }

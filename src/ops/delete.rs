@@ -220,7 +220,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
 /// An image whose guest data lives in an external data file is refused (16), naming the file:
 /// deleting the image alone would leave the data behind, and the name comes from the header,
 /// which imgchain never follows to delete what it leads to.
-fn keeps_no_data_file(forest: &Forest, order: &[NodeId]) -> Result<(), Refusal> {
+pub(crate) fn keeps_no_data_file(forest: &Forest, order: &[NodeId]) -> Result<(), Refusal> {
     for &id in order {
         let m = forest.node(id);
         let Some(h) = m

@@ -153,6 +153,12 @@ pub enum Role {
 /// Formats and features imgchain can read and write safely in `role` (exit 16). The feature
 /// list is the header's own ([`crate::image::probe::Qcow2Header::unwritable_features`]).
 pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
+    supported_in(n, role, false)
+}
+
+/// [`supported`], for an operation QEMU's own tools run when `by_qemu`: then the features
+/// they handle ([`crate::image::probe::Qcow2Header::qemu_features`]) are no refusal.
+pub fn supported_in(n: &Node, role: Role, by_qemu: bool) -> Result<(), Refusal> {
     let refuse = |what: String| {
         Err(Refusal::Unsupported {
             path: n.path.clone(),
@@ -193,8 +199,11 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
     }
     if let Some(f) = h.unwritable_features().first()
         && role != Role::Header
+        && !(by_qemu && h.only_qemu_features())
     {
-        return refuse(format!("uses {f}, which imgchain cannot commit"));
+        return refuse(format!(
+            "uses {f}, which imgchain does not read or write itself"
+        ));
     }
     if role == Role::Written
         && h.bitmaps()

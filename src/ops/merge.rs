@@ -453,6 +453,7 @@ fn overlays_writable(forest: &Forest, req: &Request, overlays: &[NodeId]) -> Res
     }
     if !req.keep {
         guards::not_a_vm_disk(forest, &[req.image], req.vm_disk)?;
+        super::delete::keeps_no_data_file(forest, &[req.image])?;
     }
     guards::not_in_use(
         forest,
@@ -513,6 +514,17 @@ fn commit_plan(
     };
     if let Some(base) = forest.chain(req.image).next() {
         commit.merged_bitmaps = merged_bitmaps(forest.node(req.image), forest.node(base))?;
+    }
+    if !commit.merged_bitmaps.is_empty() && !commit.by_qemu.is_empty() {
+        return Err(Refusal::Unsupported {
+            path: commit.top.path.clone(),
+            what: format!(
+                "has persistent bitmaps, and its chain uses {}, which qemu-img must commit: \
+                 imgchain does not yet move the bitmaps of such a layer into its base; merge them \
+                 first (qemu-img bitmap --merge) and remove them from it",
+                commit.by_qemu.join(", ")
+            ),
+        });
     }
     Ok(commit)
 }

@@ -29,7 +29,7 @@ pub struct PlanImage {
 }
 
 /// The advice for what imgchain refuses to write but QEMU can.
-pub const QEMU_IMG: &str = "use qemu-img commit for it";
+pub const QEMU_IMG: &str = "qemu-img can do this for it";
 
 impl PlanImage {
     /// Node `id` as the plan records it.

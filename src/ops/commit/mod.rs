@@ -7,6 +7,7 @@
 //! cancel flag between chunks.
 
 pub mod plan;
+pub mod qemu;
 pub mod run;
 
 use std::path::{Path, PathBuf};
@@ -137,6 +138,15 @@ pub fn describe(plan: &Plan) -> Description {
             "emptied, its data now in the base"
         },
     );
+    if !plan.by_qemu.is_empty() {
+        d.field(
+            "data moved by",
+            format!(
+                "qemu-img commit, under these guards ({} need QEMU's own code)",
+                plan.by_qemu.join(", ")
+            ),
+        );
+    }
     if plan.amend {
         d.field(
             "base format",
@@ -177,6 +187,7 @@ impl Report for Outcome {
             "data_path": self.tally.json(),
             "grew": self.grew.map(|(from, to)| serde_json::json!({"from": from, "to": to})),
             "amended": self.plan.amend,
+            "tier": if self.plan.by_qemu.is_empty() { "imgchain" } else { "qemu-img" },
             "copy": {
                 "ok": self.copy.is_ok(),
                 "cancelled": matches!(self.copy, Err(CopyError::Cancelled)),

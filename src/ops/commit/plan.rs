@@ -61,6 +61,9 @@ pub struct Plan {
     pub measured: Option<Result<u64, String>>,
     /// The base is qcow2 v2 and is upgraded to compat=1.1 first (`qemu-img amend`).
     pub amend: bool,
+    /// Features of the chain only QEMU's own tools handle: when any, `qemu-img commit` moves
+    /// the data (`commit::qemu`).
+    pub by_qemu: Vec<String>,
 }
 
 /// Checks the guards and works out the commit of `req.top`.
@@ -92,9 +95,31 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             .collect::<Result<Vec<_>, _>>()
     };
     let (intermediates, below) = (images(between)?, images(below)?);
+    let q = by_qemu(
+        forest,
+        &std::iter::once(req.top)
+            .chain(chain.iter().copied())
+            .collect::<Vec<_>>(),
+    );
+    let base_data_file = forest
+        .node(base_id)
+        .qcow2
+        .as_ref()
+        .is_some_and(|h| h.data_file.is_some());
+    if !q.is_empty() && !intermediates.is_empty() && base_data_file {
+        return Err(Refusal::Unsupported {
+            path: base_img.path.clone(),
+            what: "keeps its data in an external data file, and qemu-img commit cannot be \
+                   pointed at such a base below the top's backing file through the files \
+                   imgchain opened; with nothing running on the chain, run qemu-img commit -b \
+                   yourself"
+                .into(),
+        });
+    }
     Ok(Plan {
         grow_to: grow_to(forest.node(base_id), &top_img, &base_img, req.amend)?,
         amend: req.amend && base_img.version == Some(2),
+        by_qemu: q,
         marks: recording_names(forest.node(base_id))?,
         top: top_img,
         intermediates,
@@ -237,14 +262,20 @@ fn writable_and_free(
     // the images in between, which keep their data but read the base where they have none.
     let others = guards::other_overlays(forest, base_id, &[req.top], req.force)?;
 
-    // 5. Formats and features we can read and write safely, and links that name their format.
-    guards::supported(forest.node(req.top), Role::Overlay { emptied: !keep_top })?;
+    // 5. Formats and features we can read and write safely (or QEMU's own tool can, under
+    // these guards), and links that name their format.
+    let q = !by_qemu(forest, &whole).is_empty();
+    guards::supported_in(
+        forest.node(req.top),
+        Role::Overlay { emptied: !keep_top },
+        q,
+    )?;
     for &m in between {
-        guards::supported(forest.node(m), Role::Overlay { emptied: false })?;
+        guards::supported_in(forest.node(m), Role::Overlay { emptied: false }, q)?;
     }
-    guards::supported(base, Role::Written)?;
+    guards::supported_in(base, Role::Written, q)?;
     for &b in below {
-        guards::supported(forest.node(b), Role::Backing)?;
+        guards::supported_in(forest.node(b), Role::Backing, q)?;
     }
     guards::links_name_their_format(forest, &whole)?;
 
@@ -252,6 +283,20 @@ fn writable_and_free(
 }
 
 /// The size the base grows to first (the top is larger); refused for a v2 base.
+/// The features of the images `ids` that only QEMU's own tools read and write, each once:
+/// the commit then runs `qemu-img commit` under imgchain's plan and guards (`commit::qemu`).
+pub fn by_qemu(forest: &Forest, ids: &[NodeId]) -> Vec<String> {
+    let mut features: Vec<String> = Vec::new();
+    for &id in ids {
+        for f in forest.node(id).qcow2.iter().flat_map(|h| h.qemu_features()) {
+            if !features.contains(&f) {
+                features.push(f);
+            }
+        }
+    }
+    features
+}
+
 /// The names of `n`'s bitmaps that QEMU records writes in.
 pub fn recording_names(n: &crate::forest::Node) -> Result<Vec<String>, Refusal> {
     let Some(h) = n.qcow2.as_ref().filter(|h| h.bitmaps()) else {

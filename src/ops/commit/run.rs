@@ -118,6 +118,10 @@ impl Outcome {
             format!("{base} holds part of {top}'s data and is consistent on disk")
         };
         match &self.copy {
+            Ok(()) if !self.plan.by_qemu.is_empty() => s.push_str(&format!(
+                "Committed {top} into {base} through qemu-img commit ({} need QEMU's own code).",
+                self.plan.by_qemu.join(", ")
+            )),
             Ok(()) => s.push_str(&format!(
                 "Committed {} bytes of {top} into {base} ({}).",
                 self.total,
@@ -180,6 +184,9 @@ struct Opened {
 /// Returns an error only for a commit that wrote nothing (guards at open time, a refused
 /// read-write reopen); everything after the base became writable is in the [`Outcome`].
 pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+    if !plan.by_qemu.is_empty() {
+        return super::qemu::run(plan, r);
+    }
     let Run {
         settings,
         cancel,
