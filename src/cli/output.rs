@@ -136,6 +136,35 @@ pub struct JsonCheckpoint {
     pub bitmap: String,
 }
 
+/// The libvirt snapshots that record a node.
+fn json_snapshot_records(n: &Node) -> Vec<JsonSnapshotRecord> {
+    n.libvirt_snapshots
+        .iter()
+        .map(|r| JsonSnapshotRecord {
+            domain: r.domain.clone(),
+            snapshot: r.snapshot.clone(),
+            role: match r.role {
+                imgchain::forest::model::RecordRole::Overlay => "overlay",
+                imgchain::forest::model::RecordRole::State => "state",
+            },
+            target: r.target.clone(),
+            definition: path_str(&r.definition),
+        })
+        .collect()
+}
+
+/// The libvirt checkpoints of a node's disks.
+fn json_checkpoints(n: &Node) -> Vec<JsonCheckpoint> {
+    n.checkpoints
+        .iter()
+        .map(|c| JsonCheckpoint {
+            domain: c.domain.clone(),
+            checkpoint: c.checkpoint.clone(),
+            bitmap: c.bitmap.clone(),
+        })
+        .collect()
+}
+
 /// One problem of a JSON node.
 #[derive(Serialize)]
 pub struct JsonProblem {
@@ -266,29 +295,8 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
                 definition: path_str(&d.definition),
             })
             .collect(),
-        libvirt_snapshots: n
-            .libvirt_snapshots
-            .iter()
-            .map(|r| JsonSnapshotRecord {
-                domain: r.domain.clone(),
-                snapshot: r.snapshot.clone(),
-                role: match r.role {
-                    imgchain::forest::model::RecordRole::Overlay => "overlay",
-                    imgchain::forest::model::RecordRole::State => "state",
-                },
-                target: r.target.clone(),
-                definition: path_str(&r.definition),
-            })
-            .collect(),
-        checkpoints: n
-            .checkpoints
-            .iter()
-            .map(|c| JsonCheckpoint {
-                domain: c.domain.clone(),
-                checkpoint: c.checkpoint.clone(),
-                bitmap: c.bitmap.clone(),
-            })
-            .collect(),
+        libvirt_snapshots: json_snapshot_records(n),
+        checkpoints: json_checkpoints(n),
         problems: n
             .problems
             .iter()

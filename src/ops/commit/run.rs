@@ -205,22 +205,12 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
             writing,
         })
     };
-    report(Phase::Open, 0, 0, false);
-    super::plan::recheck_overlays(plan, settings)?;
     let Opened {
         layers,
         below,
         mut base,
         total,
-    } = open(plan)?;
-    if plan.amend {
-        report(Phase::Amend, 0, total, true);
-        amend(plan, &mut base)?;
-    }
-    crate::ops::guards::v2_room(&base, &plan.base, total)?;
-    carry_bitmaps(plan, &layers, &mut base, &mut || {
-        report(Phase::Bitmaps, 0, total, true)
-    })?;
+    } = prepare(plan, settings, &mut report)?;
 
     // Base read-write, as a transaction: a failure here has written nothing.
     report(Phase::ReopenRw, 0, total, false);
@@ -274,6 +264,28 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         top_emptied,
         elapsed: start.elapsed(),
     })
+}
+
+/// Everything before the base opens read-write: the re-check of its overlays, the images
+/// opened and locked, the v2 upgrade (`--amend`), the v2 room guard, and the bitmaps marked.
+fn prepare(
+    plan: &Plan,
+    settings: &crate::ops::settings::Settings,
+    report: &mut dyn FnMut(Phase, u64, u64, bool),
+) -> Result<Opened, Refusal> {
+    report(Phase::Open, 0, 0, false);
+    super::plan::recheck_overlays(plan, settings)?;
+    let mut opened = open(plan)?;
+    let total = opened.total;
+    if plan.amend {
+        report(Phase::Amend, 0, total, true);
+        amend(plan, &mut opened.base)?;
+    }
+    crate::ops::guards::v2_room(&opened.base, &plan.base, total)?;
+    carry_bitmaps(plan, &opened.layers, &mut opened.base, &mut || {
+        report(Phase::Bitmaps, 0, total, true)
+    })?;
+    Ok(opened)
 }
 
 /// Upgrades the qcow2 v2 base to compat=1.1 through QEMU (`qemu-img amend` on the base's fd,
