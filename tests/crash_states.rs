@@ -853,3 +853,19 @@ fn chains_with_features_only_qemu_handles() {
         &[],
     );
 }
+
+/// A flatten of a chain with extended L2 entries: QEMU copies through a copy-on-read node
+/// (traced as a child process), then imgchain rewrites the header after a sync.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
+fn flatten_of_a_chain_only_qemu_reads() {
+    compare_rebase(
+        "flatten, extended L2",
+        |d| relink_chain(d, &["-o", "extended_l2=on"]),
+        &["flatten"],
+        &["rebase", "-b", ""],
+    );
+}

@@ -285,3 +285,26 @@ fn commit_into_a_deeper_base_and_merge_with_features_equal_qemu_img() {
         same(&t.ours, &t.theirs, &["base.qcow2", "top.qcow2"]);
     }
 }
+
+#[test]
+fn flatten_of_a_chain_with_any_feature_reads_as_qemu_img_rebase_s() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    for (what, opts) in FEATURES {
+        for on in ["base", "mid", "top"] {
+            let t = twins(|d| feature_chain(d, opts, on, true));
+            let out = imgchain_ok(&["flatten", "--json", arg(&t.ours.join("top.qcow2"))]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["tier"], "qemu", "{what} on {on}: {v}");
+            qimg(&t.theirs, &["rebase", "-b", "", "top.qcow2"]);
+            let info = qimg(&t.ours, &["info", "--output=json", "top.qcow2"]);
+            let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+            assert!(
+                info.get("backing-filename").is_none(),
+                "{what} on {on}: {info}"
+            );
+            same(&t.ours, &t.theirs, &["top.qcow2"]);
+        }
+    }
+}

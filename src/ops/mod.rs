@@ -29,6 +29,7 @@ pub mod merge;
 pub mod operation;
 pub mod plan_image;
 pub mod progress;
+pub mod qemu_chain;
 pub mod qemu_tools;
 pub mod rebase;
 pub mod refusal;

@@ -35,6 +35,11 @@ pub fn on_fd(fd: RawFd) -> String {
 /// Runs a QEMU tool with `fds` kept open in it and `input` on its stdin (fed from a thread, so
 /// that a long script never waits on a full pipe); what it prints on stdout is dropped.
 pub fn tool(cmd: &mut Command, fds: &[RawFd], input: &str) -> Result<(), String> {
+    output(cmd, fds, input).map(|_| ())
+}
+
+/// [`tool`], returning what the tool printed on stdout.
+pub fn output(cmd: &mut Command, fds: &[RawFd], input: &str) -> Result<Vec<u8>, String> {
     let keep = fds.to_vec();
     // SAFETY: between fork and exec only fcntl(2), which is async-signal-safe, is called.
     unsafe {
@@ -49,7 +54,7 @@ pub fn tool(cmd: &mut Command, fds: &[RawFd], input: &str) -> Result<(), String>
     let shown = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
@@ -66,7 +71,7 @@ pub fn tool(cmd: &mut Command, fds: &[RawFd], input: &str) -> Result<(), String>
         return Err(format!("{shown} failed ({}): {}", out.status, said.trim()));
     }
     match fed {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(out.stdout),
         Ok(Err(e)) => Err(format!("cannot feed {shown}: {e}")),
         Err(_) => Err(format!("cannot feed {shown}: the feeding thread stopped")),
     }

@@ -19,7 +19,7 @@ use super::{Description, OpKind, Operation, Refusal, Report, Run, Selected};
 use crate::forest::Forest;
 
 pub use plan::{Ask, Plan, Request, measure_new, measure_plan, plan, propose, space_of};
-pub use run::{Outcome, run};
+pub use run::Outcome;
 
 /// The commit operation.
 #[derive(Debug)]
@@ -78,6 +78,16 @@ impl Operation for Commit {
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         run(plan, r)
+    }
+}
+
+/// Runs `plan` in this thread: through imgchain's data path, or through `qemu-img commit` when
+/// the chain uses features only QEMU handles ([`qemu`]).
+pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+    if plan.by_qemu.is_empty() {
+        run::run(plan, r)
+    } else {
+        qemu::run(plan, r)
     }
 }
 

@@ -184,9 +184,6 @@ struct Opened {
 /// Returns an error only for a commit that wrote nothing (guards at open time, a refused
 /// read-write reopen); everything after the base became writable is in the [`Outcome`].
 pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
-    if !plan.by_qemu.is_empty() {
-        return super::qemu::run(plan, r);
-    }
     let Run {
         settings,
         cancel,

@@ -13,12 +13,12 @@
 mod differ;
 mod outcome;
 mod plan;
+mod qemu;
 mod run;
 
 pub use outcome::Outcome;
 pub use plan::{Ask, Plan, Request, backing_name, plan, safe};
 pub(crate) use run::relink;
-pub use run::run;
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +90,16 @@ impl Operation for Rebase {
 }
 
 /// The backing file now and after, and whether the guest view is kept.
+/// Runs `plan` in this thread: through imgchain's data path, or a flatten through QEMU's
+/// tools when the chain uses features only QEMU handles.
+pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
+    if plan.safe && !plan.by_qemu.is_empty() {
+        qemu::flatten(plan, r)
+    } else {
+        run::run(plan, r)
+    }
+}
+
 pub fn describe(p: &Plan) -> Description {
     let image = crate::forest::model::file_name(&p.image.path);
     let target = match &p.name {
@@ -116,6 +126,16 @@ pub fn describe(p: &Plan) -> Description {
             .map_or("(its backing file)".into(), |o| o.path.shown().to_string()),
     )
     .field("then on", target);
+    if !p.by_qemu.is_empty() {
+        d.field(
+            "data moved by",
+            format!(
+                "QEMU (qemu-io reading through a copy-on-read node), under these guards ({} need \
+                 QEMU's own code)",
+                p.by_qemu.join(", ")
+            ),
+        );
+    }
     d.text(if p.safe {
         format!(
             "What {image}'s guest reads does not change: every cluster the two chains read \

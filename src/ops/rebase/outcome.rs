@@ -47,6 +47,7 @@ impl Report for Outcome {
             "old_backing": self.plan.old.first().map(|b| crate::text::lossy(&b.path)),
             "backing": self.plan.name.as_ref().map(|(n, f)| serde_json::json!({"name": n, "format": f.as_str()})),
             "safe": self.plan.safe,
+            "tier": if self.plan.by_qemu.is_empty() { "imgchain" } else { "qemu" },
             "compared_bytes": self.compared,
             "copied_bytes": self.copied,
             "data_path": self.tally.json(),
@@ -89,11 +90,19 @@ impl Report for Outcome {
         } else {
             String::new()
         };
-        let copied = format!(
-            "compared {} it reads through its backing chain and copied {} that differ{how}",
-            crate::units::human_size(self.compared),
-            crate::units::human_size(self.copied)
-        );
+        let copied = if p.by_qemu.is_empty() {
+            format!(
+                "compared {} it reads through its backing chain and copied {} that differ{how}",
+                crate::units::human_size(self.compared),
+                crate::units::human_size(self.copied)
+            )
+        } else {
+            format!(
+                "had QEMU copy the {} its backing chain held into it ({} need QEMU's own code)",
+                crate::units::human_size(self.copied),
+                p.by_qemu.join(", ")
+            )
+        };
         if self.cancelled() {
             return format!(
                 "Cancelled: {image} {copied} so far; it still has its old backing file and its \

@@ -48,6 +48,9 @@ pub struct Plan {
     pub safe: bool,
     /// The image's cluster size: the unit compared and copied.
     pub cluster: u64,
+    /// Features of a flattened chain only QEMU's own code handles: when any, QEMU copies the
+    /// data (`rebase::qemu`).
+    pub by_qemu: Vec<String>,
 }
 
 /// A safe rebase of `image` onto `backing`, or a flatten (`None`).
@@ -133,7 +136,11 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         ),
     )?;
     let safe = !req.unsafe_names;
-    old_chain_reads(forest, req.image, kind, safe)?;
+    let by_qemu = match kind == OpKind::FLATTEN && safe {
+        true => crate::ops::commit::plan::by_qemu(forest, &with_chain(forest, req.image)),
+        false => Vec::new(),
+    };
+    old_chain_reads(forest, req.image, kind, (safe, !by_qemu.is_empty()))?;
     let name = match req.backing {
         Some(b) => Some(new_backing(forest, req, b, (&old_chain, &new_chain))?),
         None => None,
@@ -159,6 +166,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         name,
         safe,
         cluster: n.cluster_size.unwrap_or(64 << 10),
+        by_qemu,
     })
 }
 
@@ -168,10 +176,19 @@ fn old_chain_reads(
     forest: &Forest,
     image: NodeId,
     kind: OpKind,
-    safe: bool,
+    (safe, q): (bool, bool),
 ) -> Result<(), Refusal> {
     let n = forest.node(image);
-    guards::supported(n, if safe { Role::Written } else { Role::Header })?;
+    guards::supported_in(n, if safe { Role::Written } else { Role::Header }, q)?;
+    if q && n.qcow2.as_ref().is_some_and(|h| h.bitmaps()) {
+        return Err(Refusal::Unsupported {
+            path: n.path.clone(),
+            what: "has persistent bitmaps, and its chain needs QEMU's own code to flatten: \
+                   imgchain does not carry bitmaps through that yet; remove them first (qemu-img \
+                   bitmap --remove) or let qemu-img rebase do it"
+                .into(),
+        });
+    }
     if !safe {
         return Ok(());
     }
@@ -191,7 +208,7 @@ fn old_chain_reads(
     guards::whole_chain(forest, image, kind)?;
     guards::links_name_their_format(forest, &with_chain(forest, image))?;
     for c in forest.chain(image) {
-        guards::supported(forest.node(c), Role::Backing)?;
+        guards::supported_in(forest.node(c), Role::Backing, q)?;
     }
     Ok(())
 }

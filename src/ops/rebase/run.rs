@@ -62,6 +62,7 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     if !plan.safe {
         return relink_only(plan, outcome, &mut report, start);
     }
+
     let old = open_chain(&plan.old)?;
     let new = open_chain(&plan.new)?;
     let restart = || since.set(Instant::now());
