@@ -854,18 +854,25 @@ fn chains_with_features_only_qemu_handles() {
     );
 }
 
-/// A flatten of a chain with extended L2 entries: QEMU copies through a copy-on-read node
-/// (traced as a child process), then imgchain rewrites the header after a sync.
+/// A flatten and a rebase of a chain with extended L2 entries: QEMU copies through a
+/// copy-on-read node (traced as a child process), then imgchain rewrites the header after a
+/// sync.
 #[test]
 #[cfg_attr(
     not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
     ignore = "needs qemu-img, qemu-io, cc"
 )]
-fn flatten_of_a_chain_only_qemu_reads() {
+fn flatten_and_rebase_of_a_chain_only_qemu_reads() {
     compare_rebase(
         "flatten, extended L2",
         |d| relink_chain(d, &["-o", "extended_l2=on"]),
         &["flatten"],
         &["rebase", "-b", ""],
+    );
+    compare_rebase(
+        "rebase onto base, extended L2",
+        |d| relink_chain(d, &["-o", "extended_l2=on"]),
+        &["rebase", "-b", "base.qcow2"],
+        &["rebase", "-F", "qcow2", "-b", "base.qcow2"],
     );
 }

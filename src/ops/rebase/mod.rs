@@ -90,11 +90,11 @@ impl Operation for Rebase {
 }
 
 /// The backing file now and after, and whether the guest view is kept.
-/// Runs `plan` in this thread: through imgchain's data path, or a flatten through QEMU's
-/// tools when the chain uses features only QEMU handles.
+/// Runs `plan` in this thread: through imgchain's data path, or through QEMU's tools when
+/// either chain uses features only QEMU handles.
 pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     if plan.safe && !plan.by_qemu.is_empty() {
-        qemu::flatten(plan, r)
+        qemu::run(plan, r)
     } else {
         run::run(plan, r)
     }

@@ -136,13 +136,21 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         ),
     )?;
     let safe = !req.unsafe_names;
-    let by_qemu = match kind == OpKind::FLATTEN && safe {
-        true => crate::ops::commit::plan::by_qemu(forest, &with_chain(forest, req.image)),
+    let by_qemu = match safe {
+        true => crate::ops::commit::plan::by_qemu(
+            forest,
+            &[with_chain(forest, req.image), new_chain.clone()].concat(),
+        ),
         false => Vec::new(),
     };
     old_chain_reads(forest, req.image, kind, (safe, !by_qemu.is_empty()))?;
     let name = match req.backing {
-        Some(b) => Some(new_backing(forest, req, b, (&old_chain, &new_chain))?),
+        Some(b) => Some(new_backing(
+            forest,
+            req,
+            b,
+            (&old_chain, &new_chain, !by_qemu.is_empty()),
+        )?),
         None => None,
     };
     // The trust boundary: what lands in IMAGE is readable by IMAGE's owner.
@@ -220,7 +228,7 @@ fn new_backing(
     forest: &Forest,
     req: &Request,
     b: NodeId,
-    (old_chain, new_chain): (&[NodeId], &[NodeId]),
+    (old_chain, new_chain, q): (&[NodeId], &[NodeId], bool),
 ) -> Result<(String, Format), Refusal> {
     let (n, bn) = (forest.node(req.image), forest.node(b));
     let bad = |what: String| Refusal::BadTarget {
@@ -252,7 +260,7 @@ fn new_backing(
         Role::Backing
     };
     for &c in new_chain {
-        guards::supported(forest.node(c), role)?;
+        guards::supported_in(forest.node(c), role, q)?;
     }
     if bn.problems.iter().any(|p| {
         matches!(
