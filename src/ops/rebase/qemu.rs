@@ -61,11 +61,7 @@ fn push(v: &mut Vec<(u64, u64)>, start: u64, len: u64) {
 /// What the image must get: the old chain's data where the new chain does not read the same
 /// layer there, and zeroes where the old chain reads zeroes and the new one has data. `same`
 /// says whether old layer `i` (depth `i + 1`) is new layer `j` (depth `j`).
-fn needs(
-    old: &[Entry],
-    new: &[Entry],
-    same: impl Fn(u64, u64) -> bool,
-) -> (Ranges, Ranges) {
+fn needs(old: &[Entry], new: &[Entry], same: impl Fn(u64, u64) -> bool) -> (Ranges, Ranges) {
     let (mut take, mut zero) = (Vec::new(), Vec::new());
     for o in old.iter().filter(|e| e.depth > 0) {
         let mut at = o.start;
