@@ -412,3 +412,29 @@ fn a_mouse_click_selects_a_row_and_the_wheel_moves() {
     t.keys(&["q"]);
     t.wait_for("EXITED 0");
 }
+
+#[test]
+#[cfg_attr(
+    not(all(tool_tmux, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs tmux, qemu-img, qemu-io"
+)]
+fn the_details_list_an_image_s_bitmaps_with_their_dirty_bytes() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    let golden = create(d, "golden.qcow2", "qcow2", "1G", None, &[]);
+    run(Command::new("qemu-img")
+        .args(["bitmap", "--add"])
+        .arg(&golden)
+        .arg("nightly"));
+    qemu_io(&golden, "write -P 1 0 8M");
+    let t = Tmux::start("bitmaps", &d.display().to_string());
+    t.wait_for("golden.qcow2");
+    t.keys(&["Tab", "Enter"]);
+    let s = t.wait_for("persistent bitmap");
+    assert!(
+        s.contains("\"nightly\", 64 KiB granularity, enabled, 8 MiB dirty"),
+        "{s}"
+    );
+    t.keys(&["Escape", "q"]);
+    t.wait_for("EXITED 0");
+}

@@ -91,8 +91,8 @@ pub enum Effect {
     Watch(Stamps),
     /// Re-probe QEMU locks on these images (path, identity) without taking any.
     SweepLocks(Arc<Vec<(PathBuf, FileId)>>),
-    /// Compute the allocation map of the image at `path`, and list its internal snapshots
-    /// when its header (given then) says it has some.
+    /// Compute the allocation map of the image at `path`, and list its internal snapshots and
+    /// persistent bitmaps when its header (given then) says it has some.
     Allocation {
         path: PathBuf,
         format: crate::image::probe::Format,
@@ -240,7 +240,7 @@ impl App {
         let snapshots = n
             .qcow2
             .as_ref()
-            .filter(|h| h.nb_snapshots > 0)
+            .filter(|h| h.nb_snapshots > 0 || h.bitmaps_ext.is_some())
             .map(|h| Box::new(h.clone()));
         Some(Effect::Allocation {
             path,
