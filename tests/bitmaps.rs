@@ -358,3 +358,71 @@ fn without_qemu_img_an_image_with_bitmaps_is_not_written() {
     );
     assert_eq!(before, snapshot(dir.path()));
 }
+
+#[test]
+fn flatten_and_rebase_through_qemu_mark_what_qemu_img_marks() {
+    if !tools() {
+        return;
+    }
+    let chain = |dir: &Path| {
+        create(
+            dir,
+            "base.qcow2",
+            "qcow2",
+            "64M",
+            None,
+            &["-o", "extended_l2=on"],
+        );
+        qemu_io(&dir.join("base.qcow2"), "write -P 0x11 0 4M");
+        create(
+            dir,
+            "mid.qcow2",
+            "qcow2",
+            "64M",
+            Some(("base.qcow2", "qcow2")),
+            &[],
+        );
+        qemu_io(&dir.join("mid.qcow2"), "write -P 0x22 6M 1M");
+        create(
+            dir,
+            "top.qcow2",
+            "qcow2",
+            "64M",
+            Some(("mid.qcow2", "qcow2")),
+            &[],
+        );
+        run(Command::new("qemu-img")
+            .args(["bitmap", "--add"])
+            .arg(dir.join("top.qcow2"))
+            .arg("tb"));
+        qemu_io(&dir.join("top.qcow2"), "write -P 0x33 1M 64k");
+    };
+    for (ours, theirs) in [
+        (vec!["flatten"], vec!["rebase", "-b", ""]),
+        (
+            vec!["rebase", "-b", "base.qcow2"],
+            vec!["rebase", "-b", "base.qcow2", "-F", "qcow2"],
+        ),
+    ] {
+        let t = twins(chain);
+        let top = t.ours.join("top.qcow2");
+        let mut args = ours.clone();
+        args.push(arg(&top));
+        let out = imgchain_ok(&args);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("QEMU"),
+            "{ours:?}"
+        );
+        run(Command::new("qemu-img")
+            .current_dir(&t.theirs)
+            .args(&theirs)
+            .arg("top.qcow2"));
+        assert_eq!(
+            counts(&top),
+            counts(&t.theirs.join("top.qcow2")),
+            "{ours:?}"
+        );
+        clean(&top);
+        qemu_compare(&top, &t.theirs.join("top.qcow2"));
+    }
+}

@@ -188,12 +188,16 @@ fn old_chain_reads(
 ) -> Result<(), Refusal> {
     let n = forest.node(image);
     guards::supported_in(n, if safe { Role::Written } else { Role::Header }, q)?;
-    if q && n.qcow2.as_ref().is_some_and(|h| h.bitmaps()) {
+    if q && n
+        .qcow2
+        .as_ref()
+        .is_some_and(|h| h.bitmaps() && (h.data_file.is_some() || h.external_data_file()))
+    {
         return Err(Refusal::Unsupported {
             path: n.path.clone(),
-            what: "has persistent bitmaps, and its chain needs QEMU's own code to flatten: \
-                   imgchain does not carry bitmaps through that yet; remove them first (qemu-img \
-                   bitmap --remove) or let qemu-img rebase do it"
+            what: "has persistent bitmaps and an external data file: imgchain does not carry \
+                   the bitmaps of such an image through QEMU's copy yet; remove them first \
+                   (qemu-img bitmap --remove) or let qemu-img rebase do it"
                 .into(),
         });
     }

@@ -122,6 +122,27 @@ fn script(take: &[(u64, u64)], zero: &[(u64, u64)]) -> String {
     zeroes.chain(reads).collect()
 }
 
+/// Marks the stretches QEMU will write in the image's recording bitmaps first (QEMU does not
+/// mark what copy-on-read writes; qemu-img rebase's own writes are marked), as the data path's
+/// runs do (`ops::bitmaps`). Only for an image without a data file (the plan refuses others).
+fn mark_bitmaps(image: &Given, take: &[(u64, u64)], zero: &[(u64, u64)]) -> Result<(), String> {
+    use crate::ops::bitmaps;
+    use std::os::fd::AsFd;
+    let fd = image.fd.as_fd();
+    let Some(h) = bitmaps::header_of(fd)?.filter(|h| h.bitmaps()) else {
+        return Ok(());
+    };
+    let recording = bitmaps::recording(fd, &h)?;
+    if recording.is_empty() {
+        return Ok(());
+    }
+    let mut ranges: Ranges = take.iter().chain(zero).copied().collect();
+    ranges.sort_unstable();
+    bitmaps::mark(fd, h.virtual_size, &recording, &ranges)
+        .map(|_| ())
+        .map_err(|e| format!("cannot mark its persistent bitmaps: {e}"))
+}
+
 /// Runs `plan` through QEMU's tools; a refusal means nothing was written.
 pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     let start = Instant::now();
@@ -175,6 +196,7 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     );
     let copy = planned
         .and_then(|(take, zero)| {
+            mark_bitmaps(&given[0], &take, &zero)?;
             let mut cmd = Command::new("qemu-io");
             cmd.arg(&cor);
             qemu_tools::tool(&mut cmd, &fds(&given), &script(&take, &zero))
