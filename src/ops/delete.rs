@@ -18,7 +18,7 @@ use super::space::{self, Space};
 use super::{
     Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, Selected, guards,
 };
-use crate::forest::{Forest, KeepRoReason, NodeId};
+use crate::forest::{Forest, NodeId};
 use crate::image::file::{self, FileId, OpenMode};
 use crate::image::lock::{Access, ImageLock, LockError};
 use crate::text::Names;
@@ -163,18 +163,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         .copied()
         .chain(std::iter::once(req.image))
         .collect();
-    for &id in &order {
-        let m = forest.node(id);
-        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
-            m.keep_ro_reason
-        {
-            return Err(Refusal::KeepReadOnly {
-                path: m.path.clone(),
-                reason,
-                protected_by: None,
-            });
-        }
-    }
+    guards::not_kept_ro(forest, order.iter().copied())?;
     guards::not_a_vm_disk(forest, &order, req.force)?;
     {
         use crate::forest::model::RecordRole;

@@ -53,6 +53,24 @@ pub fn writable(forest: &Forest, written: &[NodeId]) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// None of `ids` is keep-RO on request or unwritable (exit 11): images an operation removes,
+/// re-points or writes whatever their overlays' protections say.
+pub fn not_kept_ro(forest: &Forest, ids: impl IntoIterator<Item = NodeId>) -> Result<(), Refusal> {
+    for id in ids {
+        let m = forest.node(id);
+        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
+            m.keep_ro_reason
+        {
+            return Err(Refusal::KeepReadOnly {
+                path: m.path.clone(),
+                reason,
+                protected_by: None,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Changing `id`'s own blocks needs it to open read-write; overlays of it do not mind (its
 /// guest view stays), so only `not-writable` refuses (exit 11).
 pub fn openable_rw(forest: &Forest, id: NodeId) -> Result<(), Refusal> {

@@ -24,7 +24,7 @@ use super::space::{self, Space};
 use super::{
     Description, OpKind, Operation, Phase, Progress, Refusal, Report, Run, Selected, delete, guards,
 };
-use crate::forest::{Forest, KeepRoReason, NodeId};
+use crate::forest::{Forest, NodeId};
 use crate::image::file::FileId;
 use crate::image::lock::Access;
 use crate::image::newfile::{self, NewFile};
@@ -402,18 +402,7 @@ fn plan_through_libvirt(
             ),
         });
     }
-    for &id in n.overlays.iter().chain([&req.image, &base]) {
-        let m = forest.node(id);
-        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
-            m.keep_ro_reason
-        {
-            return Err(Refusal::KeepReadOnly {
-                path: m.path.clone(),
-                reason,
-                protected_by: None,
-            });
-        }
-    }
+    guards::not_kept_ro(forest, n.overlays.iter().copied().chain([req.image, base]))?;
     guards::other_overlays(forest, base, &[req.image], req.force)?;
     let base_img = PlanImage::of(forest, base)?;
     let overlays = n
@@ -439,18 +428,7 @@ fn plan_through_libvirt(
 /// IMAGE's overlays get new headers and IMAGE goes (unless kept): none may be protected,
 /// held, or a format imgchain cannot relink; IMAGE may be a VM's disk only when forced.
 fn overlays_writable(forest: &Forest, req: &Request, overlays: &[NodeId]) -> Result<(), Refusal> {
-    for &id in overlays.iter().chain(std::iter::once(&req.image)) {
-        let m = forest.node(id);
-        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
-            m.keep_ro_reason
-        {
-            return Err(Refusal::KeepReadOnly {
-                path: m.path.clone(),
-                reason,
-                protected_by: None,
-            });
-        }
-    }
+    guards::not_kept_ro(forest, overlays.iter().copied().chain([req.image]))?;
     if !req.keep {
         guards::not_a_vm_disk(forest, &[req.image], req.vm_disk)?;
         super::delete::keeps_no_data_file(forest, &[req.image])?;
