@@ -56,7 +56,7 @@ pub fn give(img: &PlanImage, mode: OpenMode) -> Result<Given, Refusal> {
 }
 
 /// The external data file `name` of `img`, resolved from the image's directory, opened as a
-/// regular file and owned by the image's owner (or root).
+/// regular file and owned by the image's owner (a root-owned file is no tenant's to name).
 fn data_file(img: &PlanImage, name: &[u8], mode: OpenMode) -> Result<OwnedFd, Refusal> {
     use std::os::unix::ffi::OsStrExt;
     let rel = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
@@ -75,7 +75,7 @@ fn data_file(img: &PlanImage, name: &[u8], mode: OpenMode) -> Result<OwnedFd, Re
     let fd = file::open(&path, mode).map_err(|e| refuse(format!("cannot be opened: {e}")))?;
     let owner = Owner::of_fd(&fd).map_err(|e| refuse(e.to_string()))?;
     let image_owner = Owner::of_path(&img.path, img.ident).map_err(|e| refuse(e.to_string()))?;
-    if owner.uid != 0 && owner.uid != image_owner.uid {
+    if owner.uid != image_owner.uid {
         return Err(refuse(format!(
             "belongs to another user (uid {}) than the image (uid {})",
             owner.uid, image_owner.uid
