@@ -23,7 +23,9 @@ fn tools() -> bool {
 fn counts(image: &Path) -> BTreeMap<String, (u64, bool)> {
     let dir = tempdir();
     let sock = dir.path().join("qmp.sock");
+    // Run where the image is: QEMU opens a relative data file name from its working directory.
     let mut daemon = Command::new("qemu-storage-daemon")
+        .current_dir(image.parent().expect("a directory"))
         .arg("--blockdev")
         .arg(format!(
             "driver=file,node-name=f,read-only=on,filename={}",
@@ -94,6 +96,7 @@ fn counts(image: &Path) -> BTreeMap<String, (u64, bool)> {
 /// `qemu-img check` passes and does not say a program dropped the bitmaps.
 fn clean(image: &Path) {
     let out = Command::new("qemu-img")
+        .current_dir(image.parent().expect("a directory"))
         .arg("check")
         .arg(image)
         .output()
@@ -364,6 +367,14 @@ fn flatten_and_rebase_through_qemu_mark_what_qemu_img_marks() {
     if !tools() {
         return;
     }
+    for top_opts in [&[][..], &["-o", "data_file=top.data"][..]] {
+        through_qemu_marks(top_opts);
+    }
+}
+
+/// Flatten and rebase of `top.qcow2` (created with `top_opts`, with bitmap `tb`) over a base
+/// with extended L2 entries, beside `qemu-img rebase`.
+fn through_qemu_marks(top_opts: &[&str]) {
     let chain = |dir: &Path| {
         create(
             dir,
@@ -389,13 +400,16 @@ fn flatten_and_rebase_through_qemu_mark_what_qemu_img_marks() {
             "qcow2",
             "64M",
             Some(("mid.qcow2", "qcow2")),
-            &[],
+            top_opts,
         );
         run(Command::new("qemu-img")
-            .args(["bitmap", "--add"])
-            .arg(dir.join("top.qcow2"))
-            .arg("tb"));
-        qemu_io(&dir.join("top.qcow2"), "write -P 0x33 1M 64k");
+            .current_dir(dir)
+            .args(["bitmap", "--add", "top.qcow2", "tb"]));
+        run(Command::new("qemu-io").current_dir(dir).args([
+            "-c",
+            "write -P 0x33 1M 64k",
+            "top.qcow2",
+        ]));
     };
     for (ours, theirs) in [
         (vec!["flatten"], vec!["rebase", "-b", ""]),
@@ -411,7 +425,7 @@ fn flatten_and_rebase_through_qemu_mark_what_qemu_img_marks() {
         let out = imgchain_ok(&args);
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("QEMU"),
-            "{ours:?}"
+            "{ours:?} {top_opts:?}"
         );
         run(Command::new("qemu-img")
             .current_dir(&t.theirs)
@@ -420,9 +434,96 @@ fn flatten_and_rebase_through_qemu_mark_what_qemu_img_marks() {
         assert_eq!(
             counts(&top),
             counts(&t.theirs.join("top.qcow2")),
-            "{ours:?}"
+            "{ours:?} {top_opts:?}"
         );
+        assert!(counts(&top)["tb"].0 > 64 << 10, "{ours:?} {top_opts:?}");
         clean(&top);
-        qemu_compare(&top, &t.theirs.join("top.qcow2"));
+        assert!(
+            guest(&t.ours, "top.qcow2") == guest(&t.theirs, "top.qcow2"),
+            "{ours:?} {top_opts:?}: the guest views differ"
+        );
     }
+}
+
+/// Merge of a layer with bitmaps over a base only QEMU's tools write (zstd, a data file): the
+/// layer's bitmaps end in the base as after oVirt's cold merge.
+#[test]
+fn merge_through_qemu_moves_the_layers_bitmaps_as_ovirt_does() {
+    if !tools() {
+        return;
+    }
+    for base_opts in ["compression_type=zstd", "data_file=base.data"] {
+        let t = twins(|dir| {
+            create(dir, "base.qcow2", "qcow2", "64M", None, &["-o", base_opts]);
+            let q = |args: &[&str]| run(Command::new("qemu-img").current_dir(dir).args(args));
+            q(&["bitmap", "--add", "base.qcow2", "bb"]);
+            run(Command::new("qemu-io").current_dir(dir).args([
+                "-c",
+                "write -P 0x11 0 4M",
+                "base.qcow2",
+            ]));
+            create(
+                dir,
+                "top.qcow2",
+                "qcow2",
+                "64M",
+                Some(("base.qcow2", "qcow2")),
+                &[],
+            );
+            q(&["bitmap", "--add", "-g", "131072", "top.qcow2", "tb"]);
+            run(Command::new("qemu-io").current_dir(dir).args([
+                "-c",
+                "write -P 0x22 8M 1M",
+                "top.qcow2",
+            ]));
+            create(
+                dir,
+                "over.qcow2",
+                "qcow2",
+                "64M",
+                Some(("top.qcow2", "qcow2")),
+                &[],
+            );
+        });
+        let out = imgchain_ok(&["merge", arg(&t.ours.join("top.qcow2"))]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("qemu-img commit"), "{base_opts}: {said}");
+        let q = |args: &[&str]| run(Command::new("qemu-img").current_dir(&t.theirs).args(args));
+        q(&["commit", "-q", "-d", "top.qcow2"]);
+        q(&["bitmap", "--add", "-g", "131072", "base.qcow2", "tb"]);
+        q(&[
+            "bitmap",
+            "--merge",
+            "tb",
+            "-b",
+            "top.qcow2",
+            "-F",
+            "qcow2",
+            "base.qcow2",
+            "tb",
+        ]);
+        rebase_unsafe(&t.theirs.join("over.qcow2"), "base.qcow2", "qcow2");
+        let ours = counts(&t.ours.join("base.qcow2"));
+        assert_eq!(ours, counts(&t.theirs.join("base.qcow2")), "{base_opts}");
+        assert_eq!(ours.len(), 2, "{base_opts}: {ours:?}");
+        assert!(ours["bb"].0 > 4 << 20, "{base_opts}: the commit is marked");
+        clean(&t.ours.join("base.qcow2"));
+        assert!(!t.ours.join("top.qcow2").exists(), "{base_opts}");
+        assert!(
+            guest(&t.ours, "over.qcow2") == guest(&t.theirs, "over.qcow2"),
+            "{base_opts}: the guest views differ"
+        );
+    }
+}
+
+/// What the guest of `name` in `dir` reads (converted to raw from `dir`, where QEMU finds a
+/// relative data file name).
+fn guest(dir: &Path, name: &str) -> Vec<u8> {
+    let out = tempdir();
+    let raw = out.path().join("guest.raw");
+    run(Command::new("qemu-img")
+        .current_dir(dir)
+        .args(["convert", "-O", "raw", name])
+        .arg(&raw));
+    std::fs::read(&raw).expect("the converted guest")
 }

@@ -630,7 +630,7 @@ fn flatten_with_writeback_started_during_the_copy() {
 /// Every power-loss state of each overlay `names` in `traces` (from index 1; index 0 is the
 /// base), judged alone and for its guest view over the final base and the original middle
 /// layer, which it may name either of.
-fn tally_overlays(traces: &[Trace], orig: &Path, final_base: &Path, names: &[&str]) -> Tally {
+fn tally_overlays(traces: &[&Trace], orig: &Path, final_base: &Path, names: &[&str]) -> Tally {
     let view = common::tempdir();
     copy_dir(orig, view.path());
     std::fs::copy(final_base, view.path().join("base.qcow2")).expect("copy base");
@@ -643,10 +643,10 @@ fn tally_overlays(traces: &[Trace], orig: &Path, final_base: &Path, names: &[&st
 }
 
 /// Runs each command in `d`, tracing the files it names; returns the traces of base.qcow2,
-/// a.qcow2, b.qcow2 and c.qcow2, in that order.
-fn traced_steps(d: &Path, steps: Vec<(Command, Vec<&str>)>) -> Vec<Trace> {
+/// a.qcow2, b.qcow2 and c.qcow2, in that order, each file's in the order of the steps.
+fn traced_steps(d: &Path, steps: Vec<(Command, Vec<&str>)>) -> Vec<Vec<Trace>> {
     const FILES: [&str; 4] = ["base.qcow2", "a.qcow2", "b.qcow2", "c.qcow2"];
-    let mut traces: Vec<Option<Trace>> = vec![None, None, None, None];
+    let mut traces: Vec<Vec<Trace>> = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for (mut c, targets) in steps {
         c.current_dir(d);
         let paths: Vec<std::path::PathBuf> = targets.iter().map(|t| d.join(t)).collect();
@@ -660,13 +660,11 @@ fn traced_steps(d: &Path, steps: Vec<(Command, Vec<&str>)>) -> Vec<Trace> {
         for (t, name) in ts.into_iter().zip(&targets) {
             t.assert_replay_is_complete();
             let i = FILES.iter().position(|f| f == name).expect("a traced file");
-            traces[i] = Some(t);
+            traces[i].push(t);
         }
     }
+    assert!(traces.iter().all(|t| !t.is_empty()), "every file traced");
     traces
-        .into_iter()
-        .map(|t| t.expect("every file traced"))
-        .collect()
 }
 
 #[test]
@@ -675,11 +673,43 @@ fn traced_steps(d: &Path, steps: Vec<(Command, Vec<&str>)>) -> Vec<Trace> {
     ignore = "needs qemu-img, qemu-io, cc"
 )]
 fn merging_a_middle_layer() {
+    merge_case("merge", &[], &[]);
+}
+
+/// A middle layer with bitmaps over a zstd base: qemu-img commits (marking the base's bitmap),
+/// then the layer's bitmaps are merged into the base by QEMU's code, beside oVirt's cold merge.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
+fn merging_a_layer_with_bitmaps_through_qemu() {
+    merge_case(
+        "merge, bitmaps, zstd",
+        &["-o", "compression_type=zstd"],
+        &[("base.qcow2", "bb"), ("mid.qcow2", "mb")],
+    );
+}
+
+/// Merges `mid.qcow2` of [`relink_chain`] (made with `opts`, `bitmaps` added) with two more
+/// overlays of mid, beside `qemu-img commit -d`, `qemu-img bitmap --merge` of mid's bitmaps
+/// into the base, and `qemu-img rebase -u` of each overlay; every power-loss state judged.
+fn merge_case(name: &str, opts: &[&str], bitmaps: &[(&str, &str)]) {
     let names = ["a.qcow2", "b.qcow2", "c.qcow2"];
     let root = common::tempdir();
     let orig = root.path().join("orig");
     std::fs::create_dir(&orig).expect("mkdir");
-    relink_chain(&orig, &[]);
+    relink_chain(&orig, opts);
+    for (image, bitmap) in bitmaps {
+        let img = orig.join(image);
+        common::run(
+            Command::new("qemu-img")
+                .args(["bitmap", "--add"])
+                .arg(&img)
+                .arg(bitmap),
+        );
+        qemu_io(&img, "write -P 0x66 8M 1M");
+    }
     // relink_chain's top.qcow2 and two more overlays of mid: the middle layer to merge.
     std::fs::rename(orig.join("top.qcow2"), orig.join("a.qcow2")).expect("rename");
     for n in &names[1..] {
@@ -698,6 +728,24 @@ fn merging_a_middle_layer() {
     let mut c = Command::new("qemu-img");
     c.args(["commit", "-d", "mid.qcow2"]);
     steps.push((c, vec!["base.qcow2"]));
+    for (_, b) in bitmaps.iter().filter(|(i, _)| *i == "mid.qcow2") {
+        let mut c = Command::new("qemu-img");
+        c.args(["bitmap", "--add", "base.qcow2", b]);
+        steps.push((c, vec!["base.qcow2"]));
+        let mut c = Command::new("qemu-img");
+        c.args([
+            "bitmap",
+            "--merge",
+            b,
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            "base.qcow2",
+            b,
+        ]);
+        steps.push((c, vec!["base.qcow2"]));
+    }
     for n in names {
         let mut c = Command::new("qemu-img");
         c.args(["rebase", "-u", "-F", "qcow2", "-b", "base.qcow2", n]);
@@ -709,9 +757,13 @@ fn merging_a_middle_layer() {
         ("imgchain", &ours, &t_ours),
         ("qemu-img", &theirs, &t_theirs),
     ] {
-        let base = tally_qcow2(&traces[0], SUBSETS);
-        let overlays = tally_overlays(&traces[1..], &orig, &d.join("base.qcow2"), &names);
-        println!("merge: {who} base {base} | overlays {overlays}");
+        let mut base = Tally::default();
+        for t in &traces[0] {
+            base.extend(tally_qcow2(t, SUBSETS));
+        }
+        let last: Vec<&Trace> = traces[1..].iter().filter_map(|t| t.last()).collect();
+        let overlays = tally_overlays(&last, &orig, &d.join("base.qcow2"), &names);
+        println!("{name}: {who} base {base} | overlays {overlays}");
         if who == "imgchain" {
             bad.extend(base.corrupt);
             bad.extend(overlays.corrupt);
@@ -719,7 +771,7 @@ fn merging_a_middle_layer() {
     }
     assert!(
         bad.is_empty(),
-        "merge: corrupt crash states:\n{}",
+        "{name}: corrupt crash states:\n{}",
         bad.join("\n")
     );
 }
@@ -874,5 +926,21 @@ fn flatten_and_rebase_of_a_chain_only_qemu_reads() {
         |d| relink_chain(d, &["-o", "extended_l2=on"]),
         &["rebase", "-b", "base.qcow2"],
         &["rebase", "-F", "qcow2", "-b", "base.qcow2"],
+    );
+}
+
+/// A flatten of a qcow2 v2 top with 4 KiB clusters, upgraded first with `--amend` (QEMU's
+/// amend, traced as a child process), beside `qemu-img rebase` on the same v2 top.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io, tool_cc)),
+    ignore = "needs qemu-img, qemu-io, cc"
+)]
+fn flatten_of_a_v2_top_amended_first() {
+    compare_rebase(
+        "flatten, v2 amended",
+        |d| relink_chain(d, &["-o", "compat=0.10,cluster_size=4k"]),
+        &["flatten", "--amend"],
+        &["rebase", "-b", ""],
     );
 }

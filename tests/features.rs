@@ -96,22 +96,63 @@ fn a_header_only_rebase_works_whatever_the_features() {
 }
 
 #[test]
-fn deleting_an_image_with_a_data_file_names_the_file_and_changes_nothing() {
+fn deleting_an_image_takes_its_data_file_and_never_another_images() {
     if !have("qemu-img") || !have("qemu-io") {
         return;
     }
     let dir = tempdir();
     let d = dir.path();
     featured(d);
+    // The raw data file is listed as a raw image of its own; deleting it would take
+    // data.qcow2's guest data.
     let before = snapshot(d);
-    let out = imgchain(&["delete", arg(&d.join("data.qcow2"))]);
+    let out = imgchain(&["delete", arg(&d.join("data.raw"))]);
     let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(16), "{said}");
+    assert_eq!(out.status.code(), Some(12), "{said}");
     assert!(
-        said.contains("data.raw") && said.contains("rm --"),
+        said.contains("data file of") && said.contains("data.qcow2"),
         "{said}"
     );
     assert_eq!(before, snapshot(d));
+    // Another user's file is never deleted as a data file.
+    let bin = d.join("data2.bin");
+    std::os::unix::fs::chown(&bin, Some(65534), None).unwrap();
+    let out = imgchain(&["delete", arg(&d.join("data2.qcow2"))]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{said}");
+    assert!(
+        said.contains("another user") && said.contains("rm --"),
+        "{said}"
+    );
+    assert_eq!(before, snapshot(d));
+    std::os::unix::fs::chown(&bin, Some(0), None).unwrap();
+    for (image, data) in [("data.qcow2", "data.raw"), ("data2.qcow2", "data2.bin")] {
+        let v = imgchain_json(&["delete", "--json", arg(&d.join(image))], 0);
+        assert_eq!(v["data_files"][0], arg(&d.join(data)), "{v}");
+        assert!(!d.join(image).exists() && !d.join(data).exists(), "{v}");
+    }
+}
+
+#[test]
+fn a_data_file_outside_the_images_directory_is_named_not_deleted() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let dir = tempdir();
+    let (d, elsewhere) = (dir.path().join("images"), dir.path().join("data"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let opts = format!("data_file={}", elsewhere.join("disk.bin").display());
+    create(&d, "disk.qcow2", "qcow2", "64M", None, &["-o", &opts]);
+    let before = (snapshot(&d), snapshot(&elsewhere));
+    let out = imgchain(&["delete", arg(&d.join("disk.qcow2"))]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{said}");
+    assert!(
+        said.contains("outside the image's directory") && said.contains("rm --"),
+        "{said}"
+    );
+    assert_eq!(before, (snapshot(&d), snapshot(&elsewhere)));
 }
 
 /// `qemu-io -c CMD NAME` run in `dir` (QEMU opens a relative data file name from there).
@@ -243,46 +284,57 @@ fn commit_into_a_deeper_base_and_merge_with_features_equal_qemu_img() {
     if !have("qemu-img") || !have("qemu-io") {
         return;
     }
-    for (what, opts) in FEATURES.iter().filter(|(w, _)| *w != "data file") {
-        let t = twins(|d| feature_chain(d, opts, "mid", true));
-        let top = t.ours.join("top.qcow2");
-        imgchain_ok(&[
-            "commit",
-            "--force",
-            "-b",
-            arg(&t.ours.join("base.qcow2")),
-            arg(&top),
-        ]);
-        qimg(
-            &t.theirs,
-            &["commit", "-q", "-b", "base.qcow2", "top.qcow2"],
-        );
-        same(
-            &t.ours,
-            &t.theirs,
-            &["base.qcow2", "mid.qcow2", "top.qcow2"],
-        );
-        let _ = what;
-    }
-    for (what, opts) in FEATURES.iter().filter(|(w, _)| *w != "data file") {
-        let t = twins(|d| feature_chain(d, opts, "mid", true));
-        imgchain_ok(&["merge", arg(&t.ours.join("mid.qcow2"))]);
-        qimg(&t.theirs, &["commit", "-q", "-d", "mid.qcow2"]);
-        qimg(
-            &t.theirs,
-            &[
-                "rebase",
-                "-u",
+    for (what, opts) in FEATURES {
+        for on in ["base", "mid"] {
+            let t = twins(|d| feature_chain(d, opts, on, true));
+            let top = t.ours.join("top.qcow2");
+            imgchain_ok(&[
+                "commit",
+                "--force",
                 "-b",
-                "base.qcow2",
-                "-F",
-                "qcow2",
-                "top.qcow2",
-            ],
-        );
-        std::fs::remove_file(t.theirs.join("mid.qcow2")).unwrap();
-        assert!(!t.ours.join("mid.qcow2").exists(), "{what}");
-        same(&t.ours, &t.theirs, &["base.qcow2", "top.qcow2"]);
+                arg(&t.ours.join("base.qcow2")),
+                arg(&top),
+            ]);
+            qimg(
+                &t.theirs,
+                &["commit", "-q", "-b", "base.qcow2", "top.qcow2"],
+            );
+            same(
+                &t.ours,
+                &t.theirs,
+                &["base.qcow2", "mid.qcow2", "top.qcow2"],
+            );
+            let _ = what;
+        }
+    }
+    for (what, opts) in FEATURES {
+        for on in ["base", "mid", "top"] {
+            let t = twins(|d| feature_chain(d, opts, on, true));
+            imgchain_ok(&["merge", arg(&t.ours.join("mid.qcow2"))]);
+            qimg(&t.theirs, &["commit", "-q", "-d", "mid.qcow2"]);
+            qimg(
+                &t.theirs,
+                &[
+                    "rebase",
+                    "-u",
+                    "-b",
+                    "base.qcow2",
+                    "-F",
+                    "qcow2",
+                    "top.qcow2",
+                ],
+            );
+            std::fs::remove_file(t.theirs.join("mid.qcow2")).unwrap();
+            if on == "mid" && opts.starts_with("data_file") {
+                std::fs::remove_file(t.theirs.join("layer.data")).unwrap();
+                assert!(
+                    !t.ours.join("layer.data").exists(),
+                    "{what}: the data file goes too"
+                );
+            }
+            assert!(!t.ours.join("mid.qcow2").exists(), "{what}");
+            same(&t.ours, &t.theirs, &["base.qcow2", "top.qcow2"]);
+        }
     }
 }
 
@@ -340,5 +392,98 @@ fn rebase_of_a_chain_with_any_feature_reads_as_before() {
             let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
             assert_eq!(info["backing-filename"], "base.qcow2", "{what} on {on}");
         }
+    }
+}
+
+/// `base.qcow2` (64 MiB of data) <- `mid.qcow2` <- `top.qcow2`, the layer `v2` of them a qcow2
+/// v2 image with 4 KiB clusters, which a copy of the base's data into it outgrows.
+fn v2_chain(dir: &Path, v2: &str) {
+    let o = |layer: &str| match layer == v2 {
+        true => vec!["-o", "compat=0.10,cluster_size=4k"],
+        false => Vec::new(),
+    };
+    create(dir, "base.qcow2", "qcow2", "64M", None, &o("base"));
+    qio(dir, "base.qcow2", "write -P 0x11 0 32M");
+    create(
+        dir,
+        "mid.qcow2",
+        "qcow2",
+        "64M",
+        Some(("base.qcow2", "qcow2")),
+        &o("mid"),
+    );
+    qio(dir, "mid.qcow2", "write -P 0x22 40M 24M");
+    create(
+        dir,
+        "top.qcow2",
+        "qcow2",
+        "64M",
+        Some(("mid.qcow2", "qcow2")),
+        &o("top"),
+    );
+    qio(dir, "top.qcow2", "write -P 0x33 1M 64k");
+}
+
+#[test]
+fn amend_upgrades_a_v2_image_first_for_merge_flatten_and_rebase() {
+    if !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("base", &["merge"], "mid.qcow2"),
+        ("top", &["flatten"], "top.qcow2"),
+        ("top", &["rebase", "-b", "base.qcow2"], "top.qcow2"),
+    ];
+    for (v2, op, image) in cases {
+        let t = twins(|d| v2_chain(d, v2));
+        let written = t.ours.join(format!("{v2}.qcow2"));
+        let target = t.ours.join(image);
+        let mut args = op.to_vec();
+        args.push(arg(&target));
+        let before = snapshot(&t.ours);
+        let out = imgchain(&args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(16), "{op:?}: {said}");
+        assert!(said.contains("--amend"), "{op:?}: {said}");
+        assert_eq!(before, snapshot(&t.ours), "{op:?}: nothing changed");
+        let mut args = op.to_vec();
+        args.extend(["--amend", "--json", arg(&target)]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&imgchain_ok(&args).stdout).expect("json");
+        let amended = v.get("amended").or_else(|| v["commit"].get("amended"));
+        assert_eq!(amended, Some(&serde_json::Value::Bool(true)), "{op:?}: {v}");
+        let info = qimg(&t.ours, &["info", "--output=json", arg(&written)]);
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["format-specific"]["data"]["compat"], "1.1", "{op:?}");
+        qimg(&t.ours, &["check", arg(&written)]);
+        // Beside qemu-img on a copy upgraded by hand: the top reads the same.
+        qimg(
+            &t.theirs,
+            &["amend", "-o", "compat=1.1", &format!("{v2}.qcow2")],
+        );
+        match op[0] {
+            "merge" => {
+                qimg(&t.theirs, &["commit", "-q", "-d", "mid.qcow2"]);
+                qimg(
+                    &t.theirs,
+                    &[
+                        "rebase",
+                        "-u",
+                        "-b",
+                        "base.qcow2",
+                        "-F",
+                        "qcow2",
+                        "top.qcow2",
+                    ],
+                );
+            }
+            "flatten" => drop(qimg(&t.theirs, &["rebase", "-b", "", "top.qcow2"])),
+            _ => drop(qimg(
+                &t.theirs,
+                &["rebase", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"],
+            )),
+        }
+        let theirs = format!("{}/top.qcow2", t.theirs.display());
+        qimg(&t.ours, &["compare", "top.qcow2", &theirs]);
     }
 }

@@ -26,6 +26,10 @@ pub(crate) struct MergeArgs {
     /// Keep IMAGE's file once nothing is built on it
     #[arg(long)]
     pub(crate) keep: bool,
+    /// Upgrade a qcow2 v2 (compat=0.10) backing file to compat=1.1 first (qemu-img amend,
+    /// under imgchain's locks), so that it can grow and gain refcount blocks crash-safely
+    #[arg(long, conflicts_with = "live")]
+    pub(crate) amend: bool,
     /// IMAGE is a middle layer of a running QEMU's or qemu-storage-daemon's chain, with a
     /// QMP socket: have it commit IMAGE into its backing file itself (block-commit), which
     /// re-points the layer above; IMAGE's file is kept
@@ -62,13 +66,22 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     if let Some(j) = &journal
         && !image.exists()
     {
-        // Cut short after IMAGE was deleted: only the journal is left to remove.
-        std::fs::remove_file(merge::journal_path(&image))
-            .with_context(|| format!("cannot remove {}", merge::journal_path(&image).shown()))?;
+        // Cut short after IMAGE was deleted: only its data file and the journal are left.
+        let data = merge::finish_deleted(j).with_context(|| {
+            format!(
+                "cannot finish the merge of {}: remove {}",
+                image.shown(),
+                merge::journal_path(&image).shown()
+            )
+        })?;
         println!(
-            "The merge of {} into {} had finished but for removing its journal; done.",
+            "The merge of {} into {} had finished but for removing its journal{}; done.",
             image.shown(),
-            j.base.shown()
+            j.base.shown(),
+            match data {
+                Some(d) => format!(" and its data file {}", d.shown()),
+                None => String::new(),
+            }
         );
         return Ok(exit::OK);
     }
@@ -85,6 +98,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         force: a.force,
         vm_disk: a.force,
         keep: a.keep,
+        amend: a.amend,
     };
     let plan = match merge::plan(&found.scan.forest, &req, journal.as_ref()) {
         Ok(p) => p,

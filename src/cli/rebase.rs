@@ -26,12 +26,20 @@ pub(crate) struct RebaseArgs {
     /// held (a moved or copied backing file), and must have its virtual size
     #[arg(short = 'u')]
     pub(crate) unsafe_names: bool,
+    /// Upgrade a qcow2 v2 (compat=0.10) IMAGE to compat=1.1 before the copy (qemu-img
+    /// amend, under imgchain's locks), so that it can gain refcount blocks crash-safely
+    #[arg(long, conflicts_with = "unsafe_names")]
+    pub(crate) amend: bool,
     #[command(flatten)]
     pub(crate) common: ChainArgs,
 }
 
 #[derive(Args)]
 pub(crate) struct FlattenArgs {
+    /// Upgrade a qcow2 v2 (compat=0.10) IMAGE to compat=1.1 before the copy (qemu-img
+    /// amend, under imgchain's locks), so that it can gain refcount blocks crash-safely
+    #[arg(long)]
+    pub(crate) amend: bool,
     #[command(flatten)]
     pub(crate) common: ChainArgs,
 }
@@ -43,7 +51,12 @@ impl Command for RebaseArgs {
 
     fn run(self, ctx: &Session) -> Result<u8, Failure> {
         let backing = Some(PathBuf::from(self.backing));
-        rebase(ctx, &self.common, backing, self.format, self.unsafe_names)
+        let how = How {
+            format: self.format,
+            unsafe_names: self.unsafe_names,
+            amend: self.amend,
+        };
+        rebase(ctx, &self.common, backing, how)
     }
 }
 
@@ -53,17 +66,23 @@ impl Command for FlattenArgs {
     }
 
     fn run(self, ctx: &Session) -> Result<u8, Failure> {
-        rebase(ctx, &self.common, None, None, false)
+        let how = How {
+            format: None,
+            unsafe_names: false,
+            amend: self.amend,
+        };
+        rebase(ctx, &self.common, None, how)
     }
 }
 
-fn rebase(
-    ctx: &Session,
-    a: &ChainArgs,
-    backing: Option<PathBuf>,
+/// How to rebase, besides onto what: `-F`, `-u`, `--amend`.
+struct How {
     format: Option<imgchain::image::probe::Format>,
     unsafe_names: bool,
-) -> Result<u8, Failure> {
+    amend: bool,
+}
+
+fn rebase(ctx: &Session, a: &ChainArgs, backing: Option<PathBuf>, how: How) -> Result<u8, Failure> {
     use imgchain::ops::Refusal;
     use imgchain::ops::rebase::{self, Request};
     let image_dir = std::path::absolute(&a.image)
@@ -118,9 +137,10 @@ fn rebase(
     let req = Request {
         image: found.image,
         backing: backing_node,
-        format,
-        unsafe_names,
+        format: how.format,
+        unsafe_names: how.unsafe_names,
         name,
+        amend: how.amend,
     };
     let plan = match rebase::plan(forest, &req) {
         Ok(p) => p,

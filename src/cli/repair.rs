@@ -120,6 +120,7 @@ fn repair_one(
         format: None,
         unsafe_names: true,
         name: None,
+        amend: false,
     };
     let outcome = rebase::plan(forest, &req).and_then(|plan| {
         rebase::run(

@@ -6,12 +6,12 @@
 //! Each mark is read back by `image::bitmaps` before the first data write.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::qemu_tools::{on_fd, tool};
+use super::qemu_tools::{Fds, tool};
 use crate::image::bitmaps::{self, Bitmap};
 use crate::image::probe::Qcow2Header;
 
@@ -103,10 +103,10 @@ fn read_back(file: &File, name: &str, ranges: &[(u64, u64)]) -> Result<bool, Str
     bitmaps::covers(file, &h, b, ranges).map_err(|e| e.to_string())
 }
 
-/// Marks `ranges` (guest bytes) in each of `recording` (bitmaps of the image open as `fd`, of
+/// Marks `ranges` (guest bytes) in each of `recording` (bitmaps of the image open as `on`, of
 /// virtual size `size`), through QEMU; each is read back. Returns their names.
 pub fn mark(
-    fd: BorrowedFd<'_>,
+    on: Fds<'_>,
     size: u64,
     recording: &[Bitmap],
     ranges: &[(u64, u64)],
@@ -116,18 +116,17 @@ pub fn mark(
     };
     let scratch = Scratch::new()?;
     let marks = marks_image(&scratch.0, size, granularity, ranges)?;
-    let target = on_fd(fd.as_raw_fd());
     for b in recording {
         tool(
             Command::new("qemu-img")
                 .args(["bitmap", "--merge", "m", "-b"])
                 .arg(&marks)
-                .args(["-F", "qcow2", &target, &b.name]),
-            &[fd.as_raw_fd()],
+                .args(["-F", "qcow2", &on.spec(), &b.name]),
+            &on.raw(),
             "",
         )?;
     }
-    let file = File::from(fd.try_clone_to_owned().map_err(|e| e.to_string())?);
+    let file = File::from(on.image.try_clone_to_owned().map_err(|e| e.to_string())?);
     for b in recording {
         if !read_back(&file, &b.name, ranges)? {
             return Err(format!(
@@ -143,14 +142,25 @@ pub fn mark(
 /// image open as `into`, adding it there (same granularity, enabled or not) when missing:
 /// what libvirt does with a layer it merges away. Returns the names.
 pub fn merge_into(
-    from: (BorrowedFd<'_>, &Qcow2Header),
-    into: (BorrowedFd<'_>, &Qcow2Header),
+    from: (Fds<'_>, &Qcow2Header),
+    into: (Fds<'_>, &Qcow2Header),
 ) -> Result<Vec<String>, String> {
-    let from_file = File::from(from.0.try_clone_to_owned().map_err(|e| e.to_string())?);
-    let into_file = File::from(into.0.try_clone_to_owned().map_err(|e| e.to_string())?);
+    let from_file = File::from(
+        from.0
+            .image
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?,
+    );
+    let into_file = File::from(
+        into.0
+            .image
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?,
+    );
     let theirs = bitmaps::list(&from_file, from.1).map_err(|e| e.to_string())?;
     let ours = bitmaps::list(&into_file, into.1).map_err(|e| e.to_string())?;
-    let (source, target) = (on_fd(from.0.as_raw_fd()), on_fd(into.0.as_raw_fd()));
+    let (source, target) = (from.0.spec(), into.0.spec());
+    let fds: Vec<_> = from.0.raw().into_iter().chain(into.0.raw()).collect();
     for b in theirs.iter().filter(|b| !b.in_use) {
         let mut cmd = Command::new("qemu-img");
         cmd.arg("bitmap");
@@ -161,7 +171,7 @@ pub fn merge_into(
             }
         }
         cmd.args(["--merge", &b.name, "-b", &source, &target, &b.name]);
-        tool(&mut cmd, &[from.0.as_raw_fd(), into.0.as_raw_fd()], "")?;
+        tool(&mut cmd, &fds, "")?;
     }
     Ok(theirs
         .into_iter()

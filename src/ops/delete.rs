@@ -51,6 +51,8 @@ pub struct Plan {
     pub aliases: Vec<PathBuf>,
     /// The requested image's backing file, which loses an overlay.
     pub backing: Option<PathBuf>,
+    /// The images' external data files, each removed right after its image.
+    pub data_files: Vec<DataFile>,
 }
 
 /// What a run did.
@@ -102,7 +104,10 @@ impl Operation for Delete {
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {
-        plan.images.iter().rev().map(|i| i.path.clone()).collect()
+        let images = plan.images.iter().rev().map(|i| i.path.clone());
+        images
+            .chain(plan.data_files.iter().map(|d| d.path.clone()))
+            .collect()
     }
 
     fn describe(plan: &Plan) -> Description {
@@ -123,7 +128,10 @@ pub fn describe(p: &Plan) -> Description {
     let list: Vec<String> = p
         .images
         .iter()
-        .map(|i| i.path.shown().to_string())
+        .map(|i| match p.data_files.iter().find(|d| d.image == i.path) {
+            Some(d) => format!("{} with its data file {}", i.path.shown(), d.path.shown()),
+            None => i.path.shown().to_string(),
+        })
         .collect();
     let mut d = Description::new(format!("Would delete, in this order: {}.", list.join(", ")));
     d.text("Deletes, in this order:");
@@ -170,8 +178,8 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         let roles = [RecordRole::Overlay, RecordRole::State];
         crate::ops::libvirt_snapshots::not_recorded(forest, &order, &roles, "deleting it")?;
     }
-    keeps_no_data_file(forest, &order)?;
-    keeps_no_data_file(forest, &order)?;
+    no_data_file_of_others(forest, &order)?;
+    let data_files = data_files(forest, &order)?;
     for &id in &order {
         let m = forest.node(id);
         if m.foreign.in_use() {
@@ -203,48 +211,137 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         images,
         aliases,
         backing,
+        data_files,
     })
 }
 
-/// An image whose guest data lives in an external data file is refused (16), naming the file:
-/// deleting the image alone would leave the data behind, and the name comes from the header,
-/// which imgchain never follows to delete what it leads to.
-pub(crate) fn keeps_no_data_file(forest: &Forest, order: &[NodeId]) -> Result<(), Refusal> {
+/// An image's external data file, removed right after the image.
+#[derive(Clone, Debug)]
+pub struct DataFile {
+    /// The image whose guest data it holds.
+    pub image: PathBuf,
+    pub path: PathBuf,
+    pub ident: FileId,
+}
+
+/// The external data files of the images `order`, each removed right after its image. The
+/// name comes from a header, so only a file that can be told to be that image's alone goes: in
+/// the image's own directory, a regular file with one link, the image owner's, neither an image
+/// found nor another image's data file. Anything else is refused (16), naming it.
+pub(crate) fn data_files(forest: &Forest, order: &[NodeId]) -> Result<Vec<DataFile>, Refusal> {
+    let mut found = Vec::new();
     for &id in order {
-        let m = forest.node(id);
-        let Some(h) = m
-            .qcow2
-            .as_ref()
-            .filter(|h| h.external_data_file() || h.data_file.is_some())
-        else {
-            continue;
-        };
-        let name = h.data_file.as_deref().map(String::from_utf8_lossy);
-        let what = match name.as_deref().map(std::path::Path::new) {
-            Some(d) if d.is_absolute() => format!(
-                "keeps its guest data in an external data file, {}, which imgchain does not \
-                 delete with it (the name comes from its header); once nothing uses them, remove \
-                 both yourself: rm -- {} {}",
-                d.shown(),
-                m.path.quoted(),
-                d.quoted()
-            ),
-            Some(d) => format!(
-                "keeps its guest data in an external data file its header names {} (QEMU opens \
-                 a relative name from the directory it runs in), which imgchain does not delete \
-                 with it; once nothing uses them, remove both yourself",
-                d.shown()
-            ),
-            None => "is marked as keeping its guest data in an external data file but names \
-                     none; inspect it with qemu-img info"
-                .into(),
-        };
+        found.extend(data_file_of(forest, id)?);
+    }
+    Ok(found)
+}
+
+fn data_file_of(forest: &Forest, id: NodeId) -> Result<Option<DataFile>, Refusal> {
+    use std::os::unix::fs::MetadataExt;
+    let m = forest.node(id);
+    let Some(h) = m
+        .qcow2
+        .as_ref()
+        .filter(|h| h.external_data_file() || h.data_file.is_some())
+    else {
+        return Ok(None);
+    };
+    let Some(path) = data_file_path(&m.path, h) else {
         return Err(Refusal::Unsupported {
             path: m.path.clone(),
-            what,
+            what: "is marked as keeping its guest data in an external data file but names \
+                   none; inspect it with qemu-img info"
+                .into(),
         });
+    };
+    let refuse = |why: &str| Refusal::Unsupported {
+        path: m.path.clone(),
+        what: format!(
+            "keeps its guest data in an external data file, {}, which {why}: imgchain deletes a \
+             data file with its image only when it can tell it is that image's alone; once \
+             nothing uses them, remove both yourself: rm -- {} {}",
+            path.shown(),
+            m.path.quoted(),
+            path.quoted()
+        ),
+    };
+    if path.parent() != m.path.parent() {
+        return Err(refuse("is outside the image's directory"));
+    }
+    let md = std::fs::symlink_metadata(&path).map_err(|_| refuse("cannot be found"))?;
+    let owner = m.ident.and_then(|i| file::Owner::of_path(&m.path, i).ok());
+    if !md.file_type().is_file() || md.nlink() != 1 {
+        return Err(refuse("is not a regular file with a single name"));
+    }
+    if owner.is_none_or(|o| o.uid != md.uid()) {
+        return Err(refuse("belongs to another user than the image"));
+    }
+    let ident = FileId::of(&md);
+    // The scan lists a raw data file as a raw image of its own: nothing may be built on it.
+    let as_image = forest.nodes.iter().position(|n| n.ident == Some(ident));
+    let used = as_image.is_some_and(|r| {
+        forest.nodes[r].format != Some(crate::image::probe::Format::Raw)
+            || forest
+                .nodes
+                .iter()
+                .any(|n| n.backing_node() == Some(NodeId(r)))
+    });
+    if used || data_file_users(forest, ident).iter().any(|&u| u != id) {
+        return Err(refuse("another image uses too"));
+    }
+    Ok(Some(DataFile {
+        image: m.path.clone(),
+        path,
+        ident,
+    }))
+}
+
+/// The images whose external data file is `ident`.
+fn data_file_users(forest: &Forest, ident: FileId) -> Vec<NodeId> {
+    (0..forest.nodes.len())
+        .map(NodeId)
+        .filter(|&i| {
+            let n = forest.node(i);
+            n.qcow2
+                .as_ref()
+                .and_then(|h| data_file_path(&n.path, h))
+                .is_some_and(|p| FileId::of_path(&p) == Some(ident))
+        })
+        .collect()
+}
+
+/// No image to delete is the external data file of an image that stays (12, in use by it):
+/// deleting it would take that image's guest data.
+fn no_data_file_of_others(forest: &Forest, order: &[NodeId]) -> Result<(), Refusal> {
+    for &id in order {
+        let n = forest.node(id);
+        let Some(ident) = n.ident else { continue };
+        let mut users: Vec<PathBuf> = data_file_users(forest, ident)
+            .into_iter()
+            .filter(|u| !order.contains(u))
+            .map(|u| forest.node(u).path.clone())
+            .collect();
+        if !users.is_empty() {
+            users.sort();
+            let names: Vec<String> = users.iter().map(|u| u.shown().to_string()).collect();
+            return Err(Refusal::HeldElsewhere {
+                path: n.path.clone(),
+                what: format!(
+                    "is the external data file of {} and holds its guest data; delete that \
+                     image instead, which takes its data file with it",
+                    names.join(", ")
+                ),
+            });
+        }
     }
     Ok(())
+}
+
+/// Where `image`'s external data file is: its header's name, from the image's directory.
+fn data_file_path(image: &Path, h: &crate::image::probe::Qcow2Header) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::OsStr::from_bytes(h.data_file.as_deref()?);
+    Some(image.parent().unwrap_or(Path::new("/")).join(name))
 }
 
 /// Removes the plan's images in order. Before the first removal, the overlays of every image
@@ -275,18 +372,18 @@ pub fn run(
     }
     let mut locks = Vec::new();
     for img in &plan.images {
-        locks.push(lock_unused(img)?);
+        locks.push(lock_unused(&img.path, img.ident)?);
+    }
+    for d in &plan.data_files {
+        locks.push(lock_unused(&d.path, d.ident)?);
     }
     report(Phase::Delete, 0);
     let mut deleted = Vec::new();
     let mut failed = None;
     for img in &plan.images {
-        match remove_by_identity(&img.path, img.ident) {
-            Ok(()) => deleted.push(img.path.clone()),
-            Err(e) => {
-                failed = Some((img.path.clone(), e.to_string()));
-                break;
-            }
+        if let Err(e) = remove_with_data(img, &plan.data_files, &mut deleted) {
+            failed = Some(e);
+            break;
         }
         report(Phase::Delete, deleted.len() as u64);
     }
@@ -299,21 +396,37 @@ pub fn run(
     })
 }
 
-/// Opens `img`, checks it is the plan's file, takes a reader's QEMU locks on it and checks no
-/// other process holds any.
-pub(super) fn lock_unused(img: &PlanImage) -> Result<ImageLock, Refusal> {
+/// Removes `img`, then its data file if it has one (a crash in between leaves the data file
+/// alone, named by nothing), each recorded in `deleted`; the first failure, with its path.
+pub(super) fn remove_with_data(
+    img: &PlanImage,
+    data_files: &[DataFile],
+    deleted: &mut Vec<PathBuf>,
+) -> Result<(), (PathBuf, String)> {
+    remove_by_identity(&img.path, img.ident).map_err(|e| (img.path.clone(), e.to_string()))?;
+    deleted.push(img.path.clone());
+    if let Some(d) = data_files.iter().find(|d| d.image == img.path) {
+        remove_by_identity(&d.path, d.ident).map_err(|e| (d.path.clone(), e.to_string()))?;
+        deleted.push(d.path.clone());
+    }
+    Ok(())
+}
+
+/// Opens the file at `path`, checks it is `ident`, takes a reader's QEMU locks on it and checks
+/// no other process holds any.
+pub(super) fn lock_unused(path: &Path, ident: FileId) -> Result<ImageLock, Refusal> {
     let io = |e: io::Error| Refusal::Changed {
-        path: img.path.clone(),
+        path: path.to_path_buf(),
         what: format!("it cannot be opened again: {e}"),
     };
-    let fd = file::open_as(&img.path, OpenMode::ReadOnly, img.ident).map_err(io)?;
-    let lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), &img.path, Access::READ_ONLY)?;
+    let fd = file::open_as(path, OpenMode::ReadOnly, ident).map_err(io)?;
+    let lock = ImageLock::acquire(std::os::fd::AsFd::as_fd(&fd), path, Access::READ_ONLY)?;
     let foreign = crate::image::lock::probe(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
     if foreign.in_use() {
         return Err(Refusal::InUse(LockError::InUse {
-            path: img.path.clone(),
-            holder: crate::image::lock::holders(&[img.ident].into_iter().collect())
-                .remove(&img.ident)
+            path: path.to_path_buf(),
+            holder: crate::image::lock::holders(&[ident].into_iter().collect())
+                .remove(&ident)
                 .and_then(|h| h.into_iter().next()),
             permission: if foreign.writer() {
                 "write"
@@ -361,6 +474,7 @@ impl Report for Outcome {
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "planned": self.plan.images.iter().map(|i| crate::text::lossy(&i.path)).collect::<Vec<_>>(),
+            "data_files": self.plan.data_files.iter().map(|d| crate::text::lossy(&d.path)).collect::<Vec<_>>(),
             "deleted": self.deleted.iter().map(|p| crate::text::lossy(p)).collect::<Vec<_>>(),
             "failed": self.failed.as_ref().map(|(p, e)| serde_json::json!({"path": crate::text::lossy(p), "error": e})),
             "dangling_aliases": self.plan.aliases.iter().map(|p| crate::text::lossy(p)).collect::<Vec<_>>(),
@@ -418,7 +532,11 @@ impl Report for Outcome {
 
 /// A delete of `plan`: every file it removes.
 pub fn space(plan: &Plan) -> Space {
-    let frees = plan.images.iter().map(|i| space::on_disk(&i.path)).sum();
+    let images = plan.images.iter().map(|i| &i.path);
+    let frees = images
+        .chain(plan.data_files.iter().map(|d| &d.path))
+        .map(|p| space::on_disk(p))
+        .sum();
     let first = plan
         .images
         .first()

@@ -275,9 +275,9 @@ pub fn v2_room(handle: &Handle, img: &PlanImage, bytes: u64) -> Result<(), Refus
         what: format!(
             "is a qcow2 v2 (compat=0.10) image whose refcount blocks cover {room} bytes of \
              file, and this operation may need up to {need}: a new refcount block cannot be \
-             added crash-safely without the v3 dirty bit; convert it first with qemu-img amend \
-             -f qcow2 -o compat=1.1 {}",
-            img.path.shown()
+             added crash-safely without the v3 dirty bit; add --amend to have it upgraded to \
+             compat=1.1 first, or convert it yourself: qemu-img amend -f qcow2 -o compat=1.1 {}",
+            img.path.quoted()
         ),
     })
 }

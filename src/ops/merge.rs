@@ -43,6 +43,8 @@ pub struct Request {
     pub vm_disk: bool,
     /// Keep IMAGE's file once nothing is built on it.
     pub keep: bool,
+    /// Upgrade a qcow2 v2 backing file to compat=1.1 before the commit (`--amend`).
+    pub amend: bool,
 }
 
 /// A merge that passed every guard.
@@ -67,6 +69,8 @@ pub struct Plan {
     pub resumed: bool,
     /// IMAGE is the file a libvirt snapshot created: libvirt merges it (`commit` is `None`).
     pub libvirt: Option<ThroughLibvirt>,
+    /// IMAGE's external data file, deleted with it.
+    pub data_file: Option<delete::DataFile>,
 }
 
 /// What a run did.
@@ -97,6 +101,9 @@ pub struct Journal {
     pub image_id: Option<FileId>,
     #[serde(default)]
     pub base_id: Option<FileId>,
+    /// IMAGE's external data file, deleted right after IMAGE.
+    #[serde(default)]
+    pub data_file: Option<(PathBuf, FileId)>,
 }
 
 pub use crate::forest::scan::merge_journal as journal_path;
@@ -162,6 +169,20 @@ fn write_journal(j: &Journal) -> io::Result<()> {
     new.replace(name)
 }
 
+/// Finishes a merge cut short after IMAGE was deleted: its data file (if the journal names one
+/// and it is still that file) and the journal go. Returns the data file removed.
+pub fn finish_deleted(j: &Journal) -> io::Result<Option<PathBuf>> {
+    let removed = match &j.data_file {
+        Some((path, ident)) if FileId::of_path(path) == Some(*ident) => {
+            delete::remove_by_identity(path, *ident)?;
+            Some(path.clone())
+        }
+        _ => None,
+    };
+    remove_journal(&j.image)?;
+    Ok(removed)
+}
+
 fn remove_journal(image: &Path) -> io::Result<()> {
     let path = journal_path(image);
     match std::fs::remove_file(&path) {
@@ -210,6 +231,7 @@ impl Operation for Merge {
             force: ask.force,
             vm_disk: false,
             keep: false,
+            amend: false,
         };
         plan(&found.scan.forest, &req, journal.as_ref())
     }
@@ -262,6 +284,12 @@ pub fn describe(p: &Plan) -> Description {
         p.image.path.shown()
     ));
     d.field("into", p.base.path.shown().to_string());
+    if let Some(f) = &p.data_file {
+        d.field(
+            "data file",
+            format!("{} is deleted with it", f.path.shown()),
+        );
+    }
     if p.resumed {
         d.field("finishing", "a merge that was cut short");
     }
@@ -287,16 +315,23 @@ pub fn describe(p: &Plan) -> Description {
         }
     }
     if let Some(c) = p.commit.as_ref().filter(|c| !c.merged_bitmaps.is_empty()) {
+        let when = match c.by_qemu.is_empty() {
+            true => "first",
+            false => "once it holds the data",
+        };
         d.then(format!(
-            "{image}'s bitmaps {} are merged into {base}'s of the same name first (added where \
+            "{image}'s bitmaps {} are merged into {base}'s of the same name {when} (added where \
              missing), as libvirt does when it deletes a snapshot layer.",
             super::commit::names_list(&c.merged_bitmaps)
         ));
     }
     if let Some(c) = p.commit.as_ref().filter(|c| !c.marks.is_empty()) {
+        let when = match c.by_qemu.is_empty() {
+            true => "before the first write",
+            false => "as it writes",
+        };
         d.then(format!(
-            "{base}'s bitmaps {} are marked with what it writes (by qemu-img, before the first \
-             write).",
+            "{base}'s bitmaps {} are marked with what it writes (by qemu-img, {when}).",
             super::commit::names_list(&c.marks)
         ));
     }
@@ -358,6 +393,10 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
         });
     }
     overlays_writable(forest, req, &overlays)?;
+    let data_file = match req.keep {
+        true => None,
+        false => delete::data_files(forest, &[req.image])?.pop(),
+    };
     let commit = commit_plan(forest, req, journal)?;
     overlays_keep_their_disks(forest, req.image, &overlays, &commit)?;
     let overlays = overlays
@@ -377,6 +416,7 @@ pub fn plan(forest: &Forest, req: &Request, journal: Option<&Journal>) -> Result
         keep: req.keep,
         resumed,
         libvirt: None,
+        data_file,
     })
 }
 
@@ -422,6 +462,7 @@ fn plan_through_libvirt(
         keep: false,
         resumed: false,
         libvirt: Some(through),
+        data_file: None,
     })
 }
 
@@ -431,7 +472,6 @@ fn overlays_writable(forest: &Forest, req: &Request, overlays: &[NodeId]) -> Res
     guards::not_kept_ro(forest, overlays.iter().copied().chain([req.image]))?;
     if !req.keep {
         guards::not_a_vm_disk(forest, &[req.image], req.vm_disk)?;
-        super::delete::keeps_no_data_file(forest, &[req.image])?;
     }
     guards::not_in_use(
         forest,
@@ -441,7 +481,7 @@ fn overlays_writable(forest: &Forest, req: &Request, overlays: &[NodeId]) -> Res
             .chain(std::iter::once((req.image, Access::READ_WRITE))),
     )?;
     for &o in overlays {
-        guards::supported(forest.node(o), guards::Role::Backing)?;
+        guards::supported(forest.node(o), guards::Role::Header)?;
     }
     Ok(())
 }
@@ -462,7 +502,7 @@ fn commit_plan(
             base: None,
             keep_top: true,
             force: req.force || committed,
-            amend: false,
+            amend: req.amend,
         },
     );
     let commit = commit.map_err(|e| match e {
@@ -484,7 +524,7 @@ fn commit_plan(
                     base: None,
                     keep_top: true,
                     force: true,
-                    amend: false,
+                    amend: req.amend,
                 },
             )?
         }
@@ -492,17 +532,6 @@ fn commit_plan(
     };
     if let Some(base) = forest.chain(req.image).next() {
         commit.merged_bitmaps = merged_bitmaps(forest.node(req.image), forest.node(base))?;
-    }
-    if !commit.merged_bitmaps.is_empty() && !commit.by_qemu.is_empty() {
-        return Err(Refusal::Unsupported {
-            path: commit.top.path.clone(),
-            what: format!(
-                "has persistent bitmaps, and its chain uses {}, which qemu-img must commit: \
-                 imgchain does not yet move the bitmaps of such a layer into its base; merge them \
-                 first (qemu-img bitmap --merge) and remove them from it",
-                commit.by_qemu.join(", ")
-            ),
-        });
     }
     Ok(commit)
 }
@@ -598,6 +627,7 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         committed: plan.commit.is_none(),
         image_id: Some(plan.image.ident),
         base_id: Some(plan.base.ident),
+        data_file: plan.data_file.as_ref().map(|d| (d.path.clone(), d.ident)),
     };
     if !plan.resumed {
         write_journal(&journal).map_err(journal_error)?;
@@ -712,7 +742,7 @@ fn relink_and_delete(plan: &Plan, progress: &mut dyn FnMut(Progress), outcome: &
     if !plan.keep {
         report(progress, Phase::Delete, plan.overlays.len() as u64);
         let r = if plan.image.path.exists() {
-            delete_image(&plan.image)
+            delete_image(&plan.image, plan.data_file.as_ref())
         } else {
             Ok(())
         };
@@ -728,10 +758,17 @@ fn relink_and_delete(plan: &Plan, progress: &mut dyn FnMut(Progress), outcome: &
     report(progress, Phase::Done, plan.overlays.len() as u64);
 }
 
-/// Deletes IMAGE by identity once no process holds it (delete's own checks and removal).
-fn delete_image(img: &PlanImage) -> Result<(), String> {
-    let _lock = delete::lock_unused(img).map_err(|e| e.to_string())?;
-    delete::remove_by_identity(&img.path, img.ident).map_err(|e| e.to_string())
+/// Deletes IMAGE, and its data file, by identity once no process holds them (delete's own
+/// checks and removal).
+fn delete_image(img: &PlanImage, data_file: Option<&delete::DataFile>) -> Result<(), String> {
+    let _lock = delete::lock_unused(&img.path, img.ident).map_err(|e| e.to_string())?;
+    let _data_lock = match data_file {
+        Some(d) => Some(delete::lock_unused(&d.path, d.ident).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let data_files: Vec<delete::DataFile> = data_file.into_iter().cloned().collect();
+    delete::remove_with_data(img, &data_files, &mut Vec::new())
+        .map_err(|(path, e)| format!("{}: {e}", path.shown()))
 }
 
 impl Report for Outcome {
@@ -804,6 +841,10 @@ impl Report for Outcome {
             );
         }
         let mut s = match &self.commit {
+            Some(c) if !c.plan.by_qemu.is_empty() => format!(
+                "Committed {image} into {base} through qemu-img commit ({} need QEMU's own code).",
+                c.plan.by_qemu.join(", ")
+            ),
             Some(c) => format!(
                 "Committed {} of {image} into {base}.",
                 crate::units::human_size(c.total)
@@ -828,7 +869,13 @@ impl Report for Outcome {
             return s;
         }
         match &self.deleted {
-            Some(Ok(())) => s.push_str(&format!(" Deleted {image}.")),
+            Some(Ok(())) => match &p.data_file {
+                Some(f) => s.push_str(&format!(
+                    " Deleted {image} and its data file {}.",
+                    f.path.shown()
+                )),
+                None => s.push_str(&format!(" Deleted {image}.")),
+            },
             Some(Err(e)) => s.push_str(&format!(
                 " Could not delete {image}: {e}; nothing is built on it any more, so it can be \
                  removed by hand."

@@ -11,6 +11,7 @@
 //! the UI's [`Ask`] and [`AnyPlan`] and everything done with them follow (ARCHITECTURE.md §3,
 //! "Adding an operation").
 
+pub mod amend;
 pub mod bitmaps;
 pub mod commit;
 pub mod datapath;

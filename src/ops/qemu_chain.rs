@@ -6,8 +6,8 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use super::Refusal;
 use super::plan_image::PlanImage;
+use super::{Refusal, qemu_tools};
 use crate::image::file::{self, OpenMode, Owner};
 use crate::image::lock::{Access, ImageLock};
 use crate::image::probe::Format;
@@ -82,6 +82,16 @@ fn data_file(img: &PlanImage, name: &[u8], mode: OpenMode) -> Result<OwnedFd, Re
         )));
     }
     Ok(fd)
+}
+
+impl Given {
+    /// The image's fds, as one image alone is given to a QEMU tool.
+    pub fn fds(&self) -> qemu_tools::Fds<'_> {
+        qemu_tools::Fds {
+            image: self.fd.as_fd(),
+            data: self.data.as_ref().map(AsFd::as_fd),
+        }
+    }
 }
 
 /// The `json:` name of the chain `given` (top first): every node through its fd.

@@ -4,7 +4,7 @@
 //! by name; the fd is kept open in the child only.
 
 use std::io::Write;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -23,13 +23,47 @@ pub fn found(tools: &[&'static str]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A qcow2 image as QEMU opens it through our fd `fd`: never its backing file, and none of
-/// QEMU's locks (we hold them).
-pub fn on_fd(fd: RawFd) -> String {
-    format!(
-        "json:{{\"driver\":\"qcow2\",\"backing\":null,\"file\":{{\"driver\":\"file\",\
-         \"filename\":\"/proc/self/fd/{fd}\",\"locking\":\"off\"}}}}"
-    )
+/// A qcow2 image as QEMU's tools get it: the fd imgchain opened, and its external data file's.
+#[derive(Clone, Copy)]
+pub struct Fds<'a> {
+    pub image: BorrowedFd<'a>,
+    pub data: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> From<BorrowedFd<'a>> for Fds<'a> {
+    fn from(image: BorrowedFd<'a>) -> Fds<'a> {
+        Fds { image, data: None }
+    }
+}
+
+impl Fds<'_> {
+    /// The image as QEMU opens it through our fds: never its backing file, its data file only
+    /// through ours, and none of QEMU's locks (we hold them).
+    pub fn spec(&self) -> String {
+        let file = |fd: BorrowedFd<'_>| {
+            serde_json::json!({
+                "driver": "file",
+                "filename": format!("/proc/self/fd/{}", fd.as_raw_fd()),
+                "locking": "off",
+            })
+        };
+        let mut node = serde_json::json!({
+            "driver": "qcow2",
+            "backing": null,
+            "file": file(self.image),
+        });
+        if let Some(d) = self.data {
+            node["data-file"] = file(d);
+        }
+        format!("json:{node}")
+    }
+
+    /// The fds to keep open in the tool.
+    pub fn raw(&self) -> Vec<RawFd> {
+        std::iter::once(self.image.as_raw_fd())
+            .chain(self.data.map(|d| d.as_raw_fd()))
+            .collect()
+    }
 }
 
 /// Runs a QEMU tool with `fds` kept open in it and `input` on its stdin (fed from a thread, so

@@ -296,6 +296,7 @@ pub fn plan(forest: &Forest, image: NodeId, pick: usize) -> Result<Plan, Refusal
         format: None,
         unsafe_names: true,
         name: None,
+        amend: false,
     };
     let rebase = rebase::plan(forest, &req)?;
     Ok(Plan {

@@ -373,6 +373,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds the counts of `other` (another trace of the same file, a later step's).
+    pub fn extend(&mut self, other: Tally) {
+        self.states += other.states;
+        self.clean += other.clean;
+        self.leaks += other.leaks;
+        self.repaired += other.repaired;
+        self.corrupt.extend(other.corrupt);
+    }
+
     pub fn add(&mut self, label: &str, v: Verdict) {
         self.states += 1;
         match v {

@@ -165,10 +165,14 @@ pub fn describe(plan: &Plan) -> Description {
         );
     }
     if !plan.marks.is_empty() {
+        let when = match plan.by_qemu.is_empty() {
+            true => "before the first write",
+            false => "as it writes",
+        };
         d.field(
             "bitmaps",
             format!(
-                "{} of the base marked with what it writes (by qemu-img, before the first write)",
+                "{} of the base marked with what it writes (by qemu-img, {when})",
                 names_list(&plan.marks)
             ),
         );
@@ -230,14 +234,17 @@ impl Report for Outcome {
     fn headline(&self) -> Option<String> {
         (Outcome::exit_code(self) == crate::exit::OK).then(|| {
             let name = crate::forest::model::file_name;
+            let how_much = match self.plan.by_qemu.is_empty() {
+                true => crate::units::human_size(self.total),
+                false => "all (qemu-img commit)".into(),
+            };
             format!(
-                "{}Committed {} of {} into {}; base read-only again; top {}",
+                "{}Committed {how_much} of {} into {}; base read-only again; top {}",
                 if self.cancel_too_late {
                     "Too late to cancel: "
                 } else {
                     ""
                 },
-                crate::units::human_size(self.total),
                 name(&self.plan.top.path),
                 name(&self.plan.base.path),
                 if self.top_emptied.is_some() {

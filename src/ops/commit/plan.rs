@@ -101,21 +101,6 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
             .chain(chain.iter().copied())
             .collect::<Vec<_>>(),
     );
-    let base_data_file = forest
-        .node(base_id)
-        .qcow2
-        .as_ref()
-        .is_some_and(|h| h.data_file.is_some());
-    if !q.is_empty() && !intermediates.is_empty() && base_data_file {
-        return Err(Refusal::Unsupported {
-            path: base_img.path.clone(),
-            what: "keeps its data in an external data file, and qemu-img commit cannot be \
-                   pointed at such a base below the top's backing file through the files \
-                   imgchain opened; with nothing running on the chain, run qemu-img commit -b \
-                   yourself"
-                .into(),
-        });
-    }
     Ok(Plan {
         grow_to: grow_to(forest.node(base_id), &top_img, &base_img, req.amend)?,
         amend: req.amend && base_img.version == Some(2),

@@ -57,7 +57,8 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         &fds(&given),
         "",
     )
-    .and_then(|()| sync(&given[base_at]).map_err(|e| format!("cannot sync the base: {e}")));
+    .and_then(|()| sync(&given[base_at]).map_err(|e| format!("cannot sync the base: {e}")))
+    .and_then(|()| merge_bitmaps(plan, &given[0], &given[base_at], &mut report));
     report(Phase::Flush, true);
     let copy = copy.map_err(|e| CopyError::Io {
         op: "qemu-img commit failed",
@@ -85,8 +86,30 @@ pub fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
     })
 }
 
-/// `-b BASE` for a base below the top's backing file: QEMU finds it by the name of its fd (a
-/// base with a data file has none QEMU matches; the plan refuses that case).
+/// A merge's layer's bitmaps merged into the base's once the base holds its data (as oVirt's
+/// cold merge and libvirt do after the commit: what the commit wrote is marked only in the
+/// base's own bitmaps, by QEMU), then synced. Nothing to do for a commit.
+fn merge_bitmaps(
+    plan: &Plan,
+    top: &Given,
+    base: &Given,
+    report: &mut dyn FnMut(Phase, bool),
+) -> Result<(), String> {
+    use crate::ops::bitmaps::{header_of, merge_into};
+    if plan.merged_bitmaps.is_empty() {
+        return Ok(());
+    }
+    report(Phase::Bitmaps, true);
+    let header = |g: &Given| {
+        header_of(g.fds().image)?.ok_or_else(|| "the image is no longer qcow2".to_string())
+    };
+    let (top_h, base_h) = (header(top)?, header(base)?);
+    merge_into((top.fds(), &top_h), (base.fds(), &base_h))
+        .and_then(|_| sync(base).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot merge the bitmaps of the layer into the base: {e}"))
+}
+
+/// `-b BASE` for a base below the top's backing file: QEMU finds it by the name of its fd.
 fn deeper_base(plan: &Plan, base: &Given) -> Vec<String> {
     if plan.intermediates.is_empty() {
         return Vec::new();

@@ -276,40 +276,13 @@ fn prepare(
     let total = opened.total;
     if plan.amend {
         report(Phase::Amend, 0, total, true);
-        amend(plan, &mut opened.base)?;
+        crate::ops::amend::to_v3(&plan.base.path, &mut opened.base)?;
     }
     crate::ops::guards::v2_room(&opened.base, &plan.base, total)?;
     carry_bitmaps(plan, &opened.layers, &mut opened.base, &mut || {
         report(Phase::Bitmaps, 0, total, true)
     })?;
     Ok(opened)
-}
-
-/// Upgrades the qcow2 v2 base to compat=1.1 through QEMU (`qemu-img amend` on the base's fd,
-/// under our locks), then reopens it so that imgchain sees the new header. Nothing else has
-/// been written when it fails.
-fn amend(plan: &Plan, base: &mut Handle) -> Result<(), Refusal> {
-    use crate::ops::qemu_tools;
-    let failed = |what: String| Refusal::Changed {
-        path: plan.base.path.clone(),
-        what: format!("it could not be upgraded to compat=1.1: {what}"),
-    };
-    qemu_tools::found(&["qemu-img"])
-        .map_err(|t| failed(format!("{t} is not installed (qemu-utils)")))?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&base.fd());
-    qemu_tools::tool(
-        std::process::Command::new("qemu-img").args([
-            "amend",
-            "-o",
-            "compat=1.1",
-            &qemu_tools::on_fd(fd),
-        ]),
-        &[fd],
-        "",
-    )
-    .map_err(failed)?;
-    base.reopen(OpenMode::ReadOnly)
-        .map_err(|e| failed(e.to_string()))
 }
 
 /// Marks everything the commit will write in the base's recording bitmaps (before any data
@@ -340,7 +313,7 @@ fn carry_bitmaps(
         let top_h = bitmaps::header_of(top.fd())
             .map_err(failed)?
             .ok_or_else(|| failed("the top is no longer qcow2".into()))?;
-        bitmaps::merge_into((top.fd(), &top_h), (base.fd(), &h)).map_err(failed)?;
+        bitmaps::merge_into((top.fd().into(), &top_h), (base.fd().into(), &h)).map_err(failed)?;
     }
     if !recording.is_empty() {
         let ranges =
@@ -350,7 +323,7 @@ fn carry_bitmaps(
                     source,
                 }
             })?;
-        bitmaps::mark(base.fd(), h.virtual_size, &recording, &ranges).map_err(failed)?;
+        bitmaps::mark(base.fd().into(), h.virtual_size, &recording, &ranges).map_err(failed)?;
     }
     if bitmaps::header_of(base.fd())
         .map_err(failed)?

@@ -41,6 +41,10 @@ pub(super) fn copy_safely(
     outcome: &mut Outcome,
 ) -> Result<(), Refusal> {
     let mut image = plan.image.open(OpenMode::ReadOnly, old_top.clone())?;
+    if plan.amend {
+        report(Phase::Amend, 0, 0, true);
+        crate::ops::amend::to_v3(&plan.image.path, &mut image)?;
+    }
     let total = unallocated(&image, plan.image.virtual_size).map_err(|source| Refusal::Map {
         path: plan.image.path.clone(),
         source,
@@ -71,7 +75,7 @@ pub(super) fn copy_safely(
             .chunk
             .clamp(64 << 10, 64 << 20)
             .max(plan.cluster),
-        v2: plan.image.version == Some(2),
+        v2: plan.image.version == Some(2) && !plan.amend,
     };
     carry_bitmaps(plan, &mut image, (&chains, g, &settings.copy), &mut || {
         report(Phase::Bitmaps, 0, total, true)
@@ -141,7 +145,7 @@ fn carry_bitmaps(
             .filter(|(step, _, _)| *step != Step::Skip)
             .map(|(_, offset, len)| (offset, len))
             .collect();
-        bitmaps::mark(image.fd(), h.virtual_size, &recording, &written).map_err(failed)?;
+        bitmaps::mark(image.fd().into(), h.virtual_size, &recording, &written).map_err(failed)?;
     }
     image.keep_bitmaps();
     Ok(())

@@ -136,6 +136,13 @@ pub fn describe(p: &Plan) -> Description {
             ),
         );
     }
+    if p.amend {
+        d.field(
+            "image format",
+            "qcow2 v2, upgraded to compat=1.1 first (qemu-img amend; QEMU before 1.1 cannot open \
+             it then)",
+        );
+    }
     d.text(if p.safe {
         format!(
             "What {image}'s guest reads does not change: every cluster the two chains read \

@@ -47,6 +47,7 @@ impl Report for Outcome {
             "old_backing": self.plan.old.first().map(|b| crate::text::lossy(&b.path)),
             "backing": self.plan.name.as_ref().map(|(n, f)| serde_json::json!({"name": n, "format": f.as_str()})),
             "safe": self.plan.safe,
+            "amended": self.plan.amend,
             "tier": if self.plan.by_qemu.is_empty() { "imgchain" } else { "qemu" },
             "compared_bytes": self.compared,
             "copied_bytes": self.copied,

@@ -24,6 +24,8 @@ pub struct Request {
     /// The backing name to write, when the user gave a relative one (QEMU resolves it from the
     /// image's directory); otherwise [`backing_name`] picks it.
     pub name: Option<String>,
+    /// Upgrade a qcow2 v2 image to compat=1.1 before the copy (`--amend`).
+    pub amend: bool,
 }
 
 /// What the UI asks for: a safe rebase of `image` onto `backing`.
@@ -51,6 +53,8 @@ pub struct Plan {
     /// Features of a flattened chain only QEMU's own code handles: when any, QEMU copies the
     /// data (`rebase::qemu`).
     pub by_qemu: Vec<String>,
+    /// The image is qcow2 v2 and is upgraded to compat=1.1 before the copy (`qemu-img amend`).
+    pub amend: bool,
 }
 
 /// A safe rebase of `image` onto `backing`, or a flatten (`None`).
@@ -68,6 +72,7 @@ pub fn safe(forest: &Forest, image: NodeId, backing: Option<&Path>) -> Result<Pl
         format: None,
         unsafe_names: false,
         name: None,
+        amend: false,
     };
     plan(forest, &req)
 }
@@ -174,6 +179,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         name,
         safe,
         cluster: n.cluster_size.unwrap_or(64 << 10),
+        amend: safe && req.amend && n.qcow2.as_ref().is_some_and(|h| h.version == 2),
         by_qemu,
     })
 }
@@ -188,19 +194,6 @@ fn old_chain_reads(
 ) -> Result<(), Refusal> {
     let n = forest.node(image);
     guards::supported_in(n, if safe { Role::Written } else { Role::Header }, q)?;
-    if q && n
-        .qcow2
-        .as_ref()
-        .is_some_and(|h| h.bitmaps() && (h.data_file.is_some() || h.external_data_file()))
-    {
-        return Err(Refusal::Unsupported {
-            path: n.path.clone(),
-            what: "has persistent bitmaps and an external data file: imgchain does not carry \
-                   the bitmaps of such an image through QEMU's copy yet; remove them first \
-                   (qemu-img bitmap --remove) or let qemu-img rebase do it"
-                .into(),
-        });
-    }
     if !safe {
         return Ok(());
     }

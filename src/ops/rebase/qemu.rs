@@ -124,11 +124,10 @@ fn script(take: &[(u64, u64)], zero: &[(u64, u64)]) -> String {
 
 /// Marks the stretches QEMU will write in the image's recording bitmaps first (QEMU does not
 /// mark what copy-on-read writes; qemu-img rebase's own writes are marked), as the data path's
-/// runs do (`ops::bitmaps`). Only for an image without a data file (the plan refuses others).
+/// runs do (`ops::bitmaps`).
 fn mark_bitmaps(image: &Given, take: &[(u64, u64)], zero: &[(u64, u64)]) -> Result<(), String> {
     use crate::ops::bitmaps;
-    use std::os::fd::AsFd;
-    let fd = image.fd.as_fd();
+    let fd = image.fds().image;
     let Some(h) = bitmaps::header_of(fd)?.filter(|h| h.bitmaps()) else {
         return Ok(());
     };
@@ -138,7 +137,7 @@ fn mark_bitmaps(image: &Given, take: &[(u64, u64)], zero: &[(u64, u64)]) -> Resu
     }
     let mut ranges: Ranges = take.iter().chain(zero).copied().collect();
     ranges.sort_unstable();
-    bitmaps::mark(fd, h.virtual_size, &recording, &ranges)
+    bitmaps::mark(image.fds(), h.virtual_size, &recording, &ranges)
         .map(|_| ())
         .map_err(|e| format!("cannot mark its persistent bitmaps: {e}"))
 }
