@@ -44,6 +44,7 @@ pub enum Action {
     Prev,
     WithOverlays,
     Anyway,
+    Amend,
 }
 
 /// Where an action's keys work: keys of one place may not repeat.
@@ -88,7 +89,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 38] = [
+pub const ACTIONS: [ActionDef; 39] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -317,6 +318,14 @@ pub const ACTIONS: [ActionDef; 38] = [
         Action::Anyway,
         "anyway",
         "in the delete dialog: delete a stopped VM's disk anyway (the VM loses it)",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Amend,
+        "amend",
+        "in the commit, merge, flatten and rebase dialogs: upgrade the qcow2 v2 image written \
+         to compat=1.1 first (qemu-img amend), or not",
         None,
         Dialog,
     ),

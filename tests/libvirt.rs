@@ -144,7 +144,15 @@ struct Defined(String);
 impl Drop for Defined {
     fn drop(&mut self) {
         let _ = Command::new("virsh")
-            .args(["-q", "-c", URI, "undefine", "--snapshots-metadata", &self.0])
+            .args([
+                "-q",
+                "-c",
+                URI,
+                "undefine",
+                "--snapshots-metadata",
+                "--checkpoints-metadata",
+                &self.0,
+            ])
             .output();
     }
 }

@@ -336,7 +336,7 @@ fn commit_plans_with_each_guard() {
     let [Effect::PlanOp { job, .. }] = fx[..] else {
         panic!("expected a plan effect, got {fx:?}")
     };
-    let plan = commit::propose(&a.browse.forest, id, (None, false)).map(|plan| {
+    let plan = commit::propose(&a.browse.forest, id, (None, false), false).map(|plan| {
         AnyPlan::Commit(Box::new(commit::Plan {
             measured: Some(Ok(0)),
             ..plan
@@ -1249,4 +1249,131 @@ fn a_merge_over_a_shared_base_goes_on_only_on_a_key_of_its_own() {
     insta::assert_snapshot!("op_merge_shared_forced", render(&a));
     key(&mut a, KeyCode::Esc);
     assert!(snaps.join("app-snap2.qcow2").exists(), "nothing was merged");
+}
+
+/// A commit into a qcow2 v2 base that would have to grow is refused with the dialog's amend
+/// key, in the UI's words; the key plans it again with the upgrade, and takes it back.
+#[test]
+fn a_v2_base_is_upgraded_first_on_a_key_of_its_own() {
+    let mut a = app("amend", 100, 34);
+    let root = a.browse.roots[0].clone();
+    let d = root.join("v2");
+    std::fs::create_dir_all(&d).unwrap();
+    let qemu_img = |args: &[&str]| {
+        let ok = std::process::Command::new("qemu-img")
+            .current_dir(&d)
+            .args(args)
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "qemu-img {args:?}");
+    };
+    if !common::have("qemu-img") {
+        return;
+    }
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10",
+        "base.qcow2",
+        "1M",
+    ]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        "top.qcow2",
+        "2M",
+    ]);
+    rescan(&mut a, &root, &Default::default());
+    select(&mut a, "v2/top.qcow2");
+    keys(&mut a, "c");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the commit dialog: {:?}", a.popup)
+    };
+    assert!(
+        matches!(p.refusal, Some(Refusal::NeedsAmend { .. })),
+        "{:?}",
+        p.refusal
+    );
+    let shown = render(&a);
+    assert!(
+        shown.contains("u upgrade it to compat=1.1 first"),
+        "{shown}"
+    );
+    assert!(!shown.contains("--amend"), "UI words, not flags: {shown}");
+    keys(&mut a, "u");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the commit dialog again")
+    };
+    assert!(matches!(&p.ask, Ask::Commit(c) if c.amend), "{:?}", p.ask);
+    assert_eq!(
+        p.plan.as_ref().and_then(|p| p.amends_v2()),
+        Some(true),
+        "{:?}",
+        p.refusal
+    );
+    let shown = render(&a);
+    assert!(
+        shown.contains("upgraded to compat=1.1 first") && shown.contains("u keep it v2"),
+        "{shown}"
+    );
+    keys(&mut a, "u");
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the commit dialog a third time")
+    };
+    assert!(
+        matches!(p.refusal, Some(Refusal::NeedsAmend { .. })),
+        "{:?}",
+        p.refusal
+    );
+    key(&mut a, KeyCode::Esc);
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(d.join("base.qcow2"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("\"0.10\""),
+        "nothing was written"
+    );
+}
+
+/// A run refused because a v2 image must be upgraded first shows its plan again, saying so
+/// with the amend key, not a flag.
+#[test]
+fn a_run_refused_for_a_v2_image_shows_the_plan_again_with_the_amend_key() {
+    let mut a = app("replan-v2", 100, 34);
+    let job = start(&mut a);
+    let base = a.browse.roots[0].join("snapshots/app-snap2.qcow2");
+    let fx = a.update(Msg::Op {
+        job,
+        event: Finished::of::<Commit>(Event::Done(Box::new(Err(Refusal::NeedsAmend {
+            path: base,
+            what: "is a qcow2 v2 (compat=0.10) image".into(),
+        })))),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    for e in fx {
+        if matches!(e, Effect::PlanOp { .. }) {
+            imgchain::tui::execute(e, &tx, &Default::default());
+            let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            a.update(msg);
+        }
+    }
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the plan dialog again: {:?}", a.popup);
+    };
+    let notice = p.notice.as_deref().unwrap_or_default();
+    assert!(
+        notice.starts_with("Nothing was written") && notice.contains("u has it upgraded"),
+        "{notice}"
+    );
+    assert!(!render(&a).contains("--amend"), "UI words, not flags");
 }

@@ -129,6 +129,7 @@ fn merging_away_a_vm_s_disk_is_refused_without_force() {
     let ask = imgchain::ops::Ask::Merge(imgchain::ops::merge::Ask {
         image: mid.clone(),
         force: true,
+        amend: false,
     });
     assert!(
         matches!(

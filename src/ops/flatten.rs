@@ -13,6 +13,8 @@ use crate::forest::Forest;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub image: PathBuf,
+    /// Upgrade a qcow2 v2 image to compat=1.1 first (the amend key).
+    pub amend: bool,
 }
 
 /// `imgchain flatten`.
@@ -41,6 +43,7 @@ impl Operation for Flatten {
     fn ask_for(sel: &Selected) -> Result<Ask, String> {
         Ok(Ask {
             image: sel.image.clone(),
+            amend: false,
         })
     }
 
@@ -48,8 +51,8 @@ impl Operation for Flatten {
         &ask.image
     }
 
-    fn plan_asked(_: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
-        rebase::safe(&found.scan.forest, found.image, None)
+    fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
+        rebase::safe(&found.scan.forest, found.image, None, ask.amend)
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {

@@ -270,14 +270,12 @@ pub fn v2_room(handle: &Handle, img: &PlanImage, bytes: u64) -> Result<(), Refus
     if need <= room {
         return Ok(());
     }
-    Err(Refusal::Unsupported {
+    Err(Refusal::NeedsAmend {
         path: img.path.clone(),
         what: format!(
             "is a qcow2 v2 (compat=0.10) image whose refcount blocks cover {room} bytes of \
              file, and this operation may need up to {need}: a new refcount block cannot be \
-             added crash-safely without the v3 dirty bit; add --amend to have it upgraded to \
-             compat=1.1 first, or convert it yourself: qemu-img amend -f qcow2 -o compat=1.1 {}",
-            img.path.quoted()
+             added crash-safely without the v3 dirty bit"
         ),
     })
 }

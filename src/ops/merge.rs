@@ -47,14 +47,16 @@ pub struct Request {
     pub amend: bool,
 }
 
-/// A merge that passed every guard.
 /// What the UI asks for; `force` lifts the shared-base guard only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub image: PathBuf,
     pub force: bool,
+    /// Upgrade a qcow2 v2 backing file to compat=1.1 first (the amend key).
+    pub amend: bool,
 }
 
+/// A merge that passed every guard.
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// The commit of IMAGE into its backing file (IMAGE keeps its data); `None` when a
@@ -213,6 +215,7 @@ impl Operation for Merge {
         Ok(Ask {
             image: sel.image.clone(),
             force: false,
+            amend: false,
         })
     }
 
@@ -231,7 +234,7 @@ impl Operation for Merge {
             force: ask.force,
             vm_disk: false,
             keep: false,
-            amend: false,
+            amend: ask.amend,
         };
         plan(&found.scan.forest, &req, journal.as_ref())
     }

@@ -195,6 +195,18 @@ registry! {
 }
 
 impl AnyPlan {
+    /// Whether the plan copies data into a qcow2 v2 image (`None`: it does not), and if so
+    /// whether it upgrades it to compat=1.1 first (`--amend`, the dialogs' amend key).
+    pub fn amends_v2(&self) -> Option<bool> {
+        let v2 = |img: &PlanImage| img.version == Some(2);
+        match self {
+            AnyPlan::Commit(c) if v2(&c.base) => Some(c.amend),
+            AnyPlan::Merge(m) => m.commit.as_ref().filter(|c| v2(&c.base)).map(|c| c.amend),
+            AnyPlan::Flatten(r) | AnyPlan::Rebase(r) if r.safe && v2(&r.image) => Some(r.amend),
+            _ => None,
+        }
+    }
+
     /// A job for this plan, with a fresh cancel flag.
     pub fn job(&self, id: JobId) -> Job {
         Job {

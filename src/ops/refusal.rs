@@ -48,6 +48,16 @@ pub enum Refusal {
         /// What to do about it.
         what: String,
     },
+    /// A qcow2 v2 image the run must write where it may grow or need a new refcount block,
+    /// which v2 (no dirty bit) cannot survive a crash in: `--amend` (the dialogs' amend key)
+    /// upgrades it to compat=1.1 first.
+    #[error(
+        "{} {what}; add --amend to have it upgraded to compat=1.1 first, or convert it yourself: \
+         qemu-img amend -f qcow2 -o compat=1.1 {}",
+        path.shown(),
+        path.quoted()
+    )]
+    NeedsAmend { path: PathBuf, what: String },
     /// The file named as the new backing file (or target) cannot serve: `what` says why.
     #[error("{} {what}", path.shown())]
     BadTarget { path: PathBuf, what: String },
@@ -201,7 +211,7 @@ impl Refusal {
             Refusal::Exists { .. } | Refusal::BadTarget { .. } => exit::USAGE,
             Refusal::NoSpace { .. } => exit::NO_SPACE,
             Refusal::Untrusted { .. } => exit::UNTRUSTED,
-            Refusal::Unsupported { .. } => exit::UNSUPPORTED,
+            Refusal::Unsupported { .. } | Refusal::NeedsAmend { .. } => exit::UNSUPPORTED,
             Refusal::BaseNotInChain { .. } => exit::USAGE,
             Refusal::ReopenRw(r) if r.lock.is_some() => exit::IN_USE,
             Refusal::BrokenChain { .. }
@@ -242,6 +252,7 @@ impl Refusal {
                 target,
                 definition,
             } => vm_disk_fact(path, domain, target, definition),
+            Refusal::NeedsAmend { path, what } => format!("{} {what}", path.shown()),
             e => e.to_string(),
         }
     }
@@ -261,6 +272,7 @@ impl Refusal {
             Refusal::Live { .. } => "live",
             Refusal::BadTarget { .. } => "bad-target",
             Refusal::Unsupported { .. } => "unsupported",
+            Refusal::NeedsAmend { .. } => "needs-amend",
             Refusal::Changed { .. } => "changed",
             Refusal::NoSpace { .. } => "no-space",
             Refusal::Untrusted { .. } => "untrusted",

@@ -43,6 +43,7 @@ impl Operation for Commit {
             image: sel.image.clone(),
             base: None,
             keep_top: sel.keep_top,
+            amend: false,
         })
     }
 
@@ -52,7 +53,7 @@ impl Operation for Commit {
 
     fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
         let asked = (ask.base.clone(), ask.keep_top);
-        propose(&found.scan.forest, found.image, asked)
+        propose(&found.scan.forest, found.image, asked, ask.amend)
     }
 
     fn writes(plan: &Plan) -> Vec<PathBuf> {

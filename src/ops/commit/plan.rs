@@ -319,13 +319,12 @@ fn grow_to(
         });
     }
     if grow_to.is_some() && base_img.version == Some(2) && !amend {
-        return Err(Refusal::Unsupported {
+        return Err(Refusal::NeedsAmend {
             path: base_img.path.clone(),
             what: format!(
                 "is a qcow2 v2 (compat=0.10) image that would have to grow to {} bytes: growing \
                  rewrites its header and L1 table, and v2 has no dirty bit to keep that safe \
-                 from a crash; add --amend to have it upgraded to compat=1.1 first (qemu-img \
-                 amend under imgchain's locks; QEMU older than 1.1 cannot open it then)",
+                 from a crash (once upgraded, QEMU older than 1.1 cannot open it)",
                 top_img.virtual_size
             ),
         });
@@ -382,6 +381,8 @@ pub struct Ask {
     pub image: PathBuf,
     pub base: Option<PathBuf>,
     pub keep_top: bool,
+    /// Upgrade a qcow2 v2 base to compat=1.1 first (the amend key).
+    pub amend: bool,
 }
 
 /// The commit of `top` (into `base`, or its backing file) as the UI offers it: forced over
@@ -394,13 +395,14 @@ pub fn propose(
     forest: &Forest,
     top: NodeId,
     (base, keep_top): (Option<PathBuf>, bool),
+    amend: bool,
 ) -> Result<Plan, Refusal> {
     let req = Request {
         top,
         base,
         keep_top,
         force: false,
-        amend: false,
+        amend,
     };
     let mut plan = match plan(forest, &req) {
         Err(Refusal::SharedBase { .. }) => plan(forest, &Request { force: true, ..req }),

@@ -51,6 +51,7 @@ impl Operation for Rebase {
             Some(b) => Ok(Ask {
                 image: sel.image.clone(),
                 backing: b.clone(),
+                amend: false,
             }),
             None => Err(format!(
                 "{} has no image below its backing file to rebase onto",
@@ -69,7 +70,12 @@ impl Operation for Rebase {
     }
 
     fn plan_asked(ask: &Ask, found: &Discovered, _: &Settings) -> Result<Plan, Refusal> {
-        safe(&found.scan.forest, found.image, Some(&ask.backing))
+        safe(
+            &found.scan.forest,
+            found.image,
+            Some(&ask.backing),
+            ask.amend,
+        )
     }
 
     fn kind(plan: &Plan) -> OpKind {

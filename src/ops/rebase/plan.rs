@@ -33,6 +33,8 @@ pub struct Request {
 pub struct Ask {
     pub image: PathBuf,
     pub backing: PathBuf,
+    /// Upgrade a qcow2 v2 image to compat=1.1 first (the amend key).
+    pub amend: bool,
 }
 
 /// A rebase that passed every guard.
@@ -57,8 +59,14 @@ pub struct Plan {
     pub amend: bool,
 }
 
-/// A safe rebase of `image` onto `backing`, or a flatten (`None`).
-pub fn safe(forest: &Forest, image: NodeId, backing: Option<&Path>) -> Result<Plan, Refusal> {
+/// A safe rebase of `image` onto `backing`, or a flatten (`None`), upgrading a v2 image first
+/// when `amend`.
+pub fn safe(
+    forest: &Forest,
+    image: NodeId,
+    backing: Option<&Path>,
+    amend: bool,
+) -> Result<Plan, Refusal> {
     let backing = match backing {
         Some(b) => Some(forest.find(b).ok_or_else(|| Refusal::BadTarget {
             path: b.to_path_buf(),
@@ -72,7 +80,7 @@ pub fn safe(forest: &Forest, image: NodeId, backing: Option<&Path>) -> Result<Pl
         format: None,
         unsafe_names: false,
         name: None,
-        amend: false,
+        amend,
     };
     plan(forest, &req)
 }

@@ -184,6 +184,22 @@ impl App {
                 fx.extend(self.rescan());
                 fx
             }
+            // A v2 image the run must not write as it is: the plan again, with the key that
+            // has it upgraded first.
+            Some(e @ Refusal::NeedsAmend { .. }) => {
+                self.status = format!("{} refused; nothing was written", job.op.title());
+                let notice = format!(
+                    "Nothing was written: {}. {} has it upgraded to compat=1.1 first.",
+                    e.fact(),
+                    self.keymap.first_key_of(Action::Amend)
+                );
+                let mut fx = self.op_popup(job.ask, job.chain);
+                if let Some(Popup::Op(p)) = &mut self.popup {
+                    p.notice = Some(notice);
+                }
+                fx.extend(self.rescan());
+                fx
+            }
             Some(e) => {
                 let op = job.op.title();
                 self.status = format!("{} refused", op.to_lowercase());
@@ -299,6 +315,10 @@ fn changed_ask(p: &mut OpPopup, action: Action) -> Option<(Ask, Vec<PathBuf>)> {
         {
             m.force = true
         }
+        (Ask::Commit(c), Action::Amend) if amendable(p) => c.amend = !c.amend,
+        (Ask::Merge(m), Action::Amend) if amendable(p) => m.amend = !m.amend,
+        (Ask::Rebase(r), Action::Amend) if amendable(p) => r.amend = !r.amend,
+        (Ask::Flatten(f), Action::Amend) if amendable(p) => f.amend = !f.amend,
         (Ask::Repair(r), Action::Deeper | Action::Next | Action::Prev) => {
             let n = candidates(p);
             let to = if back {
@@ -311,6 +331,15 @@ fn changed_ask(p: &mut OpPopup, action: Action) -> Option<(Ask, Vec<PathBuf>)> {
         _ => return None,
     }
     Some((ask, chain))
+}
+
+/// Whether the amend key means something in `p`: its refusal asks for it, or the image the
+/// plan writes is qcow2 v2.
+pub(crate) fn amendable(p: &OpPopup) -> bool {
+    matches!(p.refusal, Some(Refusal::NeedsAmend { .. }))
+        || p.plan
+            .as_ref()
+            .is_some_and(|plan| plan.amends_v2().is_some())
 }
 
 /// The image after (or, `back`, before) `at` in `chain`, round the end; the first without

@@ -98,10 +98,15 @@ fn commit(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
     let shared_with = p.shared_with();
     shared_warning(app, shared_with, &mut lines);
     let (k, first) = (|a| app.keymap.keys_of(a), |a| app.keymap.first_key_of(a));
+    let amend = match p.plan.as_ref().and_then(AnyPlan::amends_v2) {
+        Some(false) => format!("   {} upgrade v2 first", first(Action::Amend)),
+        Some(true) => format!("   {} keep it v2", first(Action::Amend)),
+        None => String::new(),
+    };
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(
         format!(
-            "{}   {} keep/empty top   {} deeper base   {} cancel",
+            "{}   {} keep/empty top   {} deeper base{amend}   {} cancel",
             if shared_with.is_empty() {
                 format!("{} commit", k(Action::Confirm))
             } else {
@@ -139,7 +144,19 @@ fn closing(
 /// libvirt), the key of the live commit.
 fn commit_refused(app: &App, p: &OpPopup, e: &Refusal) -> Vec<Line<'static>> {
     let mut body = vec![Line::from(Span::styled("Refused:", app.theme.problem))];
-    body.extend(e.to_string().lines().map(|l| Line::from(l.to_string())));
+    let amend = matches!(e, Refusal::NeedsAmend { .. });
+    let said = if amend { e.fact() } else { e.to_string() };
+    body.extend(said.lines().map(|l| Line::from(l.to_string())));
+    if amend {
+        body.push(Line::from(""));
+        body.push(Line::from(Span::styled(
+            format!(
+                "{} upgrade it to compat=1.1 first (qemu-img amend), and plan again",
+                app.keymap.first_key_of(Action::Amend)
+            ),
+            Style::default().add_modifier(Modifier::BOLD),
+        )));
+    }
     let forest = &app.browse.forest;
     let askable = e.exit_code() == crate::exit::IN_USE
         && forest.find(p.ask.image()).is_some_and(|id| {
@@ -355,6 +372,12 @@ fn other_disks_change(n: usize) -> String {
 /// merge over the other overlays of its base.
 fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
     let first = |a| app.keymap.first_key_of(a);
+    if matches!(e, Refusal::NeedsAmend { .. }) {
+        return vec![format!(
+            "{} upgrade it to compat=1.1 first (qemu-img amend)",
+            first(Action::Amend)
+        )];
+    }
     if let (Ask::Merge(merge::Ask { force: false, .. }), Refusal::SharedBase { others, .. }) =
         (&p.ask, e)
     {
@@ -404,6 +427,11 @@ fn plan_keys(app: &App, p: &OpPopup, plan: &AnyPlan) -> Vec<String> {
     }
     if matches!(p.ask, Ask::Rebase(_)) && p.chain.len() > 1 {
         keys.push(format!("{} deeper image", first(Action::Deeper)));
+    }
+    match plan.amends_v2() {
+        Some(false) => keys.push(format!("{} upgrade v2 first", first(Action::Amend))),
+        Some(true) => keys.push(format!("{} keep it v2", first(Action::Amend))),
+        None => {}
     }
     keys
 }
