@@ -21,6 +21,9 @@ const TOOLS: &[&str] = &[
     "cc",
     "setpriv",
     "python3",
+    "zsh",
+    "fish",
+    "groff",
 ];
 
 fn main() {

@@ -29,3 +29,39 @@ pub const NO_SPACE: u8 = 17;
 pub const UNTRUSTED: u8 = 18;
 /// Cancelled by the user.
 pub const CANCELLED: u8 = 130;
+
+/// Every exit code and what it means, as `--help` lists them.
+pub const ALL: [(u8, &str); 14] = [
+    (OK, "ok"),
+    (FAILURE, "error"),
+    (
+        USAGE,
+        "usage or config error (or the file to create exists)",
+    ),
+    (PROBLEMS, "check found problems"),
+    (NO_BACKING, "no backing file"),
+    (KEEP_READ_ONLY, "keep-RO"),
+    (IN_USE, "in use"),
+    (
+        SHARED_BASE,
+        "shared base, images built on it, or a VM's disk",
+    ),
+    (IO_ERROR, "I/O error (images consistent)"),
+    (REOPEN_FAILED, "base could not be reopened read-only"),
+    (
+        UNSUPPORTED,
+        "unsupported (format, feature, or an image to repair or upgrade first)",
+    ),
+    (NO_SPACE, "not enough free space"),
+    (
+        UNTRUSTED,
+        "a file the images' owners could not write or read",
+    ),
+    (CANCELLED, "cancelled"),
+];
+
+/// The exit codes as `--help` ends with them.
+pub fn help() -> String {
+    let codes: Vec<String> = ALL.iter().map(|(c, what)| format!("{c} {what}")).collect();
+    format!("Exit codes: {}.", codes.join("; "))
+}

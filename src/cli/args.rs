@@ -4,24 +4,27 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// The heading the global options are listed under, apart from a command's own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Args)]
 pub(crate) struct Global {
     /// Treat every image as keep-RO (requested): nothing can be committed
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) read_only: bool,
     /// Keep images matching GLOB read-only, and their backing chains with them (repeatable;
     /// a glob without "/" matches file names, with "/" absolute paths)
-    #[arg(long = "protect", value_name = "GLOB", global = true)]
+    #[arg(long = "protect", value_name = "GLOB", global = true, help_heading = GLOBAL)]
     pub(crate) protect: Vec<String>,
     /// Read the configuration from FILE instead of ~/.config/imgchain/config.toml
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", global = true, help_heading = GLOBAL)]
     pub(crate) config: Option<PathBuf>,
     /// No colours in output (NO_COLOR is honoured too)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) no_color: bool,
     /// Go on when a libvirt connection of scan.libvirt_uris cannot be reached, without
     /// checking its VMs' disks (otherwise a write that could change them is refused)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) skip_unreachable: bool,
 }
 
@@ -29,7 +32,7 @@ pub(crate) struct Global {
 #[derive(Args)]
 pub(crate) struct ChainArgs {
     /// Show progress
-    #[arg(short = 'p')]
+    #[arg(short = 'p', long)]
     pub(crate) progress: bool,
     /// Print the outcome as JSON
     #[arg(long)]

@@ -19,10 +19,10 @@ use super::session::Session;
 pub(crate) struct CommitArgs {
     /// Commit into BASE, an image further down IMAGE's backing chain; the images in
     /// between keep their data (implies -d, as in qemu-img)
-    #[arg(short = 'b', value_name = "BASE")]
+    #[arg(short = 'b', long = "base", value_name = "BASE")]
     pub(crate) base: Option<PathBuf>,
     /// Keep IMAGE's data after committing it (default: empty IMAGE, as qemu-img does)
-    #[arg(short = 'd')]
+    #[arg(short = 'd', long = "keep-top")]
     pub(crate) keep: bool,
     /// Commit even if the base has other overlays (their disks change), or its filesystem
     /// may be too full
@@ -33,7 +33,7 @@ pub(crate) struct CommitArgs {
     #[arg(long, conflicts_with = "live")]
     pub(crate) amend: bool,
     /// Show progress
-    #[arg(short = 'p')]
+    #[arg(short = 'p', long)]
     pub(crate) progress: bool,
     /// IMAGE is in use by a running QEMU or qemu-storage-daemon with a QMP socket: have it
     /// commit IMAGE into its backing file itself (block-commit) and pivot onto it

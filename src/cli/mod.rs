@@ -7,6 +7,7 @@ mod commit;
 mod delete;
 mod failure;
 mod merge;
+mod meta;
 mod output;
 mod rebase;
 mod repair;
@@ -19,8 +20,6 @@ mod ui;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use imgchain::exit;
 
 use args::Global;
@@ -31,19 +30,13 @@ use ui::ui;
 
 /// Browse qcow2 backing chains as a forest, see each image's RW / RO / keep-RO state, and
 /// commit overlays into their backing files safely.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     name = "imgchain",
     version,
     after_help = "Modes: RW = a top image, writable; RO = a backing image, read-only except \
                   while a commit writes into it; KRO = keep-RO, must stay read-only (reason: \
-                  requested, inherited from a protected overlay, or not-writable).\n\
-                  Exit codes: 0 ok, 1 error, 2 usage or config error (or the file to create \
-                  exists), 3 check found problems; operations: 10 no backing file, 11 keep-RO, \
-                  12 in use, 13 shared base or images built on it, 14 I/O error (images \
-                  consistent), 15 base could not be reopened read-only, 16 unsupported, 17 not \
-                  enough free space, 18 a file the images' owners could not write or read, 130 \
-                  cancelled."
+                  requested, inherited from a protected overlay, or not-writable)."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -118,6 +111,43 @@ commands! {
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check(show::CheckArgs),
+    /// Print the shell completion script for SHELL (e.g. imgchain completions bash >
+    /// /etc/bash_completion.d/imgchain)
+    Completions(meta::CompletionsArgs),
+    /// Print imgchain's man page, or a command's; --dir writes them all
+    Man(meta::ManArgs),
+}
+
+/// The command line as clap parses it, its help ending with every exit code.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let modes = cmd
+        .get_after_help()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    cmd.after_help(format!("{modes}\n{}", exit::help()))
+}
+
+/// A first path that does not exist but reads like a mistyped command: a usage error that
+/// names the command (a path that exists always opens the UI).
+fn mistyped_command(paths: &[PathBuf]) -> Option<Failure> {
+    let first = paths.first()?;
+    let word = first.to_str()?;
+    if first.symlink_metadata().is_ok() || word.contains('/') {
+        return None;
+    }
+    let cmd = command();
+    let best = cmd
+        .get_subcommands()
+        .map(|s| (strsim::jaro(word, s.get_name()), s.get_name().to_string()))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    Some(failure::usage(anyhow::anyhow!(
+        "{word:?} is neither a command nor a file or directory here; did you mean imgchain {}? \
+         (imgchain --help lists the commands)",
+        best.1
+    )))
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -130,7 +160,13 @@ pub(crate) fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigIgn,
         )
     };
-    let cli = Cli::parse();
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -141,7 +177,12 @@ pub(crate) fn main() -> ExitCode {
 }
 
 pub(crate) fn run(cli: Cli) -> Result<u8, Failure> {
-    let ctx = Session::new(&cli.global)?;
+    if cli.command.is_none()
+        && let Some(f) = mistyped_command(&cli.paths)
+    {
+        return Err(f);
+    }
+    let ctx = Session::new(&cli.global, command)?;
     if ctx.read_only
         && let Some(op) = cli.command.as_ref().and_then(Commands::writing)
     {

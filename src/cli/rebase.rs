@@ -17,14 +17,14 @@ use super::session::Session;
 pub(crate) struct RebaseArgs {
     /// The new backing file; a relative name is taken from IMAGE's directory and written as
     /// it is, as qemu-img does
-    #[arg(short = 'b', value_name = "NEWBASE", value_parser = clap::value_parser!(std::ffi::OsString))]
+    #[arg(short = 'b', long = "backing", value_name = "NEWBASE", value_parser = clap::value_parser!(std::ffi::OsString))]
     pub(crate) backing: std::ffi::OsString,
     /// The new backing file's format (checked against what the file is)
-    #[arg(short = 'F', value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'F', long = "backing-format", value_name = "FMT", value_parser = parse_format)]
     pub(crate) format: Option<imgchain::image::probe::Format>,
     /// Only rewrite the backing name and format: the new file must hold what the old one
     /// held (a moved or copied backing file), and must have its virtual size
-    #[arg(short = 'u')]
+    #[arg(short = 'u', long = "unsafe")]
     pub(crate) unsafe_names: bool,
     /// Upgrade a qcow2 v2 (compat=0.10) IMAGE to compat=1.1 before the copy (qemu-img
     /// amend, under imgchain's locks), so that it can gain refcount blocks crash-safely

@@ -26,10 +26,12 @@ pub(crate) struct Session {
     pub(crate) protect_globs: Vec<String>,
     /// Colours in the UI: off with --no-color or NO_COLOR.
     pub(crate) colour_ui: bool,
+    /// The command line as clap parses it (for completions and man pages).
+    pub(crate) cli: fn() -> clap::Command,
 }
 
 impl Session {
-    pub(crate) fn new(g: &Global) -> Result<Session, Failure> {
+    pub(crate) fn new(g: &Global, cli: fn() -> clap::Command) -> Result<Session, Failure> {
         let config = config::load(config::locate(g.config.as_deref()).as_deref()).map_err(usage)?;
         for note in &config.notes {
             eprintln!("imgchain: note: {note}");
@@ -55,6 +57,7 @@ impl Session {
             read_only: g.read_only,
             protect_globs: globs,
             colour_ui: !no_color,
+            cli,
         })
     }
 

@@ -1,0 +1,164 @@
+//! The command line itself: exit codes in `--help`, typos of commands, long forms of flags,
+//! shell completions and man pages.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Every `pub const NAME: u8 = N;` of src/exit.rs.
+fn exit_codes_in_source() -> Vec<u8> {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/exit.rs"))
+        .expect("src/exit.rs");
+    src.lines()
+        .filter_map(|l| l.strip_prefix("pub const "))
+        .filter_map(|l| l.split_once(": u8 = "))
+        .map(|(_, n)| n.trim_end_matches(';').parse().expect("a code"))
+        .collect()
+}
+
+#[test]
+fn help_lists_every_exit_code() {
+    let out = imgchain_ok(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    let list = help
+        .split_once("Exit codes: ")
+        .map(|(_, l)| l.replace('\n', " "))
+        .expect("an exit code list");
+    let listed: Vec<u8> = list
+        .split("; ")
+        .map(|item| item.split(' ').next().unwrap_or("").trim().parse().unwrap())
+        .collect();
+    let mut codes = exit_codes_in_source();
+    codes.sort_unstable();
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, codes, "{list}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md")
+        .replace('\n', " ");
+    for c in codes.iter().filter(|&&c| c != 0) {
+        assert!(
+            readme.contains(&format!(" {c} ")),
+            "README's list lacks {c}"
+        );
+    }
+}
+
+#[test]
+fn a_mistyped_command_is_named_and_nothing_is_opened() {
+    let dir = tempdir();
+    for (typed, meant) in [
+        ("comit", "commit"),
+        ("flaten", "flatten"),
+        ("complet", "completions"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imgchain"))
+            .current_dir(dir.path())
+            .args([typed, "x.qcow2"])
+            .output()
+            .expect("imgchain");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains(&format!("did you mean imgchain {meant}?")),
+            "{said}"
+        );
+    }
+    // A path that does not exist and looks like no command: said as it is.
+    let out = Command::new(env!("CARGO_BIN_EXE_imgchain"))
+        .current_dir(dir.path())
+        .arg("vm-disks")
+        .output()
+        .expect("imgchain");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot scan") && !said.contains("did you mean"),
+        "{said}"
+    );
+}
+
+#[test]
+fn every_short_flag_has_a_long_form() {
+    for (cmd, longs) in [
+        ("commit", &["--base", "--keep-top", "--progress"][..]),
+        (
+            "rebase",
+            &["--backing", "--backing-format", "--unsafe", "--progress"][..],
+        ),
+        ("flatten", &["--progress"][..]),
+        ("merge", &["--progress"][..]),
+    ] {
+        let out = imgchain_ok(&[cmd, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        for l in longs {
+            assert!(help.contains(l), "{cmd} --help lacks {l}: {help}");
+        }
+        assert!(help.contains("Global options:"), "{cmd}: {help}");
+        // Each global option once, under its own heading.
+        assert_eq!(help.matches("--read-only").count(), 1, "{help}");
+    }
+}
+
+/// `imgchain completions SHELL` parses in that shell.
+fn completes_in(shell: &str, check: &[&str]) {
+    let out = imgchain_ok(&["completions", shell]);
+    let dir = tempdir();
+    let script = dir.path().join(format!("imgchain.{shell}"));
+    std::fs::write(&script, &out.stdout).expect("write");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("merge"),
+        "{shell}"
+    );
+    run(Command::new(shell).args(check).arg(&script));
+}
+
+#[test]
+#[cfg_attr(not(tool_bash), ignore = "needs bash")]
+fn bash_completions_parse() {
+    completes_in("bash", &["-n"]);
+}
+
+#[test]
+#[cfg_attr(not(tool_zsh), ignore = "needs zsh")]
+fn zsh_completions_parse() {
+    completes_in("zsh", &["-n"]);
+}
+
+#[test]
+#[cfg_attr(not(tool_fish), ignore = "needs fish")]
+fn fish_completions_parse() {
+    completes_in("fish", &["--no-execute"]);
+}
+
+#[test]
+#[cfg_attr(not(tool_groff), ignore = "needs groff")]
+fn the_man_pages_render() {
+    let dir = tempdir();
+    imgchain_ok(&["man", "--dir", arg(dir.path())]);
+    for page in [
+        "imgchain.1",
+        "imgchain-commit.1",
+        "imgchain-merge.1",
+        "imgchain-man.1",
+    ] {
+        let path = dir.path().join(page);
+        let out = run(Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww"])
+            .arg(&path));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("SYNOPSIS") || text.contains("S\u{8}SY"),
+            "{page}: {text}"
+        );
+    }
+    let one = imgchain_ok(&["man", "commit"]);
+    assert_eq!(
+        one.stdout,
+        std::fs::read(dir.path().join("imgchain-commit.1")).unwrap()
+    );
+    let out = imgchain(&["man", "comit"]);
+    assert_eq!(out.status.code(), Some(2));
+}
