@@ -182,15 +182,17 @@ fn a_missing_backing_file_is_a_clear_error() {
 
 #[test]
 #[cfg_attr(
-    not(all(tool_qemu_img, tool_qemu_io)),
-    ignore = "needs qemu-img, qemu-io"
+    not(all(tool_qemu_img, tool_qemu_io, tool_setpriv, as_root)),
+    ignore = "needs qemu-img, qemu-io, setpriv, root"
 )]
 fn a_base_that_is_not_writable_is_keep_ro() {
     let tmp = tempdir();
     let d = tmp.path();
     chain(d);
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(d.join("base.qcow2"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    // Writable by its owner, another user, but not by the user imgchain runs as.
+    std::fs::set_permissions(d.join("base.qcow2"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::chown(d.join("base.qcow2"), Some(65534), None).unwrap();
     refused(
         d,
         imgchain_unprivileged,
@@ -198,6 +200,20 @@ fn a_base_that_is_not_writable_is_keep_ro() {
         11,
         &["keep-RO, not-writable"],
     );
+    // Marked read-only by its mode (as Proxmox marks bases): kept so even for root.
+    std::fs::set_permissions(d.join("base.qcow2"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    for runner in [imgchain, imgchain_unprivileged] {
+        refused(
+            d,
+            runner,
+            &["commit", &p(d, "top.qcow2")],
+            11,
+            &["keep-RO, file-mode", "chmod u+w"],
+        );
+    }
+    let v = imgchain_json(&["info", "--json", &p(d, "base.qcow2")], 0);
+    assert_eq!(v["mode"], "keep-ro", "{v}");
+    assert_eq!(v["keep_ro_reason"], "file-mode", "{v}");
 }
 
 #[test]

@@ -36,7 +36,8 @@ use ui::ui;
     version,
     after_help = "Modes: RW = a top image, writable; RO = a backing image, read-only except \
                   while a commit writes into it; KRO = keep-RO, must stay read-only (reason: \
-                  requested, inherited from a protected overlay, or not-writable)."
+                  requested, file-mode (no write permission bits), inherited from a protected \
+                  overlay, or not-writable)."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]

@@ -251,6 +251,7 @@ impl Forest {
                 backing: n.backing_node().map(|b| b.0),
                 requested: n.requested,
                 writable: n.writable,
+                read_only_mode: n.owner.is_some_and(|o| o.mode & 0o222 == 0),
             })
             .collect();
         for (n, s) in self.nodes.iter_mut().zip(state::compute(&inputs)) {

@@ -2,9 +2,12 @@
 //!
 //! Rules, in order of precedence for a node's keep-RO reason:
 //! 1. `requested`: `--read-only`, a protect glob, or a toggle in the UI.
-//! 2. `inherited`: some overlay of the node (at any distance) is requested or inherited —
-//!    writing the node would change what that overlay's guest sees.
-//! 3. `not-writable`: opening the node read-write fails. Never inherited.
+//! 2. `file-mode`: the file's permission bits give no one write access (`chmod a-w`, as
+//!    Proxmox marks its base images): its owner marked it read-only, and imgchain keeps it so
+//!    even as root, who could write it anyway.
+//! 3. `inherited`: some overlay of the node (at any distance) is requested, file-mode or
+//!    inherited — writing the node would change what that overlay's guest sees.
+//! 4. `not-writable`: opening the node read-write fails. Never inherited.
 //!
 //! A node that is not keep-RO is RO when it backs another image in the forest, RW otherwise.
 
@@ -39,6 +42,7 @@ impl fmt::Display for Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeepRoReason {
     Requested,
+    FileMode,
     Inherited,
     NotWritable,
 }
@@ -48,6 +52,7 @@ impl KeepRoReason {
     pub fn as_str(self) -> &'static str {
         match self {
             KeepRoReason::Requested => "requested",
+            KeepRoReason::FileMode => "file-mode",
             KeepRoReason::Inherited => "inherited",
             KeepRoReason::NotWritable => "not-writable",
         }
@@ -58,6 +63,10 @@ impl KeepRoReason {
         match self {
             KeepRoReason::Requested => {
                 "protected on request (--read-only, --protect, a config protect glob, or the UI)"
+            }
+            KeepRoReason::FileMode => {
+                "the file's mode says read-only (no write permission for anyone): its owner marked \
+                 it so, and imgchain keeps it so even as root"
             }
             KeepRoReason::Inherited => {
                 "an overlay built on it is protected, and writing it would change that overlay's disk"
@@ -84,6 +93,8 @@ pub struct StateInput {
     pub requested: bool,
     /// A read-write open of the node succeeds.
     pub writable: bool,
+    /// The file's permission bits give no one write access.
+    pub read_only_mode: bool,
 }
 
 /// A node's computed state.
@@ -104,7 +115,7 @@ pub fn compute(inputs: &[StateInput]) -> Vec<State> {
             has_overlays[b] = true;
         }
     }
-    for input in inputs.iter().filter(|i| i.requested) {
+    for input in inputs.iter().filter(|i| i.requested || i.read_only_mode) {
         let mut next = input.backing;
         let mut steps = 0;
         // Stop early at a node already marked: everything below it is marked too.
@@ -120,6 +131,8 @@ pub fn compute(inputs: &[StateInput]) -> Vec<State> {
         .map(|(i, input)| {
             let reason = if input.requested {
                 Some(KeepRoReason::Requested)
+            } else if input.read_only_mode {
+                Some(KeepRoReason::FileMode)
             } else if inherited[i] {
                 Some(KeepRoReason::Inherited)
             } else if !input.writable {
@@ -146,6 +159,7 @@ mod tests {
             backing,
             requested: false,
             writable: true,
+            read_only_mode: false,
         }
     }
 
@@ -246,6 +260,24 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_mode_is_kept_and_passed_down_like_a_request() {
+        // 0 <- 1 <- 2; 1 is chmod a-w (a Proxmox base of 2 would be 0 here, alone).
+        let mut n = vec![node(None), node(Some(0)), node(Some(1)), node(None)];
+        n[1].read_only_mode = true;
+        n[3].read_only_mode = true;
+        n[3].writable = false;
+        assert_eq!(
+            modes(&compute(&n)),
+            vec![
+                (KeepRo, Some(Inherited)),
+                (KeepRo, Some(FileMode)),
+                (Rw, None),
+                (KeepRo, Some(FileMode))
+            ]
+        );
+    }
+
+    #[test]
     fn read_only_everywhere() {
         let n: Vec<_> = [None, Some(0), Some(0)]
             .into_iter()
@@ -253,6 +285,7 @@ mod tests {
                 backing: b,
                 requested: true,
                 writable: true,
+                read_only_mode: false,
             })
             .collect();
         assert!(compute(&n).iter().all(|s| s.reason == Some(Requested)));

@@ -31,7 +31,12 @@ fn protected_above(forest: &Forest, id: NodeId) -> Option<PathBuf> {
     descendants(forest, id)
         .into_iter()
         .map(|d| forest.node(d))
-        .find(|n| n.keep_ro_reason == Some(KeepRoReason::Requested))
+        .find(|n| {
+            matches!(
+                n.keep_ro_reason,
+                Some(KeepRoReason::Requested | KeepRoReason::FileMode)
+            )
+        })
         .map(|n| n.path.clone())
 }
 
@@ -58,8 +63,9 @@ pub fn writable(forest: &Forest, written: &[NodeId]) -> Result<(), Refusal> {
 pub fn not_kept_ro(forest: &Forest, ids: impl IntoIterator<Item = NodeId>) -> Result<(), Refusal> {
     for id in ids {
         let m = forest.node(id);
-        if let Some(reason @ (KeepRoReason::Requested | KeepRoReason::NotWritable)) =
-            m.keep_ro_reason
+        if let Some(
+            reason @ (KeepRoReason::Requested | KeepRoReason::FileMode | KeepRoReason::NotWritable),
+        ) = m.keep_ro_reason
         {
             return Err(Refusal::KeepReadOnly {
                 path: m.path.clone(),
@@ -72,13 +78,13 @@ pub fn not_kept_ro(forest: &Forest, ids: impl IntoIterator<Item = NodeId>) -> Re
 }
 
 /// Changing `id`'s own blocks needs it to open read-write; overlays of it do not mind (its
-/// guest view stays), so only `not-writable` refuses (exit 11).
+/// guest view stays), so only `not-writable` and `file-mode` refuse (exit 11).
 pub fn openable_rw(forest: &Forest, id: NodeId) -> Result<(), Refusal> {
     let n = forest.node(id);
-    if n.keep_ro_reason == Some(KeepRoReason::NotWritable) {
+    if let Some(reason @ (KeepRoReason::NotWritable | KeepRoReason::FileMode)) = n.keep_ro_reason {
         return Err(Refusal::KeepReadOnly {
             path: n.path.clone(),
-            reason: KeepRoReason::NotWritable,
+            reason,
             protected_by: None,
         });
     }

@@ -161,9 +161,13 @@ fn list(paths: &[PathBuf]) -> String {
 fn keep_ro_message(path: &std::path::Path, reason: KeepRoReason, by: Option<&PathBuf>) -> String {
     let why = match (reason, by) {
         (KeepRoReason::Inherited, Some(o)) => format!(
-            "its overlay {} is protected, and writing it would change that overlay's disk; unprotect {} (p in the UI, or drop its --protect/config glob) first",
+            "its overlay {} is protected, and writing it would change that overlay's disk; unprotect {} first (p in the UI, drop its --protect/config glob, or chmod u+w it if its file mode says read-only)",
             o.shown(),
             o.shown()
+        ),
+        (KeepRoReason::FileMode, _) => format!(
+            "its file mode says read-only (no write permission for anyone), which imgchain keeps even as root; if it may change, chmod u+w {} first",
+            path.quoted()
         ),
         (KeepRoReason::Requested, _) => {
             "it is protected (--read-only, --protect, or a config protect glob); drop that to commit into it".to_string()

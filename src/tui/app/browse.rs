@@ -451,14 +451,26 @@ impl Browse {
         self.protect.set(&path, !now_requested);
         self.protect.apply(&mut self.forest);
         self.columns = Columns::of(&self.forest);
-        Some(format!(
-            "{} {} until quit",
-            path.shown(),
-            if now_requested {
-                "unprotected"
-            } else {
-                "protected (keep-RO)"
-            }
-        ))
+        let stays = self
+            .forest
+            .find(&path)
+            .and_then(|id| self.forest.node(id).keep_ro_reason)
+            .filter(|r| now_requested && *r != crate::forest::KeepRoReason::Requested);
+        Some(match stays {
+            Some(r) => format!(
+                "{} unprotected until quit, but still keep-RO: {}",
+                path.shown(),
+                r.describe()
+            ),
+            None => format!(
+                "{} {} until quit",
+                path.shown(),
+                if now_requested {
+                    "unprotected"
+                } else {
+                    "protected (keep-RO)"
+                }
+            ),
+        })
     }
 }

@@ -28,6 +28,7 @@ pub fn badge(app: &App, id: NodeId) -> (String, Style) {
         (Mode::KeepRo, r) => (
             match r {
                 Some(KeepRoReason::Requested) | None => "KRO·req",
+                Some(KeepRoReason::FileMode) => "KRO·mod",
                 Some(KeepRoReason::Inherited) => "KRO·inh",
                 Some(KeepRoReason::NotWritable) => "KRO·nw",
             }
