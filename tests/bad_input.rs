@@ -223,11 +223,12 @@ fn permissions_are_reported_not_bypassed() {
             .unwrap_or_else(|| panic!("{name} missing"))
             .clone()
     };
-    // A read-only base is keep-RO for that reason, and its overlay is not affected.
+    // A base whose mode says read-only is keep-RO for that reason, and its overlay is not
+    // affected.
     let base = find("base.qcow2");
     assert_eq!(
         (base["mode"].as_str(), base["keep_ro_reason"].as_str()),
-        (Some("keep-ro"), Some("not-writable"))
+        (Some("keep-ro"), Some("file-mode"))
     );
     assert_eq!(find("top.qcow2")["mode"], "rw");
     let secret = find("secret.qcow2");
