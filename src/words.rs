@@ -194,6 +194,26 @@ pub fn writable_because(n: &Node) -> &'static str {
     }
 }
 
+/// Why an image is shown read-only when it is not keep-RO: images are built on it, or a
+/// running QEMU reads it (its overlay may live anywhere).
+pub fn read_only_because(n: &Node) -> String {
+    if n.overlays.is_empty() && n.foreign.in_use() && !n.foreign.writer() {
+        let by = n
+            .holders
+            .first()
+            .map_or("another process".to_string(), |h| h.to_string());
+        return format!(
+            "held read-only by {by}: the backing file or read-only disk of a running QEMU, so \
+             writing it would change what that VM reads"
+        );
+    }
+    format!(
+        "a backing image: read-only, upgraded to read-write only while a commit writes into it \
+         ({})",
+        crate::units::count(n.overlays.len() as u64, "overlay")
+    )
+}
+
 /// A qcow2 image's optional features that are on, and its internal snapshots: `lazy
 /// refcounts`, `persistent bitmaps`, `2 internal snapshots`.
 pub fn qcow2_features(h: &crate::image::probe::Qcow2Header) -> Vec<String> {

@@ -255,3 +255,40 @@ fn a_storage_daemon_s_qmp_socket_and_a_vm_name_are_reported() {
     );
     assert!(!err.contains("--blockdev"), "{err}");
 }
+
+/// A base whose overlay lives elsewhere, held by a running qemu-storage-daemon through that
+/// overlay: read-only, and said why, though nothing scanned is built on it.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_storage_daemon)),
+    ignore = "needs qemu-img, qemu-storage-daemon"
+)]
+fn a_base_a_running_qemu_reads_is_ro_and_says_who_holds_it() {
+    let tmp = tempdir();
+    let (golden, vms) = (tmp.path().join("golden"), tmp.path().join("vms"));
+    std::fs::create_dir_all(&golden).unwrap();
+    std::fs::create_dir_all(&vms).unwrap();
+    let base = create(&golden, "base.qcow2", "qcow2", "16M", None, &[]);
+    let backing = base.to_str().unwrap().to_string();
+    create(
+        &vms,
+        "vm.qcow2",
+        "qcow2",
+        "16M",
+        Some((&backing, "qcow2")),
+        &[],
+    );
+    let idle = imgchain_json(&["tree", "--json", golden.to_str().unwrap()], 0);
+    assert_eq!(idle["nodes"][0]["mode"], "rw", "{idle}");
+    let held = hold_with_storage_daemon(&vms.join("vm.qcow2"));
+    let v = imgchain_json(&["tree", "--json", golden.to_str().unwrap()], 0);
+    assert_eq!(v["nodes"][0]["mode"], "ro", "{v}");
+    let out = imgchain_ok(&["info", base.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("RO — held read-only by")
+            && said.contains(&format!("pid {}", held.pid()))
+            && said.contains("running QEMU"),
+        "{said}"
+    );
+}

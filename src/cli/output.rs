@@ -13,7 +13,9 @@ use imgchain::forest::{Forest, Mode, Node, NodeId};
 use imgchain::ops::dependents::{OUTSIDE, Searched};
 use imgchain::text::Names;
 pub use imgchain::units::human_size;
-use imgchain::words::{bitmap_text, disk_usage, in_use_text, snapshot_text, writable_because};
+use imgchain::words::{
+    bitmap_text, disk_usage, in_use_text, read_only_because, snapshot_text, writable_because,
+};
 
 /// `info --json`, and each element of `tree --json`'s `nodes`.
 #[derive(Serialize)]
@@ -704,6 +706,7 @@ pub fn text_info(forest: &Forest, id: NodeId, paint: Paint) -> String {
     let reason = match n.keep_ro_reason {
         Some(r) => format!(" — {}", r.describe()),
         None if n.mode == imgchain::forest::Mode::Rw => format!(" — {}", writable_because(n)),
+        None if n.mode == imgchain::forest::Mode::Ro => format!(" — {}", read_only_because(n)),
         None => String::new(),
     };
     kv(out, "mode:", format!("{}{reason}", paint.mode(n)));

@@ -252,6 +252,7 @@ impl Forest {
                 requested: n.requested,
                 writable: n.writable,
                 read_only_mode: n.owner.is_some_and(|o| o.mode & 0o222 == 0),
+                read_by_other: n.foreign.in_use() && !n.foreign.writer(),
             })
             .collect();
         for (n, s) in self.nodes.iter_mut().zip(state::compute(&inputs)) {

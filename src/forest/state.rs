@@ -9,7 +9,9 @@
 //!    inherited — writing the node would change what that overlay's guest sees.
 //! 4. `not-writable`: opening the node read-write fails. Never inherited.
 //!
-//! A node that is not keep-RO is RO when it backs another image in the forest, RW otherwise.
+//! A node that is not keep-RO is RO when it backs another image in the forest, or another
+//! process reads it without writing it (a running QEMU's backing file or read-only disk,
+//! whose overlay may be anywhere); RW otherwise.
 
 use std::fmt;
 
@@ -95,6 +97,8 @@ pub struct StateInput {
     pub writable: bool,
     /// The file's permission bits give no one write access.
     pub read_only_mode: bool,
+    /// Another process holds it without the write permission: a running QEMU reads it.
+    pub read_by_other: bool,
 }
 
 /// A node's computed state.
@@ -140,7 +144,7 @@ pub fn compute(inputs: &[StateInput]) -> Vec<State> {
             } else {
                 None
             };
-            let mode = match (reason, has_overlays[i]) {
+            let mode = match (reason, has_overlays[i] || input.read_by_other) {
                 (Some(_), _) => Mode::KeepRo,
                 (None, true) => Mode::Ro,
                 (None, false) => Mode::Rw,
@@ -160,6 +164,7 @@ mod tests {
             requested: false,
             writable: true,
             read_only_mode: false,
+            read_by_other: false,
         }
     }
 
@@ -278,6 +283,13 @@ mod tests {
     }
 
     #[test]
+    fn an_image_another_process_only_reads_is_ro() {
+        let mut n = vec![node(None), node(None)];
+        n[1].read_by_other = true;
+        assert_eq!(modes(&compute(&n)), vec![(Rw, None), (Ro, None)]);
+    }
+
+    #[test]
     fn read_only_everywhere() {
         let n: Vec<_> = [None, Some(0), Some(0)]
             .into_iter()
@@ -286,6 +298,7 @@ mod tests {
                 requested: true,
                 writable: true,
                 read_only_mode: false,
+                read_by_other: false,
             })
             .collect();
         assert!(compute(&n).iter().all(|s| s.reason == Some(Requested)));

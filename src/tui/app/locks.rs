@@ -44,6 +44,8 @@ impl Locks {
                 n.holders = holders;
             }
         }
+        // An image a QEMU now only reads is read-only (and one it let go may be RW again).
+        forest.apply_state();
     }
 }
 

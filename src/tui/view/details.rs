@@ -285,10 +285,7 @@ fn mode(app: &App, id: NodeId) -> Line<'static> {
     } else {
         match (app.shown_mode(id), n.keep_ro_reason) {
             (Mode::Rw, _) => crate::words::writable_because(n).into(),
-            (Mode::Ro, _) => format!(
-                "a backing image: read-only, upgraded to read-write only while a commit writes into it ({})",
-                crate::units::count(n.overlays.len() as u64, "overlay")
-            ),
+            (Mode::Ro, _) => crate::words::read_only_because(n),
             (Mode::KeepRo, Some(r)) => format!("keep-RO: {}", r.describe()),
             (Mode::KeepRo, None) => "keep-RO".into(),
         }
