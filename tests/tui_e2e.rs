@@ -309,11 +309,13 @@ fn merging_a_middle_snapshot_by_keypress_keeps_the_top_s_disk() {
     t.keys(&["Enter", "G", "M"]);
     let plan = t.wait_for("No overlay's disk changes");
     assert!(plan.contains("app-snap3.qcow2"), "{plan}");
-    // It asks twice: one Enter changes nothing.
+    // It asks twice, the second time with its own key: Enter Enter changes nothing.
     t.keys(&["Enter"]);
     t.wait_for("Confirmed once");
-    assert!(demo.join("snapshots/app-snap2.qcow2").exists());
     t.keys(&["Enter"]);
+    t.wait_for("Enter does not confirm twice");
+    assert!(demo.join("snapshots/app-snap2.qcow2").exists());
+    t.keys(&["M"]);
     let done = t.wait_for("Merge: done");
     assert!(done.contains("Deleted"), "{done}");
     t.keys(&["Enter", "q"]);
@@ -436,5 +438,28 @@ fn the_details_list_an_image_s_bitmaps_with_their_dirty_bytes() {
         "{s}"
     );
     t.keys(&["Escape", "q"]);
+    t.wait_for("EXITED 0");
+}
+
+#[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
+fn delete_asks_twice_and_enter_enter_never_deletes() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    let t = Tmux::start("delete", &d.display().to_string());
+    t.wait_for("2 images");
+    t.keys(&["G", "D"]);
+    t.wait_for("then D for good");
+    t.keys(&["Enter", "Enter", "Enter"]);
+    t.wait_for("Enter does not confirm twice");
+    assert!(
+        d.join("top.qcow2").exists(),
+        "Enter Enter deleted the image"
+    );
+    t.keys(&["D"]);
+    t.wait_for("Delete: done");
+    assert!(!d.join("top.qcow2").exists());
+    t.keys(&["Enter", "q"]);
     t.wait_for("EXITED 0");
 }

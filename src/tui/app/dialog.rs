@@ -80,6 +80,15 @@ impl OpPopup {
         matches!(self.ask, Ask::Delete(_) | Ask::Merge(_))
     }
 
+    /// The forest action that opened this dialog: a second confirmation is that key again.
+    pub fn op_action(&self) -> crate::actions::Action {
+        use crate::actions::Action;
+        match self.ask {
+            Ask::Merge(_) => Action::Merge,
+            _ => Action::Delete,
+        }
+    }
+
     /// Other images built on a commit's base, whose disks it changes: only the shared-base
     /// key confirms it.
     pub fn shared_with(&self) -> &[PathBuf] {

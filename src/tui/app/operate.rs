@@ -100,6 +100,18 @@ impl App {
             Some(Action::Confirm) if p.asks_twice() && !p.confirmed_once => {
                 p.confirmed_once = true;
             }
+            // The second yes is the operation's own key, never Enter again: Enter Enter
+            // must not remove files.
+            Some(Action::Confirm) if p.asks_twice() => {
+                self.status = format!(
+                    "{} {name}s for good, {} cancels (Enter does not confirm twice)",
+                    self.keymap.first_key_of(p.op_action()),
+                    self.keymap.keys_of(Action::Close)
+                );
+            }
+            _ if p.confirmed_once && self.keymap.browse(&key) == Some(p.op_action()) => {
+                return self.start_op(p);
+            }
             Some(Action::Confirm) => return self.start_op(p),
             Some(Action::Shared) if !p.shared_with().is_empty() => return self.start_op(p),
             Some(a) if !p.pending => {

@@ -344,13 +344,14 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled(
                 format!(
-                    "Confirmed once. {} again {} for good.",
-                    app.keymap.keys_of(Action::Confirm),
+                    "Confirmed once. {} {} for good ({} does not).",
+                    app.keymap.first_key_of(p.op_action()),
                     if matches!(p.ask, Ask::Delete(_)) {
                         "deletes"
                     } else {
                         "merges and deletes"
-                    }
+                    },
+                    app.keymap.keys_of(Action::Confirm)
                 ),
                 app.theme.problem,
             )));
@@ -412,12 +413,23 @@ fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
 /// another candidate for a repair.
 fn plan_keys(app: &App, p: &OpPopup, plan: &AnyPlan) -> Vec<String> {
     let first = |a| app.keymap.first_key_of(a);
-    let start = if p.asks_twice() && !p.confirmed_once {
-        "confirm (asks again)"
-    } else {
-        "start"
-    };
-    let mut keys = vec![format!("{} {start}", app.keymap.keys_of(Action::Confirm))];
+    let mut keys = vec![match (p.asks_twice(), p.confirmed_once) {
+        (true, false) => format!(
+            "{} confirm (then {} for good)",
+            app.keymap.keys_of(Action::Confirm),
+            first(p.op_action())
+        ),
+        (true, true) => format!(
+            "{} {} for good",
+            first(p.op_action()),
+            if matches!(p.ask, Ask::Delete(_)) {
+                "deletes"
+            } else {
+                "merges"
+            }
+        ),
+        (false, _) => format!("{} start", app.keymap.keys_of(Action::Confirm)),
+    }];
     if matches!(plan, AnyPlan::Repair(r) if r.candidates.len() > 1) {
         keys.push(format!(
             "{}/{} ↑/↓ 1-9 choose",
