@@ -162,3 +162,33 @@ fn the_man_pages_render() {
     let out = imgchain(&["man", "comit"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
+fn every_json_document_has_a_version() {
+    let dir = tempdir();
+    let d = dir.path();
+    create(d, "base.qcow2", "qcow2", "16M", None, &[]);
+    create(
+        d,
+        "top.qcow2",
+        "qcow2",
+        "16M",
+        Some(("base.qcow2", "qcow2")),
+        &[],
+    );
+    let (top, base) = (d.join("top.qcow2"), d.join("base.qcow2"));
+    let docs = [
+        (vec!["tree", "--json", arg(d)], 0),
+        (vec!["info", "--json", arg(&top)], 0),
+        (vec!["check", "--json", arg(d)], 0),
+        (vec!["commit", "--dry-run", "--json", arg(&top)], 0),
+        (vec!["delete", "--dry-run", "--json", arg(&top)], 0),
+        (vec!["commit", "--json", arg(&base)], 10),
+        (vec!["snapshot", "--json", arg(&top)], 0),
+    ];
+    for (args, code) in docs {
+        let v = imgchain_json(&args, code);
+        assert_eq!(v["version"], 1, "{args:?}: {v}");
+    }
+}

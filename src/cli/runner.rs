@@ -229,12 +229,8 @@ where
 }
 
 pub(crate) fn refused(e: &imgchain::ops::Refusal, json: bool) -> u8 {
-    if json {
-        let v = e.json();
-        match serde_json::to_string_pretty(&v) {
-            Ok(t) => println!("{}", imgchain::text::json_safe(&t)),
-            Err(err) => eprintln!("imgchain: cannot encode JSON: {err}"),
-        }
+    if json && let Err(f) = print_json(&e.json()) {
+        eprintln!("imgchain: {:#}", f.error);
     }
     eprintln!("imgchain: {e}");
     e.exit_code()

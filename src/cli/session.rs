@@ -92,10 +92,24 @@ impl Session {
     }
 }
 
+/// The version of every JSON document imgchain prints (its `version` field; ARCHITECTURE.md
+/// §5): raised when a field changes meaning or goes, not when one is added.
+pub(crate) const JSON_VERSION: u64 = 1;
+
+/// `value` with the document's `version` added, when it is an object.
+pub(crate) fn versioned(value: impl serde::Serialize) -> Result<serde_json::Value, Failure> {
+    let mut v = serde_json::to_value(value).context("cannot encode JSON")?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("version".into(), JSON_VERSION.into());
+    }
+    Ok(v)
+}
+
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     use std::io::Write;
+    let value = versioned(value)?;
     let mut out = std::io::BufWriter::new(imgchain::text::JsonSafe::new(std::io::stdout().lock()));
-    serde_json::to_writer_pretty(&mut out, value).context("cannot write JSON")?;
+    serde_json::to_writer_pretty(&mut out, &value).context("cannot write JSON")?;
     writeln!(out)
         .and_then(|()| out.flush())
         .context("cannot write JSON")?;
