@@ -368,7 +368,7 @@ pub fn json_check(forest: &Forest) -> JsonCheck {
 }
 
 /// An operation's progress line on stderr: redrawn in place on a terminal, one line per phase
-/// (and every few seconds) otherwise, like qemu-img's `(NN.NN/100%)`.
+/// (and every few seconds) otherwise, as a percentage with one decimal.
 pub struct ProgressLine {
     enabled: bool,
     /// The file name of the image whose data the operation changes, shown while it is RW.
@@ -411,7 +411,7 @@ impl ProgressLine {
             .map(|d| format!(", ETA {}s", d.as_secs()))
             .unwrap_or_default();
         let line = format!(
-            "    ({:.2}/100%) {} of {}, {}/s{eta} [{}{}]",
+            "    {:.1}% {} of {}, {}/s{eta} [{}{}]",
             p.percent(),
             human_size(p.done),
             human_size(p.total),
@@ -849,10 +849,14 @@ pub fn text_check(forest: &Forest, paint: Paint) -> String {
             );
         }
     }
+    let c = imgchain::units::count;
     let _ = writeln!(
         out,
-        "{} images checked: {errors} errors, {warnings} warnings, {notes} notes",
-        forest.nodes.len()
+        "{} checked: {}, {}, {}",
+        c(forest.nodes.len() as u64, "image"),
+        c(errors, "error"),
+        c(warnings, "warning"),
+        c(notes, "note")
     );
     out
 }

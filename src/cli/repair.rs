@@ -119,7 +119,7 @@ fn repair_one(
         backing: Some(fix.candidates[k].id),
         format: None,
         unsafe_names: true,
-        name: None,
+        name: imgchain::ops::repair::kept_relative(forest, fix.image, fix.candidates[k].id),
         amend: false,
     };
     let outcome = rebase::plan(forest, &req).and_then(|plan| {
@@ -147,7 +147,12 @@ fn repair_one(
 /// Asks which of `n` candidates to apply; `None`: none.
 pub(crate) fn ask_choice(n: usize) -> Result<Option<usize>, Failure> {
     use std::io::Write;
-    print!("  Point it at which? [1-{n}, Enter for none] ");
+    let range = if n == 1 {
+        "1".to_string()
+    } else {
+        format!("1-{n}")
+    };
+    print!("  Point it at which? [{range}, or Enter for none] ");
     std::io::stdout()
         .flush()
         .context("cannot write the question")?;

@@ -295,7 +295,7 @@ pub fn plan(forest: &Forest, image: NodeId, pick: usize) -> Result<Plan, Refusal
         backing: Some(candidate.id),
         format: None,
         unsafe_names: true,
-        name: None,
+        name: kept_relative(forest, image, candidate.id),
         amend: false,
     };
     let rebase = rebase::plan(forest, &req)?;
@@ -309,4 +309,23 @@ pub fn plan(forest: &Forest, image: NodeId, pick: usize) -> Result<Plan, Refusal
         pick: pick.min(fix.candidates.len() - 1),
         missing: fix.missing,
     })
+}
+
+/// The name to write for `candidate` in `image`'s header: relative to the image's directory
+/// when the missing name was relative (a chain moved as a whole keeps working), else `None`
+/// (the usual choice: the file name in the same directory, or the absolute path).
+pub fn kept_relative(forest: &Forest, image: NodeId, candidate: NodeId) -> Option<String> {
+    let n = forest.node(image);
+    if Path::new(&n.backing.as_ref()?.raw).is_absolute() {
+        return None;
+    }
+    let from: Vec<_> = n.path.parent()?.components().collect();
+    let to: Vec<_> = forest.node(candidate).path.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut rel = std::path::PathBuf::new();
+    for _ in common..from.len() {
+        rel.push("..");
+    }
+    rel.extend(&to[common..]);
+    rel.to_str().map(String::from)
 }
