@@ -161,7 +161,11 @@ fn title(app: &App) -> String {
             None => " Forest — scanning… ".to_string(),
         }
     } else {
-        format!(" Forest — {} images ", app.browse.forest.nodes.len())
+        let images = crate::units::count(app.browse.forest.nodes.len() as u64, "image");
+        match app.browse.sort {
+            crate::forest::query::Sort::Name => format!(" Forest — {images} "),
+            s => format!(" Forest — {images}, sorted {} ", s.describe()),
+        }
     };
     if app.read_only {
         format!("{title}— READ-ONLY ")
