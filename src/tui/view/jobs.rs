@@ -29,16 +29,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             frame.render_widget(Paragraph::new(hint).style(t.keep_ro), area);
             return;
         }
-        let hint = format!(
-            "Idle.  {} commit  {} snapshot  {} merge  {} flatten  {} delete  {} all keys",
-            k(Action::Commit),
-            k(Action::Snapshot),
-            k(Action::Merge),
-            k(Action::Flatten),
-            k(Action::Delete),
-            k(Action::Help)
-        );
-        frame.render_widget(Paragraph::new(hint).style(t.dim), area);
+        frame.render_widget(Paragraph::new(ready_hint(app)).style(t.dim), area);
         return;
     };
     let name = crate::forest::model::file_name;
@@ -118,4 +109,43 @@ pub fn status(app: &App, frame: &mut Frame, area: Rect) {
         Paragraph::new(Line::from(Span::styled(hints, t.dim))).right_aligned(),
         right,
     );
+}
+
+/// The line under the forest when nothing runs: what the keys do here — in a dialog, while
+/// typing a filter, or the operations that apply to the selected image.
+fn ready_hint(app: &App) -> String {
+    let k = |a| app.keymap.keys_of(a);
+    if app.popup.is_some() {
+        return format!(
+            "A dialog is open: its keys are at its foot; {} closes it.",
+            k(Action::Close)
+        );
+    }
+    if app.browse.filtering {
+        return format!(
+            "Filter: Enter keeps it, {} drops it; words match paths, is:problem is:inuse \
+             is:orphan mode:kro fmt:raw size:>10G match facts",
+            k(Action::Close)
+        );
+    }
+    let Some(n) = app.selected_node().map(|id| app.browse.forest.node(id)) else {
+        return format!("Ready.  {} all keys", k(Action::Help));
+    };
+    let (backing, overlays) = (n.backing.is_some(), !n.overlays.is_empty());
+    let mut ops = Vec::new();
+    if backing {
+        ops.push((Action::Commit, "commit"));
+    }
+    ops.push((Action::Snapshot, "snapshot"));
+    if backing && overlays {
+        ops.push((Action::Merge, "merge"));
+    }
+    if backing {
+        ops.push((Action::Flatten, "flatten"));
+    }
+    if !overlays {
+        ops.push((Action::Delete, "delete"));
+    }
+    let ops: Vec<String> = ops.iter().map(|(a, w)| format!("{} {w}", k(*a))).collect();
+    format!("Ready.  {}  {} all keys", ops.join("  "), k(Action::Help))
 }
