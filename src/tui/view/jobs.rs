@@ -131,12 +131,19 @@ fn ready_hint(app: &App) -> String {
     let Some(n) = app.selected_node().map(|id| app.browse.forest.node(id)) else {
         return format!("Ready.  {} all keys", k(Action::Help));
     };
-    let (backing, overlays) = (n.backing.is_some(), !n.overlays.is_empty());
+    let backing = n.backing.as_ref().is_some_and(|b| b.node.is_some());
+    let missing = n.backing.as_ref().is_some_and(|b| b.node.is_none());
+    let overlays = !n.overlays.is_empty();
     let mut ops = Vec::new();
+    if missing {
+        ops.push((Action::Repair, "repair"));
+    }
     if backing {
         ops.push((Action::Commit, "commit"));
     }
-    ops.push((Action::Snapshot, "snapshot"));
+    if !missing {
+        ops.push((Action::Snapshot, "snapshot"));
+    }
     if backing && overlays {
         ops.push((Action::Merge, "merge"));
     }
