@@ -134,6 +134,10 @@ fn ready_hint(app: &App) -> String {
     let backing = n.backing.as_ref().is_some_and(|b| b.node.is_some());
     let missing = n.backing.as_ref().is_some_and(|b| b.node.is_none());
     let overlays = !n.overlays.is_empty();
+    // Kept read-only for itself (not only for an overlay's sake): nothing may write or remove it.
+    let kept = n
+        .keep_ro_reason
+        .is_some_and(|r| r != crate::forest::KeepRoReason::Inherited);
     let mut ops = Vec::new();
     if missing {
         ops.push((Action::Repair, "repair"));
@@ -147,10 +151,10 @@ fn ready_hint(app: &App) -> String {
     if backing && overlays {
         ops.push((Action::Merge, "merge"));
     }
-    if backing {
+    if backing && !kept {
         ops.push((Action::Flatten, "flatten"));
     }
-    if !overlays {
+    if !overlays && !kept {
         ops.push((Action::Delete, "delete"));
     }
     let ops: Vec<String> = ops.iter().map(|(a, w)| format!("{} {w}", k(*a))).collect();
