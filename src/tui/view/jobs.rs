@@ -88,6 +88,7 @@ pub fn status(app: &App, frame: &mut Frame, area: Rect) {
     let mut hints = String::new();
     let mut hinted: Vec<(u8, &str, Action)> = ACTIONS
         .iter()
+        .filter(|d| applies(app, d.action))
         .filter_map(|d| d.hint.map(|(rank, word)| (rank, word, d.action)))
         .collect();
     hinted.sort();
@@ -159,4 +160,17 @@ fn ready_hint(app: &App) -> String {
     }
     let ops: Vec<String> = ops.iter().map(|(a, w)| format!("{} {w}", k(*a))).collect();
     format!("Ready.  {}  {} all keys", ops.join("  "), k(Action::Help))
+}
+
+/// Whether a hinted key does something now: commit and merge need an image they apply to,
+/// cancel a running job.
+fn applies(app: &App, action: Action) -> bool {
+    let n = app.selected_node().map(|id| app.browse.forest.node(id));
+    let linked = n.is_some_and(|n| n.backing.as_ref().is_some_and(|b| b.node.is_some()));
+    match action {
+        Action::Commit => linked,
+        Action::Merge => linked && n.is_some_and(|n| !n.overlays.is_empty()),
+        Action::Cancel => app.jobs.running.is_some(),
+        _ => true,
+    }
 }
