@@ -168,3 +168,43 @@ fn yes_never_picks_a_file_of_another_name_and_nothing_is_left_off_the_list() {
     assert!(name.ends_with("moved/debian-11.qcow2"), "{name}");
     qemu_check(&d.join("vm/ubuntu.qcow2"));
 }
+
+/// An image reached through a symlinked directory: a relative name made from the paths as
+/// written would lead elsewhere once the kernel follows the link, so the name written is the
+/// absolute one, and the image reads its base.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
+fn a_relative_name_is_kept_only_where_it_reaches_the_file() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(d, "real/golden/base.qcow2", "qcow2", "32M", None, &[]);
+    qemu_io(&d.join("real/golden/base.qcow2"), "write -P 0x11 0 4M");
+    create(
+        d,
+        "real/vms/a.qcow2",
+        "qcow2",
+        "32M",
+        Some(("../golden/base.qcow2", "qcow2")),
+        &[],
+    );
+    std::os::unix::fs::symlink(d.join("real/vms"), d.join("vms")).unwrap();
+    std::fs::create_dir(d.join("archive")).unwrap();
+    std::fs::rename(
+        d.join("real/golden/base.qcow2"),
+        d.join("archive/base.qcow2"),
+    )
+    .unwrap();
+    let (vms, archive) = (d.join("vms"), d.join("archive"));
+    imgchain_ok(&["repair", "--yes", arg(&vms), arg(&archive)]);
+    let info = qemu_info(&d.join("vms/a.qcow2"));
+    let name = info["backing-filename"].as_str().unwrap().to_string();
+    assert!(
+        name == arg(&d.join("archive/base.qcow2"))
+            || name == arg(&d.join("archive/base.qcow2").canonicalize().unwrap()),
+        "{name}"
+    );
+    qemu_check(&d.join("vms/a.qcow2"));
+}

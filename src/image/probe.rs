@@ -188,6 +188,14 @@ impl Qcow2Header {
     pub fn external_data_file(&self) -> bool {
         self.incompatible & INCOMPAT_DATA_FILE != 0
     }
+    /// Where the external data file of the image at `image` is, as imgchain resolves it: the
+    /// header's name, from the image's directory.
+    pub fn data_file_path(&self, image: &std::path::Path) -> Option<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(self.data_file.as_deref()?);
+        let dir = image.parent().unwrap_or(std::path::Path::new("/"));
+        Some(dir.join(name))
+    }
     /// Incompatible bit 4: extended L2 entries (subclusters).
     pub fn extended_l2(&self) -> bool {
         self.incompatible & INCOMPAT_EXTL2 != 0

@@ -246,7 +246,7 @@ fn data_file_of(forest: &Forest, id: NodeId) -> Result<Option<DataFile>, Refusal
     else {
         return Ok(None);
     };
-    let Some(path) = data_file_path(&m.path, h) else {
+    let Some(path) = h.data_file_path(&m.path) else {
         return Err(Refusal::Unsupported {
             path: m.path.clone(),
             what: "is marked as keeping its guest data in an external data file but names \
@@ -304,7 +304,7 @@ fn data_file_users(forest: &Forest, ident: FileId) -> Vec<NodeId> {
             let n = forest.node(i);
             n.qcow2
                 .as_ref()
-                .and_then(|h| data_file_path(&n.path, h))
+                .and_then(|h| h.data_file_path(&n.path))
                 .is_some_and(|p| FileId::of_path(&p) == Some(ident))
         })
         .collect()
@@ -335,13 +335,6 @@ fn no_data_file_of_others(forest: &Forest, order: &[NodeId]) -> Result<(), Refus
         }
     }
     Ok(())
-}
-
-/// Where `image`'s external data file is: its header's name, from the image's directory.
-fn data_file_path(image: &Path, h: &crate::image::probe::Qcow2Header) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let name = std::ffi::OsStr::from_bytes(h.data_file.as_deref()?);
-    Some(image.parent().unwrap_or(Path::new("/")).join(name))
 }
 
 /// Removes the plan's images in order. Before the first removal, the overlays of every image
@@ -381,7 +374,8 @@ pub fn run(
     let mut deleted = Vec::new();
     let mut failed = None;
     for img in &plan.images {
-        if let Err(e) = remove_with_data(img, &plan.data_files, &mut deleted) {
+        let data_file = plan.data_files.iter().find(|d| d.image == img.path);
+        if let Err(e) = remove_with_data(img, data_file, &mut deleted) {
             failed = Some(e);
             break;
         }
@@ -400,12 +394,12 @@ pub fn run(
 /// alone, named by nothing), each recorded in `deleted`; the first failure, with its path.
 pub(super) fn remove_with_data(
     img: &PlanImage,
-    data_files: &[DataFile],
+    data_file: Option<&DataFile>,
     deleted: &mut Vec<PathBuf>,
 ) -> Result<(), (PathBuf, String)> {
     remove_by_identity(&img.path, img.ident).map_err(|e| (img.path.clone(), e.to_string()))?;
     deleted.push(img.path.clone());
-    if let Some(d) = data_files.iter().find(|d| d.image == img.path) {
+    if let Some(d) = data_file {
         remove_by_identity(&d.path, d.ident).map_err(|e| (d.path.clone(), e.to_string()))?;
         deleted.push(d.path.clone());
     }

@@ -769,8 +769,7 @@ fn delete_image(img: &PlanImage, data_file: Option<&delete::DataFile>) -> Result
         Some(d) => Some(delete::lock_unused(&d.path, d.ident).map_err(|e| e.to_string())?),
         None => None,
     };
-    let data_files: Vec<delete::DataFile> = data_file.into_iter().cloned().collect();
-    delete::remove_with_data(img, &data_files, &mut Vec::new())
+    delete::remove_with_data(img, data_file, &mut Vec::new())
         .map_err(|(path, e)| format!("{}: {e}", path.shown()))
 }
 

@@ -43,8 +43,12 @@ pub fn give(img: &PlanImage, mode: OpenMode) -> Result<Given, Refusal> {
     let probed = file::read_header(&f, len)
         .map_err(|e| changed(img, e.to_string()))?
         .map_err(|e| changed(img, format!("its header no longer reads: {e}")))?;
-    let data = match probed.qcow2.as_ref().and_then(|h| h.data_file.clone()) {
-        Some(name) => Some(data_file(img, &name, mode)?),
+    let data = match probed
+        .qcow2
+        .as_ref()
+        .and_then(|h| h.data_file_path(&img.path))
+    {
+        Some(path) => Some(data_file(img, path, mode)?),
         None => None,
     };
     Ok(Given {
@@ -57,14 +61,11 @@ pub fn give(img: &PlanImage, mode: OpenMode) -> Result<Given, Refusal> {
 
 /// The external data file `name` of `img`, resolved from the image's directory, opened as a
 /// regular file and owned by the image's owner (a root-owned file is no tenant's to name).
-fn data_file(img: &PlanImage, name: &[u8], mode: OpenMode) -> Result<OwnedFd, Refusal> {
-    use std::os::unix::ffi::OsStrExt;
-    let rel = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
-    let path = img
-        .path
-        .parent()
-        .unwrap_or(std::path::Path::new("/"))
-        .join(rel);
+fn data_file(
+    img: &PlanImage,
+    path: std::path::PathBuf,
+    mode: OpenMode,
+) -> Result<OwnedFd, Refusal> {
     let refuse = |what: String| Refusal::Untrusted {
         path: img.path.clone(),
         what: format!(
@@ -96,13 +97,7 @@ impl Given {
 
 /// The `json:` name of the chain `given` (top first): every node through its fd.
 pub fn spec(given: &[Given]) -> String {
-    let file = |fd: &OwnedFd| {
-        serde_json::json!({
-            "driver": "file",
-            "filename": format!("/proc/self/fd/{}", fd.as_raw_fd()),
-            "locking": "off",
-        })
-    };
+    let file = |fd: &OwnedFd| qemu_tools::file_node(fd.as_raw_fd());
     let mut node = serde_json::Value::Null;
     for g in given.iter().rev() {
         let mut n = serde_json::json!({ "driver": g.format.as_str(), "file": file(&g.fd) });

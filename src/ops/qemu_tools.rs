@@ -36,24 +36,27 @@ impl<'a> From<BorrowedFd<'a>> for Fds<'a> {
     }
 }
 
+/// The `file` node of a file imgchain opened, as QEMU gets it: through our fd, with none of
+/// QEMU's locks (we hold them).
+pub fn file_node(fd: RawFd) -> serde_json::Value {
+    serde_json::json!({
+        "driver": "file",
+        "filename": format!("/proc/self/fd/{fd}"),
+        "locking": "off",
+    })
+}
+
 impl Fds<'_> {
     /// The image as QEMU opens it through our fds: never its backing file, its data file only
-    /// through ours, and none of QEMU's locks (we hold them).
+    /// through ours.
     pub fn spec(&self) -> String {
-        let file = |fd: BorrowedFd<'_>| {
-            serde_json::json!({
-                "driver": "file",
-                "filename": format!("/proc/self/fd/{}", fd.as_raw_fd()),
-                "locking": "off",
-            })
-        };
         let mut node = serde_json::json!({
             "driver": "qcow2",
             "backing": null,
-            "file": file(self.image),
+            "file": file_node(self.image.as_raw_fd()),
         });
         if let Some(d) = self.data {
-            node["data-file"] = file(d);
+            node["data-file"] = file_node(d.as_raw_fd());
         }
         format!("json:{node}")
     }

@@ -313,19 +313,24 @@ pub fn plan(forest: &Forest, image: NodeId, pick: usize) -> Result<Plan, Refusal
 
 /// The name to write for `candidate` in `image`'s header: relative to the image's directory
 /// when the missing name was relative (a chain moved as a whole keeps working), else `None`
-/// (the usual choice: the file name in the same directory, or the absolute path).
+/// (the usual choice: the file name in the same directory, or the absolute path). The name is
+/// made from the two paths as written, so it is kept only if, resolved from the image's
+/// directory as QEMU resolves it (through any symlinked directory), it reaches the candidate.
 pub fn kept_relative(forest: &Forest, image: NodeId, candidate: NodeId) -> Option<String> {
     let n = forest.node(image);
     if Path::new(&n.backing.as_ref()?.raw).is_absolute() {
         return None;
     }
-    let from: Vec<_> = n.path.parent()?.components().collect();
-    let to: Vec<_> = forest.node(candidate).path.components().collect();
+    let dir = n.path.parent()?;
+    let target = forest.node(candidate);
+    let from: Vec<_> = dir.components().collect();
+    let to: Vec<_> = target.path.components().collect();
     let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut rel = std::path::PathBuf::new();
+    let mut rel = PathBuf::new();
     for _ in common..from.len() {
         rel.push("..");
     }
     rel.extend(&to[common..]);
-    rel.to_str().map(String::from)
+    let reaches = crate::image::file::FileId::of_path(&dir.join(&rel));
+    (reaches.is_some() && reaches == target.ident).then(|| rel.to_str().map(String::from))?
 }

@@ -86,9 +86,16 @@ pub fn status(app: &App, frame: &mut Frame, area: Rect) {
     let room = usize::from(area.width / 2)
         .min(usize::from(area.width).saturating_sub(app.status.chars().count() + 2));
     let mut hints = String::new();
+    // Commit and merge only where they apply, cancel only while a job runs.
+    let offered = offered(app);
+    let applies = |a: Action| match a {
+        Action::Commit | Action::Merge => offered.contains(&a),
+        Action::Cancel => app.jobs.running.is_some(),
+        _ => true,
+    };
     let mut hinted: Vec<(u8, &str, Action)> = ACTIONS
         .iter()
-        .filter(|d| applies(app, d.action))
+        .filter(|d| applies(d.action))
         .filter_map(|d| d.hint.map(|(rank, word)| (rank, word, d.action)))
         .collect();
     hinted.sort();
@@ -112,6 +119,34 @@ pub fn status(app: &App, frame: &mut Frame, area: Rect) {
     );
 }
 
+/// The operations that apply to the selected image, as the ready line names them: no commit
+/// or flatten without a backing file (repair when it is missing), merge only for a middle
+/// layer, no flatten or delete of an image kept read-only for itself, no delete of one
+/// something is built on.
+fn offered(app: &App) -> Vec<Action> {
+    let Some(n) = app.selected_node().map(|id| app.browse.forest.node(id)) else {
+        return Vec::new();
+    };
+    let backing = n.backing.as_ref().is_some_and(|b| b.node.is_some());
+    let missing = n.backing.as_ref().is_some_and(|b| b.node.is_none());
+    let overlays = !n.overlays.is_empty();
+    // Kept read-only for itself (not only for an overlay's sake): nothing may write or remove it.
+    let kept = n
+        .keep_ro_reason
+        .is_some_and(|r| r != crate::forest::KeepRoReason::Inherited);
+    [
+        (Action::Repair, missing),
+        (Action::Commit, backing),
+        (Action::Snapshot, !missing),
+        (Action::Merge, backing && overlays),
+        (Action::Flatten, backing && !kept),
+        (Action::Delete, !overlays && !kept),
+    ]
+    .into_iter()
+    .filter_map(|(a, on)| on.then_some(a))
+    .collect()
+}
+
 /// The line under the forest when nothing runs: what the keys do here — in a dialog, while
 /// typing a filter, or the operations that apply to the selected image.
 fn ready_hint(app: &App) -> String {
@@ -129,48 +164,13 @@ fn ready_hint(app: &App) -> String {
             k(Action::Close)
         );
     }
-    let Some(n) = app.selected_node().map(|id| app.browse.forest.node(id)) else {
-        return format!("Ready.  {} all keys", k(Action::Help));
-    };
-    let backing = n.backing.as_ref().is_some_and(|b| b.node.is_some());
-    let missing = n.backing.as_ref().is_some_and(|b| b.node.is_none());
-    let overlays = !n.overlays.is_empty();
-    // Kept read-only for itself (not only for an overlay's sake): nothing may write or remove it.
-    let kept = n
-        .keep_ro_reason
-        .is_some_and(|r| r != crate::forest::KeepRoReason::Inherited);
-    let mut ops = Vec::new();
-    if missing {
-        ops.push((Action::Repair, "repair"));
-    }
-    if backing {
-        ops.push((Action::Commit, "commit"));
-    }
-    if !missing {
-        ops.push((Action::Snapshot, "snapshot"));
-    }
-    if backing && overlays {
-        ops.push((Action::Merge, "merge"));
-    }
-    if backing && !kept {
-        ops.push((Action::Flatten, "flatten"));
-    }
-    if !overlays && !kept {
-        ops.push((Action::Delete, "delete"));
-    }
-    let ops: Vec<String> = ops.iter().map(|(a, w)| format!("{} {w}", k(*a))).collect();
-    format!("Ready.  {}  {} all keys", ops.join("  "), k(Action::Help))
-}
-
-/// Whether a hinted key does something now: commit and merge need an image they apply to,
-/// cancel a running job.
-fn applies(app: &App, action: Action) -> bool {
-    let n = app.selected_node().map(|id| app.browse.forest.node(id));
-    let linked = n.is_some_and(|n| n.backing.as_ref().is_some_and(|b| b.node.is_some()));
-    match action {
-        Action::Commit => linked,
-        Action::Merge => linked && n.is_some_and(|n| !n.overlays.is_empty()),
-        Action::Cancel => app.jobs.running.is_some(),
-        _ => true,
+    let ops: Vec<String> = offered(app)
+        .into_iter()
+        .map(|a| format!("{} {}", k(a), a.def().name))
+        .collect();
+    let all = format!("{} all keys", k(Action::Help));
+    match ops.is_empty() {
+        true => format!("Ready.  {all}"),
+        false => format!("Ready.  {}  {all}", ops.join("  ")),
     }
 }
