@@ -2,6 +2,7 @@
 //! never drift from `--help`.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -49,7 +50,14 @@ impl Command for ManArgs {
         if let Some(dir) = &self.dir {
             for (name, page) in &pages {
                 let path = dir.join(format!("{name}.1"));
-                std::fs::write(&path, page)
+                // Never through a symlink someone left under that name.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(page))
                     .with_context(|| format!("cannot write {}", path.shown()))?;
             }
             return Ok(exit::OK);
