@@ -9,6 +9,7 @@ pub mod actions;
 pub mod config;
 pub mod demo;
 pub mod exit;
+pub mod fit;
 pub mod forest;
 pub mod image;
 pub mod ops;

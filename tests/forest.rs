@@ -409,24 +409,21 @@ fn text_tree_draws_the_forest() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(
-        lines[0].starts_with(&format!("{}/base.qcow2", dir.display())),
-        "{text}"
-    );
+    assert!(lines[0].starts_with("base.qcow2 "), "{text}");
     assert!(
         lines[0].contains("1 GiB") && lines[0].ends_with("KRO·inherited"),
         "{text}"
     );
     assert!(
-        lines[1].starts_with("├── a.qcow2") && lines[1].ends_with("KRO·requested"),
+        lines[1].starts_with("├─ a.qcow2") && lines[1].ends_with("KRO·requested"),
         "{text}"
     );
     assert!(
-        lines[2].starts_with("└── b.qcow2") && lines[2].ends_with("RO"),
+        lines[2].starts_with("└─ b.qcow2") && lines[2].ends_with("RO"),
         "{text}"
     );
     assert!(
-        lines[3].starts_with("    └── b2.qcow2") && lines[3].ends_with("RW"),
+        lines[3].starts_with("   ↳ b2.qcow2") && lines[3].ends_with("RW"),
         "{text}"
     );
     let total: u64 = ["base", "a", "b", "b2"]
@@ -699,6 +696,73 @@ fn internal_snapshots_match_qemu_img() {
     let text = String::from_utf8(imgchain_ok(&["info", arg(&img)]).stdout).unwrap();
     assert!(
         text.contains("snapshot:     1 \"before-upgrade\""),
+        "{text}"
+    );
+}
+
+/// A 600-layer chain and two snapshots whose names differ only in their dates: `tree` keeps
+/// every line within the terminal's columns, every layer's name whole, and the dates apart.
+#[test]
+fn tree_fits_the_terminal_at_any_depth() {
+    use imgchain::image::create::{NewImage, create};
+    use imgchain::image::probe::Format;
+    let t = tempdir();
+    let dir = t.path();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::create_dir_all(dir.join("vms")).unwrap();
+    create(
+        &dir.join("templates/golden.qcow2"),
+        &NewImage::qcow2(1 << 30),
+    )
+    .unwrap();
+    let golden = "../templates/golden.qcow2".to_string();
+    let mut below = golden.clone();
+    for i in 1..=600 {
+        let layer = format!("app-layer-{i}.qcow2");
+        let new = NewImage {
+            backing: Some((&below, Format::Qcow2)),
+            ..NewImage::qcow2(1 << 30)
+        };
+        create(&dir.join("vms").join(&layer), &new).unwrap();
+        below = layer;
+    }
+    for date in ["20240301", "20240415"] {
+        let new = NewImage {
+            backing: Some((&golden, Format::Qcow2)),
+            ..NewImage::qcow2(1 << 30)
+        };
+        let name = format!("web02-snapshot-before-upgrade-{date}.qcow2");
+        create(&dir.join("vms").join(name), &new).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    for cols in [80, 60] {
+        let out = imgchain_columns(cols, &["tree", d]);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= cols),
+            "a line is wider than {cols}:\n{text}"
+        );
+        assert!(lines[0].starts_with("templates/golden.qcow2 "), "{text}");
+        for (i, line) in lines.iter().enumerate().take(601).skip(2) {
+            let name = format!("↳ app-layer-{i}.qcow2 ");
+            assert!(line.contains(&name), "{name:?} at {cols} columns:\n{text}");
+        }
+        for date in ["20240301.qcow2", "20240415.qcow2"] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains(date) && l.contains("web02")),
+                "{date} at {cols} columns:\n{text}"
+            );
+        }
+    }
+    // Into a pipe with no COLUMNS: names whole, however long.
+    let out = imgchain(&["tree", d]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("vms/web02-snapshot-before-upgrade-20240301.qcow2"),
         "{text}"
     );
 }

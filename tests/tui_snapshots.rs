@@ -1377,3 +1377,65 @@ fn a_run_refused_for_a_v2_image_shows_the_plan_again_with_the_amend_key() {
     );
     assert!(!render(&a).contains("--amend"), "UI words, not flags");
 }
+
+/// A host with a 600-layer chain off a golden image and two snapshots of one VM whose names
+/// differ only in their dates, opened at `w`×`h`.
+fn deep_host(name: &str, w: u16, h: u16) -> App {
+    use imgchain::image::create::{NewImage, create};
+    use imgchain::image::probe::Format;
+    let dir = PathBuf::from("/tmp/imgchain-snapshots").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::create_dir_all(dir.join("vms")).unwrap();
+    create(
+        &dir.join("templates/centos7-golden.qcow2"),
+        &NewImage::qcow2(1 << 30),
+    )
+    .unwrap();
+    let golden = "../templates/centos7-golden.qcow2".to_string();
+    let mut below = golden.clone();
+    for i in 1..=600 {
+        let layer = format!("app-layer-{i}.qcow2");
+        let new = NewImage {
+            backing: Some((&below, Format::Qcow2)),
+            ..NewImage::qcow2(1 << 30)
+        };
+        create(&dir.join("vms").join(&layer), &new).unwrap();
+        below = layer;
+    }
+    for date in ["20240301", "20240415"] {
+        let new = NewImage {
+            backing: Some((&golden, Format::Qcow2)),
+            ..NewImage::qcow2(1 << 30)
+        };
+        let snap = format!("web02-snapshot-before-upgrade-{date}.qcow2");
+        create(&dir.join("vms").join(snap), &new).unwrap();
+    }
+    let config = Config::default();
+    let mut app = App::new(Settings {
+        roots: vec![dir.clone()],
+        keymap: Keymap::new(&config.keys),
+        theme: Theme::new(&config.theme, false),
+        protect: Protect::new::<&str>(false, &[]).unwrap(),
+        keep_top: false,
+        snapshot_cluster: 64 << 10,
+        read_only: false,
+    });
+    app.update(Msg::Resize(w, h));
+    rescan(&mut app, &dir, &Default::default());
+    app
+}
+
+#[test]
+fn deep_chain_stays_readable() {
+    let mut a = deep_host("deep-80", 80, 24);
+    insta::assert_snapshot!("deep_chain_80x24_top", render(&a));
+    key(&mut a, KeyCode::Char('G'));
+    insta::assert_snapshot!("deep_chain_80x24_end", render(&a));
+    // Folding a layer inside the run hides what is built on it and says how much.
+    select(&mut a, "vms/app-layer-3.qcow2");
+    key(&mut a, KeyCode::Char('h'));
+    insta::assert_snapshot!("deep_chain_80x24_folded", render(&a));
+    let a = deep_host("deep-250", 250, 70);
+    insta::assert_snapshot!("deep_chain_250x70", render(&a));
+}

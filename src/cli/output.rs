@@ -3,13 +3,15 @@
 //! The JSON field names are a stable contract; text output is for people and may change.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use imgchain::fit;
 use imgchain::forest::diag::Severity;
+use imgchain::forest::query;
 use imgchain::forest::scan::Skipped;
-use imgchain::forest::{Forest, Mode, Node, NodeId};
+use imgchain::forest::{Forest, Mode, Node, NodeId, Row};
 use imgchain::ops::dependents::{OUTSIDE, Searched};
 use imgchain::text::Names;
 pub use imgchain::units::human_size;
@@ -450,6 +452,26 @@ pub fn json_searched(all: &[Searched]) -> (serde_json::Value, serde_json::Value)
     )
 }
 
+/// The columns text output may fill: `$COLUMNS` when set, else the terminal's width when
+/// standard output is one; `None` (no limit) when printing to a pipe or a file.
+pub fn terminal_width() -> Option<usize> {
+    if let Some(cols) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        && cols > 0
+    {
+        return Some(cols);
+    }
+    let out = std::io::stdout();
+    if !std::io::IsTerminal::is_terminal(&out) {
+        return None;
+    }
+    rustix::termios::tcgetwinsize(&out)
+        .ok()
+        .map(|w| usize::from(w.ws_col))
+        .filter(|&w| w > 0)
+}
+
 /// ANSI styling for text output; a no-op without colour.
 #[derive(Clone, Copy)]
 pub struct Paint {
@@ -518,34 +540,56 @@ pub fn vm_text(n: &Node) -> Option<String> {
     Some(format!("{} (libvirt, not running on it)", disks.join(", ")))
 }
 
-/// The label of a node in the tree: the whole path for roots and for overlays that live in
-/// another directory than their backing file, the file name otherwise.
-fn label(forest: &Forest, id: NodeId) -> String {
-    let n = forest.node(id);
-    match n.backing_node() {
-        Some(b) if forest.node(b).path.parent() == n.path.parent() => n.name(),
-        _ => n.path.shown().to_string(),
-    }
-}
-
 fn opt_size(v: Option<u64>) -> String {
     v.map_or_else(|| "?".into(), human_size)
 }
 
-/// The text tree: one line per node with format, virtual size, file size and mode badge, and
-/// an indented line per problem.
-pub fn text_tree(forest: &Forest, paint: Paint) -> String {
-    let rows = forest.rows();
-    let labels: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{}{}", r.guide, label(forest, r.id)))
+/// Columns after the name on a tree line: two spaces, format, virtual and file size, two
+/// spaces (the mode badge and the problem mark come after).
+const TREE_FIXED: usize = 2 + 6 + 1 + 9 + 1 + 9 + 2;
+
+/// The tree's names as the UI gives them (relative to the scanned paths), each with its
+/// guide, fitted so a line fits `width` (if any).
+fn tree_labels(
+    forest: &Forest,
+    scanned: &[PathBuf],
+    rows: &[Row],
+    width: Option<usize>,
+) -> Vec<String> {
+    let names: Vec<String> = (0..forest.nodes.len())
+        .map(|i| query::label(forest, scanned, NodeId(i)))
         .collect();
-    let width = labels
+    let starts = query::label_starts(forest, &names);
+    let badge_width = rows
         .iter()
-        .map(|l| l.chars().count())
+        .map(|r| badge(forest.node(r.id)).chars().count())
         .max()
-        .unwrap_or(0)
-        .min(72);
+        .unwrap_or(0);
+    let room = width.map(|w| w.saturating_sub(TREE_FIXED + badge_width + 2).max(16));
+    rows.iter()
+        .map(|r| {
+            let name = &names[r.id.0];
+            let guide = r.guide.chars().count();
+            let fitted = match room {
+                Some(room) => fit::fit(name, room.saturating_sub(guide), starts[r.id.0]),
+                None => name.clone(),
+            };
+            format!("{}{fitted}", r.guide)
+        })
+        .collect()
+}
+
+/// The text tree: one line per node with format, virtual size, file size and mode badge, and
+/// an indented line per problem; names fitted to `width` columns when given (a terminal).
+pub fn text_tree(
+    forest: &Forest,
+    scanned: &[PathBuf],
+    paint: Paint,
+    width: Option<usize>,
+) -> String {
+    let rows = forest.rows();
+    let labels = tree_labels(forest, scanned, &rows, width);
+    let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     // The root of the tree being printed, and its images so far.
     let (mut root, mut images) = (None, 0);
@@ -555,42 +599,59 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
             (root, images) = (Some(row.id), 0);
         }
         images += 1;
-        let pad = width.saturating_sub(lab.chars().count());
+        let pad = label_width.saturating_sub(lab.chars().count());
         let mark = if n.problems.iter().any(|p| p.severity() >= Severity::Warning) {
             paint.severity(Severity::Error, " !")
         } else {
             String::new()
         };
-        let busy = in_use_text(n)
-            .map(|t| format!("  {}", paint.wrap("33", &t)))
-            .or_else(|| vm_text(n).map(|t| format!("  {}", paint.wrap("2", &t))))
-            .unwrap_or_default()
-            + &snapshot_names(n)
-                .map(|t| format!("  {}", paint.wrap("2", &t)))
-                .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{lab}{:pad$}  {:<6} {:>9} {:>9}  {}{mark}{busy}",
+        let line = format!(
+            "{lab}{:pad$}  {:<6} {:>9} {:>9}  {}{mark}",
             "",
             n.format.map_or("?", |f| f.as_str()),
             opt_size(n.virtual_size),
             opt_size(n.file_size),
             paint.mode(n),
         );
-        let cont: String = row.guide.replace("├── ", "│   ").replace("└── ", "    ");
-        let child_cont = if n.overlays.is_empty() {
-            "    "
-        } else {
-            "│   "
-        };
+        let _ = write!(out, "{line}");
+        let mut col = label_width + TREE_FIXED + badge(n).chars().count() + 2;
+        for busy in busy_texts(n) {
+            // What holds or names the image: on the line while it fits, else under it.
+            let len = busy.text.chars().count();
+            if width.is_none_or(|w| col + 2 + len <= w) {
+                let _ = write!(out, "  {}", paint.wrap(busy.code, &busy.text));
+                col += 2 + len;
+            } else {
+                let _ = write!(
+                    out,
+                    "\n{}  {}",
+                    row.under,
+                    paint.wrap(busy.code, &busy.text)
+                );
+                col = row.under.chars().count() + 2 + len;
+            }
+        }
+        out.push('\n');
         for p in &n.problems {
             let tag = format!("{}[{}]", p.severity().as_str(), p.kind.as_str());
+            let indent = row.under.chars().count() + 2;
+            let first = tag.chars().count() + 2;
+            let room = width.map_or(usize::MAX, |w| w.saturating_sub(indent).max(24));
+            let mut lines = fit::wrap(&p.message, room.saturating_sub(first)).into_iter();
             let _ = writeln!(
                 out,
-                "{cont}{child_cont}  {}: {}",
+                "{}  {}: {}",
+                row.under,
                 paint.severity(p.severity(), &tag),
-                p.message
+                lines.next().unwrap_or_default()
             );
+            let rest: Vec<String> = lines.collect();
+            for line in fit::wrap(&rest.join(" "), room)
+                .into_iter()
+                .filter(|_| !rest.is_empty())
+            {
+                let _ = writeln!(out, "{}  {line}", row.under);
+            }
         }
         // After a root's last descendant: what the whole tree takes on disk.
         if let Some(root) = root
@@ -609,6 +670,21 @@ pub fn text_tree(forest: &Forest, paint: Paint) -> String {
         }
     }
     out
+}
+
+/// A note after a tree line, and its colour.
+struct Busy {
+    code: &'static str,
+    text: String,
+}
+
+/// Who holds the image (or which VM names it), and the libvirt snapshots it is an overlay of.
+fn busy_texts(n: &Node) -> Vec<Busy> {
+    let held = in_use_text(n)
+        .map(|text| Busy { code: "33", text })
+        .or_else(|| vm_text(n).map(|text| Busy { code: "2", text }));
+    let snaps = snapshot_names(n).map(|text| Busy { code: "2", text });
+    held.into_iter().chain(snaps).collect()
 }
 
 /// The internal snapshots of `info --json`, named as `qemu-img info --output=json` names them.

@@ -69,7 +69,11 @@ fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
     if json {
         print_json(&output::json_tree(&scan.forest, &scan.skipped))?;
     } else {
-        print!("{}", output::text_tree(&scan.forest, ctx.paint));
+        let scanned = scanned_paths(paths);
+        print!(
+            "{}",
+            output::text_tree(&scan.forest, &scanned, ctx.paint, output::terminal_width())
+        );
         report_skipped(&scan);
         if scan.forest.nodes.is_empty() {
             let shown: Vec<String> = if paths.is_empty() {
@@ -85,6 +89,19 @@ fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The scanned paths as the forest holds its paths (absolute; `.` when none was given).
+fn scanned_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let given = if paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        paths.to_vec()
+    };
+    given
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect()
 }
 
 /// `imgchain info`: one image, scanned with its directory and the `--scan` paths.

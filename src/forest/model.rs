@@ -190,12 +190,52 @@ pub struct Forest {
 }
 
 /// One line of the flattened forest: a node at a depth, with the tree guides to draw.
+///
+/// Branches are drawn as `├─ `/`└─ `; a node that is its backing file's only overlay is drawn
+/// as `↳ ` at its backing file's indentation, so a linear chain of any length stays at one
+/// indentation (as `git log --graph` draws a straight history).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
     pub id: NodeId,
+    /// How many backing files lie between this node and its root.
     pub depth: usize,
-    /// Box-drawing prefix for this row, e.g. `"│   └── "`; empty for roots.
+    /// The prefix before the node's name, e.g. `"│  └─ "` or `"↳ "`; empty for roots.
     pub guide: String,
+    /// The prefix for lines under this row that belong to it (its problems), carrying the
+    /// guides of the rows below.
+    pub under: String,
+}
+
+/// How a row hangs from the row it is drawn under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hang {
+    Root,
+    Branch {
+        last: bool,
+    },
+    /// The only overlay of its backing file.
+    Run,
+}
+
+impl Hang {
+    fn marker(self) -> &'static str {
+        match self {
+            Hang::Root => "",
+            Hang::Branch { last: false } => "├─ ",
+            Hang::Branch { last: true } => "└─ ",
+            Hang::Run => "↳ ",
+        }
+    }
+
+    /// What stands under the marker on the lines below it.
+    fn continuation(self) -> &'static str {
+        match self {
+            Hang::Root => "",
+            Hang::Branch { last: false } => "│  ",
+            Hang::Branch { last: true } => "   ",
+            Hang::Run => "  ",
+        }
+    }
 }
 
 impl Forest {
@@ -276,27 +316,31 @@ impl Forest {
             v
         };
         let mut rows = Vec::with_capacity(self.nodes.len());
-        // (node, depth, guides of the ancestors' columns, is-last-sibling)
-        let mut stack: Vec<(NodeId, usize, String, bool)> = sorted(&self.roots)
+        // (node, depth, the guides of the columns left of its marker, how it hangs)
+        let mut stack: Vec<(NodeId, usize, String, Hang)> = sorted(&self.roots)
             .into_iter()
             .rev()
-            .map(|r| (r, 0, String::new(), true))
+            .map(|r| (r, 0, String::new(), Hang::Root))
             .collect();
-        while let Some((id, depth, above, last)) = stack.pop() {
-            let guide = if depth == 0 {
-                String::new()
-            } else {
-                format!("{above}{}", if last { "└── " } else { "├── " })
-            };
-            let child_above = if depth == 0 {
-                String::new()
-            } else {
-                format!("{above}{}", if last { "    " } else { "│   " })
-            };
-            rows.push(Row { id, depth, guide });
+        while let Some((id, depth, above, hang)) = stack.pop() {
+            let inner = format!("{above}{}", hang.continuation());
             let overlays = sorted(&self.nodes[id.0].overlays);
+            let under = format!("{inner}{}", if overlays.len() > 1 { "│  " } else { "   " });
+            rows.push(Row {
+                id,
+                depth,
+                guide: format!("{above}{}", hang.marker()),
+                under,
+            });
+            if let [only] = overlays[..] {
+                // A run keeps the indentation it started at.
+                let run_above = if hang == Hang::Run { above } else { inner };
+                stack.push((only, depth + 1, run_above, Hang::Run));
+                continue;
+            }
             for (i, &c) in overlays.iter().enumerate().rev() {
-                stack.push((c, depth + 1, child_above.clone(), i + 1 == overlays.len()));
+                let last = i + 1 == overlays.len();
+                stack.push((c, depth + 1, inner.clone(), Hang::Branch { last }));
             }
         }
         rows

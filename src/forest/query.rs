@@ -5,10 +5,12 @@
 //! `fmt:NAME`, `size:>N` / `size:<N` (bytes on disk; N like `10G`, `512M`).
 
 use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
 
 use super::diag::{ProblemKind, Severity};
 use super::model::{Forest, Node, NodeId, Row};
 use super::state::Mode;
+use crate::text::Names;
 
 /// One word of a filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +186,40 @@ pub fn rows(forest: &Forest, sort: Sort) -> Vec<Row> {
         Sort::Name => forest.rows(),
         s => forest.rows_ordered(Some(&|a, b| s.cmp(forest, a, b))),
     }
+}
+
+/// How a node is named in a tree: the file name for an overlay in its backing file's
+/// directory, else its path relative to the scanned path it lies under (whole outside them).
+pub fn label(forest: &Forest, scanned: &[PathBuf], id: NodeId) -> String {
+    let n = forest.node(id);
+    match n.backing_node() {
+        Some(b) if forest.node(b).path.parent() == n.path.parent() => n.name(),
+        _ => relative(scanned, &n.path),
+    }
+}
+
+/// `path` relative to the scanned path that contains it, or whole.
+pub fn relative(scanned: &[PathBuf], path: &Path) -> String {
+    scanned
+        .iter()
+        .filter_map(|r| path.strip_prefix(r).ok())
+        .filter(|p| !p.as_os_str().is_empty())
+        .min_by_key(|p| p.as_os_str().len())
+        .map_or_else(|| path.shown().to_string(), |p| p.shown().to_string())
+}
+
+/// For each node (by id), where its label starts to differ from its siblings' (the other
+/// roots, or the other overlays of its backing file), for [`crate::fit::fit`].
+pub fn label_starts(forest: &Forest, labels: &[String]) -> Vec<usize> {
+    let mut starts = vec![0; forest.nodes.len()];
+    let groups = std::iter::once(&forest.roots).chain(forest.nodes.iter().map(|n| &n.overlays));
+    for group in groups.filter(|g| g.len() > 1) {
+        let names: Vec<String> = group.iter().map(|id| labels[id.0].clone()).collect();
+        for (id, start) in group.iter().zip(crate::fit::distinct_starts(&names)) {
+            starts[id.0] = start;
+        }
+    }
+    starts
 }
 
 #[cfg(test)]

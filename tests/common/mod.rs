@@ -283,6 +283,13 @@ pub fn imgchain(args: &[&str]) -> Output {
     finish(cmd)
 }
 
+/// Runs the imgchain binary as [`imgchain`] does, with `COLUMNS` set to `cols`.
+pub fn imgchain_columns(cols: usize, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgchain"));
+    cmd.args(args).env("COLUMNS", cols.to_string());
+    finish(cmd)
+}
+
 /// Runs imgchain without the power to bypass file permissions, even as root (setpriv drops
 /// CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH), so mode bits mean what they say.
 pub fn imgchain_unprivileged(args: &[&str]) -> Output {
@@ -300,6 +307,9 @@ pub fn imgchain_unprivileged(args: &[&str]) -> Output {
 fn finish(mut cmd: Command) -> Output {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
+    if !cmd.get_envs().any(|(k, _)| k == "COLUMNS") {
+        cmd.env_remove("COLUMNS");
+    }
     let mut child = cmd
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("NO_COLOR")

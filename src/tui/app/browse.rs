@@ -12,6 +12,9 @@ use crate::forest::scan::Scan;
 use crate::forest::{Forest, NodeId, Protect, Row};
 use crate::text::Names;
 
+/// The fold glyph of a folded image.
+pub const FOLDED: &str = "▸ ";
+
 /// What the forest pane shows and where the cursor is.
 pub struct Browse {
     pub forest: Forest,
@@ -47,6 +50,10 @@ pub struct Browse {
     pub columns: Columns,
     /// Cells the longest shown row's name takes (guide, fold glyph and label).
     pub name_width: usize,
+    /// What nine names in ten fit in (one long path does not take the size columns away).
+    pub name_width_most: usize,
+    /// For each node, where its label starts to differ from its siblings'.
+    pub label_starts: Vec<usize>,
 }
 
 /// What the forest table's columns need, measured over every node (so the columns do not
@@ -107,29 +114,54 @@ impl Browse {
             protect,
             columns: Columns::default(),
             name_width: 0,
+            name_width_most: 0,
+            label_starts: Vec::new(),
         }
     }
 
-    /// How a node is named in the tree: relative to the scan root it lies under for roots,
-    /// the file name for overlays next to their backing file.
+    /// How a node is named in the tree (see [`query::label`]).
     pub fn label(&self, id: NodeId) -> String {
-        let n = self.forest.node(id);
-        if let Some(b) = n.backing_node()
-            && self.forest.node(b).path.parent() == n.path.parent()
-        {
-            return n.name();
-        }
-        self.relative(&n.path)
+        query::label(&self.forest, &self.roots, id)
     }
 
-    /// `path` relative to the scan root that contains it, or whole.
+    /// `path` relative to the scanned path that contains it, or whole.
     pub fn relative(&self, path: &Path) -> String {
-        self.roots
+        query::relative(&self.roots, path)
+    }
+
+    /// A node's label fitted to `room` characters, keeping what tells it from its siblings.
+    pub fn fitted_label(&self, id: NodeId, room: usize) -> String {
+        let start = self.label_starts.get(id.0).copied().unwrap_or(0);
+        crate::fit::fit(&self.label(id), room, start)
+    }
+
+    /// The fold glyph before a row's name (a click on it folds or unfolds): `▸ ` on a folded
+    /// image, `▾ ` on a root or a branching image; none inside a straight run of layers,
+    /// where a glyph on every line would only be noise (they fold with the keys).
+    pub fn fold_glyph(&self, row: &Row) -> &'static str {
+        let n = self.forest.node(row.id);
+        if n.overlays.is_empty() {
+            ""
+        } else if self.folded.contains(&n.path) {
+            FOLDED
+        } else if row.depth == 0 || n.overlays.len() > 1 {
+            "▾ "
+        } else {
+            ""
+        }
+    }
+
+    /// How many rows a fold of `row` hides: everything built on it.
+    pub fn hidden_below(&self, row: &Row) -> usize {
+        let at = self
+            .rows
             .iter()
-            .filter_map(|r| path.strip_prefix(r).ok())
-            .filter(|p| !p.as_os_str().is_empty())
-            .min_by_key(|p| p.as_os_str().len())
-            .map_or_else(|| path.shown().to_string(), |p| p.shown().to_string())
+            .position(|r| r.id == row.id)
+            .unwrap_or(self.rows.len());
+        self.rows[at.saturating_add(1).min(self.rows.len())..]
+            .iter()
+            .take_while(|r| r.depth > row.depth)
+            .count()
     }
 
     /// The node under the cursor.
@@ -151,19 +183,18 @@ impl Browse {
         self.protect.apply(&mut self.forest);
         self.columns = Columns::of(&self.forest);
         self.rows = query::rows(&self.forest, self.sort);
-        self.name_width = self
+        let labels: Vec<String> = (0..self.forest.nodes.len())
+            .map(|i| self.label(NodeId(i)))
+            .collect();
+        self.label_starts = query::label_starts(&self.forest, &labels);
+        let mut widths: Vec<usize> = self
             .rows
             .iter()
-            .map(|r| {
-                let glyph = if self.forest.node(r.id).overlays.is_empty() {
-                    0
-                } else {
-                    2
-                };
-                r.guide.chars().count() + glyph + self.label(r.id).chars().count()
-            })
-            .max()
-            .unwrap_or(0);
+            .map(|r| r.guide.chars().count() + 2 + labels[r.id.0].chars().count())
+            .collect();
+        widths.sort_unstable();
+        self.name_width = widths.last().copied().unwrap_or(0);
+        self.name_width_most = widths.get(widths.len() * 9 / 10).copied().unwrap_or(0);
         self.recompute(keep);
     }
 

@@ -508,10 +508,12 @@ impl App {
                 let Some(&ri) = self.browse.visible.get(at) else {
                     return Vec::new();
                 };
-                let (id, guide) = (self.browse.rows[ri].id, &self.browse.rows[ri].guide);
-                // The fold glyph (▾/▸) comes right after the tree's guide lines.
-                let guide = u16::try_from(guide.chars().count()).unwrap_or(u16::MAX);
-                let on_glyph = m.column <= a.forest.x + 2 + guide;
+                let row = &self.browse.rows[ri];
+                let id = row.id;
+                // The fold glyph (▾/▸), where there is one, comes right after the guide lines.
+                let guide = u16::try_from(row.guide.chars().count()).unwrap_or(u16::MAX);
+                let on_glyph =
+                    !self.browse.fold_glyph(row).is_empty() && m.column <= a.forest.x + 2 + guide;
                 self.browse.selected = at;
                 self.browse.clamp();
                 self.details.scroll = 0;

@@ -357,7 +357,7 @@ fn chain(app: &App, id: NodeId, width: usize) -> Option<Vec<Line<'static>>> {
     let room = width.saturating_sub(4 + 2 + 8);
     let layers: Vec<(String, Result<u64, bool>)> = layers
         .into_iter()
-        .map(|(name, size)| (super::forest::shorten(&name, room), size))
+        .map(|(name, size)| (crate::fit::fit(&name, room, 0), size))
         .collect();
     let width = layers
         .iter()

@@ -10,6 +10,7 @@ use ratatui::widgets::{Block, Borders, Cell, Row, Table};
 use crate::forest::diag::Severity;
 use crate::forest::{KeepRoReason, Mode, Node, NodeId};
 use crate::tui::app::App;
+use crate::tui::app::browse::FOLDED;
 use crate::units::human_size;
 
 /// The badge of a node and its style: `RW`, `RO`, `KRO·req`, or a live/failed state.
@@ -36,29 +37,6 @@ pub fn badge(app: &App, id: NodeId) -> (String, Style) {
             t.keep_ro,
         ),
     }
-}
-
-/// `name` cut to `room` characters with an ellipsis in the middle that keeps the file name's
-/// end (`app01.1710…000.qcow2`): a directory part goes first (`…/web.qcow2`).
-pub fn shorten(name: &str, room: usize) -> String {
-    let len = name.chars().count();
-    if len <= room || room < 5 {
-        return name.to_string();
-    }
-    if let Some((_, file)) = name.rsplit_once('/') {
-        let file_len = file.chars().count();
-        if file_len + 2 <= room {
-            let dir_room = room - file_len - 2;
-            let head: String = name.chars().take(dir_room).collect();
-            return format!("{head}…/{file}");
-        }
-        return shorten(file, room);
-    }
-    let tail = (room - 1) / 2;
-    let head = room - 1 - tail;
-    let start: String = name.chars().take(head).collect();
-    let end: String = name.chars().skip(len - tail).collect();
-    format!("{start}…{end}")
 }
 
 /// `text` in spans, the parts matching any of `words` (case-insensitive) highlighted.
@@ -186,26 +164,21 @@ fn row(
     let name_width = cols.name;
     let c = &b.columns;
     let n = app.browse.forest.node(row.id);
-    let folded = app.browse.folded.contains(&n.path) && !n.overlays.is_empty();
+    let glyph = b.fold_glyph(row);
     let matched = b.matched.get(at).copied();
-    let suffix = if folded {
-        format!(" (+{})", n.overlays.len())
+    let suffix = if glyph == FOLDED {
+        format!(" (+{})", b.hidden_below(row))
     } else {
         String::new()
     };
-    // A fold glyph on images with overlays: a click on it folds or unfolds.
-    let glyph = match (n.overlays.is_empty(), folded) {
-        (true, _) => "",
-        (false, false) => "▾ ",
-        (false, true) => "▸ ",
-    };
-    let room = name_width.saturating_sub(row.guide.chars().count() + 2 + suffix.len());
+    let room =
+        name_width.saturating_sub(row.guide.chars().count() + glyph.chars().count() + suffix.len());
     let mut name = vec![
         Span::styled(row.guide.clone(), t.dim),
         Span::styled(glyph, t.dim),
     ];
     name.extend(highlighted(
-        &shorten(&b.label(row.id), room),
+        &b.fitted_label(row.id, room),
         words,
         if matched == Some(false) {
             t.dim
@@ -259,7 +232,7 @@ struct Columns {
 
 /// The room an optional column must leave the names: what the longest shown name needs,
 /// within these bounds.
-const NAME_ROOM: (usize, usize) = (24, 32);
+const NAME_ROOM: (usize, usize) = (24, 48);
 
 fn columns(app: &App, pane_width: u16) -> Columns {
     let c = &app.browse.columns;
@@ -278,7 +251,8 @@ fn columns(app: &App, pane_width: u16) -> Columns {
     let flags = 3;
     // Borders, then each column and the space before it.
     let mut used = 2 + fixed.iter().map(|f| f.1 + 1).sum::<usize>() + mode + 1 + flags + 1;
-    let room = app.browse.name_width.clamp(NAME_ROOM.0, NAME_ROOM.1);
+    let room = app.browse.name_width_most.clamp(NAME_ROOM.0, NAME_ROOM.1);
+    // Names come first: an optional column shows only while nine names in ten keep their room.
     let mut shown = [false; 3];
     for (i, (_, w)) in optional.iter().enumerate() {
         if i == 2 && c.total == 0 {
@@ -291,8 +265,13 @@ fn columns(app: &App, pane_width: u16) -> Columns {
             break;
         }
     }
-    let name = usize::from(pane_width).saturating_sub(used).max(8);
-    let mut widths = vec![Constraint::Min(8)];
+    // At wide terminals the name column ends near its longest name, so the eye does not
+    // travel from a name to its sizes.
+    let name = usize::from(pane_width)
+        .saturating_sub(used)
+        .min(app.browse.name_width + 2)
+        .max(8);
+    let mut widths = vec![Constraint::Length(u16::try_from(name).unwrap_or(u16::MAX))];
     let mut header = vec![Line::from("Image")];
     let mut push = |title: &'static str, w: usize, right: bool| {
         widths.push(Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)));
@@ -321,20 +300,5 @@ fn columns(app: &App, pane_width: u16) -> Columns {
         total: shown[2],
         widths,
         header,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shorten;
-
-    #[test]
-    fn long_names_keep_their_end_and_lose_the_middle() {
-        assert_eq!(shorten("web.qcow2", 20), "web.qcow2");
-        let s = shorten("app01.1710000000000000000.qcow2", 20);
-        assert_eq!(s, "app01.1710…000.qcow2");
-        assert_eq!(s.chars().count(), 20);
-        assert_eq!(shorten("golden/debian-12.qcow2", 18), "g…/debian-12.qcow2");
-        assert_eq!(shorten("golden/debian-12.qcow2", 12), "debian…qcow2");
     }
 }

@@ -17,7 +17,7 @@ pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
     // A description wraps under itself, not under the keys.
     let room = usize::from(centered(area, 90, area.height).width.saturating_sub(2 + 18)).max(20);
     for d in &ACTIONS {
-        let mut rows = wrapped(d.description, room).into_iter();
+        let mut rows = crate::fit::wrap(d.description, room).into_iter();
         lines.push(Line::from(vec![
             Span::styled(format!("{:>16}  ", app.keymap.keys_of(d.action)), bold),
             Span::raw(rows.next().unwrap_or_default()),
@@ -94,38 +94,4 @@ pub fn draw(app: &App, scroll: u16, frame: &mut Frame, area: Rect) {
             .block(block),
         rect,
     );
-}
-
-/// `text` in lines of at most `room` characters, broken at spaces (a longer word stands alone).
-fn wrapped(text: &str, room: usize) -> Vec<String> {
-    let mut rows: Vec<String> = Vec::new();
-    for word in text.split(' ') {
-        match rows.last_mut() {
-            Some(row) if row.chars().count() + 1 + word.chars().count() <= room => {
-                row.push(' ');
-                row.push_str(word);
-            }
-            _ => rows.push(word.to_string()),
-        }
-    }
-    rows
-}
-
-#[cfg(test)]
-mod tests {
-    use super::wrapped;
-
-    #[test]
-    fn descriptions_wrap_at_spaces_within_the_room() {
-        let rows = wrapped("in the commit dialog: keep the top's data, or empty it", 20);
-        assert!(rows.iter().all(|r| r.chars().count() <= 20), "{rows:?}");
-        assert_eq!(
-            rows.join(" "),
-            "in the commit dialog: keep the top's data, or empty it"
-        );
-        assert_eq!(
-            wrapped("averyveryverylongword x", 5),
-            ["averyveryverylongword", "x"]
-        );
-    }
 }
