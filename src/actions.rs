@@ -34,6 +34,7 @@ pub enum Action {
     Cancel,
     Rescan,
     Help,
+    Messages,
     Quit,
     Confirm,
     Close,
@@ -89,7 +90,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 39] = [
+pub const ACTIONS: [ActionDef; 40] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -254,6 +255,13 @@ pub const ACTIONS: [ActionDef; 39] = [
         "help",
         "show or hide this help",
         Some((0, "help")),
+        Browse,
+    ),
+    def(
+        Action::Messages,
+        "messages",
+        "show the messages of this session in full, newest first",
+        None,
         Browse,
     ),
     def(

@@ -463,3 +463,40 @@ fn delete_asks_twice_and_enter_enter_never_deletes() {
     t.keys(&["Enter", "q"]);
     t.wait_for("EXITED 0");
 }
+
+#[test]
+#[cfg_attr(not(tool_tmux), ignore = "needs tmux")]
+fn a_cut_message_reads_whole_in_the_message_log() {
+    let tmp = tempdir();
+    let demo = tmp.path().join("demo");
+    let t = Tmux::start_sized(
+        "log",
+        &format!("--read-only --demo --dir {}", demo.display()),
+        80,
+        24,
+    );
+    t.wait_for("16 images");
+    t.keys(&["c"]);
+    let cut = t.wait_for("…more (m)");
+    assert!(!cut.contains("without --read-only to write"), "{cut}");
+    t.keys(&["s"]);
+    t.wait_for("sorted");
+    t.keys(&["m"]);
+    let log = t.wait_for("Messages, newest first");
+    let sorted = log.find("sorted").unwrap();
+    let refused = log.find("read-only: imgchain was started").unwrap();
+    assert!(sorted < refused, "newest first:\n{log}");
+    let joined: String = log
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c == '│' || c.is_whitespace()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        joined.contains("quit and start it without --read-only to write"),
+        "the whole message, wrapped:\n{log}"
+    );
+    t.keys(&["Escape"]);
+    t.wait_for("16 images");
+    t.keys(&["q"]);
+    t.wait_for("EXITED 0");
+}

@@ -1439,3 +1439,16 @@ fn deep_chain_stays_readable() {
     let a = deep_host("deep-250", 250, 70);
     insta::assert_snapshot!("deep_chain_250x70", render(&a));
 }
+
+#[test]
+fn message_log() {
+    let mut a = app("log", 80, 24);
+    keys(&mut a, "s");
+    select(&mut a, "vms/orphan.qcow2");
+    key(&mut a, KeyCode::Char('A'));
+    key(&mut a, KeyCode::Esc);
+    keys(&mut a, "m");
+    insta::assert_snapshot!("message_log_80x24", render(&a));
+    keys(&mut a, "m");
+    assert!(a.popup.is_none(), "m closes the log");
+}

@@ -12,6 +12,8 @@ use crate::ops::{AnyPlan, Ask};
 pub enum Popup {
     /// The help screen, scrolled down by this many lines.
     Help(u16),
+    /// The message log, newest first, scrolled down by this many lines.
+    Log(u16),
     /// The dialog of a chain operation: its plan, or the guard that refuses it.
     Op(Box<OpPopup>),
     /// A result or an error; `error` picks the colour.

@@ -3,12 +3,13 @@
 //!
 //! The model is made of sub-states, each with its own file: [`browse`] (the forest, cursor,
 //! folds, filter, protections), [`jobs`] (the running operation), [`dialog`] (popups) and
-//! [`locks`] (lock sweeps and allocation maps). This file routes messages and keys to them.
+//! [`locks`] (lock sweeps and allocation maps), [`log`] (the messages said). This file routes messages and keys to them.
 
 pub mod browse;
 pub mod dialog;
 pub mod jobs;
 pub mod locks;
+pub mod log;
 mod operate;
 
 use std::collections::HashSet;
@@ -119,6 +120,8 @@ pub struct App {
     pub locks: Locks,
     pub allocation: Allocations,
     pub status: String,
+    /// Every message the status line and the result dialogs said, for the messages key.
+    pub log: log::Log,
     pub keymap: Keymap,
     pub theme: Theme,
     pub size: (u16, u16),
@@ -177,6 +180,7 @@ impl App {
             locks: Locks::default(),
             allocation: Allocations::default(),
             status: "scanning…".into(),
+            log: log::Log::default(),
             keymap: s.keymap,
             theme: s.theme,
             size: (80, 24),
@@ -223,7 +227,9 @@ impl App {
 
     /// The one place the model changes.
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        let said = (self.status.clone(), self.showing_message());
         let mut effects = self.handle(msg);
+        self.log_what_was_said(said);
         let page = self.areas().forest.height.saturating_sub(3).into();
         if page != self.browse.page {
             self.browse.page = page;
@@ -231,6 +237,25 @@ impl App {
         }
         effects.extend(self.want_allocation());
         effects
+    }
+
+    /// Whether a result or error dialog is open.
+    fn showing_message(&self) -> bool {
+        matches!(self.popup, Some(Popup::Message { .. }))
+    }
+
+    /// Logs a status message that replaced `said.0` (not the idle count or a scan starting)
+    /// and a result dialog that opened.
+    fn log_what_was_said(&mut self, said: (String, bool)) {
+        if self.status != said.0 && self.status != "scanning…" && self.status != self.idle_status()
+        {
+            self.log.note(&self.status);
+        }
+        if !said.1
+            && let Some(Popup::Message { title, body, .. }) = &self.popup
+        {
+            self.log.note(&format!("{title}: {body}"));
+        }
     }
 
     /// Asks for the selected image's allocation map once, if it is cheap and not known yet.
@@ -558,6 +583,18 @@ impl App {
                 };
                 Vec::new()
             }
+            Popup::Log(scroll) => {
+                self.popup = match (dialog, browse) {
+                    (Some(_), _) | (_, Some(Action::Messages | Action::Quit)) => None,
+                    (_, Some(Action::Down | Action::PageDown)) => Some(Popup::Log(scroll + 1)),
+                    (_, Some(Action::Up | Action::PageUp)) => {
+                        Some(Popup::Log(scroll.saturating_sub(1)))
+                    }
+                    (_, Some(Action::First)) => Some(Popup::Log(0)),
+                    _ => Some(Popup::Log(scroll)),
+                };
+                Vec::new()
+            }
             Popup::ConfirmUnprotect { path, rule } => {
                 match dialog {
                     Some(Action::Confirm) => {
@@ -627,6 +664,7 @@ impl App {
                 }
             }
             Action::Help => self.popup = Some(Popup::Help(0)),
+            Action::Messages => self.popup = Some(Popup::Log(0)),
             Action::Quit => match &self.jobs.running {
                 Some(j) if !j.cancellable() => {
                     self.jobs.quit_pending = true;

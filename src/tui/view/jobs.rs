@@ -112,11 +112,27 @@ pub fn status(app: &App, frame: &mut Frame, area: Rect) {
     let hint_w = hints.chars().count() as u16 + 1;
     let [left, right] =
         Layout::horizontal([Constraint::Min(10), Constraint::Length(hint_w)]).areas(area);
-    frame.render_widget(Paragraph::new(Line::from(app.status.clone())), left);
+    frame.render_widget(
+        Paragraph::new(Line::from(cut_status(app, left.width))),
+        left,
+    );
     frame.render_widget(
         Paragraph::new(Line::from(Span::styled(hints, t.dim))).right_aligned(),
         right,
     );
+}
+
+/// The status message in `width` cells: one too long ends in `…more (m)`, naming the key
+/// that shows it whole in the message log.
+fn cut_status(app: &App, width: u16) -> String {
+    let width = usize::from(width);
+    if app.status.chars().count() <= width {
+        return app.status.clone();
+    }
+    let more = format!("…more ({})", app.keymap.keys_of(Action::Messages));
+    let room = width.saturating_sub(more.chars().count());
+    let head: String = app.status.chars().take(room).collect();
+    format!("{}{more}", head.trim_end())
 }
 
 /// The operations that apply to the selected image, as the ready line names them: no commit

@@ -4,6 +4,7 @@ mod details;
 mod forest;
 mod help;
 mod jobs;
+mod log;
 mod popup;
 
 use ratatui::Frame;
@@ -38,6 +39,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
     match &app.popup {
         None => {}
         Some(Popup::Help(scroll)) => help::draw(app, *scroll, frame, area),
+        Some(Popup::Log(scroll)) => log::draw(app, *scroll, frame, area),
         Some(Popup::Op(p)) => popup::op(app, p, frame, area),
         Some(Popup::Message { title, body, error }) => {
             popup::message(app, title, body, *error, frame, area)
