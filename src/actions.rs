@@ -46,6 +46,7 @@ pub enum Action {
     WithOverlays,
     Anyway,
     Amend,
+    Pick,
 }
 
 /// Where an action's keys work: keys of one place may not repeat.
@@ -90,7 +91,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 40] = [
+pub const ACTIONS: [ActionDef; 41] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -334,6 +335,14 @@ pub const ACTIONS: [ActionDef; 40] = [
         "amend",
         "in the commit, merge, flatten and rebase dialogs: upgrade the qcow2 v2 image written \
          to compat=1.1 first (qemu-img amend), or not",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Pick,
+        "pick",
+        "in the rebase dialog: pick the new backing file among every image found (type to \
+         filter, the arrows move, Enter picks)",
         None,
         Dialog,
     ),

@@ -500,3 +500,78 @@ fn a_cut_message_reads_whole_in_the_message_log() {
     t.keys(&["q"]);
     t.wait_for("EXITED 0");
 }
+
+#[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
+fn the_repair_list_moves_with_j_k_and_digits() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    create(d, "golden/base.qcow2", "qcow2", "32M", None, &[]);
+    let golden = Some(("../golden/base.qcow2", "qcow2"));
+    create(d, "vms/a.qcow2", "qcow2", "32M", golden, &[]);
+    std::fs::create_dir(d.join("archive")).unwrap();
+    std::fs::rename(d.join("golden/base.qcow2"), d.join("archive/base.qcow2")).unwrap();
+    create(d, "archive/decoy.qcow2", "qcow2", "32M", None, &[]);
+    let before = snapshot(d);
+    let t = Tmux::start("repair-list", &d.display().to_string());
+    t.wait_for("3 images");
+    t.keys(&["G", "A"]);
+    t.wait_for("→ 1) ");
+    let marked = |n: &str| {
+        t.wait_for(&format!("→ {n}) "));
+    };
+    t.keys(&["j"]);
+    marked("2");
+    t.keys(&["k"]);
+    marked("1");
+    t.keys(&["Down"]);
+    marked("2");
+    t.keys(&["1"]);
+    marked("1");
+    t.keys(&["2"]);
+    let s = t.wait_for("→ 2) ");
+    assert!(s.contains("archive/decoy.qcow2"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_for("repair not started");
+    assert!(
+        before == snapshot(d),
+        "moving in the list changed something"
+    );
+    t.keys(&["q"]);
+    t.wait_for("EXITED 0");
+}
+
+#[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
+fn rebase_onto_an_image_outside_the_chain_by_the_picker() {
+    let tmp = tempdir();
+    let demo = tmp.path().join("demo");
+    let t = Tmux::start("rebase-pick", &format!("--demo --dir {}", demo.display()));
+    t.wait_for("16 images");
+    let reference = tempdir();
+    copy_dir(&demo, reference.path());
+    // web.qcow2's backing file is a root: R opens the picker at once.
+    t.keys(&["/"]);
+    t.literal("vms/web.qcow2");
+    t.keys(&["Enter", "R"]);
+    t.wait_for("Enter picks, Esc back");
+    t.literal("alpine-3");
+    let picker = t.wait_for("1 image");
+    assert!(picker.contains("golden/alpine-3.qcow2"), "{picker}");
+    t.keys(&["Enter"]);
+    let plan = t.wait_for("then on");
+    assert!(plan.contains("alpine-3.qcow2"), "{plan}");
+    t.keys(&["Enter"]);
+    t.wait_for("rebase done");
+    let web = demo.join("vms/web.qcow2");
+    let (name, _) = backing_of(&web);
+    assert!(name.ends_with("golden/alpine-3.qcow2"), "{name}");
+    let out = run(Command::new("qemu-img")
+        .arg("compare")
+        .arg(&web)
+        .arg(reference.path().join("vms/web.qcow2")));
+    assert!(out.status.success(), "the guest's disk changed");
+    qemu_check(&web);
+    t.keys(&["Enter", "q"]);
+    t.wait_for("EXITED 0");
+}

@@ -1452,3 +1452,16 @@ fn message_log() {
     keys(&mut a, "m");
     assert!(a.popup.is_none(), "m closes the log");
 }
+
+#[test]
+fn rebase_picker() {
+    let mut a = app("picker", 80, 24);
+    select(&mut a, "vms/web.qcow2");
+    key(&mut a, KeyCode::Char('R'));
+    insta::assert_snapshot!("rebase_picker_80x24", render(&a));
+    keys(&mut a, "vms");
+    key(&mut a, KeyCode::Down);
+    insta::assert_snapshot!("rebase_picker_filtered", render(&a));
+    key(&mut a, KeyCode::Enter);
+    insta::assert_snapshot!("rebase_picked_plan", render(&a));
+}

@@ -58,27 +58,27 @@ impl Keymap {
 
     /// The first key of an action, as a dialog's key line shows it: `j`.
     pub fn first_key_of(&self, action: Action) -> String {
-        self.keys_of(action)
-            .split('/')
-            .next()
+        self.specs_of(action)
+            .first()
+            .map(KeySpec::to_string)
             .unwrap_or_default()
-            .to_string()
     }
 
     /// The keys of an action, as the help and the hints show them: `j/Down`.
     pub fn keys_of(&self, action: Action) -> String {
-        let Some((_, ks)) = self
-            .browsing
+        self.specs_of(action)
             .iter()
-            .chain(&self.dialogs)
-            .find(|(b, _)| *b == action)
-        else {
-            return String::new();
-        };
-        ks.iter()
             .map(KeySpec::to_string)
             .collect::<Vec<_>>()
             .join("/")
+    }
+
+    fn specs_of(&self, action: Action) -> &[KeySpec] {
+        self.browsing
+            .iter()
+            .chain(&self.dialogs)
+            .find(|(b, _)| *b == action)
+            .map_or(&[], |(_, ks)| &ks[..])
     }
 }
 

@@ -49,6 +49,8 @@ pub struct OpPopup {
     pub searched: Vec<Searched>,
     /// Why this plan was made again, shown above it (the run found the chain changed).
     pub notice: Option<String>,
+    /// The image picker open over the dialog (a rebase's new backing file).
+    pub picker: Option<super::picker::Picker>,
 }
 
 impl OpPopup {
@@ -65,6 +67,7 @@ impl OpPopup {
             space: None,
             searched: Vec::new(),
             notice: None,
+            picker: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod locks;
 pub mod log;
 mod operate;
+pub mod picker;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

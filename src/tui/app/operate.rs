@@ -10,6 +10,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
 use super::dialog::{OpPopup, Popup};
 use super::jobs::Job;
+use super::picker::{Picked, Picker};
 use super::{App, Effect};
 use crate::actions::Action;
 use crate::forest::model::file_name;
@@ -40,6 +41,10 @@ impl App {
         };
         let ask = match Ask::for_action(action.def().name, &sel) {
             Some(Ok(ask)) => ask,
+            // Nothing deeper in its chain: a rebase picks its new backing file anywhere.
+            Some(Err(_)) if action == Action::Rebase && !sel.below.is_empty() => {
+                return self.pick_backing(sel);
+            }
             Some(Err(why)) => {
                 self.status = why;
                 return Vec::new();
@@ -51,6 +56,21 @@ impl App {
         let skip = usize::from(!matches!(ask, Ask::Commit(_)));
         let chain = sel.below.into_iter().skip(skip).collect();
         self.op_popup(ask, chain)
+    }
+
+    /// A rebase's dialog that opens on the image picker, for an image with nothing deeper in
+    /// its chain than its backing file.
+    fn pick_backing(&mut self, sel: Selected) -> Vec<Effect> {
+        let ask = Ask::Rebase(crate::ops::rebase::Ask {
+            image: sel.image,
+            backing: sel.below[0].clone(),
+            amend: false,
+        });
+        let mut p = OpPopup::pending(self.jobs.next_id(), ask, Vec::new());
+        p.pending = false;
+        p.picker = Some(Picker::default());
+        self.popup = Some(Popup::Op(Box::new(p)));
+        Vec::new()
     }
 
     /// The dialog of `ask`, planned by a worker on a fresh scan.
@@ -72,7 +92,13 @@ impl App {
     /// A key in an operation's dialog.
     pub(super) fn on_op_key(&mut self, mut p: OpPopup, key: KeyEvent) -> Vec<Effect> {
         let name = p.name().to_lowercase();
+        if p.picker.is_some() {
+            return self.on_picker_key(p, &key);
+        }
         match self.keymap.dialog(&key) {
+            Some(Action::Pick) if matches!(p.ask, Ask::Rebase(_)) && !p.pending => {
+                p.picker = Some(Picker::default());
+            }
             Some(Action::Close) => {
                 self.status = format!("{name} not started");
                 return Vec::new();
@@ -123,6 +149,32 @@ impl App {
                 if let Some((ask, chain)) = picked(&p, &key) {
                     return self.op_popup(ask, chain);
                 }
+            }
+        }
+        self.popup = Some(Popup::Op(Box::new(p)));
+        Vec::new()
+    }
+
+    /// A key in the image picker over a rebase's dialog: a picked image is planned as the
+    /// new backing file; going back to a dialog with no plan yet closes it.
+    fn on_picker_key(&mut self, mut p: OpPopup, key: &KeyEvent) -> Vec<Effect> {
+        let Some(mut picker) = p.picker.take() else {
+            return Vec::new();
+        };
+        let found = picker.candidates(&self.browse, p.ask.image());
+        match picker.key(key, &found) {
+            Picked::Open => p.picker = Some(picker),
+            Picked::Back if p.plan.is_none() && p.refusal.is_none() => {
+                self.status = "rebase not started".into();
+                return Vec::new();
+            }
+            Picked::Back => {}
+            Picked::Image(id) => {
+                let mut ask = p.ask.clone();
+                if let Ask::Rebase(r) = &mut ask {
+                    r.backing = self.browse.forest.node(id).path.clone();
+                }
+                return self.op_popup(ask, p.chain);
             }
         }
         self.popup = Some(Popup::Op(Box::new(p)));
@@ -300,7 +352,7 @@ fn changed_ask(p: &mut OpPopup, action: Action) -> Option<(Ask, Vec<PathBuf>)> {
     }
     let chain = p.chain.clone();
     let back = action == Action::Prev;
-    let cycle = action == Action::Deeper && !chain.is_empty();
+    let cycle = matches!(action, Action::Deeper | Action::Next | Action::Prev) && !chain.is_empty();
     let mut ask = p.ask.clone();
     match (&mut ask, action) {
         // Down the top's chain; past its root, back to the backing file.

@@ -167,6 +167,9 @@ fn offered(app: &App) -> Vec<Action> {
 /// typing a filter, or the operations that apply to the selected image.
 fn ready_hint(app: &App) -> String {
     let k = |a| app.keymap.keys_of(a);
+    if matches!(&app.popup, Some(crate::tui::app::Popup::Op(p)) if p.picker.is_some()) {
+        return "Picking an image: type to filter, ↑/↓ move, Enter picks, Esc goes back.".into();
+    }
     if app.popup.is_some() {
         return format!(
             "A dialog is open: its keys are at its foot; {} closes it.",

@@ -5,6 +5,7 @@ mod forest;
 mod help;
 mod jobs;
 mod log;
+mod picker;
 mod popup;
 
 use ratatui::Frame;
@@ -40,7 +41,12 @@ pub fn draw(app: &App, frame: &mut Frame) {
         None => {}
         Some(Popup::Help(scroll)) => help::draw(app, *scroll, frame, area),
         Some(Popup::Log(scroll)) => log::draw(app, *scroll, frame, area),
-        Some(Popup::Op(p)) => popup::op(app, p, frame, area),
+        Some(Popup::Op(p)) => {
+            popup::op(app, p, frame, area);
+            if let Some(k) = &p.picker {
+                picker::draw(app, p, k, frame, area);
+            }
+        }
         Some(Popup::Message { title, body, error }) => {
             popup::message(app, title, body, *error, frame, area)
         }

@@ -379,6 +379,9 @@ fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
             first(Action::Amend)
         )];
     }
+    if matches!(p.ask, Ask::Rebase(_)) {
+        return vec![format!("{} pick another image", first(Action::Pick))];
+    }
     if let (Ask::Merge(merge::Ask { force: false, .. }), Refusal::SharedBase { others, .. }) =
         (&p.ask, e)
     {
@@ -437,8 +440,11 @@ fn plan_keys(app: &App, p: &OpPopup, plan: &AnyPlan) -> Vec<String> {
             first(Action::Prev)
         ));
     }
-    if matches!(p.ask, Ask::Rebase(_)) && p.chain.len() > 1 {
-        keys.push(format!("{} deeper image", first(Action::Deeper)));
+    if matches!(p.ask, Ask::Rebase(_)) {
+        if p.chain.len() > 1 {
+            keys.push(format!("{} deeper image", first(Action::Deeper)));
+        }
+        keys.push(format!("{} any image", first(Action::Pick)));
     }
     match plan.amends_v2() {
         Some(false) => keys.push(format!("{} upgrade v2 first", first(Action::Amend))),
