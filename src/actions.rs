@@ -47,6 +47,7 @@ pub enum Action {
     Anyway,
     Amend,
     Pick,
+    Rename,
 }
 
 /// Where an action's keys work: keys of one place may not repeat.
@@ -91,7 +92,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 41] = [
+pub const ACTIONS: [ActionDef; 42] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -343,6 +344,13 @@ pub const ACTIONS: [ActionDef; 41] = [
         "pick",
         "in the rebase dialog: pick the new backing file among every image found (type to \
          filter, the arrows move, Enter picks)",
+        None,
+        Dialog,
+    ),
+    def(
+        Action::Rename,
+        "rename",
+        "in the snapshot dialog: edit the new overlay's file name (Enter keeps it, Esc not)",
         None,
         Dialog,
     ),

@@ -348,3 +348,49 @@ fn rebase_guards_change_nothing() {
     let out = imgchain_ok(&["flatten", "--dry-run", &p("top.qcow2")]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Would give"));
 }
+
+/// Bytes `image` allocates itself, data only, as `qemu-img map` reports them.
+fn own_data(image: &Path) -> u64 {
+    let v: Vec<Value> = serde_json::from_value(qemu_map(image)).unwrap();
+    v.iter()
+        .filter(|e| e["depth"] == 0 && e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum()
+}
+
+/// The space a flatten or rebase dry run announces holds what the run then writes: at least
+/// the data it adds to the image, and not much more.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
+fn dry_run_space_bounds_what_flatten_and_rebase_write() {
+    for (op, extra) in [("flatten", None), ("rebase", Some("base.qcow2"))] {
+        let t = tempdir();
+        let d = t.path();
+        three(d, "32M", &[]);
+        let top = d.join("top.qcow2");
+        let mut args = vec![op, "--dry-run", "--json"];
+        if let Some(b) = extra {
+            args.extend(["-b", b]);
+        }
+        args.push(arg(&top));
+        let plan = imgchain_json(&args, 0);
+        let writes = plan["space_bytes"]["writes"].as_u64().unwrap();
+        assert!(
+            plan["space"].as_str().unwrap().contains("writes up to"),
+            "{plan}"
+        );
+        let before = own_data(&top);
+        args.retain(|a| *a != "--dry-run" && *a != "--json");
+        imgchain_ok(&args);
+        let added = own_data(&top) - before;
+        assert!(added > 0, "{op} copied nothing");
+        assert!(writes >= added, "{op}: announced {writes}, wrote {added}");
+        assert!(
+            writes <= added + (1 << 20),
+            "{op}: announced {writes} for {added} written"
+        );
+    }
+}

@@ -1465,3 +1465,36 @@ fn rebase_picker() {
     key(&mut a, KeyCode::Enter);
     insta::assert_snapshot!("rebase_picked_plan", render(&a));
 }
+
+#[test]
+fn snapshot_name_is_editable() {
+    let mut a = app("rename", 80, 24);
+    select(&mut a, "snapshots/app-snap3.qcow2");
+    key(&mut a, KeyCode::Char('S'));
+    key(&mut a, KeyCode::Char('e'));
+    for _ in 0.."app-snap3.1.qcow2".len() {
+        key(&mut a, KeyCode::Backspace);
+    }
+    keys(&mut a, "../escape.qcow2");
+    key(&mut a, KeyCode::Enter);
+    assert!(a.status.contains("not a path"), "{}", a.status);
+    for _ in 0.."../escape.qcow2".len() {
+        key(&mut a, KeyCode::Backspace);
+    }
+    keys(&mut a, "app-snap4.qcow2");
+    insta::assert_snapshot!("snapshot_rename_editing", render(&a));
+    key(&mut a, KeyCode::Enter);
+    insta::assert_snapshot!("snapshot_renamed_plan", render(&a));
+    let Some(Popup::Op(p)) = &a.popup else {
+        panic!("the dialog closed")
+    };
+    assert_eq!(p.snapshot_name().as_deref(), Some("app-snap4.qcow2"));
+    // A name taken: refused, with the key to pick another.
+    key(&mut a, KeyCode::Char('e'));
+    for _ in 0.."app-snap4.qcow2".len() {
+        key(&mut a, KeyCode::Backspace);
+    }
+    keys(&mut a, "app-snap1.qcow2");
+    key(&mut a, KeyCode::Enter);
+    insta::assert_snapshot!("snapshot_name_taken", render(&a));
+}

@@ -97,7 +97,6 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     };
     if a.dry_run {
         let d = commit::describe(&plan);
-        let space = space.map(|s| s.describe());
         return Ok(dry_run(
             OpKind::COMMIT,
             &plan.top.path,

@@ -72,7 +72,7 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         Err(e) => return Ok(refused_found(&e, &found, a.json)),
     };
     if a.dry_run {
-        let space = Some(delete::space(&plan).describe());
+        let space = Some(delete::space(&plan));
         let image = found.scan.forest.node(found.image).path.clone();
         let d = delete::describe(&plan);
         return Ok(dry_run(OpKind::DELETE, &image, &d, space, &found, a.json));

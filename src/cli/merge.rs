@@ -110,7 +110,6 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Err(_) => None,
     };
     if c.dry_run {
-        let space = space.as_ref().map(|s| s.describe());
         let d = merge::describe(&plan);
         return Ok(dry_run(
             OpKind::MERGE,

@@ -148,11 +148,15 @@ fn rebase(ctx: &Session, a: &ChainArgs, backing: Option<PathBuf>, how: How) -> R
     };
     if a.dry_run {
         let d = rebase::describe(&plan);
+        let space = match rebase::space(&plan, ctx.settings.copy.clone) {
+            Ok(s) => s,
+            Err(e) => return Ok(refused(&e, a.json)),
+        };
         return Ok(dry_run(
             plan.kind,
             &plan.image.path,
             &d,
-            None,
+            space,
             &found,
             a.json,
         ));

@@ -108,11 +108,20 @@ pub(crate) fn dry_run(
     op: imgchain::ops::OpKind,
     image: &std::path::Path,
     d: &imgchain::ops::Description,
-    space: Option<String>,
+    space: Option<imgchain::ops::space::Space>,
     found: &imgchain::ops::scope::Discovered,
     json: bool,
 ) -> u8 {
     if json {
+        let space_bytes = space.as_ref().map(|s| {
+            serde_json::json!({
+                "writes": s.writes,
+                "needs": s.needed(),
+                "frees": s.frees,
+                "available": s.available,
+                "cloned_on": s.clone_on,
+            })
+        });
         let (searched, outside) = output::json_searched(&found.searched);
         let v = serde_json::json!({
             "operation": op.as_str(),
@@ -120,7 +129,8 @@ pub(crate) fn dry_run(
             "image": image,
             "would": d.would,
             "lines": d.plain(),
-            "space": space,
+            "space": space.as_ref().map(|s| s.describe()),
+            "space_bytes": space_bytes,
             "searched": searched,
             "outside": outside,
             "exit_code": exit::OK,
@@ -136,7 +146,7 @@ pub(crate) fn dry_run(
         }
         println!();
         if let Some(s) = space {
-            println!("Space: {s}.");
+            println!("Space: {}.", s.describe());
         }
         println!("{}", imgchain::words::searched_text(&found.searched));
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::rebase::{self, Outcome, Plan, Rebase, Request};
 use super::scope::Discovered;
 use super::settings::Settings;
+use super::space::Space;
 use super::{Description, OpKind, Operation, Refusal, Run, Selected};
 use crate::forest::Forest;
 
@@ -61,6 +62,15 @@ impl Operation for Flatten {
 
     fn describe(plan: &Plan) -> Description {
         Rebase::describe(plan)
+    }
+
+    fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
+        rebase::space(plan, clone)
+    }
+
+    /// Shown, never refused on, as for a rebase.
+    fn room(plan: &Plan, _force: bool, clone: bool) -> Result<Option<Space>, Refusal> {
+        rebase::space(plan, clone)
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {

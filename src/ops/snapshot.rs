@@ -36,11 +36,13 @@ pub struct Request {
     pub cluster_size: usize,
 }
 
-/// What the UI asks for: an overlay on `image` with the next free name.
+/// What the UI asks for: an overlay on `image`, named `name` beside it (`None`: the next
+/// free name).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub image: PathBuf,
     pub cluster_size: usize,
+    pub name: Option<String>,
 }
 
 impl Ask {
@@ -49,16 +51,34 @@ impl Ask {
         Ask {
             image: sel.image.clone(),
             cluster_size: sel.cluster_size,
+            name: None,
         }
     }
 
     /// The request for the image it names, found in `found`.
     pub fn request(&self, found: &Discovered) -> Request {
+        let dir = self.image.parent().unwrap_or(Path::new("/"));
         Request {
             image: found.image,
-            new: None,
+            new: self.name.as_ref().map(|n| dir.join(n)),
             cluster_size: self.cluster_size,
         }
+    }
+}
+
+/// Whether `name` can name an overlay beside its image: a file name, not a path, not hidden
+/// (imgchain's own temporary files are), with no control characters; why not otherwise.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("type a file name".into())
+    } else if name.contains('/') || name == "." || name == ".." {
+        Err("a file name beside the image, not a path".into())
+    } else if name.starts_with('.') {
+        Err("not a hidden name (imgchain's temporary files are hidden)".into())
+    } else if name.chars().any(char::is_control) {
+        Err("no control characters".into())
+    } else {
+        Ok(())
     }
 }
 

@@ -23,8 +23,10 @@ pub(crate) use run::relink;
 use std::path::{Path, PathBuf};
 
 use crate::forest::Forest;
+use crate::ops::plan_image::PlanImage;
 use crate::ops::scope::{Discovered, Scope};
 use crate::ops::settings::Settings;
+use crate::ops::space::Space;
 use crate::ops::{Description, OpKind, Operation, Refusal, Run, Selected};
 use crate::text::Names;
 
@@ -90,9 +92,56 @@ impl Operation for Rebase {
         describe(plan)
     }
 
+    fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
+        space(plan, clone)
+    }
+
+    /// What the rebase writes is shown, never refused on: the count is an upper bound, and a
+    /// rebase that runs out of room stops with its header unchanged, every cluster copied
+    /// reading as before.
+    fn room(plan: &Plan, _force: bool, clone: bool) -> Result<Option<Space>, Refusal> {
+        space(plan, clone)
+    }
+
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {
         run(plan, r)
     }
+}
+
+/// What a safe rebase (or flatten) of `plan` writes into its image at most: the data of the
+/// layers one chain has and the other has not, where the image holds nothing of its own
+/// (the layers both chains share read the same through either); `None` for names only.
+pub fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
+    if !plan.safe {
+        return Ok(None);
+    }
+    let image = plan.image.peek()?;
+    let only = |a: &[PlanImage], b: &[PlanImage]| -> Vec<PlanImage> {
+        a.iter()
+            .filter(|x| !b.iter().any(|y| y.ident == x.ident))
+            .cloned()
+            .collect()
+    };
+    let mut data = 0;
+    for side in [only(&plan.old, &plan.new), only(&plan.new, &plan.old)] {
+        let layers = side
+            .iter()
+            .map(PlanImage::peek)
+            .collect::<Result<Vec<_>, _>>()?;
+        data += crate::ops::extents::measure_new(&layers, &image, plan.image.virtual_size)
+            .map_err(|source| Refusal::Map {
+                path: plan.image.path.clone(),
+                source,
+            })?;
+    }
+    let source = plan.old.first().or(plan.new.first()).unwrap_or(&plan.image);
+    Ok(Some(Space::copy(
+        (source, &plan.image),
+        (data, data),
+        crate::ops::space::cluster_of(&plan.image),
+        0,
+        clone,
+    )))
 }
 
 /// The backing file now and after, and whether the guest view is kept.

@@ -51,6 +51,8 @@ pub struct OpPopup {
     pub notice: Option<String>,
     /// The image picker open over the dialog (a rebase's new backing file).
     pub picker: Option<super::picker::Picker>,
+    /// A snapshot's new name as typed, while the name is being edited.
+    pub editing: Option<String>,
 }
 
 impl OpPopup {
@@ -68,7 +70,26 @@ impl OpPopup {
             searched: Vec::new(),
             notice: None,
             picker: None,
+            editing: None,
         }
+    }
+
+    /// The snapshot request of a snapshot's dialog, offline or live.
+    pub fn snapshot_ask(&mut self) -> Option<&mut crate::ops::snapshot::Ask> {
+        match &mut self.ask {
+            Ask::Snapshot(a) | Ask::LiveSnapshot(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The file name of the overlay a snapshot's plan creates.
+    pub fn snapshot_name(&self) -> Option<String> {
+        let new = match self.plan.as_ref()? {
+            AnyPlan::Snapshot(p) => &p.new,
+            AnyPlan::LiveSnapshot(l) => &l.target,
+            _ => return None,
+        };
+        Some(new.file_name()?.to_string_lossy().into_owned())
     }
 
     /// Takes in what the planning worker found.

@@ -95,7 +95,14 @@ impl App {
         if p.picker.is_some() {
             return self.on_picker_key(p, &key);
         }
+        if p.editing.is_some() {
+            return self.on_name_key(p, &key);
+        }
         match self.keymap.dialog(&key) {
+            Some(Action::Rename) if !p.pending && p.snapshot_ask().is_some() => {
+                let asked = p.snapshot_ask().and_then(|a| a.name.clone());
+                p.editing = Some(p.snapshot_name().or(asked).unwrap_or_default());
+            }
             Some(Action::Pick) if matches!(p.ask, Ask::Rebase(_)) && !p.pending => {
                 p.picker = Some(Picker::default());
             }
@@ -176,6 +183,40 @@ impl App {
                 }
                 return self.op_popup(ask, p.chain);
             }
+        }
+        self.popup = Some(Popup::Op(Box::new(p)));
+        Vec::new()
+    }
+
+    /// A key while a snapshot's name is edited: Enter plans the snapshot under the name
+    /// typed (a file name beside the image), Esc keeps the name it had.
+    fn on_name_key(&mut self, mut p: OpPopup, key: &KeyEvent) -> Vec<Effect> {
+        let Some(mut name) = p.editing.take() else {
+            return Vec::new();
+        };
+        match key.code {
+            KeyCode::Esc => {}
+            KeyCode::Enter => match crate::ops::snapshot::check_name(&name) {
+                Ok(()) => {
+                    if let Some(a) = p.snapshot_ask() {
+                        a.name = Some(name);
+                    }
+                    return self.op_popup(p.ask, p.chain);
+                }
+                Err(why) => {
+                    self.status = format!("not as the new overlay's name: {why}");
+                    p.editing = Some(name);
+                }
+            },
+            KeyCode::Backspace => {
+                name.pop();
+                p.editing = Some(name);
+            }
+            KeyCode::Char(c) if !c.is_control() => {
+                name.push(c);
+                p.editing = Some(name);
+            }
+            _ => p.editing = Some(name),
         }
         self.popup = Some(Popup::Op(Box::new(p)));
         Vec::new()

@@ -167,6 +167,9 @@ fn offered(app: &App) -> Vec<Action> {
 /// typing a filter, or the operations that apply to the selected image.
 fn ready_hint(app: &App) -> String {
     let k = |a| app.keymap.keys_of(a);
+    if matches!(&app.popup, Some(crate::tui::app::Popup::Op(p)) if p.editing.is_some()) {
+        return "Naming the new overlay: type its file name, Enter keeps it, Esc goes back.".into();
+    }
     if matches!(&app.popup, Some(crate::tui::app::Popup::Op(p)) if p.picker.is_some()) {
         return "Picking an image: type to filter, ↑/↓ move, Enter picks, Esc goes back.".into();
     }

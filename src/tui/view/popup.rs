@@ -357,6 +357,11 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             )));
         }
     }
+    if let Some(name) = &p.editing {
+        lines.push(Line::from(""));
+        lines.push(kv("name", format!("{name}▏")));
+        keys = vec!["type the new overlay's file name: Enter keeps it, Esc not".into()];
+    }
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled(keys.join("   "), app.theme.dim)));
     let title = format!(" {} ", p.name());
@@ -381,6 +386,9 @@ fn refusal_keys(app: &App, p: &OpPopup, e: &Refusal) -> Vec<String> {
     }
     if matches!(p.ask, Ask::Rebase(_)) {
         return vec![format!("{} pick another image", first(Action::Pick))];
+    }
+    if matches!(p.ask, Ask::Snapshot(_) | Ask::LiveSnapshot(_)) {
+        return vec![format!("{} another name", first(Action::Rename))];
     }
     if let (Ask::Merge(merge::Ask { force: false, .. }), Refusal::SharedBase { others, .. }) =
         (&p.ask, e)
@@ -445,6 +453,9 @@ fn plan_keys(app: &App, p: &OpPopup, plan: &AnyPlan) -> Vec<String> {
             keys.push(format!("{} deeper image", first(Action::Deeper)));
         }
         keys.push(format!("{} any image", first(Action::Pick)));
+    }
+    if matches!(p.ask, Ask::Snapshot(_) | Ask::LiveSnapshot(_)) {
+        keys.push(format!("{} rename", first(Action::Rename)));
     }
     match plan.amends_v2() {
         Some(false) => keys.push(format!("{} upgrade v2 first", first(Action::Amend))),
