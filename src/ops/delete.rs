@@ -159,9 +159,6 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         return Err(Refusal::HasOverlays {
             path: n.path.clone(),
             overlays,
-            what: "deleting it would leave them without their backing file; delete them first, \
-                   or all together with --with-overlays"
-                .into(),
         });
     }
     // Leaves first: the reverse of a breadth-first walk puts every overlay before its backing.

@@ -221,8 +221,8 @@ fn uri_places(uri: &str, skip: bool) -> Result<Vec<(String, Vec<PathBuf>)>, Stri
         Err(e) if skip => Ok(vec![(format!("{uri} (skipped: {e})"), Vec::new())]),
         Err(e) => Err(format!(
             "the libvirt connection {uri} (scan.libvirt_uris) cannot be reached ({e}), so the \
-             VMs there cannot be checked for disks built on it; fix the connection, or add \
-             --skip-unreachable to go on without them"
+             VMs there cannot be checked for disks built on it; fix the connection, or start \
+             imgchain with --skip-unreachable to go on without them"
         )),
     }
 }

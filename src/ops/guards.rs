@@ -180,6 +180,22 @@ pub fn supported(n: &Node, role: Role) -> Result<(), Refusal> {
     supported_in(n, role, false)
 }
 
+/// An image whose header could not be read is refused as damaged, before anything is said
+/// about what its header would name (a truncated image has no backing name to read).
+pub fn not_damaged(n: &Node) -> Result<(), Refusal> {
+    match n
+        .problems
+        .iter()
+        .find(|p| matches!(p.kind, ProblemKind::BadHeader | ProblemKind::Unreadable))
+    {
+        Some(p) => Err(Refusal::Unsupported {
+            path: n.path.clone(),
+            what: format!("looks damaged: {}", p.message),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// [`supported`], for an operation QEMU's own tools run when `by_qemu`: then the features
 /// they handle ([`crate::image::probe::Qcow2Header::qemu_features`]) are no refusal.
 pub fn supported_in(n: &Node, role: Role, by_qemu: bool) -> Result<(), Refusal> {
@@ -189,13 +205,7 @@ pub fn supported_in(n: &Node, role: Role, by_qemu: bool) -> Result<(), Refusal> 
             what: format!("{what}; {QEMU_IMG}"),
         })
     };
-    if let Some(p) = n
-        .problems
-        .iter()
-        .find(|p| matches!(p.kind, ProblemKind::BadHeader | ProblemKind::Unreadable))
-    {
-        return refuse(format!("looks damaged ({})", p.message));
-    }
+    not_damaged(n)?;
     match (n.format, role) {
         (Some(Format::Qcow2), _)
         | (Some(Format::Raw), Role::Written | Role::Backing | Role::Header) => {}
@@ -293,12 +303,14 @@ pub fn whole_chain(forest: &Forest, id: NodeId, op: super::OpKind) -> Result<(),
         let n = forest.node(layer);
         if let Some(b) = n.backing.as_ref().filter(|b| b.node.is_none()) {
             let name = b.raw.to_string_lossy();
-            let why = if n
-                .problems
-                .iter()
-                .any(|p| p.kind == ProblemKind::ProtocolBacking)
-            {
+            let has = |k: ProblemKind| n.problems.iter().any(|p| p.kind == k);
+            let why = if has(ProblemKind::ProtocolBacking) {
                 format!("names \"{name}\", which QEMU parses as a protocol or json: name")
+            } else if has(ProblemKind::BackingLoop) {
+                format!(
+                    "names {}, which is built on it: the backing chain loops",
+                    b.resolved.shown()
+                )
             } else {
                 format!("names {}, which cannot be opened", b.resolved.shown())
             };

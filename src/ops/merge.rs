@@ -437,13 +437,16 @@ fn plan_through_libvirt(
         op: OpKind::MERGE,
     })?;
     if req.keep {
-        return Err(Refusal::BadTarget {
+        let bad = Refusal::BadTarget {
             path: n.path.clone(),
             what: format!(
-                "is merged by libvirt ({}), which deletes it: --keep cannot be honoured",
+                "is merged by libvirt ({}), which deletes it",
                 through.command()
             ),
-        });
+        };
+        return Err(bad.with(crate::ops::refusal::Way::cli_only(
+            "--keep cannot be honoured: merge it without --keep",
+        )));
     }
     guards::not_kept_ro(forest, n.overlays.iter().copied().chain([req.image, base]))?;
     guards::other_overlays(forest, base, &[req.image], req.force)?;

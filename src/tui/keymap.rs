@@ -64,6 +64,15 @@ impl Keymap {
             .unwrap_or_default()
     }
 
+    /// The first key of the action named `name` in `[keys]` (what a refusal's advice names).
+    pub fn first_key_named(&self, name: &str) -> String {
+        crate::actions::ACTIONS
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| self.first_key_of(d.action))
+            .unwrap_or_default()
+    }
+
     /// The keys of an action, as the help and the hints show them: `j/Down`.
     pub fn keys_of(&self, action: Action) -> String {
         self.specs_of(action)

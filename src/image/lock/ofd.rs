@@ -90,8 +90,7 @@ fn in_use_message(path: &Path, holder: Option<&Holder>, perm: &str, shared: bool
     };
     format!(
         "Failed to get {shared}\"{perm}\" lock\nIs another process using the image [{}]? {who}. \
-         Shut the VM (or tool) down first, or commit while it runs through QEMU itself \
-         (virsh blockcommit, or QMP block-commit)",
+         Shut the VM (or tool) down first",
         path.shown()
     )
 }

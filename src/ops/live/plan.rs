@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::virsh::virsh_installed;
 use crate::forest::{Forest, NodeId};
 use crate::image::lock::{Holder, Manager, owner};
+use crate::ops::refusal::Way;
 use crate::ops::{OpKind, Refusal, guards, rebase, snapshot};
 use crate::text::Names;
 
@@ -116,7 +117,15 @@ fn holder_via<'f>(
                  writes: a live {op} works on the image the VM writes"
             )
         } else {
-            format!("is not in use by a running QEMU: {op} it without --live")
+            let bad = Refusal::BadTarget {
+                path: n.path.clone(),
+                what: "is not in use by a running QEMU".into(),
+            };
+            return Err(bad.with(Way::key(
+                format!("{op} it without --live"),
+                op.as_str(),
+                format!("{}s it offline", op.as_str()),
+            )));
         };
         return Err(Refusal::BadTarget {
             path: n.path.clone(),
@@ -215,17 +224,25 @@ pub fn plan_merge(forest: &Forest, mid: NodeId, force: bool) -> Result<LivePlan,
     }
     let Some((overlay, pid)) = above else {
         if n.holders.iter().any(|h| h.foreign.writer()) {
-            return Err(Refusal::BadTarget {
+            let bad = Refusal::BadTarget {
                 path: n.path.clone(),
-                what: "is the image its VM writes, not a middle layer: commit it with \
-                       imgchain commit --live"
-                    .into(),
-            });
+                what: "is the image its VM writes, not a middle layer".into(),
+            };
+            return Err(bad.with(Way::key(
+                "commit it with imgchain commit --live",
+                "live",
+                "on it has the VM commit it",
+            )));
         }
-        return Err(Refusal::BadTarget {
+        let bad = Refusal::BadTarget {
             path: n.path.clone(),
-            what: "is not a middle layer of a running QEMU's chain: merge it without --live".into(),
-        });
+            what: "is not a middle layer of a running QEMU's chain".into(),
+        };
+        return Err(bad.with(Way::key(
+            "merge it without --live",
+            "merge",
+            "merges it offline",
+        )));
     };
     let mut active = overlay;
     while let Some(&o) = forest

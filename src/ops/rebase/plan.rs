@@ -8,6 +8,7 @@ use crate::image::lock::Access;
 use crate::image::probe::Format;
 use crate::ops::guards::{self, Role};
 use crate::ops::plan_image::PlanImage;
+use crate::ops::refusal::Way;
 use crate::ops::{OpKind, Refusal};
 use crate::text::Names;
 
@@ -113,6 +114,7 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     } else {
         OpKind::REBASE
     };
+    guards::not_damaged(n)?;
     if n.format != Some(Format::Qcow2) {
         return Err(Refusal::Unsupported {
             path: n.path.clone(),
@@ -208,15 +210,19 @@ fn old_chain_reads(
     if let Some(b) = &n.backing
         && b.node.is_none()
     {
-        return Err(Refusal::BrokenChain {
+        let broken = Refusal::BrokenChain {
             top: n.path.clone(),
             op: kind,
             message: format!(
-                "its backing file {} cannot be read, so what its guest sees cannot be kept; if \
-                 the file moved, name the moved file with -u",
+                "its backing file {} cannot be read, so what its guest sees cannot be kept",
                 b.resolved.shown()
             ),
-        });
+        };
+        return Err(broken.with(Way::key(
+            "if the file moved, name the moved file with -u (or imgchain repair finds it)",
+            "repair",
+            "finds the moved file if it moved",
+        )));
     }
     guards::whole_chain(forest, image, kind)?;
     guards::links_name_their_format(forest, &with_chain(forest, image))?;
@@ -255,9 +261,8 @@ fn new_backing(
     if let Some(f) = req.format
         && f != fmt
     {
-        return Err(bad(format!(
-            "is a {fmt} image, not {f}: name its real format with -F"
-        )));
+        return Err(bad(format!("is a {fmt} image, not {f}"))
+            .with(Way::cli_only("name its real format with -F")));
     }
     let role = if req.unsafe_names {
         Role::Header
@@ -287,11 +292,13 @@ fn new_backing(
             .and_then(|&o| forest.node(o).virtual_size)
             .or(n.virtual_size);
         if bn.virtual_size != want {
-            return Err(bad(format!(
-                "has a virtual size of {} bytes, not {} as the backing file it replaces: with \
-                 -u it must stand in for that file (rebase without -u to copy what differs)",
+            let what = format!(
+                "has a virtual size of {} bytes, not {} as the backing file it replaces",
                 bn.virtual_size.unwrap_or(0),
                 want.unwrap_or(0)
+            );
+            return Err(bad(what).with(Way::cli_only(
+                "with -u it must stand in for that file (rebase without -u to copy what differs)",
             )));
         }
     }

@@ -198,6 +198,11 @@ impl App {
         }
     }
 
+    /// A refusal in the UI's words: its advice names this keymap's keys.
+    pub fn refusal_text(&self, e: &Refusal) -> String {
+        e.ui_text(&|name| self.keymap.first_key_named(name))
+    }
+
     /// The node under the cursor.
     pub fn selected_node(&self) -> Option<NodeId> {
         self.browse.selected_node()

@@ -314,7 +314,7 @@ impl App {
                     } else {
                         format!("{op} refused")
                     },
-                    body: e.to_string(),
+                    body: self.refusal_text(&e),
                     error: true,
                 });
                 self.rescan()

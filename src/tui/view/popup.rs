@@ -145,7 +145,7 @@ fn closing(
 fn commit_refused(app: &App, p: &OpPopup, e: &Refusal) -> Vec<Line<'static>> {
     let mut body = vec![Line::from(Span::styled("Refused:", app.theme.problem))];
     let amend = matches!(e, Refusal::NeedsAmend { .. });
-    let said = if amend { e.fact() } else { e.to_string() };
+    let said = if amend { e.fact() } else { app.refusal_text(e) };
     body.extend(said.lines().map(|l| Line::from(l.to_string())));
     if amend {
         body.push(Line::from(""));
@@ -324,7 +324,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         lines.push(Line::from(Span::styled("Refused:", app.theme.problem)));
         let offered = refusal_keys(app, p, e);
         let text = if offered.is_empty() {
-            e.to_string()
+            app.refusal_text(e)
         } else {
             e.fact()
         };
