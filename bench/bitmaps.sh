@@ -73,7 +73,7 @@ for r in $(seq 1 "$RUNS"); do
             ours_bitmaps) s=$(time_in "$work/src" "$bin" commit mid.qcow2) ;;
             ours_plain) s=$(time_in "$work/plain" "$bin" commit mid.qcow2) ;;
             qemu_commit) s=$(time_in "$work/src" qemu-img commit -q mid.qcow2) ;;
-            ours_merge) s=$(time_in "$work/src" "$bin" merge mid.qcow2) ;;
+            ours_merge) s=$(time_in "$work/src" "$bin" merge --yes mid.qcow2) ;;
             ovirt_merge) s=$(time_in "$work/src" ovirt_merge) ;;
         esac
         t[$n]="${t[$n]:-} $s"

@@ -65,7 +65,12 @@ qemu_rebase() { cd "$1" && qemu-img rebase -q -b base.qcow2 -F qcow2 top.qcow2; 
 ours() {
     local b=$1 op=$2 d=$3
     case $op in
-        merge) "$b" merge "$d/mid.qcow2" ;;
+        # Builds that ask before a merge deletes take --yes; older ones (a baseline) do not.
+        merge) if "$b" merge --help | grep -q -- --yes; then
+                   "$b" merge --yes "$d/mid.qcow2"
+               else
+                   "$b" merge "$d/mid.qcow2"
+               fi ;;
         flatten) "$b" flatten "$d/top.qcow2" ;;
         rebase) "$b" rebase -b base.qcow2 "$d/top.qcow2" ;;
     esac

@@ -224,7 +224,7 @@ fn merge_moves_the_layers_bitmaps_into_the_base_as_libvirt_does() {
             .arg(dir.join("top.qcow2"))
             .arg("old"));
     });
-    imgchain_ok(&["merge", arg(&t.ours.join("top.qcow2"))]);
+    imgchain_ok(&["merge", "--yes", arg(&t.ours.join("top.qcow2"))]);
     // oVirt's cold merge: commit, then each bitmap of the layer added where missing and merged.
     let (top, base) = (t.theirs.join("top.qcow2"), t.theirs.join("base.qcow2"));
     run(Command::new("qemu-img")
@@ -485,7 +485,7 @@ fn merge_through_qemu_moves_the_layers_bitmaps_as_ovirt_does() {
                 &[],
             );
         });
-        let out = imgchain_ok(&["merge", arg(&t.ours.join("top.qcow2"))]);
+        let out = imgchain_ok(&["merge", "--yes", arg(&t.ours.join("top.qcow2"))]);
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("qemu-img commit"), "{base_opts}: {said}");
         let q = |args: &[&str]| run(Command::new("qemu-img").current_dir(&t.theirs).args(args));

@@ -192,3 +192,27 @@ fn every_json_document_has_a_version() {
         assert_eq!(v["version"], 1, "{args:?}: {v}");
     }
 }
+
+/// Without a terminal to ask on, delete and merge go on only with --yes: a script that forgot
+/// it gets a usage error that names the flag, and nothing changes.
+#[test]
+#[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
+fn delete_and_merge_without_a_terminal_need_yes() {
+    let t = tempdir();
+    let d = t.path();
+    Chain::new(d, "16M")
+        .base("base.qcow2")
+        .on("mid.qcow2")
+        .on("top.qcow2");
+    let before = snapshot(d);
+    for args in [["delete", "top.qcow2"], ["merge", "mid.qcow2"]] {
+        let path = d.join(args[1]);
+        let out = imgchain(&[args[0], arg(&path)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("add --yes"), "{args:?}: {err}");
+        assert!(before == snapshot(d), "{args:?} changed something");
+    }
+    imgchain_ok(&["delete", "--yes", arg(&d.join("top.qcow2"))]);
+    assert!(!d.join("top.qcow2").exists());
+}

@@ -720,7 +720,7 @@ fn merge_case(name: &str, opts: &[&str], bitmaps: &[(&str, &str)]) {
     let ours = root.path().join("ours");
     copy_dir(&orig, &ours);
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgchain"));
-    c.args(["merge", "mid.qcow2"]);
+    c.args(["merge", "--yes", "mid.qcow2"]);
     let t_ours = traced_steps(&ours, vec![(c, all)]);
     let theirs = root.path().join("theirs");
     copy_dir(&orig, &theirs);

@@ -47,7 +47,7 @@ fn golden_images_beside_their_vms_directory_are_never_deleted_or_written() {
     overlay(r, "vms/vm2.qcow2", &g);
     refused_in(
         r,
-        &["delete", arg(&g)],
+        &["delete", "--yes", arg(&g)],
         13,
         &["vm1.qcow2", "vm2.qcow2", "around"],
     );
@@ -124,7 +124,7 @@ fn an_overlay_deeper_in_the_tree_is_re_pointed_by_a_merge() {
         v["would"].as_str().expect("would").contains("other.qcow2"),
         "{v}"
     );
-    let out = imgchain(&["merge", arg(&mid)]);
+    let out = imgchain(&["merge", "--yes", arg(&mid)]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(!mid.exists());
     // The relative name stays relative, spelled from where the overlay named the layer.
@@ -157,11 +157,14 @@ fn a_stopped_libvirt_vm_elsewhere_keeps_its_base() {
     );
     refused_in(
         t.path(),
-        &["--config", arg(&cfg), "delete", arg(&g)],
+        &["--config", arg(&cfg), "delete", "--yes", arg(&g)],
         13,
         &["web03.qcow2"],
     );
-    let v = imgchain_json(&["--config", arg(&cfg), "delete", "--json", arg(&g)], 13);
+    let v = imgchain_json(
+        &["--config", arg(&cfg), "delete", "--yes", "--json", arg(&g)],
+        13,
+    );
     let text = v["searched"].to_string();
     assert!(
         text.contains("libvirt-domain") && text.contains("web03"),
@@ -181,7 +184,7 @@ fn an_image_a_running_qemu_has_open_elsewhere_keeps_its_base() {
     let held = common::hold_with_storage_daemon(&disk);
     refused_in(
         t.path(),
-        &["delete", arg(&g)],
+        &["delete", "--yes", arg(&g)],
         13,
         &["running.qcow2", "qemu open files"],
     );
@@ -209,7 +212,7 @@ fn another_host_s_vm_through_libvirt_keeps_its_base() {
     let cfg = config(host.path(), &format!("libvirt_uris = [\"{uri}\"]"));
     refused_in(
         t.path(),
-        &["--config", arg(&cfg), "delete", arg(&g)],
+        &["--config", arg(&cfg), "delete", "--yes", arg(&g)],
         13,
         &["remote.qcow2", "remote-vm"],
     );
@@ -220,7 +223,7 @@ fn another_host_s_vm_through_libvirt_keeps_its_base() {
     );
     refused_in(
         t.path(),
-        &["--config", arg(&gone), "delete", arg(&g)],
+        &["--config", arg(&gone), "delete", "--yes", arg(&g)],
         1,
         &["test:///nonexistent/node.xml", "--skip-unreachable"],
     );
@@ -230,6 +233,7 @@ fn another_host_s_vm_through_libvirt_keeps_its_base() {
             arg(&gone),
             "--skip-unreachable",
             "delete",
+            "--yes",
             "--dry-run",
             "--json",
             arg(&g),

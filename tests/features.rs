@@ -106,7 +106,7 @@ fn deleting_an_image_takes_its_data_file_and_never_another_images() {
     // The raw data file is listed as a raw image of its own; deleting it would take
     // data.qcow2's guest data.
     let before = snapshot(d);
-    let out = imgchain(&["delete", arg(&d.join("data.raw"))]);
+    let out = imgchain(&["delete", "--yes", arg(&d.join("data.raw"))]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(12), "{said}");
     assert!(
@@ -117,7 +117,7 @@ fn deleting_an_image_takes_its_data_file_and_never_another_images() {
     // Another user's file is never deleted as a data file.
     let bin = d.join("data2.bin");
     std::os::unix::fs::chown(&bin, Some(65534), None).unwrap();
-    let out = imgchain(&["delete", arg(&d.join("data2.qcow2"))]);
+    let out = imgchain(&["delete", "--yes", arg(&d.join("data2.qcow2"))]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(16), "{said}");
     assert!(
@@ -127,7 +127,7 @@ fn deleting_an_image_takes_its_data_file_and_never_another_images() {
     assert_eq!(before, snapshot(d));
     std::os::unix::fs::chown(&bin, Some(0), None).unwrap();
     for (image, data) in [("data.qcow2", "data.raw"), ("data2.qcow2", "data2.bin")] {
-        let v = imgchain_json(&["delete", "--json", arg(&d.join(image))], 0);
+        let v = imgchain_json(&["delete", "--yes", "--json", arg(&d.join(image))], 0);
         assert_eq!(v["data_files"][0], arg(&d.join(data)), "{v}");
         assert!(!d.join(image).exists() && !d.join(data).exists(), "{v}");
     }
@@ -145,7 +145,7 @@ fn a_data_file_outside_the_images_directory_is_named_not_deleted() {
     let opts = format!("data_file={}", elsewhere.join("disk.bin").display());
     create(&d, "disk.qcow2", "qcow2", "64M", None, &["-o", &opts]);
     let before = (snapshot(&d), snapshot(&elsewhere));
-    let out = imgchain(&["delete", arg(&d.join("disk.qcow2"))]);
+    let out = imgchain(&["delete", "--yes", arg(&d.join("disk.qcow2"))]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(16), "{said}");
     assert!(
@@ -310,7 +310,7 @@ fn commit_into_a_deeper_base_and_merge_with_features_equal_qemu_img() {
     for (what, opts) in FEATURES {
         for on in ["base", "mid", "top"] {
             let t = twins(|d| feature_chain(d, opts, on, true));
-            imgchain_ok(&["merge", arg(&t.ours.join("mid.qcow2"))]);
+            imgchain_ok(&["merge", "--yes", arg(&t.ours.join("mid.qcow2"))]);
             qimg(&t.theirs, &["commit", "-q", "-d", "mid.qcow2"]);
             qimg(
                 &t.theirs,

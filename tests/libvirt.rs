@@ -121,7 +121,7 @@ fn a_libvirt_vm_snapshots_merges_and_commits_live_through_virsh() {
     assert_eq!(v["completed"], true, "{v}");
     assert_eq!(backing_of(&new), ("base.qcow2".into(), "qcow2".into()));
     // Nothing runs on it any more: it can go while the VM runs.
-    imgchain_ok(&["delete", arg(&top)]);
+    imgchain_ok(&["delete", "--yes", arg(&top)]);
 
     let v = imgchain_json(&["commit", "--live", "--json", arg(&new)], 0);
     assert_eq!(v["pivoted"], true, "{v}");
@@ -219,7 +219,7 @@ fn a_layer_libvirt_snapshot_metadata_records_is_merged_through_libvirt() {
     }
     assert_eq!(before, snapshot(d), "refusals change nothing");
     // The merge of the layer s1 created is libvirt's own snapshot-delete.
-    let out = imgchain_ok(&["merge", arg(&s1)]);
+    let out = imgchain_ok(&["merge", "--yes", arg(&s1)]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("libvirt merged") && said.contains("\"s1\""),

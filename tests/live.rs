@@ -257,7 +257,7 @@ fn a_live_merge_commits_the_middle_layer_and_re_points_the_top() {
     guest_io(d, "write -P 0x44 3M 64k");
     let mid = d.join("mid.qcow2");
     // Offline, the middle layer of a running chain is refused, with the hint.
-    let out = imgchain(&["merge", arg(&mid)]);
+    let out = imgchain(&["merge", "--yes", arg(&mid)]);
     assert_eq!(out.status.code(), Some(12));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--live"));
     let v = imgchain_json(&["merge", "--live", "--json", arg(&mid)], 0);
@@ -274,7 +274,7 @@ fn a_live_merge_commits_the_middle_layer_and_re_points_the_top() {
         .map(|n| n["file"].as_str().unwrap().to_string())
         .collect();
     assert!(!files.iter().any(|f| f.ends_with("mid.qcow2")), "{files:?}");
-    imgchain_ok(&["delete", arg(&mid)]);
+    imgchain_ok(&["delete", "--yes", arg(&mid)]);
     guest_io(d, "write -P 0x55 4M 64k");
     drop(vm);
     let top = d.join("top.qcow2");

@@ -79,7 +79,10 @@ fn merge_equals_the_qemu_img_sequence() {
         } else {
             "base.qcow2"
         };
-        let v = imgchain_json(&["merge", "--json", arg(&ours.join("snap.qcow2"))], 0);
+        let v = imgchain_json(
+            &["merge", "--yes", "--json", arg(&ours.join("snap.qcow2"))],
+            0,
+        );
         assert_eq!(v["relinked"].as_array().unwrap().len(), 3, "{v}");
         run(Command::new("qemu-img")
             .current_dir(&theirs)
@@ -137,7 +140,7 @@ fn merging_a_layer_of_a_deep_chain_and_keeping_the_file() {
     }
     std::fs::create_dir(&d).unwrap();
     copy_dir(&orig, &d);
-    imgchain_ok(&["merge", "--keep", arg(&d.join("l2.qcow2"))]);
+    imgchain_ok(&["merge", "--yes", "--keep", arg(&d.join("l2.qcow2"))]);
     assert!(d.join("l2.qcow2").exists(), "--keep keeps it");
     assert_eq!(backing_of(&d.join("l3.qcow2")).0, "l1.qcow2");
     for i in [3, 4] {
@@ -169,25 +172,31 @@ fn merge_guards_change_nothing() {
     let p = |n: &str| arg(&d.join(n)).to_string();
     refused_in(
         d,
-        &["merge", &p("base.qcow2")],
+        &["merge", "--yes", &p("base.qcow2")],
         10,
         &["nothing to merge it into"],
     );
     refused_in(
         d,
-        &["--protect", "b.qcow2", "merge", &p("snap.qcow2")],
+        &["--protect", "b.qcow2", "merge", "--yes", &p("snap.qcow2")],
         11,
         &["b.qcow2"],
     );
     refused_in(
         d,
-        &["--protect", "base.qcow2", "merge", &p("snap.qcow2")],
+        &[
+            "--protect",
+            "base.qcow2",
+            "merge",
+            "--yes",
+            &p("snap.qcow2"),
+        ],
         11,
         &["base.qcow2"],
     );
     {
         let _vm = hold_with_qemu_io(&d.join("c.qcow2"));
-        refused_in(d, &["merge", &p("snap.qcow2")], 12, &["c.qcow2"]);
+        refused_in(d, &["merge", "--yes", &p("snap.qcow2")], 12, &["c.qcow2"]);
     }
     // Another VM built on the base: its disk would change.
     create(
@@ -198,7 +207,12 @@ fn merge_guards_change_nothing() {
         Some(("base.qcow2", "qcow2")),
         &[],
     );
-    refused_in(d, &["merge", &p("snap.qcow2")], 13, &["other.qcow2"]);
+    refused_in(
+        d,
+        &["merge", "--yes", &p("snap.qcow2")],
+        13,
+        &["other.qcow2"],
+    );
     // Forced, with a persistent bitmap in the base: the plan names the changed disks and says
     // the bitmap is marked with what the merge writes.
     run(Command::new("qemu-img")
@@ -243,7 +257,7 @@ fn merge_guards_change_nothing() {
         &[],
     );
     let before = snapshot(e);
-    let out = imgchain(&["merge", arg(&e.join("small.qcow2"))]);
+    let out = imgchain(&["merge", "--yes", arg(&e.join("small.qcow2"))]);
     assert_eq!(out.status.code(), Some(16));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reads zeroes"));
     assert!(before == snapshot(e));
@@ -282,7 +296,7 @@ fn an_interrupted_merge_is_reported_and_the_next_run_finishes_it() {
     assert!(text.contains("interrupted-merge"), "{text}");
     assert!(text.contains("imgchain merge"), "{text}");
     overlays_unchanged(&orig, &d);
-    let v = imgchain_json(&["merge", "--json", arg(&d.join("snap.qcow2"))], 0);
+    let v = imgchain_json(&["merge", "--yes", "--json", arg(&d.join("snap.qcow2"))], 0);
     assert_eq!(v["resumed"], true, "{v}");
     assert_eq!(v["commit"], serde_json::Value::Null, "not committed twice");
     overlays_unchanged(&orig, &d);
@@ -305,7 +319,7 @@ fn finish(d: &Path) -> u32 {
         if !d.join("snap.qcow2").exists() && !d.join(".snap.qcow2.imgchain-merge").exists() {
             return run - 1;
         }
-        let out = imgchain(&["merge", arg(&d.join("snap.qcow2"))]);
+        let out = imgchain(&["merge", "--yes", arg(&d.join("snap.qcow2"))]);
         match out.status.code() {
             Some(0) => return run,
             Some(16) => {
@@ -344,7 +358,7 @@ fn killed_at_30_points_then_the_next_run_finishes() {
         std::fs::create_dir(&timed).unwrap();
         copy_dir(&orig, &timed);
         let t0 = Instant::now();
-        imgchain_ok(&["merge", arg(&timed.join("snap.qcow2"))]);
+        imgchain_ok(&["merge", "--yes", arg(&timed.join("snap.qcow2"))]);
         full = full.min(t0.elapsed());
         std::fs::remove_dir_all(&timed).unwrap();
     }
@@ -355,7 +369,7 @@ fn killed_at_30_points_then_the_next_run_finishes() {
         std::fs::create_dir(&d).unwrap();
         copy_dir(&orig, &d);
         let mut child = Command::new(env!("CARGO_BIN_EXE_imgchain"))
-            .args(["merge", arg(&d.join("snap.qcow2"))])
+            .args(["merge", "--yes", arg(&d.join("snap.qcow2"))])
             .env("XDG_CONFIG_HOME", root.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -182,7 +182,7 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
     refused_in(
         d,
-        &["delete", &p("mid.qcow2")],
+        &["delete", "--yes", &p("mid.qcow2")],
         13,
         &["a.qcow2", "b.qcow2", "--with-overlays"],
     );
@@ -192,6 +192,7 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
             "--protect",
             "b.qcow2",
             "delete",
+            "--yes",
             "--with-overlays",
             &p("mid.qcow2"),
         ],
@@ -202,7 +203,7 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
         let _vm = hold_with_qemu_io(&d.join("a.qcow2"));
         refused_in(
             d,
-            &["delete", "--with-overlays", &p("mid.qcow2")],
+            &["delete", "--yes", "--with-overlays", &p("mid.qcow2")],
             12,
             &["a.qcow2"],
         );
@@ -214,7 +215,7 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
         let _reader = hold(cmd, &d.join("b.qcow2"));
         refused_in(
             d,
-            &["delete", &p("b.qcow2")],
+            &["delete", "--yes", &p("b.qcow2")],
             12,
             &["b.qcow2", "consistent read"],
         );
@@ -222,11 +223,16 @@ fn delete_refuses_what_others_need_and_changes_nothing() {
     std::os::unix::fs::symlink("mid.qcow2", d.join("link.qcow2")).unwrap();
     refused_in(
         d,
-        &["delete", &p("link.qcow2")],
+        &["delete", "--yes", &p("link.qcow2")],
         2,
         &["symlink", "mid.qcow2"],
     );
-    refused_in(d, &["delete", &p("missing.qcow2")], 1, &["missing.qcow2"]);
+    refused_in(
+        d,
+        &["delete", "--yes", &p("missing.qcow2")],
+        1,
+        &["missing.qcow2"],
+    );
 }
 
 #[test]
@@ -241,6 +247,7 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
     std::os::unix::fs::symlink("b.qcow2", d.join("b-link.qcow2")).unwrap();
     let out = imgchain_ok(&[
         "delete",
+        "--yes",
         "--dry-run",
         "--with-overlays",
         arg(&d.join("mid.qcow2")),
@@ -250,6 +257,7 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
     let v = imgchain_json(
         &[
             "delete",
+            "--yes",
             "--json",
             "--with-overlays",
             arg(&d.join("mid.qcow2")),
@@ -282,7 +290,7 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
         1
     );
     // A top with nothing on it goes alone, leaving its base a top again.
-    imgchain_ok(&["delete", arg(&d.join("other.qcow2"))]);
+    imgchain_ok(&["delete", "--yes", arg(&d.join("other.qcow2"))]);
     let tree = common::tree(d, &[]);
     assert_eq!(node(&tree, d, "base.qcow2")["mode"], "rw");
     let names: Vec<String> = std::fs::read_dir(d)

@@ -575,3 +575,60 @@ fn rebase_onto_an_image_outside_the_chain_by_the_picker() {
     t.keys(&["Enter", "q"]);
     t.wait_for("EXITED 0");
 }
+
+#[test]
+#[cfg_attr(
+    not(all(tool_tmux, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs tmux, qemu-img, qemu-io"
+)]
+fn cli_delete_and_merge_ask_on_a_terminal() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    qemu_io(&d.join("top.qcow2"), "write -P 0x5a 0 4M");
+    let top = d.join("top.qcow2");
+    // An image with data: its name must be typed; a wrong one deletes nothing.
+    let t = Tmux::start("cli-delete", &format!("delete {}", top.display()));
+    t.wait_for("Type top.qcow2 to confirm");
+    t.literal("top");
+    t.keys(&["Enter"]);
+    t.wait_for("EXITED 130");
+    assert!(top.exists(), "a wrong name deleted the image");
+    drop(t);
+    let t = Tmux::start("cli-delete2", &format!("delete {}", top.display()));
+    t.wait_for("Type top.qcow2 to confirm");
+    t.literal("top.qcow2");
+    t.keys(&["Enter"]);
+    t.wait_for("EXITED 0");
+    assert!(!top.exists(), "the typed name did not delete it");
+    drop(t);
+    // A merge asks yes or no; no (or just Enter) merges nothing.
+    let mid = tempdir();
+    let m = mid.path();
+    Chain::new(m, "16M")
+        .base("base.qcow2")
+        .on("mid.qcow2")
+        .on("top.qcow2");
+    let before = snapshot(m);
+    let t = Tmux::start(
+        "cli-merge",
+        &format!("merge {}", m.join("mid.qcow2").display()),
+    );
+    t.wait_for("and delete mid.qcow2? [y/N]");
+    t.keys(&["Enter"]);
+    t.wait_for("EXITED 130");
+    assert!(
+        before == snapshot(m),
+        "a merge not confirmed changed something"
+    );
+    drop(t);
+    let t = Tmux::start(
+        "cli-merge2",
+        &format!("merge {}", m.join("mid.qcow2").display()),
+    );
+    t.wait_for("[y/N]");
+    t.literal("y");
+    t.keys(&["Enter"]);
+    t.wait_for("EXITED 0");
+    assert!(!m.join("mid.qcow2").exists());
+}

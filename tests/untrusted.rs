@@ -423,9 +423,9 @@ fn read_only_refuses_every_write_command() {
     let (top, base) = (d.join("top.qcow2"), d.join("base.qcow2"));
     let cases: [&[&str]; 7] = [
         &["snapshot", arg(&top)],
-        &["delete", arg(&top)],
+        &["delete", "--yes", arg(&top)],
         &["commit", arg(&top)],
-        &["merge", arg(&top)],
+        &["merge", "--yes", arg(&top)],
         &["rebase", "-b", arg(&base), arg(&top)],
         &["flatten", arg(&top)],
         &["repair", "--yes", arg(d)],
@@ -477,20 +477,25 @@ fn a_planted_fifo_or_linked_merge_journal_changes_nothing() {
     chmod(&journal, 0o644);
     refused_in(
         d,
-        &["merge", arg(&mid)],
+        &["merge", "--yes", arg(&mid)],
         1,
         &["not a journal imgchain wrote"],
     );
     // Even root's own mode, without the identities of the files, is not taken.
     chmod(&journal, 0o600);
-    refused_in(d, &["merge", arg(&mid)], 1, &["not written for a merge"]);
+    refused_in(
+        d,
+        &["merge", "--yes", arg(&mid)],
+        1,
+        &["not written for a merge"],
+    );
     // A link to /dev/zero, and a FIFO nobody writes: refused at once, no hang.
     std::fs::remove_file(&journal).expect("rm");
     std::os::unix::fs::symlink("/dev/zero", &journal).expect("symlink");
-    refused_in(d, &["merge", arg(&mid)], 1, &["symbolic link"]);
+    refused_in(d, &["merge", "--yes", arg(&mid)], 1, &["symbolic link"]);
     std::fs::remove_file(&journal).expect("rm");
     common::run(Command::new("mkfifo").arg(&journal));
-    refused_in(d, &["merge", arg(&mid)], 1, &["FIFO"]);
+    refused_in(d, &["merge", "--yes", arg(&mid)], 1, &["FIFO"]);
     assert!(mid.exists());
 }
 
@@ -503,7 +508,7 @@ fn merge_of_an_image_nothing_is_built_on_is_refused() {
     qemu_io(&d.join("top.qcow2"), "write -P 0x42 0 1M");
     refused_in(
         d,
-        &["merge", arg(&d.join("top.qcow2"))],
+        &["merge", "--yes", arg(&d.join("top.qcow2"))],
         2,
         &["commit it", "delete it"],
     );
@@ -625,7 +630,7 @@ fn names_with_a_colon_and_symlinked_names_are_written_as_qemu_needs_them() {
             .arg(&top)
             .arg(before.path().join("view.raw")),
     );
-    let out = imgchain(&["merge", arg(&d.join("m:1.qcow2"))]);
+    let out = imgchain(&["merge", "--yes", arg(&d.join("m:1.qcow2"))]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(common::backing_of(&top).0, "link/b:0.qcow2");
     common::qemu_check(&top);

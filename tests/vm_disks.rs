@@ -77,14 +77,14 @@ fn a_stopped_vm_s_disk_is_labelled_and_not_deleted_without_force() {
 
     refused_in(
         &d,
-        &["--config", c, "delete", arg(&top)],
+        &["--config", c, "delete", "--yes", arg(&top)],
         13,
         &[
             "disk vda of the libvirt VM web03",
             "virsh detach-disk --domain web03 vda --config",
         ],
     );
-    imgchain_ok(&["--config", c, "delete", "--force", arg(&top)]);
+    imgchain_ok(&["--config", c, "delete", "--yes", "--force", arg(&top)]);
     assert!(!top.exists());
 }
 
@@ -115,7 +115,12 @@ fn merging_away_a_vm_s_disk_is_refused_without_force() {
     // A VM defined on the middle layer: merging it away would leave that VM without its disk.
     define(tmp.path(), "old-vm", &d.join("mid.qcow2"));
     let (c, mid) = (arg(&cfg).to_string(), d.join("mid.qcow2"));
-    refused_in(&d, &["--config", &c, "merge", arg(&mid)], 13, &["old-vm"]);
+    refused_in(
+        &d,
+        &["--config", &c, "merge", "--yes", arg(&mid)],
+        13,
+        &["old-vm"],
+    );
     // The UI's key past other overlays of the base never lifts this guard.
     let scope = imgchain::ops::scope::Scope {
         dirs: Vec::new(),
@@ -139,7 +144,7 @@ fn merging_away_a_vm_s_disk_is_refused_without_force() {
         "a forced merge from the UI still refuses a VM's disk"
     );
     // Keeping the file keeps the VM's disk: allowed.
-    imgchain_ok(&["--config", &c, "merge", "--keep", arg(&mid)]);
+    imgchain_ok(&["--config", &c, "merge", "--yes", "--keep", arg(&mid)]);
     assert!(mid.exists());
 }
 
@@ -200,7 +205,7 @@ fn snapshot_metadata_labels_layers_and_flags_mixed_snapshots() {
         String::from_utf8_lossy(&imgchain_ok(&["--config", c, "tree", arg(&d)]).stdout).to_string();
     assert!(text.contains("snapshot \"s1\" of web01"), "{text}");
     let before = snapshot(&d);
-    let out = imgchain(&["--config", c, "delete", "--force", arg(&top)]);
+    let out = imgchain(&["--config", c, "delete", "--yes", "--force", arg(&top)]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(13), "{said}");
     assert!(

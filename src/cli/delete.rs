@@ -6,10 +6,12 @@ use clap::Args;
 
 use anyhow::Context;
 
+use imgchain::exit;
 use imgchain::ops::OpKind;
 use imgchain::text::Names;
 
 use super::command::Command;
+use super::confirm::{Question, confirmed};
 use super::failure::{Failure, usage};
 use super::runner::{discover, dry_run, refused, refused_found, run_planned};
 use super::session::Session;
@@ -28,6 +30,9 @@ pub(crate) struct DeleteArgs {
     /// Print what would be deleted, and delete nothing
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Delete without asking (needed where there is no terminal to ask on)
+    #[arg(short = 'y', long)]
+    pub(crate) yes: bool,
     /// Also look for images built on IMAGE under PATH (repeatable; the directories of IMAGE
     /// and of its backing chain are always looked at)
     #[arg(long = "scan", value_name = "PATH")]
@@ -77,6 +82,10 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         let d = delete::describe(&plan);
         return Ok(dry_run(OpKind::DELETE, &image, &d, space, &found, a.json));
     }
+    if !confirmed("delete", &delete::describe(&plan), &question(&plan), a.yes)? {
+        eprintln!("imgchain: not confirmed; nothing was deleted");
+        return Ok(exit::CANCELLED);
+    }
     if plan.images.len() > 1 && !a.json {
         let list: Vec<String> = plan
             .images
@@ -86,4 +95,33 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         eprintln!("Deleting, in this order: {}", list.join(", "));
     }
     run_planned::<delete::Delete>(ctx, &plan, false, a.json)
+}
+
+/// What a delete asks: the image's name typed when it holds data of its own (more than an
+/// empty overlay's metadata), or plain yes or no.
+fn question(plan: &imgchain::ops::delete::Plan) -> Question {
+    let Some(image) = plan.images.last() else {
+        return Question::YesNo("Delete nothing?".into());
+    };
+    let name = imgchain::forest::model::file_name(&image.path).to_string();
+    let others = plan.images.len() - 1;
+    let also = match others {
+        0 => String::new(),
+        n => format!(
+            " and the {} built on it",
+            imgchain::units::count(n as u64, "image")
+        ),
+    };
+    let held = imgchain::ops::space::on_disk(&image.path);
+    if held >= 1 << 20 {
+        Question::TypeName {
+            prompt: format!(
+                "{name} takes {} on disk; deleting it{also} cannot be undone.",
+                imgchain::units::human_size(held)
+            ),
+            name,
+        }
+    } else {
+        Question::YesNo(format!("Delete {name}{also}?"))
+    }
 }

@@ -10,6 +10,7 @@ use imgchain::text::Names;
 
 use super::args::{ChainArgs, parse_rate};
 use super::command::Command;
+use super::confirm::{Question, confirmed};
 use super::failure::Failure;
 use super::runner::{
     discover, dry_run, live_request, note_outside, refused, refused_live_hint, run_live,
@@ -35,6 +36,10 @@ pub(crate) struct MergeArgs {
     /// re-points the layer above; IMAGE's file is kept
     #[arg(long, conflicts_with_all = ["keep", "dry_run"])]
     pub(crate) live: bool,
+    /// Merge without asking (needed where there is no terminal to ask on; a merge with
+    /// --keep or --live deletes nothing and does not ask)
+    #[arg(short = 'y', long)]
+    pub(crate) yes: bool,
     /// With --live: limit the job to RATE bytes per second (64M, 1G)
     #[arg(long, value_name = "RATE", requires = "live", value_parser = parse_rate)]
     pub(crate) speed: Option<u64>,
@@ -119,6 +124,17 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
             &found,
             c.json,
         ));
+    }
+    if !a.keep {
+        let name = imgchain::forest::model::file_name(&plan.image.path);
+        let q = Question::YesNo(format!(
+            "Merge {name} into {} and delete {name}?",
+            imgchain::forest::model::file_name(&plan.base.path)
+        ));
+        if !confirmed("merge", &merge::describe(&plan), &q, a.yes)? {
+            eprintln!("imgchain: not confirmed; nothing was merged");
+            return Ok(exit::CANCELLED);
+        }
     }
     note_outside(&found);
     run_planned::<merge::Merge>(ctx, &plan, c.progress, c.json)

@@ -4,6 +4,7 @@
 mod args;
 mod command;
 mod commit;
+mod confirm;
 mod delete;
 mod failure;
 mod merge;
