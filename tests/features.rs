@@ -430,7 +430,7 @@ fn amend_upgrades_a_v2_image_first_for_merge_flatten_and_rebase() {
         return;
     }
     let cases: [(&str, &[&str], &str); 3] = [
-        ("base", &["merge"], "mid.qcow2"),
+        ("base", &["merge", "--yes"], "mid.qcow2"),
         ("top", &["flatten"], "top.qcow2"),
         ("top", &["rebase", "-b", "base.qcow2"], "top.qcow2"),
     ];

@@ -108,6 +108,28 @@ fn a_live_commit_is_done_by_the_daemon_and_loses_no_write() {
         .map(|n| n["file"].as_str().unwrap().to_string())
         .unwrap();
     assert!(file.ends_with("base.qcow2"), "the export runs on {file}");
+    // The modes say what the daemon now writes: the base is RW (written), and the old top,
+    // still built on it, is flagged.
+    let tree = imgchain_json(&["tree", "--json", arg(d)], 0);
+    let node = |name: &str| {
+        tree["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["path"].as_str().unwrap().ends_with(name))
+            .cloned()
+            .unwrap()
+    };
+    let (base_node, top_node) = (node("/base.qcow2"), node("/top.qcow2"));
+    assert_eq!(base_node["mode"], "rw", "{base_node}");
+    assert_eq!(base_node["in_use"]["write"], true, "{base_node}");
+    let kinds: Vec<&str> = top_node["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"backing-written"), "{top_node}");
     guest_io(d, "write -P 0x44 3M 64k");
     drop(vm);
     let base = d.join("base.qcow2");

@@ -25,6 +25,7 @@ pub enum ProblemKind {
     NotAnImage,
     InterruptedMerge,
     MixedSnapshots,
+    BackingWritten,
 }
 
 impl ProblemKind {
@@ -46,6 +47,7 @@ impl ProblemKind {
             ProblemKind::NotAnImage => "not-an-image",
             ProblemKind::InterruptedMerge => "interrupted-merge",
             ProblemKind::MixedSnapshots => "mixed-snapshots",
+            ProblemKind::BackingWritten => "backing-written",
         }
     }
 
@@ -64,7 +66,8 @@ impl ProblemKind {
             | ProblemKind::UnsupportedFeature
             | ProblemKind::NotAnImage
             | ProblemKind::InterruptedMerge
-            | ProblemKind::MixedSnapshots => Severity::Warning,
+            | ProblemKind::MixedSnapshots
+            | ProblemKind::BackingWritten => Severity::Warning,
             ProblemKind::ProtocolBacking | ProblemKind::SizeMismatch => Severity::Note,
         }
     }
@@ -105,6 +108,20 @@ pub struct Problem {
 impl Problem {
     pub(crate) fn new(kind: ProblemKind, message: String) -> Problem {
         Problem { kind, message }
+    }
+
+    /// An image whose backing file another process writes: its guest's disk changes under
+    /// it (what a live commit or merge leaves of the layer it moved the VM off).
+    pub(crate) fn backing_written(backing: &Path, holder: &str) -> Problem {
+        Problem::new(
+            ProblemKind::BackingWritten,
+            format!(
+                "its backing file {} is written by {holder}, so what this image's guest reads \
+                 changes under it: a live commit or merge leaves the layer it moved the VM off \
+                 this way; if nothing uses this image any more, delete it",
+                backing.shown()
+            ),
+        )
     }
 
     /// How bad this problem is.

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::diag::Problem;
+use super::diag::{Problem, ProblemKind};
 use super::state::{self, KeepRoReason, Mode, StateInput};
 use crate::image::file::FileId;
 use crate::image::lock::{Foreign, Holder};
@@ -293,11 +293,38 @@ impl Forest {
                 writable: n.writable,
                 read_only_mode: n.owner.is_some_and(|o| o.mode & 0o222 == 0),
                 read_by_other: n.foreign.in_use() && !n.foreign.writer(),
+                written_by_other: n.foreign.writer(),
             })
             .collect();
         for (n, s) in self.nodes.iter_mut().zip(state::compute(&inputs)) {
             n.mode = s.mode;
             n.keep_ro_reason = s.reason;
+        }
+        self.flag_written_backings();
+    }
+
+    /// Flags each image whose backing file another process writes, as the locks say now
+    /// (a lock sweep calls this again through [`Forest::apply_state`]).
+    fn flag_written_backings(&mut self) {
+        let written: Vec<Option<(PathBuf, String)>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let b = &self.nodes[n.backing_node()?.0];
+                let holder = b.holders.iter().find(|h| h.foreign.writer());
+                b.foreign.writer().then(|| {
+                    (
+                        b.path.clone(),
+                        holder.map_or("another process".into(), |h| h.to_string()),
+                    )
+                })
+            })
+            .collect();
+        for (n, w) in self.nodes.iter_mut().zip(written) {
+            n.problems.retain(|p| p.kind != ProblemKind::BackingWritten);
+            if let Some((backing, holder)) = w {
+                n.problems.push(Problem::backing_written(&backing, &holder));
+            }
         }
     }
 

@@ -9,9 +9,10 @@
 //!    inherited — writing the node would change what that overlay's guest sees.
 //! 4. `not-writable`: opening the node read-write fails. Never inherited.
 //!
-//! A node that is not keep-RO is RO when it backs another image in the forest, or another
-//! process reads it without writing it (a running QEMU's backing file or read-only disk,
-//! whose overlay may be anywhere); RW otherwise.
+//! A node that is not keep-RO is RW when another process writes it (a running VM's disk, even
+//! a base a live commit moved the VM onto while an old overlay still names it); RO when it
+//! backs another image in the forest, or another process reads it without writing it (a
+//! running QEMU's backing file or read-only disk, whose overlay may be anywhere); RW otherwise.
 
 use std::fmt;
 
@@ -99,6 +100,8 @@ pub struct StateInput {
     pub read_only_mode: bool,
     /// Another process holds it without the write permission: a running QEMU reads it.
     pub read_by_other: bool,
+    /// Another process writes it: a running VM's disk.
+    pub written_by_other: bool,
 }
 
 /// A node's computed state.
@@ -144,7 +147,8 @@ pub fn compute(inputs: &[StateInput]) -> Vec<State> {
             } else {
                 None
             };
-            let mode = match (reason, has_overlays[i] || input.read_by_other) {
+            let read_only = (has_overlays[i] || input.read_by_other) && !input.written_by_other;
+            let mode = match (reason, read_only) {
                 (Some(_), _) => Mode::KeepRo,
                 (None, true) => Mode::Ro,
                 (None, false) => Mode::Rw,
@@ -165,6 +169,7 @@ mod tests {
             writable: true,
             read_only_mode: false,
             read_by_other: false,
+            written_by_other: false,
         }
     }
 
@@ -299,6 +304,7 @@ mod tests {
                 writable: true,
                 read_only_mode: false,
                 read_by_other: false,
+                written_by_other: false,
             })
             .collect();
         assert!(compute(&n).iter().all(|s| s.reason == Some(Requested)));
@@ -325,5 +331,13 @@ mod tests {
         assert_eq!(s[99_999].mode, Rw);
         assert_eq!(s[0].reason, Some(Requested));
         assert_eq!(s[1].reason, Some(Inherited));
+    }
+
+    #[test]
+    fn a_base_a_vm_writes_is_rw_though_an_old_overlay_names_it() {
+        let mut base = node(None);
+        base.written_by_other = true;
+        let states = compute(&[base, node(Some(0))]);
+        assert_eq!(modes(&states), [(Mode::Rw, None), (Mode::Rw, None)]);
     }
 }
