@@ -704,36 +704,9 @@ fn internal_snapshots_match_qemu_img() {
 /// every line within the terminal's columns, every layer's name whole, and the dates apart.
 #[test]
 fn tree_fits_the_terminal_at_any_depth() {
-    use imgchain::image::create::{NewImage, create};
-    use imgchain::image::probe::Format;
     let t = tempdir();
     let dir = t.path();
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::create_dir_all(dir.join("vms")).unwrap();
-    create(
-        &dir.join("templates/golden.qcow2"),
-        &NewImage::qcow2(1 << 30),
-    )
-    .unwrap();
-    let golden = "../templates/golden.qcow2".to_string();
-    let mut below = golden.clone();
-    for i in 1..=600 {
-        let layer = format!("app-layer-{i}.qcow2");
-        let new = NewImage {
-            backing: Some((&below, Format::Qcow2)),
-            ..NewImage::qcow2(1 << 30)
-        };
-        create(&dir.join("vms").join(&layer), &new).unwrap();
-        below = layer;
-    }
-    for date in ["20240301", "20240415"] {
-        let new = NewImage {
-            backing: Some((&golden, Format::Qcow2)),
-            ..NewImage::qcow2(1 << 30)
-        };
-        let name = format!("web02-snapshot-before-upgrade-{date}.qcow2");
-        create(&dir.join("vms").join(name), &new).unwrap();
-    }
+    deep_host(dir, "golden.qcow2");
     let d = dir.to_str().unwrap();
     for cols in [80, 60] {
         let out = imgchain_columns(cols, &["tree", d]);

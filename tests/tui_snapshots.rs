@@ -1381,36 +1381,9 @@ fn a_run_refused_for_a_v2_image_shows_the_plan_again_with_the_amend_key() {
 /// A host with a 600-layer chain off a golden image and two snapshots of one VM whose names
 /// differ only in their dates, opened at `w`×`h`.
 fn deep_host(name: &str, w: u16, h: u16) -> App {
-    use imgchain::image::create::{NewImage, create};
-    use imgchain::image::probe::Format;
     let dir = PathBuf::from("/tmp/imgchain-snapshots").join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::create_dir_all(dir.join("vms")).unwrap();
-    create(
-        &dir.join("templates/centos7-golden.qcow2"),
-        &NewImage::qcow2(1 << 30),
-    )
-    .unwrap();
-    let golden = "../templates/centos7-golden.qcow2".to_string();
-    let mut below = golden.clone();
-    for i in 1..=600 {
-        let layer = format!("app-layer-{i}.qcow2");
-        let new = NewImage {
-            backing: Some((&below, Format::Qcow2)),
-            ..NewImage::qcow2(1 << 30)
-        };
-        create(&dir.join("vms").join(&layer), &new).unwrap();
-        below = layer;
-    }
-    for date in ["20240301", "20240415"] {
-        let new = NewImage {
-            backing: Some((&golden, Format::Qcow2)),
-            ..NewImage::qcow2(1 << 30)
-        };
-        let snap = format!("web02-snapshot-before-upgrade-{date}.qcow2");
-        create(&dir.join("vms").join(snap), &new).unwrap();
-    }
+    common::deep_host(&dir, "centos7-golden.qcow2");
     let config = Config::default();
     let mut app = App::new(Settings {
         roots: vec![dir.clone()],
@@ -1497,4 +1470,13 @@ fn snapshot_name_is_editable() {
     keys(&mut a, "app-snap1.qcow2");
     key(&mut a, KeyCode::Enter);
     insta::assert_snapshot!("snapshot_name_taken", render(&a));
+}
+
+#[test]
+fn commit_on_a_base_is_a_line_not_a_dialog() {
+    let mut a = app("base-line", 80, 24);
+    select(&mut a, "golden/alpine-3.qcow2");
+    key(&mut a, KeyCode::Char('c'));
+    assert!(a.popup.is_none(), "a dialog opened for nothing to do");
+    assert!(a.status.contains("has no backing file"), "{}", a.status);
 }

@@ -621,3 +621,36 @@ pub fn base_and_mid(d: &Path, size: &str, opts: &[&str]) -> Chain {
         .io("write -P 0x22 4M 8M")
         .io("write -z 20M 512k")
 }
+
+/// A host with `templates/GOLDEN` and a 600-layer chain off it in `vms/` (app-layer-1 to 600,
+/// each built on the one before), beside two snapshots of one VM whose names differ only in
+/// their dates: what deep chains and long sibling names are tested on. Made with imgchain's
+/// own image creation, so it takes a second.
+pub fn deep_host(dir: &Path, golden: &str) {
+    use imgchain::image::create::{NewImage, create};
+    use imgchain::image::probe::Format;
+    std::fs::create_dir_all(dir.join("templates")).expect("mkdir templates");
+    std::fs::create_dir_all(dir.join("vms")).expect("mkdir vms");
+    let golden_path = dir.join("templates").join(golden);
+    create(&golden_path, &NewImage::qcow2(1 << 30)).expect("create the golden image");
+    let golden = format!("../templates/{golden}");
+    let on = |backing: &str, name: &str| {
+        let new = NewImage {
+            backing: Some((backing, Format::Qcow2)),
+            ..NewImage::qcow2(1 << 30)
+        };
+        create(&dir.join("vms").join(name), &new).expect("create a layer");
+    };
+    let mut below = golden.clone();
+    for i in 1..=600 {
+        let layer = format!("app-layer-{i}.qcow2");
+        on(&below, &layer);
+        below = layer;
+    }
+    for date in ["20240301", "20240415"] {
+        on(
+            &golden,
+            &format!("web02-snapshot-before-upgrade-{date}.qcow2"),
+        );
+    }
+}

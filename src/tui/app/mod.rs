@@ -315,6 +315,13 @@ impl App {
                 if let Some(Popup::Op(p)) = &mut self.popup
                     && p.job == job
                 {
+                    // Nothing to do on an image without a backing file: a line says so, not
+                    // a dialog.
+                    if let Err(e @ Refusal::NoBacking { .. }) = plan.as_ref() {
+                        self.status = self.refusal_text(e);
+                        self.popup = None;
+                        return Vec::new();
+                    }
                     p.fill(*plan);
                     p.space = space;
                     p.searched = searched;
