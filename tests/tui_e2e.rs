@@ -632,3 +632,42 @@ fn cli_delete_and_merge_ask_on_a_terminal() {
     t.wait_for("EXITED 0");
     assert!(!m.join("mid.qcow2").exists());
 }
+
+/// The line under the forest says what the keys do where the user is: the operations of a
+/// top, fewer on a base, the filter's syntax while typing one, how to close a dialog.
+#[test]
+#[cfg_attr(not(tool_tmux), ignore = "needs tmux")]
+fn hints_follow_the_selection_the_dialog_and_the_filter() {
+    let tmp = tempdir();
+    let demo = tmp.path().join("demo");
+    let t = Tmux::start_sized("hints", &format!("--demo --dir {}", demo.display()), 80, 24);
+    t.wait_for("16 images");
+    let ready = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("Ready."))
+            .unwrap_or_default()
+            .to_string()
+    };
+    t.keys(&["/"]);
+    let typing = t.wait_for("Filter: Enter keeps it");
+    assert!(!typing.contains("Ready."), "{typing}");
+    t.literal("app-snap3");
+    t.keys(&["Enter"]);
+    let top = ready(&t.wait_for("Ready.  c commit"));
+    assert!(
+        top.contains("c commit") && top.contains("D delete"),
+        "{top}"
+    );
+    t.keys(&["Escape", "/"]);
+    t.literal("alpine-3");
+    t.keys(&["Enter"]);
+    let base = ready(&t.wait_for("Ready.  S snapshot"));
+    assert!(
+        !base.contains("commit") && !base.contains("delete"),
+        "{base}"
+    );
+    t.keys(&["S"]);
+    t.wait_for("A dialog is open: its keys are at its foot");
+    t.keys(&["Escape", "q"]);
+    t.wait_for("EXITED 0");
+}
