@@ -168,15 +168,7 @@ fn the_man_pages_render() {
 fn every_json_document_has_a_version() {
     let dir = tempdir();
     let d = dir.path();
-    create(d, "base.qcow2", "qcow2", "16M", None, &[]);
-    create(
-        d,
-        "top.qcow2",
-        "qcow2",
-        "16M",
-        Some(("base.qcow2", "qcow2")),
-        &[],
-    );
+    base_and_top(d);
     let (top, base) = (d.join("top.qcow2"), d.join("base.qcow2"));
     let docs = [
         (vec!["tree", "--json", arg(d)], 0),

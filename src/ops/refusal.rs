@@ -524,14 +524,6 @@ impl Refusal {
         }
     }
 
-    /// The refusal under any way added to it.
-    pub fn inner(&self) -> &Refusal {
-        match self {
-            Refusal::With { refusal, .. } => refusal.inner(),
-            r => r,
-        }
-    }
-
     /// A stable name for JSON output.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -123,11 +123,15 @@ impl Space {
     }
 }
 
-/// The cluster size of a qcow2 image (64 KiB when it cannot be read).
+/// The cluster size of a qcow2 image (64 KiB when it cannot be read). Read through an fd
+/// opened only if the path still names the plan's file (never a FIFO or another file swapped
+/// in under the name).
 pub fn cluster_of(img: &PlanImage) -> u64 {
-    std::fs::File::open(&img.path)
+    use crate::image::file::{self, OpenMode};
+    file::open_as(&img.path, OpenMode::ReadOnly, img.ident)
         .ok()
-        .and_then(|f| crate::image::file::read_prefix(&f, 4096).ok())
+        .map(std::fs::File::from)
+        .and_then(|f| file::read_prefix(&f, 4096).ok())
         .and_then(|b| {
             b.get(20..24)
                 .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))

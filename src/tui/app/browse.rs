@@ -151,14 +151,12 @@ impl Browse {
         }
     }
 
-    /// How many rows a fold of `row` hides: everything built on it.
-    pub fn hidden_below(&self, row: &Row) -> usize {
-        let at = self
-            .rows
-            .iter()
-            .position(|r| r.id == row.id)
-            .unwrap_or(self.rows.len());
-        self.rows[at.saturating_add(1).min(self.rows.len())..]
+    /// How many rows a fold of row `at` (an index into `rows`) hides: everything built on it.
+    pub fn hidden_below(&self, at: usize) -> usize {
+        let Some(row) = self.rows.get(at) else {
+            return 0;
+        };
+        self.rows[at + 1..]
             .iter()
             .take_while(|r| r.depth > row.depth)
             .count()

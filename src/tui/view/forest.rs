@@ -167,7 +167,8 @@ fn row(
     let glyph = b.fold_glyph(row);
     let matched = b.matched.get(at).copied();
     let suffix = if glyph == FOLDED {
-        format!(" (+{})", b.hidden_below(row))
+        let hidden = b.visible.get(at).map_or(0, |&ri| b.hidden_below(ri));
+        format!(" (+{hidden})")
     } else {
         String::new()
     };
