@@ -213,7 +213,7 @@ pub const ACTIONS: [ActionDef; 42] = [
     def(
         Action::Delete,
         "delete",
-        "delete the selected image (asks twice)",
+        "delete the selected image (asks twice, or its name)",
         None,
         Browse,
     ),

@@ -163,26 +163,168 @@ fn the_man_pages_render() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The JSON contract (ARCHITECTURE.md §5), checked on every document the CLI prints without
+/// a running VM: each has `version` 1 and the fields the contract promises it, and every key
+/// at any depth is one §5 names, so a field added without documenting it fails here.
 #[test]
 #[cfg_attr(not(tool_qemu_img), ignore = "needs qemu-img")]
-fn every_json_document_has_a_version() {
-    let dir = tempdir();
-    let d = dir.path();
-    base_and_top(d);
-    let (top, base) = (d.join("top.qcow2"), d.join("base.qcow2"));
-    let docs = [
-        (vec!["tree", "--json", arg(d)], 0),
-        (vec!["info", "--json", arg(&top)], 0),
-        (vec!["check", "--json", arg(d)], 0),
-        (vec!["commit", "--dry-run", "--json", arg(&top)], 0),
-        (vec!["delete", "--dry-run", "--json", arg(&top)], 0),
-        (vec!["commit", "--json", arg(&base)], 10),
-        (vec!["snapshot", "--json", arg(&top)], 0),
+fn every_json_document_keeps_the_documented_contract() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md");
+    let section = doc
+        .split("## 5. CLI and JSON contract")
+        .nth(1)
+        .and_then(|s| s.split("\n## 6.").next())
+        .expect("§5 of ARCHITECTURE.md");
+    let dry = [
+        "operation",
+        "dry_run",
+        "image",
+        "would",
+        "lines",
+        "space",
+        "space_bytes",
     ];
-    for (args, code) in docs {
-        let v = imgchain_json(&args, code);
+    let ran = ["exit_code", "summary"];
+    let refused = ["error"];
+    let cases: Vec<(Vec<&str>, i32, Vec<&str>)> = vec![
+        (vec!["tree", "--json", "."], 0, vec!["roots", "nodes"]),
+        (
+            vec!["info", "--json", "mid.qcow2"],
+            0,
+            vec!["path", "mode", "backing", "bitmaps"],
+        ),
+        (vec!["check", "--json", "."], 0, vec![]),
+        (
+            vec!["commit", "--dry-run", "--json", "top.qcow2"],
+            0,
+            dry.to_vec(),
+        ),
+        (
+            vec!["snapshot", "--dry-run", "--json", "top.qcow2"],
+            0,
+            dry.to_vec(),
+        ),
+        (
+            vec!["delete", "--dry-run", "--json", "top.qcow2"],
+            0,
+            dry.to_vec(),
+        ),
+        (
+            vec![
+                "rebase",
+                "--dry-run",
+                "--json",
+                "-b",
+                "base.qcow2",
+                "top.qcow2",
+            ],
+            0,
+            dry.to_vec(),
+        ),
+        (
+            vec!["flatten", "--dry-run", "--json", "top.qcow2"],
+            0,
+            dry.to_vec(),
+        ),
+        (
+            vec!["merge", "--dry-run", "--json", "mid.qcow2"],
+            0,
+            dry.to_vec(),
+        ),
+        (vec!["commit", "--json", "base.qcow2"], 10, refused.to_vec()),
+        (
+            vec!["commit", "--json", "top.qcow2"],
+            0,
+            [&ran[..], &["copied_bytes", "reopen"]].concat(),
+        ),
+        (
+            vec!["snapshot", "--json", "top.qcow2"],
+            0,
+            [&ran[..], &["new", "backing"]].concat(),
+        ),
+        (
+            vec!["delete", "--json", "--yes", "top.qcow2"],
+            0,
+            [&ran[..], &["deleted"]].concat(),
+        ),
+        (
+            vec!["rebase", "--json", "-b", "base.qcow2", "top.qcow2"],
+            0,
+            [&ran[..], &["safe"]].concat(),
+        ),
+        (
+            vec!["flatten", "--json", "top.qcow2"],
+            0,
+            [&ran[..], &["copied_bytes"]].concat(),
+        ),
+        (
+            vec!["merge", "--json", "--yes", "mid.qcow2"],
+            0,
+            [&ran[..], &["relinked"]].concat(),
+        ),
+    ];
+    for (args, code, fields) in cases {
+        let t = tempdir();
+        let d = t.path();
+        Chain::new(d, "16M")
+            .base("base.qcow2")
+            .on("mid.qcow2")
+            .on("top.qcow2");
+        qemu_io(&d.join("mid.qcow2"), "write -P 0x11 0 1M");
+        qemu_io(&d.join("top.qcow2"), "write -P 0x22 1M 1M");
+        let paths: Vec<String> = args
+            .iter()
+            .map(|a| match *a {
+                "." => d.display().to_string(),
+                a if a.ends_with(".qcow2") => d.join(a).display().to_string(),
+                a => a.to_string(),
+            })
+            .collect();
+        let out = imgchain(&paths.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON: {e}"));
         assert_eq!(v["version"], 1, "{args:?}: {v}");
+        for f in fields {
+            assert!(v.get(f).is_some(), "{args:?} lacks `{f}`: {v}");
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        json_keys(&v, &mut keys);
+        let undocumented: Vec<_> = keys.iter().filter(|k| !names_word(section, k)).collect();
+        assert!(
+            undocumented.is_empty(),
+            "{args:?}: not in ARCHITECTURE.md §5: {undocumented:?}"
+        );
     }
+}
+
+/// Every object key in `v`, at any depth.
+fn json_keys(v: &serde_json::Value, keys: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                keys.insert(k.clone());
+                json_keys(x, keys);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_keys(x, keys)),
+        _ => {}
+    }
+}
+
+/// Whether `text` has `word` on its own: not inside a longer name.
+fn names_word(text: &str, word: &str) -> bool {
+    let name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    text.match_indices(word).any(|(at, _)| {
+        !text[..at].chars().next_back().is_some_and(name)
+            && !text[at + word.len()..].chars().next().is_some_and(name)
+    })
 }
 
 /// Without a terminal to ask on, delete and merge go on only with --yes: a script that forgot

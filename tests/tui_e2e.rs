@@ -465,6 +465,43 @@ fn delete_asks_twice_and_enter_enter_never_deletes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool_tmux, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs tmux, qemu-img, qemu-io"
+)]
+fn delete_of_an_image_with_data_asks_its_name_typed() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    let top = d.join("top.qcow2");
+    qemu_io(&top, "write -P 0x5a 0 4M");
+    let t = Tmux::start("delete-typed", &d.display().to_string());
+    t.wait_for("2 images");
+    t.keys(&["G", "D"]);
+    t.wait_for("then D for good");
+    t.keys(&["Enter"]);
+    t.wait_for("type top.qcow2: Enter deletes");
+    // Neither the operation's key nor a wrong name deletes it.
+    t.keys(&["D", "Enter"]);
+    t.wait_for("type top.qcow2 exactly");
+    t.literal("top");
+    t.keys(&["Enter"]);
+    t.wait_for("type top.qcow2 exactly");
+    assert!(top.exists(), "a wrong name deleted the image");
+    // Esc goes back unconfirmed; the name typed whole deletes it.
+    t.keys(&["Escape"]);
+    t.wait_for("delete not confirmed");
+    t.keys(&["Enter"]);
+    t.wait_for("type top.qcow2: Enter deletes");
+    t.literal("top.qcow2");
+    t.keys(&["Enter"]);
+    t.wait_for("Delete: done");
+    assert!(!top.exists(), "the typed name did not delete it");
+    t.keys(&["Enter", "q"]);
+    t.wait_for("EXITED 0");
+}
+
+#[test]
 #[cfg_attr(not(tool_tmux), ignore = "needs tmux")]
 fn a_cut_message_reads_whole_in_the_message_log() {
     let tmp = tempdir();

@@ -1480,3 +1480,48 @@ fn commit_on_a_base_is_a_line_not_a_dialog() {
     assert!(a.popup.is_none(), "a dialog opened for nothing to do");
     assert!(a.status.contains("has no backing file"), "{}", a.status);
 }
+
+/// Each screen a newcomer meets, at the smallest and a large terminal: the hints on a top and
+/// on a base, typing a filter, a commit's plan, a delete asking for the name typed, the
+/// repair list, the image picker and the message log.
+#[test]
+fn each_screen_at_80x24_and_250x70() {
+    for (w, h) in [(80, 24), (250, 70)] {
+        let shot = |a: &App, what: &str| {
+            insta::assert_snapshot!(format!("screen_{what}_{w}x{h}"), render(a));
+        };
+        let mut a = app(&format!("screens-{w}"), w, h);
+        select(&mut a, "snapshots/app-snap3.qcow2");
+        shot(&a, "top");
+        select(&mut a, "golden/debian-12.qcow2");
+        shot(&a, "base");
+        keys(&mut a, "/is:problem");
+        shot(&a, "filtering");
+        key(&mut a, KeyCode::Esc);
+        select(&mut a, "snapshots/app-snap3.qcow2");
+        keys(&mut a, "c");
+        shot(&a, "commit");
+        key(&mut a, KeyCode::Esc);
+        keys(&mut a, "D");
+        key(&mut a, KeyCode::Enter);
+        keys(&mut a, "app-snap");
+        assert!(
+            matches!(&a.popup, Some(Popup::Op(p)) if p.typed.as_deref() == Some("app-snap")),
+            "the delete asks for the name typed: {:?}",
+            a.status
+        );
+        shot(&a, "delete_typed");
+        key(&mut a, KeyCode::Esc);
+        key(&mut a, KeyCode::Esc);
+        select(&mut a, "vms/orphan.qcow2");
+        keys(&mut a, "A2");
+        shot(&a, "repair");
+        key(&mut a, KeyCode::Esc);
+        select(&mut a, "vms/web.qcow2");
+        keys(&mut a, "R");
+        shot(&a, "picker");
+        key(&mut a, KeyCode::Esc);
+        keys(&mut a, "m");
+        shot(&a, "messages");
+    }
+}

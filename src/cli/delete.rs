@@ -97,8 +97,8 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
     run_planned::<delete::Delete>(ctx, &plan, false, a.json)
 }
 
-/// What a delete asks: the image's name typed when it holds data of its own (more than an
-/// empty overlay's metadata), or plain yes or no.
+/// What a delete asks: the image's name typed when the images it removes hold data (more
+/// than empty overlays' metadata, `NAME_TYPED_FROM`), or plain yes or no.
 fn question(plan: &imgchain::ops::delete::Plan) -> Question {
     let Some(image) = plan.images.last() else {
         return Question::YesNo("Delete nothing?".into());
@@ -112,11 +112,16 @@ fn question(plan: &imgchain::ops::delete::Plan) -> Question {
             imgchain::units::count(n as u64, "image")
         ),
     };
-    let held = imgchain::ops::space::on_disk(&image.path);
-    if held >= 1 << 20 {
+    let held: u64 = plan
+        .images
+        .iter()
+        .map(|i| imgchain::ops::space::on_disk(&i.path))
+        .sum();
+    if held >= imgchain::ops::delete::NAME_TYPED_FROM {
         Question::TypeName {
             prompt: format!(
-                "{name} takes {} on disk; deleting it{also} cannot be undone.",
+                "{name}{also} take{} {} on disk; deleting cannot be undone.",
+                if others == 0 { "s" } else { "" },
                 imgchain::units::human_size(held)
             ),
             name,

@@ -41,6 +41,10 @@ pub struct Ask {
     pub force: bool,
 }
 
+/// From this many bytes on disk, the images a delete removes count as holding data: the
+/// confirmation asks for the image's name typed, not a yes.
+pub const NAME_TYPED_FROM: u64 = 1 << 20;
+
 /// A deletion that passed every guard.
 #[derive(Clone, Debug)]
 pub struct Plan {

@@ -53,6 +53,8 @@ pub struct OpPopup {
     pub picker: Option<super::picker::Picker>,
     /// A snapshot's new name as typed, while the name is being edited.
     pub editing: Option<String>,
+    /// The file name typed to confirm a delete of images that hold data (`typed_name`).
+    pub typed: Option<String>,
 }
 
 impl OpPopup {
@@ -71,6 +73,7 @@ impl OpPopup {
             notice: None,
             picker: None,
             editing: None,
+            typed: None,
         }
     }
 
@@ -104,6 +107,24 @@ impl OpPopup {
     /// Whether the run needs a second, deliberate confirmation: it removes files.
     pub fn asks_twice(&self) -> bool {
         matches!(self.ask, Ask::Delete(_) | Ask::Merge(_))
+    }
+
+    /// The name a delete's second confirmation asks typed: its image's file name, when
+    /// the images it removes take `NAME_TYPED_FROM` bytes or more (as the forest last saw
+    /// them). A merge, or a delete of empty overlays, asks for its key again instead.
+    pub fn typed_name(&self, forest: &crate::forest::Forest) -> Option<String> {
+        let Some(AnyPlan::Delete(plan)) = &self.plan else {
+            return None;
+        };
+        let held: u64 = plan
+            .images
+            .iter()
+            .filter_map(|i| forest.find(&i.path))
+            .filter_map(|id| forest.node(id).allocated)
+            .sum();
+        let image = plan.images.last()?;
+        (held >= crate::ops::delete::NAME_TYPED_FROM)
+            .then(|| crate::forest::model::file_name(&image.path))
     }
 
     /// The forest action that opened this dialog: a second confirmation is that key again.

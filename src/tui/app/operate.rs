@@ -98,6 +98,9 @@ impl App {
         if p.editing.is_some() {
             return self.on_name_key(p, &key);
         }
+        if p.typed.is_some() {
+            return self.on_typed_key(p, &key);
+        }
         match self.keymap.dialog(&key) {
             Some(Action::Rename) if !p.pending && p.snapshot_ask().is_some() => {
                 let asked = p.snapshot_ask().and_then(|a| a.name.clone());
@@ -132,6 +135,9 @@ impl App {
             }
             Some(Action::Confirm) if p.asks_twice() && !p.confirmed_once => {
                 p.confirmed_once = true;
+                if p.typed_name(&self.browse.forest).is_some() {
+                    p.typed = Some(String::new());
+                }
             }
             // The second yes is the operation's own key, never Enter again: Enter Enter
             // must not remove files.
@@ -217,6 +223,40 @@ impl App {
                 p.editing = Some(name);
             }
             _ => p.editing = Some(name),
+        }
+        self.popup = Some(Popup::Op(Box::new(p)));
+        Vec::new()
+    }
+
+    /// A key while a delete's image name is typed to confirm it: Enter deletes when the
+    /// name is the image's, Esc goes back to the plan unconfirmed.
+    fn on_typed_key(&mut self, mut p: OpPopup, key: &KeyEvent) -> Vec<Effect> {
+        // Without a name to type (the forest changed under the dialog) the second
+        // confirmation falls back to the operation's key.
+        let (Some(mut typed), Some(name)) = (p.typed.take(), p.typed_name(&self.browse.forest))
+        else {
+            self.popup = Some(Popup::Op(Box::new(p)));
+            return Vec::new();
+        };
+        match key.code {
+            KeyCode::Esc => {
+                p.confirmed_once = false;
+                self.status = "delete not confirmed".into();
+            }
+            KeyCode::Enter if typed == name => return self.start_op(p),
+            KeyCode::Enter => {
+                self.status = format!("type {name} exactly to delete it, Esc goes back");
+                p.typed = Some(typed);
+            }
+            KeyCode::Backspace => {
+                typed.pop();
+                p.typed = Some(typed);
+            }
+            KeyCode::Char(c) if !c.is_control() => {
+                typed.push(c);
+                p.typed = Some(typed);
+            }
+            _ => p.typed = Some(typed),
         }
         self.popup = Some(Popup::Op(Box::new(p)));
         Vec::new()

@@ -170,6 +170,10 @@ fn ready_hint(app: &App) -> String {
     if matches!(&app.popup, Some(crate::tui::app::Popup::Op(p)) if p.editing.is_some()) {
         return "Naming the new overlay: type its file name, Enter keeps it, Esc goes back.".into();
     }
+    if matches!(&app.popup, Some(crate::tui::app::Popup::Op(p)) if p.typed.is_some()) {
+        return "Confirming a delete: type the image's file name, Enter deletes, Esc goes back."
+            .into();
+    }
     if matches!(&app.popup, Some(crate::tui::app::Popup::Op(p)) if p.picker.is_some()) {
         return "Picking an image: type to filter, ↑/↓ move, Enter picks, Esc goes back.".into();
     }

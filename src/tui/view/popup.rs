@@ -340,7 +340,18 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         }
         searched_line(&p.searched, &mut lines, &kv);
         keys.splice(0..0, plan_keys(app, p, plan));
-        if p.confirmed_once {
+        if let (Some(typed), Some(name)) = (&p.typed, p.typed_name(&app.browse.forest)) {
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled(
+                format!("This holds data and cannot be undone: type {name} to delete it."),
+                app.theme.problem,
+            )));
+            lines.push(kv("name", format!("{typed}▏")));
+            keys = vec![format!(
+                "type {name}: Enter deletes, {} goes back",
+                app.keymap.keys_of(Action::Close)
+            )];
+        } else if p.confirmed_once {
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled(
                 format!(
