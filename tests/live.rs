@@ -94,6 +94,7 @@ fn a_live_commit_is_done_by_the_daemon_and_loses_no_write() {
         &["commit", "--live", "--json", arg(&d.join("top.qcow2"))],
         0,
     );
+    assert_documented(&v, "commit --live --json");
     assert_eq!(v["pivoted"], true, "{v}");
     assert_eq!(v["qmp"], arg(&d.join("qmp.sock")));
     // The export now serves the base's node, and what the guest writes goes there.
@@ -283,6 +284,7 @@ fn a_live_merge_commits_the_middle_layer_and_re_points_the_top() {
     assert_eq!(out.status.code(), Some(12));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--live"));
     let v = imgchain_json(&["merge", "--live", "--json", arg(&mid)], 0);
+    assert_documented(&v, "live --json");
     assert_eq!(v["completed"], true, "{v}");
     assert_eq!(v["operation"], "merge");
     assert_eq!(v["overlay"], arg(&d.join("top.qcow2")));
@@ -340,6 +342,7 @@ fn a_live_snapshot_moves_the_guest_onto_the_new_overlay() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--live"));
     let v = imgchain_json(&["snapshot", "--live", "--json", arg(&top)], 0);
+    assert_documented(&v, "live --json");
     assert_eq!(v["completed"], true, "{v}");
     let new = d.join("top.1.qcow2");
     assert_eq!(v["target"], arg(&new));

@@ -654,3 +654,45 @@ pub fn deep_host(dir: &Path, golden: &str) {
         );
     }
 }
+
+/// Asserts that every key of the JSON document `v`, at any depth, is one ARCHITECTURE.md §5
+/// names (`what`: the command, for the message).
+pub fn assert_documented(v: &Value, what: &str) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md");
+    let section = doc
+        .split("## 5. CLI and JSON contract")
+        .nth(1)
+        .and_then(|s| s.split("\n## 6.").next())
+        .expect("§5 of ARCHITECTURE.md");
+    let mut keys = std::collections::BTreeSet::new();
+    json_keys(v, &mut keys);
+    let undocumented: Vec<_> = keys.iter().filter(|k| !names_word(section, k)).collect();
+    assert!(
+        undocumented.is_empty(),
+        "{what}: not in ARCHITECTURE.md §5: {undocumented:?}"
+    );
+}
+
+/// Every object key in `v`, at any depth.
+fn json_keys(v: &Value, keys: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                keys.insert(k.clone());
+                json_keys(x, keys);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| json_keys(x, keys)),
+        _ => {}
+    }
+}
+
+/// Whether `text` has `word` on its own: not inside a longer name.
+fn names_word(text: &str, word: &str) -> bool {
+    let name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    text.match_indices(word).any(|(at, _)| {
+        !text[..at].chars().next_back().is_some_and(name)
+            && !text[at + word.len()..].chars().next().is_some_and(name)
+    })
+}
