@@ -77,7 +77,7 @@ fn main() {
     let mut a = app(vec![PathBuf::from("/vm")], 250, 70);
     a.update(Msg::Scanned(Box::new(Ok(Scan {
         forest: big_forest(),
-        skipped: Vec::new(),
+        ..Default::default()
     }))));
     a.update(key('G'));
     let mut term = Terminal::new(TestBackend::new(250, 70)).unwrap();

@@ -75,6 +75,7 @@ pub struct Config {
     pub commit: CommitConfig,
     pub copy: CopyConfig,
     pub snapshot: SnapshotConfig,
+    pub trash: TrashConfig,
     pub keys: Keys,
     pub theme: Theme,
     /// What the file says in a way that still works but should change (keys in their old
@@ -176,6 +177,25 @@ impl TryFrom<i64> for InFlight {
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
     pub cluster_size: ClusterSize,
+}
+
+/// `[trash]`: what deletes and merges leave behind them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrashConfig {
+    pub keep: Keep,
+}
+
+/// How long `trash empty` keeps what it finds in the trash, by default.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Keep(pub std::time::Duration);
+
+impl TryFrom<String> for Keep {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        crate::units::parse_duration(&v).map(Keep)
+    }
 }
 
 /// A qcow2 cluster size: a power of two from 512 bytes to 2 MiB.

@@ -14,6 +14,7 @@ pub mod forest;
 pub mod image;
 pub mod ops;
 pub mod text;
+pub mod trash;
 pub mod tui;
 pub mod units;
 pub mod words;

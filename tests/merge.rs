@@ -106,8 +106,16 @@ fn merge_equals_the_qemu_img_sequence() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(
-            names.iter().all(|n| !n.starts_with('.')),
+            names
+                .iter()
+                .all(|n| !n.starts_with('.') || n == ".imgchain-trash"),
             "no journal or temporary file left: {names:?}"
+        );
+        let trashed = imgchain_json(&["trash", "list", "--json", arg(&ours)], 0);
+        assert_eq!(
+            trashed["entries"][0]["files"][0]["path"],
+            arg(&ours.join("snap.qcow2")),
+            "the merged layer is in the trash: {trashed}"
         );
     }
 }

@@ -92,6 +92,7 @@ impl Operation for Noop {
             metadata: 0,
             new_data: plan.need,
             frees: 0,
+            trashed: 0,
             clone_on: None,
             available: Some(plan.free),
         }))

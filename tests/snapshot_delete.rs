@@ -252,7 +252,7 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
         "--with-overlays",
         arg(&d.join("mid.qcow2")),
     ]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Would delete"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Would move into the trash"));
     assert!(d.join("mid.qcow2").exists(), "a dry run deletes nothing");
     let v = imgchain_json(
         &[
@@ -298,7 +298,9 @@ fn delete_removes_leaves_first_and_only_the_subtree() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        names.iter().all(|n| !n.contains("imgchain")),
+        names
+            .iter()
+            .all(|n| !n.contains("imgchain") || n == ".imgchain-trash"),
         "no temporary file left: {names:?}"
     );
 }

@@ -105,6 +105,9 @@ fn steady_space(app: &mut App) {
         if s.frees > 0 {
             s.frees = 24 << 20;
         }
+        if s.trashed > 0 {
+            s.trashed = 24 << 20;
+        }
     }
 }
 

@@ -24,6 +24,10 @@ pub(crate) struct DeleteArgs {
     /// Delete even an image a defined libvirt VM names as its disk
     #[arg(long)]
     pub(crate) force: bool,
+    /// Unlink at once, freeing the space now, instead of moving into the trash beside the
+    /// image (`imgchain trash restore` brings a trashed image back)
+    #[arg(long)]
+    pub(crate) purge: bool,
     /// Print the outcome as JSON
     #[arg(long)]
     pub(crate) json: bool,
@@ -71,6 +75,7 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         image: found.image,
         with_overlays: a.with_overlays,
         force: a.force,
+        purge: a.purge,
     };
     let plan = match delete::plan(&found.scan.forest, &req) {
         Ok(p) => p,
@@ -92,7 +97,12 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
             .iter()
             .map(|i| i.path.shown().to_string())
             .collect();
-        eprintln!("Deleting, in this order: {}", list.join(", "));
+        let how = if plan.purge {
+            "Deleting"
+        } else {
+            "Moving into the trash"
+        };
+        eprintln!("{how}, in this order: {}", list.join(", "));
     }
     run_planned::<delete::Delete>(ctx, &plan, false, a.json)
 }
@@ -120,9 +130,14 @@ fn question(plan: &imgchain::ops::delete::Plan) -> Question {
     if held >= imgchain::ops::delete::NAME_TYPED_FROM {
         Question::TypeName {
             prompt: format!(
-                "{name}{also} take{} {} on disk; deleting cannot be undone.",
+                "{name}{also} take{} {} on disk; {}.",
                 if others == 0 { "s" } else { "" },
-                imgchain::units::human_size(held)
+                imgchain::units::human_size(held),
+                if plan.purge {
+                    "deleting for good cannot be undone"
+                } else {
+                    "they move into the trash beside them"
+                }
             ),
             name,
         }

@@ -16,6 +16,7 @@ mod runner;
 mod session;
 mod show;
 mod snapshot;
+mod trash;
 mod ui;
 
 use std::path::PathBuf;
@@ -110,6 +111,9 @@ commands! {
     /// be it (same file name, then same virtual size and format) and point the image at the
     /// chosen one (rebase -u), asking first unless --yes
     Repair(repair::RepairArgs),
+    /// List, restore or empty what delete and merge moved into the trash beside each image
+    /// (.imgchain-trash)
+    Trash(trash::TrashArgs),
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check(show::CheckArgs),

@@ -10,7 +10,6 @@ use serde::Serialize;
 use imgchain::fit;
 use imgchain::forest::diag::Severity;
 use imgchain::forest::query;
-use imgchain::forest::scan::Skipped;
 use imgchain::forest::{Forest, Mode, Node, NodeId, Row};
 use imgchain::ops::dependents::{OUTSIDE, Searched};
 use imgchain::text::Names;
@@ -200,6 +199,14 @@ pub struct JsonTree<'a> {
     pub roots: Vec<String>,
     pub nodes: JsonNodes<'a>,
     pub skipped: Vec<JsonSkipped>,
+    pub trash: JsonTrash,
+}
+
+/// The trashes a scan met: the directories that have one, and the bytes they hold.
+#[derive(Serialize)]
+pub struct JsonTrash {
+    pub dirs: Vec<String>,
+    pub bytes: u64,
 }
 
 /// The nodes of `tree --json` in display order, each made as it is written, so that a large
@@ -328,8 +335,13 @@ pub fn json_node(forest: &Forest, id: NodeId) -> JsonNode {
 }
 
 /// The JSON form of the whole forest, nodes in display order.
-pub fn json_tree<'a>(forest: &'a Forest, skipped: &[Skipped]) -> JsonTree<'a> {
+pub fn json_tree(scan: &imgchain::forest::Scan) -> JsonTree<'_> {
+    let (forest, skipped) = (&scan.forest, &scan.skipped);
     JsonTree {
+        trash: JsonTrash {
+            dirs: scan.trash.iter().map(|d| path_str(d)).collect(),
+            bytes: scan.trash_bytes,
+        },
         roots: forest
             .roots
             .iter()

@@ -118,6 +118,7 @@ pub(crate) fn dry_run(
                 "writes": s.writes,
                 "needs": s.needed(),
                 "frees": s.frees,
+                "trashed": s.trashed,
                 "available": s.available,
                 "cloned_on": s.clone_on,
             })

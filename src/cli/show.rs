@@ -67,7 +67,7 @@ impl Command for CheckArgs {
 fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
     let scan = ctx.scan(paths, &ctx.scan_options())?;
     if json {
-        print_json(&output::json_tree(&scan.forest, &scan.skipped))?;
+        print_json(&output::json_tree(&scan))?;
     } else {
         let scanned = scanned_paths(paths);
         print!(
@@ -75,6 +75,12 @@ fn tree(ctx: &Session, json: bool, paths: &[PathBuf]) -> Result<u8, Failure> {
             output::text_tree(&scan.forest, &scanned, ctx.paint, output::terminal_width())
         );
         report_skipped(&scan);
+        if scan.trash_bytes > 0 {
+            eprintln!(
+                "imgchain: {} in the trash under these paths (imgchain trash list shows it)",
+                imgchain::units::human_size(scan.trash_bytes)
+            );
+        }
         if scan.forest.nodes.is_empty() {
             let shown: Vec<String> = if paths.is_empty() {
                 vec![".".into()]

@@ -145,6 +145,10 @@ pub struct Skipped {
 pub struct Scan {
     pub forest: Forest,
     pub skipped: Vec<Skipped>,
+    /// The directories met that have a trash (`crate::trash`), never walked into.
+    pub trash: Vec<PathBuf>,
+    /// Bytes their trashes hold.
+    pub trash_bytes: u64,
 }
 
 /// `path` without `.` and `..` components, as the kernel resolves them: its directory made
@@ -521,6 +525,13 @@ impl Scanner<'_> {
                 };
                 let path = entry.path();
                 let Ok(ft) = entry.file_type() else { continue };
+                // A trash holds what was removed: never images of the forest.
+                if entry.file_name() == crate::trash::DIR {
+                    if ft.is_dir() {
+                        self.met_trash(&dir);
+                    }
+                    continue;
+                }
                 let md = if ft.is_symlink() {
                     let Some(m) = self.follow(&path) else {
                         continue;
@@ -610,6 +621,19 @@ impl Scanner<'_> {
     /// Whether the directory `path` names lies under one of the scanned paths.
     fn inside_roots(&self, path: &Path) -> bool {
         std::fs::canonicalize(path).is_ok_and(|real| self.roots.iter().any(|r| real.starts_with(r)))
+    }
+
+    /// A directory with a trash: listed with the bytes it holds (a trash imgchain would not
+    /// use is reported as skipped, with the reason).
+    fn met_trash(&mut self, dir: &Path) {
+        match crate::trash::Trash::open(dir) {
+            Ok(Some(t)) => {
+                self.scan.trash_bytes += t.entries().iter().map(|l| l.bytes()).sum::<u64>();
+                self.scan.trash.push(dir.to_path_buf());
+            }
+            Ok(None) => {}
+            Err(e) => self.skip(e.path, e.what),
+        }
     }
 
     fn skip(&mut self, path: PathBuf, reason: String) {

@@ -31,6 +31,8 @@ pub struct Request {
     pub with_overlays: bool,
     /// Also when a defined libvirt VM names one of them as its disk.
     pub force: bool,
+    /// Unlinked at once, not moved into the trash.
+    pub purge: bool,
 }
 
 /// What the UI asks for.
@@ -39,6 +41,7 @@ pub struct Ask {
     pub image: PathBuf,
     pub with_overlays: bool,
     pub force: bool,
+    pub purge: bool,
 }
 
 /// From this many bytes on disk, the images a delete removes count as holding data: the
@@ -57,6 +60,10 @@ pub struct Plan {
     pub backing: Option<PathBuf>,
     /// The images' external data files, each removed right after its image.
     pub data_files: Vec<DataFile>,
+    /// The file each image reads through (in `images`' order), recorded with it in the trash.
+    pub backings: Vec<Option<PathBuf>>,
+    /// Unlinked at once, not moved into the trash.
+    pub purge: bool,
 }
 
 /// What a run did.
@@ -91,6 +98,7 @@ impl Operation for Delete {
             image: sel.image.clone(),
             with_overlays: false,
             force: false,
+            purge: false,
         })
     }
 
@@ -103,6 +111,7 @@ impl Operation for Delete {
             image: found.image,
             with_overlays: ask.with_overlays,
             force: ask.force,
+            purge: ask.purge,
         };
         plan(&found.scan.forest, &req)
     }
@@ -137,8 +146,13 @@ pub fn describe(p: &Plan) -> Description {
             None => i.path.shown().to_string(),
         })
         .collect();
-    let mut d = Description::new(format!("Would delete, in this order: {}.", list.join(", ")));
-    d.text("Deletes, in this order:");
+    let (would, does) = if p.purge {
+        ("Would delete for good", "Deletes for good")
+    } else {
+        ("Would move into the trash", "Moves into the trash")
+    };
+    let mut d = Description::new(format!("{would}, in this order: {}.", list.join(", ")));
+    d.text(format!("{does}, in this order:"));
     for i in list {
         d.item(i);
     }
@@ -204,15 +218,19 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
         .iter()
         .flat_map(|&id| forest.node(id).aliases.iter().cloned())
         .collect();
-    let backing = n
-        .backing_node()
-        .map(|b| forest.node(b).path.clone())
-        .or_else(|| n.backing.as_ref().map(|b| b.path.clone()));
+    let backing_of = |id: NodeId| {
+        let n = forest.node(id);
+        n.backing_node()
+            .map(|b| forest.node(b).path.clone())
+            .or_else(|| n.backing.as_ref().map(|b| b.path.clone()))
+    };
     Ok(Plan {
         images,
         aliases,
-        backing,
+        backing: backing_of(req.image),
         data_files,
+        backings: order.iter().map(|&id| backing_of(id)).collect(),
+        purge: req.purge,
     })
 }
 
@@ -371,12 +389,21 @@ pub fn run(
     for d in &plan.data_files {
         locks.push(lock_unused(&d.path, d.ident)?);
     }
+    if !plan.purge {
+        trash_ready(plan)?;
+    }
     report(Phase::Delete, 0);
     let mut deleted = Vec::new();
     let mut failed = None;
-    for img in &plan.images {
+    let throw = (!plan.purge).then(|| crate::trash::Throw::new("delete", plan_image(plan)));
+    for (img, backing) in plan.images.iter().zip(&plan.backings) {
         let data_file = plan.data_files.iter().find(|d| d.image == img.path);
-        if let Err(e) = remove_with_data(img, data_file, &mut deleted) {
+        let gone = Gone {
+            img,
+            data_file,
+            backing: backing.as_deref(),
+        };
+        if let Err(e) = gone.remove(throw.as_ref(), &mut deleted) {
             failed = Some(e);
             break;
         }
@@ -391,20 +418,60 @@ pub fn run(
     })
 }
 
-/// Removes `img`, then its data file if it has one (a crash in between leaves the data file
-/// alone, named by nothing), each recorded in `deleted`; the first failure, with its path.
-pub(super) fn remove_with_data(
-    img: &PlanImage,
-    data_file: Option<&DataFile>,
-    deleted: &mut Vec<PathBuf>,
-) -> Result<(), (PathBuf, String)> {
-    remove_by_identity(&img.path, img.ident).map_err(|e| (img.path.clone(), e.to_string()))?;
-    deleted.push(img.path.clone());
-    if let Some(d) = data_file {
-        remove_by_identity(&d.path, d.ident).map_err(|e| (d.path.clone(), e.to_string()))?;
-        deleted.push(d.path.clone());
+/// The trash beside every file the plan removes, made where there is none, or the refusal
+/// that names one imgchain will not use (before anything moves).
+fn trash_ready(plan: &Plan) -> Result<(), Refusal> {
+    let files = plan.images.iter().map(|i| &i.path);
+    let files = files.chain(plan.data_files.iter().map(|d| &d.path));
+    for dir in files.filter_map(|p| p.parent()) {
+        crate::trash::Trash::create(dir).map_err(|e| {
+            Refusal::from(e).with(super::refusal::Way::cli_only(
+                "or add --purge to delete without the trash",
+            ))
+        })?;
     }
     Ok(())
+}
+
+/// The image a plan was asked about: the last one it removes.
+fn plan_image(plan: &Plan) -> &Path {
+    plan.images.last().map_or(Path::new(""), |i| &i.path)
+}
+
+/// An image a run removes, with its data file and the file it reads through.
+pub(super) struct Gone<'a> {
+    pub img: &'a PlanImage,
+    pub data_file: Option<&'a DataFile>,
+    pub backing: Option<&'a Path>,
+}
+
+impl Gone<'_> {
+    /// Removes the image, then its data file if it has one (a crash in between leaves the
+    /// data file alone, named by nothing) — into the trash with `throw`, else for good — each
+    /// recorded in `deleted`; the first failure, with its path.
+    pub(super) fn remove(
+        &self,
+        throw: Option<&crate::trash::Throw>,
+        deleted: &mut Vec<PathBuf>,
+    ) -> Result<(), (PathBuf, String)> {
+        let img = self.img;
+        let gone = |path: &Path, ident, backing, of| match throw {
+            Some(t) => t
+                .file(path, ident, backing, of)
+                .map_err(|e| match e.path == path {
+                    true => e.what,
+                    false => e.to_string(),
+                }),
+            None => remove_by_identity(path, ident).map_err(|e| e.to_string()),
+        };
+        gone(&img.path, img.ident, self.backing, None).map_err(|e| (img.path.clone(), e))?;
+        deleted.push(img.path.clone());
+        if let Some(d) = self.data_file {
+            gone(&d.path, d.ident, None, Some(&img.path)).map_err(|e| (d.path.clone(), e))?;
+            deleted.push(d.path.clone());
+        }
+        Ok(())
+    }
 }
 
 /// Opens the file at `path`, checks it is `ident`, takes a reader's QEMU locks on it and checks
@@ -496,7 +563,15 @@ impl Report for Outcome {
         let mut s = if self.deleted.is_empty() {
             "Deleted nothing.".to_string()
         } else {
-            format!("Deleted {}.", names(&self.deleted))
+            match self.plan.purge {
+                true => format!("Deleted {}.", names(&self.deleted)),
+                false => format!(
+                    "Moved {} into the trash ({} beside it): restorable until the trash is \
+                     emptied.",
+                    names(&self.deleted),
+                    crate::trash::DIR
+                ),
+            }
         };
         if let Some((path, e)) = &self.failed {
             let left: Vec<PathBuf> = self
@@ -536,7 +611,7 @@ pub fn space(plan: &Plan) -> Space {
         .images
         .first()
         .map_or_else(PathBuf::new, |i| i.path.clone());
-    Space::delete(&first, frees)
+    Space::delete(&first, frees, plan.purge)
 }
 
 #[cfg(test)]
@@ -564,6 +639,7 @@ mod tests {
             image: forest.find(&path).unwrap(),
             with_overlays: false,
             force: false,
+            purge: true,
         };
         let plan = plan(&forest, &req).unwrap();
         // Another file takes the name between the plan and the run (renamed over it, as a

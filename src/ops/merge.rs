@@ -748,7 +748,7 @@ fn relink_and_delete(plan: &Plan, progress: &mut dyn FnMut(Progress), outcome: &
     if !plan.keep {
         report(progress, Phase::Delete, plan.overlays.len() as u64);
         let r = if plan.image.path.exists() {
-            delete_image(&plan.image, plan.data_file.as_ref())
+            delete_image(plan)
         } else {
             Ok(())
         };
@@ -764,15 +764,22 @@ fn relink_and_delete(plan: &Plan, progress: &mut dyn FnMut(Progress), outcome: &
     report(progress, Phase::Done, plan.overlays.len() as u64);
 }
 
-/// Deletes IMAGE, and its data file, by identity once no process holds them (delete's own
-/// checks and removal).
-fn delete_image(img: &PlanImage, data_file: Option<&delete::DataFile>) -> Result<(), String> {
+/// Moves IMAGE, and its data file, into the trash by identity once no process holds them
+/// (delete's own checks and removal); the trash records the base it read through.
+fn delete_image(plan: &Plan) -> Result<(), String> {
+    let (img, data_file) = (&plan.image, plan.data_file.as_ref());
     let _lock = delete::lock_unused(&img.path, img.ident).map_err(|e| e.to_string())?;
     let _data_lock = match data_file {
         Some(d) => Some(delete::lock_unused(&d.path, d.ident).map_err(|e| e.to_string())?),
         None => None,
     };
-    delete::remove_with_data(img, data_file, &mut Vec::new())
+    let gone = delete::Gone {
+        img,
+        data_file,
+        backing: Some(&plan.base.path),
+    };
+    let throw = crate::trash::Throw::new("merge", &img.path);
+    gone.remove(Some(&throw), &mut Vec::new())
         .map_err(|(path, e)| format!("{}: {e}", path.shown()))
 }
 
@@ -939,23 +946,25 @@ fn journal_fits(forest: &Forest, image: NodeId, j: &Journal) -> Result<(), Refus
     })
 }
 
-/// A merge of `plan`: its commit's data into the backing file; frees the merged layer.
+/// A merge of `plan`: its commit's data into the backing file; the merged layer moves into
+/// the trash (freed when it is emptied).
 pub fn space(plan: &Plan, clone: bool) -> Result<Space, Refusal> {
-    let frees = if plan.keep {
+    let trashed = if plan.keep {
         0
     } else {
         space::on_disk(&plan.image.path)
     };
-    let Some(c) = &plan.commit else {
-        return Ok(Space::copy(
+    let mut s = match &plan.commit {
+        None => Space::copy(
             (&plan.image, &plan.base),
             (0, 0),
             space::cluster_of(&plan.base),
-            frees,
+            0,
             clone,
-        ));
+        ),
+        Some(c) => commit::space_of(c, commit::measure_plan(c)?, clone),
     };
-    let mut s = commit::space_of(c, commit::measure_plan(c)?, clone);
-    s.frees = frees;
+    s.frees = 0;
+    s.trashed = trashed;
     Ok(s)
 }

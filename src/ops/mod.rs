@@ -35,6 +35,7 @@ pub mod qemu_tools;
 pub mod rebase;
 pub mod refusal;
 pub mod repair;
+pub mod restore;
 pub mod scope;
 pub mod settings;
 pub mod snapshot;

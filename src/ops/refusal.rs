@@ -124,6 +124,12 @@ pub enum Refusal {
         path: PathBuf,
         what: String,
     },
+    /// Something in the trash cannot be restored or used as asked: `what` says why and what
+    /// to do.
+    Trash {
+        path: PathBuf,
+        what: String,
+    },
     Map {
         path: PathBuf,
         source: std::io::Error,
@@ -311,6 +317,15 @@ impl std::error::Error for Refusal {
     }
 }
 
+impl From<crate::trash::TrashError> for Refusal {
+    fn from(e: crate::trash::TrashError) -> Refusal {
+        Refusal::Trash {
+            path: e.path,
+            what: e.what,
+        }
+    }
+}
+
 impl From<LockError> for Refusal {
     fn from(e: LockError) -> Self {
         match e {
@@ -355,7 +370,8 @@ impl Refusal {
             | Refusal::ReopenRw(_)
             | Refusal::Internal { .. }
             | Refusal::Bitmaps { .. }
-            | Refusal::Map { .. } => exit::FAILURE,
+            | Refusal::Map { .. }
+            | Refusal::Trash { .. } => exit::FAILURE,
         }
     }
 
@@ -456,7 +472,8 @@ impl Refusal {
             | Refusal::HeldElsewhere { path, what }
             | Refusal::Unsupported { path, what }
             | Refusal::Libvirt { path, what }
-            | Refusal::Untrusted { path, what } => format!("{} {what}", path.shown()),
+            | Refusal::Untrusted { path, what }
+            | Refusal::Trash { path, what } => format!("{} {what}", path.shown()),
             Refusal::With { refusal, .. } => refusal.fact(),
         }
     }
@@ -551,6 +568,7 @@ impl Refusal {
             Refusal::Bitmaps { .. } => "bitmaps",
             Refusal::Libvirt { .. } => "libvirt-snapshot",
             Refusal::Map { .. } => "map",
+            Refusal::Trash { .. } => "trash",
         }
     }
 }
@@ -693,6 +711,10 @@ mod tests {
             Refusal::Map {
                 path: p(),
                 source: io(),
+            },
+            Refusal::Trash {
+                path: p(),
+                what: what(),
             },
             Refusal::BadTarget {
                 path: p(),

@@ -27,6 +27,8 @@ pub struct Space {
     pub new_data: u64,
     /// Bytes given back when it is done (files deleted, data dropped from a layer).
     pub frees: u64,
+    /// Bytes of files moved into the trash: given back when the trash is emptied.
+    pub trashed: u64,
     /// The data may be cloned from the source on the same filesystem (XFS, btrfs): then it
     /// takes no new room, and only the metadata has to fit.
     pub clone_on: Option<&'static str>,
@@ -56,19 +58,23 @@ impl Space {
             metadata,
             new_data,
             frees,
+            trashed: 0,
             clone_on,
             available: available(&target.path),
         }
     }
 
     /// A run that only removes files, giving back `frees` bytes.
-    pub fn delete(first: &Path, frees: u64) -> Space {
+    /// A run that removes files taking `bytes`: freed now when `purge`, else moved into
+    /// the trash.
+    pub fn delete(first: &Path, bytes: u64, purge: bool) -> Space {
         Space {
             target: first.to_path_buf(),
             writes: 0,
             metadata: 0,
             new_data: 0,
-            frees,
+            frees: if purge { bytes } else { 0 },
+            trashed: if purge { 0 } else { bytes },
             clone_on: None,
             available: available(first),
         }
@@ -114,6 +120,12 @@ impl Space {
         }
         if self.frees > 0 {
             s.push_str(&format!(", frees about {}", human_size(self.frees)));
+        }
+        if self.trashed > 0 {
+            s.push_str(&format!(
+                ", moves {} into the trash (freed when it is emptied)",
+                human_size(self.trashed)
+            ));
         }
         match self.available {
             Some(free) => s.push_str(&format!("; {} free there", human_size(free))),
@@ -173,6 +185,7 @@ mod tests {
             metadata: 1 << 20,
             new_data,
             frees: 0,
+            trashed: 0,
             clone_on,
             available: Some(available),
         }

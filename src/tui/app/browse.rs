@@ -44,6 +44,8 @@ pub struct Browse {
     pub scan_counts: Option<crate::forest::ScanCounts>,
     /// Paths the last scan passed over, with why.
     pub skipped: Vec<crate::forest::scan::Skipped>,
+    /// Bytes in the trashes the last scan met.
+    pub trash_bytes: u64,
     /// Protect rules, with the `p` toggles of this session.
     pub protect: Protect,
     /// Column widths and subtree totals, recomputed when the forest changes.
@@ -111,6 +113,7 @@ impl Browse {
             scanning: true,
             scan_counts: None,
             skipped: Vec::new(),
+            trash_bytes: 0,
             protect,
             columns: Columns::default(),
             name_width: 0,
@@ -178,6 +181,7 @@ impl Browse {
         let keep = self.selected_path();
         self.forest = scan.forest;
         self.skipped = scan.skipped;
+        self.trash_bytes = scan.trash_bytes;
         self.protect.apply(&mut self.forest);
         self.columns = Columns::of(&self.forest);
         self.rows = query::rows(&self.forest, self.sort);

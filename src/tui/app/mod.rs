@@ -640,6 +640,7 @@ impl App {
                     image,
                     with_overlays: false,
                     force: false,
+                    purge: false,
                 });
                 self.op_popup(ask, Vec::new())
             }

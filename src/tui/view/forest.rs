@@ -139,7 +139,11 @@ fn title(app: &App) -> String {
             None => " Forest — scanning… ".to_string(),
         }
     } else {
-        let images = crate::units::count(app.browse.forest.nodes.len() as u64, "image");
+        let mut images = crate::units::count(app.browse.forest.nodes.len() as u64, "image");
+        if app.browse.trash_bytes > 0 {
+            let trash = crate::units::human_size(app.browse.trash_bytes);
+            images.push_str(&format!(" · {trash} in the trash"));
+        }
         match app.browse.sort {
             crate::forest::query::Sort::Name => format!(" Forest — {images} "),
             s => format!(" Forest — {images}, sorted {} ", s.describe()),

@@ -343,7 +343,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         if let (Some(typed), Some(name)) = (&p.typed, p.typed_name(&app.browse.forest)) {
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled(
-                format!("This holds data and cannot be undone: type {name} to delete it."),
+                format!("This holds data: type {name} to move it into the trash."),
                 app.theme.problem,
             )));
             lines.push(kv("name", format!("{typed}▏")));
