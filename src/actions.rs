@@ -30,6 +30,7 @@ pub enum Action {
     Delete,
     Repair,
     Live,
+    Undo,
     Protect,
     Cancel,
     Rescan,
@@ -92,7 +93,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 42] = [
+pub const ACTIONS: [ActionDef; 43] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -228,6 +229,13 @@ pub const ACTIONS: [ActionDef; 42] = [
         Action::Live,
         "live",
         "live commit or merge, done by the VM that holds the image",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Undo,
+        "undo",
+        "put back the images of the last commit, merge, flatten or rebase here (XFS, btrfs)",
         None,
         Browse,
     ),

@@ -240,6 +240,15 @@ fn scattered_writes_cloned_on_xfs() {
         &[],
         None,
     );
+    // The undo record made before the traced writes puts both images back byte for byte.
+    let (orig, ours) = (fs.path().join("orig"), fs.path().join("ours"));
+    common::imgchain_ok(&["undo", common::arg(&ours)]);
+    for name in ["base.qcow2", "top.qcow2"] {
+        assert!(
+            std::fs::read(orig.join(name)).unwrap() == std::fs::read(ours.join(name)).unwrap(),
+            "{name} is not as before the commit after undo"
+        );
+    }
 }
 
 /// Writeback started while the copy goes on (`copy.write_behind`) makes nothing durable:

@@ -708,3 +708,35 @@ fn hints_follow_the_selection_the_dialog_and_the_filter() {
     t.keys(&["Escape", "q"]);
     t.wait_for("EXITED 0");
 }
+
+/// On XFS, a commit made in the UI is undone with `u`: both images byte for byte as before;
+/// with nothing left to undo, `u` says so on the status line.
+#[test]
+#[cfg_attr(
+    not(all(tool_tmux, tool_qemu_img, tool_qemu_io)),
+    ignore = "needs tmux, qemu-img, qemu-io"
+)]
+fn a_commit_is_undone_with_u_on_xfs() {
+    let Some(fs) = SmallFs::new(300) else { return };
+    let d = fs.path();
+    base_and_top(d);
+    qemu_io(&d.join("top.qcow2"), "write -P 0x5a 0 4M");
+    let read = |n: &str| std::fs::read(d.join(n)).expect("read");
+    let before = (read("base.qcow2"), read("top.qcow2"));
+    let t = Tmux::start("undo", &d.display().to_string());
+    t.wait_for("2 images");
+    t.keys(&["G", "c"]);
+    t.wait_for("cloned on xfs first");
+    t.keys(&["Enter"]);
+    t.wait_for("Committed");
+    assert_ne!((read("base.qcow2"), read("top.qcow2")), before);
+    t.keys(&["u"]);
+    t.wait_for("the commit of");
+    t.keys(&["Enter"]);
+    t.wait_for("Undid the commit");
+    assert_eq!((read("base.qcow2"), read("top.qcow2")), before);
+    t.keys(&["Escape", "u"]);
+    t.wait_for("nothing to undo");
+    t.keys(&["q"]);
+    t.wait_for("EXITED 0");
+}

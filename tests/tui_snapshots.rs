@@ -95,6 +95,13 @@ fn steady_space(app: &mut App) {
     if let Some(s) = searched {
         s.retain(|p| matches!(p.kind, "scanned" | "around" | "overlay_dirs" | "outside"));
     }
+    if let Some(Popup::Op(p)) = &mut app.popup
+        && p.undo.is_some()
+    {
+        p.undo = Some(imgchain::ops::undo::Undo::NotHere(
+            "this filesystem cannot clone files".into(),
+        ));
+    }
     let space = match &mut app.popup {
         Some(Popup::Op(p)) => p.space.as_mut(),
         _ => None,
@@ -346,6 +353,7 @@ fn commit_plans_with_each_guard() {
         }))
     });
     a.update(Msg::OpPlanned {
+        undo: None,
         job,
         plan: Box::new(plan),
         space: None,
@@ -801,6 +809,7 @@ fn a_live_commit_plan_and_its_progress() {
         speed: 0,
     };
     a.update(Msg::OpPlanned {
+        undo: None,
         job,
         plan: Box::new(Ok(AnyPlan::LiveCommit(Box::new(plan)))),
         space: None,
@@ -1063,6 +1072,7 @@ fn a_commit_that_cannot_fit_is_refused_with_the_figures() {
     let job = p.job;
     let base = a.browse.roots[0].join("snapshots/app-snap2.qcow2");
     a.update(Msg::OpPlanned {
+        undo: None,
         job,
         plan: Box::new(Err(Refusal::NoSpace {
             path: base,

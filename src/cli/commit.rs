@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use imgchain::ops::{OpKind, Operation, live};
+use imgchain::ops::{Operation, live};
 
 use super::args::parse_rate;
 use super::command::Command;
@@ -97,8 +97,8 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
     };
     if a.dry_run {
         let d = commit::describe(&plan);
-        return Ok(dry_run(
-            OpKind::COMMIT,
+        return Ok(dry_run::<Commit>(
+            &plan,
             &plan.top.path,
             &d,
             space,

@@ -7,7 +7,6 @@ use clap::Args;
 use anyhow::Context;
 
 use imgchain::exit;
-use imgchain::ops::OpKind;
 use imgchain::text::Names;
 
 use super::command::Command;
@@ -85,7 +84,9 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         let space = Some(delete::space(&plan));
         let image = found.scan.forest.node(found.image).path.clone();
         let d = delete::describe(&plan);
-        return Ok(dry_run(OpKind::DELETE, &image, &d, space, &found, a.json));
+        return Ok(dry_run::<delete::Delete>(
+            &plan, &image, &d, space, &found, a.json,
+        ));
     }
     if !confirmed("delete", &delete::describe(&plan), &question(&plan), a.yes)? {
         eprintln!("imgchain: not confirmed; nothing was deleted");

@@ -5,7 +5,7 @@ use clap::Args;
 use anyhow::Context;
 
 use imgchain::exit;
-use imgchain::ops::{OpKind, Operation, Refusal, live};
+use imgchain::ops::{Operation, Refusal, live};
 use imgchain::text::Names;
 
 use super::args::{ChainArgs, parse_rate};
@@ -116,8 +116,8 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     };
     if c.dry_run {
         let d = merge::describe(&plan);
-        return Ok(dry_run(
-            OpKind::MERGE,
+        return Ok(dry_run::<merge::Merge>(
+            &plan,
             &plan.image.path,
             &d,
             space,

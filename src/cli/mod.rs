@@ -18,6 +18,7 @@ mod show;
 mod snapshot;
 mod trash;
 mod ui;
+mod undo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,10 @@ commands! {
     /// List, restore or empty what delete and merge moved into the trash beside each image
     /// (.imgchain-trash)
     Trash(trash::TrashArgs),
+    /// Put back, byte for byte, the images the last commit, merge, flatten or rebase under
+    /// PATH changed, from the clones made before it wrote (XFS with reflink, btrfs); refused
+    /// if one changed since or is in use
+    Undo(undo::UndoArgs),
     /// Report problems only (missing backing files, loops, damaged headers, ...); exits 3 if
     /// any warning or error is found
     Check(show::CheckArgs),

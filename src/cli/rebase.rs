@@ -152,8 +152,8 @@ fn rebase(ctx: &Session, a: &ChainArgs, backing: Option<PathBuf>, how: How) -> R
             Ok(s) => s,
             Err(e) => return Ok(refused(&e, a.json)),
         };
-        return Ok(dry_run(
-            plan.kind,
+        return Ok(dry_run::<rebase::Rebase>(
+            &plan,
             &plan.image.path,
             &d,
             space,

@@ -61,7 +61,7 @@ pub(crate) fn run_planned<O: imgchain::ops::Operation>(
             .first()
             .map_or(std::path::Path::new(""), |p| p.as_path()),
     );
-    let result = O::run(
+    let result = imgchain::ops::undo::run::<O>(
         plan,
         imgchain::ops::Run {
             settings: &ctx.settings,
@@ -104,14 +104,16 @@ pub(crate) fn note_outside(found: &imgchain::ops::scope::Discovered) {
 /// Prints what a dry run would do (the plan's description, as the UI's dialog shows it), its
 /// space, and where it looked for images built on the target (`--json`: one object with
 /// `would`, `lines`, `space` and `searched`).
-pub(crate) fn dry_run(
-    op: imgchain::ops::OpKind,
+pub(crate) fn dry_run<O: imgchain::ops::Operation>(
+    plan: &O::Plan,
     image: &std::path::Path,
     d: &imgchain::ops::Description,
     space: Option<imgchain::ops::space::Space>,
     found: &imgchain::ops::scope::Discovered,
     json: bool,
 ) -> u8 {
+    let op = O::kind(plan);
+    let undo = imgchain::ops::undo::offered(&O::changes(plan));
     if json {
         let space_bytes = space.as_ref().map(|s| {
             serde_json::json!({
@@ -132,6 +134,7 @@ pub(crate) fn dry_run(
             "lines": d.plain(),
             "space": space.as_ref().map(|s| s.describe()),
             "space_bytes": space_bytes,
+            "undo": undo.as_ref().map(undo_json),
             "searched": searched,
             "outside": outside,
             "exit_code": exit::OK,
@@ -149,9 +152,21 @@ pub(crate) fn dry_run(
         if let Some(s) = space {
             println!("Space: {}.", s.describe());
         }
+        if let Some(u) = &undo {
+            println!("Undo: {}.", u.describe());
+        }
         println!("{}", imgchain::words::searched_text(&found.searched));
     }
     exit::OK
+}
+
+/// A plan's undo in JSON: `{offered, on, why}`.
+fn undo_json(u: &imgchain::ops::undo::Undo) -> serde_json::Value {
+    use imgchain::ops::undo::Undo;
+    match u {
+        Undo::Cloned(fs) => serde_json::json!({"offered": true, "on": fs, "why": null}),
+        Undo::NotHere(why) => serde_json::json!({"offered": false, "on": null, "why": why}),
+    }
 }
 
 /// Refuses as [`refused`] does, and says where images built on the target were looked for

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use imgchain::ops::{OpKind, live};
+use imgchain::ops::live;
 
 use super::command::Command;
 use super::failure::Failure;
@@ -63,7 +63,9 @@ fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
     if a.dry_run {
         let d = snapshot::describe(&plan);
         let image = plan.image.path.clone();
-        return Ok(dry_run(OpKind::SNAPSHOT, &image, &d, None, &found, a.json));
+        return Ok(dry_run::<snapshot::Snapshot>(
+            &plan, &image, &d, None, &found, a.json,
+        ));
     }
     run_planned::<snapshot::Snapshot>(ctx, &plan, false, a.json)
 }

@@ -86,7 +86,7 @@ impl Command for TrashArgs {
 
 /// The directories with a trash under `paths` (default `.`), as a scan meets them, and the
 /// directory of each path that is a file.
-fn trash_dirs(ctx: &Session, paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+pub(crate) fn trash_dirs(ctx: &Session, paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     let paths = if paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -172,6 +172,7 @@ fn entry_json(l: &Listed) -> serde_json::Value {
         "when": record.map(|r| r.when),
         "why": record.map(|r| r.why.clone()),
         "group": record.map(|r| r.group.clone()),
+        "undo": l.is_undo(),
         "bytes": l.bytes(),
         "error": l.record.as_ref().err(),
         "files": l.files.iter().map(|f| {

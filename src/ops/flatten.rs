@@ -7,7 +7,7 @@ use super::rebase::{self, Outcome, Plan, Rebase, Request};
 use super::scope::Discovered;
 use super::settings::Settings;
 use super::space::Space;
-use super::{Description, OpKind, Operation, Refusal, Run, Selected};
+use super::{Description, OpKind, Operation, PlanImage, Refusal, Run, Selected};
 use crate::forest::Forest;
 
 /// What the UI asks for: flatten `image`.
@@ -62,6 +62,10 @@ impl Operation for Flatten {
 
     fn describe(plan: &Plan) -> Description {
         Rebase::describe(plan)
+    }
+
+    fn changes(plan: &Plan) -> Vec<PlanImage> {
+        vec![plan.image.clone()]
     }
 
     fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {

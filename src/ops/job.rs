@@ -61,7 +61,7 @@ pub fn spawn<O: Operation>(
     std::thread::spawn(move || {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut progress = |p| on_event(Event::Progress(p));
-            O::run(
+            super::undo::run::<O>(
                 &plan,
                 Run {
                     settings: &settings,

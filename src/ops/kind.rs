@@ -36,6 +36,7 @@ impl OpKind {
     pub const REBASE: OpKind = OpKind::new("rebase", "Rebase", "be rebased");
     pub const FLATTEN: OpKind = OpKind::new("flatten", "Flatten", "be flattened")
         .with_nothing_to("flatten (it is independent already)");
+    pub const UNDO: OpKind = OpKind::new("undo", "Undo", "be undone");
     pub const MERGE: OpKind =
         OpKind::new("merge", "Merge", "be merged").with_nothing_to("merge it into");
 

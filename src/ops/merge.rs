@@ -252,6 +252,20 @@ impl Operation for Merge {
         describe(plan)
     }
 
+    /// None through libvirt, whose snapshot metadata an undo of the files would not match.
+    fn changes(plan: &Plan) -> Vec<PlanImage> {
+        if plan.libvirt.is_some() {
+            return Vec::new();
+        }
+        let image = (!plan.keep).then(|| plan.image.clone());
+        let overlays = plan.overlays.iter().map(|(o, _)| o.clone());
+        image
+            .into_iter()
+            .chain(overlays)
+            .chain(std::iter::once(plan.base.clone()))
+            .collect()
+    }
+
     fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
         space(plan, clone).map(Some)
     }

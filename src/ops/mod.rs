@@ -41,6 +41,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod space;
 pub mod trust;
+pub mod undo;
 pub mod window;
 
 pub use describe::{Description, Said};
@@ -141,6 +142,13 @@ macro_rules! registry {
                 }
             }
 
+            /// The images the run changes, in the order an undo puts them back.
+            pub fn changes(&self) -> Vec<PlanImage> {
+                match self {
+                    $(AnyPlan::$V(p) => <$O>::changes(p)),*
+                }
+            }
+
             /// The operation, as its progress names it.
             pub fn kind(&self) -> OpKind {
                 match self {
@@ -193,6 +201,8 @@ registry! {
     LiveCommit => live::LiveCommit,
     /// Have the running QEMU whose chain runs through the image merge it (`merge --live`).
     LiveMerge => live::LiveMerge,
+    /// Put back the images of the last commit, merge, flatten or rebase (cloning filesystems).
+    Undo => undo::UndoOp,
 }
 
 impl AnyPlan {

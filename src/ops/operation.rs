@@ -100,6 +100,12 @@ pub trait Operation: fmt::Debug + Sized + 'static {
     /// What the run will do, as the dialog and the dry run both show it.
     fn describe(plan: &Self::Plan) -> Description;
 
+    /// The images the run changes or removes, in the order an undo puts them back (overlays
+    /// before what they are built on); empty: it has no undo (ARCHITECTURE.md §3, "Undo").
+    fn changes(_plan: &Self::Plan) -> Vec<super::PlanImage> {
+        Vec::new()
+    }
+
     /// What the run writes and frees, and the room there (`None`: not worth measuring);
     /// `clone` says whether data may be cloned (`copy.clone`).
     fn space(_plan: &Self::Plan, _clone: bool) -> Result<Option<Space>, Refusal> {

@@ -163,6 +163,48 @@ impl Trash {
             .map_err(|e| fail(&self.path().join(entry), e.to_string()))
     }
 
+    /// Writes `record` over entry `entry`'s record (a new file renamed over it), synced.
+    pub fn rewrite(&self, entry: &str, record: &Record) -> io::Result<()> {
+        let fd = open_entry(&self.fd, OsStr::new(entry))?;
+        let mut f = NewFile::create(fd, OsStr::new(RECORD))?;
+        f.file.write_all(record.text().as_bytes())?;
+        f.file.sync_all()?;
+        f.replace(OsStr::new(RECORD))
+    }
+
+    /// Swaps the file `clone` of entry `entry` with the directory's `name` in one step (or,
+    /// with `now` `None`, moves it there only if the name is free): the directory then holds
+    /// the clone, and the entry what was there. What was there must be the file `now`, or it
+    /// is swapped back and left alone.
+    pub fn put_back(
+        &self,
+        entry: &str,
+        clone: &OsStr,
+        name: &OsStr,
+        now: Option<FileId>,
+    ) -> io::Result<()> {
+        let fd = open_entry(&self.fd, OsStr::new(entry))?;
+        let Some(now) = now else {
+            let noreplace = rustix::fs::RenameFlags::NOREPLACE;
+            rustix::fs::renameat_with(&fd, clone, &self.dir_fd, name, noreplace)?;
+            return sync(&[&self.dir_fd, &fd]);
+        };
+        let exchange = rustix::fs::RenameFlags::EXCHANGE;
+        rustix::fs::renameat_with(&fd, clone, &self.dir_fd, name, exchange)?;
+        let swapped = rustix::fs::statat(&fd, clone, AtFlags::SYMLINK_NOFOLLOW)?;
+        if (FileId {
+            dev: swapped.st_dev,
+            ino: swapped.st_ino,
+        }) != now
+        {
+            rustix::fs::renameat_with(&fd, clone, &self.dir_fd, name, exchange)?;
+            return Err(io::Error::other(
+                "another file took the image's name; it was left alone",
+            ));
+        }
+        sync(&[&self.dir_fd, &fd])
+    }
+
     /// Removes entry `entry` when only its record is left in it.
     pub fn drop_if_empty(&self, entry: &str) -> io::Result<()> {
         let fd = open_entry(&self.fd, OsStr::new(entry))?;
@@ -246,6 +288,7 @@ impl Throw {
             when: self.when,
             why: self.why.clone(),
             group: self.group.clone(),
+            undo: None,
             files: vec![record::Trashed {
                 name: name.to_string_lossy().into_owned(),
                 ident,
@@ -276,6 +319,23 @@ pub struct Entry<'t> {
 }
 
 impl Entry<'_> {
+    /// A clone of `src` (`FICLONE`: its blocks shared, nothing copied) named `name` in the
+    /// entry, with `src`'s owner and permission bits, synced; its identity.
+    pub fn clone_in(&self, src: &std::fs::File, name: &OsStr) -> io::Result<FileId> {
+        use std::os::fd::AsRawFd;
+        let dup = self.fd.try_clone()?;
+        let f = NewFile::create(dup, name)?;
+        // SAFETY: FICLONE reads one int, the source's fd, passed by value.
+        unsafe { ficlone(f.file.as_raw_fd(), src.as_raw_fd() as u64) }.map_err(io::Error::from)?;
+        let st = rustix::fs::fstat(src)?;
+        let owner = crate::image::file::Owner::of_fd(src)?;
+        f.set_owner(&owner, st.st_mode & 0o7777)?;
+        f.file.sync_all()?;
+        let ident = FileId::of_fd(&f.file)?;
+        f.link(name)?;
+        Ok(ident)
+    }
+
     /// Moves the directory's file `name` into the entry, only if that is the file `ident`
     /// (anything else that took the name is moved back and left alone); synced.
     pub fn move_in(&self, name: &OsStr, ident: FileId) -> io::Result<()> {
@@ -283,6 +343,8 @@ impl Entry<'_> {
         sync(&[&self.fd, &self.trash.dir_fd])
     }
 }
+
+nix::ioctl_write_int!(ficlone, 0x94, 9);
 
 /// One entry as listed: its record (or why it cannot be read) and the files in it.
 #[derive(Debug)]
@@ -295,9 +357,18 @@ pub struct Listed {
 }
 
 impl Listed {
-    /// Bytes its files take on disk.
+    /// Bytes its files take on disk; none for an undo record, whose clone shares its blocks
+    /// with the image until one of them is written.
     pub fn bytes(&self) -> u64 {
+        if self.is_undo() {
+            return 0;
+        }
         self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// Whether it is part of an operation's undo record.
+    pub fn is_undo(&self) -> bool {
+        self.record.as_ref().is_ok_and(|r| r.undo.is_some())
     }
 }
 

@@ -22,6 +22,54 @@ pub struct Record {
     /// The run's id, shared by the entries it made in other directories.
     pub group: String,
     pub files: Vec<Trashed>,
+    /// In an undo record: the image this entry's clone holds as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoPart>,
+}
+
+/// One image of an operation's undo record: a clone of the image made before the operation
+/// wrote, and the image as the operation left it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndoPart {
+    /// Every image the operation changes or removes, in the order an undo puts them back.
+    pub images: Vec<String>,
+    /// This entry's image: its place in `images`.
+    pub index: usize,
+    /// The image's identity before the operation (the clone's source).
+    pub before: FileId,
+    /// The clone's name in the entry, and its identity.
+    pub clone: String,
+    pub clone_ident: FileId,
+    /// The operation ended (however it ended); `after` is then what it left.
+    pub finished: bool,
+    /// The image as the operation left it (`None` with `finished`: removed).
+    pub after: Option<FileState>,
+}
+
+/// A file's identity, size and last modification: what tells that it was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub ident: FileId,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl FileState {
+    /// The file at `path` as it is now, without following a last symlink (`None`: none).
+    pub fn now(path: &std::path::Path) -> Option<FileState> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::symlink_metadata(path).ok()?;
+        Some(FileState {
+            ident: FileId::of(&md),
+            size: md.len(),
+            mtime_ns: md
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.mtime_nsec()),
+        })
+    }
 }
 
 /// A file moved into the entry, under the name it had.
@@ -108,12 +156,29 @@ mod tests {
                 }),
                 data_file_of: None,
             }],
+            undo: None,
         }
     }
 
     #[test]
     fn a_record_reads_back_as_written() {
         let r = sample();
+        assert_eq!(Record::parse(&r.text()), Ok(r));
+    }
+
+    #[test]
+    fn an_undo_record_reads_back_as_written() {
+        let mut r = sample();
+        r.files.clear();
+        r.undo = Some(UndoPart {
+            images: vec!["/v/top.qcow2".into(), "/v/base.qcow2".into()],
+            index: 1,
+            before: FileId { dev: 2049, ino: 11 },
+            clone: "base.qcow2".into(),
+            clone_ident: FileId { dev: 2049, ino: 99 },
+            finished: true,
+            after: None,
+        });
         assert_eq!(Record::parse(&r.text()), Ok(r));
     }
 

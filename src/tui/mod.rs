@@ -141,11 +141,16 @@ fn plan_in_background(
             },
             Err(e) => (Err(e), None, Vec::new()),
         };
+        let undo = plan
+            .as_ref()
+            .ok()
+            .and_then(|p| ops::undo::offered(&p.changes()));
         let _ = tx.send(Msg::OpPlanned {
             job,
             plan: Box::new(plan),
             space,
             searched,
+            undo,
         });
     });
 }

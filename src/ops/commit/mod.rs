@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::scope::Discovered;
 use super::settings::Settings;
 use super::space::Space;
-use super::{Description, OpKind, Operation, Refusal, Report, Run, Selected};
+use super::{Description, OpKind, Operation, PlanImage, Refusal, Report, Run, Selected};
 use crate::forest::Forest;
 
 pub use plan::{Ask, Plan, Request, measure_new, measure_plan, plan, propose, space_of};
@@ -66,6 +66,13 @@ impl Operation for Commit {
 
     fn describe(plan: &Plan) -> Description {
         describe(plan)
+    }
+
+    fn changes(plan: &Plan) -> Vec<PlanImage> {
+        match plan.keep_top {
+            true => vec![plan.base.clone()],
+            false => vec![plan.top.clone(), plan.base.clone()],
+        }
     }
 
     /// Without a measure (an unreadable map) the run itself reports what it cannot read.

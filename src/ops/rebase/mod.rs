@@ -92,6 +92,10 @@ impl Operation for Rebase {
         describe(plan)
     }
 
+    fn changes(plan: &Plan) -> Vec<PlanImage> {
+        vec![plan.image.clone()]
+    }
+
     fn space(plan: &Plan, clone: bool) -> Result<Option<Space>, Refusal> {
         space(plan, clone)
     }

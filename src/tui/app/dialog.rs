@@ -45,6 +45,8 @@ pub struct OpPopup {
     pub chain: Vec<PathBuf>,
     /// What the run writes and frees.
     pub space: Option<Space>,
+    /// Whether the run can be undone (`None`: the operation has no undo).
+    pub undo: Option<crate::ops::undo::Undo>,
     /// Where images built on the chain were looked for, and what was found.
     pub searched: Vec<Searched>,
     /// Why this plan was made again, shown above it (the run found the chain changed).
@@ -69,6 +71,7 @@ impl OpPopup {
             confirmed_once: false,
             chain,
             space: None,
+            undo: None,
             searched: Vec::new(),
             notice: None,
             picker: None,

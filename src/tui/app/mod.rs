@@ -52,6 +52,8 @@ pub enum Msg {
         space: Option<crate::ops::space::Space>,
         /// Where images built on its chain were looked for.
         searched: Vec<crate::ops::dependents::Searched>,
+        /// Whether it can be undone (`None`: the operation has no undo).
+        undo: Option<crate::ops::undo::Undo>,
     },
     /// Progress or the end of the running operation.
     Op {
@@ -311,6 +313,7 @@ impl App {
                 plan,
                 space,
                 searched,
+                undo,
             } => {
                 if let Some(Popup::Op(p)) = &mut self.popup
                     && p.job == job
@@ -322,9 +325,16 @@ impl App {
                         self.popup = None;
                         return Vec::new();
                     }
+                    // An undo refused (nothing to undo, an image changed since) is one line.
+                    if let (Err(e), crate::ops::Ask::Undo(_)) = (plan.as_ref(), &p.ask) {
+                        self.status = self.refusal_text(e);
+                        self.popup = None;
+                        return Vec::new();
+                    }
                     p.fill(*plan);
                     p.space = space;
                     p.searched = searched;
+                    p.undo = undo;
                 }
                 Vec::new()
             }

@@ -93,6 +93,9 @@ fn commit(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         if let Some(sp) = &p.space {
             lines.push(kv("space", sp.describe()));
         }
+        if let Some(u) = &p.undo {
+            lines.push(kv("undo", u.describe()));
+        }
         searched_line(&p.searched, &mut lines, &kv);
     }
     let shared_with = p.shared_with();
@@ -332,11 +335,14 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
         keys.splice(0..0, offered);
     } else if let Some(plan) = &p.plan {
         described(app, &plan.describe(), &mut lines, &kv);
-        if p.space.is_some() || !p.searched.is_empty() {
+        if p.space.is_some() || p.undo.is_some() || !p.searched.is_empty() {
             lines.push(Line::from(""));
         }
         if let Some(sp) = &p.space {
             lines.push(kv("space", sp.describe()));
+        }
+        if let Some(u) = &p.undo {
+            lines.push(kv("undo", u.describe()));
         }
         searched_line(&p.searched, &mut lines, &kv);
         keys.splice(0..0, plan_keys(app, p, plan));
