@@ -2,6 +2,7 @@
 //! runs with, one file per command, and the printer.
 
 mod args;
+mod clean;
 mod command;
 mod commit;
 mod confirm;
@@ -115,6 +116,10 @@ commands! {
     /// List, restore or empty what delete and merge moved into the trash beside each image
     /// (.imgchain-trash)
     Trash(trash::TrashArgs),
+    /// Report what PATHs could free — leftovers of interrupted operations, images nothing
+    /// uses, duplicates, what each layer holds, the trash — and free it group by group through
+    /// the trash
+    Clean(clean::CleanArgs),
     /// Put back, byte for byte, the images the last commit, merge, flatten or rebase under
     /// PATH changed, from the clones made before it wrote (XFS with reflink, btrfs); refused
     /// if one changed since or is in use

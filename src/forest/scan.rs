@@ -149,6 +149,8 @@ pub struct Scan {
     pub trash: Vec<PathBuf>,
     /// Bytes their trashes hold.
     pub trash_bytes: u64,
+    /// Merge journals whose image is gone: nothing can resume from them.
+    pub stale_journals: Vec<PathBuf>,
 }
 
 /// `path` without `.` and `..` components, as the kernel resolves them: its directory made
@@ -180,6 +182,8 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
         if let Some(&id) = s.by_path.get(&image) {
             let node = &mut s.scan.forest.nodes[id.0];
             node.problems.push(Problem::interrupted_merge(&node.path));
+        } else if std::fs::symlink_metadata(&image).is_err() {
+            s.scan.stale_journals.push(merge_journal(&image));
         }
     }
     let mut scan = s.scan;

@@ -13,6 +13,7 @@
 
 pub mod amend;
 pub mod bitmaps;
+pub mod clean;
 pub mod commit;
 pub mod datapath;
 pub mod delete;
