@@ -1,6 +1,7 @@
 //! Scan benchmark: `imgchain tree --json` over 10,000 qcow2 images in chains of depth 1 to 8,
 //! against `qemu-img info --backing-chain --output=json -U` over a sample of 200 tops, measured
-//! in the same run. Prints both and the per-image ratio.
+//! in the same run. Prints both and the per-image ratio; then planning a delete and `clean
+//! --dry-run` over the same images, as ratios to `tree --json`.
 //!
 //! `cargo bench --bench scan` (IMGCHAIN_BENCH_IMAGES changes the count, e.g. 100000;
 //! IMGCHAIN_BENCH_DIR keeps the images in that directory). Also prints imgchain's peak RSS.
@@ -120,7 +121,30 @@ fn main() {
     );
     println!("imgchain tree --json: peak RSS {rss}");
     plan(dir, &tops, bin, ours);
+    clean(dir, bin, ours);
     ui(dir, total, bin);
+}
+
+/// `clean --dry-run` over the same images (the dependents search, every group, duplicate
+/// hashing of the images that share a virtual size), beside `tree --json`: median of three.
+fn clean(dir: &Path, bin: &str, tree: Duration) {
+    let run = || {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .args(["clean", "--dry-run", "--json"])
+            .arg(dir)
+            .output()
+            .expect("run imgchain");
+        assert!(out.status.success(), "imgchain clean --dry-run failed");
+        t.elapsed()
+    };
+    let mut runs: Vec<Duration> = (0..3).map(|_| run()).collect();
+    runs.sort();
+    println!(
+        "clean --dry-run over the same images: {:.3} s (median of 3) = {:.2}x tree --json",
+        runs[1].as_secs_f64(),
+        runs[1].as_secs_f64() / tree.as_secs_f64()
+    );
 }
 
 /// Planning a write: `delete --dry-run` of one top, whose dependents search walks the tree

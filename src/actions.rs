@@ -31,6 +31,7 @@ pub enum Action {
     Repair,
     Live,
     Undo,
+    Clean,
     Protect,
     Cancel,
     Rescan,
@@ -93,7 +94,7 @@ const fn def(
 use Place::{Browse, Dialog};
 
 /// Every action, in help order.
-pub const ACTIONS: [ActionDef; 43] = [
+pub const ACTIONS: [ActionDef; 44] = [
     def(Action::Up, "up", "move up", None, Browse),
     def(Action::Down, "down", "move down", None, Browse),
     def(
@@ -236,6 +237,13 @@ pub const ACTIONS: [ActionDef; 43] = [
         Action::Undo,
         "undo",
         "put back the images of the last commit, merge, flatten or rebase here (XFS, btrfs)",
+        None,
+        Browse,
+    ),
+    def(
+        Action::Clean,
+        "clean",
+        "what the scanned paths could free: leftovers, unused images, duplicates, the trash",
         None,
         Browse,
     ),

@@ -740,3 +740,22 @@ fn a_commit_is_undone_with_u_on_xfs() {
     t.keys(&["q"]);
     t.wait_for("EXITED 0");
 }
+
+/// `C` shows what the scanned paths could free, in groups, with the commands.
+#[test]
+#[cfg_attr(not(all(tool_tmux, tool_qemu_img)), ignore = "needs tmux, qemu-img")]
+fn the_clean_report_opens_with_c() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    base_and_top(d);
+    create(d, "lonely.qcow2", "qcow2", "16M", None, &[]);
+    std::fs::write(d.join(".top.qcow2.999999.imgchain-tmp"), b"x").expect("leftover");
+    let t = Tmux::start("clean", &d.display().to_string());
+    t.wait_for("images");
+    t.keys(&["C"]);
+    t.wait_for("Bases nothing is built on any more");
+    t.wait_for("Leftovers of interrupted operations");
+    t.wait_for("lonely.qcow2");
+    t.keys(&["Escape", "q"]);
+    t.wait_for("EXITED 0");
+}

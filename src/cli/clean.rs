@@ -11,7 +11,7 @@ use imgchain::exit;
 use imgchain::ops::clean::{Item, Survey, survey};
 use imgchain::ops::{Description, Operation, Refusal, delete};
 use imgchain::text::Names;
-use imgchain::units::{human_size, utc_minute};
+use imgchain::units::human_size;
 
 use super::command::Command;
 use super::confirm::{Question, confirmed};
@@ -109,96 +109,12 @@ fn offered(s: &Survey) -> Vec<(&'static str, &[Item])> {
 }
 
 fn print_report(s: &Survey, keep: std::time::Duration) {
-    let group = |title: &str, items: &[Item], cmd: &dyn Fn(&Item) -> String| {
-        if items.is_empty() {
-            return;
-        }
-        let bytes: u64 = items.iter().map(|i| i.bytes).sum();
-        println!("{title} ({}):", human_size(bytes));
-        for i in items {
-            println!(
-                "  {:>9}  {}  modified {}  {}",
-                human_size(i.bytes),
-                i.path.shown(),
-                utc_minute(i.modified),
-                cmd(i)
-            );
-        }
-    };
-    let del = |i: &Item| format!("imgchain delete {}", i.path.quoted());
-    group("Leftovers of interrupted operations", &s.leftovers, &|i| {
-        format!("rm -- {}", i.path.quoted())
-    });
-    group("Bases nothing is built on any more", &s.unused_bases, &del);
-    group("Top images no VM definition names", &s.unnamed_tops, &del);
-    if !s.unnamed_tops.is_empty() && !s.definitions_found {
-        println!(
-            "  (not offered: no VM definition was found, so a VM's disk cannot be told from a \
-             forgotten one; set scan.libvirt_domains or scan.proxmox)"
-        );
-    }
-    for (n, d) in s.duplicates.iter().enumerate() {
-        let names: Vec<String> = d
-            .images
-            .iter()
-            .map(|i| i.path.shown().to_string())
-            .collect();
-        println!(
-            "Duplicates {} (the same guest content, {} virtual; which to keep is yours): {}",
-            n + 1,
-            human_size(d.virtual_size),
-            names.join(", ")
-        );
+    for line in s.lines(keep) {
+        println!("{line}");
     }
     for (p, e) in &s.unreadable {
         eprintln!("imgchain: could not compare {}: {e}", p.shown());
     }
-    print_layers(s);
-    print_trash(s, keep);
-    println!(
-        "Looked for images built on these and for VM definitions in: {}",
-        imgchain::words::searched_places(&s.searched)
-    );
-}
-
-fn print_layers(s: &Survey) {
-    let big: Vec<_> = s
-        .layers
-        .iter()
-        .filter(|l| l.item.bytes >= 1 << 20)
-        .take(10)
-        .collect();
-    if big.is_empty() {
-        return;
-    }
-    println!("Largest layers (what deleting a top or merging a middle layer frees at most):");
-    for l in big {
-        println!(
-            "  {:>9}  {}  ({} it)",
-            human_size(l.item.bytes),
-            l.item.path.shown(),
-            l.freed_by
-        );
-    }
-}
-
-fn print_trash(s: &Survey, keep: std::time::Duration) {
-    if s.trash.is_empty() {
-        return;
-    }
-    let old: Vec<_> = s
-        .trash
-        .iter()
-        .filter(|l| imgchain::ops::restore::age(l) >= keep)
-        .collect();
-    println!(
-        "Trash: {} entries, {}; {} older than {} ({}): imgchain trash empty frees them",
-        s.trash.len(),
-        human_size(s.trash.iter().map(|l| l.bytes()).sum()),
-        old.len(),
-        imgchain::units::human_age(keep),
-        human_size(old.iter().map(|l| l.bytes()).sum())
-    );
 }
 
 /// Asks per group (unless `yes`) and moves what is confirmed into the trash; then offers to

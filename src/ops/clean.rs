@@ -213,7 +213,8 @@ fn held_by_running_imgchain(path: &Path) -> bool {
 /// Groups of images under the survey with the same guest content: grouped by virtual size,
 /// then by a 128-bit hash of every non-zero 64 KiB block with its offset, read through the
 /// chain only where a layer maps data. An image built on another of its group is left out
-/// (an overlay with nothing of its own reads as its base).
+/// (an overlay with nothing of its own reads as its base), and so are images that read as
+/// zeroes throughout.
 fn duplicates(forest: &Forest, mine: &[NodeId]) -> (Vec<Duplicates>, Vec<(PathBuf, String)>) {
     let mut by_size: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
     for &id in mine {
@@ -227,7 +228,8 @@ fn duplicates(forest: &Forest, mine: &[NodeId]) -> (Vec<Duplicates>, Vec<(PathBu
         let mut by_hash: BTreeMap<(u64, u64), Vec<NodeId>> = BTreeMap::new();
         for id in ids {
             match content_hash(forest, id) {
-                Ok(h) => by_hash.entry(h).or_default().push(id),
+                Ok(Some(h)) => by_hash.entry(h).or_default().push(id),
+                Ok(None) => {}
                 Err(e) => unreadable.push((forest.node(id).path.clone(), e)),
             }
         }
@@ -248,8 +250,9 @@ fn duplicates(forest: &Forest, mine: &[NodeId]) -> (Vec<Duplicates>, Vec<(PathBu
     (groups, unreadable)
 }
 
-/// Two 64-bit hashes of the guest content of `id` (through its whole chain).
-fn content_hash(forest: &Forest, id: NodeId) -> Result<(u64, u64), String> {
+/// Two 64-bit hashes of the guest content of `id` (through its whole chain); `None` when it
+/// reads as zeroes throughout (every empty disk of a size would be a duplicate of the others).
+fn content_hash(forest: &Forest, id: NodeId) -> Result<Option<(u64, u64)>, String> {
     const BLOCK: usize = 64 << 10;
     let chain: Vec<PlanImage> = std::iter::once(id)
         .chain(forest.chain(id))
@@ -269,7 +272,7 @@ fn content_hash(forest: &Forest, id: NodeId) -> Result<(u64, u64), String> {
     let end = chain[0].virtual_size;
     let (mut a, mut b) = (seeded(1), seeded(2));
     let mut buf = vec![0u8; 1 << 20];
-    let (mut at, mut hashed_to) = (0, 0);
+    let (mut at, mut hashed_to, mut any) = (0, 0, false);
     while at < end {
         let (ext, len) = super::extents::next_extent(&handles, at, (end - at).min(1 << 30))
             .map_err(|e| e.to_string())?;
@@ -293,6 +296,7 @@ fn content_hash(forest: &Forest, id: NodeId) -> Result<(u64, u64), String> {
                     .map_err(|e| format!("cannot read at {off}: {e}"))?;
                 for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
                     if block.iter().any(|&x| x != 0) {
+                        any = true;
                         let o = off + (i * BLOCK) as u64;
                         (o, block).hash(&mut a);
                         (o, block).hash(&mut b);
@@ -304,11 +308,135 @@ fn content_hash(forest: &Forest, id: NodeId) -> Result<(u64, u64), String> {
         }
         at += len;
     }
-    Ok((a.finish(), b.finish()))
+    Ok(any.then(|| (a.finish(), b.finish())))
 }
 
 fn seeded(seed: u8) -> std::collections::hash_map::DefaultHasher {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     seed.hash(&mut h);
     h
+}
+
+impl Survey {
+    /// The report, line by line, as `imgchain clean` prints it and the UI shows it: each
+    /// group with its bytes, each file with its bytes, last change and the command that frees
+    /// it; then duplicates, the largest layers, the trash and where the search looked.
+    pub fn lines(&self, keep: std::time::Duration) -> Vec<String> {
+        use crate::text::Names;
+        let mut out = Vec::new();
+        let del = |i: &Item| format!("imgchain delete {}", i.path.quoted());
+        let rm = |i: &Item| format!("rm -- {}", i.path.quoted());
+        group(
+            &mut out,
+            "Leftovers of interrupted operations",
+            &self.leftovers,
+            &rm,
+        );
+        group(
+            &mut out,
+            "Bases nothing is built on any more",
+            &self.unused_bases,
+            &del,
+        );
+        group(
+            &mut out,
+            "Top images no VM definition names",
+            &self.unnamed_tops,
+            &del,
+        );
+        if !self.unnamed_tops.is_empty() && !self.definitions_found {
+            out.push(
+                "  (not offered: no VM definition was found, so a VM's disk cannot be told \
+                 from a forgotten one; set scan.libvirt_domains or scan.proxmox)"
+                    .into(),
+            );
+        }
+        for (n, d) in self.duplicates.iter().enumerate() {
+            let names: Vec<String> = d
+                .images
+                .iter()
+                .map(|i| i.path.shown().to_string())
+                .collect();
+            out.push(format!(
+                "Duplicates {} (the same guest content, {} virtual; which to keep is yours): {}",
+                n + 1,
+                crate::units::human_size(d.virtual_size),
+                names.join(", ")
+            ));
+        }
+        self.layer_lines(&mut out);
+        self.trash_line(&mut out, keep);
+        if out.is_empty() {
+            out.push("Nothing to free here.".into());
+        }
+        out.push(format!(
+            "Looked for images built on these and for VM definitions in: {}",
+            crate::words::searched_places(&self.searched)
+        ));
+        out
+    }
+
+    fn layer_lines(&self, out: &mut Vec<String>) {
+        let big: Vec<_> = self
+            .layers
+            .iter()
+            .filter(|l| l.item.bytes >= 1 << 20)
+            .take(10)
+            .collect();
+        if big.is_empty() {
+            return;
+        }
+        out.push(
+            "Largest layers (what deleting a top or merging a middle layer frees at most):".into(),
+        );
+        for l in big {
+            out.push(format!(
+                "  {:>9}  {}  ({} it)",
+                crate::units::human_size(l.item.bytes),
+                crate::text::Names::shown(l.item.path.as_path()),
+                l.freed_by
+            ));
+        }
+    }
+
+    fn trash_line(&self, out: &mut Vec<String>, keep: std::time::Duration) {
+        if self.trash.is_empty() {
+            return;
+        }
+        let old: Vec<_> = self.older(keep).collect();
+        out.push(format!(
+            "Trash: {} entries, {}; {} older than {} ({}): imgchain trash empty frees them",
+            self.trash.len(),
+            crate::units::human_size(self.trash.iter().map(Listed::bytes).sum()),
+            old.len(),
+            crate::units::human_age(keep),
+            crate::units::human_size(old.iter().map(|l| l.bytes()).sum())
+        ));
+    }
+
+    /// The trash entries at least `keep` old.
+    pub fn older(&self, keep: std::time::Duration) -> impl Iterator<Item = &Listed> {
+        self.trash
+            .iter()
+            .filter(move |l| super::restore::age(l) >= keep)
+    }
+}
+
+/// A group's lines: its title with its bytes, then each file.
+fn group(out: &mut Vec<String>, title: &str, items: &[Item], cmd: &dyn Fn(&Item) -> String) {
+    use crate::text::Names;
+    if items.is_empty() {
+        return;
+    }
+    let bytes: u64 = items.iter().map(|i| i.bytes).sum();
+    out.push(format!("{title} ({}):", crate::units::human_size(bytes)));
+    for i in items {
+        out.push(format!(
+            "  {:>9}  {}  modified {}  {}",
+            crate::units::human_size(i.bytes),
+            i.path.shown(),
+            crate::units::utc_minute(i.modified),
+            cmd(i)
+        ));
+    }
 }

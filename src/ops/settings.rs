@@ -15,6 +15,8 @@ pub struct Settings {
     pub overlay_dirs: Vec<PathBuf>,
     /// Where images built on a chain are looked for.
     pub search: Search,
+    /// How long what is in the trash is kept before emptying it is offered (`[trash] keep`).
+    pub trash_keep: std::time::Duration,
 }
 
 /// How data moves from one image into another (`[copy]`): commit, merge, flatten and rebase
@@ -53,6 +55,7 @@ impl Settings {
                 proxmox: Some(config.scan.proxmox.clone()),
                 skip_unreachable,
             },
+            trash_keep: config.trash.keep.0,
         }
     }
 }

@@ -82,6 +82,15 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
             dirs,
             protect,
         } => plan_in_background(job, ask, (dirs, *protect), w, tx),
+        Effect::Survey(paths) => {
+            let (opts, settings) = (scan.clone(), Arc::clone(&w.settings));
+            std::thread::spawn(move || {
+                let report = crate::ops::clean::survey(&paths, &opts, &settings)
+                    .map(|s| s.lines(settings.trash_keep))
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(Msg::Surveyed(Box::new(report)));
+            });
+        }
         Effect::RunOp { job, plan } => {
             let id = job.id;
             plan.spawn(&job, Arc::clone(&w.settings), move |event| {

@@ -55,6 +55,8 @@ pub enum Msg {
         /// Whether it can be undone (`None`: the operation has no undo).
         undo: Option<crate::ops::undo::Undo>,
     },
+    /// What the paths could free, as the report's lines (or why the survey failed).
+    Surveyed(Box<Result<Vec<String>, String>>),
     /// Progress or the end of the running operation.
     Op {
         job: u64,
@@ -113,6 +115,8 @@ pub enum Effect {
         job: ops::Job,
         plan: Box<AnyPlan>,
     },
+    /// Survey these paths for what could be freed (`ops::clean`).
+    Survey(Vec<PathBuf>),
 }
 
 /// The model.
@@ -289,6 +293,19 @@ impl App {
                 Vec::new()
             }
             Msg::Scanned(result) => self.on_scan(*result),
+            Msg::Surveyed(report) => {
+                let (body, error) = match *report {
+                    Ok(lines) => (lines.join("\n"), false),
+                    Err(e) => (e, true),
+                };
+                self.status = "what these paths could free: the clean report".into();
+                self.popup = Some(Popup::Message {
+                    title: "Clean: what these paths could free".into(),
+                    body,
+                    error,
+                });
+                Vec::new()
+            }
             Msg::Scanning(counts) => {
                 if self.browse.scanning {
                     self.browse.scan_counts = Some(counts);
@@ -689,6 +706,10 @@ impl App {
             }
             Action::Help => self.popup = Some(Popup::Help(0)),
             Action::Messages => self.popup = Some(Popup::Log(0)),
+            Action::Clean => {
+                self.status = "looking for what these paths could free…".into();
+                return vec![Effect::Survey(self.browse.roots.clone())];
+            }
             Action::Quit => match &self.jobs.running {
                 Some(j) if !j.cancellable() => {
                     self.jobs.quit_pending = true;
