@@ -14,7 +14,7 @@ use imgchain::units::{human_age, human_size};
 use super::command::Command;
 use super::confirm::{Question, confirmed};
 use super::failure::{Failure, usage};
-use super::runner::refused;
+use super::runner::{refused, run_planned};
 use super::session::{Session, print_json};
 
 #[derive(Args)]
@@ -70,7 +70,7 @@ impl Command for TrashArgs {
     fn run(self, ctx: &Session) -> Result<u8, Failure> {
         match self.action {
             Action::List { json, paths } => list(ctx, &paths, json),
-            Action::Restore { json, image } => restore(&image, json),
+            Action::Restore { json, image } => restore(ctx, &image, json),
             Action::Empty {
                 older_than,
                 yes,
@@ -187,50 +187,12 @@ fn entry_json(l: &Listed) -> serde_json::Value {
     })
 }
 
-fn restore(image: &Path, json: bool) -> Result<u8, Failure> {
+fn restore(ctx: &Session, image: &Path, json: bool) -> Result<u8, Failure> {
     let image = std::path::absolute(image).map_err(|e| usage(anyhow::Error::from(e)))?;
-    let plan = match restore::plan(&image) {
-        Ok(p) => p,
-        Err(e) => return Ok(refused(&e, json)),
-    };
-    if let Err(e) = restore::run(&plan) {
-        return Ok(refused(&e, json));
+    match restore::plan(&image) {
+        Ok(plan) => run_planned::<restore::Restore>(ctx, &plan, false, json),
+        Err(e) => Ok(refused(&e, json)),
     }
-    let mut restored: Vec<String> = Vec::new();
-    if let Some((_, d)) = &plan.found.data_file {
-        restored.push(imgchain::text::lossy(&image.with_file_name(&d.name)));
-    }
-    restored.push(imgchain::text::lossy(&image));
-    let summary = format!(
-        "Restored {} from the trash ({} ago, by {}).",
-        restored.join(" and "),
-        human_age(std::time::Duration::from_secs(
-            now().saturating_sub(plan.found.record.when)
-        )),
-        plan.found.record.operation
-    );
-    if json {
-        print_json(&serde_json::json!({
-            "restored": restored, "exit_code": exit::OK, "summary": summary,
-        }))?;
-    } else {
-        println!("{summary}");
-    }
-    Ok(exit::OK)
-}
-
-/// "1 entry", "2 entries".
-fn entries(n: usize) -> String {
-    match n {
-        1 => "1 entry".into(),
-        n => format!("{n} entries"),
-    }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn empty(
@@ -298,4 +260,12 @@ fn empty(
         println!("{summary}");
     }
     Ok(code)
+}
+
+/// "1 entry", "2 entries".
+fn entries(n: usize) -> String {
+    match n {
+        1 => "1 entry".into(),
+        n => format!("{n} entries"),
+    }
 }

@@ -204,6 +204,8 @@ registry! {
     LiveMerge => live::LiveMerge,
     /// Put back the images of the last commit, merge, flatten or rebase (cloning filesystems).
     Undo => undo::UndoOp,
+    /// Move a file back from the trash (the CLI's `trash restore`; no UI key).
+    Restore => restore::Restore,
 }
 
 impl AnyPlan {

@@ -12,7 +12,7 @@ use crate::trash::record::{Backing, Record, Trashed};
 use crate::trash::{Listed, Present, Trash, TrashError};
 
 /// A file in the trash, found for restoring.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Found {
     /// The name it comes back under.
     pub path: PathBuf,
@@ -25,7 +25,7 @@ pub struct Found {
 }
 
 /// A restore that passed every check: the files to move back, in order.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub found: Found,
 }
@@ -185,4 +185,107 @@ pub fn empty(dirs: &[PathBuf], older_than: Duration) -> Emptied {
 /// The path a trashed file had.
 pub fn original(l: &Listed, name: &OsString) -> PathBuf {
     l.dir.join(name)
+}
+
+/// What the UI would ask (it offers no key for it: the trash is not in the forest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub image: PathBuf,
+}
+
+/// What a restore did: the files moved back, a data file first.
+#[derive(Debug)]
+pub struct Restored {
+    pub plan: Plan,
+    pub back: Vec<PathBuf>,
+}
+
+/// The restore operation, registered like every write (`imgchain trash restore`).
+#[derive(Debug)]
+pub struct Restore;
+
+impl super::Operation for Restore {
+    const KIND: super::OpKind = super::OpKind::new("restore", "Restore", "be restored");
+    type Request = PathBuf;
+    type Ask = Ask;
+    type Plan = Plan;
+    type Outcome = Restored;
+
+    fn plan(_: &crate::forest::Forest, image: &PathBuf) -> Result<Plan, Refusal> {
+        plan(image)
+    }
+
+    fn asked(ask: &Ask) -> &Path {
+        &ask.image
+    }
+
+    fn plan_asked(
+        ask: &Ask,
+        _: &super::scope::Discovered,
+        _: &super::settings::Settings,
+    ) -> Result<Plan, Refusal> {
+        plan(&ask.image)
+    }
+
+    fn writes(plan: &Plan) -> Vec<PathBuf> {
+        vec![plan.found.path.clone()]
+    }
+
+    fn describe(plan: &Plan) -> super::Description {
+        let f = &plan.found;
+        let mut d = super::Description::new(format!(
+            "Would move {} back from the trash.",
+            f.path.shown()
+        ));
+        d.field("image", f.path.shown().to_string());
+        d.field("removed by", f.record.why.clone());
+        if let Some(b) = &f.trashed.backing {
+            d.field("built on", format!("{} (unchanged since)", b.path));
+        }
+        d
+    }
+
+    fn run(plan: &Plan, _: super::Run<'_>) -> Result<Restored, Refusal> {
+        run(plan)?;
+        let f = &plan.found;
+        let mut back: Vec<PathBuf> = f
+            .data_file
+            .iter()
+            .map(|(_, d)| f.path.with_file_name(&d.name))
+            .collect();
+        back.push(f.path.clone());
+        Ok(Restored {
+            plan: plan.clone(),
+            back,
+        })
+    }
+}
+
+impl super::Report for Restored {
+    fn exit_code(&self) -> u8 {
+        crate::exit::OK
+    }
+
+    fn summary(&self) -> String {
+        let names: Vec<String> = self.back.iter().map(|p| p.shown().to_string()).collect();
+        let r = &self.plan.found.record;
+        let ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(r.when);
+        format!(
+            "Restored {} from the trash ({} ago, by {}).",
+            names.join(" and "),
+            crate::units::human_age(Duration::from_secs(ago)),
+            r.operation
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "restored": self.back.iter().map(|p| crate::text::lossy(p)).collect::<Vec<_>>(),
+            "exit_code": self.exit_code(),
+            "summary": self.summary(),
+        })
+    }
 }
