@@ -184,6 +184,7 @@ pub struct SnapshotConfig {
 #[serde(deny_unknown_fields)]
 pub struct TrashConfig {
     pub keep: Keep,
+    pub undo: bool,
 }
 
 /// How long `trash empty` keeps what it finds in the trash, by default.

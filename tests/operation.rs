@@ -171,10 +171,13 @@ fn its_panic_is_reported_and_its_space_guarded() {
     assert!(matches!(**done, Err(Refusal::Internal { .. })), "{done:?}");
     let big = Plan { need: 2, ..plan() };
     assert!(matches!(
-        Noop::room(&big, false, false),
+        Noop::room(&big, false, &Settings::default()),
         Err(Refusal::NoSpace { .. })
     ));
-    assert!(Noop::room(&big, true, false).is_ok(), "forced through");
+    assert!(
+        Noop::room(&big, true, &Settings::default()).is_ok(),
+        "forced through"
+    );
 }
 
 #[test]

@@ -728,7 +728,7 @@ fn a_commit_is_undone_with_u_on_xfs() {
     t.keys(&["G", "c"]);
     t.wait_for("cloned on xfs first");
     t.keys(&["Enter"]);
-    t.wait_for("Committed");
+    t.wait_for("u undoes it");
     assert_ne!((read("base.qcow2"), read("top.qcow2")), before);
     t.keys(&["u"]);
     t.wait_for("the commit of");

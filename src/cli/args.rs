@@ -26,6 +26,10 @@ pub(crate) struct Global {
     /// checking its VMs' disks (otherwise a write that could change them is refused)
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) skip_unreachable: bool,
+    /// Record no undo before commit, merge, flatten or rebase write (its clones keep every
+    /// block a run overwrites; [trash] undo = false turns it off for good)
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub(crate) no_undo: bool,
 }
 
 /// What rebase and flatten share.

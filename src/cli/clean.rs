@@ -112,9 +112,18 @@ fn print_report(s: &Survey, keep: std::time::Duration) {
     for line in s.lines(keep) {
         println!("{line}");
     }
+    println!("{}", looked(s));
     for (p, e) in &s.unreadable {
         eprintln!("imgchain: could not compare {}: {e}", p.shown());
     }
+}
+
+/// Where the survey looked, in a line.
+fn looked(s: &Survey) -> String {
+    format!(
+        "Looked for images built on these and for VM definitions in: {}",
+        imgchain::words::searched_places(&s.searched)
+    )
 }
 
 /// Asks per group (unless `yes`) and moves what is confirmed into the trash; then offers to

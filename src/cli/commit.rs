@@ -91,13 +91,14 @@ fn commit(ctx: &Session, a: CommitArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused_live_hint(&e, &found, a.json)),
     };
-    let space = match Commit::room(&plan, a.force, ctx.settings.copy.clone) {
+    let space = match Commit::room(&plan, a.force, &ctx.settings) {
         Ok(s) => s,
         Err(e) => return Ok(refused(&e, a.json)),
     };
     if a.dry_run {
         let d = commit::describe(&plan);
         return Ok(dry_run::<Commit>(
+            ctx,
             &plan,
             &plan.top.path,
             &d,

@@ -85,7 +85,7 @@ fn delete(ctx: &Session, a: DeleteArgs) -> Result<u8, Failure> {
         let image = found.scan.forest.node(found.image).path.clone();
         let d = delete::describe(&plan);
         return Ok(dry_run::<delete::Delete>(
-            &plan, &image, &d, space, &found, a.json,
+            ctx, &plan, &image, &d, space, &found, a.json,
         ));
     }
     if !confirmed("delete", &delete::describe(&plan), &question(&plan), a.yes)? {

@@ -109,7 +109,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
         Ok(p) => p,
         Err(e) => return Ok(refused_live_hint(&e, &found, c.json)),
     };
-    let space = match merge::Merge::room(&plan, a.force, ctx.settings.copy.clone) {
+    let space = match merge::Merge::room(&plan, a.force, &ctx.settings) {
         Ok(s) => s,
         Err(e @ Refusal::NoSpace { .. }) => return Ok(refused(&e, c.json)),
         Err(_) => None,
@@ -117,6 +117,7 @@ fn merge(ctx: &Session, a: MergeArgs) -> Result<u8, Failure> {
     if c.dry_run {
         let d = merge::describe(&plan);
         return Ok(dry_run::<merge::Merge>(
+            ctx,
             &plan,
             &plan.image.path,
             &d,

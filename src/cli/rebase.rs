@@ -153,6 +153,7 @@ fn rebase(ctx: &Session, a: &ChainArgs, backing: Option<PathBuf>, how: How) -> R
             Err(e) => return Ok(refused(&e, a.json)),
         };
         return Ok(dry_run::<rebase::Rebase>(
+            ctx,
             &plan,
             &plan.image.path,
             &d,

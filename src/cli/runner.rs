@@ -105,6 +105,7 @@ pub(crate) fn note_outside(found: &imgchain::ops::scope::Discovered) {
 /// space, and where it looked for images built on the target (`--json`: one object with
 /// `would`, `lines`, `space` and `searched`).
 pub(crate) fn dry_run<O: imgchain::ops::Operation>(
+    ctx: &Session,
     plan: &O::Plan,
     image: &std::path::Path,
     d: &imgchain::ops::Description,
@@ -113,7 +114,7 @@ pub(crate) fn dry_run<O: imgchain::ops::Operation>(
     json: bool,
 ) -> u8 {
     let op = O::kind(plan);
-    let undo = imgchain::ops::undo::offered(&O::changes(plan));
+    let undo = imgchain::ops::clones::offer(ctx.settings.undo, &O::changes(plan));
     if json {
         let space_bytes = space.as_ref().map(|s| {
             serde_json::json!({

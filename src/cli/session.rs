@@ -36,7 +36,9 @@ impl Session {
         for note in &config.notes {
             eprintln!("imgchain: note: {note}");
         }
-        let settings = std::sync::Arc::new(Settings::of(&config, g.skip_unreachable));
+        let mut settings = Settings::of(&config, g.skip_unreachable);
+        settings.undo &= !g.no_undo;
+        let settings = std::sync::Arc::new(settings);
         let mut globs: Vec<String> = config
             .protect
             .globs

@@ -64,7 +64,7 @@ fn snapshot(ctx: &Session, a: SnapshotArgs) -> Result<u8, Failure> {
         let d = snapshot::describe(&plan);
         let image = plan.image.path.clone();
         return Ok(dry_run::<snapshot::Snapshot>(
-            &plan, &image, &d, None, &found, a.json,
+            ctx, &plan, &image, &d, None, &found, a.json,
         ));
     }
     run_planned::<snapshot::Snapshot>(ctx, &plan, false, a.json)

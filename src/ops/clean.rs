@@ -320,7 +320,8 @@ fn seeded(seed: u8) -> std::collections::hash_map::DefaultHasher {
 impl Survey {
     /// The report, line by line, as `imgchain clean` prints it and the UI shows it: each
     /// group with its bytes, each file with its bytes, last change and the command that frees
-    /// it; then duplicates, the largest layers, the trash and where the search looked.
+    /// it; then duplicates, the largest layers and the trash (where the search looked is the
+    /// caller's line: `words::searched_places`).
     pub fn lines(&self, keep: std::time::Duration) -> Vec<String> {
         use crate::text::Names;
         let mut out = Vec::new();
@@ -369,10 +370,6 @@ impl Survey {
         if out.is_empty() {
             out.push("Nothing to free here.".into());
         }
-        out.push(format!(
-            "Looked for images built on these and for VM definitions in: {}",
-            crate::words::searched_places(&self.searched)
-        ));
         out
     }
 

@@ -73,8 +73,8 @@ impl Operation for Flatten {
     }
 
     /// Shown, never refused on, as for a rebase.
-    fn room(plan: &Plan, _force: bool, clone: bool) -> Result<Option<Space>, Refusal> {
-        rebase::space(plan, clone)
+    fn room(plan: &Plan, _force: bool, settings: &Settings) -> Result<Option<Space>, Refusal> {
+        rebase::space(plan, settings.copy.clone)
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {

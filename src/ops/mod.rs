@@ -14,6 +14,7 @@
 pub mod amend;
 pub mod bitmaps;
 pub mod clean;
+pub mod clones;
 pub mod commit;
 pub mod datapath;
 pub mod delete;
@@ -159,9 +160,9 @@ macro_rules! registry {
 
             /// What the plan writes and frees, and the room there, through the operation's
             /// own guard ([`Operation::room`]); `force` lets a plan that cannot fit through.
-            pub fn room(&self, force: bool, clone: bool) -> Result<Option<space::Space>, Refusal> {
+            pub fn room(&self, force: bool, settings: &Settings) -> Result<Option<space::Space>, Refusal> {
                 match self {
-                    $(AnyPlan::$V(p) => <$O>::room(p, force, clone)),*
+                    $(AnyPlan::$V(p) => <$O>::room(p, force, settings)),*
                 }
             }
 

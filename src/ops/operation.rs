@@ -112,12 +112,15 @@ pub trait Operation: fmt::Debug + Sized + 'static {
         Ok(None)
     }
 
-    /// The space guard, the same for the CLI and the UI: [`Operation::space`], refused when
-    /// it cannot fit unless `force`.
-    fn room(plan: &Self::Plan, force: bool, clone: bool) -> Result<Option<Space>, Refusal> {
-        let space = Self::space(plan, clone)?;
+    /// The space guard, the same for the CLI and the UI: [`Operation::space`] (with what an
+    /// undo's clones keep), refused when it cannot fit unless `force`.
+    fn room(plan: &Self::Plan, force: bool, settings: &Settings) -> Result<Option<Space>, Refusal> {
+        let undo = super::clones::offer(settings.undo, &Self::changes(plan));
+        let space = Self::space(plan, settings.copy.clone)?;
+        let space = space.map(|s| super::clones::kept(s, undo.as_ref()));
         if !force && let Some(s) = &space {
-            s.check()?;
+            s.check()
+                .map_err(|e| super::clones::room_refused(e, undo.as_ref()))?;
         }
         Ok(space)
     }

@@ -17,6 +17,9 @@ pub struct Settings {
     pub search: Search,
     /// How long what is in the trash is kept before emptying it is offered (`[trash] keep`).
     pub trash_keep: std::time::Duration,
+    /// Record an undo before commit, merge, flatten and rebase write, where the filesystem
+    /// clones (`[trash] undo`, off with `--no-undo`).
+    pub undo: bool,
 }
 
 /// How data moves from one image into another (`[copy]`): commit, merge, flatten and rebase
@@ -56,6 +59,7 @@ impl Settings {
                 skip_unreachable,
             },
             trash_keep: config.trash.keep.0,
+            undo: config.trash.undo,
         }
     }
 }

@@ -8,96 +8,32 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+pub use super::clones::{Undo, offered, support};
 use super::plan_image::PlanImage;
-use super::{Operation, Refusal, Run};
+use super::{Operation, Refusal, Report, Run};
 use crate::image::file::{self, FileId, OpenMode};
 use crate::text::Names;
 use crate::trash::record::{FileState, Record, UndoPart, VERSION};
 use crate::trash::{Throw, Trash};
-
-/// Whether a run can be undone, as its plan says before it starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Undo {
-    /// Each image is cloned first, on this filesystem.
-    Cloned(&'static str),
-    /// No undo here, and why.
-    NotHere(String),
-}
-
-impl Undo {
-    /// What a plan's `undo` line says.
-    pub fn describe(&self) -> String {
-        match self {
-            Undo::Cloned(fs) => format!(
-                "yes: each image it changes is cloned on {fs} first (no data copied), and \
-                 undo puts them back"
-            ),
-            Undo::NotHere(why) => format!("no undo here: {why}"),
-        }
-    }
-}
-
-/// The undo a run changing `images` gets (`None`: the operation has none).
-pub fn offered(images: &[PlanImage]) -> Option<Undo> {
-    let first = images.first()?;
-    for img in images {
-        if let Err(why) = support(&img.path) {
-            return Some(Undo::NotHere(why));
-        }
-    }
-    support(&first.path).ok().map(Undo::Cloned)
-}
-
-/// The cloning filesystem `path`'s directory is on, or why it cannot clone.
-pub fn support(path: &Path) -> Result<&'static str, String> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let st =
-        rustix::fs::statfs(dir).map_err(|e| format!("{} cannot be examined: {e}", dir.shown()))?;
-    const BTRFS: i64 = 0x9123_683E;
-    const XFS: i64 = 0x5846_5342;
-    match st.f_type as i64 {
-        BTRFS => Ok("btrfs"),
-        XFS if xfs_reflink(dir) => Ok("xfs"),
-        XFS => Err(format!(
-            "the XFS filesystem of {} was made without reflink, so it cannot clone",
-            dir.shown()
-        )),
-        _ => Err(format!(
-            "the filesystem of {} cannot clone files (XFS with reflink and btrfs can)",
-            dir.shown()
-        )),
-    }
-}
-
-nix::ioctl_read!(xfs_fsgeometry, b'X', 126, [u8; 256]);
-
-/// Whether the XFS filesystem of `dir` has reflink (its geometry's flags).
-fn xfs_reflink(dir: &Path) -> bool {
-    const REFLINK: u32 = 1 << 20;
-    let Ok(fd) = crate::image::newfile::open_dir(dir) else {
-        return false;
-    };
-    let mut geom = [0u8; 256];
-    // SAFETY: XFS_IOC_FSGEOMETRY fills one 256-byte `struct xfs_fsop_geom`.
-    let ok = unsafe { xfs_fsgeometry(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut geom) }.is_ok();
-    let flags = u32::from_ne_bytes([geom[92], geom[93], geom[94], geom[95]]);
-    ok && flags & REFLINK != 0
-}
 
 /// Runs `plan` as [`Operation::run`] does, with an undo record made first when the plan's
 /// images are on a cloning filesystem; a record that cannot be made refuses the run before
 /// it writes (the plan promised it).
 pub fn run<O: Operation>(plan: &O::Plan, run: Run<'_>) -> Result<O::Outcome, Refusal> {
     let images = O::changes(plan);
-    let recording = match offered(&images) {
+    let offer = run.settings.undo.then(|| offered(&images)).flatten();
+    let recording = match offer {
         Some(Undo::Cloned(_)) => Some(Recording::make(O::KIND.as_str(), &images)?),
         _ => None,
     };
     let result = O::run(plan, run);
+    // Kept for a run that did all it set out to do. One refused, failed or cancelled leaves
+    // a chain that reads as before it (every operation's crash contract) and is finished by
+    // running it again; a record of it would only hold the blocks it overwrote.
     if let Some(r) = recording {
         match &result {
-            Err(e) if !matches!(e, Refusal::Internal { .. }) => r.discard(),
-            _ => r.finish(),
+            Ok(outcome) if outcome.exit_code() == crate::exit::OK => r.finish(),
+            _ => r.discard(),
         }
     }
     result

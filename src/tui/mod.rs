@@ -86,7 +86,14 @@ pub fn execute(effect: Effect, tx: &Sender<Msg>, w: &Workers) {
             let (opts, settings) = (scan.clone(), Arc::clone(&w.settings));
             std::thread::spawn(move || {
                 let report = crate::ops::clean::survey(&paths, &opts, &settings)
-                    .map(|s| s.lines(settings.trash_keep))
+                    .map(|s| {
+                        let mut lines = s.lines(settings.trash_keep);
+                        lines.push(format!(
+                            "Looked for images built on these and for VM definitions in: {}",
+                            crate::words::searched_places(&s.searched)
+                        ));
+                        lines
+                    })
                     .map_err(|e| e.to_string());
                 let _ = tx.send(Msg::Surveyed(Box::new(report)));
             });
@@ -140,11 +147,11 @@ fn plan_in_background(
         protect,
         settings: Arc::clone(&w.settings),
     };
-    let clone = w.settings.copy.clone;
+    let settings = Arc::clone(&w.settings);
     std::thread::spawn(move || {
         let force = matches!(&ask, ops::Ask::Merge(m) if m.force);
         let (plan, space, searched) = match ops::plan(&ask, &scope) {
-            Ok((p, searched)) => match p.room(force, clone) {
+            Ok((p, searched)) => match p.room(force, &settings) {
                 Ok(s) => (Ok(p), s, searched),
                 Err(e) => (Err(e), None, searched),
             },
@@ -153,7 +160,7 @@ fn plan_in_background(
         let undo = plan
             .as_ref()
             .ok()
-            .and_then(|p| ops::undo::offered(&p.changes()));
+            .and_then(|p| ops::clones::offer(settings.undo, &p.changes()));
         let _ = tx.send(Msg::OpPlanned {
             job,
             plan: Box::new(plan),

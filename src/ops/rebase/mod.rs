@@ -103,8 +103,8 @@ impl Operation for Rebase {
     /// What the rebase writes is shown, never refused on: the count is an upper bound, and a
     /// rebase that runs out of room stops with its header unchanged, every cluster copied
     /// reading as before.
-    fn room(plan: &Plan, _force: bool, clone: bool) -> Result<Option<Space>, Refusal> {
-        space(plan, clone)
+    fn room(plan: &Plan, _force: bool, settings: &Settings) -> Result<Option<Space>, Refusal> {
+        space(plan, settings.copy.clone)
     }
 
     fn run(plan: &Plan, r: Run<'_>) -> Result<Outcome, Refusal> {

@@ -26,6 +26,8 @@ pub struct Job {
     pub cancel: Arc<AtomicBool>,
     /// What a live commit or merge leaves out of its VM's chain, to offer deleting.
     pub leftover: Option<PathBuf>,
+    /// Its images were cloned first: the undo key puts them back.
+    pub undoable: bool,
 }
 
 impl Job {

@@ -291,6 +291,7 @@ impl App {
             progress: None,
             cancel: Arc::clone(&job.cancel),
             leftover,
+            undoable: matches!(p.undo, Some(crate::ops::undo::Undo::Cloned(_))),
         });
         vec![Effect::RunOp {
             job,
@@ -391,8 +392,12 @@ impl App {
         let op = job.op.title();
         let ok = ended.exit_code == crate::exit::OK;
         let cancelled = ended.exit_code == crate::exit::CANCELLED;
+        let undo = match job.undoable {
+            true => format!(" {} undoes it.", self.keymap.first_key_of(Action::Undo)),
+            false => String::new(),
+        };
         if let (true, Some(line)) = (ok, &ended.headline) {
-            self.status = line.clone();
+            self.status = format!("{line}{undo}");
             return;
         }
         self.status = format!(
@@ -412,7 +417,7 @@ impl App {
                 self.keymap.keys_of(Action::Delete),
                 file_name(l)
             ),
-            None => ended.summary,
+            None => format!("{}{undo}", ended.summary),
         };
         self.popup = Some(Popup::Message {
             title: ended
