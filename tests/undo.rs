@@ -174,3 +174,38 @@ fn a_kill_while_cloning_leaves_the_chain_unchanged() {
     }
     assert!(unchanged_kills > 0, "no kill landed before the first write");
 }
+
+/// An XFS made without reflink cannot clone: the plan says so and why; on one that can,
+/// --no-undo records nothing.
+#[test]
+#[cfg_attr(
+    not(all(tool_qemu_img, tool_qemu_io)),
+    ignore = "needs qemu-img, qemu-io"
+)]
+fn no_reflink_and_no_undo_record_nothing() {
+    let Some(fs) = SmallFs::made_with(300, &["-m", "reflink=0"]) else {
+        return;
+    };
+    let d = fs.path();
+    chain(d);
+    let top = d.join("top.qcow2");
+    let plan = imgchain_json(&["commit", "--dry-run", "--json", arg(&top)], 0);
+    assert_eq!(plan["undo"]["offered"], false, "{plan}");
+    assert!(
+        plan["undo"]["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("without reflink")),
+        "{plan}"
+    );
+    let Some(fs) = SmallFs::new(300) else { return };
+    let d = fs.path();
+    chain(d);
+    let top = d.join("top.qcow2");
+    let plan = imgchain_json(
+        &["--no-undo", "commit", "--dry-run", "--json", arg(&top)],
+        0,
+    );
+    assert!(plan["undo"].is_null(), "{plan}");
+    imgchain_ok(&["--no-undo", "commit", arg(&top)]);
+    refused_in(d, &["undo", arg(d)], 1, &["nothing to undo"]);
+}

@@ -54,6 +54,15 @@ impl Recording {
         for (index, img) in images.iter().enumerate() {
             match clone_one(&throw, &all, index, img) {
                 Ok(part) => made.parts.push(part),
+                Err(e @ Refusal::Trash { .. }) => {
+                    made.discard();
+                    return Err(e.with(super::refusal::Way {
+                        cli: "add --no-undo to run it without one".into(),
+                        ui: super::refusal::UiWay::Words(
+                            "set [trash] undo = false to run it without one".into(),
+                        ),
+                    }));
+                }
                 Err(e) => {
                     made.discard();
                     return Err(e);
@@ -63,7 +72,8 @@ impl Recording {
         Ok(made)
     }
 
-    /// Completes each record with what the run left.
+    /// Completes each record with what the run left (read by name after the run: only
+    /// compared later, never opened).
     fn finish(self) {
         for (dir, entry, mut record) in self.parts {
             if let Some(u) = &mut record.undo {

@@ -564,15 +564,18 @@ pub struct SmallFs {
 
 impl SmallFs {
     pub fn new(mib: u64) -> Option<SmallFs> {
+        SmallFs::made_with(mib, &["-m", "reflink=1"])
+    }
+
+    /// A small XFS made with `mkfs.xfs OPTS`.
+    pub fn made_with(mib: u64, opts: &[&str]) -> Option<SmallFs> {
         if !have("mkfs.xfs") {
             return None;
         }
         let img = tempdir();
         let file = img.path().join("fs.img");
         run(Command::new("truncate").arg(format!("-s{mib}M")).arg(&file));
-        run(Command::new("mkfs.xfs")
-            .args(["-q", "-m", "reflink=1"])
-            .arg(&file));
+        run(Command::new("mkfs.xfs").arg("-q").args(opts).arg(&file));
         let mnt = tempdir();
         let out = Command::new("mount")
             .args(["-o", "loop"])
