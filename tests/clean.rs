@@ -66,6 +66,15 @@ fn host(root: &Path) -> (PathBuf, PathBuf) {
         vec![7u8; 3 << 20],
     )
     .expect("leftover");
+    // A leftover with an image's header: never shown as an image.
+    create(
+        &d,
+        ".old.qcow2.999998.imgchain-del",
+        "qcow2",
+        "16M",
+        None,
+        &[],
+    );
     let cfg = config(root, &d.join("web.qcow2"));
     (d, cfg)
 }
@@ -96,9 +105,17 @@ fn each_kind_lands_in_its_group_and_the_kept_ones_are_kept() {
     let p = |s: &str| d.join(s).display().to_string();
     assert_eq!(
         paths(&v["leftovers"]),
-        vec![p(".web.qcow2.999999.0.imgchain-tmp")]
+        vec![
+            p(".old.qcow2.999998.imgchain-del"),
+            p(".web.qcow2.999999.0.imgchain-tmp")
+        ]
     );
-    assert!(v["leftovers"][0]["bytes"].as_u64() >= Some(3 << 20), "{v}");
+    assert!(v["leftovers"][1]["bytes"].as_u64() >= Some(3 << 20), "{v}");
+    let tree = imgchain_json(&["tree", "--json", arg(&d)], 0);
+    assert!(
+        !tree.to_string().contains("imgchain-del"),
+        "a leftover shows as an image: {tree}"
+    );
     assert_eq!(
         paths(&v["unused_bases"]),
         vec![p("golden-copy.qcow2"), p("lonely.qcow2")],
@@ -119,6 +136,7 @@ fn each_kind_lands_in_its_group_and_the_kept_ones_are_kept() {
         0,
     );
     for gone in [
+        ".old.qcow2.999998.imgchain-del",
         ".web.qcow2.999999.0.imgchain-tmp",
         "golden-copy.qcow2",
         "lonely.qcow2",
@@ -132,7 +150,7 @@ fn each_kind_lands_in_its_group_and_the_kept_ones_are_kept() {
     let listed = imgchain_json(&["trash", "list", "--json", arg(&d)], 0);
     assert_eq!(
         listed["entries"].as_array().map(Vec::len),
-        Some(4),
+        Some(5),
         "{listed}"
     );
 }

@@ -240,6 +240,14 @@ pub fn merge_journal(image: &Path) -> PathBuf {
 
 const MERGE_JOURNAL: &str = ".imgchain-merge";
 
+/// Whether a file name is one imgchain gives files while it works on them: a new file not yet
+/// under its name (`.NAME.….imgchain-tmp`) or one being deleted (`.NAME.PID.imgchain-del`).
+/// The walk passes them over; `ops::clean` lists those no running imgchain holds.
+pub fn temporary_name(path: &Path) -> bool {
+    let name = super::model::file_name(path);
+    name.starts_with('.') && (name.ends_with(".imgchain-tmp") || name.ends_with(".imgchain-del"))
+}
+
 /// What kernel filesystem the directory `path` is on, if it is one of them.
 fn pseudo_dir(path: &Path) -> Option<&'static str> {
     let st = rustix::fs::statfs(path).ok()?;
@@ -554,7 +562,7 @@ impl Scanner<'_> {
                         .and_then(|n| n.strip_suffix(MERGE_JOURNAL))
                     {
                         self.journals.push(normalised(&dir.join(image)));
-                    } else if ft.is_file() {
+                    } else if ft.is_file() && !temporary_name(&path) {
                         files.push(path);
                     }
                     continue;

@@ -101,7 +101,7 @@ fn build(scan: Scan, paths: &[PathBuf], dirs: &[PathBuf], searched: Vec<Searched
     let forest = &scan.forest;
     let mine: Vec<NodeId> = (0..forest.nodes.len())
         .map(NodeId)
-        .filter(|&id| under(&forest.node(id).path, paths) && !leftover_name(&forest.node(id).path))
+        .filter(|&id| under(&forest.node(id).path, paths))
         .collect();
     let mut s = Survey {
         leftovers: leftovers(dirs, &scan),
@@ -168,12 +168,6 @@ fn item(path: &Path) -> Item {
     }
 }
 
-/// Whether a file name is one imgchain gives files while it works on them.
-pub fn leftover_name(path: &Path) -> bool {
-    let name = crate::forest::model::file_name(path);
-    name.starts_with('.') && (name.ends_with(".imgchain-tmp") || name.ends_with(".imgchain-del"))
-}
-
 /// The leftovers in `dirs`: temporary files of an imgchain no longer running, and merge
 /// journals whose image is gone.
 fn leftovers(dirs: &[PathBuf], scan: &Scan) -> Vec<Item> {
@@ -185,7 +179,10 @@ fn leftovers(dirs: &[PathBuf], scan: &Scan) -> Vec<Item> {
         for e in entries.flatten() {
             let path = e.path();
             let regular = e.file_type().is_ok_and(|t| t.is_file());
-            if regular && leftover_name(&path) && !held_by_running_imgchain(&path) {
+            if regular
+                && crate::forest::scan::temporary_name(&path)
+                && !held_by_running_imgchain(&path)
+            {
                 found.push(item(&path));
             }
         }
