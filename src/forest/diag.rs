@@ -26,6 +26,7 @@ pub enum ProblemKind {
     InterruptedMerge,
     MixedSnapshots,
     BackingWritten,
+    Leftover,
 }
 
 impl ProblemKind {
@@ -48,6 +49,7 @@ impl ProblemKind {
             ProblemKind::InterruptedMerge => "interrupted-merge",
             ProblemKind::MixedSnapshots => "mixed-snapshots",
             ProblemKind::BackingWritten => "backing-written",
+            ProblemKind::Leftover => "leftover",
         }
     }
 
@@ -68,7 +70,9 @@ impl ProblemKind {
             | ProblemKind::InterruptedMerge
             | ProblemKind::MixedSnapshots
             | ProblemKind::BackingWritten => Severity::Warning,
-            ProblemKind::ProtocolBacking | ProblemKind::SizeMismatch => Severity::Note,
+            ProblemKind::ProtocolBacking | ProblemKind::SizeMismatch | ProblemKind::Leftover => {
+                Severity::Note
+            }
         }
     }
 }
@@ -108,6 +112,17 @@ pub struct Problem {
 impl Problem {
     pub(crate) fn new(kind: ProblemKind, message: String) -> Problem {
         Problem { kind, message }
+    }
+
+    /// A file named as imgchain names what it is working on (`scan::temporary_name`): still
+    /// an image of the forest, so that nothing built on anything is ever missed.
+    pub(crate) fn leftover() -> Problem {
+        Problem::new(
+            ProblemKind::Leftover,
+            "a file imgchain names while it works on it: a run still going, or one that was \
+             stopped; imgchain clean lists it once no imgchain runs, and moves it into the trash"
+                .into(),
+        )
     }
 
     /// An image whose backing file another process writes: its guest's disk changes under

@@ -187,6 +187,11 @@ pub fn scan(paths: &[PathBuf], opts: &ScanOptions) -> Result<Scan, ScanError> {
         }
     }
     let mut scan = s.scan;
+    for n in &mut scan.forest.nodes {
+        if temporary_name(&n.path) {
+            n.problems.push(Problem::leftover());
+        }
+    }
     for (path, reason) in super::domains::label(&mut scan.forest, &opts.libvirt_domains) {
         scan.skipped.push(Skipped { path, reason });
     }
@@ -242,7 +247,7 @@ const MERGE_JOURNAL: &str = ".imgchain-merge";
 
 /// Whether a file name is one imgchain gives files while it works on them: a new file not yet
 /// under its name (`.NAME.….imgchain-tmp`) or one being deleted (`.NAME.PID.imgchain-del`).
-/// The walk passes them over; `ops::clean` lists those no running imgchain holds.
+/// Such an image gets a `leftover` note; `ops::clean` lists those no running imgchain holds.
 pub fn temporary_name(path: &Path) -> bool {
     let name = super::model::file_name(path);
     name.starts_with('.') && (name.ends_with(".imgchain-tmp") || name.ends_with(".imgchain-del"))
@@ -562,7 +567,7 @@ impl Scanner<'_> {
                         .and_then(|n| n.strip_suffix(MERGE_JOURNAL))
                     {
                         self.journals.push(normalised(&dir.join(image)));
-                    } else if ft.is_file() && !temporary_name(&path) {
+                    } else if ft.is_file() {
                         files.push(path);
                     }
                     continue;

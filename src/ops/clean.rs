@@ -101,7 +101,10 @@ fn build(scan: Scan, paths: &[PathBuf], dirs: &[PathBuf], searched: Vec<Searched
     let forest = &scan.forest;
     let mine: Vec<NodeId> = (0..forest.nodes.len())
         .map(NodeId)
-        .filter(|&id| under(&forest.node(id).path, paths))
+        .filter(|&id| {
+            let path = &forest.node(id).path;
+            under(path, paths) && !crate::forest::scan::temporary_name(path)
+        })
         .collect();
     let mut s = Survey {
         leftovers: leftovers(dirs, &scan),
