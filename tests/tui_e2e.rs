@@ -317,7 +317,7 @@ fn merging_a_middle_snapshot_by_keypress_keeps_the_top_s_disk() {
     assert!(demo.join("snapshots/app-snap2.qcow2").exists());
     t.keys(&["M"]);
     let done = t.wait_for("Merge: done");
-    assert!(done.contains("Deleted"), "{done}");
+    assert!(done.contains("into the trash"), "{done}");
     t.keys(&["Enter", "q"]);
     t.wait_for("EXITED 0");
     assert!(!demo.join("snapshots/app-snap2.qcow2").exists());
@@ -480,7 +480,7 @@ fn delete_of_an_image_with_data_asks_its_name_typed() {
     t.keys(&["G", "D"]);
     t.wait_for("then D for good");
     t.keys(&["Enter"]);
-    t.wait_for("type top.qcow2: Enter deletes");
+    t.wait_for("type top.qcow2: Enter moves it");
     // Neither the operation's key nor a wrong name deletes it.
     t.keys(&["D", "Enter"]);
     t.wait_for("type top.qcow2 exactly");
@@ -492,7 +492,7 @@ fn delete_of_an_image_with_data_asks_its_name_typed() {
     t.keys(&["Escape"]);
     t.wait_for("delete not confirmed");
     t.keys(&["Enter"]);
-    t.wait_for("type top.qcow2: Enter deletes");
+    t.wait_for("type top.qcow2: Enter moves it");
     t.literal("top.qcow2");
     t.keys(&["Enter"]);
     t.wait_for("Delete: done");

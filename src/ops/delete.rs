@@ -566,10 +566,14 @@ impl Report for Outcome {
             match self.plan.purge {
                 true => format!("Deleted {}.", names(&self.deleted)),
                 false => format!(
-                    "Moved {} into the trash ({} beside it): restorable until the trash is \
-                     emptied.",
+                    "Moved {} into the trash ({} beside it): imgchain trash restore {} \
+                     brings it back until the trash is emptied.",
                     names(&self.deleted),
-                    crate::trash::DIR
+                    crate::trash::DIR,
+                    match self.deleted.as_slice() {
+                        [one] => one.quoted().to_string(),
+                        _ => "PATH".into(),
+                    }
                 ),
             }
         };

@@ -897,10 +897,10 @@ impl Report for Outcome {
         match &self.deleted {
             Some(Ok(())) => match &p.data_file {
                 Some(f) => s.push_str(&format!(
-                    " Deleted {image} and its data file {}.",
+                    " Moved {image} and its data file {} into the trash beside them.",
                     f.path.shown()
                 )),
-                None => s.push_str(&format!(" Deleted {image}.")),
+                None => s.push_str(&format!(" Moved {image} into the trash beside it.")),
             },
             Some(Err(e)) => s.push_str(&format!(
                 " Could not delete {image}: {e}; nothing is built on it any more, so it can be \

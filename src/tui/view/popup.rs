@@ -354,7 +354,7 @@ pub fn op(app: &App, p: &OpPopup, frame: &mut Frame, area: Rect) {
             )));
             lines.push(kv("name", format!("{typed}▏")));
             keys = vec![format!(
-                "type {name}: Enter deletes, {} goes back",
+                "type {name}: Enter moves it into the trash, {} goes back",
                 app.keymap.keys_of(Action::Close)
             )];
         } else if p.confirmed_once {
