@@ -227,7 +227,8 @@ pub fn plan(forest: &Forest, req: &Request) -> Result<Plan, Refusal> {
     Ok(Plan {
         images,
         aliases,
-        backing: backing_of(req.image),
+        // Only a backing file that is there has one overlay fewer.
+        backing: n.backing_node().map(|b| forest.node(b).path.clone()),
         data_files,
         backings: order.iter().map(|&id| backing_of(id)).collect(),
         purge: req.purge,
