@@ -146,19 +146,14 @@ fn free(ctx: &Session, s: &Survey, keep: std::time::Duration, yes: bool) -> Resu
             }
         }
     }
-    let dirs: Vec<PathBuf> = s.trash.iter().map(|l| l.dir.clone()).collect();
-    let old = s
-        .trash
-        .iter()
-        .filter(|l| imgchain::ops::restore::age(l) >= keep)
-        .count();
+    let old = s.older(keep).count();
     if old > 0 {
         let d = Description::new(format!(
             "Would empty {old} trash entries older than the retention:"
         ));
         let q = Question::YesNo("Empty them for good?".into());
         if yes || confirmed("clean", &d, &q, false)? {
-            let e = imgchain::ops::restore::empty(&dirs, keep);
+            let e = imgchain::ops::restore::empty(s.older(keep));
             freed.emptied_bytes = e.removed.iter().map(|(_, b)| b).sum();
             freed.failed.extend(e.failed);
         }

@@ -203,7 +203,7 @@ fn empty(
     json: bool,
 ) -> Result<u8, Failure> {
     let dirs = trash_dirs(ctx, paths)?;
-    let (listed, _) = restore::list(&dirs);
+    let (listed, errors) = restore::list(&dirs);
     let due: Vec<&Listed> = listed.iter().filter(|l| restore::age(l) >= keep).collect();
     if !due.is_empty() && !yes {
         let mut d = imgchain::ops::Description::new(format!(
@@ -223,8 +223,9 @@ fn empty(
     }
     let restore::Emptied {
         removed: done,
-        failed,
-    } = restore::empty(&dirs, keep);
+        mut failed,
+    } = restore::empty(due);
+    failed.extend(errors.into_iter().map(|e| (e.path, e.what)));
     let freed: u64 = done.iter().map(|(_, b)| b).sum();
     let summary = format!(
         "Removed {} from the trash, {} freed{}.",

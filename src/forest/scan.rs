@@ -151,6 +151,9 @@ pub struct Scan {
     pub trash_bytes: u64,
     /// Merge journals whose image is gone: nothing can resume from them.
     pub stale_journals: Vec<PathBuf>,
+    /// Regular files the walk met named as imgchain names what it works on
+    /// ([`temporary_name`]), images or not.
+    pub temporaries: Vec<PathBuf>,
 }
 
 /// `path` without `.` and `..` components, as the kernel resolves them: its directory made
@@ -568,6 +571,9 @@ impl Scanner<'_> {
                     {
                         self.journals.push(normalised(&dir.join(image)));
                     } else if ft.is_file() {
+                        if temporary_name(&path) {
+                            self.scan.temporaries.push(path.clone());
+                        }
                         files.push(path);
                     }
                     continue;

@@ -94,10 +94,10 @@ pub fn survey(
     wide.overlay_dirs
         .extend(searched.iter().flat_map(|s| s.paths.iter().cloned()));
     let scan = crate::forest::scan(paths, &wide).map_err(|e| failed(e.to_string()))?;
-    Ok(build(scan, paths, &dirs, searched))
+    Ok(build(scan, paths, searched))
 }
 
-fn build(scan: Scan, paths: &[PathBuf], dirs: &[PathBuf], searched: Vec<Searched>) -> Survey {
+fn build(scan: Scan, paths: &[PathBuf], searched: Vec<Searched>) -> Survey {
     let forest = &scan.forest;
     let mine: Vec<NodeId> = (0..forest.nodes.len())
         .map(NodeId)
@@ -107,7 +107,7 @@ fn build(scan: Scan, paths: &[PathBuf], dirs: &[PathBuf], searched: Vec<Searched
         })
         .collect();
     let mut s = Survey {
-        leftovers: leftovers(dirs, &scan),
+        leftovers: leftovers(paths, &scan),
         definitions_found: forest.nodes.iter().any(|n| !n.vm_disks.is_empty())
             || searched
                 .iter()
@@ -129,7 +129,14 @@ fn build(scan: Scan, paths: &[PathBuf], dirs: &[PathBuf], searched: Vec<Searched
         }
     }
     s.layers.sort_by_key(|l| std::cmp::Reverse(l.item.bytes));
-    (s.duplicates, s.unreadable) = duplicates(forest, &mine);
+    // Only images whose whole chain lies under the surveyed paths are read: a header's name
+    // never leads the survey to read a file outside them.
+    let readable: Vec<NodeId> = mine
+        .iter()
+        .copied()
+        .filter(|&id| forest.chain(id).all(|c| under(&forest.node(c).path, paths)))
+        .collect();
+    (s.duplicates, s.unreadable) = duplicates(forest, &readable);
     s
 }
 
@@ -171,28 +178,18 @@ fn item(path: &Path) -> Item {
     }
 }
 
-/// The leftovers in `dirs`: temporary files of an imgchain no longer running, and merge
-/// journals whose image is gone.
-fn leftovers(dirs: &[PathBuf], scan: &Scan) -> Vec<Item> {
-    let mut found = Vec::new();
-    for d in dirs {
-        let Ok(entries) = std::fs::read_dir(d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let regular = e.file_type().is_ok_and(|t| t.is_file());
-            if regular
-                && crate::forest::scan::temporary_name(&path)
-                && !held_by_running_imgchain(&path)
-            {
-                found.push(item(&path));
-            }
-        }
-    }
-    for j in &scan.stale_journals {
-        found.push(item(j));
-    }
+/// The leftovers the walk met under the surveyed `paths`: temporary files of an imgchain no
+/// longer running, and merge journals whose image is gone.
+fn leftovers(paths: &[PathBuf], scan: &Scan) -> Vec<Item> {
+    let temporaries = scan
+        .temporaries
+        .iter()
+        .filter(|p| !held_by_running_imgchain(p));
+    let mut found: Vec<Item> = temporaries
+        .chain(&scan.stale_journals)
+        .filter(|p| under(p, paths))
+        .map(|p| item(p))
+        .collect();
     found.sort_by(|a, b| a.path.cmp(&b.path));
     found.dedup();
     found

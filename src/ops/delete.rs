@@ -422,10 +422,10 @@ pub fn run(
 /// The trash beside every file the plan removes, made where there is none, or the refusal
 /// that names one imgchain will not use (before anything moves).
 fn trash_ready(plan: &Plan) -> Result<(), Refusal> {
-    let files = plan.images.iter().map(|i| &i.path);
-    let files = files.chain(plan.data_files.iter().map(|d| &d.path));
-    for dir in files.filter_map(|p| p.parent()) {
-        crate::trash::Trash::create(dir).map_err(|e| {
+    let files = plan.images.iter().map(|i| (&i.path, i.ident));
+    let files = files.chain(plan.data_files.iter().map(|d| (&d.path, d.ident)));
+    for (path, ident) in files {
+        crate::trash::Trash::beside(path, ident).map_err(|e| {
             Refusal::from(e).with(super::refusal::Way::cli_only(
                 "or add --purge to delete without the trash",
             ))

@@ -146,13 +146,18 @@ pub fn list(dirs: &[PathBuf]) -> (Vec<Listed>, Vec<TrashError>) {
 /// How long ago entry `l` was made (an unreadable record: as old as can be, so that emptying
 /// the trash takes it).
 pub fn age(l: &Listed) -> Duration {
+    match &l.record {
+        Ok(r) => since(r.when),
+        Err(_) => Duration::MAX,
+    }
+}
+
+/// How long ago `when` (seconds since the epoch) was.
+fn since(when: u64) -> Duration {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    match &l.record {
-        Ok(r) => Duration::from_secs(now.saturating_sub(r.when)),
-        Err(_) => Duration::MAX,
-    }
+    Duration::from_secs(now.saturating_sub(when))
 }
 
 /// What emptying the trash did: each entry removed with the bytes freed, and each failure.
@@ -162,15 +167,14 @@ pub struct Emptied {
     pub failed: Vec<(PathBuf, String)>,
 }
 
-/// Removes the entries of `dirs`' trashes at least `older_than` old.
-pub fn empty(dirs: &[PathBuf], older_than: Duration) -> Emptied {
-    let (listed, errors) = list(dirs);
+/// Removes `entries` (those a list found and the user confirmed), each from its own trash.
+pub fn empty<'a>(entries: impl IntoIterator<Item = &'a Listed>) -> Emptied {
     let mut done = Vec::new();
-    let mut failed: Vec<(PathBuf, String)> = errors.into_iter().map(|e| (e.path, e.what)).collect();
-    for l in listed.into_iter().filter(|l| age(l) >= older_than) {
+    let mut failed = Vec::new();
+    for l in entries {
         let at = l.dir.join(crate::trash::DIR).join(&l.entry);
         match Trash::open(&l.dir).map(|t| t.map(|t| t.purge(&l.entry))) {
-            Ok(Some(Ok(freed))) => done.push((l, freed)),
+            Ok(Some(Ok(freed))) => done.push((l.clone(), freed)),
             Ok(Some(Err(e))) => failed.push((at, e.to_string())),
             Ok(None) => {}
             Err(e) => failed.push((e.path, e.what)),
@@ -269,14 +273,10 @@ impl super::Report for Restored {
     fn summary(&self) -> String {
         let names: Vec<String> = self.back.iter().map(|p| p.shown().to_string()).collect();
         let r = &self.plan.found.record;
-        let ago = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .saturating_sub(r.when);
         format!(
             "Restored {} from the trash ({} ago, by {}).",
             names.join(" and "),
-            crate::units::human_age(Duration::from_secs(ago)),
+            crate::units::human_age(since(r.when)),
             r.operation
         )
     }

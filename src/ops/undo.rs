@@ -14,7 +14,7 @@ use super::{Operation, Refusal, Report, Run};
 use crate::image::file::{self, FileId, OpenMode};
 use crate::text::Names;
 use crate::trash::record::{FileState, Record, UndoPart, VERSION};
-use crate::trash::{Throw, Trash};
+use crate::trash::{Listed, Throw, Trash};
 
 /// Runs `plan` as [`Operation::run`] does, with an undo record made first when the plan's
 /// images are on a cloning filesystem; a record that cannot be made refuses the run before
@@ -115,7 +115,7 @@ fn clone_one(
         file::open_as(&img.path, OpenMode::ReadOnly, img.ident).map_err(|e| fail(e.to_string()))?,
     );
     let before = FileState::now(&img.path);
-    let trash = Trash::create(&dir)?;
+    let trash = Trash::beside(&img.path, img.ident)?;
     let mut record = Record {
         version: VERSION,
         operation: throw.operation.into(),
@@ -200,9 +200,18 @@ pub fn plan(dirs: &[PathBuf]) -> Result<Plan, Refusal> {
     let Some(first) = &newest.undo else {
         return Err(nothing(dirs));
     };
+    // Every directory of the record's images listed once (they may lie outside `dirs`).
+    let mut image_dirs: Vec<PathBuf> = first
+        .images
+        .iter()
+        .filter_map(|i| Path::new(i).parent().map(Path::to_path_buf))
+        .collect();
+    image_dirs.sort();
+    image_dirs.dedup();
+    let (around, _) = super::restore::list(&image_dirs);
     let mut parts = Vec::new();
     for (index, image) in first.images.iter().enumerate() {
-        parts.push(part_of(&newest, index, Path::new(image))?);
+        parts.push(part_of(&around, &newest, index, Path::new(image))?);
     }
     Ok(Plan {
         operation: newest.operation.clone(),
@@ -224,23 +233,24 @@ fn nothing(dirs: &[PathBuf]) -> Refusal {
     }
 }
 
-/// The record's part for image `index`, checked against the image now.
-fn part_of(group: &Record, index: usize, path: &Path) -> Result<Part, Refusal> {
+/// The record's part for image `index`, found among the `listed` entries of the trash beside
+/// it, checked against the image now.
+fn part_of(listed: &[Listed], group: &Record, index: usize, path: &Path) -> Result<Part, Refusal> {
     let refuse = |what: String| Refusal::Trash {
         path: path.to_path_buf(),
         what,
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let trash = Trash::open(dir)?.ok_or_else(|| refuse("has no undo record beside it".into()))?;
-    let (entry, u) = trash
-        .entries()
-        .into_iter()
+    let (entry, u) = listed
+        .iter()
+        .filter(|l| l.dir == dir)
         .find_map(|l| {
-            let r = l.record.ok()?;
+            let r = l.record.as_ref().ok()?;
             let u = r
                 .undo
+                .as_ref()
                 .filter(|u| r.group == group.group && u.index == index)?;
-            Some((l.entry, u))
+            Some((l.entry.clone(), u.clone()))
         })
         .ok_or_else(|| refuse("has lost its part of the undo record".into()))?;
     if !u.finished {
@@ -248,7 +258,7 @@ fn part_of(group: &Record, index: usize, path: &Path) -> Result<Part, Refusal> {
             "was being changed by a {} that did not finish (the process was stopped); its \
              images are as it left them, and its clones are in {}",
             group.operation,
-            trash.path().shown()
+            dir.join(crate::trash::DIR).shown()
         )));
     }
     let now = FileState::now(path);

@@ -65,16 +65,37 @@ impl Trash {
         }
     }
 
-    /// The trash of `dir`, made (mode 0700) when it has none.
-    pub fn create(dir: &Path) -> Result<Trash, TrashError> {
+    /// The trash beside the file at `path`, made (mode 0700) when there is none — only once
+    /// the directory opened is checked to hold that file, `ident`: a directory a tenant swapped
+    /// for a symlink since never gets a trash made in it.
+    pub fn beside(path: &Path, ident: FileId) -> Result<Trash, TrashError> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(fail(path, "names no file in a directory"));
+        };
         let dir_fd = open_dir(dir).map_err(|e| fail(dir, format!("cannot open: {e}")))?;
-        match rustix::fs::mkdirat(&dir_fd, DIR, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(fail(&dir.join(DIR), format!("cannot be made: {e}"))),
+        let st = rustix::fs::statat(&dir_fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| fail(path, format!("cannot be found: {e}")))?;
+        if (FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }) != ident
+        {
+            return Err(fail(
+                path,
+                "names another file than the one planned; left alone",
+            ));
         }
-        let fd = checked(&dir_fd, &dir.join(DIR))
-            .map_err(|e| e.unwrap_or_else(|| fail(&dir.join(DIR), "vanished as it was made")))?;
-        rustix::fs::fsync(&dir_fd).map_err(|e| fail(dir, format!("cannot be synced: {e}")))?;
+        let at = dir.join(DIR);
+        let made = match rustix::fs::mkdirat(&dir_fd, DIR, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
+            Err(e) => return Err(fail(&at, format!("cannot be made: {e}"))),
+        };
+        let fd = checked(&dir_fd, &at)
+            .map_err(|e| e.unwrap_or_else(|| fail(&at, "vanished as it was made")))?;
+        if made {
+            rustix::fs::fsync(&dir_fd).map_err(|e| fail(dir, format!("cannot be synced: {e}")))?;
+        }
         Ok(Trash {
             dir: dir.to_path_buf(),
             dir_fd,
@@ -266,22 +287,10 @@ impl Throw {
         backing: Option<&Path>,
         data_file_of: Option<&Path>,
     ) -> Result<(), TrashError> {
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(fail(path, "names no file in a directory"));
-        };
-        let trash = Trash::create(dir)?;
+        let trash = Trash::beside(path, ident)?;
+        let name = path.file_name().unwrap_or_default();
         let st = rustix::fs::statat(&trash.dir_fd, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| fail(path, format!("cannot be found: {e}")))?;
-        if (FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        }) != ident
-        {
-            return Err(fail(
-                path,
-                "names another file than the one planned; left alone",
-            ));
-        }
         let record = Record {
             version: record::VERSION,
             operation: self.operation.into(),
@@ -347,7 +356,7 @@ impl Entry<'_> {
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 
 /// One entry as listed: its record (or why it cannot be read) and the files in it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Listed {
     /// The directory the files came from.
     pub dir: PathBuf,
@@ -485,4 +494,32 @@ fn read_record(entry: &OwnedFd) -> Result<Record, String> {
         .read_to_string(&mut text)
         .map_err(|e| format!("its record cannot be read: {e}"))?;
     Record::parse(&text).map_err(|e| format!("its record cannot be read: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory swapped for a symlink to another one between plan and run: the planned
+    /// file is not there, so no trash is made in the other directory.
+    #[test]
+    fn no_trash_is_made_where_the_planned_file_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (real, other) = (tmp.path().join("real"), tmp.path().join("other"));
+        std::fs::create_dir(&real).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(real.join("disk.qcow2"), b"planned").unwrap();
+        std::fs::write(other.join("disk.qcow2"), b"someone else's").unwrap();
+        let ident = FileId::of_path(&real.join("disk.qcow2")).unwrap();
+        let swapped = tmp.path().join("vms");
+        std::os::unix::fs::symlink(&other, &swapped).unwrap();
+        let e = Trash::beside(&swapped.join("disk.qcow2"), ident).unwrap_err();
+        assert!(e.what.contains("another file"), "{e}");
+        assert!(
+            !other.join(DIR).exists(),
+            "a trash was made in the other directory"
+        );
+        let t = Trash::beside(&real.join("disk.qcow2"), ident).unwrap();
+        assert!(t.path().is_dir());
+    }
 }

@@ -59,16 +59,22 @@ pub struct FileState {
 impl FileState {
     /// The file at `path` as it is now, without following a last symlink (`None`: none).
     pub fn now(path: &std::path::Path) -> Option<FileState> {
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|md| FileState::of(&md))
+    }
+
+    /// The file `md` describes.
+    fn of(md: &std::fs::Metadata) -> FileState {
         use std::os::unix::fs::MetadataExt;
-        let md = std::fs::symlink_metadata(path).ok()?;
-        Some(FileState {
-            ident: FileId::of(&md),
+        FileState {
+            ident: FileId::of(md),
             size: md.len(),
             mtime_ns: md
                 .mtime()
                 .saturating_mul(1_000_000_000)
                 .saturating_add(md.mtime_nsec()),
-        })
+        }
     }
 }
 
@@ -102,16 +108,12 @@ pub struct Backing {
 impl Backing {
     /// The file at `path` as it is now (`None`: it cannot be seen).
     pub fn now(path: &std::path::Path) -> Option<Backing> {
-        use std::os::unix::fs::MetadataExt;
-        let md = std::fs::metadata(path).ok()?;
+        let s = FileState::of(&std::fs::metadata(path).ok()?);
         Some(Backing {
             path: crate::text::lossy(path),
-            ident: FileId::of(&md),
-            size: md.len(),
-            mtime_ns: md
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(md.mtime_nsec()),
+            ident: s.ident,
+            size: s.size,
+            mtime_ns: s.mtime_ns,
         })
     }
 }
